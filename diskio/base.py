@@ -1,0 +1,75 @@
+"""The disk data engine's reader/writer contract.
+
+Sources and targets are synchronous and thread-safe (positional reads and writes); the
+copier drives them from a bounded thread pool under asyncio, so that the activity that
+runs it keeps heartbeating and sees cancellation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Extent:
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+class DiskSource(ABC):
+    """Guest-visible bytes of one disk."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Virtual size in bytes."""
+
+    @abstractmethod
+    def extents(self) -> list[Extent]:
+        """Allocated extents, sorted, non-overlapping. May over-approximate, never under."""
+
+    @abstractmethod
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` (short only at end of disk)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release handles."""
+
+
+class DiskTarget(ABC):
+    """Where bytes are written. ``granularity`` and ``alignment`` constrain writes."""
+
+    #: every write covers whole multiples of this many bytes (except the disk's tail)
+    granularity: int = 512
+    #: every write starts at a multiple of this
+    alignment: int = 512
+    #: largest single write the target accepts
+    max_write: int = 64 * 1024 * 1024
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Virtual size in bytes."""
+
+    @abstractmethod
+    def write(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``."""
+
+    @property
+    def readable(self) -> bool:
+        """Whether ``read`` can read back what was written (enables digest checks)."""
+        return False
+
+    def read(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError("this target cannot be read back")
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make written data durable (fsync, complete multipart, ...)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release handles."""

@@ -1,0 +1,270 @@
+"""Provider capability contracts.
+
+A provider is a class named by ``PLUGIN_NAME`` (the Coriolis endpoint ``type``, e.g.
+``"local"``, ``"aws"``, ``"vmware_vsphere"``). What it can do is the set of capability
+classes it inherits, exactly as Coriolis derives its provider-type bitmask::
+
+    class AwsProvider(EndpointProvider, InstancesProvider, ExportProvider, ImportProvider):
+        PLUGIN_NAME = "aws"
+
+and registers it in ``pyproject.toml``::
+
+    [project.entry-points."sterna.providers"]
+    aws = "providers.aws.provider:AwsProvider"
+
+Rules every provider follows:
+
+* Control-plane methods are synchronous (cloud SDKs are); activities call them in threads.
+  Data-plane methods (``import_disk``) are ``async`` so that copying heartbeats and sees
+  cancellation through the ``TransferContext``.
+* Errors are raised from ``core.errors`` (``AuthenticationFailed``, ``NotFound``,
+  ``InvalidInput``...). Never let an SDK exception carry credentials into a message.
+* Nothing here is imported by workflow code; the registry imports providers lazily.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from core.models import (
+    DeployedInstance,
+    DiskLocator,
+    ImportedDisk,
+    InstanceInfo,
+    NetworkInfo,
+    OptionValues,
+    SourceSnapshot,
+    StorageInfo,
+)
+
+if TYPE_CHECKING:
+    from diskio.base import DiskSource
+
+
+class ProviderType(enum.IntFlag):
+    """Coriolis provider-type bits, as returned by ``GET /providers``."""
+
+    DESTINATION = 4  # TRANSFER_IMPORT
+    SOURCE = 8  # TRANSFER_EXPORT
+    ENDPOINT = 16
+    ENDPOINT_INSTANCES = 32
+    OS_MORPHING = 64
+    ENDPOINT_NETWORKS = 128
+    DESTINATION_OPTIONS = 512
+    ENDPOINT_STORAGE = 32768
+    SOURCE_OPTIONS = 131072
+
+
+@dataclass
+class TransferProgress:
+    """Progress of one disk transfer; ``checkpoint`` is a compact list of done byte ranges."""
+
+    bytes_done: int
+    bytes_total: int
+    checkpoint: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class TransferContext:
+    """What a data-moving call gets from the activity that runs it.
+
+    ``checkpoint`` holds the done ranges of a previous attempt (resume from there);
+    awaiting ``progress`` heartbeats to Temporal and records Coriolis progress updates,
+    and raises ``asyncio.CancelledError`` once the migration is cancelled.
+    """
+
+    workdir: Path
+    progress: Callable[[TransferProgress], Awaitable[None]]
+    checkpoint: list[tuple[int, int]] | None = None
+    bandwidth_limit: int | None = None
+    event: Callable[[str], None] = field(default=lambda _msg: None)
+
+
+class BaseProvider(ABC):
+    """Root of every provider. ``connection_info`` is already resolved (never a secret ref)."""
+
+    PLUGIN_NAME: ClassVar[str]
+    #: bit that this class contributes to the provider-type mask
+    TYPE_BITS: ClassVar[ProviderType] = ProviderType(0)
+
+    def __init__(self, connection_info: Mapping[str, Any]) -> None:
+        self.connection_info = dict(connection_info)
+
+    @classmethod
+    def provider_types(cls) -> list[int]:
+        """Coriolis provider-type values this class supports, sorted."""
+        mask = ProviderType(0)
+        for klass in cls.__mro__:
+            mask |= klass.__dict__.get("TYPE_BITS", ProviderType(0))
+        return sorted(int(bit) for bit in ProviderType if bit & mask)
+
+
+class EndpointProvider(BaseProvider):
+    """Bit 16: connection validation and its schema."""
+
+    TYPE_BITS = ProviderType.ENDPOINT
+
+    @classmethod
+    def connection_info_schema(cls) -> dict[str, Any]:
+        """JSON schema of ``connection_info`` (draft 4 style, as Coriolis serves it)."""
+        return {"type": "object"}
+
+    @abstractmethod
+    def validate_connection(self) -> None:
+        """Check that the endpoint is reachable with these credentials.
+
+        Raises ``AuthenticationFailed``, ``ConnectionFailed`` or ``InvalidInput`` with a
+        message that names the cause (and no secret).
+        """
+
+
+class InstancesProvider(BaseProvider):
+    """Bit 32: inventory of VMs and templates."""
+
+    TYPE_BITS = ProviderType.ENDPOINT_INSTANCES
+
+    @abstractmethod
+    def list_instances(self, env: Mapping[str, Any], name_filter: str | None = None) -> list[InstanceInfo]:
+        """All instances (VMs and templates) visible to this endpoint."""
+
+    @abstractmethod
+    def get_instance(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
+        """One instance by name or id; raises ``NotFound``."""
+
+
+class NetworksProvider(BaseProvider):
+    """Bit 128."""
+
+    TYPE_BITS = ProviderType.ENDPOINT_NETWORKS
+
+    @abstractmethod
+    def list_networks(self, env: Mapping[str, Any]) -> list[NetworkInfo]:
+        """Networks an instance can be attached to."""
+
+
+class StorageProvider(BaseProvider):
+    """Bit 32768."""
+
+    TYPE_BITS = ProviderType.ENDPOINT_STORAGE
+
+    @abstractmethod
+    def list_storage(self, env: Mapping[str, Any]) -> StorageInfo:
+        """Storage backends (datastores, volume types, pools)."""
+
+
+class DestinationOptionsProvider(BaseProvider):
+    """Bit 512."""
+
+    TYPE_BITS = ProviderType.DESTINATION_OPTIONS
+
+    @abstractmethod
+    def destination_options(self, env: Mapping[str, Any]) -> list[OptionValues]:
+        """Choices for ``destination_environment`` keys (flavors, regions, ...)."""
+
+
+class SourceOptionsProvider(BaseProvider):
+    """Bit 131072."""
+
+    TYPE_BITS = ProviderType.SOURCE_OPTIONS
+
+    @abstractmethod
+    def source_options(self, env: Mapping[str, Any]) -> list[OptionValues]:
+        """Choices for ``source_environment`` keys."""
+
+
+class ExportProvider(InstancesProvider):
+    """Bit 8: a migration source."""
+
+    TYPE_BITS = ProviderType.SOURCE
+
+    @classmethod
+    def source_environment_schema(cls) -> dict[str, Any]:
+        """JSON schema of ``source_environment``."""
+        return {"type": "object"}
+
+    def validate_source(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
+        """Check that ``instance`` can be exported; returns its ``export_info``."""
+        return self.get_instance(env, instance)
+
+    def shutdown_instance(self, env: Mapping[str, Any], instance: str) -> None:  # noqa: B027
+        """Power the instance off before its snapshot (``shutdown_instances``). Default: no-op."""
+
+    @abstractmethod
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+        """Freeze a point-in-time view of every disk of ``instance``.
+
+        Must be idempotent for the same ``workdir`` (activities run at least once).
+        """
+
+    @abstractmethod
+    def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
+        """A ``diskio`` source reading the snapshot's guest-visible bytes of one disk."""
+
+    @abstractmethod
+    def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
+        """Remove what ``snapshot_instance`` created; must tolerate being called twice."""
+
+
+class ImportProvider(BaseProvider):
+    """Bit 4: a migration destination."""
+
+    TYPE_BITS = ProviderType.DESTINATION
+    #: qemu-img output format the destination wants its disks in
+    TARGET_DISK_FORMAT: ClassVar[str] = "raw"
+    #: OS-morphing target platform: "kvm", "aws", "azure" or "gcp"
+    TARGET_PLATFORM: ClassVar[str] = "kvm"
+
+    @classmethod
+    def destination_environment_schema(cls) -> dict[str, Any]:
+        """JSON schema of ``destination_environment``."""
+        return {"type": "object"}
+
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:  # noqa: B027
+        """Fail fast (``InvalidInput``) when the target environment can't host this instance."""
+
+    @abstractmethod
+    async def import_disk(
+        self,
+        env: Mapping[str, Any],
+        export_info: InstanceInfo,
+        disk: DiskLocator,
+        ctx: TransferContext,
+    ) -> ImportedDisk:
+        """Move one converted local disk (``disk.path`` in ``TARGET_DISK_FORMAT``) to the target."""
+
+    @abstractmethod
+    def deploy_instance(
+        self,
+        env: Mapping[str, Any],
+        export_info: InstanceInfo,
+        disks: list[ImportedDisk],
+    ) -> DeployedInstance:
+        """Create (and start) the target instance with the mapped flavor, networks, storage."""
+
+    @abstractmethod
+    def cleanup(
+        self,
+        env: Mapping[str, Any],
+        instance: str,
+        disks: list[ImportedDisk],
+        deployed: DeployedInstance | None,
+        succeeded: bool,
+    ) -> list[str]:
+        """Release temporary resources; on failure also delete what was created.
+
+        Returns human-readable lines describing what was removed (they become task events).
+        Must tolerate partial state and repeated calls.
+        """
+
+
+class BootVerifier(BaseProvider):
+    """Check that a deployed instance really booted (console output, serial log)."""
+
+    @abstractmethod
+    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
+        """Return evidence lines when userspace came up; raise ``ProviderError`` otherwise."""

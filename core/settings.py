@@ -1,0 +1,76 @@
+"""Service configuration, from the environment (``STERNA_*``) through pydantic-settings.
+
+``TEMPORAL_ADDRESS`` is read without the prefix, matching Temporal's own tools.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STERNA_", extra="ignore")
+
+    #: where the embedded stack keeps its SQLite files, key and scratch space
+    data_dir: Path = Path.home() / ".sterna"
+    #: record DB; default is SQLite in ``data_dir``
+    database_url: str | None = None
+    temporal_address: str = Field(
+        "127.0.0.1:7233", validation_alias=AliasChoices("TEMPORAL_ADDRESS", "STERNA_TEMPORAL_ADDRESS")
+    )
+    temporal_namespace: str = Field(
+        "default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "STERNA_TEMPORAL_NAMESPACE")
+    )
+    #: the queue that workflows and light activities use
+    task_queue: str = "sterna"
+    api_host: str = "0.0.0.0"
+    api_port: int = 7667
+    temporal_ui_port: int = 8233
+    auth_strategy: Literal["noauth", "keystone"] = "noauth"
+    #: Fernet key for connection_info at rest; generated into data_dir when unset
+    secret_key: str | None = None
+    #: stable id of this worker host: its disk activities are pinned to ``sterna-host-<id>``
+    worker_host_id: str = Field(default_factory=socket.gethostname)
+    #: scratch space for exported and converted disks (defaults to data_dir/scratch)
+    scratch_dir: Path | None = None
+    #: concurrent disk activities per worker host
+    max_disk_activities: int = 4
+    # Temporal timeouts, in seconds; inputs rather than constants so tests can shorten them.
+    heartbeat_timeout: float = 30.0
+    transfer_timeout: float = 24 * 3600.0
+    host_schedule_to_start_timeout: float = 3600.0
+    retry_max_interval: float = 30.0
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sterna.db'}"
+
+    @property
+    def scratch(self) -> Path:
+        return self.scratch_dir or self.data_dir / "scratch"
+
+    @property
+    def host_task_queue(self) -> str:
+        return f"{self.task_queue}-host-{self.worker_host_id}"
+
+    @property
+    def data_task_queue(self) -> str:
+        return f"{self.task_queue}-data"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,251 @@
+"""The ``local`` provider: a directory acting as a KVM host's inventory, as source and destination.
+
+connection_info: ``{"path": "/var/lib/sterna/vms"}``.
+
+* Source: the snapshot is a read-only sparse (reflink where the filesystem can) copy of each
+  disk in the worker's scratch, so the VM may keep running; export reads its allocated extents.
+* Destination: each migrated instance becomes ``<path>/<instance>/`` with qcow2 disks, a
+  libvirt ``domain.xml`` (virtio devices, mapped networks, flavor CPU/memory) and a ``vm.json``,
+  so the result is itself a valid ``local`` inventory entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInput, NotFound
+from core.models import (
+    DeployedInstance,
+    DiskLocator,
+    ImportedDisk,
+    InstanceInfo,
+    NetworkInfo,
+    OptionValues,
+    SourceSnapshot,
+    StorageBackend,
+    StorageInfo,
+)
+from diskio.base import DiskSource
+from providers.base import (
+    DestinationOptionsProvider,
+    EndpointProvider,
+    ExportProvider,
+    ImportProvider,
+    NetworksProvider,
+    StorageProvider,
+    TransferContext,
+)
+from providers.local.domain import FLAVORS, domain_xml, stable_mac
+from providers.local.inventory import VM_FILE, Inventory
+
+OWNER_FILE = ".sterna-migration"
+
+
+class LocalProvider(
+    EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, StorageProvider, DestinationOptionsProvider
+):
+    PLUGIN_NAME = "local"
+    TARGET_DISK_FORMAT = "qcow2"
+    TARGET_PLATFORM = "kvm"
+
+    def __init__(self, connection_info: Mapping[str, Any]) -> None:
+        super().__init__(connection_info)
+        path = self.connection_info.get("path")
+        if not isinstance(path, str) or not path:
+            raise InvalidInput("local connection_info needs a 'path' (a directory)")
+        self.root = Path(path)
+        self.inventory = Inventory(self.root)
+
+    @classmethod
+    def connection_info_schema(cls) -> dict[str, Any]:
+        return {
+            "$schema": "http://cloudbase.it/coriolis/schemas/local#",
+            "type": "object",
+            "properties": {"path": {"type": "string", "description": "inventory directory"}},
+            "required": ["path"],
+            "additionalProperties": False,
+        }
+
+    @classmethod
+    def destination_environment_schema(cls) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "flavor_name": {"type": "string", "enum": sorted(FLAVORS)},
+                "num_cpu": {"type": "integer", "minimum": 1},
+                "memory_mb": {"type": "integer", "minimum": 64},
+                "network_map": {"type": "object"},
+                "verify_boot": {"type": "boolean"},
+            },
+        }
+
+    # -- endpoint ----------------------------------------------------------------------------
+    def validate_connection(self) -> None:
+        if not self.root.is_dir():
+            raise NotFound(f"Local inventory directory {self.root} does not exist")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise InvalidInput(f"Local inventory directory {self.root} is not readable")
+
+    def list_instances(self, env: Mapping[str, Any], name_filter: str | None = None) -> list[InstanceInfo]:
+        self.validate_connection()
+        return self.inventory.list(name_filter)
+
+    def get_instance(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
+        self.validate_connection()
+        return self.inventory.get(instance)
+
+    def list_networks(self, env: Mapping[str, Any]) -> list[NetworkInfo]:
+        names = set(self.connection_info.get("networks", []))
+        for vm in self.inventory.list() if self.root.is_dir() else []:
+            names.update(nic.network_name for nic in vm.devices.nics)
+        return [NetworkInfo(id=name, name=name) for name in sorted(names)]
+
+    def list_storage(self, env: Mapping[str, Any]) -> StorageInfo:
+        return StorageInfo(storage_backends=[StorageBackend(id="default", name=str(self.root))],
+                           config_default="default")
+
+    def destination_options(self, env: Mapping[str, Any]) -> list[OptionValues]:
+        return [OptionValues(name="flavor_name", values=sorted(FLAVORS), config_default=None)]
+
+    # -- source ------------------------------------------------------------------------------
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+        info = self.get_instance(env, instance)
+        snap_dir = workdir / "snapshot"
+        snap_dir.mkdir(parents=True, exist_ok=True)
+        disks = []
+        for disk in info.devices.disks:
+            assert disk.path is not None
+            target = snap_dir / f"{disk.id}.{disk.format}"
+            if not target.exists():  # idempotent: a retried activity reuses a finished copy
+                partial = target.with_suffix(target.suffix + ".partial")
+                subprocess.run(["cp", "--reflink=auto", "--sparse=always", disk.path, str(partial)], check=True)
+                partial.chmod(0o444)
+                partial.rename(target)
+            disks.append(DiskLocator(disk_id=disk.id, size_bytes=disk.size_bytes, format=disk.format,
+                                     path=str(target)))
+        return SourceSnapshot(instance=instance, snapshot_id=str(snap_dir), disks=disks)
+
+    def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
+        from diskio.local import open_local_source
+
+        assert disk.path is not None
+        return open_local_source(disk.path, disk.format)
+
+    def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
+        shutil.rmtree(snapshot.snapshot_id, ignore_errors=True)
+
+    # -- destination -------------------------------------------------------------------------
+    def _target_dir(self, env: Mapping[str, Any], export_info: InstanceInfo) -> Path:
+        return self.inventory.vm_dir(env.get("instance_name") or export_info.name)
+
+    def _claim(self, target: Path, migration_id: str) -> None:
+        """Create the target folder, or accept it only if this migration created it."""
+        owner = target / OWNER_FILE
+        if target.exists():
+            if not owner.exists() or owner.read_text().strip() != migration_id:
+                raise InvalidInput(f"Destination instance folder {target} already exists")
+            return
+        target.mkdir(parents=True)
+        owner.write_text(migration_id)
+
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
+        if not self.root.is_dir():
+            raise NotFound(f"Local destination directory {self.root} does not exist")
+        if not os.access(self.root, os.W_OK):
+            raise InvalidInput(f"Local destination directory {self.root} is not writable")
+        flavor = env.get("flavor_name")
+        if flavor and flavor not in FLAVORS and not env.get("num_cpu"):
+            raise InvalidInput(f"Unknown flavor '{flavor}'. Known: {', '.join(sorted(FLAVORS))}")
+        target = self._target_dir(env, export_info)
+        owner = target / OWNER_FILE
+        if target.exists() and (not owner.exists() or owner.read_text().strip() != env.get("migration_id")):
+            raise InvalidInput(f"An instance named '{target.name}' already exists at the destination")
+
+    async def import_disk(
+        self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator, ctx: TransferContext
+    ) -> ImportedDisk:
+        from diskio.copier import copy_disk
+        from diskio.local import LocalFileTarget, open_local_source
+
+        assert disk.path is not None
+        target_dir = self._target_dir(env, export_info)
+        self._claim(target_dir, str(env.get("migration_id", "")))
+        final = target_dir / f"{disk.disk_id}.{self.TARGET_DISK_FORMAT}"
+        src_path = Path(disk.path)
+        if src_path.exists() and src_path.stat().st_dev == target_dir.stat().st_dev:
+            # Same filesystem: the converted image is moved, not copied.
+            os.replace(src_path, final)
+            ctx.event(f"Moved {disk.disk_id} into {final}")
+        elif not final.exists() or ctx.checkpoint:
+            # The image file is copied as bytes: qcow2 is sparse-friendly and resumable this way.
+            source = open_local_source(src_path, "raw")
+            target = LocalFileTarget(final, source.size)
+            try:
+                await copy_disk(source, target, checkpoint=ctx.checkpoint, on_progress=ctx.progress,
+                                bandwidth_limit=ctx.bandwidth_limit)
+            finally:
+                source.close()
+                target.close()
+            ctx.event(f"Copied {disk.disk_id} into {final}")
+        return ImportedDisk(disk_id=disk.disk_id, details={"path": str(final), "format": self.TARGET_DISK_FORMAT})
+
+    def _flavor(self, env: Mapping[str, Any], info: InstanceInfo) -> tuple[int, int]:
+        if env.get("num_cpu") or env.get("memory_mb"):
+            return int(env.get("num_cpu") or info.num_cpu), int(env.get("memory_mb") or info.memory_mb)
+        flavor = env.get("flavor_name")
+        if flavor:
+            return FLAVORS[flavor]
+        return info.num_cpu, info.memory_mb
+
+    def deploy_instance(
+        self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk]
+    ) -> DeployedInstance:
+        target_dir = self._target_dir(env, export_info)
+        num_cpu, memory_mb = self._flavor(env, export_info)
+        network_map: Mapping[str, Any] = env.get("network_map") or {}
+        seed = f"{env.get('migration_id')}/{export_info.name}"
+        nics = [(str(network_map.get(nic.network_name, nic.network_name)), stable_mac(f"{seed}/{i}"))
+                for i, nic in enumerate(export_info.devices.nics)]
+        disk_files = [(d.details["path"], d.details["format"]) for d in disks]
+        xml = domain_xml(export_info, name=target_dir.name, num_cpu=num_cpu, memory_mb=memory_mb,
+                         disks=disk_files, nics=nics)
+        (target_dir / "domain.xml").write_text(xml)
+        vm = {
+            "name": target_dir.name,
+            "num_cpu": num_cpu,
+            "memory_mb": memory_mb,
+            "firmware": export_info.firmware_type,
+            "os_type": export_info.os_type,
+            "nics": [{"network_name": net, "mac_address": mac} for net, mac in nics],
+            "disks": [{"id": d.disk_id, "file": Path(d.details["path"]).name, "format": d.details["format"]}
+                      for d in disks],
+            "migrated_from": export_info.id,
+        }
+        (target_dir / VM_FILE).write_text(json.dumps(vm, indent=2) + "\n")
+        return DeployedInstance(instance=export_info.name, id=target_dir.name, name=target_dir.name,
+                                details={"path": str(target_dir), "domain_xml": str(target_dir / "domain.xml"),
+                                         "num_cpu": num_cpu, "memory_mb": memory_mb,
+                                         "disks": [d.details for d in disks]})
+
+    def cleanup(
+        self,
+        env: Mapping[str, Any],
+        instance: str,
+        disks: list[ImportedDisk],
+        deployed: DeployedInstance | None,
+        succeeded: bool,
+    ) -> list[str]:
+        if succeeded:
+            return []
+        target = self.inventory.vm_dir(env.get("instance_name") or instance)
+        owner = target / OWNER_FILE
+        if owner.exists() and owner.read_text().strip() == str(env.get("migration_id", "")):
+            shutil.rmtree(target, ignore_errors=True)
+            return [f"Removed partial destination instance {target}"]
+        return []

@@ -1,0 +1,171 @@
+"""Pydantic models that cross the Temporal boundary, plus task names and statuses.
+
+Every workflow and activity takes exactly one of these models; new fields always get
+defaults so that running executions keep replaying.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.models import DeployedInstance, DiskLocator, ImportedDisk, InstanceInfo, SourceSnapshot
+
+
+class Status(StrEnum):
+    """Coriolis execution and task statuses that Sterna uses."""
+
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+    UNSCHEDULED = "UNSCHEDULED"
+    FORCE_CANCELED = "FORCE_CANCELED"
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.ERROR, Status.CANCELED})
+
+
+class TaskType(StrEnum):
+    """One Coriolis task per migration step, per instance, in execution order."""
+
+    VALIDATE = "VALIDATE_MIGRATION_INPUTS"
+    SNAPSHOT = "CREATE_SOURCE_SNAPSHOT"
+    EXPORT = "REPLICATE_DISKS"
+    OS_MORPHING = "OS_MORPHING"
+    CONVERT = "CONVERT_DISKS"
+    UPLOAD = "IMPORT_DISKS"
+    BOOT = "DEPLOY_INSTANCE_RESOURCES"
+    CLEANUP = "CLEANUP_MIGRATION_RESOURCES"
+
+
+TASK_ORDER: list[TaskType] = list(TaskType)
+
+
+class Timeouts(BaseModel):
+    """Activity timing, in seconds; chosen by the API from settings at create time."""
+
+    heartbeat: float = 30.0
+    transfer: float = 24 * 3600.0
+    short: float = 600.0
+    host_schedule_to_start: float = 3600.0
+    retry_max_interval: float = 30.0
+
+
+class MigrationInput(BaseModel):
+    """Input of ``MigrationWorkflow``. Carries ids and options, never credentials."""
+
+    migration_id: str
+    project_id: str
+    origin_endpoint_id: str
+    destination_endpoint_id: str
+    origin_type: str
+    destination_type: str
+    instances: list[str]
+    source_environment: dict[str, Any] = Field(default_factory=dict)
+    destination_environment: dict[str, Any] = Field(default_factory=dict)
+    network_map: dict[str, Any] = Field(default_factory=dict)
+    storage_mappings: dict[str, Any] = Field(default_factory=dict)
+    user_scripts: dict[str, Any] = Field(default_factory=dict)
+    skip_os_morphing: bool = False
+    shutdown_instances: bool = False
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+class InstanceInput(BaseModel):
+    """Input of ``InstanceMigrationWorkflow``: one VM of a migration."""
+
+    migration: MigrationInput
+    instance: str
+
+
+class TaskRef(BaseModel):
+    migration_id: str
+    instance: str
+    task_type: TaskType
+
+
+class StepInput(BaseModel):
+    """Input shared by every per-instance step activity."""
+
+    task: TaskRef
+    origin_endpoint_id: str
+    destination_endpoint_id: str
+    source_environment: dict[str, Any] = Field(default_factory=dict)
+    destination_environment: dict[str, Any] = Field(default_factory=dict)
+    export_info: InstanceInfo | None = None
+    snapshot: SourceSnapshot | None = None
+    #: per-instance scratch directory on the pinned host
+    workdir: str | None = None
+
+
+class ValidateResult(BaseModel):
+    export_info: InstanceInfo
+
+
+class SnapshotResult(BaseModel):
+    snapshot: SourceSnapshot
+    host_queue: str
+    workdir: str
+
+
+class DiskStepInput(BaseModel):
+    step: StepInput
+    disk: DiskLocator
+
+
+class DiskStepResult(BaseModel):
+    disk: DiskLocator
+    bytes_read: int = 0
+    bytes_written: int = 0
+    resumed_bytes: int = 0
+
+
+class MorphInput(BaseModel):
+    step: StepInput
+    disks: list[DiskLocator]
+    skip: bool = False
+    user_scripts: dict[str, Any] = Field(default_factory=dict)
+
+
+class UploadResult(BaseModel):
+    disk: ImportedDisk
+
+
+class DeployInput(BaseModel):
+    step: StepInput
+    disks: list[ImportedDisk]
+
+
+class CleanupInput(BaseModel):
+    step: StepInput
+    disks: list[ImportedDisk] = Field(default_factory=list)
+    deployed: DeployedInstance | None = None
+    succeeded: bool = False
+
+
+class TaskUpdate(BaseModel):
+    """Workflow-side record of a task's fate (statuses the activity itself can't set)."""
+
+    task: TaskRef
+    status: Status
+    message: str | None = None
+
+
+class MigrationStatusUpdate(BaseModel):
+    migration_id: str
+    status: Status
+    message: str | None = None
+
+
+class Heartbeat(BaseModel):
+    """What transfer activities heartbeat: shown by ``temporal workflow describe``."""
+
+    bytes_done: int
+    bytes_total: int
+    checkpoint: list[tuple[int, int]] = Field(default_factory=list)

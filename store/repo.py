@@ -95,14 +95,26 @@ class Store:
             return self.box.open(row.connection_info_enc)
 
     # -- migrations --------------------------------------------------------------------------
+    def new_endpoint_row(self, *, connection_info: dict[str, Any], **fields: Any) -> Endpoint:
+        """An unsaved endpoint row (for ``create_migration``'s single transaction)."""
+        return Endpoint(connection_info_enc=self.box.seal(connection_info), mapped_regions=[], **fields)
+
     def create_migration(
-        self, *, fields: dict[str, Any], plan: Iterable[tuple[str, str]], migration_id: str | None = None
+        self,
+        *,
+        fields: dict[str, Any],
+        plan: Iterable[tuple[str, str]],
+        migration_id: str | None = None,
+        new_endpoints: Iterable[Endpoint] = (),
     ) -> Migration:
-        """Write a migration, its single execution and its SCHEDULED tasks in one transaction."""
+        """Write a migration, its implicit endpoints, its execution and SCHEDULED tasks atomically."""
         mig = Migration(**fields)
         if migration_id:
             mig.id = migration_id
         with self.db.session() as s:
+            for endpoint in new_endpoints:
+                s.add(endpoint)
+            s.flush()
             s.add(mig)
             s.flush()
             execution = Execution(action_id=mig.id, status=Status.RUNNING, number=1, type="migration")
@@ -152,6 +164,38 @@ class Store:
             mig.last_execution_status = status
             mig.updated_at = utcnow()
             s.execute(update(Execution).where(Execution.action_id == migration_id).values(status=status))
+
+    def set_workflow_id(self, migration_id: str, workflow_id: str) -> None:
+        with self.db.session() as s:
+            mig = s.get(Migration, migration_id)
+            if mig is not None:
+                mig.workflow_id = workflow_id
+
+    def discard_migration(self, migration_id: str) -> None:
+        """Undo a create whose workflow could not start: the caller got an error, keep no trace."""
+        with self.db.session() as s:
+            mig = s.get(Migration, migration_id)
+            if mig is None:
+                return
+            for execution in mig.executions:
+                for task in execution.tasks:
+                    s.delete(task)
+                s.delete(execution)
+            endpoint_ids = (mig.origin_endpoint_id, mig.destination_endpoint_id)
+            s.delete(mig)
+            s.flush()
+            for endpoint_id in endpoint_ids:
+                ep = s.get(Endpoint, endpoint_id)
+                if ep is not None and ep.internal:
+                    s.delete(ep)
+
+    def force_cancel_tasks(self, migration_id: str) -> None:
+        """``force`` cancel: every unfinished task becomes FORCE_CANCELED, in the DB only."""
+        with self.db.session() as s:
+            for task in s.scalars(select(Task).join(Execution, Task.execution_id == Execution.id)
+                                  .where(Execution.action_id == migration_id)):
+                if task.status not in FINAL_STATUSES and task.status != Status.UNSCHEDULED:
+                    task.status = Status.FORCE_CANCELED if task.status == Status.RUNNING else Status.UNSCHEDULED
 
     def set_instance_info(self, migration_id: str, instance: str, key: str, value: Any) -> None:
         with self.db.session() as s:

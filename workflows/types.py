@@ -169,3 +169,13 @@ class Heartbeat(BaseModel):
     bytes_done: int
     bytes_total: int
     checkpoint: list[tuple[int, int]] = Field(default_factory=list)
+
+
+class EndpointCall(BaseModel):
+    """A provider endpoint call (validate, inventory...) run by a worker for the API."""
+
+    endpoint_id: str
+    operation: str
+    env: dict[str, Any] = Field(default_factory=dict)
+    instance: str | None = None
+    name_filter: str | None = None

@@ -40,6 +40,7 @@ from providers.base import (
     NetworksProvider,
     StorageProvider,
     TransferContext,
+    TransferProgress,
 )
 from providers.local.domain import FLAVORS, domain_xml, stable_mac
 from providers.local.inventory import VM_FILE, Inventory
@@ -181,6 +182,8 @@ class LocalProvider(
         if src_path.exists() and src_path.stat().st_dev == target_dir.stat().st_dev:
             # Same filesystem: the converted image is moved, not copied.
             os.replace(src_path, final)
+            size = final.stat().st_size
+            await ctx.progress(TransferProgress(bytes_done=size, bytes_total=size, checkpoint=[(0, size)]))
             ctx.event(f"Moved {disk.disk_id} into {final}")
         elif not final.exists() or ctx.checkpoint:
             # The image file is copied as bytes: qcow2 is sparse-friendly and resumable this way.

@@ -1,0 +1,38 @@
+# The quick start is two commands: `make demo` and `make test`. Each sets itself up.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+ARGS    ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test up lint bench sysdeps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+sysdeps:
+	@./deploy/install-sysdeps.sh
+
+## demo: start the embedded stack and migrate a real sample VM (ARGS=--exit to stop after verifying)
+demo: sysdeps $(STAMP)
+	STERNA_DATA_DIR=$(CURDIR)/.demo $(VENV)/bin/sterna demo $(ARGS)
+
+## test: install every test peer, lint, type-check and run the whole suite
+test: sysdeps $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## up: Temporal dev server + worker + API in the foreground (data in ~/.sterna unless STERNA_DATA_DIR)
+up: sysdeps $(STAMP)
+	$(VENV)/bin/sterna up
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy api workflows providers/base.py activities worker store client core providers
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,61 @@
+"""Provider endpoint calls on behalf of the API (validate-connection, inventory, options)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio import activity
+
+from activities.services import Services
+from core.errors import InvalidInput, SternaError, to_application_error
+from providers.base import (
+    DestinationOptionsProvider,
+    EndpointProvider,
+    InstancesProvider,
+    NetworksProvider,
+    SourceOptionsProvider,
+    StorageProvider,
+)
+from workflows.types import EndpointCall
+
+
+class EndpointActivities:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @activity.defn(name="endpoint_call")
+    async def call(self, call: EndpointCall) -> Any:
+        try:
+            return await asyncio.to_thread(self._run, call)
+        except SternaError as exc:
+            raise to_application_error(exc) from exc
+
+    def _run(self, call: EndpointCall) -> Any:
+        store = self.services.store
+        endpoint = store.get_endpoint(None, call.endpoint_id)
+        info = store.connection_info(call.endpoint_id)
+        from providers.registry import get_provider
+
+        op = call.operation
+        if op == "validate":
+            get_provider(endpoint.type, info, EndpointProvider).validate_connection()
+            return {"valid": True}
+        if op == "list_instances":
+            p = get_provider(endpoint.type, info, InstancesProvider)
+            return [i.model_dump(mode="json") for i in p.list_instances(call.env, call.name_filter)]
+        if op == "get_instance":
+            p = get_provider(endpoint.type, info, InstancesProvider)
+            return p.get_instance(call.env, call.instance or "").model_dump(mode="json")
+        if op == "list_networks":
+            return [n.model_dump(mode="json") for n in
+                    get_provider(endpoint.type, info, NetworksProvider).list_networks(call.env)]
+        if op == "list_storage":
+            return get_provider(endpoint.type, info, StorageProvider).list_storage(call.env).model_dump(mode="json")
+        if op == "destination_options":
+            p = get_provider(endpoint.type, info, DestinationOptionsProvider)
+            return [o.model_dump(mode="json") for o in p.destination_options(call.env)]
+        if op == "source_options":
+            p = get_provider(endpoint.type, info, SourceOptionsProvider)
+            return [o.model_dump(mode="json") for o in p.source_options(call.env)]
+        raise InvalidInput(f"Unknown endpoint operation '{op}'")

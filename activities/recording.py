@@ -1,0 +1,101 @@
+"""Task status, events and progress, written to the record DB from inside activities."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio import activity
+
+from activities.services import Services
+from core.errors import to_application_error
+from providers.base import TransferProgress
+from workflows.types import Heartbeat, Status, TaskRef
+
+
+class TaskRecorder:
+    """Status and events of one Coriolis task, seen from the activity that performs it."""
+
+    def __init__(self, services: Services, task: TaskRef, task_id: str) -> None:
+        self.services = services
+        self.task = task
+        self.task_id = task_id
+
+    def event(self, message: str, level: str = "INFO") -> None:
+        """Thread-safe, synchronous: providers call it from worker threads."""
+        activity.logger.info("%s %s: %s", self.task.instance, self.task.task_type, message)
+        self.services.store.add_event(self.task_id, message, level)
+
+    async def aevent(self, message: str, level: str = "INFO") -> None:
+        await asyncio.to_thread(self.event, message, level)
+
+    async def progress(self, message: str, total: int | None) -> ProgressReporter:
+        index = await asyncio.to_thread(self.services.store.start_progress, self.task_id, message, total)
+        return ProgressReporter(self, index, total)
+
+
+class ProgressReporter:
+    """Heartbeats every call; writes a progress update only when the whole percentage rises."""
+
+    def __init__(self, recorder: TaskRecorder, index: int, total: int | None) -> None:
+        self.recorder = recorder
+        self.index = index
+        self.total = total
+        self._percent = -1
+        self._last_write = 0.0
+
+    async def transfer(self, p: TransferProgress) -> None:
+        activity.heartbeat(Heartbeat(bytes_done=p.bytes_done, bytes_total=p.bytes_total, checkpoint=p.checkpoint))
+        await self._record(p.bytes_done, p.bytes_total)
+        # Yield to the loop so a cancel delivered with the heartbeat response lands here.
+        await asyncio.sleep(0)
+
+    async def percent(self, value: float) -> None:
+        activity.heartbeat(Heartbeat(bytes_done=int(value * 100), bytes_total=10000))
+        await self._record(int(value * 100), 10000)
+        await asyncio.sleep(0)
+
+    async def _record(self, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        percent = min(100, done * 100 // total)
+        if percent > self._percent:
+            self._percent = percent
+            store = self.recorder.services.store
+            await asyncio.to_thread(store.update_progress, self.recorder.task_id, self.index, done, total)
+            self._last_write = time.monotonic()
+
+
+@asynccontextmanager
+async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskRecorder]:
+    """Mark the task RUNNING on this host; COMPLETED on success.
+
+    Failures are recorded as events only: whether an attempt failure is final is the
+    workflow's decision (retry policy), so it records ERROR/CANCELED itself.
+    """
+    store = services.store
+    task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type)
+    await asyncio.to_thread(
+        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.RUNNING,
+        host=services.settings.worker_host_id, process_id=os.getpid(),
+    )
+    recorder = TaskRecorder(services, task, task_id)
+    attempt = activity.info().attempt
+    if attempt > 1:
+        await recorder.aevent(f"Attempt {attempt} on host {services.settings.worker_host_id}")
+    try:
+        yield recorder
+    except asyncio.CancelledError:
+        await asyncio.shield(recorder.aevent("Cancellation requested: stopped", "WARNING"))
+        raise
+    except Exception as exc:
+        err = to_application_error(exc)
+        await recorder.aevent(f"Attempt {attempt} failed: {err.message}", "WARNING" if not err.non_retryable
+                              else "ERROR")
+        raise err from exc
+    await asyncio.to_thread(
+        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.COMPLETED
+    )

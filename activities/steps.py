@@ -1,0 +1,229 @@
+"""The per-instance migration steps, in ARCHITECTURE.md's order.
+
+validate -> snapshot -> export -> OS morphing -> convert -> upload -> boot -> cleanup.
+Steps after ``snapshot`` run on the host that holds the scratch copy (worker-specific queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+
+from activities.recording import task_running
+from activities.services import Services
+from core.models import DiskLocator
+from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
+from workflows.types import (
+    CleanupInput,
+    DeployInput,
+    DiskStepInput,
+    DiskStepResult,
+    Heartbeat,
+    MorphInput,
+    SnapshotResult,
+    StepInput,
+    UploadResult,
+    ValidateResult,
+)
+
+
+def _previous_checkpoint() -> list[tuple[int, int]] | None:
+    """Done ranges heartbeated by the previous attempt of this activity, if any.
+
+    Heartbeat details come back as plain dicts (no type hints on that path), hence the validate.
+    """
+    details = activity.info().heartbeat_details
+    if not details:
+        return None
+    beat = Heartbeat.model_validate(details[0])
+    return [tuple(r) for r in beat.checkpoint] or None  # type: ignore[misc]
+
+
+def _dest_env(step: StepInput) -> dict[str, Any]:
+    env = dict(step.destination_environment)
+    env["migration_id"] = step.task.migration_id
+    if step.export_info is not None:
+        env.setdefault("instance_name", step.export_info.name)
+    return env
+
+
+class MigrationActivities:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @activity.defn(name="validate_instance")
+    async def validate(self, inp: StepInput) -> ValidateResult:
+        async with task_running(self.services, inp.task) as rec:
+            source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
+            export_info = await asyncio.to_thread(source.validate_source, inp.source_environment, inp.task.instance)
+            await rec.aevent(
+                f"Source instance '{export_info.name}': {export_info.num_cpu} vCPU, {export_info.memory_mb} MiB, "
+                f"{len(export_info.devices.disks)} disk(s), {len(export_info.devices.nics)} NIC(s), "
+                f"firmware {export_info.firmware_type}"
+            )
+            dest = await self.services.provider(inp.destination_endpoint_id, ImportProvider)
+            env = _dest_env(inp.model_copy(update={"export_info": export_info}))
+            await asyncio.to_thread(dest.validate_destination, env, export_info)
+            await asyncio.to_thread(
+                self.services.store.set_instance_info, inp.task.migration_id, inp.task.instance,
+                "export_info", export_info.model_dump(mode="json"),
+            )
+            await rec.aevent("Source and destination inputs are valid")
+            return ValidateResult(export_info=export_info)
+
+    @activity.defn(name="snapshot_instance")
+    async def snapshot(self, inp: StepInput) -> SnapshotResult:
+        """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
+        async with task_running(self.services, inp.task) as rec:
+            source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
+            workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
+            workdir.mkdir(parents=True, exist_ok=True)
+            if inp.source_environment.get("shutdown_instances"):
+                await asyncio.to_thread(source.shutdown_instance, inp.source_environment, inp.task.instance)
+                await rec.aevent("Source instance shut down")
+            snap = await asyncio.to_thread(
+                source.snapshot_instance, inp.source_environment, inp.task.instance, workdir
+            )
+            await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
+                             f"on host {self.services.settings.worker_host_id}")
+            return SnapshotResult(snapshot=snap, host_queue=self.services.settings.host_task_queue,
+                                  workdir=str(workdir))
+
+    @activity.defn(name="export_disk")
+    async def export_disk(self, inp: DiskStepInput) -> DiskStepResult:
+        from diskio.copier import copy_disk
+        from diskio.local import LocalFileTarget
+
+        step = inp.step
+        assert step.snapshot is not None and step.workdir is not None
+        async with task_running(self.services, step.task) as rec:
+            source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
+            out = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint = _previous_checkpoint() if out.exists() else None
+            src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
+            dst = LocalFileTarget(out, src.size)
+            try:
+                allocated = sum(e.length for e in await asyncio.to_thread(src.extents))
+                if checkpoint:
+                    done = sum(end - start for start, end in checkpoint)
+                    await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
+                                     f"{done} of {allocated} bytes already copied")
+                reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated)
+                result = await copy_disk(
+                    src, dst, checkpoint=checkpoint, on_progress=reporter.transfer,
+                    bandwidth_limit=_bandwidth(step.source_environment),
+                )
+            finally:
+                await asyncio.to_thread(src.close)
+                await asyncio.to_thread(dst.close)
+            await rec.aevent(
+                f"Exported {inp.disk.disk_id}: read {result.bytes_read} bytes, wrote {result.bytes_written}, "
+                f"skipped {result.bytes_skipped_zero} zero bytes, resumed {result.chunks_resumed} chunk(s); "
+                f"sha256 {result.digest}{' (verified)' if result.verified else ''}"
+            )
+            return DiskStepResult(
+                disk=DiskLocator(disk_id=inp.disk.disk_id, size_bytes=src.size, format="raw", path=str(out)),
+                bytes_read=result.bytes_read, bytes_written=result.bytes_written,
+                resumed_bytes=sum(end - start for start, end in checkpoint or []),
+            )
+
+    @activity.defn(name="os_morphing")
+    async def os_morphing(self, inp: MorphInput) -> list[DiskLocator]:
+        async with task_running(self.services, inp.step.task) as rec:
+            if inp.skip:
+                await rec.aevent("OS morphing skipped: skip_os_morphing is set")
+                return inp.disks
+            dest = await self.services.provider(inp.step.destination_endpoint_id, ImportProvider)
+            from activities.morphing import morph_disks
+
+            await morph_disks(inp, dest.TARGET_PLATFORM, rec)
+            return inp.disks
+
+    @activity.defn(name="convert_disk")
+    async def convert_disk(self, inp: DiskStepInput) -> DiskLocator:
+        from diskio.convert import convert_image
+
+        step = inp.step
+        assert step.workdir is not None and inp.disk.path is not None
+        async with task_running(self.services, step.task) as rec:
+            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            fmt = dest.TARGET_DISK_FORMAT
+            if fmt == inp.disk.format:
+                await rec.aevent(f"{inp.disk.disk_id} is already {fmt}: nothing to convert")
+                return inp.disk
+            out = Path(step.workdir) / "convert" / f"{_safe(inp.disk.disk_id)}.{fmt}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
+            await convert_image(inp.disk.path, inp.disk.format, str(out), fmt, on_progress=reporter.percent)
+            await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}")
+            # The raw export is no longer needed; free the scratch space now, not at cleanup.
+            Path(inp.disk.path).unlink(missing_ok=True)
+            return inp.disk.model_copy(update={"format": fmt, "path": str(out)})
+
+    @activity.defn(name="upload_disk")
+    async def upload_disk(self, inp: DiskStepInput) -> UploadResult:
+        step = inp.step
+        assert step.export_info is not None and step.workdir is not None
+        async with task_running(self.services, step.task) as rec:
+            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
+            ctx = TransferContext(
+                workdir=Path(step.workdir), progress=reporter.transfer, checkpoint=_previous_checkpoint(),
+                bandwidth_limit=_bandwidth(step.destination_environment), event=rec.event,
+            )
+            imported = await dest.import_disk(_dest_env(step), step.export_info, inp.disk, ctx)
+            return UploadResult(disk=imported)
+
+    @activity.defn(name="deploy_instance")
+    async def deploy(self, inp: DeployInput) -> dict[str, Any]:
+        step = inp.step
+        assert step.export_info is not None
+        async with task_running(self.services, step.task) as rec:
+            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            env = _dest_env(step)
+            deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
+            await rec.aevent(f"Instance {deployed.name or deployed.id} deployed: "
+                             + ", ".join(f"{k}={v}" for k, v in deployed.details.items() if k != "disks"))
+            if isinstance(dest, BootVerifier) and env.get("verify_boot", True):
+                timeout = float(env.get("boot_timeout", 600))
+                evidence = await asyncio.to_thread(dest.verify_boot, env, deployed, timeout)
+                for line in evidence:
+                    await rec.aevent(f"Boot check: {line}")
+            await asyncio.to_thread(
+                self.services.store.set_instance_info, step.task.migration_id, step.task.instance,
+                "deployed", deployed.model_dump(mode="json"),
+            )
+            return deployed.model_dump(mode="json")
+
+    @activity.defn(name="cleanup_instance")
+    async def cleanup(self, inp: CleanupInput) -> None:
+        """Always runs (success, error, cancel); every part tolerates partial state."""
+        step = inp.step
+        async with task_running(self.services, step.task) as rec:
+            if step.snapshot is not None:
+                source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
+                await asyncio.to_thread(source.delete_snapshot, step.snapshot)
+                await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
+            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            removed = await asyncio.to_thread(
+                dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
+            )
+            for line in removed:
+                await rec.aevent(line)
+            if step.workdir:
+                await asyncio.to_thread(shutil.rmtree, step.workdir, True)
+                await rec.aevent(f"Scratch space {step.workdir} removed")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _bandwidth(env: dict[str, Any]) -> int | None:
+    value = env.get("bandwidth_limit")
+    return int(value) if value else None

@@ -1,0 +1,110 @@
+"""What handlers share: the record store, the Temporal client, settings and auth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.service import RPCError
+
+from api.context import RequestContext
+from api.errors import ApiError
+from api.schemas import describe_validation_error
+from core.errors import InvalidInput, NotFound, SternaError
+from core.settings import Settings
+from store.repo import Store
+from workflows.endpoint import EndpointCallWorkflow
+from workflows.types import EndpointCall
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class AuthStrategy(Protocol):
+    name: str
+
+    async def authenticate(self, request: Request, project_id: str) -> RequestContext: ...
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    store: Store
+    temporal: Client
+    auth: AuthStrategy
+
+
+def deps(request: Request) -> Deps:
+    d: Deps = request.app.state.deps
+    return d
+
+
+async def context(request: Request) -> RequestContext:
+    return await deps(request).auth.authenticate(request, request.path_params["project_id"])
+
+
+async def body(request: Request, key: str, model: type[M]) -> M:
+    """Parse ``{"<key>": {...}}`` into ``model`` or raise a Coriolis-style 400."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"Malformed request body: {exc}") from exc
+    if not isinstance(data, dict) or key not in data:
+        raise ApiError(400, f'The {key} creation body needs to be encased inside the "{key}" key')
+    inner = data[key]
+    if not isinstance(inner, dict):
+        raise ApiError(400, f'"{key}" must be a JSON object')
+    try:
+        return model.model_validate(inner)
+    except ValidationError as exc:
+        raise ApiError(400, f"Invalid {key}: {describe_validation_error(exc)}") from exc
+
+
+async def json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"Malformed request body: {exc}") from exc
+
+
+async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a synchronous store call off the event loop."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def endpoint_call(d: Deps, call: EndpointCall, timeout: float = 90.0) -> Any:
+    """Run a provider call on a worker and return its JSON result, mapping failures to HTTP."""
+    try:
+        return await asyncio.wait_for(
+            d.temporal.execute_workflow(
+                EndpointCallWorkflow.run, call,
+                id=f"endpoint-{call.endpoint_id}-{call.operation}-{uuid.uuid4()}",
+                task_queue=d.settings.task_queue,
+                execution_timeout=timedelta(seconds=timeout),
+            ),
+            timeout + 5,
+        )
+    except WorkflowFailureError as exc:
+        cause: BaseException | None = exc.cause
+        while isinstance(cause, ActivityError) and cause.cause is not None:
+            cause = cause.cause
+        if isinstance(cause, ApplicationError):
+            status = {"NotFound": 404, "InvalidInput": 400, "AuthenticationFailed": 400}.get(cause.type or "", 502)
+            raise ApiError(status, f"{cause.type}: {cause.message}") from exc
+        raise ApiError(504, "No worker answered the endpoint call in time; is a worker running?") from exc
+    except (TimeoutError, RPCError) as exc:
+        raise ApiError(503, f"The execution engine is unavailable: {exc}") from exc
+
+
+def not_found_or(exc: SternaError) -> ApiError:
+    return ApiError(404 if isinstance(exc, NotFound) else 400 if isinstance(exc, InvalidInput) else 500,
+                    f"{exc.code}: {exc.message}")

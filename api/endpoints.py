@@ -1,0 +1,149 @@
+"""``/v1/{project_id}/endpoints``: cloud connections, their validation and inventory."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api import views
+from api.deps import body, context, db, deps, endpoint_call, json_body
+from api.errors import ApiError
+from api.schemas import EndpointCreate, EndpointUpdate
+from providers.base import EndpointProvider
+from providers.registry import provider_class
+from workflows.types import EndpointCall
+
+
+def check_type(platform: str) -> None:
+    """Unknown platform -> 400, before anything is written."""
+    cls = provider_class(platform)
+    if not issubclass(cls, EndpointProvider):
+        raise ApiError(400, f"Provider '{platform}' does not support endpoints")
+
+
+async def _view(request: Request, endpoint_id: str) -> dict[str, Any]:
+    ctx, d = await context(request), deps(request)
+    row = await db(d.store.get_endpoint, ctx.scope, endpoint_id)
+    return views.endpoint(row, await db(d.store.connection_info, row.id))
+
+
+async def create(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    req = await body(request, "endpoint", EndpointCreate)
+    await db(check_type, req.type)
+    row = await db(d.store.create_endpoint, project_id=ctx.project_id, user_id=ctx.user_id, name=req.name,
+                   type=req.type, connection_info=req.connection_info, description=req.description,
+                   mapped_regions=req.mapped_regions)
+    return JSONResponse({"endpoint": views.endpoint(row, req.connection_info)})
+
+
+async def index(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    rows = await db(d.store.list_endpoints, ctx.scope)
+    out = [views.endpoint(r, await db(d.store.connection_info, r.id)) for r in rows]
+    return JSONResponse({"endpoints": out})
+
+
+async def show(request: Request) -> JSONResponse:
+    return JSONResponse({"endpoint": await _view(request, request.path_params["id"])})
+
+
+async def update(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    endpoint_id = request.path_params["id"]
+    req = await body(request, "endpoint", EndpointUpdate)
+    fields = req.model_dump(exclude_unset=True, exclude_none=True)
+    if "connection_info" in fields:
+        # A client that GETs, edits and PUTs sends masked values back: keep the stored ones.
+        fields["connection_info"] = views.unmask(fields["connection_info"],
+                                                 await db(d.store.connection_info, endpoint_id))
+    await db(d.store.update_endpoint, ctx.scope, endpoint_id, fields)
+    return JSONResponse({"endpoint": await _view(request, endpoint_id)})
+
+
+async def delete(request: Request) -> Response:
+    ctx, d = await context(request), deps(request)
+    await db(d.store.delete_endpoint, ctx.scope, request.path_params["id"])
+    return Response(status_code=204)
+
+
+async def actions(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    endpoint_id = request.path_params["id"]
+    await db(d.store.get_endpoint, ctx.scope, endpoint_id)
+    data = await json_body(request)
+    if not isinstance(data, dict) or "validate-connection" not in data:
+        raise ApiError(400, 'Unknown action: expected {"validate-connection": null}')
+    try:
+        await endpoint_call(d, EndpointCall(endpoint_id=endpoint_id, operation="validate"))
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        # Coriolis answers 200 with valid=false: the call worked, the connection did not.
+        return JSONResponse({"validate-connection": {"valid": False, "message": exc.message}})
+    return JSONResponse({"validate-connection": {"valid": True, "message": None}})
+
+
+def _env(request: Request) -> dict[str, Any]:
+    raw = request.query_params.get("env")
+    if not raw:
+        return {}
+    try:
+        env = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "'env' must be URL-safe base64 of a JSON object") from exc
+    if not isinstance(env, dict):
+        raise ApiError(400, "'env' must be URL-safe base64 of a JSON object")
+    return env
+
+
+async def _call(request: Request, operation: str, **extra: Any) -> Any:
+    ctx, d = await context(request), deps(request)
+    endpoint_id = request.path_params["id"]
+    await db(d.store.get_endpoint, ctx.scope, endpoint_id)
+    return await endpoint_call(d, EndpointCall(endpoint_id=endpoint_id, operation=operation, env=_env(request),
+                                               **extra))
+
+
+async def instances(request: Request) -> JSONResponse:
+    found = await _call(request, "list_instances", name_filter=request.query_params.get("name"))
+    marker, limit = request.query_params.get("marker"), request.query_params.get("limit")
+    if marker:
+        ids = [i["id"] for i in found]
+        found = found[ids.index(marker) + 1:] if marker in ids else []
+    if limit:
+        try:
+            found = found[: int(limit)]
+        except ValueError as exc:
+            raise ApiError(400, "'limit' must be an integer") from exc
+    return JSONResponse({"instances": found})
+
+
+async def instance(request: Request) -> JSONResponse:
+    raw = request.path_params["instance_id"]
+    try:
+        name = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ApiError(400, "Instance ids in paths are URL-safe base64 of the provider's instance id") from exc
+    return JSONResponse({"instance": await _call(request, "get_instance", instance=name)})
+
+
+async def networks(request: Request) -> JSONResponse:
+    return JSONResponse({"networks": await _call(request, "list_networks")})
+
+
+async def storage(request: Request) -> JSONResponse:
+    return JSONResponse({"storage": await _call(request, "list_storage")})
+
+
+async def destination_options(request: Request) -> JSONResponse:
+    return JSONResponse({"destination_options": await _call(request, "destination_options")})
+
+
+async def source_options(request: Request) -> JSONResponse:
+    return JSONResponse({"source_options": await _call(request, "source_options")})

@@ -1,0 +1,192 @@
+"""``/v1/{project_id}/migrations``: create (two body forms), list, show, cancel, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from temporalio.client import WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from api import views
+from api.context import RequestContext
+from api.deps import Deps, body, context, db, deps, json_body
+from api.errors import ApiError
+from api.schemas import CancelArgs, MigrationCreate
+from core.errors import SternaError
+from providers.base import ExportProvider, ImportProvider
+from providers.registry import provider_class
+from store.models import Endpoint
+from workflows import search
+from workflows.migration import MigrationWorkflow
+from workflows.types import FINAL_STATUSES, TASK_ORDER, MigrationInput, Status, Timeouts
+
+
+def _check_role(platform: str, capability: type[Any], role: str) -> None:
+    cls = provider_class(platform)
+    if not issubclass(cls, capability):
+        raise ApiError(400, f"Provider '{platform}' can't be a migration {role}")
+
+
+def _side(d: Deps, ctx: RequestContext, endpoint_id: str | None, inline: Any, capability: type[Any],
+          role: str, migration_id: str) -> tuple[str, str, Endpoint | None]:
+    """Resolve one side to (endpoint id, platform, new internal endpoint row or None)."""
+    if endpoint_id is not None:
+        endpoint = d.store.get_endpoint(ctx.scope, endpoint_id)
+        _check_role(endpoint.type, capability, role)
+        return endpoint.id, endpoint.type, None
+    _check_role(inline.type, capability, role)
+    row = d.store.new_endpoint_row(
+        connection_info=inline.connection_info or {}, project_id=ctx.project_id, user_id=ctx.user_id,
+        name=f"migration-{migration_id}-{role}", type=inline.type, internal=True,
+        description=f"Inline {role} of migration {migration_id}",
+    )
+    row.id = str(uuid.uuid4())
+    return row.id, inline.type, row
+
+
+def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: str) -> MigrationInput:
+    origin_id, origin_type, origin_row = _side(d, ctx, req.origin_endpoint_id, req.origin, ExportProvider,
+                                               "origin", migration_id)
+    dest_id, dest_type, dest_row = _side(d, ctx, req.destination_endpoint_id, req.destination, ImportProvider,
+                                         "destination", migration_id)
+    if origin_id == dest_id:
+        raise ApiError(400, "SameDestination: the origin and destination endpoints must differ")
+    source_env = dict(req.source_environment or (req.origin.source_environment if req.origin else None) or {})
+    dest_env = dict(req.destination_environment
+                    or (req.destination.target_environment if req.destination else None) or {})
+    network_map = dict(req.network_map or dest_env.pop("network_map", None) or {})
+    storage_mappings = dict(req.storage_mappings or dest_env.pop("storage_mappings", None) or {})
+    s = d.settings
+    inp = MigrationInput(
+        migration_id=migration_id, project_id=ctx.project_id, origin_endpoint_id=origin_id,
+        destination_endpoint_id=dest_id, origin_type=origin_type, destination_type=dest_type,
+        instances=req.instances, source_environment=source_env, destination_environment=dest_env,
+        network_map=network_map, storage_mappings=storage_mappings, user_scripts=req.user_scripts or {},
+        skip_os_morphing=bool(req.skip_os_morphing), shutdown_instances=bool(req.shutdown_instances),
+        timeouts=Timeouts(heartbeat=s.heartbeat_timeout, transfer=s.transfer_timeout,
+                          host_schedule_to_start=s.host_schedule_to_start_timeout,
+                          retry_max_interval=s.retry_max_interval),
+    )
+    fields = dict(
+        project_id=ctx.project_id, user_id=ctx.user_id, origin_endpoint_id=origin_id,
+        destination_endpoint_id=dest_id, instances=req.instances, source_environment=source_env,
+        destination_environment=dest_env, network_map=network_map, storage_mappings=storage_mappings,
+        user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=inp.shutdown_instances,
+        skip_os_morphing=inp.skip_os_morphing, replication_count=req.replication_count or 1,
+        last_execution_status=Status.RUNNING, workflow_id=workflow_id(migration_id),
+    )
+    plan = [(instance, task.value) for instance in req.instances for task in TASK_ORDER]
+    d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,
+                             new_endpoints=[r for r in (origin_row, dest_row) if r is not None])
+    return inp
+
+
+def workflow_id(migration_id: str) -> str:
+    return f"migration-{migration_id}"
+
+
+async def create(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    req = await body(request, "migration", MigrationCreate)
+    migration_id = str(uuid.uuid4())
+    inp = await db(_prepare, d, ctx, req, migration_id)
+    try:
+        await d.temporal.start_workflow(
+            MigrationWorkflow.run, inp, id=workflow_id(migration_id), task_queue=d.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(search.PROJECT_ID, ctx.project_id),
+                SearchAttributePair(search.MIGRATION_ID, migration_id),
+                SearchAttributePair(search.MIGRATION_STATE, Status.RUNNING.value),
+                SearchAttributePair(search.SOURCE_PLATFORM, inp.origin_type),
+                SearchAttributePair(search.DESTINATION_PLATFORM, inp.destination_type),
+                SearchAttributePair(search.INSTANCE_COUNT, len(inp.instances)),
+            ]),
+        )
+    except RPCError as exc:
+        await db(d.store.discard_migration, migration_id)
+        raise ApiError(503, f"The execution engine is unavailable; nothing was created: {exc.message}") from exc
+    row = await db(d.store.get_migration, None, migration_id)
+    return JSONResponse({"migration": views.migration(row, with_tasks=True)})
+
+
+def _filter(request: Request, rows: list[Any]) -> list[Any]:
+    status = request.query_params.get("status")
+    if status:
+        rows = [r for r in rows if r.last_execution_status == status]
+    marker = request.query_params.get("marker")
+    if marker:
+        ids = [r.id for r in rows]
+        rows = rows[ids.index(marker) + 1:] if marker in ids else []
+    limit = request.query_params.get("limit")
+    if limit:
+        if not limit.isdigit():
+            raise ApiError(400, "'limit' must be a non-negative integer")
+        rows = rows[: int(limit)]
+    return rows
+
+
+async def index(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    rows = _filter(request, await db(d.store.list_migrations, ctx.scope))
+    return JSONResponse({"migrations": [views.migration(r, with_tasks=False) for r in rows]})
+
+
+async def detail(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    rows = _filter(request, await db(d.store.list_migrations, ctx.scope))
+    full = [await db(d.store.get_migration, None, r.id) for r in rows]
+    return JSONResponse({"migrations": [views.migration(r, with_tasks=True) for r in full]})
+
+
+async def show(request: Request) -> JSONResponse:
+    ctx, d = await context(request), deps(request)
+    row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
+    return JSONResponse({"migration": views.migration(row, with_tasks=True)})
+
+
+async def delete(request: Request) -> Response:
+    ctx, d = await context(request), deps(request)
+    await db(d.store.delete_migration, ctx.scope, request.path_params["id"])
+    return Response(status_code=204)
+
+
+async def actions(request: Request) -> Response:
+    ctx, d = await context(request), deps(request)
+    row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
+    data = await json_body(request)
+    if not isinstance(data, dict) or "cancel" not in data:
+        raise ApiError(400, 'Unknown action: expected {"cancel": null} or {"cancel": {"force": true}}')
+    raw = data["cancel"]
+    if raw is not None and not isinstance(raw, dict):
+        raise ApiError(400, '"cancel" takes null or {"force": bool}')
+    force = CancelArgs.model_validate(raw or {}).force
+    if row.last_execution_status in FINAL_STATUSES:
+        raise ApiError(400, f"Migration {row.id} is {row.last_execution_status}: there is nothing to cancel")
+    if row.last_execution_status == Status.CANCELLING and not force:
+        raise ApiError(400, f"Migration {row.id} is already being cancelled; use force to terminate it")
+    handle: WorkflowHandle[Any, Any] = d.temporal.get_workflow_handle(row.workflow_id or workflow_id(row.id))
+    try:
+        if force:
+            await handle.terminate("force-cancelled through the API")
+        else:
+            await handle.cancel()
+    except RPCError as exc:
+        # Already finished between our read and the request: the workflow recorded its outcome.
+        current = await db(d.store.get_migration, None, row.id)
+        if current.last_execution_status not in FINAL_STATUSES:
+            raise ApiError(503, f"Could not cancel migration {row.id}: {exc.message}") from exc
+        return Response(status_code=204)
+    if force:
+        await db(d.store.force_cancel_tasks, row.id)
+        await db(d.store.set_migration_status, row.id, Status.CANCELED)
+    else:
+        await db(d.store.set_migration_status, row.id, Status.CANCELLING)
+    return Response(status_code=204)
+
+
+__all__ = ["SternaError", "actions", "create", "delete", "detail", "index", "show"]

@@ -1,0 +1,69 @@
+"""``sterna worker``: workflows, light activities and this host's disk activities.
+
+A worker polls three task queues:
+
+* ``<q>``           workflows and light activities (validate, boot, record)
+* ``<q>-data``      the first disk activity of an instance, on whichever host is free
+* ``<q>-host-<id>`` everything after it that touches that host's scratch copy
+
+``<id>`` is ``STERNA_WORKER_HOST_ID`` (default: the hostname) and must be stable across
+restarts: a worker that comes back after a crash picks up its host's pending retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.worker import Worker
+
+from activities.endpoint import EndpointActivities
+from activities.record import RecordActivities
+from activities.services import Services
+from activities.steps import MigrationActivities
+from core.settings import Settings, get_settings
+from worker.temporal import connect
+from workflows.endpoint import EndpointCallWorkflow
+from workflows.instance import InstanceMigrationWorkflow
+from workflows.migration import MigrationWorkflow
+
+log = logging.getLogger("sterna.worker")
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    client = await connect(settings)
+    services = Services.create(settings)
+    steps = MigrationActivities(services)
+    record = RecordActivities(services)
+    light = [steps.validate, record.record_task, record.record_unfinished, record.record_migration_status,
+             EndpointActivities(services).call]
+    disk = [steps.snapshot, steps.export_disk, steps.os_morphing, steps.convert_disk, steps.upload_disk,
+            steps.deploy, steps.cleanup]
+    executor = ThreadPoolExecutor(max_workers=16)
+    workers = [
+        Worker(client, task_queue=settings.task_queue, workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow],
+               activities=light, activity_executor=executor),
+        Worker(client, task_queue=settings.data_task_queue, activities=[steps.snapshot, steps.cleanup],
+               max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),
+        Worker(client, task_queue=settings.host_task_queue, activities=disk,
+               max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),
+    ]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling %s, %s, %s at %s", settings.task_queue, settings.data_task_queue,
+             settings.host_task_queue, settings.temporal_address)
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    await stop.wait()
+    log.info("worker shutting down")
+    # shutdown() is what stops polling and waits for running activities (sdk-python#367).
+    await asyncio.gather(*(w.shutdown() for w in workers))
+    await asyncio.gather(*runs, return_exceptions=True)
+    executor.shutdown(wait=False)
+
+
+def main() -> None:
+    asyncio.run(run_worker(get_settings()))

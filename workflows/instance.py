@@ -1,0 +1,203 @@
+"""One VM of a migration: the steps in order, disk steps pinned to the host holding the scratch copy."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from core.models import DeployedInstance, DiskLocator, ImportedDisk
+    from workflows.types import (
+        CleanupInput,
+        DeployInput,
+        DiskStepInput,
+        DiskStepResult,
+        InstanceInput,
+        MorphInput,
+        SnapshotResult,
+        Status,
+        StepInput,
+        TaskRef,
+        TaskType,
+        TaskUpdate,
+        Timeouts,
+        UploadResult,
+        ValidateResult,
+    )
+
+NON_RETRYABLE = ["InvalidInput", "NotFound", "Conflict", "AuthenticationFailed"]
+
+
+def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=t.retry_max_interval),
+        maximum_attempts=attempts,
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+
+
+def _failure_message(err: BaseException) -> str:
+    cause: BaseException | None = err
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause)
+
+
+@workflow.defn
+class InstanceMigrationWorkflow:
+    def __init__(self) -> None:
+        self._current: TaskType | None = None
+
+    @workflow.query
+    def current_task(self) -> str | None:
+        return self._current.value if self._current else None
+
+    @workflow.run
+    async def run(self, inp: InstanceInput) -> dict[str, Any]:
+        m, t = inp.migration, inp.migration.timeouts
+        step = StepInput(
+            task=self._ref(inp, TaskType.VALIDATE),
+            origin_endpoint_id=m.origin_endpoint_id,
+            destination_endpoint_id=m.destination_endpoint_id,
+            source_environment={**m.source_environment, "shutdown_instances": m.shutdown_instances},
+            destination_environment={**m.destination_environment, "network_map": m.network_map,
+                                     "storage_mappings": m.storage_mappings},
+        )
+        host_queue: str | None = None
+        imported: list[ImportedDisk] = []
+        deployed: DeployedInstance | None = None
+        succeeded = False
+        try:
+            self._current = TaskType.VALIDATE
+            v: ValidateResult = await workflow.execute_activity(
+                "validate_instance", step, result_type=ValidateResult,
+                start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
+            )
+            step.export_info = v.export_info
+
+            self._current = TaskType.SNAPSHOT
+            s: SnapshotResult = await workflow.execute_activity(
+                "snapshot_instance", self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
+                task_queue=workflow.info().task_queue + "-data",
+                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=None,
+                retry_policy=_retry(t, 5),
+            )
+            host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
+
+            self._current = TaskType.EXPORT
+            exported = await self._per_disk(
+                "export_disk", step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
+            )
+            disks = [r.disk for r in exported]
+
+            self._current = TaskType.OS_MORPHING
+            disks = await workflow.execute_activity(
+                "os_morphing",
+                MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
+                           skip=m.skip_os_morphing, user_scripts=m.user_scripts),
+                result_type=list[DiskLocator], task_queue=host_queue,
+                start_to_close_timeout=timedelta(seconds=t.transfer),
+                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+                retry_policy=_retry(t, 3),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+
+            self._current = TaskType.CONVERT
+            disks = await self._per_disk(
+                "convert_disk", step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
+            )
+
+            self._current = TaskType.UPLOAD
+            uploads = await self._per_disk(
+                "upload_disk", step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
+            )
+            imported = [u.disk for u in uploads]
+
+            self._current = TaskType.BOOT
+            result = await workflow.execute_activity(
+                "deploy_instance", DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported),
+                result_type=dict, task_queue=host_queue,
+                start_to_close_timeout=timedelta(seconds=t.transfer),
+                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+                retry_policy=_retry(t, 3),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            deployed = DeployedInstance.model_validate(result)
+            succeeded = True
+            return result
+        except BaseException as err:
+            cancelled = is_cancelled_exception(err)
+            status = Status.CANCELED if cancelled else Status.ERROR
+            message = "Canceled by user request" if cancelled else _failure_message(err)
+            if self._current is not None:
+                await self._shielded("record_task", TaskUpdate(task=self._ref(inp, self._current), status=status,
+                                                              message=message), t)
+                await self._shielded("record_unfinished_tasks",
+                                     TaskUpdate(task=self._ref(inp, self._current), status=status), t)
+            raise
+        finally:
+            self._current = TaskType.CLEANUP
+            cleanup = CleanupInput(step=self._at(step, inp, TaskType.CLEANUP), disks=imported,
+                                   deployed=deployed, succeeded=succeeded)
+            await self._cleanup(cleanup, host_queue, inp, t)
+
+    async def _per_disk(
+        self, name: str, step: StepInput, inp: InstanceInput, task: TaskType, disks: list[DiskLocator],
+        host_queue: str, t: Timeouts, result_type: type[Any],
+    ) -> list[Any]:
+        here = self._at(step, inp, task)
+        # Disks of one VM move in parallel; each is its own activity with its own checkpoint.
+        return list(await asyncio.gather(*(
+            workflow.execute_activity(
+                name, DiskStepInput(step=here, disk=disk), result_type=result_type, task_queue=host_queue,
+                start_to_close_timeout=timedelta(seconds=t.transfer),
+                heartbeat_timeout=timedelta(seconds=t.heartbeat),
+                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+                retry_policy=_retry(t),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            for disk in disks
+        )))
+
+    async def _cleanup(self, inp: CleanupInput, host_queue: str | None, mig: InstanceInput, t: Timeouts) -> None:
+        queue = host_queue or workflow.info().task_queue + "-data"
+        task = asyncio.ensure_future(workflow.execute_activity(
+            "cleanup_instance", inp, task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=t.short),
+            schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+            retry_policy=_retry(t, 10),
+        ))
+        try:
+            # Shielded: a second cancel request must not abandon the scratch or target files.
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+        except ActivityError as err:
+            await self._shielded("record_task", TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
+                                                          status=Status.ERROR, message=_failure_message(err)), t)
+
+    async def _shielded(self, name: str, arg: Any, t: Timeouts) -> None:
+        task = asyncio.ensure_future(workflow.execute_activity(
+            name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 20),
+        ))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    @staticmethod
+    def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:
+        return TaskRef(migration_id=inp.migration.migration_id, instance=inp.instance, task_type=task)
+
+    def _at(self, step: StepInput, inp: InstanceInput, task: TaskType) -> StepInput:
+        return step.model_copy(update={"task": self._ref(inp, task)})

@@ -1,0 +1,80 @@
+"""``MigrationWorkflow``: one child workflow per instance, all in parallel.
+
+An instance that fails does not stop its siblings (their work is independent and costly to
+redo); the migration ends ERROR if any instance failed, CANCELED if it was cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.instance import InstanceMigrationWorkflow
+    from workflows.search import MIGRATION_STATE
+    from workflows.types import InstanceInput, MigrationInput, MigrationStatusUpdate, Status
+
+
+def child_id(migration_id: str, instance: str) -> str:
+    return f"migration-{migration_id}/vm-{instance}"
+
+
+@workflow.defn
+class MigrationWorkflow:
+    def __init__(self) -> None:
+        self._status = Status.RUNNING
+
+    @workflow.query
+    def status(self) -> str:
+        return self._status.value
+
+    @workflow.run
+    async def run(self, inp: MigrationInput) -> str:
+        children = [
+            workflow.execute_child_workflow(
+                InstanceMigrationWorkflow.run,
+                InstanceInput(migration=inp, instance=instance),
+                id=child_id(inp.migration_id, instance),
+                task_queue=workflow.info().task_queue,
+            )
+            for instance in inp.instances
+        ]
+        try:
+            results = await asyncio.gather(*children, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if any(is_cancelled_exception(r) for r in failed):
+                raise asyncio.CancelledError()
+            self._status = Status.ERROR if failed else Status.COMPLETED
+            if failed:
+                raise ApplicationError(
+                    f"{len(failed)} of {len(results)} instance(s) failed: " + "; ".join(map(str, failed)),
+                    type="InstanceFailed", non_retryable=True,
+                )
+        except asyncio.CancelledError:
+            self._status = Status.CANCELED
+            raise
+        except BaseException:
+            if self._status == Status.RUNNING:
+                self._status = Status.ERROR
+            raise
+        finally:
+            await self._record(inp)
+        return self._status.value
+
+    async def _record(self, inp: MigrationInput) -> None:
+        workflow.upsert_search_attributes([MIGRATION_STATE.value_set(self._status.value)])
+        task = asyncio.ensure_future(workflow.execute_activity(
+            "record_migration_status",
+            MigrationStatusUpdate(migration_id=inp.migration_id, status=self._status),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+        ))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise

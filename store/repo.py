@@ -202,7 +202,9 @@ class Store:
             mig = s.get(Migration, migration_id)
             if mig is None:
                 raise NotFound(f"Migration {migration_id} could not be found")
-            info = dict(mig.info or {})
+            # A new outer and inner dict: JSON columns are compared by value, so an in-place
+            # change of the loaded dict would never be written.
+            info = {k: dict(v) for k, v in (mig.info or {}).items()}
             info.setdefault(instance, {})[key] = value
             mig.info = info
 

@@ -1,0 +1,48 @@
+"""Shared test steps: inventories with sample VMs, endpoints, and migration polling."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from client.sdk import SternaClient
+from tests.conftest import RunningStack
+from worker.sample import create_vm
+
+
+def inventories(stack: RunningStack, vms: list[str], data_mib: int = 16) -> tuple[Path, Path]:
+    tag = uuid.uuid4().hex[:8]
+    src, dst = stack.inventory(f"src-{tag}"), stack.inventory(f"dst-{tag}")
+    for i, name in enumerate(vms):
+        create_vm(src, name, size=256 * 1024**2, data_mib=data_mib, seed=i + 1)
+    return src, dst
+
+
+def endpoints(api: SternaClient, src: Path, dst: Path) -> tuple[str, str]:
+    a = api.create_endpoint(f"src-{src.name}", "local", {"path": str(src)})
+    b = api.create_endpoint(f"dst-{dst.name}", "local", {"path": str(dst)})
+    return a["id"], b["id"]
+
+
+def identical(source: Path, target: Path) -> bool:
+    out = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(source), str(target)],
+                         capture_output=True, text=True, check=False)
+    return out.returncode == 0
+
+
+def running_task(migration: dict[str, Any], task_type: str) -> dict[str, Any] | None:
+    for t in migration["tasks"]:
+        if t["task_type"] == task_type and t["status"] == "RUNNING":
+            return t
+    return None
+
+
+def export_progress(migration: dict[str, Any]) -> tuple[int, int]:
+    """(bytes done, bytes total) of the running export, or (0, 0)."""
+    t = running_task(migration, "REPLICATE_DISKS")
+    if not t or not t["progress_updates"]:
+        return 0, 0
+    p = t["progress_updates"][-1]
+    return p["current_step"], p["total_steps"] or 0

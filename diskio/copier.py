@@ -22,7 +22,7 @@ from diskio.lane import ChunkMover, Outcome
 from diskio.limiter import RateLimiter
 from diskio.plan import Chunk, DiskDigest, align_extents, cut_chunks, target_block
 from diskio.progress import TransferProgress
-from diskio.ranges import Range, RangeSet, covers, merge, total
+from diskio.ranges import Range, RangeSet, covers, merge, subtract, total
 
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 DEFAULT_LANES = 4
@@ -140,6 +140,10 @@ async def copy_disk(
         extents = await loop.run_in_executor(pool, source.extents)
         work = align_extents(extents, source.size, block)
         chunks = cut_chunks(work, chunk_size)
+        if checkpoint is None and not target.zero_initialized:
+            # A reused target may hold old bytes in what are holes of the source.
+            for off, length in subtract([(0, source.size)], work):
+                await loop.run_in_executor(pool, target.write_zeroes, off, length)
         run = _Run(chunks, source.size, work, merge(checkpoint or []))
         mover = ChunkMover(
             source,

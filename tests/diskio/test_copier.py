@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +26,7 @@ DiskFactory = Callable[..., Path]
 SameBytes = Callable[[Path, Path], bool]
 
 CHUNK = 1 * MiB
+REPO = Path(__file__).resolve().parents[2]
 LANES = 3
 
 
@@ -221,3 +225,66 @@ async def test_copy_cancelled_at_a_random_point_resumes_to_an_identical_disk(
     # Bytes read twice are those the first attempt read but did not report: at most a chunk a lane.
     reread = first_source.bytes_read + second_source.bytes_read - fresh.bytes_read
     assert 0 <= reread <= LANES * CHUNK
+
+
+COPY_SCRIPT = """
+import asyncio, json, os, sys
+from diskio.copier import copy_disk
+from diskio.local import LocalFileTarget, RawFileSource
+
+src, dst, state = sys.argv[1:4]
+
+async def heartbeat(p):
+    tmp = state + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"bytes_done": p.bytes_done, "checkpoint": p.checkpoint}, f)
+    os.replace(tmp, state)  # atomic: a kill never leaves half a checkpoint
+
+async def main():
+    source = RawFileSource(src)
+    target = LocalFileTarget(dst, source.size)
+    await copy_disk(source, target, chunk_size=1 << 20, lanes=3, on_progress=heartbeat,
+                    bandwidth_limit=16 << 20)  # slow enough to be killed in the middle
+
+asyncio.run(main())
+"""
+
+
+async def test_copy_process_killed_at_a_random_point_resumes_to_an_identical_disk(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(size=64 * MiB, runs=[(0, 6 * MiB), (30 * MiB, 6 * MiB)], small_writes=10, seed=5)
+    dst, state = tmp_path / "dst.raw", tmp_path / "state.json"
+    total = sum(e.length for e in RawFileSource(src).extents())
+    kill_after = random.Random(11).randrange(total // 8, total * 3 // 4)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        COPY_SCRIPT,
+        str(src),
+        str(dst),
+        str(state),
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    try:
+        while await asyncio.to_thread(progress_of, state) < kill_after:
+            assert proc.returncode is None, "the copy finished before it could be killed"
+            await asyncio.sleep(0.01)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup, no last heartbeat
+        await proc.wait()
+    checkpoint = [tuple(r) for r in json.loads(state.read_text())["checkpoint"]]
+    source = CountingSource(src)
+    target = LocalFileTarget(dst, source.size)
+    result = await copy_disk(source, target, chunk_size=MiB, lanes=LANES, checkpoint=checkpoint)
+    target.close()
+    assert same_bytes(src, dst)
+    assert result.chunks_resumed > 0
+    assert source.bytes_read == result.bytes_read < total
+
+
+def progress_of(state: Path) -> int:
+    try:
+        return int(json.loads(state.read_text())["bytes_done"])
+    except (FileNotFoundError, ValueError):
+        return 0

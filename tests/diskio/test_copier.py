@@ -264,7 +264,7 @@ async def test_copy_process_killed_at_a_random_point_resumes_to_an_identical_dis
         str(src),
         str(dst),
         str(state),
-        env={**os.environ, "PYTHONPATH": str(repo)},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
         while await asyncio.to_thread(progress_of, state) < kill_after:

@@ -1,0 +1,1 @@
+"""Sterna's disk data engine: sources, targets, the copier and format conversion."""

@@ -37,6 +37,15 @@ class DiskSource(ABC):
     def read(self, offset: int, length: int) -> bytes:
         """Read ``length`` bytes at ``offset`` (short only at end of disk)."""
 
+    def readinto(self, offset: int, view: memoryview) -> int:
+        """Read ``len(view)`` bytes at ``offset`` into ``view``; returns the count read.
+
+        The copier calls this with its own preallocated buffers; override it to avoid a copy.
+        """
+        data = self.read(offset, len(view))
+        view[: len(data)] = data
+        return len(data)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release handles."""
 
@@ -50,6 +59,9 @@ class DiskTarget(ABC):
     alignment: int = 512
     #: largest single write the target accepts
     max_write: int = 64 * 1024 * 1024
+    #: ranges never written read back as zeros (a new sparse file, a new volume), so the
+    #: copier may skip zero chunks instead of calling ``write_zeroes``
+    zero_initialized: bool = False
 
     @property
     @abstractmethod
@@ -60,6 +72,19 @@ class DiskTarget(ABC):
     def write(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset``."""
 
+    def write_view(self, offset: int, view: memoryview) -> None:
+        """Write the bytes of ``view``; override to avoid the copy into ``bytes``."""
+        self.write(offset, bytes(view))
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Make ``[offset, offset + length)`` read as zeros (punch a hole where possible)."""
+        zeros = bytes(min(length, self.max_write))
+        end = offset + length
+        while offset < end:
+            n = min(len(zeros), end - offset)
+            self.write(offset, zeros[:n])
+            offset += n
+
     @property
     def readable(self) -> bool:
         """Whether ``read`` can read back what was written (enables digest checks)."""
@@ -67,6 +92,12 @@ class DiskTarget(ABC):
 
     def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError("this target cannot be read back")
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        """Read back into ``view``; returns the count read. Only when ``readable``."""
+        data = self.read(offset, len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Make written data durable (fsync, complete multipart, ...)."""

@@ -1,0 +1,97 @@
+"""Format conversion with ``qemu-img convert``, progress mapped to a callback.
+
+``-f`` is always passed: a probe can take a fixed VHD for raw, and the converted disk
+then carries the VHD footer as guest data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from core.errors import InvalidInput, TransferError
+
+_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+#: formats qemu-img knows by these names; anything else is refused before running it
+KNOWN_FORMATS = frozenset({"raw", "qcow2", "qcow", "vmdk", "vpc", "vhdx", "vdi", "qed", "parallels", "luks"})
+
+
+def convert_command(
+    src_path: str | Path, src_fmt: str, dst_path: str | Path, dst_fmt: str, options: list[str] | None = None
+) -> list[str]:
+    """The ``qemu-img convert`` argument list.
+
+    ``options`` are output-format options such as ``["subformat=fixed", "force_size=on"]``,
+    passed as one ``-o``; a list whose first item starts with ``-`` is passed verbatim
+    instead (e.g. ``["-c"]`` or ``["-o", "compat=1.1", "-W"]``).
+    """
+    for fmt in (src_fmt, dst_fmt):
+        if fmt not in KNOWN_FORMATS:
+            raise InvalidInput(f"unknown disk format {fmt!r}")
+    args = ["qemu-img", "convert", "-p", "-f", src_fmt, "-O", dst_fmt]
+    if options:
+        args += options if options[0].startswith("-") else ["-o", ",".join(options)]
+    return [*args, str(src_path), str(dst_path)]
+
+
+async def convert_image(
+    src_path: str | Path,
+    src_fmt: str,
+    dst_path: str | Path,
+    dst_fmt: str,
+    *,
+    options: list[str] | None = None,
+    on_progress: Callable[[float], Awaitable[None]] | None = None,
+) -> None:
+    """Convert an image with ``qemu-img convert -p``; ``on_progress`` gets percent 0..100.
+
+    ``on_progress`` is awaited each time qemu-img reports a higher percentage. If the
+    awaiting task is cancelled (or ``on_progress`` raises), qemu-img is killed and waited for
+    before the error propagates. Raises ``TransferError`` with qemu-img's message on failure.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *convert_command(src_path, src_fmt, dst_path, dst_fmt, options),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr_task = asyncio.ensure_future(proc.stderr.read())
+    try:
+        last = -1.0
+        pending = b""
+        while chunk := await proc.stdout.read(4096):
+            # qemu-img redraws "    (12.34/100%)" with carriage returns
+            pending += chunk
+            matches = list(_PROGRESS.finditer(pending))
+            if matches:
+                pending = pending[matches[-1].end() :]
+                percent = float(matches[-1].group(1))
+                if percent > last and on_progress is not None:
+                    last = percent
+                    await on_progress(percent)
+            pending = pending[-64:]
+        rc = await proc.wait()
+        err = (await stderr_task).decode(errors="replace").strip()
+    except BaseException:
+        await _kill(proc)
+        stderr_task.cancel()
+        with contextlib.suppress(BaseException):
+            await stderr_task
+        raise
+    if rc != 0:
+        raise TransferError(f"qemu-img convert {src_fmt}->{dst_fmt} failed ({rc}): {err[-2000:]}")
+    if on_progress is not None and last < 100.0:
+        await on_progress(100.0)
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        # shielded so that a second cancellation does not leave a zombie qemu-img behind
+        await asyncio.shield(proc.wait())

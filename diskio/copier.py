@@ -1,0 +1,215 @@
+"""The copier: moves the allocated bytes of a ``DiskSource`` to a ``DiskTarget``.
+
+It reads only allocated extents, skips all-zero chunks, copies ``lanes`` chunks at a time
+in worker threads with bounded memory (``lanes x 2 x chunk_size``), records each chunk's
+SHA-256, reads written chunks back and compares them when the target is readable, reports
+a compact checkpoint after each chunk, and resumes from such a checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from core.errors import TransferError
+from diskio.base import DiskSource, DiskTarget
+from diskio.lane import ChunkMover, Outcome
+from diskio.limiter import RateLimiter
+from diskio.plan import Chunk, DiskDigest, align_extents, cut_chunks, target_block
+from diskio.progress import TransferProgress
+from diskio.ranges import Range, RangeSet, covers, merge, subtract, total
+
+DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+DEFAULT_LANES = 4
+
+ProgressCallback = Callable[[TransferProgress], Awaitable[None]]
+
+
+@dataclass
+class CopyResult:
+    """What one ``copy_disk`` call did.
+
+    ``digest`` is the per-disk digest (see ``diskio.plan.DiskDigest``); it is ``None`` when
+    chunks done by an earlier attempt could not be hashed because the target cannot be read
+    back. ``verified`` means every chunk written by this call was read back from the target
+    and found byte-identical to the source bytes it hashed (chunks resumed from a checkpoint
+    were checked the same way by the attempt that wrote them, and were hashed from the
+    target for the digest).
+    """
+
+    bytes_total: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    bytes_skipped_zero: int = 0
+    bytes_verified: int = 0
+    chunks_total: int = 0
+    chunks_copied: int = 0
+    chunks_resumed: int = 0
+    chunks_zero: int = 0
+    repairs: int = 0
+    digest: str | None = None
+    verified: bool = False
+
+
+class _Run:
+    """Bookkeeping of one call: done ranges, counters, digest."""
+
+    def __init__(self, chunks: list[Chunk], size: int, work: list[Range], done_before: list[Range]) -> None:
+        # A chunk's span runs to the next chunk's start, so that done chunks and the holes
+        # between them merge: the checkpoint is a prefix plus an island per lane, whatever
+        # the number of extents.
+        self._span_end = {c.index: nxt.offset for c, nxt in itertools.pairwise(chunks)}
+        self._size = size
+        first = chunks[0].offset if chunks else size
+        self.resumed = {c.index for c in chunks if covers(done_before, c.offset, c.length)}
+        self.done = RangeSet([(0, first), *done_before])
+        for c in chunks:
+            if c.index in self.resumed:
+                self._mark(c)
+        self.result = CopyResult(bytes_total=total(work), chunks_total=len(chunks))
+        self.bytes_done = 0
+        self.digest = DiskDigest()
+        self.digest_complete = True
+
+    def _mark(self, c: Chunk) -> None:
+        end = self._span_end.get(c.index, self._size)
+        self.done.add(c.offset, end - c.offset)
+
+    def record(self, out: Outcome, log: TextIO | None) -> None:
+        r, c = self.result, out.chunk
+        self.bytes_done += c.length
+        r.bytes_read += out.bytes_read
+        r.bytes_written += out.bytes_written
+        r.bytes_skipped_zero += out.bytes_zero
+        r.bytes_verified += out.bytes_verified
+        r.repairs += out.repairs
+        if out.resumed:
+            r.chunks_resumed += 1
+        else:
+            r.chunks_copied += 1
+            r.chunks_zero += out.zero
+            self._mark(c)
+        if out.sha is None:
+            self.digest_complete = False
+        else:
+            self.digest.add(c, out.sha)
+            if log is not None:
+                log.write(f"{c.offset} {c.length} {out.sha.hex()}{' zero' if out.zero else ''}\n")
+
+    def progress(self) -> TransferProgress:
+        return TransferProgress(self.bytes_done, self.result.bytes_total, self.done.ranges())
+
+
+async def copy_disk(
+    source: DiskSource,
+    target: DiskTarget,
+    *,
+    checkpoint: list[tuple[int, int]] | None = None,
+    on_progress: ProgressCallback | None = None,
+    bandwidth_limit: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    lanes: int = DEFAULT_LANES,
+    verify: bool = True,
+    chunk_log: str | Path | None = None,
+) -> CopyResult:
+    """Copy the allocated bytes of ``source`` onto ``target``.
+
+    ``checkpoint`` holds done ranges from an earlier attempt (as reported through
+    ``on_progress``): chunks inside them are not read from the source again. ``on_progress``
+    is awaited after every completed chunk, with merged done ranges; if it raises (e.g.
+    ``asyncio.CancelledError``), the lanes finish the chunk they hold, nothing more is
+    started, and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
+    second for this transfer. ``chunk_log`` receives one line per chunk:
+    ``offset length sha256 [zero]``.
+    """
+    if target.size < source.size:
+        raise TransferError(f"target holds {target.size} bytes, the source {source.size}")
+    if lanes < 1:
+        raise ValueError("lanes must be at least 1")
+    block = target_block(target.alignment, target.granularity)
+    chunk_size = max(block, chunk_size // block * block)
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="diskio-lane")
+    log = open(chunk_log, "a", encoding="ascii") if chunk_log is not None else None  # noqa: SIM115
+    try:
+        extents = await loop.run_in_executor(pool, source.extents)
+        work = align_extents(extents, source.size, block)
+        chunks = cut_chunks(work, chunk_size)
+        if checkpoint is None and not target.zero_initialized:
+            # A reused target may hold old bytes in what are holes of the source.
+            for off, length in subtract([(0, source.size)], work):
+                await loop.run_in_executor(pool, target.write_zeroes, off, length)
+        run = _Run(chunks, source.size, work, merge(checkpoint or []))
+        mover = ChunkMover(
+            source,
+            target,
+            chunk_size=chunk_size,
+            block=block,
+            verify=verify,
+            limiter=RateLimiter(bandwidth_limit) if bandwidth_limit else None,
+        )
+        await _drive(loop, pool, mover, chunks, run, lanes=lanes, log=log, on_progress=on_progress)
+        if not chunks and on_progress is not None:
+            await on_progress(run.progress())
+        await loop.run_in_executor(pool, target.flush)
+    finally:
+        await _stop(loop, pool)
+        if log is not None:
+            log.close()
+    result = run.result
+    result.verified = mover.verify
+    result.digest = run.digest.hexdigest(len(chunks)) if run.digest_complete else None
+    return result
+
+
+async def _drive(
+    loop: asyncio.AbstractEventLoop,
+    pool: concurrent.futures.ThreadPoolExecutor,
+    mover: ChunkMover,
+    chunks: list[Chunk],
+    run: _Run,
+    *,
+    lanes: int,
+    log: TextIO | None,
+    on_progress: ProgressCallback | None,
+) -> None:
+    todo = iter(chunks)
+    inflight: set[asyncio.Future[Outcome]] = set()
+    try:
+        while True:
+            while len(inflight) < lanes:
+                chunk = next(todo, None)
+                if chunk is None:
+                    break
+                work = mover.rehash if chunk.index in run.resumed else mover.copy
+                inflight.add(loop.run_in_executor(pool, work, chunk))
+            if not inflight:
+                break
+            finished, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            for fut in finished:
+                run.record(fut.result(), log)
+            if on_progress is not None:
+                await on_progress(run.progress())
+    finally:
+        for fut in inflight:
+            fut.cancel()
+
+
+async def _stop(loop: asyncio.AbstractEventLoop, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Wait for every lane to let go of the source and target before returning.
+
+    A thread blocked in ``pread`` cannot be interrupted; returning while it runs would let
+    the caller close a file descriptor that the lane then writes to (or to its reuse).
+    """
+    pool.shutdown(wait=False, cancel_futures=True)
+    waiter = loop.run_in_executor(None, pool.shutdown, True)
+    try:
+        await asyncio.shield(waiter)
+    except asyncio.CancelledError:
+        pool.shutdown(wait=True)  # cancelled again while draining: block for one chunk
+        raise

@@ -1,0 +1,163 @@
+"""Local files: a raw source that finds its extents with SEEK_DATA/SEEK_HOLE, and a sparse raw target.
+
+Images in other formats (qcow2, vmdk, vpc, ...) are read through ``qemu-nbd``; see
+``diskio.qemu``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+from diskio.base import DiskSource, DiskTarget, Extent
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def file_extents(fd: int, size: int) -> list[Extent]:
+    """Data extents of an open file, from SEEK_DATA/SEEK_HOLE (the whole file if unsupported)."""
+    extents: list[Extent] = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos
+                    break
+                raise
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+            extents.append(Extent(data, hole - data))
+            pos = hole
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        return [Extent(0, size)] if size else []
+    return extents
+
+
+def _pread_into(fd: int, offset: int, view: memoryview) -> int:
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
+class RawFileSource(DiskSource):
+    """A raw image file (or block device) read with ``pread``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._size = os.lseek(self._fd, 0, os.SEEK_END)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def extents(self) -> list[Extent]:
+        return file_extents(self._fd, self._size)
+
+    def read(self, offset: int, length: int) -> bytes:
+        buf = bytearray(max(0, min(length, self._size - offset)))
+        n = _pread_into(self._fd, offset, memoryview(buf))
+        return bytes(buf[:n])
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        return _pread_into(self._fd, offset, view)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class LocalFileTarget(DiskTarget):
+    """A sparse raw file of ``size`` bytes.
+
+    A missing or empty file is created sparse, so unwritten ranges read as zeros. An
+    existing file (an earlier attempt) is reopened without truncation; it is only grown
+    to ``size``. ``flush`` calls ``fdatasync`` only when ``fsync`` is set: worker-local
+    scratch does not outlive its host, and the page cache survives a killed process.
+    """
+
+    granularity = 512
+    alignment = 512
+    max_write = 64 * 1024 * 1024
+
+    def __init__(self, path: str | Path, size: int, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self._size = size
+        self._fsync = fsync
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        current = os.fstat(self._fd).st_size
+        if current > size:
+            os.close(self._fd)
+            raise ValueError(f"{self.path} holds {current} bytes, more than the disk's {size}")
+        self.zero_initialized = current == 0
+        if current < size:
+            os.ftruncate(self._fd, size)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.write_view(offset, memoryview(data))
+
+    def write_view(self, offset: int, view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            done += os.pwritev(self._fd, [view[done:]], offset + done)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        # A punched hole reads as zeros and frees the blocks: no data bytes move.
+        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        if _libc.fallocate(self._fd, mode, offset, length) != 0:
+            super().write_zeroes(offset, length)
+
+    @property
+    def readable(self) -> bool:
+        return True
+
+    def read(self, offset: int, length: int) -> bytes:
+        buf = bytearray(max(0, min(length, self._size - offset)))
+        n = _pread_into(self._fd, offset, memoryview(buf))
+        return bytes(buf[:n])
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        return _pread_into(self._fd, offset, view)
+
+    def extents(self) -> list[Extent]:
+        """Data extents written so far (for tests and diagnostics)."""
+        return file_extents(self._fd, self._size)
+
+    def flush(self) -> None:
+        if self._fsync:
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def open_local_source(path: str | Path, fmt: str = "raw") -> DiskSource:
+    """A ``DiskSource`` for a local image file in qemu format ``fmt`` ("raw", "qcow2", "vmdk", "vpc"...).
+
+    Raw files are read directly; other formats go through a read-only ``qemu-nbd``.
+    """
+    if fmt == "raw":
+        return RawFileSource(path)
+    from diskio.qemu import QemuNbdSource
+
+    return QemuNbdSource(path, fmt)

@@ -1,0 +1,290 @@
+"""The copier on real sparse files: sparseness, zeros, digests, cancellation and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import IntegrityError
+from diskio.base import DiskSource, Extent
+from diskio.copier import CopyResult, copy_disk
+from diskio.local import LocalFileTarget, RawFileSource, open_local_source
+from diskio.progress import TransferProgress
+from diskio.verify import compare_digests
+
+MiB = 1024 * 1024
+DiskFactory = Callable[..., Path]
+SameBytes = Callable[[Path, Path], bool]
+
+CHUNK = 1 * MiB
+REPO = Path(__file__).resolve().parents[2]
+LANES = 3
+
+
+class CountingSource(DiskSource):
+    """A real raw file source that counts the bytes it hands out."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = RawFileSource(path)
+        self.bytes_read = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    def extents(self) -> list[Extent]:
+        return self.inner.extents()
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self.inner.read(offset, length)
+        with self._lock:
+            self.bytes_read += len(data)
+        return data
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        n = self.inner.readinto(offset, view)
+        with self._lock:
+            self.bytes_read += n
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def copy_file(src: Path, dst: Path, **kw: object) -> CopyResult:
+    source = open_local_source(src)
+    target = LocalFileTarget(dst, source.size)
+    try:
+        options: dict[str, Any] = {"chunk_size": CHUNK, "lanes": LANES, **kw}
+        return await copy_disk(source, target, **options)
+    finally:
+        source.close()
+        target.close()
+
+
+async def test_copy_is_identical_sparse_and_reads_only_allocated_bytes(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(size=64 * MiB, runs=[(0, 3 * MiB), (20 * MiB + 4096, 5 * MiB)], small_writes=20)
+    source = CountingSource(src)
+    allocated = sum(e.length for e in source.extents())
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    result = await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES)
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    assert source.bytes_read == result.bytes_read <= allocated
+    assert result.bytes_written == allocated
+    assert result.verified and result.bytes_verified == allocated
+    dst_allocated = sum(e.length for e in RawFileSource(tmp_path / "dst.raw").extents())
+    assert dst_allocated <= allocated  # the target stays sparse
+
+
+async def test_all_zero_disk_moves_no_data_bytes(tmp_path: Path, same_bytes: SameBytes) -> None:
+    src = tmp_path / "zeros.raw"
+    with open(src, "wb") as f:  # fully allocated zeros: every byte is an extent
+        f.write(bytes(16 * MiB))
+    result = await copy_file(src, tmp_path / "dst.raw")
+    assert result.bytes_read == 16 * MiB
+    assert result.bytes_written == 0
+    assert result.bytes_skipped_zero == 16 * MiB
+    assert result.chunks_zero == result.chunks_copied == 16
+    assert RawFileSource(tmp_path / "dst.raw").extents() == []
+    assert same_bytes(src, tmp_path / "dst.raw")
+
+
+async def test_hole_only_disk_reads_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "empty.raw"
+    src.write_bytes(b"")
+    with open(src, "r+b") as f:
+        f.truncate(1 << 30)
+    seen: list[TransferProgress] = []
+
+    async def progress(p: TransferProgress) -> None:
+        seen.append(p)
+
+    result = await copy_file(src, tmp_path / "dst.raw", on_progress=progress)
+    assert (result.bytes_read, result.bytes_written, result.chunks_total) == (0, 0, 0)
+    assert seen[-1].checkpoint == [(0, 1 << 30)]
+
+
+async def test_zero_runs_inside_data_chunks_are_not_written(tmp_path: Path, same_bytes: SameBytes) -> None:
+    src = tmp_path / "thick.raw"
+    data = bytearray(8 * MiB)  # allocated, mostly zeros, two small data islands
+    data[100:200] = b"x" * 100
+    data[5 * MiB : 5 * MiB + 10] = b"y" * 10
+    src.write_bytes(bytes(data))
+    result = await copy_file(src, tmp_path / "dst.raw", chunk_size=8 * MiB)
+    assert same_bytes(src, tmp_path / "dst.raw")
+    assert result.bytes_written == 2 * MiB  # the two 1 MiB runs holding data
+    assert result.bytes_skipped_zero == 6 * MiB
+
+
+async def test_digest_matches_an_independent_check_of_both_sides(disk: DiskFactory, tmp_path: Path) -> None:
+    src = disk(runs=[(MiB, 10 * MiB)], small_writes=5)
+    result = await copy_file(src, tmp_path / "dst.raw")
+    source, target = RawFileSource(src), LocalFileTarget(tmp_path / "dst.raw", 64 * MiB)
+    check = await compare_digests(source, target, chunk_size=CHUNK)
+    assert check.ok
+    assert check.source_digest == check.target_digest == result.digest
+
+
+class CorruptingTarget(LocalFileTarget):
+    """A real file target whose writes at ``bad_offset`` flip a byte, ``times`` times."""
+
+    def __init__(self, path: Path, size: int, bad_offset: int, times: int) -> None:
+        super().__init__(path, size)
+        self.bad_offset, self.times = bad_offset, times
+
+    def write_view(self, offset: int, view: memoryview) -> None:
+        if offset == self.bad_offset and self.times > 0:
+            self.times -= 1
+            spoiled = bytearray(view)
+            spoiled[0] ^= 0xFF
+            view = memoryview(spoiled)
+        super().write_view(offset, view)
+
+
+async def test_chunk_corrupted_on_write_is_caught_and_copied_again(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(runs=[(0, 8 * MiB)])
+    source = RawFileSource(src)
+    target = CorruptingTarget(tmp_path / "dst.raw", source.size, bad_offset=3 * MiB, times=1)
+    result = await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES)
+    assert result.repairs == 1
+    assert same_bytes(src, tmp_path / "dst.raw")
+
+
+async def test_chunk_that_stays_corrupt_is_reported_not_passed(disk: DiskFactory, tmp_path: Path) -> None:
+    src = disk(runs=[(0, 8 * MiB)])
+    source = RawFileSource(src)
+    target = CorruptingTarget(tmp_path / "dst.raw", source.size, bad_offset=3 * MiB, times=99)
+    with pytest.raises(IntegrityError, match=str(3 * MiB)):
+        await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES)
+
+
+async def test_corruption_after_the_copy_is_found_by_the_digest_check_and_recopied(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(runs=[(0, 6 * MiB)], small_writes=3)
+    dst = tmp_path / "dst.raw"
+    first = await copy_file(src, dst)
+    with open(dst, "r+b") as f:  # bit rot in the middle of the fourth chunk
+        f.seek(3 * MiB + 12345)
+        f.write(b"\x42")
+    source, target = RawFileSource(src), LocalFileTarget(dst, 64 * MiB)
+    check = await compare_digests(source, target, chunk_size=CHUNK)
+    assert not check.ok and check.mismatched == [(3 * MiB, CHUNK)]
+    again = await copy_disk(source, target, chunk_size=CHUNK, checkpoint=check.checkpoint(source.size))
+    assert again.chunks_copied == 1 and again.bytes_read == CHUNK
+    assert again.digest == first.digest
+    assert same_bytes(src, dst)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_copy_cancelled_at_a_random_point_resumes_to_an_identical_disk(
+    disk: DiskFactory, tmp_path: Path, seed: int, same_bytes: SameBytes
+) -> None:
+    src = disk(size=96 * MiB, runs=[(0, 9 * MiB), (40 * MiB, 11 * MiB)], small_writes=30, seed=seed)
+    dst = tmp_path / "dst.raw"
+    fresh = await copy_file(src, tmp_path / "reference.raw")
+    stop_after = random.Random(seed).randrange(1, fresh.chunks_total - 1)
+    last: list[TransferProgress] = []
+
+    async def heartbeat(p: TransferProgress) -> None:
+        last.append(p)
+        if len(last) >= stop_after:
+            raise asyncio.CancelledError  # what Temporal raises at a heartbeat after cancel
+
+    first_source = CountingSource(src)
+    first_target = LocalFileTarget(dst, first_source.size)
+    with pytest.raises(asyncio.CancelledError):
+        await copy_disk(first_source, first_target, chunk_size=CHUNK, lanes=LANES, on_progress=heartbeat)
+    first_target.close()
+    checkpoint = last[-1].checkpoint
+    assert len(checkpoint) <= 2 * LANES + 2  # compact: a prefix plus the lanes' islands
+
+    second_source = CountingSource(src)
+    second_target = LocalFileTarget(dst, second_source.size)
+    result = await copy_disk(
+        second_source, second_target, chunk_size=CHUNK, lanes=LANES, checkpoint=checkpoint
+    )
+    assert same_bytes(src, dst)
+    assert result.digest == fresh.digest
+    assert result.chunks_resumed > 0
+    # Bytes read twice are those the first attempt read but did not report: at most a chunk a lane.
+    reread = first_source.bytes_read + second_source.bytes_read - fresh.bytes_read
+    assert 0 <= reread <= LANES * CHUNK
+
+
+COPY_SCRIPT = """
+import asyncio, json, os, sys
+from diskio.copier import copy_disk
+from diskio.local import LocalFileTarget, RawFileSource
+
+src, dst, state = sys.argv[1:4]
+
+async def heartbeat(p):
+    tmp = state + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"bytes_done": p.bytes_done, "checkpoint": p.checkpoint}, f)
+    os.replace(tmp, state)  # atomic: a kill never leaves half a checkpoint
+
+async def main():
+    source = RawFileSource(src)
+    target = LocalFileTarget(dst, source.size)
+    await copy_disk(source, target, chunk_size=1 << 20, lanes=3, on_progress=heartbeat,
+                    bandwidth_limit=16 << 20)  # slow enough to be killed in the middle
+
+asyncio.run(main())
+"""
+
+
+async def test_copy_process_killed_at_a_random_point_resumes_to_an_identical_disk(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(size=64 * MiB, runs=[(0, 6 * MiB), (30 * MiB, 6 * MiB)], small_writes=10, seed=5)
+    dst, state = tmp_path / "dst.raw", tmp_path / "state.json"
+    total = sum(e.length for e in RawFileSource(src).extents())
+    kill_after = random.Random(11).randrange(total // 8, total * 3 // 4)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        COPY_SCRIPT,
+        str(src),
+        str(dst),
+        str(state),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        while await asyncio.to_thread(progress_of, state) < kill_after:
+            assert proc.returncode is None, "the copy finished before it could be killed"
+            await asyncio.sleep(0.01)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup, no last heartbeat
+        await proc.wait()
+    checkpoint = [tuple(r) for r in json.loads(state.read_text())["checkpoint"]]
+    source = CountingSource(src)
+    target = LocalFileTarget(dst, source.size)
+    result = await copy_disk(source, target, chunk_size=MiB, lanes=LANES, checkpoint=checkpoint)
+    target.close()
+    assert same_bytes(src, dst)
+    assert result.chunks_resumed > 0
+    assert source.bytes_read == result.bytes_read < total
+
+
+def progress_of(state: Path) -> int:
+    try:
+        return int(json.loads(state.read_text())["bytes_done"])
+    except (FileNotFoundError, ValueError):
+        return 0

@@ -31,16 +31,21 @@ from workflows.types import (
 )
 
 
-def _previous_checkpoint() -> list[tuple[int, int]] | None:
-    """Done ranges heartbeated by the previous attempt of this activity, if any.
+def _previous_heartbeat() -> Heartbeat | None:
+    """The last heartbeat of the previous attempt of this activity, if any.
 
     Heartbeat details come back as plain dicts (no type hints on that path), hence the validate.
     """
     details = activity.info().heartbeat_details
     if not details:
         return None
-    beat = Heartbeat.model_validate(details[0])
-    return [tuple(r) for r in beat.checkpoint] or None  # type: ignore[misc]
+    return Heartbeat.model_validate(details[0])
+
+
+def _previous_checkpoint() -> list[tuple[int, int]] | None:
+    """Done ``(offset, length)`` ranges heartbeated by the previous attempt, if any."""
+    beat = _previous_heartbeat()
+    return [(int(a), int(b)) for a, b in beat.checkpoint] or None if beat else None
 
 
 def _dest_env(step: StepInput) -> dict[str, Any]:
@@ -104,15 +109,16 @@ class MigrationActivities:
             source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
             out = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
             out.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint = _previous_checkpoint() if out.exists() else None
+            # A checkpoint is only worth something if the partial file it describes survived.
+            beat = _previous_heartbeat() if out.exists() else None
+            checkpoint = [(int(a), int(b)) for a, b in beat.checkpoint] if beat and beat.checkpoint else None
             src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
             dst = LocalFileTarget(out, src.size)
             try:
                 allocated = sum(e.length for e in await asyncio.to_thread(src.extents))
-                if checkpoint:
-                    done = sum(end - start for start, end in checkpoint)
+                if beat and checkpoint:
                     await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
-                                     f"{done} of {allocated} bytes already copied")
+                                     f"{beat.bytes_done} of {allocated} bytes already copied")
                 reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated)
                 limit = _bandwidth(step.source_environment)
                 result = await copy_disk(
@@ -130,7 +136,7 @@ class MigrationActivities:
             return DiskStepResult(
                 disk=DiskLocator(disk_id=inp.disk.disk_id, size_bytes=src.size, format="raw", path=str(out)),
                 bytes_read=result.bytes_read, bytes_written=result.bytes_written,
-                resumed_bytes=sum(end - start for start, end in checkpoint or []),
+                resumed_bytes=beat.bytes_done if beat and checkpoint else 0,
             )
 
     @activity.defn(name="os_morphing")

@@ -14,7 +14,13 @@ from starlette.routing import Route
 from api import endpoints, migrations, openapi, providers
 from api.auth import NoAuth
 from api.deps import AuthStrategy, Deps
-from api.errors import ApiError, handle_api_error, handle_http_exception, handle_sterna_error, handle_unexpected
+from api.errors import (
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_sterna_error,
+    handle_unexpected,
+)
 from core.crypto import SecretBox
 from core.errors import SternaError
 from core.settings import Settings

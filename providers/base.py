@@ -42,6 +42,9 @@ from core.models import (
     StorageInfo,
 )
 
+# Re-exported: the disk engine owns the progress shape that providers report.
+from diskio.progress import TransferProgress as TransferProgress
+
 if TYPE_CHECKING:
     from diskio.base import DiskSource
 
@@ -58,15 +61,6 @@ class ProviderType(enum.IntFlag):
     DESTINATION_OPTIONS = 512
     ENDPOINT_STORAGE = 32768
     SOURCE_OPTIONS = 131072
-
-
-@dataclass
-class TransferProgress:
-    """Progress of one disk transfer; ``checkpoint`` is a compact list of done byte ranges."""
-
-    bytes_done: int
-    bytes_total: int
-    checkpoint: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -191,7 +185,7 @@ class ExportProvider(InstancesProvider):
         """Check that ``instance`` can be exported; returns its ``export_info``."""
         return self.get_instance(env, instance)
 
-    def shutdown_instance(self, env: Mapping[str, Any], instance: str) -> None:  # noqa: B027
+    def shutdown_instance(self, env: Mapping[str, Any], instance: str) -> None:
         """Power the instance off before its snapshot (``shutdown_instances``). Default: no-op."""
 
     @abstractmethod
@@ -224,7 +218,7 @@ class ImportProvider(BaseProvider):
         """JSON schema of ``destination_environment``."""
         return {"type": "object"}
 
-    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:  # noqa: B027
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
         """Fail fast (``InvalidInput``) when the target environment can't host this instance."""
 
     @abstractmethod

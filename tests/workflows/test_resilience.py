@@ -1,0 +1,62 @@
+"""Crashes lose nothing: a SIGKILLed worker resumes its export from the checkpoint; the API restarts."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+
+from tests.conftest import RunningStack, task, wait_final, wait_for
+from tests.helpers import endpoints, export_progress, identical, inventories
+from worker.launcher import wait_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_worker_killed_mid_export_resumes_from_checkpoint(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=48)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                 source_environment={"bandwidth_limit": 8 * 1024 * 1024})
+        # Wait until a good part, but not all, of the disk is across.
+        done, total = wait_for(lambda: (p := export_progress(api.get_migration(m["id"])))[0] > p[1] // 3 and p,
+                               60, 0.1, "a third of the export")
+        assert done < total
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        stack.stack.restart("worker")
+        final = wait_final(api, m["id"], timeout=180)
+    assert final["last_execution_status"] == "COMPLETED", final["tasks"]
+    export = task(final, "vm-a", "REPLICATE_DISKS")
+    resumed = [e["message"] for e in export["events"] if e["message"].startswith("Resuming export")]
+    assert resumed, [e["message"] for e in export["events"]]
+    match = re.search(r"checkpoint: (\d+) of (\d+) bytes", resumed[0])
+    assert match, resumed
+    already = int(match.group(1))
+    assert already > 0, "the retry started from byte 0"
+    summary = next(e["message"] for e in export["events"] if e["message"].startswith("Exported"))
+    read = int(re.search(r"read (\d+) bytes", summary).group(1))  # type: ignore[union-attr]
+    assert read < total, f"the resumed attempt re-read everything ({read} of {total})"
+    assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
+
+
+def test_api_restart_mid_migration_loses_nothing(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=32)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                 source_environment={"bandwidth_limit": 8 * 1024 * 1024}, notes="survives")
+        wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.1, "export under way")
+        proc = stack.stack.procs["api"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stack.stack.restart("api")
+        wait_port("127.0.0.1", stack.settings.api_port, 60)
+        assert api.get_migration(m["id"])["notes"] == "survives"
+        final = wait_final(api, m["id"], timeout=180)
+    assert final["last_execution_status"] == "COMPLETED"
+    assert {t["status"] for t in final["tasks"]} == {"COMPLETED"}
+    assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")

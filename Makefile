@@ -32,7 +32,7 @@ up: sysdeps $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy api workflows providers/base.py activities worker store client core providers
+	$(VENV)/bin/mypy api workflows activities worker store client core providers diskio
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -42,20 +42,20 @@ class EndpointActivities:
             get_provider(endpoint.type, info, EndpointProvider).validate_connection()
             return {"valid": True}
         if op == "list_instances":
-            p = get_provider(endpoint.type, info, InstancesProvider)
-            return [i.model_dump(mode="json") for i in p.list_instances(call.env, call.name_filter)]
+            inventory = get_provider(endpoint.type, info, InstancesProvider)
+            return [i.model_dump(mode="json") for i in inventory.list_instances(call.env, call.name_filter)]
         if op == "get_instance":
-            p = get_provider(endpoint.type, info, InstancesProvider)
-            return p.get_instance(call.env, call.instance or "").model_dump(mode="json")
+            inventory = get_provider(endpoint.type, info, InstancesProvider)
+            return inventory.get_instance(call.env, call.instance or "").model_dump(mode="json")
         if op == "list_networks":
             return [n.model_dump(mode="json") for n in
                     get_provider(endpoint.type, info, NetworksProvider).list_networks(call.env)]
         if op == "list_storage":
             return get_provider(endpoint.type, info, StorageProvider).list_storage(call.env).model_dump(mode="json")
         if op == "destination_options":
-            p = get_provider(endpoint.type, info, DestinationOptionsProvider)
-            return [o.model_dump(mode="json") for o in p.destination_options(call.env)]
+            dest = get_provider(endpoint.type, info, DestinationOptionsProvider)
+            return [o.model_dump(mode="json") for o in dest.destination_options(call.env)]
         if op == "source_options":
-            p = get_provider(endpoint.type, info, SourceOptionsProvider)
-            return [o.model_dump(mode="json") for o in p.source_options(call.env)]
+            source = get_provider(endpoint.type, info, SourceOptionsProvider)
+            return [o.model_dump(mode="json") for o in source.source_options(call.env)]
         raise InvalidInput(f"Unknown endpoint operation '{op}'")

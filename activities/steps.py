@@ -121,9 +121,10 @@ class MigrationActivities:
                                      f"{beat.bytes_done} of {allocated} bytes already copied")
                 reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated)
                 limit = _bandwidth(step.source_environment)
+                chunk_size, lanes = _pacing(limit)
                 result = await copy_disk(
                     src, dst, checkpoint=checkpoint, on_progress=reporter.transfer, bandwidth_limit=limit,
-                    **_pacing(limit),
+                    chunk_size=chunk_size, lanes=lanes,
                 )
             finally:
                 await asyncio.to_thread(src.close)
@@ -231,16 +232,17 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _pacing(limit: int | None) -> dict[str, int]:
+def _pacing(limit: int | None) -> tuple[int, int]:
     """Under a bandwidth cap, chunks small enough that one completes (and heartbeats) every ~0.25 s.
 
     Cancellation reaches an activity only through heartbeats, and a heartbeat is sent when a
     chunk completes: a 4 MiB/s cap on 8 MiB chunks would go silent past the heartbeat timeout.
     """
+    from diskio.copier import DEFAULT_CHUNK_SIZE, DEFAULT_LANES
+
     if not limit:
-        return {}
-    chunk = max(64 * 1024, min(8 * 1024 * 1024, limit // 4) // 65536 * 65536)
-    return {"chunk_size": chunk, "lanes": 2}
+        return DEFAULT_CHUNK_SIZE, DEFAULT_LANES
+    return max(64 * 1024, min(DEFAULT_CHUNK_SIZE, limit // 4) // 65536 * 65536), 2
 
 
 def _bandwidth(env: dict[str, Any]) -> int | None:

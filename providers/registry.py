@@ -48,4 +48,4 @@ def get_provider(platform: str, connection_info: dict[str, Any], capability: typ
     cls = provider_class(platform)
     if not issubclass(cls, capability):
         raise InvalidInput(f"Provider '{platform}' can't act as {capability.__name__.removesuffix('Provider')}")
-    return cls(connection_info)  # type: ignore[return-value]
+    return cls(connection_info)

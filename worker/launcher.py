@@ -28,11 +28,12 @@ def temporal_binary() -> str:
     return found
 
 
-def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None,
+              name: str = "process") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode} while starting")
+            raise SystemExit(f"{name} exited with {proc.returncode} while starting")
         with socket.socket() as s:
             s.settimeout(0.5)
             if s.connect_ex((host, port)) == 0:
@@ -80,11 +81,11 @@ class Stack:
         host, port = s.temporal_address.rsplit(":", 1)
         if with_temporal:
             proc = self._spawn("temporal", temporal_command(s))
-            wait_port(host, int(port), 30, proc)
+            wait_port(host, int(port), 30, proc, "temporal")
         sterna = [sys.executable, "-m", "client.cli"]
         # The API runs the schema upgrade; start it first so the worker finds the tables.
         api = self._spawn("api", [*sterna, "api"])
-        wait_port("127.0.0.1" if s.api_host in ("0.0.0.0", "") else s.api_host, s.api_port, 60, api)
+        wait_port("127.0.0.1" if s.api_host in ("0.0.0.0", "") else s.api_host, s.api_port, 60, api, "api")
         self._spawn("worker", [*sterna, "worker"])
 
     def restart(self, name: str) -> subprocess.Popen[bytes]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from temporalio.worker import Worker
 
@@ -37,13 +39,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     services = Services.create(settings)
     steps = MigrationActivities(services)
     record = RecordActivities(services)
-    light = [steps.validate, record.record_task, record.record_unfinished, record.record_migration_status,
-             EndpointActivities(services).call]
-    disk = [steps.snapshot, steps.export_disk, steps.os_morphing, steps.convert_disk, steps.upload_disk,
-            steps.deploy, steps.cleanup]
+    light: list[Callable[..., Any]] = [
+        steps.validate, record.record_task, record.record_unfinished, record.record_migration_status,
+        EndpointActivities(services).call,
+    ]
+    disk: list[Callable[..., Any]] = [
+        steps.snapshot, steps.export_disk, steps.os_morphing, steps.convert_disk, steps.upload_disk,
+        steps.deploy, steps.cleanup,
+    ]
     executor = ThreadPoolExecutor(max_workers=16)
     workers = [
-        Worker(client, task_queue=settings.task_queue, workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow],
+        Worker(client, task_queue=settings.task_queue,
+               workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow],
                activities=light, activity_executor=executor),
         Worker(client, task_queue=settings.data_task_queue, activities=[steps.snapshot, steps.cleanup],
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),

@@ -66,7 +66,7 @@ def create_vm(inventory: Path, name: str, *, size: int = 2 * 1024**3, data_mib: 
     vm_dir = inventory / name
     vm_dir.mkdir(parents=True, exist_ok=True)
     build_disk(vm_dir / "disk-0.raw", size=size, data_mib=data_mib, seed=seed)
-    mac = "00:50:56:%02x:%02x:%02x" % tuple(os.urandom(3))
+    mac = "00:50:56:" + ":".join(f"{b:02x}" for b in os.urandom(3))
     vm = {"name": name, "num_cpu": 1, "memory_mb": 1024, "firmware": "BIOS", "os_type": "linux",
           "guest_id": "debian12_64Guest", "nics": [{"network_name": network, "mac_address": mac}],
           "disks": [{"id": "disk-0", "file": "disk-0.raw", "format": "raw"}]}

@@ -122,7 +122,7 @@ class InstanceMigrationWorkflow:
             imported = [u.disk for u in uploads]
 
             self._current = TaskType.BOOT
-            result = await workflow.execute_activity(
+            result: dict[str, Any] = await workflow.execute_activity(
                 "deploy_instance", DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported),
                 result_type=dict, task_queue=host_queue,
                 start_to_close_timeout=timedelta(seconds=t.transfer),

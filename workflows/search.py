@@ -5,6 +5,8 @@ Never put secrets here: search attributes are stored unencrypted.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey
 
 PROJECT_ID = SearchAttributeKey.for_keyword("ProjectId")
@@ -14,7 +16,9 @@ SOURCE_PLATFORM = SearchAttributeKey.for_keyword("SourcePlatform")
 DESTINATION_PLATFORM = SearchAttributeKey.for_keyword("DestinationPlatform")
 INSTANCE_COUNT = SearchAttributeKey.for_int("InstanceCount")
 
-ALL = [PROJECT_ID, MIGRATION_ID, MIGRATION_STATE, SOURCE_PLATFORM, DESTINATION_PLATFORM, INSTANCE_COUNT]
+ALL: list[SearchAttributeKey[Any]] = [
+    PROJECT_ID, MIGRATION_ID, MIGRATION_STATE, SOURCE_PLATFORM, DESTINATION_PLATFORM, INSTANCE_COUNT,
+]
 
 
 def cli_flags() -> list[str]:

@@ -48,7 +48,7 @@ def test_missing_migration_key(project: Any) -> None:
 
 
 def test_unknown_provider_type(stack: RunningStack, project: Any) -> None:
-    src, dst = inventories(stack, [], 1)
+    _src, dst = inventories(stack, [], 1)
     before = _snapshot(project)
     body = {"migration": {"origin": {"type": "no-such-cloud", "connection_info": {}},
                           "destination": {"type": "local", "connection_info": {"path": str(dst)}},

@@ -95,6 +95,11 @@ class MigrationActivities:
             )
             await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
                              f"on host {self.services.settings.worker_host_id}")
+            # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
+            for key, value in (("snapshot", snap.model_dump(mode="json")), ("workdir", str(workdir)),
+                               ("host_queue", self.services.settings.host_task_queue)):
+                await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
+                                        inp.task.instance, key, value)
             return SnapshotResult(snapshot=snap, host_queue=self.services.settings.host_task_queue,
                                   workdir=str(workdir))
 

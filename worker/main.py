@@ -27,6 +27,7 @@ from activities.services import Services
 from activities.steps import MigrationActivities
 from core.settings import Settings, get_settings
 from worker.temporal import connect
+from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.endpoint import EndpointCallWorkflow
 from workflows.instance import InstanceMigrationWorkflow
 from workflows.migration import MigrationWorkflow
@@ -50,7 +51,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     executor = ThreadPoolExecutor(max_workers=16)
     workers = [
         Worker(client, task_queue=settings.task_queue,
-               workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow],
+               workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow, ForcedCleanupWorkflow],
                activities=light, activity_executor=executor),
         Worker(client, task_queue=settings.data_task_queue, activities=[steps.snapshot, steps.cleanup],
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),

@@ -179,3 +179,10 @@ class EndpointCall(BaseModel):
     env: dict[str, Any] = Field(default_factory=dict)
     instance: str | None = None
     name_filter: str | None = None
+
+
+class ForcedCleanup(BaseModel):
+    """After a force-cancel (terminate), what is known of each instance, from the record DB."""
+
+    items: list[CleanupInput]
+    queues: list[str]

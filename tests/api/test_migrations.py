@@ -108,3 +108,26 @@ def test_delete_of_running_migration_is_refused_and_changes_nothing(stack: Runni
         final = wait_final(api, m["id"])
         assert final["last_execution_status"] == "COMPLETED"
         assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
+
+
+def test_force_cancel_terminates_and_still_cleans_up(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=48)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                 source_environment={"bandwidth_limit": 4 * 1024 * 1024})
+        wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.1, "export under way")
+        scratch = Path(stack.settings.scratch) / m["id"] / "vm-a"
+        api.cancel_migration(m["id"], force=True)
+        now = api.get_migration(m["id"])
+        assert now["last_execution_status"] == "CANCELED"
+        assert task(now, "vm-a", "REPLICATE_DISKS")["status"] == "FORCE_CANCELED"
+        cleaned = wait_for(
+            lambda: task(cur := api.get_migration(m["id"]), "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"]
+            == "COMPLETED" and cur, 60, 0.2, "forced cleanup")
+        assert cleaned["last_execution_status"] == "CANCELED"
+        assert not scratch.exists()
+        assert not (dst / "vm-a").exists()
+        r = api.http.post(f"/migrations/{m['id']}/actions", json={"cancel": None})
+        assert r.status_code == 400 and "nothing to cancel" in r.json()["error"]["message"]
+        api.delete_migration(m["id"])

@@ -1,0 +1,32 @@
+"""``ForcedCleanupWorkflow``: best-effort cleanup after a force-cancel terminated a migration.
+
+Terminate skips every ``finally`` of the terminated workflows, so the API starts this one with
+what the record DB knows (snapshot, scratch directory, host queue) to release those resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.types import ForcedCleanup
+
+
+@workflow.defn
+class ForcedCleanupWorkflow:
+    @workflow.run
+    async def run(self, inp: ForcedCleanup) -> None:
+        await asyncio.gather(*(
+            workflow.execute_activity(
+                "cleanup_instance", item, task_queue=queue,
+                start_to_close_timeout=timedelta(minutes=10),
+                # A host that never comes back must not keep this workflow open forever.
+                schedule_to_close_timeout=timedelta(hours=6),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=20),
+            )
+            for item, queue in zip(inp.items, inp.queues, strict=True)
+        ), return_exceptions=True)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def proc_io() -> dict[str, int]:
     return {k: int(v) for k, v in fields.items()}
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process's threads and of its waited-for children (qemu-nbd)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("src")
@@ -34,6 +44,7 @@ async def main() -> None:
     ap.add_argument("--no-verify", action="store_true")
     args = ap.parse_args()
     before = proc_io()
+    cpu_before = cpu_seconds()
     start = time.perf_counter()
     out: dict[str, object] = {}
     if args.to == "convert-qcow2":
@@ -52,6 +63,7 @@ async def main() -> None:
             target.close()
         out = dataclasses.asdict(result)
     out["seconds"] = time.perf_counter() - start
+    out["cpu"] = cpu_seconds() - cpu_before
     after = proc_io()
     out["io"] = {k: after[k] - before[k] for k in after}
     print(json.dumps(out))

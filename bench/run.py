@@ -35,6 +35,7 @@ PY = sys.executable
 class Measure:
     seconds: float
     rss_mib: float
+    cpu: float
     report: dict[str, object] = field(default_factory=dict)
 
 
@@ -49,16 +50,18 @@ def run(cmd: list[str], dst: Path, prepare: Callable[[], None] | None = None) ->
     if prepare is not None:
         prepare()
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, check=False)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *cmd], capture_output=True, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.decode(errors='replace')[-2000:]}")
-    rss_kib = int(proc.stderr.decode().strip().splitlines()[-1])
+    rss_kib, user, system = proc.stderr.decode().strip().splitlines()[-1].split()
+    cpu = float(user) + float(system)
     report: dict[str, object] = {}
     if cmd[:3] == [PY, "-m", "bench.engine_copy"]:
         report = json.loads(proc.stdout.decode().splitlines()[-1])
         seconds = float(report["seconds"])  # type: ignore[arg-type]
-    return Measure(seconds, rss_kib / 1024, report)
+        cpu = float(report["cpu"])  # type: ignore[arg-type]
+    return Measure(seconds, int(rss_kib) / 1024, cpu, report)
 
 
 def engine(src: Path, dst: Path, *extra: str) -> list[str]:
@@ -186,12 +189,14 @@ def summarize(
 ) -> dict[str, object]:
     med = {k: statistics.median(m.seconds for m in v) for k, v in results.items()}
     rss = {k: max(m.rss_mib for m in v) for k, v in results.items()}
+    cpu = {k: statistics.median(m.cpu for m in v) for k, v in results.items()}
     eng = results["engine-raw"][0].report
     small_alloc = allocated(small)
     return {
         "disk": {"virtual": size, "allocated": alloc},
         "median_seconds": med,
         "peak_rss_mib": rss,
+        "median_cpu_seconds": cpu,
         "ratios": {
             "engine-raw / cp --sparse=always": median_ratio(results["engine-raw"], results["cp"]),
             "engine-raw / qemu-img convert -O raw": median_ratio(results["engine-raw"], results["qemu-raw"]),
@@ -228,6 +233,7 @@ def summarize(
 def render(r: dict[str, object], info: dict[str, str]) -> str:
     med: dict[str, float] = r["median_seconds"]  # type: ignore[assignment]
     rss: dict[str, float] = r["peak_rss_mib"]  # type: ignore[assignment]
+    cpu: dict[str, float] = r["median_cpu_seconds"]  # type: ignore[assignment]
     ratios: dict[str, float] = r["ratios"]  # type: ignore[assignment]
     io: dict[str, float] = r["engine_raw_io"]  # type: ignore[assignment]
     disk: dict[str, int] = r["disk"]  # type: ignore[assignment]
@@ -237,8 +243,8 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         f"Disk: {disk['virtual'] / GiB:.0f} GiB raw, {disk['allocated'] / MiB:.1f} MiB allocated "
         f"(4 x 256 MiB random + 256 x 4 KiB scattered). Median of {ROUNDS} rounds, warm page cache.",
         "",
-        "| copy | median time (s) | peak RSS (MiB) |",
-        "|---|---:|---:|",
+        "| copy | median time (s) | median CPU user+sys (s) | peak RSS (MiB) |",
+        "|---|---:|---:|---:|",
     ]
     labels = {
         "cp": "cp --sparse=always",
@@ -250,7 +256,7 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         "engine-convert": "engine raw→qcow2 (convert_image)",
     }
     for key, label in labels.items():
-        lines.append(f"| {label} | {med[key]:.3f} | {rss[key]:.0f} |")
+        lines.append(f"| {label} | {med[key]:.3f} | {cpu[key]:.2f} | {rss[key]:.0f} |")
     lines += ["", "| ratio (engine / baseline, median of per-round ratios) | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
     lines += [

@@ -46,6 +46,8 @@ class _Buffers:
     def __init__(self, size: int) -> None:
         self.data = bytearray(size)
         self.check = bytearray(size)
+        self.view = memoryview(self.data)
+        self.check_view = memoryview(self.check)
 
 
 def io_step(source: DiskSource, target: DiskTarget, chunk_size: int, block: int) -> int:
@@ -142,25 +144,28 @@ class ChunkMover:
             self.limiter.acquire(chunk.length)
         out = Outcome(chunk, b"")
         sha = hashlib.sha256()
+        data, step, target = bufs.data, self.step, self.target
+        split_zero_runs = self.zero_run < step
         zeros = 0  # zero bytes not yet fed to the hash: an all-zero chunk is never hashed
-        for pos in range(0, chunk.length, self.step):
-            n = min(self.step, chunk.length - pos)
+        for pos in range(0, chunk.length, step):
+            n = min(step, chunk.length - pos)
             offset = chunk.offset + pos
-            view = memoryview(bufs.data)[:n]
+            view = bufs.view if n == step else bufs.view[:n]
             got = self.source.readinto(offset, view)
             if got != n:
                 raise TransferError(f"short read from the source: {got} of {n} bytes at {offset}")
             out.bytes_read += n
-            if self._is_zero(bufs.data, 0, n):
+            if data.startswith(self._zero_view[:n]):
                 zeros += n
                 out.bytes_zero += n
-                if not self.target.zero_initialized:
-                    self.target.write_zeroes(offset, n)
+                if not target.zero_initialized:
+                    target.write_zeroes(offset, n)
                 continue
-            self._feed_zeros(sha, zeros)
-            zeros = 0
+            if zeros:
+                self._feed_zeros(sha, zeros)
+                zeros = 0
             sha.update(view)
-            runs = self._runs(bufs.data, n)
+            runs = self._runs(data, n) if split_zero_runs else [(0, n, False)]
             written = self._write(offset, view, runs, rewrite=False)
             out.bytes_written += written
             out.bytes_zero += n - written
@@ -180,7 +185,8 @@ class ChunkMover:
         if out.zero:
             out.sha = self._sha_of_zeros(chunk.length)
         else:
-            self._feed_zeros(sha, zeros)
+            if zeros:
+                self._feed_zeros(sha, zeros)
             out.sha = sha.digest()
         return out
 
@@ -215,7 +221,7 @@ class ChunkMover:
     def _matches(self, offset: int, bufs: _Buffers, n: int) -> bool:
         # Comparing the bytes read back with the bytes that were hashed is the same check as
         # comparing their SHA-256s, at memcmp cost instead of a second hash pass.
-        check_view = memoryview(bufs.check)[:n]
+        check_view = bufs.check_view[:n]
         if self.target.readinto(offset, check_view) != n:
             return False
         return bufs.data.startswith(check_view)

@@ -290,3 +290,29 @@ def progress_of(state: Path) -> int:
         return int(json.loads(state.read_text())["bytes_done"])
     except (FileNotFoundError, ValueError):
         return 0
+
+
+async def test_cancelling_the_copy_task_stops_every_lane_before_it_returns(
+    disk: DiskFactory, tmp_path: Path
+) -> None:
+    src = disk(size=64 * MiB, runs=[(0, 32 * MiB)])
+    source = RawFileSource(src)
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    first = asyncio.Event()
+
+    async def progress(p: TransferProgress) -> None:
+        first.set()
+
+    task = asyncio.ensure_future(
+        copy_disk(
+            source, target, chunk_size=CHUNK, lanes=LANES, on_progress=progress, bandwidth_limit=64 * MiB
+        )
+    )
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # No lane may still hold the file descriptors that the caller is about to close.
+    assert not [t for t in threading.enumerate() if t.name.startswith("diskio-lane")]
+    source.close()
+    target.close()

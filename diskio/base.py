@@ -24,6 +24,11 @@ class Extent:
 class DiskSource(ABC):
     """Guest-visible bytes of one disk."""
 
+    #: preferred read size: the copier reads a chunk in pieces of this size (0: whole chunks).
+    #: Local files want small pieces that stay in the CPU cache while they are hashed and
+    #: written; remote sources want whole chunks, one request each.
+    io_size: int = 0
+
     @property
     @abstractmethod
     def size(self) -> int:
@@ -62,6 +67,8 @@ class DiskTarget(ABC):
     #: ranges never written read back as zeros (a new sparse file, a new volume), so the
     #: copier may skip zero chunks instead of calling ``write_zeroes``
     zero_initialized: bool = False
+    #: preferred write size (0: whole chunks); see ``DiskSource.io_size``
+    io_size: int = 0
 
     @property
     @abstractmethod

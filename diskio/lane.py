@@ -1,10 +1,12 @@
 """What one lane does with one chunk, in a worker thread.
 
-Everything here is blocking and runs outside the event loop. The hot path is built from
-calls that release the GIL or run at memcmp speed on large buffers: ``preadv``/``pwritev``
-into preallocated buffers, ``hashlib`` (releases the GIL above 2 KiB), and
-``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the first
-non-zero byte, so random data costs almost nothing).
+Everything here is blocking and runs outside the event loop. A chunk is moved in steps of
+the endpoints' preferred I/O size: each step is read, hashed, checked for zeros, written
+and read back while it is still in the CPU cache, so each byte crosses the memory bus as
+few times as possible. The calls used release the GIL or run at memcmp speed:
+``preadv``/``pwritev`` into preallocated buffers, ``hashlib`` (releases the GIL above
+2 KiB) and ``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the
+first non-zero byte, so data costs almost nothing to check).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from diskio.base import DiskSource, DiskTarget
 from diskio.limiter import RateLimiter
 from diskio.plan import Chunk
 
-#: zero runs shorter than this are written rather than skipped (keeps writes large)
+#: zero runs are skipped in units of this size (or the step, if smaller), keeping writes large
 ZERO_RUN = 1024 * 1024
 
 
@@ -39,11 +41,20 @@ class Outcome:
 
 
 class _Buffers:
-    """Per-lane buffers, reused for every chunk, so memory is lanes x 2 x chunk size."""
+    """Per-lane buffers, reused for every step, so memory is lanes x 2 x step."""
 
     def __init__(self, size: int) -> None:
         self.data = bytearray(size)
         self.check = bytearray(size)
+        self.view = memoryview(self.data)
+        self.check_view = memoryview(self.check)
+
+
+def io_step(source: DiskSource, target: DiskTarget, chunk_size: int, block: int) -> int:
+    """The step a chunk is moved in: the smaller preferred I/O size, in whole blocks."""
+    sizes = [s for s in (source.io_size, target.io_size) if s > 0]
+    step = min([chunk_size, *sizes])
+    return max(block, step // block * block)
 
 
 class ChunkMover:
@@ -61,22 +72,23 @@ class ChunkMover:
     ) -> None:
         self.source = source
         self.target = target
-        self.chunk_size = chunk_size
         self.verify = verify and target.readable
         self.limiter = limiter
-        self.zero_run = max(ZERO_RUN // block * block, block)
-        self._zeros = bytearray(chunk_size)
+        self.step = io_step(source, target, chunk_size, block)
+        self.zero_run = max(block, min(ZERO_RUN, self.step) // block * block)
+        self.max_write = max(block, target.max_write // block * block)
+        self._zeros = bytearray(max(self.step, chunk_size))
         self._zero_view = memoryview(self._zeros)
         self._zero_sha: dict[int, bytes] = {}
         self._lock = threading.Lock()
         self._pool: queue.SimpleQueue[_Buffers] = queue.SimpleQueue()
 
-    # -- buffers -------------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------
     def _take(self) -> _Buffers:
         try:
             return self._pool.get_nowait()
         except queue.Empty:
-            return _Buffers(self.chunk_size)
+            return _Buffers(self.step)
 
     def _is_zero(self, buf: bytearray, start: int, end: int) -> bool:
         return buf.startswith(self._zero_view[: end - start], start, end)
@@ -87,6 +99,10 @@ class ChunkMover:
             if sha is None:
                 sha = self._zero_sha[length] = hashlib.sha256(self._zero_view[:length]).digest()
             return sha
+
+    def _feed_zeros(self, sha: hashlib._Hash, length: int) -> None:
+        for pos in range(0, length, len(self._zeros)):
+            sha.update(self._zero_view[: min(len(self._zeros), length - pos)])
 
     # -- work ----------------------------------------------------------------------------
     def copy(self, chunk: Chunk) -> Outcome:
@@ -103,47 +119,75 @@ class ChunkMover:
             return Outcome(chunk, None, resumed=True)
         bufs = self._take()
         try:
-            view = memoryview(bufs.data)[: chunk.length]
-            if self.target.readinto(chunk.offset, view) != chunk.length:
-                raise TransferError(f"short read back from the target at {chunk.offset}")
-            if self._is_zero(bufs.data, 0, chunk.length):
-                sha = self._sha_of_zeros(chunk.length)
-            else:
-                sha = hashlib.sha256(view).digest()
-            return Outcome(chunk, sha, resumed=True, bytes_verified=chunk.length)
+            sha, zeros = hashlib.sha256(), 0
+            for pos in range(0, chunk.length, self.step):
+                n = min(self.step, chunk.length - pos)
+                view = memoryview(bufs.data)[:n]
+                if self.target.readinto(chunk.offset + pos, view) != n:
+                    raise TransferError(f"short read back from the target at {chunk.offset + pos}")
+                if self._is_zero(bufs.data, 0, n):
+                    zeros += n
+                    continue
+                self._feed_zeros(sha, zeros)
+                zeros = 0
+                sha.update(view)
+            all_zero = zeros == chunk.length
+            if not all_zero:
+                self._feed_zeros(sha, zeros)
+            digest = self._sha_of_zeros(chunk.length) if all_zero else sha.digest()
+            return Outcome(chunk, digest, resumed=True, bytes_verified=chunk.length)
         finally:
             self._pool.put(bufs)
 
     def _copy(self, chunk: Chunk, bufs: _Buffers) -> Outcome:
-        n = chunk.length
-        data = bufs.data
-        view = memoryview(data)[:n]
         if self.limiter is not None:
-            self.limiter.acquire(n)
-        got = self.source.readinto(chunk.offset, view)
-        if got != n:
-            raise TransferError(f"short read from the source: {got} of {n} bytes at {chunk.offset}")
-        out = Outcome(chunk, b"", bytes_read=n)
-        if self._is_zero(data, 0, n):
-            out.sha, out.zero, out.bytes_zero = self._sha_of_zeros(n), True, n
-            if not self.target.zero_initialized:
-                self.target.write_zeroes(chunk.offset, n)
-            return out
-        out.sha = hashlib.sha256(view).digest()
-        runs = self._runs(data, n)
-        out.bytes_written, out.bytes_zero = self._write(chunk, view, runs, rewrite=False)
-        if self.verify:
-            out.bytes_verified = n
-            if not self._matches(chunk, data, bufs.check):
-                # One repair: write the chunk again, zero runs included, and compare again.
-                out.repairs = 1
-                self._write(chunk, view, runs, rewrite=True)
+            self.limiter.acquire(chunk.length)
+        out = Outcome(chunk, b"")
+        sha = hashlib.sha256()
+        data, step, target = bufs.data, self.step, self.target
+        split_zero_runs = self.zero_run < step
+        zeros = 0  # zero bytes not yet fed to the hash: an all-zero chunk is never hashed
+        for pos in range(0, chunk.length, step):
+            n = min(step, chunk.length - pos)
+            offset = chunk.offset + pos
+            view = bufs.view if n == step else bufs.view[:n]
+            got = self.source.readinto(offset, view)
+            if got != n:
+                raise TransferError(f"short read from the source: {got} of {n} bytes at {offset}")
+            out.bytes_read += n
+            if data.startswith(self._zero_view[:n]):
+                zeros += n
+                out.bytes_zero += n
+                if not target.zero_initialized:
+                    target.write_zeroes(offset, n)
+                continue
+            if zeros:
+                self._feed_zeros(sha, zeros)
+                zeros = 0
+            sha.update(view)
+            runs = self._runs(data, n) if split_zero_runs else [(0, n, False)]
+            written = self._write(offset, view, runs, rewrite=False)
+            out.bytes_written += written
+            out.bytes_zero += n - written
+            if self.verify:
                 out.bytes_verified += n
-                if not self._matches(chunk, data, bufs.check):
-                    raise IntegrityError(
-                        f"chunk at {chunk.offset} (+{n}) reads back different from its source "
-                        f"sha256 {out.sha.hex()}, twice"
-                    )
+                if not self._matches(offset, bufs, n):
+                    # One repair: write the step again, zero runs included, and compare again.
+                    out.repairs += 1
+                    self._write(offset, view, runs, rewrite=True)
+                    out.bytes_verified += n
+                    if not self._matches(offset, bufs, n):
+                        raise IntegrityError(
+                            f"chunk at {chunk.offset} (+{chunk.length}): the {n} bytes at {offset} read back "
+                            "different from the source bytes that were hashed, twice"
+                        )
+        out.zero = zeros == chunk.length
+        if out.zero:
+            out.sha = self._sha_of_zeros(chunk.length)
+        else:
+            if zeros:
+                self._feed_zeros(sha, zeros)
+            out.sha = sha.digest()
         return out
 
     def _runs(self, data: bytearray, n: int) -> list[tuple[int, int, bool]]:
@@ -160,27 +204,24 @@ class ChunkMover:
         return runs
 
     def _write(
-        self, chunk: Chunk, view: memoryview, runs: list[tuple[int, int, bool]], *, rewrite: bool
-    ) -> tuple[int, int]:
-        written = zero = 0
-        max_write = self.target.max_write
+        self, offset: int, view: memoryview, runs: list[tuple[int, int, bool]], *, rewrite: bool
+    ) -> int:
+        written = 0
         for start, end, is_zero in runs:
             if is_zero:
-                zero += end - start
                 if rewrite or not self.target.zero_initialized:
-                    self.target.write_zeroes(chunk.offset + start, end - start)
+                    self.target.write_zeroes(offset + start, end - start)
                 continue
-            for pos in range(start, end, max_write):
-                stop = min(end, pos + max_write)
-                self.target.write_view(chunk.offset + pos, view[pos:stop])
+            for pos in range(start, end, self.max_write):
+                stop = min(end, pos + self.max_write)
+                self.target.write_view(offset + pos, view[pos:stop])
             written += end - start
-        return written, zero
+        return written
 
-    def _matches(self, chunk: Chunk, data: bytearray, check: bytearray) -> bool:
+    def _matches(self, offset: int, bufs: _Buffers, n: int) -> bool:
         # Comparing the bytes read back with the bytes that were hashed is the same check as
         # comparing their SHA-256s, at memcmp cost instead of a second hash pass.
-        n = chunk.length
-        check_view = memoryview(check)[:n]
-        if self.target.readinto(chunk.offset, check_view) != n:
+        check_view = bufs.check_view[:n]
+        if self.target.readinto(offset, check_view) != n:
             return False
-        return data.startswith(check_view)
+        return bufs.data.startswith(check_view)

@@ -52,8 +52,14 @@ def _pread_into(fd: int, offset: int, view: memoryview) -> int:
     return done
 
 
+#: a read-hash-write step this size stays in L2 cache; 8 MiB steps cost twice the kernel time
+LOCAL_IO_SIZE = 128 * 1024
+
+
 class RawFileSource(DiskSource):
     """A raw image file (or block device) read with ``pread``."""
+
+    io_size = LOCAL_IO_SIZE
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -93,6 +99,7 @@ class LocalFileTarget(DiskTarget):
     granularity = 512
     alignment = 512
     max_write = 64 * 1024 * 1024
+    io_size = LOCAL_IO_SIZE
 
     def __init__(self, path: str | Path, size: int, *, fsync: bool = False) -> None:
         self.path = Path(path)

@@ -21,6 +21,9 @@ from core.errors import TransferError
 from diskio.base import DiskSource, DiskTarget, Extent
 from diskio.nbd import NbdClient
 
+#: one NBD request per MiB: large enough for the socket round trip, small enough for the cache
+NBD_IO_SIZE = 1024 * 1024
+
 
 def qemu_img_map(path: str | Path, fmt: str) -> list[Extent]:
     """Extents holding data, from ``qemu-img map --output=json`` (``-f`` always given)."""
@@ -110,6 +113,8 @@ class QemuNbdServer:
 class QemuNbdSource(DiskSource):
     """Guest-visible bytes of an image in qemu format ``fmt``, read-only."""
 
+    io_size = NBD_IO_SIZE
+
     def __init__(self, path: str | Path, fmt: str) -> None:
         self.path, self.fmt = Path(path), fmt
         self._server = QemuNbdServer(path, fmt, read_only=True)
@@ -145,6 +150,7 @@ class QemuNbdTarget(DiskTarget):
     granularity = 512
     alignment = 512
     max_write = 32 * 1024 * 1024
+    io_size = NBD_IO_SIZE
 
     def __init__(
         self, path: str | Path, size: int, fmt: str = "qcow2", *, options: list[str] | None = None

@@ -1,0 +1,1 @@
+"""``make bench``: the disk engine against the tools users would otherwise run."""

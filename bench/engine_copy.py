@@ -1,0 +1,73 @@
+"""One engine copy in its own process, so that its peak RSS and I/O counters are its own.
+
+Prints one JSON line: seconds spent in the copy (opening source and target included),
+the ``CopyResult`` fields and this process's ``/proc/self/io`` counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import resource
+import time
+from pathlib import Path
+
+from diskio.base import DiskTarget
+from diskio.convert import convert_image
+from diskio.copier import copy_disk
+from diskio.local import LocalFileTarget, open_local_source
+from diskio.qemu import QemuNbdTarget
+
+
+def proc_io() -> dict[str, int]:
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return {k: int(v) for k, v in fields.items()}
+
+
+def cpu_seconds() -> float:
+    """User + system time of this process's threads and of its waited-for children (qemu-nbd)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "convert-qcow2"])
+    ap.add_argument("--limit", type=int, default=None, help="bandwidth cap, bytes/s")
+    ap.add_argument("--no-verify", action="store_true")
+    args = ap.parse_args()
+    before = proc_io()
+    cpu_before = cpu_seconds()
+    start = time.perf_counter()
+    out: dict[str, object] = {}
+    if args.to == "convert-qcow2":
+        await convert_image(args.src, "raw", args.dst, "qcow2")
+    else:
+        source = open_local_source(args.src, "raw")
+        target: DiskTarget = (
+            LocalFileTarget(args.dst, source.size)
+            if args.to == "raw"
+            else QemuNbdTarget(args.dst, source.size)
+        )
+        try:
+            result = await copy_disk(source, target, bandwidth_limit=args.limit, verify=not args.no_verify)
+        finally:
+            source.close()
+            target.close()
+        out = dataclasses.asdict(result)
+    out["seconds"] = time.perf_counter() - start
+    out["cpu"] = cpu_seconds() - cpu_before
+    after = proc_io()
+    out["io"] = {k: after[k] - before[k] for k in after}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

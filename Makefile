@@ -30,9 +30,13 @@ test: sysdeps $(STAMP)
 up: sysdeps $(STAMP)
 	$(VENV)/bin/sterna up
 
+## bench: the disk engine against cp --sparse, qemu-img convert and nbdcopy (ratios, median of 5)
+bench: sysdeps $(STAMP)
+	$(PY) -m bench.run
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy api workflows activities worker store client core providers diskio
+	$(VENV)/bin/mypy api workflows activities worker store client core providers diskio bench
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -19,7 +19,6 @@ from temporalio.service import RPCError
 from api.context import RequestContext
 from api.errors import ApiError
 from api.schemas import describe_validation_error
-from core.errors import InvalidInput, NotFound, SternaError
 from core.settings import Settings
 from store.repo import Store
 from workflows.endpoint import EndpointCallWorkflow
@@ -103,8 +102,3 @@ async def endpoint_call(d: Deps, call: EndpointCall, timeout: float = 90.0) -> A
         raise ApiError(504, "No worker answered the endpoint call in time; is a worker running?") from exc
     except (TimeoutError, RPCError) as exc:
         raise ApiError(503, f"The execution engine is unavailable: {exc}") from exc
-
-
-def not_found_or(exc: SternaError) -> ApiError:
-    return ApiError(404 if isinstance(exc, NotFound) else 400 if isinstance(exc, InvalidInput) else 500,
-                    f"{exc.code}: {exc.message}")

@@ -16,7 +16,6 @@ from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
 from api.schemas import CancelArgs, MigrationCreate
-from core.errors import SternaError
 from core.models import InstanceInfo, SourceSnapshot
 from providers.base import ExportProvider, ImportProvider
 from providers.registry import provider_class
@@ -226,5 +225,3 @@ async def _forced_cleanup(d: Deps, migration_id: str) -> None:
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 
-
-__all__ = ["SternaError", "actions", "create", "delete", "detail", "index", "show"]

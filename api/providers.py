@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse
 
 from api.deps import context, db
 from api.errors import ApiError
-from providers.base import DestinationOptionsProvider, EndpointProvider, ExportProvider, ImportProvider
+from providers.base import EndpointProvider, ExportProvider, ImportProvider
 from providers.registry import platforms, provider_class
 
 SCHEMA_KEYS = {16: "connection_info_schema", 4: "destination_environment_schema", 8: "source_environment_schema"}
@@ -31,15 +31,12 @@ async def list_providers(request: Request) -> JSONResponse:
 async def schemas(request: Request) -> JSONResponse:
     platform = request.path_params["platform"]
     kind = int(request.path_params["provider_type"])
+    if kind not in SCHEMA_KEYS:
+        raise ApiError(404, f"No schema for provider type {kind}; known types: 16, 4, 8")
     cls = provider_class(platform)
-    if kind == 16 and issubclass(cls, EndpointProvider):
-        schema = cls.connection_info_schema()
-    elif kind == 4 and issubclass(cls, ImportProvider):
-        schema = cls.destination_environment_schema()
-    elif kind == 8 and issubclass(cls, ExportProvider):
-        schema = cls.source_environment_schema()
-    elif kind in (4, 8, 16) or issubclass(cls, DestinationOptionsProvider):
+    capability, getter = {16: (EndpointProvider, "connection_info_schema"),
+                          4: (ImportProvider, "destination_environment_schema"),
+                          8: (ExportProvider, "source_environment_schema")}[kind]
+    if not issubclass(cls, capability):
         raise ApiError(404, f"Provider '{platform}' has no schema of type {kind}")
-    else:
-        raise ApiError(404, f"Unknown provider type {kind}")
-    return JSONResponse({"schemas": {SCHEMA_KEYS[kind]: schema}})
+    return JSONResponse({"schemas": {SCHEMA_KEYS[kind]: getattr(cls, getter)()}})

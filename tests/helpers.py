@@ -46,3 +46,15 @@ def export_progress(migration: dict[str, Any]) -> tuple[int, int]:
         return 0, 0
     p = t["progress_updates"][-1]
     return p["current_step"], p["total_steps"] or 0
+
+
+def start_slow_migration(api: SternaClient, src: Path, dst: Path, *, limit_mib: int = 4,
+                         **fields: Any) -> dict[str, Any]:
+    """Start a one-VM migration capped at ``limit_mib`` MiB/s and wait until its export moves bytes."""
+    from tests.conftest import wait_for
+
+    origin, dest = endpoints(api, src, dst)
+    m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                             source_environment={"bandwidth_limit": limit_mib * 1024 * 1024}, **fields)
+    wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.1, "export under way")
+    return m

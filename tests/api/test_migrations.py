@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningStack, task, wait_final, wait_for
-from tests.helpers import endpoints, export_progress, identical, inventories, running_task
+from tests.helpers import endpoints, identical, inventories, running_task, start_slow_migration
 from workflows.types import TASK_ORDER
 
 pytestmark = pytest.mark.slow
@@ -74,10 +74,7 @@ def test_seed_inline_form_runs_four_instances_in_parallel(stack: RunningStack) -
 def test_cancel_during_export_cleans_up_and_allows_delete(stack: RunningStack) -> None:
     src, dst = inventories(stack, ["vm-a"], data_mib=48)
     with stack.client() as api:
-        origin, dest = endpoints(api, src, dst)
-        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
-                                 source_environment={"bandwidth_limit": 4 * 1024 * 1024})
-        wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.1, "export under way")
+        m = start_slow_migration(api, src, dst, limit_mib=4)
         scratch = Path(stack.settings.scratch) / m["id"] / "vm-a"
         assert (scratch / "export").exists()
         api.cancel_migration(m["id"])
@@ -113,10 +110,7 @@ def test_delete_of_running_migration_is_refused_and_changes_nothing(stack: Runni
 def test_force_cancel_terminates_and_still_cleans_up(stack: RunningStack) -> None:
     src, dst = inventories(stack, ["vm-a"], data_mib=48)
     with stack.client() as api:
-        origin, dest = endpoints(api, src, dst)
-        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
-                                 source_environment={"bandwidth_limit": 4 * 1024 * 1024})
-        wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.1, "export under way")
+        m = start_slow_migration(api, src, dst, limit_mib=4)
         scratch = Path(stack.settings.scratch) / m["id"] / "vm-a"
         api.cancel_migration(m["id"], force=True)
         now = api.get_migration(m["id"])

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from tests.conftest import RunningStack, task, wait_final, wait_for
-from tests.helpers import endpoints, export_progress, identical, inventories
+from tests.helpers import endpoints, export_progress, identical, inventories, start_slow_migration
 from worker.launcher import wait_port
 
 pytestmark = pytest.mark.slow
@@ -46,10 +46,7 @@ def test_worker_killed_mid_export_resumes_from_checkpoint(stack: RunningStack) -
 def test_api_restart_mid_migration_loses_nothing(stack: RunningStack) -> None:
     src, dst = inventories(stack, ["vm-a"], data_mib=32)
     with stack.client() as api:
-        origin, dest = endpoints(api, src, dst)
-        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
-                                 source_environment={"bandwidth_limit": 8 * 1024 * 1024}, notes="survives")
-        wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.1, "export under way")
+        m = start_slow_migration(api, src, dst, limit_mib=8, notes="survives")
         proc = stack.stack.procs["api"]
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -27,7 +27,9 @@ def _listening(port: int) -> bool:
 
 def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "STERNA_DATA_DIR": str(tmp_path), "STERNA_API_PORT": str(api_port),
+    # Not the session stack's settings: this stack is all defaults but its ports and data dir.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STERNA_", "TEMPORAL_"))}
+    env = {**clean, "STERNA_DATA_DIR": str(tmp_path), "STERNA_API_PORT": str(api_port),
            "STERNA_API_HOST": "127.0.0.1", "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
            "STERNA_TEMPORAL_UI_PORT": str(ui_port), "STERNA_WORKER_HOST_ID": "launcher-test"}
     proc = subprocess.Popen([sys.executable, "-m", "client.cli", "up"], env=env, stdout=subprocess.PIPE,

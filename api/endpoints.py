@@ -36,6 +36,10 @@ async def create(request: Request) -> JSONResponse:
     ctx, d = await context(request), deps(request)
     req = await body(request, "endpoint", EndpointCreate)
     await db(check_type, req.type)
+    missing = [k for k in provider_class(req.type).connection_info_schema().get("required", [])  # type: ignore[attr-defined]
+               if k not in req.connection_info]
+    if missing and "secret_ref" not in req.connection_info and "secret_id" not in req.connection_info:
+        raise ApiError(400, f"connection_info for '{req.type}' lacks: {', '.join(missing)}")
     row = await db(d.store.create_endpoint, project_id=ctx.project_id, user_id=ctx.user_id, name=req.name,
                    type=req.type, connection_info=req.connection_info, description=req.description,
                    mapped_regions=req.mapped_regions)

@@ -17,7 +17,7 @@ from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
 from api.schemas import CancelArgs, MigrationCreate
 from core.models import InstanceInfo, SourceSnapshot
-from providers.base import ExportProvider, ImportProvider
+from providers.base import EndpointProvider, ExportProvider, ImportProvider
 from providers.registry import provider_class
 from store.models import Endpoint
 from workflows import search
@@ -43,6 +43,15 @@ def _check_role(platform: str, capability: type[Any], role: str) -> None:
         raise ApiError(400, f"Provider '{platform}' can't be a migration {role}")
 
 
+def _check_connection_info(platform: str, info: dict[str, Any], role: str) -> None:
+    """The schema's required keys, checked before anything is written (full validation runs on a worker)."""
+    cls = provider_class(platform)
+    schema = cls.connection_info_schema() if issubclass(cls, EndpointProvider) else {}
+    missing = [k for k in schema.get("required", []) if k not in info]
+    if missing:
+        raise ApiError(400, f"The {role}'s connection_info for '{platform}' lacks: {', '.join(missing)}")
+
+
 def _side(d: Deps, ctx: RequestContext, endpoint_id: str | None, inline: Any, capability: type[Any],
           role: str, migration_id: str) -> tuple[str, str, Endpoint | None]:
     """Resolve one side to (endpoint id, platform, new internal endpoint row or None)."""
@@ -51,6 +60,7 @@ def _side(d: Deps, ctx: RequestContext, endpoint_id: str | None, inline: Any, ca
         _check_role(endpoint.type, capability, role)
         return endpoint.id, endpoint.type, None
     _check_role(inline.type, capability, role)
+    _check_connection_info(inline.type, inline.connection_info or {}, role)
     row = d.store.new_endpoint_row(
         connection_info=inline.connection_info or {}, project_id=ctx.project_id, user_id=ctx.user_id,
         name=f"migration-{migration_id}-{role}", type=inline.type, internal=True,

@@ -5,6 +5,9 @@ a port ("10.0.0.5:8443", "[::1]:443"). Messages name the host, the port, the use
 never the password.
 """
 
+# mypy: allow-untyped-calls
+# (pyvmomi's generated data objects and pyVim helpers have untyped signatures)
+
 from __future__ import annotations
 
 import contextlib
@@ -101,7 +104,7 @@ def _fault_text(fault: vmodl.MethodFault) -> str:
 def connect(ep: Endpoint) -> vim.ServiceInstance:
     """Log in; raise ``AuthenticationFailed`` / ``ConnectionFailed`` naming the cause."""
     try:
-        return SmartConnect(
+        si: vim.ServiceInstance = SmartConnect(
             host=ep.host,
             port=ep.port,
             user=ep.username,
@@ -109,6 +112,7 @@ def connect(ep: Endpoint) -> vim.ServiceInstance:
             sslContext=ep.ssl_context(),
             connectionPoolTimeout=30,
         )
+        return si
     except vim.fault.InvalidLogin:
         raise AuthenticationFailed(
             f"vSphere {ep.where} rejected the login of user {ep.username!r}: wrong user name or password"
@@ -154,7 +158,7 @@ def session_cookie(si: vim.ServiceInstance) -> str:
 
 def collect(si: vim.ServiceInstance, kind: type, props: list[str]) -> list[tuple[Any, dict[str, Any]]]:
     """``(object, {property: value})`` for every object of ``kind``, in one paged retrieval."""
-    content = si.content
+    content: Any = si.content
     view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
     try:
         pc = vmodl.query.PropertyCollector

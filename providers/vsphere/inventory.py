@@ -54,7 +54,7 @@ def disks_of(devices: list[Any]) -> list[Any]:
 def _nic_network(nic: Any, portgroups: dict[str, str]) -> str:
     backing = nic.backing
     if isinstance(backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
-        key = backing.port.portgroupKey
+        key = str(backing.port.portgroupKey)
         return portgroups.get(key, key)
     if isinstance(backing, vim.vm.device.VirtualEthernetCard.OpaqueNetworkBackingInfo):
         return str(backing.opaqueNetworkId)
@@ -151,12 +151,18 @@ def find_vm(si: vim.ServiceInstance, instance: str, where: str) -> tuple[Any, di
 
 
 def list_networks(si: vim.ServiceInstance) -> list[NetworkInfo]:
-    """Standard networks and distributed portgroups, without DVS uplink portgroups."""
-    out = []
-    for obj, props in collect(si, vim.Network, ["name", "tag"]):
-        if any(getattr(t, "key", "") == "SYSTEM/DVS.UPLINKPG" for t in props.get("tag") or []):
-            continue
-        out.append(NetworkInfo(id=obj._moId, name=props["name"]))
+    """Standard networks and distributed portgroups, without DVS uplink portgroups (unusable by NICs)."""
+    uplinks = {
+        pg._moId
+        for _dvs, props in collect(si, vim.DistributedVirtualSwitch, ["config.uplinkPortgroup"])
+        for pg in props.get("config.uplinkPortgroup") or []
+    }
+    out = [
+        NetworkInfo(id=obj._moId, name=props["name"])
+        for obj, props in collect(si, vim.Network, ["name", "tag"])
+        if obj._moId not in uplinks
+        and not any(getattr(t, "key", "") == "SYSTEM/DVS.UPLINKPG" for t in props.get("tag") or [])
+    ]
     return sorted(out, key=lambda n: n.name)
 
 

@@ -7,6 +7,9 @@ exported directly. The snapshot's changeIds land in ``SourceSnapshot.details["ch
 passing them back as ``env["previous_change_ids"]`` makes the next copy move changed areas only.
 """
 
+# mypy: allow-untyped-calls
+# (pyvmomi's generated data objects and pyVim helpers have untyped signatures)
+
 from __future__ import annotations
 
 import contextlib

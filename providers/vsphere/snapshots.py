@@ -1,5 +1,8 @@
 """Snapshots and changed block tracking on one VM."""
 
+# mypy: allow-untyped-calls
+# (pyvmomi's generated data objects and pyVim helpers have untyped signatures)
+
 from __future__ import annotations
 
 import hashlib

@@ -139,15 +139,24 @@ class SparseVmdk:
     def _decode(self, blob: bytes, pos: int, grain: int) -> bytes:
         if not self.header.compressed:
             data = blob[pos : pos + self.grain_bytes]
-        else:
-            lba, size = _MARKER.unpack_from(blob, pos)
-            if lba != grain * self.header.grain_size:
-                raise TransferError(f"VMDK grain marker at byte {pos} names sector {lba}, not grain {grain}")
-            payload = blob[pos + _MARKER.size : pos + _MARKER.size + size]
+            if len(data) < self.grain_bytes and pos + len(data) < self.size:
+                raise TransferError(f"VMDK grain {grain} is cut short (truncated file?)")
+            return data.ljust(self.grain_bytes, b"\0")
+        if pos + _MARKER.size > len(blob):
+            raise TransferError(f"VMDK grain {grain} lies beyond the end of the file (truncated file?)")
+        lba, size = _MARKER.unpack_from(blob, pos)
+        if lba != grain * self.header.grain_size:
+            raise TransferError(f"VMDK grain marker at byte {pos} names sector {lba}, not grain {grain}")
+        payload = blob[pos + _MARKER.size : pos + _MARKER.size + size]
+        try:
+            data = zlib.decompress(payload)
+        except zlib.error:
             try:
-                data = zlib.decompress(payload)
-            except zlib.error:
                 data = zlib.decompress(payload, -15)  # raw deflate, as some writers emit
+            except zlib.error as exc:
+                raise TransferError(
+                    f"VMDK grain {grain} does not decompress ({exc}); truncated file?"
+                ) from None
         return data.ljust(self.grain_bytes, b"\0")
 
     def read(self, offset: int, length: int) -> bytes:

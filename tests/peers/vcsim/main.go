@@ -518,6 +518,21 @@ func middleware(next http.Handler, cbt *tracker) http.Handler {
 	})
 }
 
+// markUplinks fills DVS config.uplinkPortgroup, as vCenter does (the simulator leaves it empty),
+// so that clients can tell uplink portgroups (unusable by VM NICs) from VM portgroups.
+func markUplinks() {
+	for _, e := range simulator.Map.All("DistributedVirtualPortgroup") {
+		pg := e.(*simulator.DistributedVirtualPortgroup)
+		if !strings.Contains(pg.Name, "-DVUplinks") || pg.Config.DistributedVirtualSwitch == nil {
+			continue
+		}
+		if dvs, ok := simulator.Map.Get(*pg.Config.DistributedVirtualSwitch).(*simulator.DistributedVirtualSwitch); ok {
+			info := dvs.Config.GetDVSConfigInfo()
+			info.UplinkPortgroup = append(info.UplinkPortgroup, pg.Self)
+		}
+	}
+}
+
 func main() {
 	addr := flag.String("l", "127.0.0.1:0", "listen address (port 0 picks a free port)")
 	vms := flag.Int("vm", 2, "VMs per host/cluster")
@@ -537,6 +552,7 @@ func main() {
 	if *useTLS {
 		model.Service.TLS = new(tls.Config)
 	}
+	markUplinks()
 	cbt := &tracker{prints: map[string]print{}}
 	simulator.Map.AddHandler(cbt)
 

@@ -1,5 +1,8 @@
 """A real vCenter simulator (govmomi + Sterna's shim) and helpers to stage guest disks on it."""
 
+# mypy: allow-untyped-calls
+# (pyvmomi's generated data objects and pyVim helpers have untyped signatures)
+
 from __future__ import annotations
 
 import shutil
@@ -16,8 +19,9 @@ from tests.peers.vcsim import vcsim
 from tests.providers.vsphere.staging import copy_extents
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vcsim_server() -> Iterator[vcsim.Vcsim]:
+    """One simulator per test module: modules arrange VMs without stepping on each other."""
     if shutil.which("qemu-img") is None:
         pytest.skip("qemu-img (qemu-utils) is required")
     try:
@@ -30,7 +34,7 @@ def vcsim_server() -> Iterator[vcsim.Vcsim]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def connection_info(vcsim_server: vcsim.Vcsim) -> dict[str, Any]:
     return {
         "host": vcsim_server.host,
@@ -40,7 +44,7 @@ def connection_info(vcsim_server: vcsim.Vcsim) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def admin(vcsim_server: vcsim.Vcsim) -> Iterator[vim.ServiceInstance]:
     """A pyvmomi session for arranging the simulator (not the code under test)."""
     host, port = vcsim_server.host.rsplit(":", 1)

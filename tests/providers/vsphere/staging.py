@@ -1,5 +1,8 @@
 """Helpers that arrange the simulator: guest disks staged behind VMs, copies, comparisons."""
 
+# mypy: allow-untyped-calls
+# (pyvmomi's generated data objects and pyVim helpers have untyped signatures)
+
 from __future__ import annotations
 
 import json
@@ -19,7 +22,8 @@ MiB = 1024 * 1024
 
 
 def find_vm(si: vim.ServiceInstance, name: str) -> Any:
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+    content: Any = si.content
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
     try:
         return next(vm for vm in view.view if vm.name == name)
     finally:
@@ -95,7 +99,7 @@ def snapshot_count(si: vim.ServiceInstance, vm: Any) -> int:
         propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["snapshot"])],
     )
     props = si.content.propertyCollector.RetrieveContents([spec])[0].propSet or []
-    info = next((p.val for p in props if p.name == "snapshot"), None)
+    info: Any = next((p.val for p in props if p.name == "snapshot"), None)
     return walk(info.rootSnapshotList) if info else 0
 
 

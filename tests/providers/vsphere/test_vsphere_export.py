@@ -1,0 +1,209 @@
+"""Export from the simulator: snapshot, lease/datastore reads, CBT incrementals, cleanup.
+
+Each VM's disk holds a guest disk as a streamOptimized VMDK (what vSphere's NFC serves); the
+copies are compared with the source by ``qemu-img compare``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyVmomi import vim
+
+from core.errors import TransferError
+from diskio.base import Extent
+from providers.vsphere.connection import wait_task
+from providers.vsphere.disks import VsphereDiskSource
+from providers.vsphere.provider import VsphereProvider
+from tests.providers.vsphere.staging import (
+    MiB,
+    copy_extents,
+    find_vm,
+    images_identical,
+    make_guest_disk,
+    snapshot_count,
+    stage_disk,
+    to_stream_optimized,
+    write_at,
+)
+
+
+def staged(
+    admin: vim.ServiceInstance, tmp_path: Path, vm_name: str, size: int = 32 * MiB
+) -> tuple[Any, Path]:
+    """Stage a fresh guest disk behind ``vm_name``; return the VM and the source raw image."""
+    raw, vmdk = tmp_path / "source.raw", tmp_path / "source.vmdk"
+    make_guest_disk(raw, size, seed=len(vm_name))
+    to_stream_optimized(raw, vmdk)
+    vm = find_vm(admin, vm_name)
+    stage_disk(admin, vm, vmdk)
+    return vm, raw
+
+
+def test_full_then_incremental_copy_moves_only_changed_areas(
+    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(connection_info)
+    vm, source = staged(admin, tmp_path, "DC0_H0_VM0")
+    copy = tmp_path / "copy.raw"
+
+    first = provider.snapshot_instance({}, "DC0_H0_VM0", tmp_path / "run1")
+    assert snapshot_count(admin, vm) == 1
+    (disk,) = first.disks
+    assert disk.size_bytes == 32 * MiB
+    assert first.details["change_ids"][disk.disk_id] == disk.details["change_id"]
+    src = provider.open_disk(first, disk)
+    assert isinstance(src, VsphereDiskSource)
+    try:
+        # CBT "*": only the allocated areas of the guest disk, not its 32 MiB
+        allocated = sum(e.length for e in src.extents())
+        assert 0 < allocated < 2 * MiB
+        moved_full = copy_extents(src, copy)
+        fetched_full = src.bytes_fetched
+    finally:
+        src.close()
+        provider.delete_snapshot(first)
+    assert moved_full == allocated
+    assert images_identical(source, copy)
+    assert snapshot_count(admin, vm) == 0
+
+    # A small change in the guest, then a second copy since the first one's changeIds.
+    write_at(source, 5 * MiB + 100, b"changed by the guest" * 50)
+    to_stream_optimized(source, tmp_path / "source.vmdk")
+    stage_disk(admin, vm, tmp_path / "source.vmdk")
+    assert not images_identical(source, copy)
+
+    env = {"previous_change_ids": first.details["change_ids"]}
+    second = provider.snapshot_instance(env, "DC0_H0_VM0", tmp_path / "run2")
+    (disk2,) = second.disks
+    assert disk2.details["previous_change_id"] == disk.details["change_id"]
+    assert disk2.details["change_id"] != disk.details["change_id"]
+    src = provider.open_disk(second, disk2)
+    assert isinstance(src, VsphereDiskSource)
+    try:
+        assert src.extents() == [Extent(5 * MiB, 64 * 1024)]  # the one 64 KiB block that changed
+        moved_incremental = copy_extents(src, copy)
+        fetched_incremental = src.bytes_fetched
+    finally:
+        src.close()
+        provider.delete_snapshot(second)
+    assert moved_incremental == 64 * 1024
+    assert fetched_incremental < fetched_full / 10  # over the wire too, not just into the target
+    assert images_identical(source, copy)
+    assert snapshot_count(admin, vm) == 0
+
+
+def test_datastore_transport_reads_the_same_bytes(
+    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(connection_info)
+    vm, source = staged(admin, tmp_path, "DC0_H0_VM1")
+    snap = provider.snapshot_instance({"disk_transport": "datastore"}, "DC0_H0_VM1", tmp_path / "w")
+    src = provider.open_disk(snap, snap.disks[0])
+    try:
+        copy_extents(src, tmp_path / "copy.raw")
+    finally:
+        src.close()
+        provider.delete_snapshot(snap)
+    assert images_identical(source, tmp_path / "copy.raw")
+    assert snapshot_count(admin, vm) == 0
+
+
+def test_snapshot_is_idempotent_per_workdir_and_delete_tolerates_repeats(
+    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(connection_info)
+    vm = find_vm(admin, "DC0_H0_VM1")
+    one = provider.snapshot_instance({}, "DC0_H0_VM1", tmp_path / "same")
+    two = provider.snapshot_instance({}, "DC0_H0_VM1", tmp_path / "same")
+    assert one.snapshot_id == two.snapshot_id
+    assert snapshot_count(admin, vm) == 1
+    provider.delete_snapshot(one)
+    provider.delete_snapshot(two)
+    assert snapshot_count(admin, vm) == 0
+
+
+def test_snapshot_removed_after_a_failed_export(
+    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(connection_info)
+    vm, _source = staged(admin, tmp_path, "DC0_C0_RP0_VM0")
+    # The datastore file gets damaged: its VMDK footer (grain directory location) is cut off.
+    truncated = tmp_path / "truncated.vmdk"
+    truncated.write_bytes((tmp_path / "source.vmdk").read_bytes()[:-1536])
+    stage_disk(admin, vm, truncated)
+    snap = provider.snapshot_instance({}, "DC0_C0_RP0_VM0", tmp_path / "w")
+    try:
+        assert snapshot_count(admin, vm) == 1
+        src = provider.open_disk(snap, snap.disks[0])
+        try:
+            with pytest.raises(TransferError, match="truncated"):
+                copy_extents(src, tmp_path / "copy.raw")
+        finally:
+            src.close()
+    finally:
+        provider.delete_snapshot(snap)
+    assert snapshot_count(admin, vm) == 0
+
+
+async def test_snapshot_removed_after_cancel(
+    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(connection_info)
+    vm, _source = staged(admin, tmp_path, "DC0_C0_RP0_VM0")
+    snap = await asyncio.to_thread(provider.snapshot_instance, {}, "DC0_C0_RP0_VM0", tmp_path / "w")
+    src = await asyncio.to_thread(provider.open_disk, snap, snap.disks[0])
+    started = asyncio.Event()
+    chunks: list[int] = []
+
+    async def copy_loop() -> None:
+        # The copier's shape: reads in threads, awaiting between chunks (where cancellation lands).
+        for extent in src.extents():
+            for offset in range(extent.offset, extent.end, 64 * 1024):
+                data = await asyncio.to_thread(src.read, offset, min(64 * 1024, extent.end - offset))
+                chunks.append(len(data))
+                started.set()
+                await asyncio.sleep(3600)  # stands for a slow network: never finishes by itself
+
+    task = asyncio.create_task(copy_loop())
+    try:
+        await started.wait()
+        assert snapshot_count(admin, vm) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await asyncio.to_thread(src.close)
+        await asyncio.to_thread(provider.delete_snapshot, snap)
+    assert chunks == [64 * 1024]
+    assert snapshot_count(admin, vm) == 0
+
+
+def test_template_exports_without_a_snapshot(
+    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(connection_info)
+    vm, source = staged(admin, tmp_path, "DC0_C0_RP0_VM1")
+    wait_task(admin, vm.PowerOffVM_Task(), "power off")
+    vm.MarkAsTemplate()
+    snap = provider.snapshot_instance({}, "DC0_C0_RP0_VM1", tmp_path / "w")
+    assert snap.snapshot_id == f"template:{vm._moId}"
+    assert snapshot_count(admin, vm) == 0
+    src = provider.open_disk(snap, snap.disks[0])
+    try:
+        copy_extents(src, tmp_path / "copy.raw")
+    finally:
+        src.close()
+        provider.delete_snapshot(snap)
+    assert images_identical(source, tmp_path / "copy.raw")
+
+
+def test_shutdown_powers_the_vm_off(connection_info: dict[str, Any], admin: vim.ServiceInstance) -> None:
+    provider = VsphereProvider(connection_info)
+    assert provider.get_instance({}, "DC0_H0_VM1").power_state == "poweredOn"
+    provider.shutdown_instance({}, "DC0_H0_VM1")
+    assert provider.get_instance({}, "DC0_H0_VM1").power_state == "poweredOff"
+    provider.shutdown_instance({}, "DC0_H0_VM1")  # already off: nothing to do

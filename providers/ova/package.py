@@ -6,38 +6,11 @@ so nothing is unpacked to scratch.
 
 from __future__ import annotations
 
-import os
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.errors import InvalidInput, NotFound, TransferError
-
-
-@dataclass(frozen=True)
-class FileSlice:
-    """``length`` bytes at ``offset`` of a local file, as a thread-safe RangeReader."""
-
-    path: str
-    offset: int
-    length: int
-
-    @property
-    def size(self) -> int:
-        return self.length
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.length - offset))
-        if length == 0:
-            return b""
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            data = os.pread(fd, length, self.offset + offset)
-        finally:
-            os.close(fd)
-        if len(data) != length:
-            raise TransferError(f"{self.path} is shorter than its package says (truncated?)")
-        return data
+from core.errors import InvalidInput, NotFound
+from providers.vsphere.files import FileSlice
 
 
 def _safe(href: str, package: Path) -> str:

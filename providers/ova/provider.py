@@ -19,7 +19,8 @@ from core.models import DiskInfo, DiskLocator, InstanceInfo, NicInfo, SourceSnap
 from diskio.base import DiskSource, Extent
 from providers.base import EndpointProvider, ExportProvider
 from providers.ova import ovf
-from providers.ova.package import FileSlice, Package
+from providers.ova.package import Package
+from providers.vsphere.files import FileSlice
 from providers.vsphere.vmdk import SparseVmdk, is_sparse_vmdk
 
 _SUFFIXES = (".ova", ".ovf")

@@ -15,9 +15,12 @@ How bytes are read, and why:
 
 Trade-off: decoding in place costs one range request per run of grains instead of one
 sequential download, but nothing is staged on the worker and an incremental moves only the
-grains of the changed areas. A real vCenter generates its NFC stream on the fly and may refuse
-Range requests on it; for such servers use the ``datastore`` transport (flat VMFS disks), which
-real ESXi serves with Range support. VDDK/NBD(SSL) transports are not implemented.
+grains of the changed areas. A real vCenter generates its NFC stream on the fly and may answer
+Range requests with the whole stream: then the VMDK is downloaded once into the snapshot's
+workdir (resuming a partial ``.part`` file where the server allows it) and decoded from there;
+CBT still limits what is copied into the target, but the whole stream crossed the network.
+Flat VMFS disks read through the ``datastore`` transport keep true range reads on real ESXi.
+VDDK/NBD(SSL) transports are not implemented.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -35,8 +39,9 @@ from pyVmomi import vim, vmodl
 from core.errors import InvalidInput, ProviderError
 from diskio.base import DiskSource, Extent
 from providers.vsphere.connection import properties
-from providers.vsphere.http import HttpRangeReader
-from providers.vsphere.vmdk import SparseVmdk, is_sparse_vmdk
+from providers.vsphere.files import FileSlice
+from providers.vsphere.http import HttpRangeReader, RangeNotSupported
+from providers.vsphere.vmdk import RangeReader, SparseVmdk, is_sparse_vmdk
 
 _EXTENT_LINE = re.compile(r'^(RW|RDONLY)\s+(\d+)\s+(FLAT|VMFS)\s+"([^"]+)"(?:\s+(\d+))?\s*$', re.M)
 
@@ -127,25 +132,36 @@ class VsphereDiskSource(DiskSource):
         reader: HttpRangeReader,
         capacity: int,
         extents: list[Extent] | None,
+        *,
         on_close: Callable[[], None] = lambda: None,
         open_reader: Callable[[str], HttpRangeReader] | None = None,
+        spool: Path | None = None,
     ) -> None:
-        self._readers = [reader]
+        self._readers: list[HttpRangeReader] = [reader]
         self._capacity = capacity
         self._on_close = on_close
         self._base = 0
         self._vmdk: SparseVmdk | None = None
-        head = reader.read_at(0, 512) if reader.size else b""
+        data: RangeReader = reader
+        try:
+            head = reader.read_at(0, 512)
+        except RangeNotSupported:
+            if spool is None:
+                raise
+            # A streamed export (real vCenter NFC): fetch it once into the workdir, read it there.
+            local = reader.download(spool)
+            data = FileSlice(str(local), 0, local.stat().st_size)
+            head = data.read_at(0, 512)
         if is_sparse_vmdk(head):
-            self._vmdk = SparseVmdk(reader)
+            self._vmdk = SparseVmdk(data)
         elif head.startswith(b"# Disk DescriptorFile"):
-            if open_reader is None:
+            if open_reader is None or not isinstance(data, HttpRangeReader):
                 raise InvalidInput("a VMDK descriptor was served where disk data was expected")
-            text = reader.read_at(0, min(reader.size, 64 * 1024)).decode("utf-8", "replace")
-            url, self._base = _flat_extent(text, reader.url)
-            reader = open_reader(url)
-            self._readers.append(reader)
-        self._data = reader
+            text = data.read_at(0, min(data.size, 64 * 1024)).decode("utf-8", "replace")
+            url, self._base = _flat_extent(text, data.url)
+            data = open_reader(url)
+            self._readers.append(data)
+        self._data = data
         if extents is None:
             extents = self._vmdk.extents() if self._vmdk is not None else [Extent(0, capacity)]
         self._extents = [

@@ -11,9 +11,15 @@ import http.client
 import re
 import ssl
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from core.errors import AuthenticationFailed, ConnectionFailed, NotFound, ProviderTransient, TransferError
+
+
+class RangeNotSupported(TransferError):
+    """The server answers Range requests with the whole file (e.g. a generated NFC stream)."""
+
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _ATTEMPTS = 3
@@ -90,6 +96,10 @@ class HttpRangeReader:
             try:
                 conn.request("GET", self._target, headers=headers)
                 resp = conn.getresponse()
+                if resp.status == 200 and not (offset == 0 and (resp.length or 0) <= length and resp.length):
+                    # Range ignored: don't pull a whole disk to answer one read.
+                    self._drop()
+                    raise RangeNotSupported(f"{self._netloc} does not serve Range reads of this disk")
                 body = resp.read()
             except ssl.SSLCertVerificationError as exc:
                 self._drop()
@@ -105,6 +115,43 @@ class HttpRangeReader:
                 self.bytes_fetched += len(body)
             return self._check(resp, body, offset, length)
         raise ConnectionFailed(f"reading disk data from {self._netloc} failed: {type(last).__name__}: {last}")
+
+    def download(self, dest: Path, chunk: int = 4 * 1024 * 1024) -> Path:
+        """Fetch the whole file into ``dest`` (resuming a ``.part`` file when Range works).
+
+        For servers that stream a disk (no Range). A finished ``dest`` from an earlier attempt
+        is reused, so a retried activity does not fetch it again.
+        """
+        if dest.exists():
+            return dest
+        part = dest.with_name(dest.name + ".part")
+        done = part.stat().st_size if part.exists() else 0
+        headers = dict(self._headers, **({"Range": f"bytes={done}-"} if done else {}))
+        conn = self._conn()
+        try:
+            conn.request("GET", self._target, headers=headers)
+            resp = conn.getresponse()
+            if resp.status == 416 and done:  # the .part file already holds everything
+                resp.read()
+                part.rename(dest)
+                return dest
+            if resp.status not in (200, 206):
+                self._check(resp, resp.read(), 0, 0)
+                raise TransferError(f"{self._netloc} answered HTTP {resp.status} to a disk download")
+            mode = "ab" if resp.status == 206 else "wb"  # 200: the server restarted from byte 0
+            with open(part, mode) as f:
+                while block := resp.read(chunk):
+                    f.write(block)
+                    with self._lock:
+                        self.bytes_fetched += len(block)
+            if resp.length not in (None, 0):
+                raise TransferError(f"the download from {self._netloc} ended early")
+        except (OSError, http.client.HTTPException) as exc:
+            raise ConnectionFailed(f"downloading disk data from {self._netloc} failed: {exc}") from None
+        finally:
+            self._drop()
+        part.rename(dest)
+        return dest
 
     def _check(self, resp: http.client.HTTPResponse, body: bytes, offset: int, length: int) -> bytes:
         if resp.status == 416:  # range starts at or after the end of the file
@@ -124,8 +171,7 @@ class HttpRangeReader:
             if match.group(3) != "*":
                 self._size = int(match.group(3))
             return body
-        if resp.status == 200:
-            # A server that ignores Range sends the whole file; accept it only when it is what we asked.
+        if resp.status == 200:  # the whole file, and it is no bigger than what was asked
             self._size = len(body)
             return body[offset : offset + length]
         raise TransferError(f"{self._netloc} answered HTTP {resp.status} to a disk read")

@@ -13,6 +13,7 @@ passing them back as ``env["previous_change_ids"]`` makes the next copy move cha
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -141,6 +142,7 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
                 "transport": transport,
                 "datacenter": _datacenter_name(si, vm),
                 "template": bool(props.get("config.template")),
+                "workdir": str(workdir),
             }
             if details["template"]:
                 # Templates are read-only: no snapshot needed (nor possible), no CBT.
@@ -240,7 +242,19 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
                 with contextlib.suppress(Exception):
                     Disconnect(si)
 
-            return VsphereDiskSource(open_reader(url), disk.size_bytes, extents, release, open_reader)
+            spool = None
+            if lease is not None and snapshot.details.get("workdir"):
+                name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{snapshot.snapshot_id}-{disk.disk_id}")
+                spool = Path(snapshot.details["workdir"]) / f"vsphere-{name}.vmdk"
+                spool.parent.mkdir(parents=True, exist_ok=True)
+            return VsphereDiskSource(
+                open_reader(url),
+                disk.size_bytes,
+                extents,
+                on_close=release,
+                open_reader=open_reader,
+                spool=spool,
+            )
         except BaseException:
             if lease is not None:
                 lease.abort()

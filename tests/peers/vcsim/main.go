@@ -12,7 +12,7 @@
 // fingerprint with the current one; changeId "*" returns the allocated areas. Guest-visible bytes
 // come from qemu-img, so a backing file may be raw or any VMDK flavour (e.g. streamOptimized).
 //
-// Usage: vcsimx [-l 127.0.0.1:0] [-tls] [-vm N] [-user NAME]   (password from $VCSIMX_PASSWORD)
+// Usage: vcsimx [-l 127.0.0.1:0] [-tls] [-vm N] [-nfc-stream] [-user NAME]   (password: $VCSIMX_PASSWORD)
 // Prints "VCSIMX_URL <url>" once listening, then serves until SIGINT/SIGTERM.
 package main
 
@@ -54,6 +54,10 @@ const envelope = `<?xml version="1.0" encoding="UTF-8"?>` +
 
 // baseURL is where device URLs of leases point (scheme://host:port of this server).
 var baseURL string
+
+// streamNFC makes lease URLs behave like a real vCenter's generated export stream:
+// no Content-Length, and Range requests answered with the whole file.
+var streamNFC bool
 
 // leases maps a lease id to its served files: "disk-<key>.vmdk" -> local path.
 var leases sync.Map
@@ -393,6 +397,12 @@ func serveLease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
+	if streamNFC {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.Copy(w, f) // chunked: the client can't know the size up front
+		return
+	}
 	st, _ := f.Stat()
 	http.ServeContent(w, r, parts[1], st.ModTime(), f) // Range support
 }
@@ -537,6 +547,7 @@ func main() {
 	addr := flag.String("l", "127.0.0.1:0", "listen address (port 0 picks a free port)")
 	vms := flag.Int("vm", 2, "VMs per host/cluster")
 	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
+	flag.BoolVar(&streamNFC, "nfc-stream", false, "serve lease disks as a stream, ignoring Range")
 	user := flag.String("user", "", "the only accepted user (password from $VCSIMX_PASSWORD); default: any")
 	flag.Parse()
 

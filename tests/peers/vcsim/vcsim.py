@@ -79,12 +79,23 @@ class Vcsim:
 
 
 def start(
-    *, user: str = "sterna", password: str = "s3cret-pw", tls: bool = True, vms: int = 2, timeout: float = 30
+    *,
+    user: str = "sterna",
+    password: str = "s3cret-pw",
+    tls: bool = True,
+    vms: int = 2,
+    nfc_stream: bool = False,
+    timeout: float = 30,
 ) -> Vcsim:
-    """Start a simulator that only accepts ``user``/``password``; wait until it listens."""
+    """Start a simulator that only accepts ``user``/``password``; wait until it listens.
+
+    ``nfc_stream`` makes export leases serve disks like a real vCenter: one stream, no Range.
+    """
     args = [str(build()), "-l", "127.0.0.1:0", "-vm", str(vms), "-user", user]
     if tls:
         args.append("-tls")
+    if nfc_stream:
+        args.append("-nfc-stream")
     proc = subprocess.Popen(
         args,
         env=dict(os.environ, VCSIMX_PASSWORD=password),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import selectors
 import shutil
 import subprocess
 import tempfile
@@ -56,19 +57,21 @@ def build() -> Path:
 
 @dataclass
 class Vcsim:
-    """A running simulator. ``host`` is "127.0.0.1:PORT"."""
+    """A running simulator. ``host`` is "127.0.0.1:PORT"; its stderr goes to ``log``."""
 
     process: subprocess.Popen[str]
     url: str
     user: str
     password: str
     tls: bool
+    log: Path
 
     @property
     def host(self) -> str:
         return urlsplit(self.url).netloc
 
     def stop(self) -> None:
+        """Stop this simulator (by its own pid) and remove its log."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -76,6 +79,9 @@ class Vcsim:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.log.unlink(missing_ok=True)
 
 
 def start(
@@ -96,21 +102,29 @@ def start(
         args.append("-tls")
     if nfc_stream:
         args.append("-nfc-stream")
-    proc = subprocess.Popen(
-        args,
-        env=dict(os.environ, VCSIMX_PASSWORD=password),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    fd, log_name = tempfile.mkstemp(prefix="vcsimx-", suffix=".log")
+    log = Path(log_name)
+    with os.fdopen(fd, "w") as stderr:
+        proc = subprocess.Popen(
+            args,
+            env=dict(os.environ, VCSIMX_PASSWORD=password),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("VCSIMX_URL "):
-            return Vcsim(proc, line.split()[1], user, password, tls)
-        if not line and proc.poll() is not None:
-            break
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline and sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            line = proc.stdout.readline()
+            if line.startswith("VCSIMX_URL "):
+                return Vcsim(proc, line.split()[1], user, password, tls, log)
+            if not line:  # EOF: it exited
+                break
     proc.kill()
     proc.wait()
-    raise RuntimeError("vcsimx did not start")
+    proc.stdout.close()
+    tail = log.read_text(errors="replace")[-2000:]
+    log.unlink(missing_ok=True)
+    raise RuntimeError(f"vcsimx did not start: {tail}")

@@ -1,37 +1,14 @@
-"""Helpers that arrange the simulator: guest disks staged behind VMs, copies, comparisons."""
-
-# mypy: allow-untyped-calls
-# (pyvmomi's generated data objects and pyVim helpers have untyped signatures)
+"""Guest disk images for the vSphere tests, and the copy loop standing in for the disk engine."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
-
-from pyVmomi import vim, vmodl
 
 from diskio.base import DiskSource
-from providers.vsphere.connection import wait_task
 
 MiB = 1024 * 1024
-
-
-def find_vm(si: vim.ServiceInstance, name: str) -> Any:
-    content: Any = si.content
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(vm for vm in view.view if vm.name == name)
-    finally:
-        view.Destroy()
-
-
-def vm_disk(vm: Any) -> Any:
-    return next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk))
 
 
 def make_guest_disk(path: Path, size: int, seed: int) -> None:
@@ -66,41 +43,6 @@ def to_stream_optimized(raw: Path, vmdk: Path) -> None:
         ],
         check=True,
     )
-
-
-def stage_disk(si: vim.ServiceInstance, vm: Any, image: Path) -> None:
-    """Put ``image`` behind the VM's first disk and size the disk to the image's virtual size."""
-    disk = vm_disk(vm)
-    ds_name, rel = disk.backing.fileName[1:].split("] ", 1)
-    datastore = next(ds for ds in vm.datastore if ds.name == ds_name)
-    target = Path(datastore.info.url, rel)
-    shutil.copyfile(image, target.with_suffix(".tmp"))
-    os.replace(target.with_suffix(".tmp"), target)
-    info = subprocess.run(
-        ["qemu-img", "info", "--output=json", str(image)], check=True, capture_output=True, text=True
-    ).stdout
-    size = json.loads(info)["virtual-size"]
-    if disk.capacityInKB * 1024 != size:
-        disk.capacityInKB = size // 1024
-        change = vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)
-        wait_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])), "resize disk")
-
-
-def snapshot_count(si: vim.ServiceInstance, vm: Any) -> int:
-    """How many snapshots ``vm`` has (read with the property collector: the simulator's ``Fetch``
-    of an unset property crashes, so pyvmomi accessors like ``vm.snapshot`` can't be used)."""
-
-    def walk(trees: Any) -> int:
-        return sum(1 + walk(t.childSnapshotList) for t in trees or [])
-
-    pc = vmodl.query.PropertyCollector
-    spec = pc.FilterSpec(
-        objectSet=[pc.ObjectSpec(obj=vm)],
-        propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["snapshot"])],
-    )
-    props = si.content.propertyCollector.RetrieveContents([spec])[0].propSet or []
-    info: Any = next((p.val for p in props if p.name == "snapshot"), None)
-    return walk(info.rootSnapshotList) if info else 0
 
 
 def copy_extents(src: DiskSource, dst: Path, chunk: int = 4 * MiB) -> int:

@@ -15,43 +15,40 @@ from pyVmomi import vim
 
 from core.errors import TransferError
 from diskio.base import Extent
-from providers.vsphere.connection import wait_task
 from providers.vsphere.disks import VsphereDiskSource
 from providers.vsphere.provider import VsphereProvider
+from tests.peers.vcsim.arrange import find_vm, snapshot_count, stage_disk, wait
 from tests.providers.vsphere.staging import (
     MiB,
     copy_extents,
-    find_vm,
     images_identical,
     make_guest_disk,
-    snapshot_count,
-    stage_disk,
     to_stream_optimized,
     write_at,
 )
 
 
 def staged(
-    admin: vim.ServiceInstance, tmp_path: Path, vm_name: str, size: int = 32 * MiB
+    vcsim_admin: vim.ServiceInstance, tmp_path: Path, vm_name: str, size: int = 32 * MiB
 ) -> tuple[Any, Path]:
     """Stage a fresh guest disk behind ``vm_name``; return the VM and the source raw image."""
     raw, vmdk = tmp_path / "source.raw", tmp_path / "source.vmdk"
     make_guest_disk(raw, size, seed=len(vm_name))
     to_stream_optimized(raw, vmdk)
-    vm = find_vm(admin, vm_name)
-    stage_disk(admin, vm, vmdk)
+    vm = find_vm(vcsim_admin, vm_name)
+    stage_disk(vcsim_admin, vm, vmdk)
     return vm, raw
 
 
 def test_full_then_incremental_copy_moves_only_changed_areas(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:
-    provider = VsphereProvider(connection_info)
-    vm, source = staged(admin, tmp_path, "DC0_H0_VM0")
+    provider = VsphereProvider(vsphere_connection_info)
+    vm, source = staged(vcsim_admin, tmp_path, "DC0_H0_VM0")
     copy = tmp_path / "copy.raw"
 
     first = provider.snapshot_instance({}, "DC0_H0_VM0", tmp_path / "run1")
-    assert snapshot_count(admin, vm) == 1
+    assert snapshot_count(vcsim_admin, vm) == 1
     (disk,) = first.disks
     assert disk.size_bytes == 32 * MiB
     assert first.details["change_ids"][disk.disk_id] == disk.details["change_id"]
@@ -68,12 +65,12 @@ def test_full_then_incremental_copy_moves_only_changed_areas(
         provider.delete_snapshot(first)
     assert moved_full == allocated
     assert images_identical(source, copy)
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0
 
     # A small change in the guest, then a second copy since the first one's changeIds.
     write_at(source, 5 * MiB + 100, b"changed by the guest" * 50)
     to_stream_optimized(source, tmp_path / "source.vmdk")
-    stage_disk(admin, vm, tmp_path / "source.vmdk")
+    stage_disk(vcsim_admin, vm, tmp_path / "source.vmdk")
     assert not images_identical(source, copy)
 
     env = {"previous_change_ids": first.details["change_ids"]}
@@ -93,14 +90,14 @@ def test_full_then_incremental_copy_moves_only_changed_areas(
     assert moved_incremental == 64 * 1024
     assert fetched_incremental < fetched_full / 10  # over the wire too, not just into the target
     assert images_identical(source, copy)
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0
 
 
 def test_datastore_transport_reads_the_same_bytes(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:
-    provider = VsphereProvider(connection_info)
-    vm, source = staged(admin, tmp_path, "DC0_H0_VM1")
+    provider = VsphereProvider(vsphere_connection_info)
+    vm, source = staged(vcsim_admin, tmp_path, "DC0_H0_VM1")
     snap = provider.snapshot_instance({"disk_transport": "datastore"}, "DC0_H0_VM1", tmp_path / "w")
     src = provider.open_disk(snap, snap.disks[0])
     try:
@@ -109,35 +106,35 @@ def test_datastore_transport_reads_the_same_bytes(
         src.close()
         provider.delete_snapshot(snap)
     assert images_identical(source, tmp_path / "copy.raw")
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0
 
 
 def test_snapshot_is_idempotent_per_workdir_and_delete_tolerates_repeats(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:
-    provider = VsphereProvider(connection_info)
-    vm = find_vm(admin, "DC0_H0_VM1")
+    provider = VsphereProvider(vsphere_connection_info)
+    vm = find_vm(vcsim_admin, "DC0_H0_VM1")
     one = provider.snapshot_instance({}, "DC0_H0_VM1", tmp_path / "same")
     two = provider.snapshot_instance({}, "DC0_H0_VM1", tmp_path / "same")
     assert one.snapshot_id == two.snapshot_id
-    assert snapshot_count(admin, vm) == 1
+    assert snapshot_count(vcsim_admin, vm) == 1
     provider.delete_snapshot(one)
     provider.delete_snapshot(two)
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0
 
 
 def test_snapshot_removed_after_a_failed_export(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:
-    provider = VsphereProvider(connection_info)
-    vm, _source = staged(admin, tmp_path, "DC0_C0_RP0_VM0")
+    provider = VsphereProvider(vsphere_connection_info)
+    vm, _source = staged(vcsim_admin, tmp_path, "DC0_C0_RP0_VM0")
     # The datastore file gets damaged: its VMDK footer (grain directory location) is cut off.
     truncated = tmp_path / "truncated.vmdk"
     truncated.write_bytes((tmp_path / "source.vmdk").read_bytes()[:-1536])
-    stage_disk(admin, vm, truncated)
+    stage_disk(vcsim_admin, vm, truncated)
     snap = provider.snapshot_instance({}, "DC0_C0_RP0_VM0", tmp_path / "w")
     try:
-        assert snapshot_count(admin, vm) == 1
+        assert snapshot_count(vcsim_admin, vm) == 1
         src = provider.open_disk(snap, snap.disks[0])
         try:
             with pytest.raises(TransferError, match="truncated"):
@@ -146,14 +143,14 @@ def test_snapshot_removed_after_a_failed_export(
             src.close()
     finally:
         provider.delete_snapshot(snap)
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0
 
 
 async def test_snapshot_removed_after_cancel(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:
-    provider = VsphereProvider(connection_info)
-    vm, _source = staged(admin, tmp_path, "DC0_C0_RP0_VM0")
+    provider = VsphereProvider(vsphere_connection_info)
+    vm, _source = staged(vcsim_admin, tmp_path, "DC0_C0_RP0_VM0")
     snap = await asyncio.to_thread(provider.snapshot_instance, {}, "DC0_C0_RP0_VM0", tmp_path / "w")
     src = await asyncio.to_thread(provider.open_disk, snap, snap.disks[0])
     started = asyncio.Event()
@@ -171,7 +168,7 @@ async def test_snapshot_removed_after_cancel(
     task = asyncio.create_task(copy_loop())
     try:
         await started.wait()
-        assert snapshot_count(admin, vm) == 1
+        assert snapshot_count(vcsim_admin, vm) == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -179,19 +176,19 @@ async def test_snapshot_removed_after_cancel(
         await asyncio.to_thread(src.close)
         await asyncio.to_thread(provider.delete_snapshot, snap)
     assert chunks == [64 * 1024]
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0
 
 
 def test_template_exports_without_a_snapshot(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:
-    provider = VsphereProvider(connection_info)
-    vm, source = staged(admin, tmp_path, "DC0_C0_RP0_VM1")
-    wait_task(admin, vm.PowerOffVM_Task(), "power off")
+    provider = VsphereProvider(vsphere_connection_info)
+    vm, source = staged(vcsim_admin, tmp_path, "DC0_C0_RP0_VM1")
+    wait(vcsim_admin, vm.PowerOffVM_Task())
     vm.MarkAsTemplate()
     snap = provider.snapshot_instance({}, "DC0_C0_RP0_VM1", tmp_path / "w")
     assert snap.snapshot_id == f"template:{vm._moId}"
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0
     src = provider.open_disk(snap, snap.disks[0])
     try:
         copy_extents(src, tmp_path / "copy.raw")
@@ -201,8 +198,10 @@ def test_template_exports_without_a_snapshot(
     assert images_identical(source, tmp_path / "copy.raw")
 
 
-def test_shutdown_powers_the_vm_off(connection_info: dict[str, Any], admin: vim.ServiceInstance) -> None:
-    provider = VsphereProvider(connection_info)
+def test_shutdown_powers_the_vm_off(
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance
+) -> None:
+    provider = VsphereProvider(vsphere_connection_info)
     assert provider.get_instance({}, "DC0_H0_VM1").power_state == "poweredOn"
     provider.shutdown_instance({}, "DC0_H0_VM1")
     assert provider.get_instance({}, "DC0_H0_VM1").power_state == "poweredOff"

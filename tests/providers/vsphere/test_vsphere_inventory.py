@@ -10,15 +10,14 @@ from typing import Any
 
 from pyVmomi import vim
 
-from providers.vsphere.connection import wait_task
 from providers.vsphere.provider import VsphereProvider
-from tests.providers.vsphere.staging import find_vm
+from tests.peers.vcsim.arrange import find_vm, wait
 
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
-def test_vms_carry_hardware_disks_nics_and_power_state(connection_info: dict[str, Any]) -> None:
-    instances = VsphereProvider(connection_info).list_instances({})
+def test_vms_carry_hardware_disks_nics_and_power_state(vsphere_connection_info: dict[str, Any]) -> None:
+    instances = VsphereProvider(vsphere_connection_info).list_instances({})
     assert [i.name for i in instances] == sorted(
         ["DC0_H0_VM0", "DC0_H0_VM1", "DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"]
     )
@@ -36,34 +35,36 @@ def test_vms_carry_hardware_disks_nics_and_power_state(connection_info: dict[str
 
 
 def test_reconfigured_vm_reports_efi_guest_cpu_memory(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance
 ) -> None:
-    vm = find_vm(admin, "DC0_H0_VM1")
+    vm = find_vm(vcsim_admin, "DC0_H0_VM1")
     spec = vim.vm.ConfigSpec(numCPUs=4, memoryMB=2048, firmware="efi", guestId="windows9Server64Guest")
-    wait_task(admin, vm.ReconfigVM_Task(spec=spec), "reconfigure")
-    info = VsphereProvider(connection_info).get_instance({}, "DC0_H0_VM1")
+    wait(vcsim_admin, vm.ReconfigVM_Task(spec=spec))
+    info = VsphereProvider(vsphere_connection_info).get_instance({}, "DC0_H0_VM1")
     assert (info.num_cpu, info.memory_mb, info.firmware_type) == (4, 2048, "EFI")
     assert info.guest_id == "windows9Server64Guest" and info.os_type == "windows"
-    assert VsphereProvider(connection_info).get_instance({}, vm._moId).name == "DC0_H0_VM1"
+    assert VsphereProvider(vsphere_connection_info).get_instance({}, vm._moId).name == "DC0_H0_VM1"
 
 
-def test_templates_are_listed_like_vms(connection_info: dict[str, Any], admin: vim.ServiceInstance) -> None:
-    vm = find_vm(admin, "DC0_C0_RP0_VM1")
-    wait_task(admin, vm.PowerOffVM_Task(), "power off")
+def test_templates_are_listed_like_vms(
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance
+) -> None:
+    vm = find_vm(vcsim_admin, "DC0_C0_RP0_VM1")
+    wait(vcsim_admin, vm.PowerOffVM_Task())
     vm.MarkAsTemplate()
-    info = VsphereProvider(connection_info).get_instance({}, "DC0_C0_RP0_VM1")
+    info = VsphereProvider(vsphere_connection_info).get_instance({}, "DC0_C0_RP0_VM1")
     assert info.power_state == "poweredOff"
     assert len(info.devices.disks) == 1 and len(info.devices.nics) == 1
-    names = [i.name for i in VsphereProvider(connection_info).list_instances({}, name_filter="rp0")]
+    names = [i.name for i in VsphereProvider(vsphere_connection_info).list_instances({}, name_filter="rp0")]
     assert names == ["DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"]
 
 
-def test_networks_exclude_uplinks(connection_info: dict[str, Any]) -> None:
-    names = [n.name for n in VsphereProvider(connection_info).list_networks({})]
+def test_networks_exclude_uplinks(vsphere_connection_info: dict[str, Any]) -> None:
+    names = [n.name for n in VsphereProvider(vsphere_connection_info).list_networks({})]
     assert names == ["DC0_DVPG0", "VM Network"]
 
 
-def test_datastores(connection_info: dict[str, Any]) -> None:
-    storage = VsphereProvider(connection_info).list_storage({})
+def test_datastores(vsphere_connection_info: dict[str, Any]) -> None:
+    storage = VsphereProvider(vsphere_connection_info).list_storage({})
     assert [b.name for b in storage.storage_backends] == ["LocalDS_0"]
     assert storage.config_default == "LocalDS_0"

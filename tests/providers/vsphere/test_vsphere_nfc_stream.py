@@ -12,14 +12,12 @@ from pyVmomi import vim
 from providers.vsphere.disks import VsphereDiskSource
 from providers.vsphere.provider import VsphereProvider
 from tests.peers.vcsim import vcsim
+from tests.peers.vcsim.arrange import find_vm, snapshot_count, stage_disk
 from tests.providers.vsphere.staging import (
     MiB,
     copy_extents,
-    find_vm,
     images_identical,
     make_guest_disk,
-    snapshot_count,
-    stage_disk,
     to_stream_optimized,
 )
 
@@ -38,14 +36,14 @@ def vcsim_server() -> Iterator[vcsim.Vcsim]:
 
 
 def test_streamed_lease_is_spooled_to_the_workdir_once(
-    connection_info: dict[str, Any], admin: vim.ServiceInstance, tmp_path: Path
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:
     raw, vmdk = tmp_path / "source.raw", tmp_path / "source.vmdk"
     make_guest_disk(raw, 32 * MiB, seed=3)
     to_stream_optimized(raw, vmdk)
-    vm = find_vm(admin, "DC0_H0_VM0")
-    stage_disk(admin, vm, vmdk)
-    provider = VsphereProvider(connection_info)
+    vm = find_vm(vcsim_admin, "DC0_H0_VM0")
+    stage_disk(vcsim_admin, vm, vmdk)
+    provider = VsphereProvider(vsphere_connection_info)
     workdir = tmp_path / "work"
     snap = provider.snapshot_instance({}, "DC0_H0_VM0", workdir)
     try:
@@ -67,4 +65,4 @@ def test_streamed_lease_is_spooled_to_the_workdir_once(
     finally:
         provider.delete_snapshot(snap)
     assert images_identical(raw, tmp_path / "copy.raw")
-    assert snapshot_count(admin, vm) == 0
+    assert snapshot_count(vcsim_admin, vm) == 0

@@ -125,6 +125,11 @@ class VsphereDiskSource(DiskSource):
 
     ``extents`` (from CBT) bound what a copy reads; ``None`` means "no CBT": the sparse VMDK's
     allocated grains, or the whole disk.
+
+    With ``changed_since`` set, ``extents()`` are the areas changed since that changeId, not
+    the allocated ones: the copy must go onto the previous copy and leave everything outside
+    the extents as it is (``diskio.copier.copy_disk(..., checkpoint=[])`` does that today,
+    where ``checkpoint=None`` would zero the rest of a reused target).
     """
 
     def __init__(
@@ -136,7 +141,9 @@ class VsphereDiskSource(DiskSource):
         on_close: Callable[[], None] = lambda: None,
         open_reader: Callable[[str], HttpRangeReader] | None = None,
         spool: Path | None = None,
+        changed_since: str | None = None,
     ) -> None:
+        self.changed_since = changed_since
         self._readers: list[HttpRangeReader] = [reader]
         self._capacity = capacity
         self._on_close = on_close
@@ -171,6 +178,11 @@ class VsphereDiskSource(DiskSource):
     @property
     def size(self) -> int:
         return self._capacity
+
+    @property
+    def incremental(self) -> bool:
+        """Whether ``extents()`` are changed areas (to copy onto the previous copy), not allocated ones."""
+        return self.changed_since is not None
 
     @property
     def bytes_fetched(self) -> int:

@@ -221,7 +221,7 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             vm = vim.VirtualMachine(snapshot.details["vm_moref"], si._stub)
             snap_moid = snapshot.details.get("snapshot_moref")
             snap = vim.vm.Snapshot(snap_moid, si._stub) if snap_moid else None
-            extents = self._extents(vm, snap, disk)
+            extents, changed_since = self._extents(vm, snap, disk)
             if snapshot.details.get("transport", "nfc") == "nfc":
                 exporter = snap.ExportSnapshot() if snap is not None else vm.ExportVm()
                 lease = Lease(si, exporter, snapshot.details.get("vm_name", vm._moId))
@@ -254,6 +254,7 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
                 on_close=release,
                 open_reader=open_reader,
                 spool=spool,
+                changed_since=changed_since,
             )
         except BaseException:
             if lease is not None:
@@ -263,20 +264,24 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             raise
 
     @staticmethod
-    def _extents(vm: Any, snap: Any, disk: DiskLocator) -> list[Extent] | None:
-        """CBT areas to read: all allocated ones for a first copy, changed ones since the previous."""
+    def _extents(vm: Any, snap: Any, disk: DiskLocator) -> tuple[list[Extent] | None, str | None]:
+        """CBT areas to read, and the changeId they are relative to (``None``: a full copy).
+
+        A first copy reads the allocated areas (``"*"``); an incremental one the areas changed
+        since the previous copy's changeId.
+        """
         change_id = disk.details.get("change_id")
         if snap is None or not change_id:
-            return None  # no CBT: the whole disk (or a sparse VMDK's grains)
+            return None, None  # no CBT: the whole disk (or a sparse VMDK's grains)
         previous = disk.details.get("previous_change_id")
         key = int(disk.details["device_key"])
         try:
-            return snapshots.changed_areas(vm, snap, key, disk.size_bytes, previous or "*")
+            return snapshots.changed_areas(vm, snap, key, disk.size_bytes, previous or "*"), previous
         except ProviderError:
             if previous:
                 # The baseline is unknown to vSphere (CBT was reset): everything may have changed.
-                return [Extent(0, disk.size_bytes)]
-            return None
+                return [Extent(0, disk.size_bytes)], previous
+            return None, None
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         snap_moid = snapshot.details.get("snapshot_moref")

@@ -56,6 +56,7 @@ def test_full_then_incremental_copy_moves_only_changed_areas(
     assert isinstance(src, VsphereDiskSource)
     try:
         # CBT "*": only the allocated areas of the guest disk, not its 32 MiB
+        assert not src.incremental
         allocated = sum(e.length for e in src.extents())
         assert 0 < allocated < 2 * MiB
         moved_full = copy_extents(src, copy)
@@ -81,6 +82,7 @@ def test_full_then_incremental_copy_moves_only_changed_areas(
     src = provider.open_disk(second, disk2)
     assert isinstance(src, VsphereDiskSource)
     try:
+        assert src.incremental and src.changed_since == disk.details["change_id"]
         assert src.extents() == [Extent(5 * MiB, 64 * 1024)]  # the one 64 KiB block that changed
         moved_incremental = copy_extents(src, copy)
         fetched_incremental = src.bytes_fetched

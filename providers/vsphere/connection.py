@@ -110,7 +110,8 @@ def connect(ep: Endpoint) -> vim.ServiceInstance:
             user=ep.username,
             pwd=ep.password,
             sslContext=ep.ssl_context(),
-            connectionPoolTimeout=30,
+            # A host that drops packets must fail in bounded time, not hang the activity.
+            httpConnectionTimeout=120,
         )
         return si
     except vim.fault.InvalidLogin:

@@ -59,13 +59,37 @@ def find_vm(si: vim.ServiceInstance, name: str) -> Any:
         view.Destroy()
 
 
-def vm_disk(vm: Any) -> Any:
-    return next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk))
+def vm_disks(vm: Any) -> list[Any]:
+    """The VM's ``VirtualDisk`` devices by controller and unit (the simulator reorders devices on edits)."""
+    disks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+    return sorted(disks, key=lambda d: (d.controllerKey, d.unitNumber))
 
 
-def stage_disk(si: vim.ServiceInstance, vm: Any, image: Path) -> None:
-    """Put ``image`` behind the VM's first disk and size the disk to the image's virtual size."""
-    disk = vm_disk(vm)
+def add_disk(si: vim.ServiceInstance, vm: Any, capacity: int) -> None:
+    """Give ``vm`` one more (empty) disk on the controller of its first disk."""
+    first = vm_disks(vm)[0]
+    used = {d.unitNumber for d in vm.config.hardware.device if d.controllerKey == first.controllerKey}
+    unit = min(set(range(16)) - used - {7})  # unit 7 is the SCSI controller itself
+    ds_name, rel = first.backing.fileName[1:].split("] ", 1)
+    backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+        diskMode="persistent",
+        thinProvisioned=True,
+        fileName=f"[{ds_name}] {rel.rsplit('/', 1)[0]}/disk-unit{unit}.vmdk",
+    )
+    disk = vim.vm.device.VirtualDisk(
+        key=-1,
+        controllerKey=first.controllerKey,
+        unitNumber=unit,
+        capacityInKB=capacity // 1024,
+        backing=backing,
+    )
+    change = vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk)
+    wait(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+
+
+def stage_disk(si: vim.ServiceInstance, vm: Any, image: Path, index: int = 0) -> None:
+    """Put ``image`` behind the VM's ``index``-th disk and size the disk to the image's virtual size."""
+    disk = vm_disks(vm)[index]
     ds_name, rel = disk.backing.fileName[1:].split("] ", 1)
     datastore = next(ds for ds in vm.datastore if ds.name == ds_name)
     target = Path(datastore.info.url, rel)

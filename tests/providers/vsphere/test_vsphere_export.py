@@ -17,7 +17,7 @@ from core.errors import TransferError
 from diskio.base import Extent
 from providers.vsphere.disks import VsphereDiskSource
 from providers.vsphere.provider import VsphereProvider
-from tests.peers.vcsim.arrange import find_vm, snapshot_count, stage_disk, wait
+from tests.peers.vcsim.arrange import add_disk, find_vm, snapshot_count, stage_disk, vm_disks, wait
 from tests.providers.vsphere.staging import (
     MiB,
     copy_extents,
@@ -208,3 +208,35 @@ def test_shutdown_powers_the_vm_off(
     provider.shutdown_instance({}, "DC0_H0_VM1")
     assert provider.get_instance({}, "DC0_H0_VM1").power_state == "poweredOff"
     provider.shutdown_instance({}, "DC0_H0_VM1")  # already off: nothing to do
+
+
+@pytest.mark.parametrize("transport", ["nfc", "datastore"])
+def test_each_disk_of_a_multi_disk_vm_is_read_from_its_own_file(
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path, transport: str
+) -> None:
+    provider = VsphereProvider(vsphere_connection_info)
+    vm = find_vm(vcsim_admin, "DC0_C0_RP0_VM0")
+    if len(vm_disks(vm)) < 2:  # the first parametrization adds it
+        add_disk(vcsim_admin, vm, 8 * MiB)
+    sources: dict[str, Path] = {}  # datastore path of a disk -> its guest image
+    for index, (size, seed) in enumerate([(24 * MiB, 11), (8 * MiB, 12)]):
+        raw, vmdk = tmp_path / f"source{index}.raw", tmp_path / f"source{index}.vmdk"
+        make_guest_disk(raw, size, seed=seed)
+        to_stream_optimized(raw, vmdk)
+        vm = find_vm(vcsim_admin, "DC0_C0_RP0_VM0")
+        stage_disk(vcsim_admin, vm, vmdk, index=index)
+        sources[vm_disks(vm)[index].backing.fileName] = raw
+    snap = provider.snapshot_instance({"disk_transport": transport}, "DC0_C0_RP0_VM0", tmp_path / "w")
+    try:
+        assert sorted(d.size_bytes for d in snap.disks) == [8 * MiB, 24 * MiB]
+        for disk in snap.disks:
+            assert disk.path is not None
+            src = provider.open_disk(snap, disk)
+            try:
+                copy_extents(src, tmp_path / f"copy-{disk.disk_id}.raw")
+            finally:
+                src.close()
+            assert images_identical(sources[disk.path], tmp_path / f"copy-{disk.disk_id}.raw")
+    finally:
+        provider.delete_snapshot(snap)
+    assert snapshot_count(vcsim_admin, vm) == 0

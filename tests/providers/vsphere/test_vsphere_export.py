@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from core.errors import TransferError
+from core.errors import InvalidInput, TransferError
 from diskio.base import Extent
 from providers.vsphere.disks import VsphereDiskSource
 from providers.vsphere.provider import VsphereProvider
@@ -240,3 +240,51 @@ def test_each_disk_of_a_multi_disk_vm_is_read_from_its_own_file(
     finally:
         provider.delete_snapshot(snap)
     assert snapshot_count(vcsim_admin, vm) == 0
+
+
+def test_without_cbt_a_copy_reads_the_allocated_grains(
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(vsphere_connection_info)
+    vm, source = staged(vcsim_admin, tmp_path, "DC0_H0_VM1")
+    wait(vcsim_admin, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=False)))
+    snap = provider.snapshot_instance({"enable_cbt": False}, "DC0_H0_VM1", tmp_path / "w")
+    try:
+        assert snap.details["change_ids"] == {}
+        src = provider.open_disk(snap, snap.disks[0])
+        try:
+            assert not getattr(src, "incremental", True)
+            assert 0 < sum(e.length for e in src.extents()) < 2 * MiB  # the VMDK's own grain map
+            copy_extents(src, tmp_path / "copy.raw")
+        finally:
+            src.close()
+    finally:
+        provider.delete_snapshot(snap)
+    assert images_identical(source, tmp_path / "copy.raw")
+
+
+def test_unknown_baseline_change_id_falls_back_to_the_whole_disk(
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(vsphere_connection_info)
+    _vm, source = staged(vcsim_admin, tmp_path, "DC0_H0_VM0")
+    disk_id = provider.get_instance({}, "DC0_H0_VM0").devices.disks[0].id
+    env = {"previous_change_ids": {disk_id: "52 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00/999"}}
+    snap = provider.snapshot_instance(env, "DC0_H0_VM0", tmp_path / "w")
+    try:
+        src = provider.open_disk(snap, snap.disks[0])
+        try:
+            assert src.extents() == [Extent(0, 32 * MiB)]  # CBT can't tell: everything may have changed
+            copy_extents(src, tmp_path / "copy.raw")
+        finally:
+            src.close()
+    finally:
+        provider.delete_snapshot(snap)
+    assert images_identical(source, tmp_path / "copy.raw")
+
+
+def test_validate_source(vsphere_connection_info: dict[str, Any]) -> None:
+    provider = VsphereProvider(vsphere_connection_info)
+    assert provider.validate_source({}, "DC0_H0_VM0").name == "DC0_H0_VM0"
+    with pytest.raises(InvalidInput, match="disk_transport"):
+        provider.validate_source({"disk_transport": "vddk"}, "DC0_H0_VM0")

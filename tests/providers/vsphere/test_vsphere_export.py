@@ -4,6 +4,9 @@ Each VM's disk holds a guest disk as a streamOptimized VMDK (what vSphere's NFC 
 copies are compared with the source by ``qemu-img compare``.
 """
 
+# mypy: allow-untyped-calls
+# (pyvmomi's generated data objects have untyped constructors)
+
 from __future__ import annotations
 
 import asyncio

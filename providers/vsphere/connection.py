@@ -11,20 +11,28 @@ never the password.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
-from core.errors import AuthenticationFailed, ConnectionFailed, InvalidInput, NotFound, ProviderError
+from core.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    InvalidInput,
+    NotFound,
+    ProviderError,
+    SternaError,
+)
 
 CONNECTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -99,6 +107,36 @@ def _fault_text(fault: vmodl.MethodFault) -> str:
     name = type(fault).__name__.split(".")[-1]
     msg = getattr(fault, "msg", None) or getattr(fault, "localizedMessage", None) or ""
     return f"{name}: {msg}" if msg else name
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate_faults(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn pyvmomi faults and lost connections inside a provider call into ``core.errors``."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except SternaError:
+                raise
+            except vmodl.fault.ManagedObjectNotFound:
+                raise NotFound(f"{what}: the vSphere object is gone (deleted meanwhile?)") from None
+            except (vim.fault.NotAuthenticated, vim.fault.NoPermission) as exc:
+                raise AuthenticationFailed(f"{what}: vSphere refused it ({_fault_text(exc)})") from None
+            except vmodl.MethodFault as exc:
+                raise ProviderError(f"{what} failed: {_fault_text(exc)}") from None
+            except (ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException) as exc:
+                raise ConnectionFailed(
+                    f"{what}: lost the connection to vSphere ({type(exc).__name__})"
+                ) from None
+
+        return wrapper
+
+    return decorate
 
 
 def connect(ep: Endpoint) -> vim.ServiceInstance:

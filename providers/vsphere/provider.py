@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pyVim.connect import Disconnect
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from core.errors import InvalidInput, ProviderError
 from core.models import DiskLocator, InstanceInfo, NetworkInfo, SourceSnapshot, StorageInfo
@@ -34,6 +34,7 @@ from providers.vsphere.connection import (
     properties,
     session,
     session_cookie,
+    translate_faults,
     wait_task,
 )
 from providers.vsphere.disks import Lease, VsphereDiskSource, datastore_url, lease_url
@@ -71,12 +72,14 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
 
     # ------------------------------------------------------------------ control plane
 
+    @translate_faults("validate the vSphere connection")
     def validate_connection(self) -> None:
         with session(self.connection_info) as si:
             about = si.content.about
             if about is None or not about.apiVersion:
                 raise ProviderError(f"{self._endpoint.where} does not look like vSphere")
 
+    @translate_faults("list vSphere VMs")
     def list_instances(self, env: Mapping[str, Any], name_filter: str | None = None) -> list[InstanceInfo]:
         with session(self.connection_info) as si:
             portgroups = inventory.portgroup_names(si)
@@ -87,11 +90,13 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             ]
         return sorted(out, key=lambda i: i.name)
 
+    @translate_faults("read a vSphere VM")
     def get_instance(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
         with session(self.connection_info) as si:
             obj, props = inventory.find_vm(si, instance, self._endpoint.where)
             return inventory.instance_info(obj, props, inventory.portgroup_names(si))
 
+    @translate_faults("validate a vSphere source VM")
     def validate_source(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
         transport = env.get("disk_transport", "nfc")
         if transport not in TRANSPORTS:
@@ -101,14 +106,17 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             raise InvalidInput(f"VM {info.name!r} has no disks to export")
         return info
 
+    @translate_faults("list vSphere networks")
     def list_networks(self, env: Mapping[str, Any]) -> list[NetworkInfo]:
         with session(self.connection_info) as si:
             return inventory.list_networks(si)
 
+    @translate_faults("list vSphere datastores")
     def list_storage(self, env: Mapping[str, Any]) -> StorageInfo:
         with session(self.connection_info) as si:
             return inventory.list_storage(si)
 
+    @translate_faults("shut a vSphere VM down")
     def shutdown_instance(self, env: Mapping[str, Any], instance: str) -> None:
         """Guest shutdown when VMware Tools run (power-off after ``shutdown_timeout``), else power off."""
         timeout = float(env.get("shutdown_timeout", 300))
@@ -118,8 +126,12 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             if props.get("config.template") or props.get("runtime.powerState") == "poweredOff":
                 return
             if props.get("guest.toolsRunningStatus") == "guestToolsRunning":
-                vm.ShutdownGuest()
-                deadline = time.monotonic() + timeout
+                try:
+                    vm.ShutdownGuest()
+                except vmodl.MethodFault:
+                    deadline = 0.0  # tools went away: power off below
+                else:
+                    deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
                     if properties(si, vm, ["runtime.powerState"]).get("runtime.powerState") == "poweredOff":
                         return
@@ -128,6 +140,7 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
 
     # ------------------------------------------------------------------ export
 
+    @translate_faults("snapshot a vSphere VM")
     def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
         transport = env.get("disk_transport", "nfc")
         if transport not in TRANSPORTS:
@@ -213,6 +226,7 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             details={**details, "change_ids": change_ids},
         )
 
+    @translate_faults("open a vSphere disk for export")
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         ep = self._endpoint
         si = connect(ep)
@@ -283,6 +297,7 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
                 return [Extent(0, disk.size_bytes)], previous
             return None, None
 
+    @translate_faults("remove a vSphere snapshot")
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         snap_moid = snapshot.details.get("snapshot_moref")
         if not snap_moid:

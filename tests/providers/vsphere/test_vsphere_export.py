@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from core.errors import InvalidInput, TransferError
+from core.errors import InvalidInput, NotFound, TransferError
 from diskio.base import Extent
 from providers.vsphere.disks import VsphereDiskSource
 from providers.vsphere.provider import VsphereProvider
@@ -291,3 +291,11 @@ def test_validate_source(vsphere_connection_info: dict[str, Any]) -> None:
     assert provider.validate_source({}, "DC0_H0_VM0").name == "DC0_H0_VM0"
     with pytest.raises(InvalidInput, match="disk_transport"):
         provider.validate_source({"disk_transport": "vddk"}, "DC0_H0_VM0")
+
+
+def test_opening_a_removed_snapshot_is_not_found(vsphere_connection_info: dict[str, Any], tmp_path: Path) -> None:
+    provider = VsphereProvider(vsphere_connection_info)
+    snap = provider.snapshot_instance({}, "DC0_H0_VM0", tmp_path / "w")
+    provider.delete_snapshot(snap)
+    with pytest.raises(NotFound, match="gone"):
+        provider.open_disk(snap, snap.disks[0])

@@ -293,7 +293,9 @@ def test_validate_source(vsphere_connection_info: dict[str, Any]) -> None:
         provider.validate_source({"disk_transport": "vddk"}, "DC0_H0_VM0")
 
 
-def test_opening_a_removed_snapshot_is_not_found(vsphere_connection_info: dict[str, Any], tmp_path: Path) -> None:
+def test_opening_a_removed_snapshot_is_not_found(
+    vsphere_connection_info: dict[str, Any], tmp_path: Path
+) -> None:
     provider = VsphereProvider(vsphere_connection_info)
     snap = provider.snapshot_instance({}, "DC0_H0_VM0", tmp_path / "w")
     provider.delete_snapshot(snap)

@@ -19,13 +19,16 @@ grains of the changed areas. A real vCenter generates its NFC stream on the fly 
 Range requests with the whole stream: then the VMDK is downloaded once into the snapshot's
 workdir (resuming a partial ``.part`` file where the server allows it) and decoded from there;
 CBT still limits what is copied into the target, but the whole stream crossed the network.
-Flat VMFS disks read through the ``datastore`` transport keep true range reads on real ESXi.
+Flat VMFS disks read through the ``datastore`` transport keep true range reads on real ESXi;
+that transport reads the snapshot's base disk, so it needs a flat disk with no older snapshots
+(delta disks are refused with a message pointing at ``nfc``).
 VDDK/NBD(SSL) transports are not implemented.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import re
 import threading
 import time
@@ -73,7 +76,7 @@ class Lease:
     def _keepalive(self) -> None:
         # Without progress calls, vCenter times the lease out and the URLs stop working.
         while not self._stop.wait(self._interval):
-            with contextlib.suppress(vmodl.MethodFault, OSError):
+            with contextlib.suppress(vmodl.MethodFault, OSError, http.client.HTTPException):
                 self._lease.HttpNfcLeaseProgress(percent=50)
 
     def _end(self, call: Callable[[], Any]) -> None:
@@ -81,7 +84,7 @@ class Lease:
             return
         self._stop.set()
         self._thread.join(timeout=5)
-        with contextlib.suppress(vmodl.MethodFault, OSError):
+        with contextlib.suppress(vmodl.MethodFault, OSError, http.client.HTTPException):
             call()
 
     def complete(self) -> None:
@@ -113,7 +116,10 @@ def _flat_extent(descriptor: str, url: str) -> tuple[str, int]:
     """For a descriptor with one FLAT/VMFS extent: the extent's URL and its byte offset."""
     extents = _EXTENT_LINE.findall(descriptor)
     if len(extents) != 1:
-        raise InvalidInput(f"only single-extent flat VMDK descriptors are supported ({len(extents)} extents)")
+        raise InvalidInput(
+            f"the datastore transport reads single-extent flat disks only (this descriptor has {len(extents)}"
+            " FLAT/VMFS extents; a VM with older snapshots has delta disks): use the nfc transport"
+        )
     _mode, _sectors, _kind, name, offset = extents[0]
     parts = urlsplit(url)
     path = parts.path.rsplit("/", 1)[0] + "/" + quote(name)

@@ -87,14 +87,23 @@ def add_disk(si: vim.ServiceInstance, vm: Any, capacity: int) -> None:
     wait(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
 
 
-def stage_disk(si: vim.ServiceInstance, vm: Any, image: Path, index: int = 0) -> None:
-    """Put ``image`` behind the VM's ``index``-th disk and size the disk to the image's virtual size."""
+def stage_disk(si: vim.ServiceInstance, vm: Any, image: Path, index: int = 0, *, flat: bool = False) -> None:
+    """Put ``image`` behind the VM's ``index``-th disk and size the disk to the image's virtual size.
+
+    ``flat`` writes it the way VMFS keeps disks: a descriptor plus a ``-flat.vmdk`` extent.
+    """
     disk = vm_disks(vm)[index]
     ds_name, rel = disk.backing.fileName[1:].split("] ", 1)
     datastore = next(ds for ds in vm.datastore if ds.name == ds_name)
     target = Path(datastore.info.url, rel)
-    shutil.copyfile(image, target.with_suffix(".tmp"))
-    os.replace(target.with_suffix(".tmp"), target)
+    if flat:
+        subprocess.run(
+            ["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=monolithicFlat", str(image), str(target)],
+            check=True,
+        )
+    else:
+        shutil.copyfile(image, target.with_suffix(".tmp"))
+        os.replace(target.with_suffix(".tmp"), target)
     info = subprocess.run(
         ["qemu-img", "info", "--output=json", str(image)], check=True, capture_output=True, text=True
     ).stdout

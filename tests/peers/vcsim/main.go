@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,8 +113,30 @@ func imageFormat(path string) string {
 	return "raw"
 }
 
+var flatLine = regexp.MustCompile(`(?m)^RW\s+\d+\s+FLAT\s+"([^"]+)"\s+0\s*$`)
+
+// flatExtent resolves a monolithicFlat descriptor (VMFS style: descriptor + "-flat.vmdk") to
+// its one raw extent file, whose guest offsets are its file offsets.
+func flatExtent(path string) (string, bool) {
+	if imageFormat(path) != "vmdk" {
+		return "", false
+	}
+	b, err := ioutil.ReadFile(path)
+	if err != nil || !bytes.HasPrefix(b, []byte("# Disk DescriptorFile")) {
+		return "", false
+	}
+	m := flatLine.FindAllSubmatch(b, -1)
+	if len(m) != 1 {
+		return "", false
+	}
+	return filepath.Join(filepath.Dir(path), string(m[0][1])), true
+}
+
 // guestView returns a raw file with the disk's guest-visible bytes and a cleanup function.
 func guestView(path string) (string, func(), error) {
+	if flat, ok := flatExtent(path); ok {
+		return flat, func() {}, nil
+	}
 	if imageFormat(path) == "raw" {
 		return path, func() {}, nil
 	}
@@ -162,8 +185,12 @@ func fingerprint(path string, capacity int64) ([]uint64, error) {
 	return out, nil
 }
 
-// allocated lists the data extents of the guest view, as qemu-img map reports them.
+// allocated lists the data extents of the guest view, as qemu-img map reports them
+// (for a flat disk: the extent file's own allocation, as thin VMFS disks report it).
 func allocated(path string, capacity int64) ([]types.DiskChangeExtent, error) {
+	if flat, ok := flatExtent(path); ok {
+		path = flat
+	}
 	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
 		return nil, err
 	}

@@ -301,3 +301,28 @@ def test_opening_a_removed_snapshot_is_not_found(
     provider.delete_snapshot(snap)
     with pytest.raises(NotFound, match="gone"):
         provider.open_disk(snap, snap.disks[0])
+
+
+def test_datastore_transport_range_reads_a_flat_disk_behind_its_descriptor(
+    vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
+) -> None:
+    provider = VsphereProvider(vsphere_connection_info)
+    raw = tmp_path / "source.raw"
+    make_guest_disk(raw, 32 * MiB, seed=21)
+    vm = find_vm(vcsim_admin, "DC0_H0_VM0")
+    stage_disk(vcsim_admin, vm, raw, flat=True)  # DC0_H0_VM0/disk1.vmdk + disk1-flat.vmdk
+    snap = provider.snapshot_instance({"disk_transport": "datastore"}, "DC0_H0_VM0", tmp_path / "w")
+    try:
+        src = provider.open_disk(snap, snap.disks[0])
+        assert isinstance(src, VsphereDiskSource)
+        try:
+            allocated = sum(e.length for e in src.extents())
+            copy_extents(src, tmp_path / "copy.raw")
+            fetched = src.bytes_fetched
+        finally:
+            src.close()
+    finally:
+        provider.delete_snapshot(snap)
+    assert images_identical(raw, tmp_path / "copy.raw")
+    assert allocated < 2 * MiB
+    assert fetched < allocated + 64 * 1024  # the allocated ranges plus the descriptor: no full read

@@ -114,12 +114,12 @@ def stage_disk(si: vim.ServiceInstance, vm: Any, image: Path, index: int = 0, *,
         wait(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
 
 
-def snapshot_count(si: vim.ServiceInstance, vm: Any) -> int:
-    """How many snapshots ``vm`` has (read with the property collector: the simulator's ``Fetch``
-    of an unset property crashes, so pyvmomi accessors like ``vm.snapshot`` can't be used)."""
+def snapshot_trees(si: vim.ServiceInstance, vm: Any) -> list[Any]:
+    """Every snapshot tree node of ``vm``, read with the property collector: the simulator's
+    ``Fetch`` of an unset property crashes, so pyvmomi accessors like ``vm.snapshot`` can't be used."""
 
-    def walk(trees: Any) -> int:
-        return sum(1 + walk(t.childSnapshotList) for t in trees or [])
+    def walk(trees: Any) -> list[Any]:
+        return [node for t in trees or [] for node in (t, *walk(t.childSnapshotList))]
 
     pc = vmodl.query.PropertyCollector
     spec = pc.FilterSpec(
@@ -128,4 +128,9 @@ def snapshot_count(si: vim.ServiceInstance, vm: Any) -> int:
     )
     props = si.content.propertyCollector.RetrieveContents([spec])[0].propSet or []
     info: Any = next((p.val for p in props if p.name == "snapshot"), None)
-    return walk(info.rootSnapshotList) if info else 0
+    return walk(info.rootSnapshotList) if info else []
+
+
+def snapshot_count(si: vim.ServiceInstance, vm: Any) -> int:
+    """How many snapshots ``vm`` has."""
+    return len(snapshot_trees(si, vm))

@@ -12,7 +12,7 @@
 // fingerprint with the current one; changeId "*" returns the allocated areas. Guest-visible bytes
 // come from qemu-img, so a backing file may be raw or any VMDK flavour (e.g. streamOptimized).
 //
-// Usage: vcsimx [-l 127.0.0.1:0] [-tls] [-vm N] [-nfc-stream] [-user NAME]   (password: $VCSIMX_PASSWORD)
+// Usage: vcsimx [-l 127.0.0.1:0] [-tls] [-vm N] [-nfc-stream] [-tools] [-user NAME]   (password: $VCSIMX_PASSWORD)
 // Prints "VCSIMX_URL <url>" once listening, then serves until SIGINT/SIGTERM.
 package main
 
@@ -570,11 +570,22 @@ func markUplinks() {
 	}
 }
 
+// toolsRunning marks every VM's VMware Tools as running (the simulator has no guest), so that
+// clients take their quiesced-snapshot and guest-shutdown paths.
+func toolsRunning() {
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vm := e.(*simulator.VirtualMachine)
+		vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+		vm.Guest.ToolsStatus = types.VirtualMachineToolsStatusToolsOk
+	}
+}
+
 func main() {
 	addr := flag.String("l", "127.0.0.1:0", "listen address (port 0 picks a free port)")
 	vms := flag.Int("vm", 2, "VMs per host/cluster")
 	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
 	flag.BoolVar(&streamNFC, "nfc-stream", false, "serve lease disks as a stream, ignoring Range")
+	tools := flag.Bool("tools", false, "report VMware Tools as running in every VM")
 	user := flag.String("user", "", "the only accepted user (password from $VCSIMX_PASSWORD); default: any")
 	flag.Parse()
 
@@ -591,6 +602,9 @@ func main() {
 		model.Service.TLS = new(tls.Config)
 	}
 	markUplinks()
+	if *tools {
+		toolsRunning()
+	}
 	cbt := &tracker{prints: map[string]print{}}
 	simulator.Map.AddHandler(cbt)
 

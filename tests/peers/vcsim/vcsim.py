@@ -91,17 +91,21 @@ def start(
     tls: bool = True,
     vms: int = 2,
     nfc_stream: bool = False,
+    tools: bool = False,
     timeout: float = 30,
 ) -> Vcsim:
     """Start a simulator that only accepts ``user``/``password``; wait until it listens.
 
     ``nfc_stream`` makes export leases serve disks like a real vCenter: one stream, no Range.
+    ``tools`` reports VMware Tools as running in every VM.
     """
     args = [str(build()), "-l", "127.0.0.1:0", "-vm", str(vms), "-user", user]
     if tls:
         args.append("-tls")
     if nfc_stream:
         args.append("-nfc-stream")
+    if tools:
+        args.append("-tools")
     fd, log_name = tempfile.mkstemp(prefix="vcsimx-", suffix=".log")
     log = Path(log_name)
     with os.fdopen(fd, "w") as stderr:

@@ -53,5 +53,6 @@ def test_shutdown_asks_the_guest_first(
     provider.shutdown_instance({}, "DC0_H0_VM1")
     assert provider.get_instance({}, "DC0_H0_VM1").power_state == "poweredOff"
     spec = vim.event.EventFilterSpec(entity=vim.event.EventFilterSpec.ByEntity(entity=vm, recursion="self"))
-    kinds = {type(e).__name__.split(".")[-1] for e in vcsim_admin.content.eventManager.QueryEvents(spec)}
+    events: Any = vcsim_admin.content.eventManager
+    kinds = {type(e).__name__.split(".")[-1] for e in events.QueryEvents(spec)}
     assert "VmGuestShutdownEvent" in kinds  # a clean guest shutdown, not a power cut

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from core.errors import AuthenticationFailed, ConnectionFailed, InvalidInput, NotFound
+from providers.vsphere.connection import Endpoint
 from providers.vsphere.provider import VsphereProvider
 from tests.peers.vcsim import vcsim
 
@@ -71,3 +72,19 @@ def test_schema_lists_the_connection_keys() -> None:
     assert set(schema["properties"]) >= {"host", "port", "username", "password", "allow_untrusted"}
     assert VsphereProvider.PLUGIN_NAME == "vmware_vsphere"
     assert VsphereProvider.provider_types() == [8, 16, 32, 128, 32768]
+
+
+@pytest.mark.parametrize(
+    ("info", "where"),
+    [
+        ({"host": "vc.example.com"}, "vc.example.com:443"),
+        ({"host": "vc.example.com:8443"}, "vc.example.com:8443"),
+        ({"host": "vc.example.com", "port": 9443}, "vc.example.com:9443"),
+        ({"host": "https://vc.example.com:444/sdk"}, "vc.example.com:444"),
+        ({"host": "[fd00::5]:8443"}, "[fd00::5]:8443"),
+    ],
+)
+def test_host_forms(info: dict[str, Any], where: str) -> None:
+    ep = Endpoint.parse({"username": "u", "password": "hunter2", **info})
+    assert ep.where == where
+    assert "hunter2" not in repr(ep)

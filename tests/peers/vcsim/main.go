@@ -228,7 +228,7 @@ func appendExtent(ext []types.DiskChangeExtent, start, length int64) []types.Dis
 
 // ---------------------------------------------------------------- changed block tracking
 
-type print struct {
+type snapshotPrint struct {
 	file   string
 	blocks []uint64
 }
@@ -237,7 +237,7 @@ type print struct {
 type tracker struct {
 	mu     sync.Mutex
 	seq    int
-	prints map[string]print
+	prints map[string]snapshotPrint
 }
 
 func (t *tracker) Reference() types.ManagedObjectReference {
@@ -298,11 +298,11 @@ func (t *tracker) record(path string, capacity int64) (string, error) {
 	defer t.mu.Unlock()
 	t.seq++
 	id := fmt.Sprintf("%s/%d", strings.Join(pairs, " "), t.seq)
-	t.prints[id] = print{file: path, blocks: blocks}
+	t.prints[id] = snapshotPrint{file: path, blocks: blocks}
 	return id, nil
 }
 
-func (t *tracker) lookup(id string) (print, bool) {
+func (t *tracker) lookup(id string) (snapshotPrint, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p, ok := t.prints[id]
@@ -605,7 +605,7 @@ func main() {
 	if *tools {
 		toolsRunning()
 	}
-	cbt := &tracker{prints: map[string]print{}}
+	cbt := &tracker{prints: map[string]snapshotPrint{}}
 	simulator.Map.AddHandler(cbt)
 
 	s := model.Service.NewServer()

@@ -242,3 +242,9 @@ def test_errors_name_their_cause(library: Path, tmp_path: Path) -> None:
     (library / "db.ovf").write_text("<not-ovf/>")
     with pytest.raises(InvalidInput, match="not an OVF envelope"):
         OvaProvider({"path": str(library)}).get_instance({}, "db.ovf")
+
+
+def test_registers_as_an_ova_source() -> None:
+    assert OvaProvider.PLUGIN_NAME == "ova"
+    assert OvaProvider.provider_types() == [8, 16, 32]
+    assert OvaProvider.connection_info_schema()["required"] == ["path"]

@@ -133,24 +133,35 @@ def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-@pytest.fixture
-def library(tmp_path: Path) -> Path:
-    """A directory with a vSphere-style OVA and a VirtualBox-style OVF next to its disk."""
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The guest disks (raw) and a package library built from them, once per module."""
     if shutil.which("qemu-img") is None:
         pytest.skip("qemu-img (qemu-utils) is required")
-    lib = tmp_path / "library"
+    root = tmp_path_factory.mktemp("ova")
+    lib = root / "library"
     lib.mkdir()
-    guest_disk(tmp_path / "web01.raw", 24 * MiB, seed=1)
-    stream_optimized(tmp_path / "web01.raw", tmp_path / "web01.vmdk")
-    vmdk = (tmp_path / "web01.vmdk").read_bytes()
+    guest_disk(root / "web01.raw", 24 * MiB, seed=1)
+    stream_optimized(root / "web01.raw", root / "web01.vmdk")
+    vmdk = (root / "web01.vmdk").read_bytes()
     ovf = VMWARE_OVF.format(vmdk_size=len(vmdk), capacity_mib=24).encode()
     with tarfile.open(lib / "web01.ova", "w", format=tarfile.USTAR_FORMAT) as tar:
         add_file(tar, "web01.ovf", ovf)  # the descriptor comes first, as the OVF spec requires
         add_file(tar, "web01-disk1.vmdk", vmdk)
 
-    guest_disk(tmp_path / "db.raw", 16 * MiB, seed=2)
-    stream_optimized(tmp_path / "db.raw", lib / "db-disk001.vmdk")
+    guest_disk(root / "db.raw", 16 * MiB, seed=2)
+    stream_optimized(root / "db.raw", lib / "db-disk001.vmdk")
     (lib / "db.ovf").write_text(VBOX_OVF.format(capacity=16 * MiB))
+    return root
+
+
+@pytest.fixture
+def library(images: Path, tmp_path: Path) -> Path:
+    """A directory with a vSphere-style OVA and a VirtualBox-style OVF next to its disk (a fresh copy)."""
+    lib = tmp_path / "library"
+    shutil.copytree(images / "library", lib)
+    for raw in images.glob("*.raw"):
+        (tmp_path / raw.name).symlink_to(raw)
     return lib
 
 

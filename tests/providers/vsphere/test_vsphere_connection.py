@@ -36,11 +36,11 @@ def test_wrong_password_is_authentication_failed_without_the_password(
 
 
 def test_unreachable_host_is_connection_failed(vsphere_connection_info: dict[str, Any]) -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+    with socket.socket() as probe:  # bound, never listening: connections to it are refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(ConnectionFailed) as err:
-        VsphereProvider({**vsphere_connection_info, "host": f"127.0.0.1:{port}"}).validate_connection()
+        with pytest.raises(ConnectionFailed) as err:
+            VsphereProvider({**vsphere_connection_info, "host": f"127.0.0.1:{port}"}).validate_connection()
     assert f"127.0.0.1:{port}" in str(err.value)
     assert "connection refused" in str(err.value)
     assert vsphere_connection_info["password"] not in str(err.value)

@@ -13,7 +13,6 @@ descriptor-only files (callers resolve a flat descriptor to its extent file them
 
 from __future__ import annotations
 
-import bisect
 import struct
 import zlib
 from array import array
@@ -86,9 +85,6 @@ class SparseVmdk:
         self.grain_bytes = header.grain_size * SECTOR
         self.size = header.capacity * SECTOR
         self._grains = self._load_tables()
-        # Start sectors of everything in the file, to bound each compressed grain's length.
-        allocated = sorted({s for s in self._grains if s > 1})
-        self._starts = [*allocated, reader.size // SECTOR]
 
     def _load_tables(self) -> array[int]:
         h = self.header
@@ -129,12 +125,20 @@ class SparseVmdk:
                 out.append(Extent(start, length))
         return out
 
-    def _grain_span(self, sector: int) -> int:
-        """Upper bound of the bytes a grain at ``sector`` occupies (up to the next object)."""
+    def _grain_span(self, grain: int) -> int:
+        """Upper bound of the bytes grain ``grain`` occupies in the file, marker included.
+
+        Writers lay grains out in guest order, so the next allocated grain's sector bounds this
+        one; otherwise the worst case of deflate on one grain does.
+        """
         if not self.header.compressed:
             return self.grain_bytes
-        nxt = self._starts[bisect.bisect_right(self._starts, sector)]
-        return min((nxt - sector) * SECTOR, _MARKER.size + self.grain_bytes + self.grain_bytes // 100 + 64)
+        worst = _MARKER.size + self.grain_bytes + self.grain_bytes // 100 + 64
+        sector = self._grains[grain]
+        for nxt in range(grain + 1, min(grain + 64, len(self._grains))):
+            if self._grains[nxt] > sector:
+                return min((self._grains[nxt] - sector) * SECTOR, worst)
+        return worst
 
     def _decode(self, blob: bytes, pos: int, grain: int) -> bytes:
         if not self.header.compressed:
@@ -174,11 +178,11 @@ class SparseVmdk:
             j = k
             while (
                 j + 1 < len(wanted)
-                and (wanted[j + 1][0] - wanted[j][0]) * SECTOR <= self._grain_span(wanted[j][0]) + 64 * 1024
+                and (wanted[j + 1][0] - wanted[j][0]) * SECTOR <= self._grain_span(wanted[j][1]) + 64 * 1024
             ):
                 j += 1
             base = wanted[k][0] * SECTOR
-            end = min(wanted[j][0] * SECTOR + self._grain_span(wanted[j][0]), self._reader.size)
+            end = min(wanted[j][0] * SECTOR + self._grain_span(wanted[j][1]), self._reader.size)
             blob = self._reader.read_at(base, end - base)
             for sector, g in wanted[k : j + 1]:
                 data = self._decode(blob, sector * SECTOR - base, g)

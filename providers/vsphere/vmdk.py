@@ -94,6 +94,8 @@ class SparseVmdk:
         if len(gd) != n_gts:
             raise TransferError("truncated VMDK grain directory")
         table = array("I", bytes(grains * 4))
+        # First allocated sector of each table, to bound compressed grains without a full index.
+        self._gt_first = array("I", bytes(n_gts * 4))
         gt_bytes = h.gtes_per_gt * 4
         # Read tables in runs of adjacent ones (monolithicSparse keeps them contiguous).
         order = sorted((s, i) for i, s in enumerate(gd) if s)
@@ -108,6 +110,7 @@ class SparseVmdk:
                 first = gt_index * h.gtes_per_gt
                 count = min(h.gtes_per_gt, grains - first)
                 table[first : first + count] = entries[:count]
+                self._gt_first[gt_index] = next((e for e in entries[:count] if e > 1), 0)
             k = j + 1
         return table
 
@@ -128,16 +131,20 @@ class SparseVmdk:
     def _grain_span(self, grain: int) -> int:
         """Upper bound of the bytes grain ``grain`` occupies in the file, marker included.
 
-        Writers lay grains out in guest order, so the next allocated grain's sector bounds this
-        one; otherwise the worst case of deflate on one grain does.
+        Objects never overlap, so any allocated grain at a higher sector bounds this one;
+        writers lay grains out in guest order, so the next allocated grain is the tight bound.
         """
         if not self.header.compressed:
             return self.grain_bytes
         worst = _MARKER.size + self.grain_bytes + self.grain_bytes // 100 + 64
-        sector = self._grains[grain]
-        for nxt in range(grain + 1, min(grain + 64, len(self._grains))):
+        sector, per_gt = self._grains[grain], self.header.gtes_per_gt
+        table_end = min((grain // per_gt + 1) * per_gt, len(self._grains))
+        for nxt in range(grain + 1, table_end):
             if self._grains[nxt] > sector:
                 return min((self._grains[nxt] - sector) * SECTOR, worst)
+        for first in self._gt_first[grain // per_gt + 1 :]:
+            if first > sector:
+                return min((first - sector) * SECTOR, worst)
         return worst
 
     def _decode(self, blob: bytes, pos: int, grain: int) -> bytes:

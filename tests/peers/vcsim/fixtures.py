@@ -5,6 +5,9 @@
 One simulator per test module, so that modules can reconfigure VMs without seeing each other.
 """
 
+# mypy: allow-untyped-calls
+# (pyVim helpers have untyped signatures)
+
 from __future__ import annotations
 
 import shutil
@@ -50,4 +53,4 @@ def vcsim_admin(vcsim_server: vcsim.Vcsim) -> Iterator[vim.ServiceInstance]:
     """A pyvmomi session for arranging the simulator (not the code under test)."""
     si = admin_session(vcsim_server)
     yield si
-    Disconnect(si)  # type: ignore[no-untyped-call]
+    Disconnect(si)

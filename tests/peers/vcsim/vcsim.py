@@ -52,6 +52,9 @@ def build() -> Path:
         tmp = binary.with_suffix(".tmp")
         subprocess.run(["go", "build", "-o", str(tmp), "."], cwd=pkg, env=env, check=True)
         tmp.rename(binary)  # atomic: a concurrent build never sees half a binary
+    for old in CACHE.glob("vcsimx-*"):  # builds of earlier main.go versions
+        if old != binary and old.suffix != ".tmp":
+            old.unlink(missing_ok=True)
     return binary
 
 

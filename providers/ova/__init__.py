@@ -1,0 +1,1 @@
+"""OVA/OVF files as a migration source (``ova``)."""

@@ -1,0 +1,1 @@
+"""VMware vSphere migration source (``vmware_vsphere``): pyvmomi control plane, HTTP Range data plane."""

@@ -86,7 +86,7 @@ async def actions(request: Request) -> JSONResponse:
     try:
         await endpoint_call(d, EndpointCall(endpoint_id=endpoint_id, operation="validate"))
     except ApiError as exc:
-        if exc.status >= 500:
+        if exc.status in (503, 504):  # the engine or the workers are down: not an answer about the endpoint
             raise
         # Coriolis answers 200 with valid=false: the call worked, the connection did not.
         return JSONResponse({"validate-connection": {"valid": False, "message": exc.message}})

@@ -26,11 +26,11 @@ from tests.peers.vcsim.arrange import admin_session
 def vcsim_server() -> Iterator[vcsim.Vcsim]:
     """A running simulator (TLS, self-signed, one accepted user)."""
     if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img (qemu-utils) is required by the simulator's change tracking")
+        pytest.fail("qemu-img (qemu-utils) is required by the simulator's change tracking: run make sysdeps")
     try:
         server = vcsim.start()
     except vcsim.VcsimUnavailable as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"the vSphere simulator could not be built or started: {exc}")
     try:
         yield server
     finally:

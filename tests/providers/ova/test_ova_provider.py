@@ -137,7 +137,7 @@ def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The guest disks (raw) and a package library built from them, once per module."""
     if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img (qemu-utils) is required")
+        pytest.fail("qemu-img (qemu-utils) is required: run make sysdeps")
     root = tmp_path_factory.mktemp("ova")
     lib = root / "library"
     lib.mkdir()

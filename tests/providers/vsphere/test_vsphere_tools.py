@@ -23,7 +23,7 @@ def vcsim_server() -> Iterator[vcsim.Vcsim]:
     try:
         server = vcsim.start(tools=True)
     except vcsim.VcsimUnavailable as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"the vSphere simulator could not be built or started: {exc}")
     try:
         yield server
     finally:

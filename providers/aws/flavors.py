@@ -14,7 +14,9 @@ _CACHE_LOCK = threading.Lock()
 _CATALOGUE: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
 
 
-def instance_types(ec2: Any, region: str, endpoint: str | None, secrets: Secrets = ()) -> list[dict]:
+def instance_types(
+    ec2: Any, region: str, endpoint: str | None, secrets: Secrets = ()
+) -> list[dict[str, Any]]:
     """All instance types offered in the region (cached per process)."""
     key = (endpoint, region)
     with _CACHE_LOCK:

@@ -17,7 +17,7 @@ from core.models import DeployedInstance, ImportedDisk, InstanceInfo
 from providers.aws import flavors
 from providers.aws import tags as t
 from providers.aws.errors import Secrets, aws_errors
-from providers.aws.mapping import NicPlan, plan_nics, volume_type_for
+from providers.aws.mapping import NicPlan, plan_nics, volume_params, volume_type_for
 from providers.aws.session import AwsClients
 
 ROOT_DEVICE = "/dev/xvda"
@@ -90,6 +90,7 @@ def register_image(
     """Register (or find) the AMI whose root is the boot disk's snapshot; returns (id, request)."""
     migration = t.migration_id(env)
     extra = {t.SOURCE_INSTANCE_TAG: export_info.name}
+    root_type = volume_type_for(env, _disk_info(export_info, boot.disk_id))
     request: dict[str, Any] = {
         "Name": _image_name(export_info, migration),
         "Description": f"Sterna migration of {export_info.name}"[:255],
@@ -104,8 +105,9 @@ def register_image(
                 "Ebs": {
                     "SnapshotId": boot.details["snapshot_id"],
                     "VolumeSize": int(boot.details["volume_size_gib"]),
-                    "VolumeType": volume_type_for(env, _disk_info(export_info, boot.disk_id)),
+                    "VolumeType": root_type,
                     "DeleteOnTermination": True,
+                    **volume_params(env, root_type),
                 },
             }
         ],
@@ -220,6 +222,7 @@ def _attach_extra(
     found = _find(clients, "volume", migration, t.ROLE_VOLUME, extra)
     ec2 = clients.ec2
     with aws_errors(f"creating the volume for disk {disk.disk_id}", secrets):
+        volume_type = volume_type_for(env, _disk_info(export_info, disk.disk_id))
         if found:
             volume = found[0]
         else:
@@ -232,7 +235,8 @@ def _attach_extra(
             volume = ec2.create_volume(
                 SnapshotId=disk.details["snapshot_id"],
                 AvailabilityZone=zone,
-                VolumeType=volume_type_for(env, _disk_info(export_info, disk.disk_id)),
+                VolumeType=volume_type,
+                **volume_params(env, volume_type),
                 TagSpecifications=t.tag_specs(["volume"], tags),
             )
         volume_id = volume["VolumeId"]

@@ -122,6 +122,13 @@ def plan_nics(
     return plans
 
 
+def volume_params(env: Mapping[str, Any], volume_type: str) -> dict[str, Any]:
+    """Extra EBS parameters a volume type needs: io1/io2 can't be created without ``Iops``."""
+    if volume_type in ("io1", "io2"):
+        return {"Iops": int(env.get("iops") or 3000)}
+    return {}
+
+
 def volume_type_for(env: Mapping[str, Any], disk: DiskInfo | None) -> str:
     """The EBS volume type for one disk according to ``storage_mappings``."""
     mappings = env.get("storage_mappings") or {}

@@ -12,76 +12,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from awshelpers import Ctx, export_info, local_bytes, make_disk, pattern, read_snapshot
 
-from core.models import DiskLocator, InstanceInfo
-from providers.aws.ebs import EbsSnapshotSource
+from core.models import DiskLocator
 from providers.aws.provider import AwsProvider
-from providers.base import TransferContext, TransferProgress
 
 BLOCK = 512 * 1024
-
-
-def make_disk(path: Path, size: int, pieces: dict[int, bytes]) -> Path:
-    """A sparse raw image of ``size`` bytes with ``pieces`` written at their offsets."""
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for offset, data in pieces.items():
-            f.seek(offset)
-            f.write(data)
-    return path
-
-
-def pattern(seed: int, length: int) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < length:
-        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest()
-        counter += 1
-    return bytes(out[:length])
-
-
-def export_info(disks: list[DiskLocator], firmware: str = "BIOS") -> InstanceInfo:
-    return InstanceInfo.model_validate(
-        {
-            "id": "vm-1",
-            "name": "web01",
-            "num_cpu": 2,
-            "memory_mb": 2048,
-            "firmware_type": firmware,
-            "devices": {
-                "disks": [{"id": d.disk_id, "size_bytes": d.size_bytes} for d in disks],
-                "nics": [{"network_name": "lan", "mac_address": "52:54:00:00:00:01"}],
-            },
-        }
-    )
-
-
-class Ctx:
-    """A TransferContext whose progress callback records calls and can fail after N blocks."""
-
-    def __init__(self, workdir: Path, checkpoint: Any = None, fail_after: int | None = None, exc: Any = None):
-        self.updates: list[TransferProgress] = []
-        self.events: list[str] = []
-        self.fail_after = fail_after
-        self.exc = exc
-        self.ctx = TransferContext(
-            workdir=workdir, progress=self.progress, checkpoint=checkpoint, event=self.events.append
-        )
-
-    async def progress(self, p: TransferProgress) -> None:
-        self.updates.append(p)
-        if self.fail_after is not None and len(self.updates) >= self.fail_after:
-            raise self.exc
-
-
-def read_snapshot(ebs: Any, snapshot_id: str, size: int) -> bytes:
-    src = EbsSnapshotSource(ebs, snapshot_id, size)
-    return src.read(0, size)
 
 
 @pytest.fixture
@@ -110,7 +50,7 @@ async def test_blocks_read_back_equal_the_imported_disk(
     ctx = Ctx(tmp_path)
     imported = await provider.import_disk(env, export_info([disk]), disk, ctx.ctx)
     snapshot_id = imported.details["snapshot_id"]
-    local = Path(disk.path or "").read_bytes()
+    local = local_bytes(disk)
 
     # Byte for byte, through ListSnapshotBlocks + GetSnapshotBlock.
     assert read_snapshot(ebs, snapshot_id, disk.size_bytes) == local
@@ -162,7 +102,7 @@ async def test_resumed_upload_skips_blocks_already_written(
     assert imported.details["changed_blocks_count"] == 4  # 2 earlier + 2 now
     snapshot_id = imported.details["snapshot_id"]
     assert any(snapshot_id in e and "resuming after 2 blocks" in e for e in second.events)
-    assert read_snapshot(ebs, snapshot_id, disk.size_bytes) == Path(disk.path or "").read_bytes()
+    assert read_snapshot(ebs, snapshot_id, disk.size_bytes) == local_bytes(disk)
 
     # A third attempt after completion reuses the finished snapshot and writes nothing.
     third = Ctx(tmp_path)
@@ -199,4 +139,3 @@ async def test_bad_local_disk_is_invalid_input(provider: AwsProvider, tmp_path: 
     missing = DiskLocator(disk_id="d", size_bytes=BLOCK, path=str(tmp_path / "nope.raw"))
     with pytest.raises(InvalidInput, match="no local raw image"):
         await provider.import_disk({}, export_info([missing]), missing, Ctx(tmp_path).ctx)
-    assert not os.path.exists(tmp_path / "nope.raw")

@@ -69,12 +69,13 @@ class _Cleaner:
         ids = sorted(instance_ids)
         if self._call(f"terminating {', '.join(ids)}", self.ec2.terminate_instances, InstanceIds=ids) is None:
             return
-        waiter = self.ec2.get_waiter("instance_terminated")
         self._call(
             "waiting for termination",
-            waiter.wait,
+            self.clients.wait,
+            waiter="instance_terminated",
+            delay=5,
+            timeout=600,
             InstanceIds=ids,
-            WaiterConfig={"Delay": 5, "MaxAttempts": 120},
         )
         self.lines.extend(f"terminated instance {i}" for i in ids)
 
@@ -92,9 +93,11 @@ class _Cleaner:
                 )
                 self._call(
                     f"waiting for volume {volume_id}",
-                    self.ec2.get_waiter("volume_available").wait,
+                    self.clients.wait,
+                    waiter="volume_available",
+                    delay=3,
+                    timeout=300,
                     VolumeIds=[volume_id],
-                    WaiterConfig={"Delay": 3, "MaxAttempts": 100},
                 )
             before = len(self.lines)
             self._call(f"deleting volume {volume_id}", self.ec2.delete_volume, VolumeId=volume_id)

@@ -125,9 +125,7 @@ def register_image(
     # and cleanup after a crash finds images only by these tags.
     with aws_errors(f"tagging image {image_id}", secrets):
         clients.ec2.create_tags(Resources=[image_id], Tags=t.tag_list(image_tags))
-        clients.ec2.get_waiter("image_available").wait(
-            ImageIds=[image_id], WaiterConfig={"Delay": 5, "MaxAttempts": 360}
-        )
+        clients.wait("image_available", delay=5, timeout=1800, ImageIds=[image_id])
     return str(image_id), request
 
 
@@ -174,9 +172,7 @@ def deploy_instance(
         with aws_errors(f"launching instance {export_info.name!r}", secrets):
             instance_id = clients.ec2.run_instances(**params)["Instances"][0]["InstanceId"]
     with aws_errors(f"waiting for instance {instance_id} to run", secrets):
-        clients.ec2.get_waiter("instance_running").wait(
-            InstanceIds=[instance_id], WaiterConfig={"Delay": 5, "MaxAttempts": 120}
-        )
+        clients.wait("instance_running", delay=5, timeout=600, InstanceIds=[instance_id])
         raw = clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     zone = raw["Placement"]["AvailabilityZone"]
     volumes = {
@@ -242,13 +238,9 @@ def _attach_extra(
         volume_id = volume["VolumeId"]
         if any(a.get("InstanceId") == instance_id for a in volume.get("Attachments", [])):
             return str(volume_id)
-        ec2.get_waiter("volume_available").wait(
-            VolumeIds=[volume_id], WaiterConfig={"Delay": 3, "MaxAttempts": 200}
-        )
+        clients.wait("volume_available", delay=3, timeout=600, VolumeIds=[volume_id])
         ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
-        ec2.get_waiter("volume_in_use").wait(
-            VolumeIds=[volume_id], WaiterConfig={"Delay": 3, "MaxAttempts": 200}
-        )
+        clients.wait("volume_in_use", delay=3, timeout=600, VolumeIds=[volume_id])
     return str(volume_id)
 
 

@@ -24,7 +24,7 @@ def instance_types(
             return _CATALOGUE[key]
     types: list[dict[str, Any]] = []
     with aws_errors("listing instance types", secrets):
-        for page in ec2.get_paginator("describe_instance_types").paginate():
+        for page in ec2.get_paginator("describe_instance_types").paginate(PaginationConfig={"PageSize": 100}):
             types.extend(page["InstanceTypes"])
     with _CACHE_LOCK:
         _CATALOGUE[key] = types

@@ -166,6 +166,4 @@ def _finish(clients: AwsClients, snapshot_id: str) -> None:
     with aws_errors(f"tagging snapshot {snapshot_id}", secrets):
         clients.ec2.create_tags(Resources=[snapshot_id], Tags=t.tag_list({t.UPLOAD_TAG: t.UPLOAD_COMPLETE}))
     with aws_errors(f"waiting for snapshot {snapshot_id} to complete", secrets):
-        clients.ec2.get_waiter("snapshot_completed").wait(
-            SnapshotIds=[snapshot_id], WaiterConfig={"Delay": 5, "MaxAttempts": 720}
-        )
+        clients.wait("snapshot_completed", delay=5, timeout=3600, SnapshotIds=[snapshot_id])

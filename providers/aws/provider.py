@@ -95,6 +95,8 @@ class AwsProvider(
     TARGET_PLATFORM = "aws"
     #: seconds between status polls in ``verify_boot``
     boot_poll_interval: ClassVar[float] = 10.0
+    #: if set, overrides every waiter's poll delay and the boot poll interval (for fast peers)
+    poll_delay: ClassVar[float | None] = None
 
     def __init__(self, connection_info: Mapping[str, Any]) -> None:
         super().__init__(connection_info)
@@ -111,7 +113,9 @@ class AwsProvider(
                 self._conn = AwsConnection.from_info(self.connection_info)
             region = str((env or {}).get("region") or self._conn.region)
             if region not in self._by_region:
-                self._by_region[region] = AwsClients(self._conn, region)
+                clients = AwsClients(self._conn, region)
+                clients.poll_delay = self.poll_delay
+                self._by_region[region] = clients
             return self._by_region[region]
 
     @classmethod
@@ -226,7 +230,9 @@ class AwsProvider(
         return deploy.deploy_instance(self._clients(env), env, export_info, disks)
 
     def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
-        return deploy.verify_boot(self._clients(env), deployed, timeout, poll=self.boot_poll_interval)
+        return deploy.verify_boot(
+            self._clients(env), deployed, timeout, poll=self.poll_delay or self.boot_poll_interval
+        )
 
     def cleanup(
         self,

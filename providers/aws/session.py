@@ -138,6 +138,8 @@ class AwsClients:
     def __init__(self, conn: AwsConnection, region: str | None = None) -> None:
         self.conn = conn
         self.region = region or conn.region
+        #: overrides every waiter's poll delay (tests against moto, where state changes at once)
+        self.poll_delay: float | None = None
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._session = self._make_session()
@@ -185,6 +187,12 @@ class AwsClients:
                     config=self._config,
                 )
             return self._clients[service]
+
+    def wait(self, waiter: str, *, delay: float, timeout: float, **kwargs: Any) -> None:
+        """Run an EC2 waiter for up to ``timeout`` seconds, polling every ``delay`` (or ``poll_delay``)."""
+        step = self.poll_delay if self.poll_delay is not None else delay
+        attempts = max(1, int(timeout / max(step, 0.01)))
+        self.ec2.get_waiter(waiter).wait(**kwargs, WaiterConfig={"Delay": step, "MaxAttempts": attempts})
 
     @property
     def ec2(self) -> Any:

@@ -33,9 +33,7 @@ def shutdown_instance(clients: AwsClients, instance: str) -> None:
         return
     with aws_errors(f"stopping instance {raw['InstanceId']}", clients.conn.secrets):
         clients.ec2.stop_instances(InstanceIds=[raw["InstanceId"]])
-        clients.ec2.get_waiter("instance_stopped").wait(
-            InstanceIds=[raw["InstanceId"]], WaiterConfig={"Delay": 5, "MaxAttempts": 120}
-        )
+        clients.wait("instance_stopped", delay=5, timeout=600, InstanceIds=[raw["InstanceId"]])
 
 
 def _still_there(clients: AwsClients, snapshot: SourceSnapshot) -> bool:
@@ -83,9 +81,11 @@ def snapshot_instance(
                 )
             )
         with aws_errors("waiting for the source snapshots", secrets):
-            ec2.get_waiter("snapshot_completed").wait(
+            clients.wait(
+                "snapshot_completed",
+                delay=10,
+                timeout=10800,
                 SnapshotIds=[d.details["snapshot_id"] for d in disks],
-                WaiterConfig={"Delay": 10, "MaxAttempts": 1080},
             )
         snap = SourceSnapshot(
             instance=instance,

@@ -64,6 +64,12 @@ def conn_info(moto_url: str) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto changes state at once; poll it every 50 ms instead of AWS' seconds."""
+    monkeypatch.setattr(AwsProvider, "poll_delay", 0.05)
+
+
 @pytest.fixture
 def provider(conn_info: dict[str, Any]) -> AwsProvider:
     return AwsProvider(conn_info)

@@ -64,13 +64,12 @@ def env(subnet: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_instance_runs_with_mapped_type_subnet_and_tags(
-    provider: AwsProvider,
-    ec2: Any,
-    subnet: dict[str, Any],
-    env: dict[str, Any],
-    recorder: Any,
-    tmp_path: Path,
+    provider: AwsProvider, ec2: Any, env: dict[str, Any], recorder: Any, tmp_path: Path
 ) -> None:
+    subnet = {
+        "SubnetId": env["network_map"]["lan"]["subnet_id"],
+        "GroupId": env["network_map"]["lan"]["security_group_ids"][0],
+    }
     info, imported = await import_two_disks(provider, env, tmp_path, firmware="EFI")
     provider.validate_destination(env, info)
 
@@ -173,7 +172,7 @@ async def test_smallest_fitting_type_when_no_flavor(
     # No fitting current-generation x86 type in moto's catalogue has less memory.
     fits = [
         t
-        for page in ec2.get_paginator("describe_instance_types").paginate()
+        for page in ec2.get_paginator("describe_instance_types").paginate(PaginationConfig={"PageSize": 100})
         for t in page["InstanceTypes"]
         if t["VCpuInfo"]["DefaultVCpus"] >= 4
         and t["MemoryInfo"]["SizeInMiB"] >= 10_000

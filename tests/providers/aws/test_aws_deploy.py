@@ -184,7 +184,7 @@ async def test_smallest_fitting_type_when_no_flavor(
 
 
 def test_smallest_fit_prefers_less_memory_then_fewer_cpus() -> None:
-    catalogue = [
+    catalogue: list[dict[str, Any]] = [
         {"InstanceType": "big.2x", "VCpuInfo": {"DefaultVCpus": 8}, "MemoryInfo": {"SizeInMiB": 32768}},
         {"InstanceType": "c.large", "VCpuInfo": {"DefaultVCpus": 4}, "MemoryInfo": {"SizeInMiB": 8192},
          "SupportedBootModes": ["legacy-bios", "uefi"]},

@@ -9,7 +9,7 @@ from core.models import NetworkInfo, OptionValues, StorageBackend, StorageInfo
 from providers.aws import flavors
 from providers.aws.errors import aws_errors
 from providers.aws.mapping import DEFAULT_VOLUME_TYPE, VOLUME_TYPES
-from providers.aws.session import AwsClients, AwsConnection
+from providers.aws.session import AwsClients
 from providers.aws.tags import as_dict
 
 # DescribeRegions is asked in a region the partition surely has, because an unknown
@@ -24,9 +24,10 @@ def probe_region(region: str) -> str:
     return "us-east-1"
 
 
-def regions(conn: AwsConnection) -> dict[str, str]:
+def regions(clients: AwsClients) -> dict[str, str]:
     """Region name -> opt-in status, as the account sees them (also checks the credentials)."""
-    probe = AwsClients(conn, probe_region(conn.region))
+    conn = clients.conn
+    probe = clients.in_region(probe_region(clients.region))
     with aws_errors(f"listing regions (checking the credentials) via {probe.region}", conn.secrets):
         found = probe.ec2.describe_regions(AllRegions=True)["Regions"]
     return {r["RegionName"]: r.get("OptInStatus", "opt-in-not-required") for r in found}
@@ -35,7 +36,7 @@ def regions(conn: AwsConnection) -> dict[str, str]:
 def validate_connection(clients: AwsClients) -> None:
     """Credentials work, the region exists and is enabled, and EC2 answers in it."""
     conn = clients.conn
-    known = regions(conn)
+    known = regions(clients)
     if clients.region not in known:
         raise InvalidInput(f"unknown AWS region {clients.region!r}")
     if known[clients.region] == "not-opted-in":
@@ -82,7 +83,7 @@ def _security_groups(clients: AwsClients) -> list[dict[str, str]]:
 def options(clients: AwsClients, destination: bool) -> list[OptionValues]:
     """Coriolis option listings for the destination (or source) environment."""
     conn, secrets = clients.conn, clients.conn.secrets
-    region_names = sorted(n for n, s in regions(conn).items() if s != "not-opted-in")
+    region_names = sorted(n for n, s in regions(clients).items() if s != "not-opted-in")
     subnets = [
         {
             "id": s["SubnetId"],

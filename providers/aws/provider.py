@@ -101,7 +101,7 @@ class AwsProvider(
     def __init__(self, connection_info: Mapping[str, Any]) -> None:
         super().__init__(connection_info)
         self._lock = threading.Lock()
-        self._by_region: dict[str, AwsClients] = {}
+        self._root: AwsClients | None = None
         self._conn: AwsConnection | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -111,12 +111,11 @@ class AwsProvider(
         with self._lock:
             if self._conn is None:
                 self._conn = AwsConnection.from_info(self.connection_info)
-            region = str((env or {}).get("region") or self._conn.region)
-            if region not in self._by_region:
-                clients = AwsClients(self._conn, region)
-                clients.poll_delay = self.poll_delay
-                self._by_region[region] = clients
-            return self._by_region[region]
+            if self._root is None:
+                self._root = AwsClients(self._conn)
+                self._root.poll_delay = self.poll_delay
+        region = str((env or {}).get("region") or self._conn.region)
+        return self._root.in_region(region)
 
     @classmethod
     def connection_info_schema(cls) -> dict[str, Any]:

@@ -135,14 +135,20 @@ class AwsClients:
     boto3 clients are thread-safe (sessions are not), so the disk copier's threads share them.
     """
 
-    def __init__(self, conn: AwsConnection, region: str | None = None) -> None:
+    def __init__(
+        self, conn: AwsConnection, region: str | None = None, *, _share: AwsClients | None = None
+    ) -> None:
         self.conn = conn
         self.region = region or conn.region
         #: overrides every waiter's poll delay (tests against moto, where state changes at once)
         self.poll_delay: float | None = None
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._session = self._make_session()
+        # Siblings share one boto3 session: its loaded service models (seconds of JSON
+        # parsing for EC2) and its assumed-role credentials.
+        self._session: boto3.Session = _share._session if _share else self._make_session()
+        self._siblings: dict[str, AwsClients] = _share._siblings if _share else {}
+        self._siblings.setdefault(self.region, self)
         self._config = Config(
             retries={"mode": "standard", "max_attempts": 5},
             connect_timeout=15,
@@ -187,6 +193,14 @@ class AwsClients:
                     config=self._config,
                 )
             return self._clients[service]
+
+    def in_region(self, region: str) -> AwsClients:
+        """Clients for another region, sharing this one's session."""
+        with self._lock:
+            if region not in self._siblings:
+                sibling = AwsClients(self.conn, region, _share=self)
+                sibling.poll_delay = self.poll_delay
+            return self._siblings[region]
 
     def wait(self, waiter: str, *, delay: float, timeout: float, **kwargs: Any) -> None:
         """Run an EC2 waiter for up to ``timeout`` seconds, polling every ``delay`` (or ``poll_delay``)."""

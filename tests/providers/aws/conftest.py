@@ -17,6 +17,9 @@ import os
 import tempfile
 
 # The recorder's file is chosen when moto is imported; keep it out of the working tree.
+# moto's catalogue of ~1300 public AMIs (and their snapshots) is rebuilt after every reset
+# and is of no use here: the tests register their own images.
+os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
 os.environ.setdefault(
     "MOTO_RECORDER_FILEPATH", os.path.join(tempfile.mkdtemp(prefix="moto-rec-"), "rec.jsonl")
 )

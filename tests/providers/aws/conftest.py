@@ -36,6 +36,7 @@ import boto3
 import pytest
 import requests
 from moto.ebs.models import EBSSnapshot, ebs_backends
+from moto.ec2.models import ec2_backends
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2VolumeBackend
 from moto.server import ThreadedMotoServer
 
@@ -118,8 +119,16 @@ class GuestVolumes:
 
     def capture(self, backend: Any, volume_id: str, snapshot: Any) -> None:
         data = self.contents.get(volume_id)
-        if data is None:
-            return
+        if data is not None:
+            self.fill(backend, snapshot, data)
+
+    def fill_snapshot(self, snapshot_id: str, data: bytes, account: str = "123456789012") -> None:
+        """Give an existing snapshot (e.g. the one moto made for an AMI) readable blocks."""
+        backend = ec2_backends[account][REGION]
+        self.fill(backend, backend.snapshots[snapshot_id], data)
+
+    @staticmethod
+    def fill(backend: Any, snapshot: Any, data: bytes) -> None:
         ebs_snap = EBSSnapshot(account_id=backend.account_id, snapshot=snapshot)
         ebs_snap.block_size = BLOCK  # what AWS reports (moto says 512)
         ebs_snap.status = "completed"

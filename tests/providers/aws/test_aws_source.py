@@ -111,6 +111,25 @@ def test_source_snapshot_reads_back_guest_bytes(
     assert ec2.describe_snapshots(OwnerIds=["self"], Filters=mine)["Snapshots"] == []
 
 
+def test_template_disks_are_read_in_place_and_never_deleted(
+    provider: AwsProvider, ec2: Any, guest_volumes: Any, base_image: str, tmp_path: Path
+) -> None:
+    # moto gives every AMI a 15 GiB stand-in snapshot; here it gets guest bytes to read.
+    image = ec2.describe_images(ImageIds=[base_image])["Images"][0]
+    snapshot_id = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    data = b"template!" * 100_000
+    guest_volumes.fill_snapshot(snapshot_id, data)
+
+    snap = provider.snapshot_instance({"migration_id": "mig-tpl"}, base_image, tmp_path / "work")
+    assert [d.details["snapshot_id"] for d in snap.disks] == [snapshot_id]
+    assert snap.disks[0].size_bytes == 15 * GiB
+    source = provider.open_disk(snap, snap.disks[0])
+    assert source.read(0, len(data)) == data
+
+    provider.delete_snapshot(snap)
+    assert ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]  # the AMI's own: kept
+
+
 def test_templates_are_amis(provider: AwsProvider, ec2: Any, base_image: str) -> None:
     launch(ec2, base_image, "vm-a")
     listing = {i.name: i for i in provider.list_instances({})}

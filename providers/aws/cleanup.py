@@ -18,11 +18,6 @@ from providers.aws.errors import aws_errors, error_code
 from providers.aws.session import AwsClients
 
 
-def _tagged(clients: AwsClients, migration: str | None, role: str) -> Mapping[str, Any]:
-    flt = t.filters({t.MIGRATION_TAG: migration or "", t.ROLE_TAG: role})
-    return {"Filters": flt}
-
-
 class _Cleaner:
     def __init__(self, clients: AwsClients, migration: str | None) -> None:
         self.clients = clients
@@ -45,7 +40,7 @@ class _Cleaner:
     def tagged_ids(self, kind: str, role: str) -> list[str]:
         if not self.migration:
             return []
-        kw = _tagged(self.clients, self.migration, role)
+        kw: dict[str, Any] = {"Filters": t.filters({t.MIGRATION_TAG: self.migration, t.ROLE_TAG: role})}
         if kind == "instance":
             kw["Filters"].append(
                 {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}

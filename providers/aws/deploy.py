@@ -7,6 +7,7 @@ launches a second instance.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Mapping
@@ -146,6 +147,8 @@ def deploy_instance(
     secrets = clients.conn.secrets
     migration = t.migration_id(env)
     boot, extras = _order_disks(export_info, disks)
+    if len(extras) > len(EXTRA_DEVICES):
+        raise InvalidInput(f"{export_info.name!r} has more than {len(EXTRA_DEVICES) + 1} disks")
     plans = plan_nics(clients.ec2, env, export_info, secrets)
     instance_type = choose_instance_type(clients, env, export_info)
     image_id, image_request = register_image(clients, env, export_info, boot)
@@ -169,6 +172,11 @@ def deploy_instance(
         }
         if env.get("keypair_name"):
             params["KeyName"] = env["keypair_name"]
+        if migration:
+            # AWS' idempotency token covers the window in which a retry can't see the
+            # instance yet (DescribeInstances is eventually consistent).
+            token = hashlib.sha256(f"{migration}/{export_info.name}".encode()).hexdigest()
+            params["ClientToken"] = token[:64]
         with aws_errors(f"launching instance {export_info.name!r}", secrets):
             instance_id = clients.ec2.run_instances(**params)["Instances"][0]["InstanceId"]
     with aws_errors(f"waiting for instance {instance_id} to run", secrets):
@@ -181,8 +189,6 @@ def deploy_instance(
         )
         for d, dev in zip(extras, EXTRA_DEVICES, strict=False)
     }
-    if len(extras) > len(EXTRA_DEVICES):
-        raise InvalidInput(f"{export_info.name!r} has more than {len(EXTRA_DEVICES) + 1} disks")
     return DeployedInstance(
         instance=export_info.name,
         id=instance_id,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from core.errors import NotFound
 from core.models import (
     DeployedInstance,
     DiskLocator,
@@ -178,7 +179,7 @@ class AwsProvider(
             return instances.image_info(instances.describe_image_raw(clients.ec2, instance, secrets))
         try:
             raw = instances.describe_instance_raw(clients.ec2, instance, secrets)
-        except Exception:
+        except NotFound:
             if instance.startswith("i-"):
                 raise
             return instances.image_info(instances.describe_image_raw(clients.ec2, instance, secrets))
@@ -198,10 +199,11 @@ class AwsProvider(
         return source.snapshot_instance(clients, env, instance, workdir)
 
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
-        return source.open_disk(self._clients(), disk)
+        # The snapshot lives in the region it was taken in, which env may have overridden.
+        return source.open_disk(self._clients({"region": snapshot.details.get("region")}), disk)
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
-        source.delete_snapshot(self._clients(), snapshot)
+        source.delete_snapshot(self._clients({"region": snapshot.details.get("region")}), snapshot)
 
     # -- destination ------------------------------------------------------------------------
 

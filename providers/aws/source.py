@@ -60,11 +60,18 @@ def snapshot_instance(
         image = describe_image_raw(ec2, instance, secrets)
         info = image_info(image)
         disks = [
-            DiskLocator(disk_id=d.id, size_bytes=d.size_bytes, details={"snapshot_id": d.id, "owned": False})
+            DiskLocator(
+                disk_id=d.id,
+                size_bytes=d.size_bytes,
+                details={"snapshot_id": d.id, "owned": False, "region": clients.region},
+            )
             for d in info.devices.disks
         ]
         snap = SourceSnapshot(
-            instance=instance, snapshot_id=image["ImageId"], disks=disks, details={"image": True}
+            instance=instance,
+            snapshot_id=image["ImageId"],
+            disks=disks,
+            details={"image": True, "region": clients.region},
         )
     else:
         raw = describe_instance_raw(ec2, instance, secrets)
@@ -77,7 +84,7 @@ def snapshot_instance(
                 DiskLocator(
                     disk_id=disk.id,
                     size_bytes=disk.size_bytes,
-                    details={"snapshot_id": snapshot_id, "owned": True},
+                    details={"snapshot_id": snapshot_id, "owned": True, "region": clients.region},
                 )
             )
         with aws_errors("waiting for the source snapshots", secrets):
@@ -91,7 +98,7 @@ def snapshot_instance(
             instance=instance,
             snapshot_id=",".join(d.details["snapshot_id"] for d in disks),
             disks=disks,
-            details={"instance_id": raw["InstanceId"], "image": False},
+            details={"instance_id": raw["InstanceId"], "image": False, "region": clients.region},
         )
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps(snap.model_dump()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,6 +66,9 @@ class EbsSnapshotSource(DiskSource):
         self._secrets = tuple(secrets)
         self._lock = threading.Lock()
         self._tokens: dict[int, str] | None = None
+        # A few recent blocks: a reader whose chunks don't line up with 512 KiB would
+        # otherwise fetch the block they share twice.
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
         #: GetSnapshotBlock calls made (for tests and progress messages)
         self.blocks_fetched = 0
 
@@ -99,6 +103,17 @@ class EbsSnapshotSource(DiskSource):
         tokens = self._block_tokens()
         if index not in tokens:
             return _ZERO_BLOCK
+        with self._lock:
+            if index in self._recent:
+                return self._recent[index]
+        data = self._fetch(index, tokens)
+        with self._lock:
+            self._recent[index] = data
+            while len(self._recent) > 8:
+                self._recent.popitem(last=False)
+        return data
+
+    def _fetch(self, index: int, tokens: dict[int, str]) -> bytes:
         action = f"reading block {index} of snapshot {self.snapshot_id}"
         try:
             with aws_errors(action, self._secrets):
@@ -116,7 +131,8 @@ class EbsSnapshotSource(DiskSource):
                     )
                 data = bytes(resp["BlockData"].read())
         finally:
-            self.blocks_fetched += 1
+            with self._lock:
+                self.blocks_fetched += 1
         checksum = resp.get("Checksum")
         if checksum and resp.get("ChecksumAlgorithm", "SHA256") == "SHA256" and sha256_b64(data) != checksum:
             raise IntegrityError(f"{action}: SHA-256 mismatch")

@@ -139,3 +139,32 @@ async def test_bad_local_disk_is_invalid_input(provider: AwsProvider, tmp_path: 
     missing = DiskLocator(disk_id="d", size_bytes=BLOCK, path=str(tmp_path / "nope.raw"))
     with pytest.raises(InvalidInput, match="no local raw image"):
         await provider.import_disk({}, export_info([missing]), missing, Ctx(tmp_path).ctx)
+
+
+def test_reader_rejects_a_block_whose_checksum_does_not_match(ebs: Any) -> None:
+    # moto stores a wrong checksum without complaint (real AWS refuses the put), which lets
+    # this test show the reader's own end-to-end check.
+    from core.errors import IntegrityError
+    from providers.aws.ebs import EbsSnapshotSource, sha256_b64
+
+    snapshot_id = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    good, bad = pattern(7, BLOCK), pattern(8, BLOCK)
+    for index, data, checksum in ((0, good, sha256_b64(good)), (3, bad, sha256_b64(good))):
+        ebs.put_snapshot_block(
+            SnapshotId=snapshot_id,
+            BlockIndex=index,
+            BlockData=data,
+            DataLength=BLOCK,
+            Checksum=checksum,
+            ChecksumAlgorithm="SHA256",
+        )
+    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=2)
+
+    source = EbsSnapshotSource(ebs, snapshot_id, 4 * BLOCK)
+    assert [(e.offset, e.length) for e in source.extents()] == [(0, BLOCK), (3 * BLOCK, BLOCK)]
+    # Reads that straddle block boundaries fetch each block once.
+    assert source.read(BLOCK - 10, 20) == good[-10:] + bytes(10)
+    assert source.read(0, 100) == good[:100]
+    assert source.blocks_fetched == 1
+    with pytest.raises(IntegrityError, match=r"block 3 .*SHA-256 mismatch"):
+        source.read(3 * BLOCK, 10)

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from awshelpers import Ctx, export_info, local_bytes, make_disk, pattern, read_snapshot
 
+from core.errors import IntegrityError, InvalidInput
 from core.models import DiskLocator
+from providers.aws.ebs import EbsSnapshotSource, sha256_b64
 from providers.aws.provider import AwsProvider
 
 BLOCK = 512 * 1024
@@ -134,8 +136,6 @@ async def test_cancel_mid_upload_leaves_nothing_behind(
 
 
 async def test_bad_local_disk_is_invalid_input(provider: AwsProvider, tmp_path: Path) -> None:
-    from core.errors import InvalidInput
-
     missing = DiskLocator(disk_id="d", size_bytes=BLOCK, path=str(tmp_path / "nope.raw"))
     with pytest.raises(InvalidInput, match="no local raw image"):
         await provider.import_disk({}, export_info([missing]), missing, Ctx(tmp_path).ctx)
@@ -144,9 +144,6 @@ async def test_bad_local_disk_is_invalid_input(provider: AwsProvider, tmp_path: 
 def test_reader_rejects_a_block_whose_checksum_does_not_match(ebs: Any) -> None:
     # moto stores a wrong checksum without complaint (real AWS refuses the put), which lets
     # this test show the reader's own end-to-end check.
-    from core.errors import IntegrityError
-    from providers.aws.ebs import EbsSnapshotSource, sha256_b64
-
     snapshot_id = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
     good, bad = pattern(7, BLOCK), pattern(8, BLOCK)
     for index, data, checksum in ((0, good, sha256_b64(good)), (3, bad, sha256_b64(good))):

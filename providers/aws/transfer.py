@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import InvalidInput
 from diskio.base import DiskSource, DiskTarget, Extent
 from providers.base import TransferProgress
 
@@ -109,8 +110,10 @@ async def copy_blocks(
     bandwidth_limit: int | None = None,
 ) -> CopyStats:
     """Copy ``src``'s allocated blocks to ``dst``; resumable through ``checkpoint``."""
+    if src.size > dst.size:
+        raise InvalidInput(f"the source disk ({src.size} bytes) does not fit the target ({dst.size} bytes)")
     block = max(dst.granularity, dst.alignment)
-    size = min(src.size, dst.size)
+    size = src.size
     pieces = aligned_blocks(await asyncio.to_thread(src.extents), block, size)
     done = merge_ranges([tuple(r) for r in checkpoint or []])  # type: ignore[misc]
     stats = CopyStats(blocks_total=len(pieces), bytes_total=sum(e - s for s, e in pieces))

@@ -80,7 +80,7 @@ async def import_disk(
         ctx.event(f"disk {disk.disk_id}: snapshot {existing['SnapshotId']} was already uploaded")
         return _imported(disk, existing["SnapshotId"], int(existing["VolumeSize"]), reused=True)
 
-    checkpoint = list(ctx.checkpoint or []) if existing else []
+    checkpoint = [(int(r[0]), int(r[1])) for r in ctx.checkpoint or []] if existing else []
     if existing:
         snapshot_id = existing["SnapshotId"]
         gib = int(existing["VolumeSize"])

@@ -115,7 +115,8 @@ async def copy_blocks(
     block = max(dst.granularity, dst.alignment)
     size = src.size
     pieces = aligned_blocks(await asyncio.to_thread(src.extents), block, size)
-    done = merge_ranges([tuple(r) for r in checkpoint or []])  # type: ignore[misc]
+    # Checkpoints come back from Temporal heartbeat details as JSON lists, not tuples.
+    done = merge_ranges([(int(r[0]), int(r[1])) for r in checkpoint or []])
     stats = CopyStats(blocks_total=len(pieces), bytes_total=sum(e - s for s, e in pieces))
     started = time.monotonic()
     sent = 0

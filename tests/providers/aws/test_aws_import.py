@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,9 @@ async def test_resumed_upload_skips_blocks_already_written(
     # Blocks 0, 1 (zero) and 2 were done before the crash: two of them were written.
     assert checkpoint == [(0, 3 * BLOCK)]
 
-    # A fresh provider (a new worker process) resumes from the heartbeat's checkpoint.
-    second = Ctx(tmp_path, checkpoint=checkpoint)
+    # A fresh provider (a new worker process) resumes from the heartbeat's checkpoint,
+    # which comes back from Temporal as JSON.
+    second = Ctx(tmp_path, checkpoint=json.loads(json.dumps(checkpoint)))
     imported = await AwsProvider(provider.connection_info).import_disk(env, info, disk, second.ctx)
 
     assert imported.details["blocks_from_checkpoint"] == 3

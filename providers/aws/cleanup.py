@@ -61,8 +61,13 @@ class _Cleaner:
     def terminate(self, instance_ids: set[str]) -> None:
         if not instance_ids:
             return
-        ids = sorted(instance_ids)
-        if self._call(f"terminating {', '.join(ids)}", self.ec2.terminate_instances, InstanceIds=ids) is None:
+        # One call per instance: a single unknown id would fail a batched call for all of them.
+        ids = [
+            i
+            for i in sorted(instance_ids)
+            if self._call(f"terminating {i}", self.ec2.terminate_instances, InstanceIds=[i]) is not None
+        ]
+        if not ids:
             return
         self._call(
             "waiting for termination",

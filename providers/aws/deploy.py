@@ -13,11 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from core.errors import InvalidInput, ProviderError
 from core.models import DeployedInstance, ImportedDisk, InstanceInfo
 from providers.aws import flavors
 from providers.aws import tags as t
-from providers.aws.errors import Secrets, aws_errors
+from providers.aws.errors import Secrets, aws_errors, error_code
 from providers.aws.mapping import NicPlan, plan_nics, volume_params, volume_type_for
 from providers.aws.session import AwsClients
 
@@ -119,9 +121,16 @@ def register_image(
     image_tags = {"Name": request["Name"], t.MIGRATION_TAG: migration, t.ROLE_TAG: t.ROLE_IMAGE, **extra}
     secrets = clients.conn.secrets
     with aws_errors(f"registering an image for {export_info.name!r}", secrets):
-        image_id = clients.ec2.register_image(
-            **request, TagSpecifications=t.tag_specs(["image"], image_tags)
-        )["ImageId"]
+        try:
+            image_id = clients.ec2.register_image(
+                **request, TagSpecifications=t.tag_specs(["image"], image_tags)
+            )["ImageId"]
+        except ClientError as exc:
+            # An attempt that crashed before tagging left an image under our (per-migration) name.
+            if error_code(exc) != "InvalidAMIName.Duplicate":
+                raise
+            named = [{"Name": "name", "Values": [request["Name"]]}]
+            image_id = clients.ec2.describe_images(Owners=["self"], Filters=named)["Images"][0]["ImageId"]
     # Tag again: some AWS-compatible clouds (and moto) drop TagSpecifications on RegisterImage,
     # and cleanup after a crash finds images only by these tags.
     with aws_errors(f"tagging image {image_id}", secrets):

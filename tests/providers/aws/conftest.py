@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import tempfile
 
-# The recorder's file is chosen when moto is imported; keep it out of the working tree.
 # moto's catalogue of ~1300 public AMIs (and their snapshots) is rebuilt after every reset
 # and is of no use here: the tests register their own images.
 os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+# The recorder's file is chosen when moto is imported; keep it out of the working tree
+# (the session fixture removes it).
 os.environ.setdefault(
     "MOTO_RECORDER_FILEPATH", os.path.join(tempfile.mkdtemp(prefix="moto-rec-"), "rec.jsonl")
 )
@@ -28,6 +29,7 @@ import base64
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -54,6 +56,9 @@ def moto_url() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+    rec_dir = os.path.dirname(os.environ["MOTO_RECORDER_FILEPATH"])
+    if os.path.basename(rec_dir).startswith("moto-rec-"):
+        shutil.rmtree(rec_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""Tags that mark what Sterna created, so that cleanup finds it even after a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+MIGRATION_TAG = "sterna:migration-id"
+ROLE_TAG = "sterna:role"
+DISK_TAG = "sterna:disk-id"
+SOURCE_INSTANCE_TAG = "sterna:source-instance"
+UPLOAD_TAG = "sterna:upload"
+
+# Values of ROLE_TAG. Destination cleanup only touches the destination roles, so that an
+# AWS-to-AWS migration never deletes the source side's snapshots from the wrong place.
+ROLE_IMPORT_SNAPSHOT = "import-snapshot"
+ROLE_IMAGE = "image"
+ROLE_INSTANCE = "instance"
+ROLE_VOLUME = "volume"
+ROLE_SOURCE_SNAPSHOT = "source-snapshot"
+DESTINATION_ROLES = (ROLE_IMPORT_SNAPSHOT, ROLE_IMAGE, ROLE_INSTANCE, ROLE_VOLUME)
+
+UPLOAD_IN_PROGRESS = "in-progress"
+UPLOAD_COMPLETE = "complete"
+
+
+def migration_id(env: Mapping[str, Any]) -> str | None:
+    """The migration id the activity put into ``env`` (``None`` outside a migration)."""
+    value = env.get("migration_id")
+    return str(value) if value else None
+
+
+def tag_list(tags: Mapping[str, str | None]) -> list[dict[str, str]]:
+    """AWS ``[{"Key":..,"Value":..}]`` form, dropping unset values."""
+    return [{"Key": k, "Value": str(v)[:256]} for k, v in tags.items() if v is not None]
+
+
+def tag_specs(resource_types: list[str], tags: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """``TagSpecifications`` for the given resource types."""
+    items = tag_list(tags)
+    return [{"ResourceType": rt, "Tags": items} for rt in resource_types]
+
+
+def filters(tags: Mapping[str, str | list[str]]) -> list[dict[str, Any]]:
+    """``Filters`` matching resources by tag values."""
+    return [{"Name": f"tag:{k}", "Values": v if isinstance(v, list) else [v]} for k, v in tags.items()]
+
+
+def as_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    """AWS tag list to a dict."""
+    return {t["Key"]: t["Value"] for t in tags or []}

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awshelpers import Ctx, export_info, make_disk, pattern
 
 from core.errors import ProviderError
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
 from providers.aws import flavors
 from providers.aws.provider import AwsProvider
+from tests.providers.aws.awshelpers import Ctx, export_info, make_disk, pattern
 
 MiB = 1024 * 1024
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from awshelpers import Ctx, pattern
-
 from providers.aws.ebs import EbsSnapshotSource, EbsSnapshotTarget
 from providers.aws.transfer import copy_blocks
+from tests.providers.aws.awshelpers import Ctx, pattern
 
 BLOCK = 512 * 1024
 GiB = 1024**3

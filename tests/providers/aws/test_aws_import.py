@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awshelpers import Ctx, export_info, local_bytes, make_disk, pattern, read_snapshot
 
 from core.errors import IntegrityError, InvalidInput
 from core.models import DiskLocator
 from providers.aws.ebs import EbsSnapshotSource, sha256_b64
 from providers.aws.provider import AwsProvider
+from tests.providers.aws.awshelpers import Ctx, export_info, local_bytes, make_disk, pattern, read_snapshot
 
 BLOCK = 512 * 1024
 

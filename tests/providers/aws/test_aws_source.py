@@ -56,7 +56,6 @@ def launch(ec2: Any, image_id: str, name: str) -> dict[str, Any]:
     )
 
 
-@pytest.mark.skipif(MKFS is None or DEBUGFS is None, reason="needs mkfs.ext4 and debugfs (e2fsprogs)")
 def test_source_snapshot_reads_back_guest_bytes(
     provider: AwsProvider, ec2: Any, guest_volumes: Any, base_image: str, tmp_path: Path
 ) -> None:

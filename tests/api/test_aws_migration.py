@@ -1,0 +1,165 @@
+"""AWS as destination and source through the REST API, against a moto server.
+
+moto stands in for AWS here; where it is less strict (checksums, RegisterImage's mappings,
+volume contents) the provider tests in ``tests/providers/aws`` say what real AWS does.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningStack, task, wait_final, wait_for
+from tests.helpers import identical, inventories
+from tests.peers.moto import REGION, conn_info, ebs, ec2, guest_volumes, moto_url, subnet
+from tests.providers.aws.awshelpers import read_snapshot
+
+pytestmark = pytest.mark.slow
+__all__ = ["conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]
+TAG = "sterna:migration-id"
+
+
+def _mine(ec2: Any, migration_id: str) -> dict[str, list[Any]]:
+    """Everything in the account tagged with this migration."""
+    f = [{"Name": f"tag:{TAG}", "Values": [migration_id]}]
+    return {
+        "instances": [i for r in ec2.describe_instances(Filters=f)["Reservations"] for i in r["Instances"]
+                      if i["State"]["Name"] != "terminated"],
+        "images": ec2.describe_images(Owners=["self"], Filters=f)["Images"],
+        "snapshots": ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"],
+    }
+
+
+def _endpoints(api: Any, stack: RunningStack, conn: dict[str, Any]) -> tuple[str, str, Path]:
+    src, _ = inventories(stack, ["vm-a"], data_mib=8)
+    a = api.create_endpoint("inv", "local", {"path": str(src)})
+    b = api.create_endpoint("aws", "aws", conn)
+    return a["id"], b["id"], src
+
+
+def test_local_to_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any, ebs: Any,
+                      subnet: dict[str, Any]) -> None:
+    with stack.client() as api:
+        origin, dest, src = _endpoints(api, stack, conn_info)
+        m = api.create_migration(
+            origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+            destination_environment={"flavor_name": "t3.small", "keep_image": True,
+                                     "security_group_ids": [subnet["GroupId"]]},
+            network_map={"VM Network": subnet["SubnetId"]},
+        )
+        final = wait_final(api, m["id"])
+        assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+        assert conn_info["secret_access_key"] not in api.http.get(f"/migrations/{m['id']}").text
+    mine = _mine(ec2, m["id"])
+    [instance] = mine["instances"]
+    assert instance["InstanceType"] == "t3.small"
+    assert instance["SubnetId"] == subnet["SubnetId"]
+    assert {"Key": TAG, "Value": m["id"]} in instance["Tags"]
+    # moto drops RegisterImage's EnaSupport and mappings; tests/providers/aws asserts the request itself.
+    assert len(mine["images"]) == 1
+    # The imported EBS snapshot holds exactly the converted disk (raw, as AWS takes it).
+    imported = [s for s in mine["snapshots"]
+                if {"Key": "sterna:role", "Value": "import-snapshot"} in s.get("Tags", [])]
+    [snap] = imported
+    raw = (src / "vm-a" / "disk-0.raw").read_bytes()
+    assert read_snapshot(ebs, snap["SnapshotId"], len(raw)) == raw
+
+
+def test_aws_to_local_byte_for_byte(stack: RunningStack, conn_info: dict[str, Any], ec2: Any,
+                                   guest_volumes: Any, tmp_path: Path) -> None:
+    from worker.sample import build_disk
+
+    image = tmp_path / "guest.raw"
+    build_disk(image, size=64 * 1024**2, data_mib=2, seed=21)
+    ami = ec2.register_image(Name="base", RootDeviceName="/dev/sda1", VirtualizationType="hvm")["ImageId"]
+    inst = ec2.run_instances(ImageId=ami, InstanceType="t3.small", MinCount=1, MaxCount=1, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-aws"}]}])["Instances"][0]
+    guest_volumes.write(inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"], image.read_bytes())
+    _, dst = inventories(stack, [], 1)
+    with stack.client() as api:
+        a = api.create_endpoint("aws-src", "aws", conn_info)
+        b = api.create_endpoint("kvm", "local", {"path": str(dst)})
+        m = api.create_migration(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"],
+                                 instances=["web-aws"], shutdown_instances=True)
+        final = wait_final(api, m["id"])
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    [disk] = (dst / "web-aws").glob("*.qcow2")
+    # The EBS volume is 8 GiB; the guest wrote its first 64 MiB: compare against that, zero-extended.
+    expected = tmp_path / "expected.raw"
+    subprocess.run(["cp", "--sparse=always", str(image), str(expected)], check=True)
+    subprocess.run(["truncate", "-s", "8G", str(expected)], check=True)
+    assert identical(expected, disk)
+    assert _mine(ec2, m["id"])["snapshots"] == [], "source snapshots are removed after the copy"
+
+
+def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, conn_info: dict[str, Any], ec2: Any,
+                                         subnet: dict[str, Any]) -> None:
+    with stack.client() as api:
+        origin, dest, _src = _endpoints(api, stack, conn_info)
+        m = api.create_migration(
+            origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+            destination_environment={"bandwidth_limit": 1024 * 1024},
+            network_map={"VM Network": subnet["SubnetId"]},
+        )
+        wait_for(lambda: task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")["status"] == "RUNNING"
+                 and _mine(ec2, m["id"])["snapshots"], 120, 0.2, "upload under way")
+        api.cancel_migration(m["id"])
+        final = wait_final(api, m["id"], timeout=120)
+    assert final["last_execution_status"] == "CANCELED"
+    assert task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
+    assert _mine(ec2, m["id"]) == {"instances": [], "images": [], "snapshots": []}
+
+
+def test_worker_killed_mid_upload_skips_written_blocks(stack: RunningStack, conn_info: dict[str, Any],
+                                                      ec2: Any, subnet: dict[str, Any]) -> None:
+    with stack.client() as api:
+        origin, dest, _src = _endpoints(api, stack, conn_info)
+        m = api.create_migration(
+            origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+            destination_environment={"bandwidth_limit": 2 * 1024 * 1024},
+            network_map={"VM Network": subnet["SubnetId"]},
+        )
+
+        def halfway() -> bool:
+            t = task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")
+            p = t["progress_updates"]
+            return bool(p and p[-1]["total_steps"] and p[-1]["current_step"] > p[-1]["total_steps"] // 3)
+
+        wait_for(halfway, 120, 0.2, "a third of the upload")
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        stack.stack.restart("worker")
+        final = wait_final(api, m["id"], timeout=240)
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    events = [e["message"] for e in task(final, "vm-a", "IMPORT_DISKS")["events"]]
+    done = next(e for e in events if "complete (" in e)
+    counts = re.search(r"\((\d+) blocks written now, (\d+) from the checkpoint", done)
+    assert counts, events
+    written_now, from_checkpoint = int(counts.group(1)), int(counts.group(2))
+    assert from_checkpoint > 0, f"the resumed upload started over: {done}"
+    assert written_now > 0
+    print(f"resumed upload: {from_checkpoint} blocks from the checkpoint, {written_now} written after restart")
+
+
+def test_aws_endpoint_errors_are_clear(stack: RunningStack, conn_info: dict[str, Any]) -> None:
+    with stack.client() as api:
+        region = api.create_endpoint("bad-region", "aws", {**conn_info, "region": "xx-nowhere-9"})
+        result = api.validate_endpoint(region["id"])
+        assert result["valid"] is False and "xx-nowhere-9" in result["message"]
+        good = api.create_endpoint("aws-ok", "aws", conn_info)
+        assert api.validate_endpoint(good["id"])["valid"] is True
+        origin, dest, _src = _endpoints(api, stack, conn_info)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                 network_map={"VM Network": "subnet-00000000deadbeef"})
+        final = wait_final(api, m["id"])
+    assert final["last_execution_status"] == "ERROR"
+    validate = task(final, "vm-a", "VALIDATE_MIGRATION_INPUTS")
+    assert "subnet-00000000deadbeef" in (validate["exception_details"] or "")
+    assert "Traceback" not in (validate["exception_details"] or "")
+    assert REGION

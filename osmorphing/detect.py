@@ -36,21 +36,44 @@ FAMILIES = {
 
 #: files whose presence shows an agent is installed (any one is enough)
 AGENT_MARKERS: dict[str, tuple[str, ...]] = {
-    "open-vm-tools": ("/usr/bin/vmtoolsd", "/etc/vmware-tools/tools.conf", "/etc/vmware-tools",
-                      "/lib/systemd/system/open-vm-tools.service", "/usr/lib/systemd/system/vmtoolsd.service"),
-    "hyperv-daemons": ("/usr/sbin/hv_kvp_daemon", "/usr/sbin/hypervkvpd",
-                       "/usr/lib/systemd/system/hypervkvpd.service", "/lib/systemd/system/hv-kvp-daemon.service"),
+    "open-vm-tools": (
+        "/usr/bin/vmtoolsd",
+        "/etc/vmware-tools/tools.conf",
+        "/etc/vmware-tools",
+        "/lib/systemd/system/open-vm-tools.service",
+        "/usr/lib/systemd/system/vmtoolsd.service",
+    ),
+    "hyperv-daemons": (
+        "/usr/sbin/hv_kvp_daemon",
+        "/usr/sbin/hypervkvpd",
+        "/usr/lib/systemd/system/hypervkvpd.service",
+        "/lib/systemd/system/hv-kvp-daemon.service",
+    ),
     "waagent": ("/usr/sbin/waagent", "/etc/waagent.conf"),
     "cloud-init": ("/usr/bin/cloud-init", "/etc/cloud/cloud.cfg"),
-    "google-guest-agent": ("/usr/bin/google_guest_agent", "/usr/lib/systemd/system/google-guest-agent.service",
-                           "/lib/systemd/system/google-guest-agent.service"),
-    "qemu-guest-agent": ("/usr/bin/qemu-ga", "/usr/sbin/qemu-ga", "/usr/lib/systemd/system/qemu-guest-agent.service",
-                         "/lib/systemd/system/qemu-guest-agent.service"),
+    "google-guest-agent": (
+        "/usr/bin/google_guest_agent",
+        "/usr/lib/systemd/system/google-guest-agent.service",
+        "/lib/systemd/system/google-guest-agent.service",
+    ),
+    "qemu-guest-agent": (
+        "/usr/bin/qemu-ga",
+        "/usr/sbin/qemu-ga",
+        "/usr/lib/systemd/system/qemu-guest-agent.service",
+        "/lib/systemd/system/qemu-guest-agent.service",
+    ),
 }
 
 #: ELF e_machine → architecture name as libguestfs reports it
-ELF_MACHINES = {0x03: "i386", 0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0x15: "ppc64", 0xF3: "riscv64",
-                0x16: "s390x"}
+ELF_MACHINES = {
+    0x03: "i386",
+    0x3E: "x86_64",
+    0xB7: "aarch64",
+    0x28: "arm",
+    0x15: "ppc64",
+    0xF3: "riscv64",
+    0x16: "s390x",
+}
 
 
 def inspect_guest(guest: Guest, hints: dict[str, Any] | None = None) -> OsInfo:
@@ -60,9 +83,15 @@ def inspect_guest(guest: Guest, hints: dict[str, Any] | None = None) -> OsInfo:
         from osmorphing.windows import inspect_windows
 
         return inspect_windows(guest, hints)
-    if not (guest.is_dir("/etc") and (guest.exists("/etc/os-release") or guest.exists("/usr/lib/os-release")
-                                      or guest.exists("/etc/redhat-release")
-                                      or guest.exists("/etc/debian_version"))):
+    if not (
+        guest.is_dir("/etc")
+        and (
+            guest.exists("/etc/os-release")
+            or guest.exists("/usr/lib/os-release")
+            or guest.exists("/etc/redhat-release")
+            or guest.exists("/etc/debian_version")
+        )
+    ):
         return OsInfo()
     return _inspect_linux(guest, hints)
 
@@ -99,8 +128,11 @@ def _inspect_linux(guest: Guest, hints: dict[str, Any]) -> OsInfo:
         agents=[name for name, paths in AGENT_MARKERS.items() if any(guest.exists(p) for p in paths)],
         network_styles=net.styles,
         interfaces=net.interfaces,
-        package_format="deb" if guest.exists("/var/lib/dpkg/status")
-        else "rpm" if guest.is_dir("/var/lib/rpm") or guest.is_dir("/usr/lib/sysimage/rpm") else None,
+        package_format="deb"
+        if guest.exists("/var/lib/dpkg/status")
+        else "rpm"
+        if guest.is_dir("/var/lib/rpm") or guest.is_dir("/usr/lib/sysimage/rpm")
+        else None,
     )
     return info
 
@@ -118,7 +150,12 @@ def read_os_release(guest: Guest) -> dict[str, str]:
 def _legacy_distro(guest: Guest) -> str:
     if guest.is_file("/etc/redhat-release"):
         text = guest.read_text("/etc/redhat-release").lower()
-        for key, name in (("centos", "centos"), ("rocky", "rocky"), ("fedora", "fedora"), ("red hat", "rhel")):
+        for key, name in (
+            ("centos", "centos"),
+            ("rocky", "rocky"),
+            ("fedora", "fedora"),
+            ("red hat", "rhel"),
+        ):
             if key in text:
                 return name
     if guest.is_file("/etc/SuSE-release"):
@@ -158,8 +195,13 @@ def _architecture(guest: Guest) -> str:
                 machine = struct.unpack("<H", head[18:20])[0]
                 return ELF_MACHINES.get(machine, "unknown")
     for kernel in list_kernels(guest):
-        for key, arch in (("x86_64", "x86_64"), ("amd64", "x86_64"), ("aarch64", "aarch64"),
-                          ("arm64", "aarch64"), ("i686", "i386")):
+        for key, arch in (
+            ("x86_64", "x86_64"),
+            ("amd64", "x86_64"),
+            ("aarch64", "aarch64"),
+            ("arm64", "aarch64"),
+            ("i686", "i386"),
+        ):
             if key in kernel:
                 return arch
     return "unknown"

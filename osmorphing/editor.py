@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from osmorphing.errors import GuestCommandError
 from osmorphing.guest import Guest
-from osmorphing.models import Change
+from osmorphing.models import Change, ChangeAction
 
 BACKUP_ROOT = "/var/lib/sterna/backup"
 
@@ -25,8 +25,8 @@ class GuestEditor:
         if self._on_event:
             self._on_event(line)
 
-    def _record(self, path: str, action: str, detail: str) -> None:
-        change = Change(path=path, action=action, detail=detail)  # type: ignore[arg-type]
+    def _record(self, path: str, action: ChangeAction, detail: str) -> None:
+        change = Change(path=path, action=action, detail=detail)
         self.changes.append(change)
         self.event(change.line())
 
@@ -89,10 +89,15 @@ class GuestEditor:
         """Run one user script (a Coriolis ``user_scripts`` entry) and record it with its output."""
         where = "in the appliance, guest not mounted" if in_appliance else "chrooted in the guest"
         try:
-            output = self.guest.run_appliance_script(payload) if in_appliance else self.guest.run_script(payload)
+            output = (
+                self.guest.run_appliance_script(payload) if in_appliance else self.guest.run_script(payload)
+            )
         except GuestCommandError as exc:
             raise GuestCommandError(f"user script {origin} (phase {phase})", exc.output) from exc
         tail = output.strip().splitlines()[-3:]
         suffix = "" if self.guest.executes_commands else " [recorded; not executed on a directory tree]"
-        self._record(f"user script {origin}", "command",
-                     f"phase {phase}, {where}" + (f"; output: {' | '.join(tail)}" if tail else "") + suffix)
+        self._record(
+            f"user script {origin}",
+            "command",
+            f"phase {phase}, {where}" + (f"; output: {' | '.join(tail)}" if tail else "") + suffix,
+        )

@@ -23,8 +23,15 @@ def inspect_image(disk_path: str, fmt: str) -> OsInfo:
         return inspect_guest(LibguestfsGuest(session), session.hints(root))
 
 
-def morph_image(disk_path: str, fmt: str, *, target_platform: str, source_platform: str | None,
-                options: MorphOptions, on_event: Callable[[str], None] | None = None) -> MorphReport:
+def morph_image(
+    disk_path: str,
+    fmt: str,
+    *,
+    target_platform: str,
+    source_platform: str | None,
+    options: MorphOptions,
+    on_event: Callable[[str], None] | None = None,
+) -> MorphReport:
     """Make the OS on ``disk_path`` boot and get its network on ``target_platform``; modifies it in place.
 
     Synchronous (minutes under TCG); ``on_event`` receives one human line per step and per change.
@@ -38,8 +45,10 @@ def morph_image(disk_path: str, fmt: str, *, target_platform: str, source_platfo
     with ImageSession(disk_path, fmt, readonly=False) as session:
         roots = session.roots()
         if len(roots) > 1:
-            raise UnsupportedOS(f"{len(roots)} operating systems found on one disk ({', '.join(roots)}); "
-                                "multi-boot guests are not supported")
+            raise UnsupportedOS(
+                f"{len(roots)} operating systems found on one disk ({', '.join(roots)}); "
+                "multi-boot guests are not supported"
+            )
         root = roots[0]
         hints = session.hints(root)
         guest = LibguestfsGuest(session)
@@ -48,39 +57,57 @@ def morph_image(disk_path: str, fmt: str, *, target_platform: str, source_platfo
             info = inspect_guest(guest, hints)
             emit(describe(info))
         else:
-            pre_scripts = for_phase(scripts_for(options.user_scripts, "linux", options.instance_name), PRE_MOUNT)
+            pre_scripts = for_phase(
+                scripts_for(options.user_scripts, "linux", options.instance_name), PRE_MOUNT
+            )
             pre_changes: list[Change] = []
             for payload, origin in pre_scripts:
                 output = session.appliance_sh(payload)
-                change = Change(path=f"user script {origin}", action="command",
-                                detail=f"phase {PRE_MOUNT}, in the appliance, guest not mounted; output: "
-                                       + " | ".join(output.strip().splitlines()[-3:]))
+                change = Change(
+                    path=f"user script {origin}",
+                    action="command",
+                    detail=f"phase {PRE_MOUNT}, in the appliance, guest not mounted; output: "
+                    + " | ".join(output.strip().splitlines()[-3:]),
+                )
                 pre_changes.append(change)
                 emit(change.line())
             for problem in session.mount(root):
                 emit(f"warning: not mounted: {problem}")
-            report = morph_guest(guest, target_platform=target_platform, source_platform=source_platform,
-                                 options=options, on_event=on_event, hints=hints, run_pre_mount_scripts=False)
+            report = morph_guest(
+                guest,
+                target_platform=target_platform,
+                source_platform=source_platform,
+                options=options,
+                on_event=on_event,
+                hints=hints,
+                run_pre_mount_scripts=False,
+            )
             report.changes[:0] = pre_changes
             return report
     return _convert_windows(disk_path, fmt, info, target_platform, emit)
 
 
-def _convert_windows(disk_path: str, fmt: str, info: OsInfo, target_platform: str,
-                     emit: Callable[[str], None]) -> MorphReport:
+def _convert_windows(
+    disk_path: str, fmt: str, info: OsInfo, target_platform: str, emit: Callable[[str], None]
+) -> MorphReport:
     check_supported(info, target_platform)
     plan = windows_conversion_plan(info, target_platform)
     for step in plan["steps"]:
         emit(f"plan: {step}")
     if plan["missing"]:
-        raise UnsupportedOS(f"{info.friendly_name or 'Windows'} detected, but converting it on this host needs: "
-                            + "; ".join(plan["missing"]))
+        raise UnsupportedOS(
+            f"{info.friendly_name or 'Windows'} detected, but converting it on this host needs: "
+            + "; ".join(plan["missing"])
+        )
     converter = plan["converter"] or shutil.which("virt-v2v-in-place") or "virt-v2v-in-place"
     argv = [converter, "-i", "disk", "-if", fmt, disk_path]
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise GuestCommandError(argv, proc.stdout + proc.stderr)
-    change = Change(path=" ".join(argv), action="command",
-                    detail="virt-v2v in-place conversion: virtio drivers, firstboot scripts")
+    change = Change(
+        path=" ".join(argv),
+        action="command",
+        detail="virt-v2v in-place conversion: virtio drivers, firstboot scripts",
+    )
     emit(change.line())
     return MorphReport(os_info=info, target_platform=target_platform, changes=[change])

@@ -38,11 +38,15 @@ def load_guestfs() -> ModuleType:
         try:
             return importlib.import_module("guestfs")
         except ImportError as exc:
-            raise MorphingError(f"libguestfs Python bindings found in {system} but not importable: {exc}") from exc
+            raise MorphingError(
+                f"libguestfs Python bindings found in {system} but not importable: {exc}"
+            ) from exc
         finally:
             sys.path.remove(system)
-    raise MorphingError("libguestfs Python bindings are missing: install python3-guestfs "
-                        "(and run Sterna on the system Python 3.11 or a venv with --system-site-packages)")
+    raise MorphingError(
+        "libguestfs Python bindings are missing: install python3-guestfs "
+        "(and run Sterna on the system Python 3.11 or a venv with --system-site-packages)"
+    )
 
 
 class ImageSession:
@@ -72,8 +76,9 @@ class ImageSession:
         self.g = g
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         g, self.g = self.g, None
         if g is None:
             return
@@ -236,9 +241,14 @@ class LibguestfsGuest(Guest):
             return None
         target = disks[index]
         if partnum:
-            target = next((p for p in self.g.list_partitions()
-                           if self.g.part_to_dev(p) == disks[index] and self.g.part_to_partnum(p) == int(partnum)),
-                          None)
+            target = next(
+                (
+                    p
+                    for p in self.g.list_partitions()
+                    if self.g.part_to_dev(p) == disks[index] and self.g.part_to_partnum(p) == int(partnum)
+                ),
+                None,
+            )
             if target is None:
                 return None
         try:

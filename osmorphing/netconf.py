@@ -24,7 +24,10 @@ NM_DIR = "/etc/NetworkManager/system-connections"
 IFCFG_DIR = "/etc/sysconfig/network-scripts"
 WICKED_DIR = "/etc/sysconfig/network"
 NETWORKD_DIR = "/etc/systemd/network"
-UDEV_NET_RULES = ("/etc/udev/rules.d/70-persistent-net.rules", "/etc/udev/rules.d/75-persistent-net-generator.rules")
+UDEV_NET_RULES = (
+    "/etc/udev/rules.d/70-persistent-net.rules",
+    "/etc/udev/rules.d/75-persistent-net-generator.rules",
+)
 
 
 @dataclass
@@ -93,8 +96,9 @@ def parse_ifupdown(text: str, source: str) -> list[NetworkInterface]:
             if words[2] == "inet" or not any(i.name == words[1] for i in ifaces):
                 ifaces.append(current)
             continue
-        if words[0] in ("auto", "allow-hotplug", "source", "source-directory", "mapping") or \
-                words[0].startswith("allow-"):
+        if words[0] in ("auto", "allow-hotplug", "source", "source-directory", "mapping") or words[
+            0
+        ].startswith("allow-"):
             current = None
             continue
         if current is None or len(words) < 2:
@@ -120,8 +124,8 @@ def _read_netplan(guest: Guest) -> tuple[bool, list[NetworkInterface], list[str]
         except yaml.YAMLError:
             continue
         ethernets = ((doc.get("network") or {}).get("ethernets") or {}) if isinstance(doc, dict) else {}
-        for key, conf in ethernets.items():
-            conf = conf or {}
+        for key, raw_conf in ethernets.items():
+            conf = raw_conf or {}
             match = conf.get("match") or {}
             name = conf.get("set-name") or match.get("name") or key
             addrs = [str(a) for a in conf.get("addresses") or []]
@@ -131,9 +135,17 @@ def _read_netplan(guest: Guest) -> tuple[bool, list[NetworkInterface], list[str]
                     gateway = route.get("via")
             mode = "dhcp" if conf.get("dhcp4") in (True, "true", "yes") else "static" if addrs else "other"
             mac = match.get("macaddress")
-            ifaces.append(NetworkInterface(name=str(name), style="netplan", mode=mode, addresses=addrs,
-                                           gateway=gateway, mac_address=mac.lower() if mac else None,
-                                           source=path))
+            ifaces.append(
+                NetworkInterface(
+                    name=str(name),
+                    style="netplan",
+                    mode=mode,
+                    addresses=addrs,
+                    gateway=gateway,
+                    mac_address=mac.lower() if mac else None,
+                    source=path,
+                )
+            )
         if ethernets:
             files.append(path)
     return bool(paths), ifaces, files
@@ -158,17 +170,30 @@ def _read_nm(guest: Guest) -> tuple[bool, list[NetworkInterface], list[str]]:
         if ini.get("connection", "type", fallback="") not in ("ethernet", "802-3-ethernet"):
             continue
         method = ini.get("ipv4", "method", fallback="auto")
-        addrs = [v.split(",")[0] for k, v in ini.items("ipv4") if re.fullmatch(r"address\d*", k)] \
-            if ini.has_section("ipv4") else []
+        addrs = (
+            [v.split(",")[0] for k, v in ini.items("ipv4") if re.fullmatch(r"address\d*", k)]
+            if ini.has_section("ipv4")
+            else []
+        )
         gateway = ini.get("ipv4", "gateway", fallback=None)
-        for k, v in (ini.items("ipv4") if ini.has_section("ipv4") else []):
+        for k, v in ini.items("ipv4") if ini.has_section("ipv4") else []:
             if re.fullmatch(r"address\d*", k) and "," in v and not gateway:
                 gateway = v.split(",")[1]
         mac = ini.get("ethernet", "mac-address", fallback=None)
-        name = ini.get("connection", "interface-name", fallback=None) or ini.get("connection", "id", fallback="")
-        ifaces.append(NetworkInterface(
-            name=name, style="networkmanager", mode="dhcp" if method == "auto" else "static" if method == "manual"
-            else "other", addresses=addrs, gateway=gateway, mac_address=mac.lower() if mac else None, source=path))
+        name = ini.get("connection", "interface-name", fallback=None) or ini.get(
+            "connection", "id", fallback=""
+        )
+        ifaces.append(
+            NetworkInterface(
+                name=name,
+                style="networkmanager",
+                mode="dhcp" if method == "auto" else "static" if method == "manual" else "other",
+                addresses=addrs,
+                gateway=gateway,
+                mac_address=mac.lower() if mac else None,
+                source=path,
+            )
+        )
         files.append(path)
     return bool(paths), ifaces, files
 
@@ -188,13 +213,15 @@ def parse_shell_vars(text: str) -> dict[str, str]:
     return values
 
 
-def _read_sysconfig(guest: Guest, directory: str, style: str) -> tuple[bool, list[NetworkInterface], list[str]]:
+def _read_sysconfig(
+    guest: Guest, directory: str, style: str
+) -> tuple[bool, list[NetworkInterface], list[str]]:
     paths = [p for p in guest.glob(directory, prefix="ifcfg-") if guest.is_file(p)]
     ifaces: list[NetworkInterface] = []
     files: list[str] = []
     for path in paths:
         values = parse_shell_vars(guest.read_text(path))
-        name = values.get("DEVICE") or posixpath.basename(path)[len("ifcfg-"):]
+        name = values.get("DEVICE") or posixpath.basename(path)[len("ifcfg-") :]
         proto = values.get("BOOTPROTO", "").lower()
         addrs = []
         if values.get("IPADDR"):
@@ -205,12 +232,25 @@ def _read_sysconfig(guest: Guest, directory: str, style: str) -> tuple[bool, lis
                 elif values.get("NETMASK"):
                     addr += f"/{_mask_to_prefix(values['NETMASK'])}"
             addrs.append(addr)
-        mode = "dhcp" if proto.startswith("dhcp") else "static" if proto in ("static", "none", "") and addrs \
+        mode = (
+            "dhcp"
+            if proto.startswith("dhcp")
+            else "static"
+            if proto in ("static", "none", "") and addrs
             else "other"
+        )
         mac = values.get("HWADDR") or values.get("MACADDR") or values.get("LLADDR")
-        ifaces.append(NetworkInterface(name=name, style=style, mode=mode, addresses=addrs,
-                                       gateway=values.get("GATEWAY"), mac_address=mac.lower() if mac else None,
-                                       source=path))
+        ifaces.append(
+            NetworkInterface(
+                name=name,
+                style=style,
+                mode=mode,
+                addresses=addrs,
+                gateway=values.get("GATEWAY"),
+                mac_address=mac.lower() if mac else None,
+                source=path,
+            )
+        )
         if name != "lo":
             files.append(path)
             # Routes of the old interface name (RHEL route-<if>, SUSE ifroute-<if>) go with it.
@@ -252,10 +292,17 @@ def _read_networkd(guest: Guest) -> tuple[bool, list[NetworkInterface], list[str
         mac = ini.get("Match", "MACAddress", fallback=None)
         addrs = [a for a in ini.get("Network", "Address", fallback="").split() if a]
         dhcp = ini.get("Network", "DHCP", fallback="no").lower() in ("yes", "ipv4", "true", "both")
-        ifaces.append(NetworkInterface(name=name or (mac or "?"), style="systemd-networkd",
-                                       mode="dhcp" if dhcp else "static" if addrs else "other", addresses=addrs,
-                                       gateway=ini.get("Network", "Gateway", fallback=None),
-                                       mac_address=mac.lower() if mac else None, source=path))
+        ifaces.append(
+            NetworkInterface(
+                name=name or (mac or "?"),
+                style="systemd-networkd",
+                mode="dhcp" if dhcp else "static" if addrs else "other",
+                addresses=addrs,
+                gateway=ini.get("Network", "Gateway", fallback=None),
+                mac_address=mac.lower() if mac else None,
+                source=path,
+            )
+        )
         files.append(path)
     return bool(paths), ifaces, files
 
@@ -323,8 +370,16 @@ def render(style: str, nics: list[NewInterface]) -> dict[str, tuple[str, int]]:
         files[f"{NETPLAN_DIR}/50-sterna.yaml"] = (header + yaml.safe_dump(doc, sort_keys=False), 0o600)
     elif style == "networkmanager":
         for nic in nics:
-            lines = [header.strip(), "[connection]", f"id=sterna-{nic.name}", "type=ethernet",
-                     f"interface-name={nic.name}", "autoconnect=true", "", "[ipv4]"]
+            lines = [
+                header.strip(),
+                "[connection]",
+                f"id=sterna-{nic.name}",
+                "type=ethernet",
+                f"interface-name={nic.name}",
+                "autoconnect=true",
+                "",
+                "[ipv4]",
+            ]
             if nic.dhcp:
                 lines.append("method=auto")
             else:

@@ -16,13 +16,25 @@ class Platform:
 
 
 PLATFORMS: dict[str, Platform] = {
-    "kvm": Platform("kvm", ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net"),
-                    ("ConfigDrive", "OpenStack", "NoCloud", "None"), ("qemu-guest-agent",)),
+    "kvm": Platform(
+        "kvm",
+        ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net"),
+        ("ConfigDrive", "OpenStack", "NoCloud", "None"),
+        ("qemu-guest-agent",),
+    ),
     "aws": Platform("aws", ("nvme", "ena", "xen_blkfront", "xen_netfront"), ("Ec2", "None"), ()),
-    "azure": Platform("azure", ("hv_vmbus", "hv_storvsc", "hv_netvsc", "hv_utils"), ("Azure", "None"),
-                      ("waagent", "hyperv-daemons")),
-    "gcp": Platform("gcp", ("virtio_pci", "virtio_scsi", "virtio_net", "gve", "nvme"), ("GCE", "None"),
-                    ("google-guest-agent",)),
+    "azure": Platform(
+        "azure",
+        ("hv_vmbus", "hv_storvsc", "hv_netvsc", "hv_utils"),
+        ("Azure", "None"),
+        ("waagent", "hyperv-daemons"),
+    ),
+    "gcp": Platform(
+        "gcp",
+        ("virtio_pci", "virtio_scsi", "virtio_net", "gve", "nvme"),
+        ("GCE", "None"),
+        ("google-guest-agent",),
+    ),
 }
 
 #: agents that tie a guest to a *source* platform (removed when leaving it)

@@ -27,13 +27,17 @@ def _entries(value: Any, origin: str) -> list[tuple[str, str, str]]:
                 raise ValueError(f"user_scripts {origin}[{i}] must be {{'phase', 'payload'}}")
             phase = item.get("phase") or POST_MOUNT
             if phase not in PHASES:
-                raise ValueError(f"user_scripts {origin}[{i}]: unknown phase {phase!r}; expected one of {PHASES}")
+                raise ValueError(
+                    f"user_scripts {origin}[{i}]: unknown phase {phase!r}; expected one of {PHASES}"
+                )
             out.append((phase, item["payload"], f"{origin}[{i}]"))
         return out
     raise ValueError(f"user_scripts {origin} must be a string or a list of {{'phase', 'payload'}}")
 
 
-def scripts_for(user_scripts: dict[str, Any] | None, os_type: str, instance: str | None) -> list[tuple[str, str, str]]:
+def scripts_for(
+    user_scripts: dict[str, Any] | None, os_type: str, instance: str | None
+) -> list[tuple[str, str, str]]:
     """``(phase, payload, origin)`` for this guest, global ones first."""
     if not user_scripts:
         return []

@@ -27,7 +27,7 @@ VIRTIO_WIN_CANDIDATES = (Path("/usr/share/virtio-win"), Path("/usr/share/virtio-
 
 def read_current_version(guest: Guest, hive_path: str) -> dict[str, str | int]:
     """Values of ``...\\Windows NT\\CurrentVersion`` from the SOFTWARE hive at ``hive_path``."""
-    import hivex  # type: ignore[import-not-found]  # python3-hivex, Debian only
+    import hivex  # python3-hivex (Debian); read lazily so Linux-only workers need not have it
 
     with tempfile.NamedTemporaryFile(prefix="sterna-hive-") as tmp:
         tmp.write(guest.read_bytes(hive_path))
@@ -65,8 +65,13 @@ def inspect_windows(guest: Guest, hints: dict[str, Any]) -> OsInfo:
     installation = str(values.get("InstallationType") or hints.get("product_variant") or "")
     friendly = product
     # Windows 11 still writes "Windows 10 ..." as ProductName; the build number tells them apart.
-    if product.startswith("Windows 10") and build.isdigit() and int(build) >= 22000 and installation != "Server":
-        friendly = "Windows 11" + product[len("Windows 10"):]
+    if (
+        product.startswith("Windows 10")
+        and build.isdigit()
+        and int(build) >= 22000
+        and installation != "Server"
+    ):
+        friendly = "Windows 11" + product[len("Windows 10") :]
     arch = hints.get("arch") or ("x86_64" if find_case_insensitive(guest, "/Windows/SysWOW64") else "i386")
     return OsInfo(
         os_type="windows",

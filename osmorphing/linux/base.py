@@ -17,15 +17,28 @@ DEVICE_NAME = re.compile(r"^/dev/(?:sd[a-z]+|vd[a-z]+|xvd[a-z]+|hd[a-z]+)\d*$|^/
 #: systemd units of each agent (disabled when its package cannot be removed)
 AGENT_UNITS: dict[str, tuple[str, ...]] = {
     "open-vm-tools": ("open-vm-tools.service", "vmtoolsd.service", "vgauth.service", "vgauthd.service"),
-    "hyperv-daemons": ("hv-kvp-daemon.service", "hv-vss-daemon.service", "hv-fcopy-daemon.service",
-                       "hypervkvpd.service", "hypervvssd.service", "hypervfcopyd.service"),
+    "hyperv-daemons": (
+        "hv-kvp-daemon.service",
+        "hv-vss-daemon.service",
+        "hv-fcopy-daemon.service",
+        "hypervkvpd.service",
+        "hypervvssd.service",
+        "hypervfcopyd.service",
+    ),
     "waagent": ("walinuxagent.service", "waagent.service"),
-    "google-guest-agent": ("google-guest-agent.service", "google-startup-scripts.service",
-                           "google-shutdown-scripts.service"),
+    "google-guest-agent": (
+        "google-guest-agent.service",
+        "google-startup-scripts.service",
+        "google-shutdown-scripts.service",
+    ),
     "qemu-guest-agent": ("qemu-guest-agent.service",),
 }
-CLOUD_INIT_UNITS = ("cloud-init-local.service", "cloud-init.service", "cloud-config.service",
-                    "cloud-final.service")
+CLOUD_INIT_UNITS = (
+    "cloud-init-local.service",
+    "cloud-init.service",
+    "cloud-config.service",
+    "cloud-final.service",
+)
 
 
 class LinuxMorpher:
@@ -41,8 +54,14 @@ class LinuxMorpher:
         "qemu-guest-agent": "qemu-guest-agent",
     }
 
-    def __init__(self, editor: GuestEditor, info: OsInfo, target: Platform, source_platform: str | None,
-                 options: MorphOptions) -> None:
+    def __init__(
+        self,
+        editor: GuestEditor,
+        info: OsInfo,
+        target: Platform,
+        source_platform: str | None,
+        options: MorphOptions,
+    ) -> None:
         self.editor = editor
         self.guest = editor.guest
         self.info = info
@@ -109,8 +128,10 @@ class LinuxMorpher:
     def warn_missing_target_agents(self) -> None:
         for agent in self.target.agents:
             if agent not in self.info.agents and agent != "hyperv-daemons":
-                self.editor.warn(f"{agent} is not installed in the guest; Sterna does not install packages "
-                                 f"offline, so install it for full {self.target.name} integration")
+                self.editor.warn(
+                    f"{agent} is not installed in the guest; Sterna does not install packages "
+                    f"offline, so install it for full {self.target.name} integration"
+                )
 
     # -- network ---------------------------------------------------------------------------------
     def choose_network_style(self, styles_in_use: list[str]) -> str:
@@ -129,31 +150,44 @@ class LinuxMorpher:
         if self.options.keep_static_ip:
             for index, iface in enumerate(unique):
                 static = iface.mode == "static" and bool(iface.addresses)
-                new.append(NewInterface(name=f"eth{index}", dhcp=not static,
-                                        addresses=list(iface.addresses) if static else [],
-                                        gateway=iface.gateway if static else None))
+                new.append(
+                    NewInterface(
+                        name=f"eth{index}",
+                        dhcp=not static,
+                        addresses=list(iface.addresses) if static else [],
+                        gateway=iface.gateway if static else None,
+                    )
+                )
         while len(new) < max(1, len(self.options.nics)):
             new.append(NewInterface(name=f"eth{len(new)}"))
         return new
 
     def configure_network(self) -> None:
         state = read_network(self.guest)
-        in_use = sorted({i.style for i in state.interfaces}, key=lambda s: state.styles.index(s))
+        in_use = sorted({i.style for i in state.interfaces}, key=state.styles.index)
         style = self.choose_network_style(in_use)
         new = self.target_interfaces(state.interfaces)
         files = render(style, new)
         summary = ", ".join(
-            f"{n.name} " + ("dhcp" if n.dhcp else "static " + " ".join(n.addresses)) for n in new)
-        old_summary = ", ".join(
-            f"{i.name} {i.mode}" + (f" {' '.join(i.addresses)}" if i.addresses else "")
-            + (f" (MAC {i.mac_address})" if i.mac_address else "") for i in state.interfaces) or "none"
+            f"{n.name} " + ("dhcp" if n.dhcp else "static " + " ".join(n.addresses)) for n in new
+        )
+        old_summary = (
+            ", ".join(
+                f"{i.name} {i.mode}"
+                + (f" {' '.join(i.addresses)}" if i.addresses else "")
+                + (f" (MAC {i.mac_address})" if i.mac_address else "")
+                for i in state.interfaces
+            )
+            or "none"
+        )
         for path in state.config_files:
             if path in files:
                 if self.guest.read_text(path) != files[path][0]:
                     self.editor.backup(path)
             else:
-                self.editor.retire(path, f"old interface configuration ({old_summary}) does not match the "
-                                         "target's NICs")
+                self.editor.retire(
+                    path, f"old interface configuration ({old_summary}) does not match the target's NICs"
+                )
         for path in state.pin_files:
             self.editor.retire(path, "pins interface names to the source platform's MAC addresses")
         for path, (content, mode) in files.items():
@@ -171,7 +205,9 @@ class LinuxMorpher:
                 continue
             spec = fields[0]
             if spec.startswith(("/dev/disk/by-id/", "/dev/disk/by-path/")):
-                self.editor.warn(f"/etc/fstab mounts {fields[1]} from {spec}, a name tied to the source hardware")
+                self.editor.warn(
+                    f"/etc/fstab mounts {fields[1]} from {spec}, a name tied to the source hardware"
+                )
                 continue
             if not DEVICE_NAME.match(spec):
                 continue
@@ -183,7 +219,9 @@ class LinuxMorpher:
             changed.append(f"{spec} -> UUID={uuid} ({fields[1]})")
         if changed:
             self.editor.backup("/etc/fstab")
-            self.editor.write("/etc/fstab", "".join(lines), "device names replaced by UUIDs: " + "; ".join(changed))
+            self.editor.write(
+                "/etc/fstab", "".join(lines), "device names replaced by UUIDs: " + "; ".join(changed)
+            )
 
     # -- kernel command line ---------------------------------------------------------------------
     def kernel_args(self) -> list[str]:
@@ -192,8 +230,10 @@ class LinuxMorpher:
     def configure_kernel_cmdline(self) -> None:
         if not self.guest.is_file(GRUB_DEFAULT):
             if self.info.bootloader:
-                self.editor.warn(f"{GRUB_DEFAULT} not found; kernel command line not changed "
-                                 f"(bootloader: {self.info.bootloader})")
+                self.editor.warn(
+                    f"{GRUB_DEFAULT} not found; kernel command line not changed "
+                    f"(bootloader: {self.info.bootloader})"
+                )
             return
         text = self.guest.read_text(GRUB_DEFAULT)
         notes: list[str] = []
@@ -212,13 +252,15 @@ class LinuxMorpher:
             drop = ("console=", "net.ifnames=", "biosdevname=", "cloud-init=disabled")
             words = [w for w in shlex.split(old) if not w.startswith(drop)]
             out = []
-            for w in words:
-                if w.startswith("root=") and DEVICE_NAME.match(w[5:]):
-                    uuid = self.guest.device_uuid(w[5:])
-                    if uuid:
-                        notes.append(f"{w} -> root=UUID={uuid}")
-                        w = f"root=UUID={uuid}"
-                out.append(w)
+            for word in words:
+                uuid = (
+                    self.guest.device_uuid(word[5:])
+                    if word.startswith("root=") and DEVICE_NAME.match(word[5:])
+                    else None
+                )
+                if uuid:
+                    notes.append(f"{word} -> root=UUID={uuid}")
+                out.append(f"root=UUID={uuid}" if uuid else word)
             return " ".join(out + self.kernel_args())
 
         def default_cmdline(old: str) -> str:
@@ -230,28 +272,43 @@ class LinuxMorpher:
         new = edit_var(new, "GRUB_TERMINAL", lambda _old: "console serial")
         new = edit_var(new, "GRUB_SERIAL_COMMAND", lambda _old: "serial --speed=115200")
         if re.search(r"^GRUB_DISABLE_LINUX_UUID=['\"]?true", new, re.MULTILINE):
-            new = re.sub(r"^GRUB_DISABLE_LINUX_UUID=.*$", "GRUB_DISABLE_LINUX_UUID=false", new, flags=re.MULTILINE)
+            new = re.sub(
+                r"^GRUB_DISABLE_LINUX_UUID=.*$", "GRUB_DISABLE_LINUX_UUID=false", new, flags=re.MULTILINE
+            )
             notes.append("GRUB_DISABLE_LINUX_UUID=false (root by UUID)")
         if new != text:
             self.editor.backup(GRUB_DEFAULT)
-            self.editor.write(GRUB_DEFAULT, new, "kernel command line: " + " ".join(self.kernel_args())
-                              + " (serial console, eth* names); GRUB on console and serial"
-                              + ("; " + "; ".join(notes) if notes else ""))
+            self.editor.write(
+                GRUB_DEFAULT,
+                new,
+                "kernel command line: "
+                + " ".join(self.kernel_args())
+                + " (serial console, eth* names); GRUB on console and serial"
+                + ("; " + "; ".join(notes) if notes else ""),
+            )
 
     # -- cloud-init ------------------------------------------------------------------------------
     def configure_cloud_init(self) -> None:
         if "cloud-init" not in self.info.agents:
-            self.editor.warn(f"cloud-init is not installed; the instance will not read {self.target.name} "
-                             "metadata (Sterna does not install packages offline)")
+            self.editor.warn(
+                f"cloud-init is not installed; the instance will not read {self.target.name} "
+                "metadata (Sterna does not install packages offline)"
+            )
             return
-        body = [f"# Written by Sterna OS morphing for target platform {self.target.name}",
-                f"datasource_list: [ {', '.join(self.target.datasources)} ]"]
+        body = [
+            f"# Written by Sterna OS morphing for target platform {self.target.name}",
+            f"datasource_list: [ {', '.join(self.target.datasources)} ]",
+        ]
         if self.options.keep_static_ip:
-            body.append("network: {config: disabled}  # static addresses were kept; cloud-init must not "
-                        "replace them")
-        self.editor.write(CLOUD_CFG, "\n".join(body) + "\n",
-                          f"cloud-init datasource {', '.join(self.target.datasources)}"
-                          + ("; network config disabled (keep_static_ip)" if self.options.keep_static_ip else ""))
+            body.append(
+                "network: {config: disabled}  # static addresses were kept; cloud-init must not replace them"
+            )
+        self.editor.write(
+            CLOUD_CFG,
+            "\n".join(body) + "\n",
+            f"cloud-init datasource {', '.join(self.target.datasources)}"
+            + ("; network config disabled (keep_static_ip)" if self.options.keep_static_ip else ""),
+        )
         if self.guest.exists("/etc/cloud/cloud-init.disabled"):
             self.editor.delete("/etc/cloud/cloud-init.disabled", "it kept cloud-init from running")
         self.editor.run(["systemctl", "enable", *CLOUD_INIT_UNITS], "enable cloud-init at boot", check=False)
@@ -281,8 +338,10 @@ class LinuxMorpher:
             return wanted
         missing = [d for d in wanted if d not in modules and d not in builtin]
         if missing:
-            self.editor.warn(f"kernel(s) {', '.join(self.info.kernels)} lack driver(s) {', '.join(missing)} "
-                             f"for {self.target.name}")
+            self.editor.warn(
+                f"kernel(s) {', '.join(self.info.kernels)} lack driver(s) {', '.join(missing)} "
+                f"for {self.target.name}"
+            )
         return [d for d in wanted if d in modules]
 
     def regenerate_bootloader(self) -> None:

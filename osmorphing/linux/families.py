@@ -32,8 +32,14 @@ class DebianMorpher(LinuxMorpher):
         status = "/var/lib/dpkg/status"
         if not self.guest.is_file(status):
             return False
-        return re.search(rf"^Package: {re.escape(package)}\n(?:.+\n)*?Status: install ok installed",
-                         self.guest.read_text(status), re.MULTILINE) is not None
+        return (
+            re.search(
+                rf"^Package: {re.escape(package)}\n(?:.+\n)*?Status: install ok installed",
+                self.guest.read_text(status),
+                re.MULTILINE,
+            )
+            is not None
+        )
 
     def remove_packages_command(self, packages: list[str]) -> list[str]:
         return ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q", "purge", *packages]
@@ -45,23 +51,30 @@ class DebianMorpher(LinuxMorpher):
 
     def regenerate_initramfs(self, drivers: list[str]) -> None:
         existing = self.guest.read_text(MODULES_FILE) if self.guest.is_file(MODULES_FILE) else ""
-        present = {line.split()[0].replace("-", "_") for line in existing.splitlines()
-                   if line.strip() and not line.lstrip().startswith("#")}
+        present = {
+            line.split()[0].replace("-", "_")
+            for line in existing.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        }
         add = [d for d in drivers if d not in present]
         if add:
             block = f"# Added by Sterna OS morphing for {self.target.name}\n" + "".join(f"{d}\n" for d in add)
             content = existing + ("" if not existing or existing.endswith("\n") else "\n") + block
-            self.editor.write(MODULES_FILE, content, f"initramfs modules for {self.target.name}: {' '.join(add)}")
+            self.editor.write(
+                MODULES_FILE, content, f"initramfs modules for {self.target.name}: {' '.join(add)}"
+            )
         if self.info.kernels:
-            self.editor.run(["update-initramfs", "-u", "-k", "all"],
-                            f"regenerate the initramfs of kernel(s) {', '.join(self.info.kernels)}")
+            self.editor.run(
+                ["update-initramfs", "-u", "-k", "all"],
+                f"regenerate the initramfs of kernel(s) {', '.join(self.info.kernels)}",
+            )
 
     def bootloader_commands(self) -> list[list[str]]:
         return [["update-grub"]]
 
 
 class RedHatMorpher(LinuxMorpher):
-    """RHEL, CentOS, Rocky, AlmaLinux, Oracle, Fedora: rpm, dracut, grubby/grub2-mkconfig, ifcfg or keyfiles."""
+    """RHEL, CentOS, Rocky, AlmaLinux, Oracle, Fedora: rpm, dracut, grubby, grub2-mkconfig, ifcfg/keyfiles."""
 
     family = "redhat"
     packages = {**LinuxMorpher.packages, "waagent": "WALinuxAgent"}
@@ -72,7 +85,11 @@ class RedHatMorpher(LinuxMorpher):
 
     def default_network_style(self) -> str:
         major = _major(self.info.version)
-        if self.info.distribution == "fedora" or major >= 9 or not self.guest.is_dir("/etc/sysconfig/network-scripts"):
+        if (
+            self.info.distribution == "fedora"
+            or major >= 9
+            or not self.guest.is_dir("/etc/sysconfig/network-scripts")
+        ):
             return "networkmanager"
         return "ifcfg"
 
@@ -80,19 +97,30 @@ class RedHatMorpher(LinuxMorpher):
         if self.guest.is_file("/etc/selinux/config"):
             mode = parse_shell_vars(self.guest.read_text("/etc/selinux/config")).get("SELINUX", "")
             if mode in ("enforcing", "permissive"):
-                self.editor.write("/.autorelabel", "",
-                                  f"SELinux is {mode}: relabel at first boot (files written offline carry no labels)")
+                self.editor.write(
+                    "/.autorelabel",
+                    "",
+                    f"SELinux is {mode}: relabel at first boot (files written offline carry no labels)",
+                )
 
     def regenerate_initramfs(self, drivers: list[str]) -> None:
         write_dracut_conf(self, drivers)
         for kernel in self.info.kernels:
-            self.editor.run(["dracut", "-f", "--kver", kernel], f"regenerate the initramfs of kernel {kernel}")
+            self.editor.run(
+                ["dracut", "-f", "--kver", kernel], f"regenerate the initramfs of kernel {kernel}"
+            )
 
     def bootloader_commands(self) -> list[list[str]]:
         commands = []
         if self.guest.exists("/usr/sbin/grubby") or self.guest.exists("/sbin/grubby"):
-            commands.append(["grubby", "--update-kernel=ALL", "--remove-args=console net.ifnames biosdevname",
-                             f"--args={' '.join(self.kernel_args())}"])
+            commands.append(
+                [
+                    "grubby",
+                    "--update-kernel=ALL",
+                    "--remove-args=console net.ifnames biosdevname",
+                    f"--args={' '.join(self.kernel_args())}",
+                ]
+            )
         commands.append(["grub2-mkconfig", "-o", grub2_cfg(self)])
         return commands
 
@@ -111,30 +139,42 @@ class SuseMorpher(LinuxMorpher):
 
     def regenerate_initramfs(self, drivers: list[str]) -> None:
         if self.info.initramfs_tool == "mkinitrd":
-            values = parse_shell_vars(self.guest.read_text(SYSCONFIG_KERNEL)) \
-                if self.guest.is_file(SYSCONFIG_KERNEL) else {}
+            values = (
+                parse_shell_vars(self.guest.read_text(SYSCONFIG_KERNEL))
+                if self.guest.is_file(SYSCONFIG_KERNEL)
+                else {}
+            )
             current = values.get("INITRD_MODULES", "").split()
             add = [d for d in drivers if d not in current]
             if add:
                 text = self.guest.read_text(SYSCONFIG_KERNEL) if self.guest.is_file(SYSCONFIG_KERNEL) else ""
                 line = f'INITRD_MODULES="{" ".join(current + add)}"'
-                text = re.sub(r"^INITRD_MODULES=.*$", line, text, flags=re.MULTILINE) \
-                    if "INITRD_MODULES=" in text else text + line + "\n"
+                text = (
+                    re.sub(r"^INITRD_MODULES=.*$", line, text, flags=re.MULTILINE)
+                    if "INITRD_MODULES=" in text
+                    else text + line + "\n"
+                )
                 self.editor.write(SYSCONFIG_KERNEL, text, f"INITRD_MODULES += {' '.join(add)}")
             self.editor.run(["mkinitrd"], "regenerate the initrd of every kernel")
             return
         write_dracut_conf(self, drivers)
         for kernel in self.info.kernels:
-            self.editor.run(["dracut", "-f", "--kver", kernel], f"regenerate the initramfs of kernel {kernel}")
+            self.editor.run(
+                ["dracut", "-f", "--kver", kernel], f"regenerate the initramfs of kernel {kernel}"
+            )
 
     def bootloader_commands(self) -> list[list[str]]:
         return [["grub2-mkconfig", "-o", grub2_cfg(self)]]
 
 
 def write_dracut_conf(morpher: LinuxMorpher, drivers: list[str]) -> None:
-    content = (f"# Written by Sterna OS morphing: drivers the {morpher.target.name} platform boots with\n"
-               f'add_drivers+=" {" ".join(drivers)} "\n')
-    morpher.editor.write(DRACUT_CONF, content, f"dracut drivers for {morpher.target.name}: {' '.join(drivers)}")
+    content = (
+        f"# Written by Sterna OS morphing: drivers the {morpher.target.name} platform boots with\n"
+        f'add_drivers+=" {" ".join(drivers)} "\n'
+    )
+    morpher.editor.write(
+        DRACUT_CONF, content, f"dracut drivers for {morpher.target.name}: {' '.join(drivers)}"
+    )
 
 
 def grub2_cfg(morpher: LinuxMorpher) -> str:

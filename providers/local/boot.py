@@ -89,17 +89,41 @@ class BootResult:
         return self.userspace_started
 
 
-def qemu_command(disk_path: str, fmt: str, serial_log: Path, *, memory_mb: int = 1024,
-                 mac: str = "52:54:00:12:34:56", firmware: str = "bios") -> list[str]:
-    """The QEMU command line: TCG, the target's virtio disk and NIC, user-mode networking, serial to a file."""
+def qemu_command(
+    disk_path: str,
+    fmt: str,
+    serial_log: Path,
+    *,
+    memory_mb: int = 1024,
+    mac: str = "52:54:00:12:34:56",
+    firmware: str = "bios",
+) -> list[str]:
+    """QEMU command line: TCG, the target's virtio disk and NIC, user-mode networking, serial to a file."""
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", str(memory_mb), "-smp", "1",
-        "-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none",
-        "-serial", f"file:{serial_log}",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-m",
+        str(memory_mb),
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{serial_log}",
         # snapshot=on: the checked disk is never written; guest writes go to a discarded overlay.
-        "-drive", f"file={disk_path},format={fmt},if=virtio,snapshot=on,cache=unsafe",
-        "-netdev", "user,id=net0",
-        "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
+        "-drive",
+        f"file={disk_path},format={fmt},if=virtio,snapshot=on,cache=unsafe",
+        "-netdev",
+        "user,id=net0",
+        "-device",
+        f"virtio-net-pci,netdev=net0,mac={mac}",
     ]
     if firmware == "uefi":
         for candidate in ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd"):
@@ -111,8 +135,15 @@ def qemu_command(disk_path: str, fmt: str, serial_log: Path, *, memory_mb: int =
     return argv
 
 
-def boot_check(disk_path: str, fmt: str, *, timeout: float, workdir: Path, expect_network: bool = True,
-               firmware: str = "bios") -> BootResult:
+def boot_check(
+    disk_path: str,
+    fmt: str,
+    *,
+    timeout: float,
+    workdir: Path,
+    expect_network: bool = True,
+    firmware: str = "bios",
+) -> BootResult:
     """Boot ``disk_path`` under QEMU and watch its serial console until it proves itself or time runs out.
 
     Returns as soon as userspace is seen (and, with ``expect_network``, an IPv4 address, or the guest's own
@@ -134,7 +165,9 @@ def boot_check(disk_path: str, fmt: str, *, timeout: float, workdir: Path, expec
             time.sleep(0.5)
             scan = scan_console(serial_log.read_text(errors="replace"))
             if scan.userspace_started and (not expect_network or scan.ipv4 or scan.network_failed):
-                reason = "network" if scan.ipv4 else "no-network-reported" if scan.network_failed else "userspace"
+                reason = (
+                    "network" if scan.ipv4 else "no-network-reported" if scan.network_failed else "userspace"
+                )
                 break
             if proc.poll() is not None:
                 reason = f"qemu exited with status {proc.returncode}"
@@ -146,8 +179,14 @@ def boot_check(disk_path: str, fmt: str, *, timeout: float, workdir: Path, expec
     if reason.startswith("qemu exited") and proc.returncode not in (0, None):
         err = (workdir / "qemu.stderr").read_text(errors="replace").strip()
         reason += f": {err[-500:]}"
-    return BootResult(userspace_started=scan.userspace_started, ipv4=scan.ipv4, evidence=scan.evidence,
-                      serial_log=serial_log, elapsed=time.monotonic() - started, reason=reason)
+    return BootResult(
+        userspace_started=scan.userspace_started,
+        ipv4=scan.ipv4,
+        evidence=scan.evidence,
+        serial_log=serial_log,
+        elapsed=time.monotonic() - started,
+        reason=reason,
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

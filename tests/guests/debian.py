@@ -101,8 +101,9 @@ FILES: dict[str, str] = {
 }
 EXECUTABLES = {"/usr/local/sbin/sterna-report-ip"}
 SYMLINKS = {
-    "/etc/systemd/system/multi-user.target.wants/sterna-report-ip.service":
-        "/etc/systemd/system/sterna-report-ip.service",
+    "/etc/systemd/system/multi-user.target.wants/sterna-report-ip.service": (
+        "/etc/systemd/system/sterna-report-ip.service"
+    ),
 }
 
 
@@ -145,8 +146,10 @@ def build_debian_guest(*, log: bool = True) -> Path:
     work = Path(tempfile.mkdtemp(prefix="build-", dir=final_dir.parent))
     try:
         root = work / "root"
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
-             log)
+        _run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
+            log,
+        )
         _customise_tree(root)
         disk = work / "disk.raw"
         _make_disk(root, disk, log)
@@ -164,8 +167,18 @@ def build_debian_guest(*, log: bool = True) -> Path:
 def export_stream_optimized_vmdk(raw: Path, dest: Path) -> Path:
     """Write ``raw`` as a streamOptimized VMDK, the format vSphere's ExportVm/OVF export produces."""
     subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic",
-         str(raw), str(dest)],
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized,adapter_type=lsilogic",
+            str(raw),
+            str(dest),
+        ],
         check=True,
     )
     return dest
@@ -185,7 +198,7 @@ def _customise_tree(root: Path) -> None:
         target.symlink_to(dest)
     # No root password: the probe unit and the serial getty are all the test needs.
     for mnt in ("proc", "sys", "dev/pts", "dev"):
-        subprocess.run(["umount", "-l", str(root / mnt)], capture_output=True)
+        subprocess.run(["umount", "-l", str(root / mnt)], capture_output=True, check=False)
     apt_cache = root / "var/cache/apt/archives"
     for deb in apt_cache.glob("*.deb"):
         deb.unlink()
@@ -201,27 +214,44 @@ def _make_disk(root: Path, disk: Path, log: bool) -> None:
     )
     subprocess.run(["sfdisk", "-q", str(disk)], input=table.encode(), check=True)
     root_bytes = DISK_SIZE - ROOT_START_SECTOR * 512 - 1024 * 1024  # leave the backup GPT alone
-    _run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-U", ROOT_UUID, "-d", str(root),
-          "-E", f"offset={ROOT_START_SECTOR * 512}", str(disk), f"{root_bytes // 1024}k"], log)
+    _run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "rootfs",
+            "-U",
+            ROOT_UUID,
+            "-d",
+            str(root),
+            "-E",
+            f"offset={ROOT_START_SECTOR * 512}",
+            str(disk),
+            f"{root_bytes // 1024}k",
+        ],
+        log,
+    )
 
 
 def _install_grub(disk: Path, log: bool) -> None:
     # grub-install needs a whole-disk block device; the libguestfs appliance has one (/dev/sda), and
     # update-grub run there writes root=UUID=... exactly as on an installed system.
     env = dict(os.environ, LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
-    script = (
-        "mount /dev/sda2 /\n"
-        "command 'grub-install --target=i386-pc /dev/sda'\n"
-        "command 'update-grub'\n"
+    script = "mount /dev/sda2 /\ncommand 'grub-install --target=i386-pc /dev/sda'\ncommand 'update-grub'\n"
+    proc = subprocess.run(
+        ["guestfish", "-a", str(disk)],
+        input=f"run\n{script}".encode(),
+        env=env,
+        capture_output=True,
+        check=False,
     )
-    proc = subprocess.run(["guestfish", "-a", str(disk)], input=f"run\n{script}".encode(), env=env,
-                          capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"installing GRUB into the test guest failed: {proc.stderr.decode()[-2000:]}")
 
 
 def _run(argv: list[str], log: bool) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-3000:]}")
     if log:

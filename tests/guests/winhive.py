@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import hivex  # type: ignore[import-not-found]
+import hivex
 
 REG_SZ = 1
 REG_DWORD = 4
@@ -49,7 +49,9 @@ def empty_hive(root_name: str = "ROOT") -> bytes:
     cells = _cell(nk) + _cell(sk)
     page_size = 0x1000
     free = page_size - 0x20 - len(cells)
-    hbin = b"hbin" + struct.pack("<II", 0, page_size) + b"\0" * 8 + struct.pack("<Q", 0) + struct.pack("<I", 0)
+    hbin = (
+        b"hbin" + struct.pack("<II", 0, page_size) + b"\0" * 8 + struct.pack("<Q", 0) + struct.pack("<I", 0)
+    )
     page = hbin + cells + struct.pack("<i", free) + b"\0" * (free - 4)
     header = bytearray(0x1000)
     header[0:4] = b"regf"
@@ -62,7 +64,7 @@ def empty_hive(root_name: str = "ROOT") -> bytes:
 
 
 def make_hive(path: Path, keys: dict[str, dict[str, str | int]]) -> Path:
-    """Write a hive at ``path`` holding ``keys`` (``"A\\B\\C"`` → {value name: str (REG_SZ) | int (DWORD)})."""
+    """Write a hive at ``path`` holding ``keys``: ``"A\\B\\C"`` → {name: str (REG_SZ) | int (REG_DWORD)}."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(empty_hive())
     h = hivex.Hivex(str(path), write=True)

@@ -11,18 +11,59 @@ from tests.guests.trees import KERNELS
 
 LINUX_EXPECTED = {
     # name: (distribution, family, version, initramfs tool, agents, network styles, old interface, mode)
-    "debian": ("debian", "debian", "12.4", "initramfs-tools", ["open-vm-tools"], ["ifupdown"], "ens192", "static"),
-    "ubuntu": ("ubuntu", "debian", "22.04", "initramfs-tools", ["open-vm-tools", "cloud-init"],
-               ["netplan", "ifupdown"], "ens160", "static"),
+    "debian": (
+        "debian",
+        "debian",
+        "12.4",
+        "initramfs-tools",
+        ["open-vm-tools"],
+        ["ifupdown"],
+        "ens192",
+        "static",
+    ),
+    "ubuntu": (
+        "ubuntu",
+        "debian",
+        "22.04",
+        "initramfs-tools",
+        ["open-vm-tools", "cloud-init"],
+        ["netplan", "ifupdown"],
+        "ens160",
+        "static",
+    ),
     "rhel": ("rhel", "redhat", "8.9", "dracut", ["open-vm-tools"], ["ifcfg"], "ens192", "static"),
     "centos": ("centos", "redhat", "7", "dracut", ["open-vm-tools"], ["ifcfg"], "ens192", "static"),
-    "rocky": ("rocky", "redhat", "9.3", "dracut", ["open-vm-tools", "cloud-init"], ["networkmanager"],
-              "ens192", "static"),
-    "fedora": ("fedora", "redhat", "39", "dracut", ["open-vm-tools", "qemu-guest-agent"], ["networkmanager"],
-               "ens192", "static"),
+    "rocky": (
+        "rocky",
+        "redhat",
+        "9.3",
+        "dracut",
+        ["open-vm-tools", "cloud-init"],
+        ["networkmanager"],
+        "ens192",
+        "static",
+    ),
+    "fedora": (
+        "fedora",
+        "redhat",
+        "39",
+        "dracut",
+        ["open-vm-tools", "qemu-guest-agent"],
+        ["networkmanager"],
+        "ens192",
+        "static",
+    ),
     "sles": ("sles", "suse", "15.5", "dracut", ["hyperv-daemons"], ["wicked"], "eth0", "static"),
-    "opensuse": ("opensuse-leap", "suse", "15.5", "dracut", ["hyperv-daemons", "cloud-init"], ["wicked"], "eth0",
-                 "static"),
+    "opensuse": (
+        "opensuse-leap",
+        "suse",
+        "15.5",
+        "dracut",
+        ["hyperv-daemons", "cloud-init"],
+        ["wicked"],
+        "eth0",
+        "static",
+    ),
 }
 
 
@@ -53,10 +94,16 @@ def test_static_details_and_mac_pins_are_read(make_guest: Callable[[str], Direct
     assert (debian.addresses, debian.gateway) == (["10.20.30.40/24"], "10.20.30.1")
     ubuntu = inspect_guest(make_guest("ubuntu")).interfaces[0]
     assert (ubuntu.addresses, ubuntu.gateway, ubuntu.mac_address) == (
-        ["192.168.50.10/24"], "192.168.50.1", "00:50:56:aa:bb:01")
+        ["192.168.50.10/24"],
+        "192.168.50.1",
+        "00:50:56:aa:bb:01",
+    )
     rocky = inspect_guest(make_guest("rocky")).interfaces[0]
     assert (rocky.addresses, rocky.gateway, rocky.mac_address) == (
-        ["172.16.9.20/24"], "172.16.9.1", "00:50:56:aa:bb:01")
+        ["172.16.9.20/24"],
+        "172.16.9.1",
+        "00:50:56:aa:bb:01",
+    )
     sles = inspect_guest(make_guest("sles")).interfaces[0]
     assert (sles.addresses, sles.gateway) == (["10.9.8.7/24"], "10.9.8.1")
 
@@ -69,20 +116,32 @@ def test_uefi_is_detected_from_the_esp_mount(make_guest: Callable[[str], Directo
     assert inspect_guest(guest).firmware == "uefi"
 
 
-@pytest.mark.parametrize(
-    ("name", "product", "friendly", "edition", "build", "version", "kind"),
-    [
-        ("windows2019", "Windows Server 2019 Standard", "Windows Server 2019 Standard", "ServerStandard",
-         "17763", "10.0", "Server"),
-        # Windows 11 still says "Windows 10" in ProductName; the build number gives it away.
-        ("windows11", "Windows 10 Pro", "Windows 11 Pro", "Professional", "22631", "10.0", "Client"),
-        ("windows2012r2", "Windows Server 2012 R2 Datacenter", "Windows Server 2012 R2 Datacenter",
-         "ServerDatacenter", "9600", "6.3", "Server"),
-    ],
-)
-def test_windows_detection_reads_the_registry(make_guest: Callable[[str], DirectoryGuest], name: str, product: str,
-                                              friendly: str, edition: str, build: str, version: str,
-                                              kind: str) -> None:
+WINDOWS_EXPECTED = {
+    # name: (product name, friendly name, edition, build, version, installation type)
+    "windows2019": (
+        "Windows Server 2019 Standard",
+        "Windows Server 2019 Standard",
+        "ServerStandard",
+        "17763",
+        "10.0",
+        "Server",
+    ),
+    # Windows 11 still says "Windows 10" in ProductName; the build number gives it away.
+    "windows11": ("Windows 10 Pro", "Windows 11 Pro", "Professional", "22631", "10.0", "Client"),
+    "windows2012r2": (
+        "Windows Server 2012 R2 Datacenter",
+        "Windows Server 2012 R2 Datacenter",
+        "ServerDatacenter",
+        "9600",
+        "6.3",
+        "Server",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWS_EXPECTED))
+def test_windows_detection_reads_the_registry(make_guest: Callable[[str], DirectoryGuest], name: str) -> None:
+    product, friendly, edition, build, version, kind = WINDOWS_EXPECTED[name]
     info = inspect_guest(make_guest(name))
     assert (info.os_type, info.family) == ("windows", "windows")
     assert info.windows_product_name == product

@@ -13,21 +13,40 @@ from tests.guests.trees import KERNELS, ROOT_UUID
 B = "/var/lib/sterna/backup"
 FSTAB = {("created", f"{B}/etc/fstab"), ("modified", "/etc/fstab")}
 GRUB = {("created", f"{B}/etc/default/grub"), ("modified", "/etc/default/grub")}
-CLOUD_INIT = {("created", "/etc/cloud/cloud.cfg.d/95-sterna.cfg"), ("deleted", "/etc/cloud/cloud-init.disabled"),
-              ("command", "systemctl enable cloud-init-local.service cloud-init.service cloud-config.service "
-                          "cloud-final.service")}
-UDEV_PIN = {("created", f"{B}/etc/udev/rules.d/70-persistent-net.rules"),
-            ("deleted", "/etc/udev/rules.d/70-persistent-net.rules")}
-IFCFG = {("created", f"{B}/etc/sysconfig/network-scripts/ifcfg-ens192"),
-         ("deleted", "/etc/sysconfig/network-scripts/ifcfg-ens192"),
-         ("created", "/etc/sysconfig/network-scripts/ifcfg-eth0")}
-NM = {("created", f"{B}/etc/NetworkManager/system-connections/ens192.nmconnection"),
-      ("deleted", "/etc/NetworkManager/system-connections/ens192.nmconnection"),
-      ("created", "/etc/NetworkManager/system-connections/sterna-eth0.nmconnection")}
-WICKED = {("created", f"{B}/etc/sysconfig/network/ifcfg-eth0"), ("modified", "/etc/sysconfig/network/ifcfg-eth0"),
-          ("created", f"{B}/etc/sysconfig/network/routes"), ("deleted", "/etc/sysconfig/network/routes")}
-GRUBBY = ("command", "grubby --update-kernel=ALL --remove-args=console net.ifnames biosdevname "
-                     "--args=console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0")
+CLOUD_INIT = {
+    ("created", "/etc/cloud/cloud.cfg.d/95-sterna.cfg"),
+    ("deleted", "/etc/cloud/cloud-init.disabled"),
+    (
+        "command",
+        "systemctl enable cloud-init-local.service cloud-init.service cloud-config.service "
+        "cloud-final.service",
+    ),
+}
+UDEV_PIN = {
+    ("created", f"{B}/etc/udev/rules.d/70-persistent-net.rules"),
+    ("deleted", "/etc/udev/rules.d/70-persistent-net.rules"),
+}
+IFCFG = {
+    ("created", f"{B}/etc/sysconfig/network-scripts/ifcfg-ens192"),
+    ("deleted", "/etc/sysconfig/network-scripts/ifcfg-ens192"),
+    ("created", "/etc/sysconfig/network-scripts/ifcfg-eth0"),
+}
+NM = {
+    ("created", f"{B}/etc/NetworkManager/system-connections/ens192.nmconnection"),
+    ("deleted", "/etc/NetworkManager/system-connections/ens192.nmconnection"),
+    ("created", "/etc/NetworkManager/system-connections/sterna-eth0.nmconnection"),
+}
+WICKED = {
+    ("created", f"{B}/etc/sysconfig/network/ifcfg-eth0"),
+    ("modified", "/etc/sysconfig/network/ifcfg-eth0"),
+    ("created", f"{B}/etc/sysconfig/network/routes"),
+    ("deleted", "/etc/sysconfig/network/routes"),
+}
+GRUBBY = (
+    "command",
+    "grubby --update-kernel=ALL --remove-args=console net.ifnames biosdevname "
+    "--args=console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0",
+)
 MKCONFIG2 = ("command", "grub2-mkconfig -o /boot/grub2/grub.cfg")
 
 
@@ -48,33 +67,75 @@ SOURCES = {
 }
 
 EXPECTED: dict[str, set[tuple[str, str]]] = {
-    "debian": FSTAB | GRUB | UDEV_PIN | {
-        ("created", f"{B}/etc/network/interfaces"), ("modified", "/etc/network/interfaces"),
-        ("modified", "/etc/initramfs-tools/modules"), ("command", "update-initramfs -u -k all"),
-        ("command", "update-grub")},
-    "ubuntu": GRUB | CLOUD_INIT | {
-        ("created", f"{B}/etc/netplan/00-installer-config.yaml"), ("deleted", "/etc/netplan/00-installer-config.yaml"),
+    "debian": FSTAB
+    | GRUB
+    | UDEV_PIN
+    | {
+        ("created", f"{B}/etc/network/interfaces"),
+        ("modified", "/etc/network/interfaces"),
+        ("modified", "/etc/initramfs-tools/modules"),
+        ("command", "update-initramfs -u -k all"),
+        ("command", "update-grub"),
+    },
+    "ubuntu": GRUB
+    | CLOUD_INIT
+    | {
+        ("created", f"{B}/etc/netplan/00-installer-config.yaml"),
+        ("deleted", "/etc/netplan/00-installer-config.yaml"),
         ("created", "/etc/netplan/50-sterna.yaml"),
-        ("created", "/etc/initramfs-tools/modules"), ("command", "update-initramfs -u -k all"),
-        ("command", "update-grub")},
-    "rhel": FSTAB | GRUB | IFCFG | dracut(KERNELS["rhel"]) | {("created", "/.autorelabel"), GRUBBY, MKCONFIG2},
-    "centos": FSTAB | GRUB | IFCFG | dracut(KERNELS["centos"]) | {("created", "/.autorelabel"), GRUBBY, MKCONFIG2},
-    "rocky": FSTAB | GRUB | NM | CLOUD_INIT | dracut(KERNELS["rocky"]) | {("created", "/.autorelabel"), GRUBBY,
-                                                                          MKCONFIG2},
-    "fedora": FSTAB | GRUB | NM | dracut(KERNELS["fedora"]) | {("created", "/.autorelabel"), GRUBBY, MKCONFIG2},
+        ("created", "/etc/initramfs-tools/modules"),
+        ("command", "update-initramfs -u -k all"),
+        ("command", "update-grub"),
+    },
+    "rhel": FSTAB
+    | GRUB
+    | IFCFG
+    | dracut(KERNELS["rhel"])
+    | {("created", "/.autorelabel"), GRUBBY, MKCONFIG2},
+    "centos": FSTAB
+    | GRUB
+    | IFCFG
+    | dracut(KERNELS["centos"])
+    | {("created", "/.autorelabel"), GRUBBY, MKCONFIG2},
+    "rocky": FSTAB
+    | GRUB
+    | NM
+    | CLOUD_INIT
+    | dracut(KERNELS["rocky"])
+    | {("created", "/.autorelabel"), GRUBBY, MKCONFIG2},
+    "fedora": FSTAB
+    | GRUB
+    | NM
+    | dracut(KERNELS["fedora"])
+    | {("created", "/.autorelabel"), GRUBBY, MKCONFIG2},
     "sles": FSTAB | GRUB | WICKED | UDEV_PIN | dracut(KERNELS["sles"]) | {MKCONFIG2},
-    "opensuse": FSTAB | GRUB | WICKED | UDEV_PIN | CLOUD_INIT | dracut(KERNELS["opensuse-leap"]) | {MKCONFIG2},
+    "opensuse": FSTAB
+    | GRUB
+    | WICKED
+    | UDEV_PIN
+    | CLOUD_INIT
+    | dracut(KERNELS["opensuse-leap"])
+    | {MKCONFIG2},
 }
 
-DATASOURCES = {"kvm": "[ ConfigDrive, OpenStack, NoCloud, None ]", "aws": "[ Ec2, None ]",
-               "azure": "[ Azure, None ]", "gcp": "[ GCE, None ]"}
+DATASOURCES = {
+    "kvm": "[ ConfigDrive, OpenStack, NoCloud, None ]",
+    "aws": "[ Ec2, None ]",
+    "azure": "[ Azure, None ]",
+    "gcp": "[ GCE, None ]",
+}
 
 
 def morph(guest: DirectoryGuest, name: str, target: str, **options: object) -> MorphReport:
     source, _ = SOURCES[name]
     events: list[str] = []
-    report = morph_guest(guest, target_platform=target, source_platform=source,
-                         options=MorphOptions.model_validate(options), on_event=events.append)
+    report = morph_guest(
+        guest,
+        target_platform=target,
+        source_platform=source,
+        options=MorphOptions.model_validate(options),
+        on_event=events.append,
+    )
     # Every change is announced as an event, one line each, so the task's events are a full audit trail.
     for change in report.changes:
         assert change.line() in events
@@ -83,8 +144,9 @@ def morph(guest: DirectoryGuest, name: str, target: str, **options: object) -> M
 
 @pytest.mark.parametrize("target", sorted(PLATFORMS))
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_exact_changes_per_family_and_platform(make_guest: Callable[[str], DirectoryGuest], name: str,
-                                               target: str) -> None:
+def test_exact_changes_per_family_and_platform(
+    make_guest: Callable[[str], DirectoryGuest], name: str, target: str
+) -> None:
     guest = make_guest(name)
     report = morph(guest, name, target)
     _, removal = SOURCES[name]
@@ -104,7 +166,7 @@ def test_exact_changes_per_family_and_platform(make_guest: Callable[[str], Direc
     drivers = PLATFORMS[target].drivers
     if report.os_info.initramfs_tool == "initramfs-tools":
         modules = guest.read_text("/etc/initramfs-tools/modules").splitlines()
-        assert modules[-len(drivers):] == list(drivers)
+        assert modules[-len(drivers) :] == list(drivers)
     else:
         conf = guest.read_text("/etc/dracut.conf.d/90-sterna.conf")
         expected_drivers = [d for d in drivers if not (name == "centos" and d == "gve")]
@@ -118,8 +180,9 @@ def test_exact_changes_per_family_and_platform(make_guest: Callable[[str], Direc
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_kernel_command_line_serial_console_and_uuids(make_guest: Callable[[str], DirectoryGuest],
-                                                      name: str) -> None:
+def test_kernel_command_line_serial_console_and_uuids(
+    make_guest: Callable[[str], DirectoryGuest], name: str
+) -> None:
     guest = make_guest(name)
     morph(guest, name, "kvm")
     grub = guest.read_text("/etc/default/grub")
@@ -134,8 +197,9 @@ def test_kernel_command_line_serial_console_and_uuids(make_guest: Callable[[str]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_network_becomes_dhcp_on_eth0_without_mac_pins(make_guest: Callable[[str], DirectoryGuest],
-                                                       name: str) -> None:
+def test_network_becomes_dhcp_on_eth0_without_mac_pins(
+    make_guest: Callable[[str], DirectoryGuest], name: str
+) -> None:
     guest = make_guest(name)
     morph(guest, name, "aws")
     from osmorphing.netconf import read_network
@@ -149,11 +213,13 @@ def test_unmorphable_guests_raise_with_the_cause(tmp_path) -> None:  # type: ign
     from osmorphing import InspectionError, UnsupportedOS
 
     with pytest.raises(InspectionError, match="no operating system"):
-        morph_guest(DirectoryGuest(tmp_path), target_platform="kvm", source_platform=None, options=MorphOptions())
+        morph_guest(
+            DirectoryGuest(tmp_path), target_platform="kvm", source_platform=None, options=MorphOptions()
+        )
     arch = tmp_path / "arch"
     (arch / "etc").mkdir(parents=True)
     (arch / "etc/os-release").write_text('NAME="Arch Linux"\nID=arch\n')
-    with pytest.raises(UnsupportedOS, match="'Arch Linux' .*not supported"):
+    with pytest.raises(UnsupportedOS, match=r"'Arch Linux' .*not supported"):
         morph_guest(DirectoryGuest(arch), target_platform="kvm", source_platform=None, options=MorphOptions())
     old = tmp_path / "old"
     (old / "etc").mkdir(parents=True)
@@ -166,7 +232,9 @@ def test_unknown_target_platform_is_refused(make_guest: Callable[[str], Director
     from osmorphing import UnsupportedOS
 
     with pytest.raises(UnsupportedOS, match="unknown target platform 'vmware'"):
-        morph_guest(make_guest("debian"), target_platform="vmware", source_platform=None, options=MorphOptions())
+        morph_guest(
+            make_guest("debian"), target_platform="vmware", source_platform=None, options=MorphOptions()
+        )
 
 
 def test_source_tools_stay_when_asked(make_guest: Callable[[str], DirectoryGuest]) -> None:

@@ -36,7 +36,7 @@ bench: sysdeps $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy api workflows activities worker store client core providers diskio bench
+	$(VENV)/bin/mypy api workflows activities worker store client core providers diskio bench osmorphing
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,15 +1,86 @@
-"""OS morphing step: adapts the guest on the exported disk for the destination platform."""
+"""OS morphing step: adapts the guest on the exported boot disk for the destination platform.
+
+libguestfs work is blocking and takes minutes under TCG, so it runs in a thread while this
+coroutine heartbeats; a cancel waits for the thread (the disk must not be left half-written
+while cleanup removes it) and then stops the step.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
+from temporalio import activity
+
 from activities.recording import TaskRecorder
-from workflows.types import MorphInput
+from core.models import InstanceInfo
+from workflows.types import MorphInput, MorphResult
+
+#: endpoint type -> the platform whose tools the guest carries
+SOURCE_PLATFORMS = {"vmware_vsphere": "vmware", "ova": "vmware", "aws": "aws", "openstack": "kvm",
+                    "azure": "azure", "gcp": "gcp", "hyper-v": "hyperv", "scvmm": "hyperv"}
 
 
-async def morph_disks(inp: MorphInput, target_platform: str, rec: TaskRecorder) -> None:
-    # Guest adaptation lands with the OS-morphing engine; until then the step is recorded
-    # so that every migration shows the task and its decision.
-    await rec.aevent(
-        f"OS morphing for target platform '{target_platform}' is not available in this build: "
-        "the guest is left unchanged"
+def source_platform(origin_type: str, info: InstanceInfo | None) -> str | None:
+    if origin_type in SOURCE_PLATFORMS:
+        return SOURCE_PLATFORMS[origin_type]
+    # A local inventory remembers where its VMs came from only through their guest ids.
+    if info is not None and (info.guest_id or "").endswith("Guest"):
+        return "vmware"
+    return None
+
+
+async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, rec: TaskRecorder) -> MorphResult:
+    from osmorphing import MorphOptions, morph_image
+    from osmorphing.errors import InspectionError
+    from osmorphing.models import TargetNic
+
+    boot = inp.disks[0] if inp.disks else None
+    if boot is None or boot.path is None:
+        return MorphResult(disks=inp.disks, bootable=False)
+    boot_path = boot.path
+    info = inp.step.export_info
+    env = inp.step.destination_environment
+    options = MorphOptions(
+        keep_static_ip=bool(env.get("keep_static_ip", False)),
+        user_scripts=inp.user_scripts or None,
+        instance_name=inp.step.task.instance,
+        nics=[TargetNic(network_name=nic.network_name) for nic in (info.devices.nics if info else [])],
     )
+    src_platform = source_platform(origin_type, info)
+    await rec.aevent(f"Adapting {boot.disk_id} for '{target_platform}' (source platform: {src_platform or 'unknown'})")
+    work = asyncio.ensure_future(asyncio.to_thread(
+        morph_image, boot_path, boot.format, target_platform=target_platform, source_platform=src_platform,
+        options=options, on_event=rec.event,
+    ))
+    beats = 0
+    try:
+        while True:
+            try:
+                report = await asyncio.wait_for(asyncio.shield(work), timeout=5)
+                break
+            except TimeoutError:
+                beats += 1
+                activity.heartbeat({"phase": "os_morphing", "seconds": beats * 5})
+    except asyncio.CancelledError:
+        await asyncio.shield(_settle(work))
+        raise
+    except InspectionError as exc:
+        # A data disk or an OS libguestfs does not recognise: copied unchanged, and said so.
+        await rec.aevent(f"No operating system to adapt on {boot.disk_id}: {exc}; the disk is migrated "
+                         "unchanged", "WARNING")
+        return MorphResult(disks=inp.disks, bootable=False)
+    for warning in report.warnings:
+        await rec.aevent(warning, "WARNING")
+    await rec.aevent(f"OS morphing done: {len(report.changes)} change(s) to the guest")
+    os_info: dict[str, Any] = report.os_info.model_dump(mode="json")
+    await asyncio.to_thread(rec.services.store.set_instance_info, rec.task.migration_id, rec.task.instance,
+                            "os_info", os_info)
+    return MorphResult(disks=inp.disks, bootable=bool(report.os_info.kernels) or report.os_info.os_type == "windows")
+
+
+async def _settle(work: asyncio.Future[Any]) -> None:
+    # The cancel is what the caller reports; the thread's own outcome no longer matters.
+    with contextlib.suppress(Exception):
+        await work

@@ -24,6 +24,7 @@ from workflows.types import (
     DiskStepResult,
     Heartbeat,
     MorphInput,
+    MorphResult,
     SnapshotResult,
     StepInput,
     UploadResult,
@@ -146,16 +147,15 @@ class MigrationActivities:
             )
 
     @activity.defn(name="os_morphing")
-    async def os_morphing(self, inp: MorphInput) -> list[DiskLocator]:
+    async def os_morphing(self, inp: MorphInput) -> MorphResult:
         async with task_running(self.services, inp.step.task) as rec:
             if inp.skip:
                 await rec.aevent("OS morphing skipped: skip_os_morphing is set")
-                return inp.disks
+                return MorphResult(disks=inp.disks, bootable=False)
             dest = await self.services.provider(inp.step.destination_endpoint_id, ImportProvider)
             from activities.morphing import morph_disks
 
-            await morph_disks(inp, dest.TARGET_PLATFORM, rec)
-            return inp.disks
+            return await morph_disks(inp, dest.TARGET_PLATFORM, inp.origin_type, rec)
 
     @activity.defn(name="convert_disk")
     async def convert_disk(self, inp: DiskStepInput) -> DiskLocator:
@@ -202,7 +202,18 @@ class MigrationActivities:
             deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
             await rec.aevent(f"Instance {deployed.name or deployed.id} deployed: "
                              + ", ".join(f"{k}={v}" for k, v in deployed.details.items() if k != "disks"))
-            if isinstance(dest, BootVerifier) and env.get("verify_boot", True):
+            # By default the boot is checked when OS morphing found a bootable OS; the destination
+            # environment's verify_boot forces it on or off.
+            verify = env.get("verify_boot")
+            if verify is None:
+                verify = inp.bootable
+            if not isinstance(dest, BootVerifier):
+                await rec.aevent(f"The '{dest.PLUGIN_NAME}' destination can't check boots: not verified")
+            elif not verify:
+                await rec.aevent("Boot check disabled (verify_boot is false)" if env.get("verify_boot") is False
+                                 else "Boot check not run: OS morphing found no bootable OS (set verify_boot "
+                                 "to force it)")
+            else:
                 timeout = float(env.get("boot_timeout", 600))
                 evidence = await asyncio.to_thread(dest.verify_boot, env, deployed, timeout)
                 for line in evidence:

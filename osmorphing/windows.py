@@ -18,6 +18,7 @@ from typing import Any
 
 from osmorphing.guest import Guest
 from osmorphing.models import OsInfo
+from osmorphing.system import import_system
 
 CURRENT_VERSION_KEY = ("Microsoft", "Windows NT", "CurrentVersion")
 #: where virt-v2v looks for the Windows helpers it injects (firstboot service wrapper)
@@ -27,7 +28,8 @@ VIRTIO_WIN_CANDIDATES = (Path("/usr/share/virtio-win"), Path("/usr/share/virtio-
 
 def read_current_version(guest: Guest, hive_path: str) -> dict[str, str | int]:
     """Values of ``...\\Windows NT\\CurrentVersion`` from the SOFTWARE hive at ``hive_path``."""
-    import hivex  # python3-hivex (Debian); read lazily so Linux-only workers need not have it
+    # python3-hivex (Debian); read lazily so Linux-only workers need not have it
+    hivex = import_system("hivex", "python3-hivex")
 
     with tempfile.NamedTemporaryFile(prefix="sterna-hive-") as tmp:
         tmp.write(guest.read_bytes(hive_path))

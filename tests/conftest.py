@@ -20,6 +20,24 @@ from worker.launcher import Stack
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
 
 
+class PipelineClient(SternaClient):
+    """The API client of the pipeline tests: OS morphing off unless a test asks for it.
+
+    These tests are about moving and recording disks; their sample disks hold a Linux tree but no
+    kernel, and a libguestfs appliance per migration would cost minutes. Morphing has its own
+    end-to-end tests (``tests/osmorphing``, ``tests/api/test_morphing_migration.py``).
+    """
+
+    def create_migration(self, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("skip_os_morphing", True)
+        return super().create_migration(**fields)
+
+    def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        if method == "POST" and path == "/migrations" and isinstance(json, dict) and "migration" in json:
+            json = {"migration": {"skip_os_morphing": True, **json["migration"]}}
+        return super()._call(method, path, json, params)
+
+
 @dataclass
 class RunningStack:
     stack: Stack
@@ -29,7 +47,7 @@ class RunningStack:
     root: Path
 
     def client(self, project: str = "test-project") -> SternaClient:
-        return SternaClient(self.url, project)
+        return PipelineClient(self.url, project)
 
     def inventory(self, name: str) -> Path:
         path = self.root / "inventories" / name

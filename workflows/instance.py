@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         DiskStepResult,
         InstanceInput,
         MorphInput,
+        MorphResult,
         SnapshotResult,
         Status,
         StepInput,
@@ -99,17 +100,19 @@ class InstanceMigrationWorkflow:
             disks = [r.disk for r in exported]
 
             self._current = TaskType.OS_MORPHING
-            disks = await workflow.execute_activity(
+            morphed: MorphResult = await workflow.execute_activity(
                 "os_morphing",
                 MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
-                           skip=m.skip_os_morphing, user_scripts=m.user_scripts),
-                result_type=list[DiskLocator], task_queue=host_queue,
+                           skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
+                result_type=MorphResult, task_queue=host_queue,
                 start_to_close_timeout=timedelta(seconds=t.transfer),
+                heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                 retry_policy=_retry(t, 3),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
 
+            disks = morphed.disks
             self._current = TaskType.CONVERT
             disks = await self._per_disk(
                 "convert_disk", step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
@@ -123,7 +126,8 @@ class InstanceMigrationWorkflow:
 
             self._current = TaskType.BOOT
             result: dict[str, Any] = await workflow.execute_activity(
-                "deploy_instance", DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported),
+                "deploy_instance",
+                DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported, bootable=morphed.bootable),
                 result_type=dict, task_queue=host_queue,
                 start_to_close_timeout=timedelta(seconds=t.transfer),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),

@@ -131,6 +131,13 @@ class MorphInput(BaseModel):
     disks: list[DiskLocator]
     skip: bool = False
     user_scripts: dict[str, Any] = Field(default_factory=dict)
+    origin_type: str = ""
+
+
+class MorphResult(BaseModel):
+    disks: list[DiskLocator]
+    #: OS morphing found a bootable OS (a kernel): the boot check runs by default
+    bootable: bool = False
 
 
 class UploadResult(BaseModel):
@@ -140,6 +147,7 @@ class UploadResult(BaseModel):
 class DeployInput(BaseModel):
     step: StepInput
     disks: list[ImportedDisk]
+    bootable: bool = False
 
 
 class CleanupInput(BaseModel):

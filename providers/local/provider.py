@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, ProviderError
 from core.models import (
     DeployedInstance,
     DiskLocator,
@@ -33,6 +33,7 @@ from core.models import (
 )
 from diskio.base import DiskSource
 from providers.base import (
+    BootVerifier,
     DestinationOptionsProvider,
     EndpointProvider,
     ExportProvider,
@@ -49,7 +50,8 @@ OWNER_FILE = ".sterna-migration"
 
 
 class LocalProvider(
-    EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, StorageProvider, DestinationOptionsProvider
+    EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, StorageProvider, DestinationOptionsProvider,
+    BootVerifier,
 ):
     PLUGIN_NAME = "local"
     TARGET_DISK_FORMAT = "qcow2"
@@ -234,7 +236,29 @@ class LocalProvider(
         return DeployedInstance(instance=export_info.name, id=target_dir.name, name=target_dir.name,
                                 details={"path": str(target_dir), "domain_xml": str(target_dir / "domain.xml"),
                                          "num_cpu": num_cpu, "memory_mb": memory_mb,
+                                         "firmware": export_info.firmware_type,
                                          "disks": [d.details for d in disks]})
+
+    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
+        """Boot the first disk under QEMU (TCG, virtio disk and NIC, user-mode network) and read its console."""
+        from providers.local.boot import boot_check
+
+        disks = deployed.details.get("disks") or []
+        if not disks:
+            raise ProviderError(f"Instance {deployed.name} has no disk to boot")
+        workdir = Path(deployed.details["path"]) / ".boot-check"
+        firmware = "uefi" if deployed.details.get("firmware") == "EFI" else "bios"
+        result = boot_check(disks[0]["path"], disks[0]["format"], timeout=timeout, workdir=workdir,
+                            firmware=firmware)
+        if not result.userspace_started:
+            tail = " | ".join(result.serial_log.read_text(errors="replace").strip().splitlines()[-3:])
+            raise ProviderError(f"The guest did not reach userspace ({result.reason}, {result.elapsed:.0f}s); "
+                                f"last console lines: {tail or '(none)'}")
+        lines = [f"userspace started after {result.elapsed:.0f}s under QEMU (serial log {result.serial_log})"]
+        lines += [f"console: {line}" for line in result.evidence[:6]]
+        lines.append(f"IPv4 address {result.ipv4} obtained by DHCP on the virtio NIC" if result.ipv4
+                     else "no IPv4 address on the console: the network did not come up")
+        return lines
 
     def cleanup(
         self,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import hivex
+from osmorphing.system import import_system
+
+hivex = import_system("hivex", "python3-hivex")
 
 REG_SZ = 1
 REG_DWORD = 4

@@ -146,7 +146,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return run_demo(settings, exit_after=args.exit)
+        return run_demo(settings, exit_after=args.exit, bootable=args.bootable)
     raise AssertionError(args.command)
 
 
@@ -163,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade"])
     demo = sub.add_parser("demo", help="migrate a sample VM end to end")
     demo.add_argument("--exit", action="store_true", help="exit after verifying instead of keeping the stack up")
+    demo.add_argument("--bootable", action="store_true",
+                      help="build (once, cached) and migrate the bootable Debian guest, with its boot check")
 
     ep = sub.add_parser("endpoint", help="cloud connections").add_subparsers(dest="action", required=True)
     c = ep.add_parser("create")

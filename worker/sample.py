@@ -60,6 +60,20 @@ def build_disk(path: Path, *, size: int = 2 * 1024**3, data_mib: int = 64, seed:
         )
 
 
+def create_vmware_vm(inventory: Path, name: str, raw_guest: Path) -> Path:
+    """A ``local`` entry holding ``raw_guest`` as the streamOptimized VMDK a vSphere export produces."""
+    from worker.guest import VMWARE_MAC, export_stream_optimized_vmdk
+
+    vm_dir = inventory / name
+    vm_dir.mkdir(parents=True, exist_ok=True)
+    export_stream_optimized_vmdk(raw_guest, vm_dir / "disk-0.vmdk")
+    vm = {"name": name, "num_cpu": 1, "memory_mb": 1024, "firmware": "BIOS", "os_type": "linux",
+          "guest_id": "debian12_64Guest", "nics": [{"network_name": "VM Network", "mac_address": VMWARE_MAC}],
+          "disks": [{"id": "disk-0", "file": "disk-0.vmdk", "format": "vmdk"}]}
+    (vm_dir / "vm.json").write_text(json.dumps(vm, indent=2) + "\n")
+    return vm_dir
+
+
 def create_vm(inventory: Path, name: str, *, size: int = 2 * 1024**3, data_mib: int = 64, seed: int = 1,
               network: str = "VM Network") -> Path:
     """A ``local`` inventory entry (``vm.json`` + ``disk-0.raw``)."""

@@ -9,27 +9,20 @@ Slow: the guest build (~4 min the first time, then cached), libguestfs under TCG
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import RunningStack, task, wait_final
-from tests.guests.debian import OLD_NIC, VMWARE_MAC, build_debian_guest, export_stream_optimized_vmdk
+from tests.guests.debian import OLD_NIC, build_debian_guest
+from worker.sample import create_vmware_vm
 
 pytestmark = pytest.mark.slow
 
 
 def _vmware_inventory(root: Path) -> Path:
-    vm = root / "debian-vm"
-    vm.mkdir(parents=True)
-    export_stream_optimized_vmdk(build_debian_guest(), vm / "disk-0.vmdk")
-    (vm / "vm.json").write_text(json.dumps({
-        "name": "debian-vm", "num_cpu": 1, "memory_mb": 1024, "firmware": "BIOS", "os_type": "linux",
-        "guest_id": "debian12_64Guest", "nics": [{"network_name": "VM Network", "mac_address": VMWARE_MAC}],
-        "disks": [{"id": "disk-0", "file": "disk-0.vmdk", "format": "vmdk"}],
-    }))
+    create_vmware_vm(root, "debian-vm", build_debian_guest())
     return root
 
 

@@ -1,0 +1,262 @@
+"""A real, bootable Debian guest that looks like it was made on VMware.
+
+``build_debian_guest()`` returns a raw GPT disk with:
+
+* partition 1: BIOS boot partition (GRUB's core image), partition 2: ext4 root;
+* Debian bookworm with systemd, a kernel, initramfs-tools, GRUB (BIOS), open-vm-tools, ifupdown;
+* ``/etc/network/interfaces`` with a *static* address on ``ens192`` (VMware's first vmxnet3 slot) and a
+  systemd ``.link`` file pinning the name ``ens192`` to a VMware MAC (``00:50:56:…``);
+* ``console=ttyS0`` on the kernel command line, so even an unmorphed boot is observable on serial;
+* ``sterna-report-ip.service``: after boot it prints ``STERNA-GUEST-IPV4 <dev> <addr/len>`` on the serial
+  console, or ``STERNA-GUEST-NO-IPV4`` with the link names when no address came within 60 s.
+
+The image is cached under ``~/.cache/sterna/guests/<recipe-hash>/disk.raw``; the hash covers everything
+that shapes the image (suite, packages, written files, this builder's version), so a changed recipe
+builds a new image and an unchanged one is reused. Building needs root (debootstrap), network access to
+deb.debian.org and libguestfs (GRUB is installed from inside the appliance). It takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = [
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "linux-image-amd64",
+    "initramfs-tools",
+    "grub-pc-bin",
+    "grub2-common",
+    "open-vm-tools",
+    "ifupdown",
+    "isc-dhcp-client",
+    "iproute2",
+]
+DISK_SIZE = 3 * 1024**3
+ROOT_START_SECTOR = 4096  # 2 MiB: room for the BIOS boot partition
+ROOT_UUID = "5a1e0c55-7e57-4a4e-9d1b-000000000002"
+VMWARE_MAC = "00:50:56:9a:3c:01"
+OLD_NIC = "ens192"
+BUILDER_VERSION = 3
+
+_REPORT_SCRIPT = """#!/bin/sh
+# Test-guest probe: tell the serial console whether the network came up, and with which address.
+for i in $(seq 1 60); do
+    addr=$(ip -4 -o addr show scope global | awk '{print $2" "$4; exit}')
+    if [ -n "$addr" ]; then
+        echo "STERNA-GUEST-IPV4 $addr" > /dev/ttyS0
+        exit 0
+    fi
+    sleep 1
+done
+echo "STERNA-GUEST-NO-IPV4 links: $(ls /sys/class/net | tr '\\n' ' ')" > /dev/ttyS0
+"""
+
+_REPORT_UNIT = """[Unit]
+Description=Report the guest's IPv4 address on the serial console (Sterna test guest)
+After=network.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/sterna-report-ip
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+FILES: dict[str, str] = {
+    "/etc/hostname": "vmware-guest\n",
+    "/etc/hosts": "127.0.0.1 localhost\n127.0.1.1 vmware-guest\n",
+    "/etc/fstab": f"# <file system> <mount point> <type> <options> <dump> <pass>\n"
+    f"UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n",
+    "/etc/network/interfaces": (
+        "# This file describes the network interfaces available on your system\n"
+        "source /etc/network/interfaces.d/*\n\n"
+        "auto lo\niface lo inet loopback\n\n"
+        f"allow-hotplug {OLD_NIC}\n"
+        f"iface {OLD_NIC} inet static\n"
+        "    address 192.168.10.50/24\n"
+        "    gateway 192.168.10.1\n"
+    ),
+    f"/etc/systemd/network/10-{OLD_NIC}.link": (
+        f"[Match]\nMACAddress={VMWARE_MAC}\n\n[Link]\nName={OLD_NIC}\n"
+    ),
+    "/etc/default/grub": (
+        "GRUB_DEFAULT=0\nGRUB_TIMEOUT=1\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n"
+        'GRUB_CMDLINE_LINUX_DEFAULT=""\n'
+        'GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"\n'
+        "GRUB_TERMINAL=console\n"
+    ),
+    "/usr/local/sbin/sterna-report-ip": _REPORT_SCRIPT,
+    "/etc/systemd/system/sterna-report-ip.service": _REPORT_UNIT,
+}
+EXECUTABLES = {"/usr/local/sbin/sterna-report-ip"}
+SYMLINKS = {
+    "/etc/systemd/system/multi-user.target.wants/sterna-report-ip.service": (
+        "/etc/systemd/system/sterna-report-ip.service"
+    ),
+}
+
+
+def recipe() -> dict[str, object]:
+    """Everything that determines the image's content; its hash is the cache key."""
+    return {
+        "suite": SUITE,
+        "packages": PACKAGES,
+        "disk_size": DISK_SIZE,
+        "root_start": ROOT_START_SECTOR,
+        "root_uuid": ROOT_UUID,
+        "files": FILES,
+        "symlinks": SYMLINKS,
+        "builder": BUILDER_VERSION,
+    }
+
+
+def recipe_hash() -> str:
+    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sterna" / "guests"
+
+
+def cached_debian_guest() -> Path | None:
+    """The cached image for the current recipe, or ``None`` when it has not been built."""
+    disk = cache_root() / recipe_hash() / "disk.raw"
+    return disk if disk.is_file() else None
+
+
+def build_debian_guest(*, log: bool = True) -> Path:
+    """Return the cached bootable Debian guest disk (raw), building it first if needed."""
+    existing = cached_debian_guest()
+    if existing:
+        return existing
+    final_dir = cache_root() / recipe_hash()
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=final_dir.parent))
+    try:
+        root = work / "root"
+        _run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
+            log,
+        )
+        _customise_tree(root)
+        disk = work / "disk.raw"
+        _make_disk(root, disk, log)
+        shutil.rmtree(root)
+        _install_grub(disk, log)
+        (work / "recipe.json").write_text(json.dumps(recipe(), sort_keys=True, indent=1))
+        final_dir.mkdir(exist_ok=True)
+        os.replace(disk, final_dir / "disk.raw")
+        os.replace(work / "recipe.json", final_dir / "recipe.json")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final_dir / "disk.raw"
+
+
+def export_stream_optimized_vmdk(raw: Path, dest: Path) -> Path:
+    """Write ``raw`` as a streamOptimized VMDK, the format vSphere's ExportVm/OVF export produces."""
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized,adapter_type=lsilogic",
+            str(raw),
+            str(dest),
+        ],
+        check=True,
+    )
+    return dest
+
+
+def _customise_tree(root: Path) -> None:
+    for path, content in FILES.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        target.chmod(0o755 if path in EXECUTABLES else 0o644)
+    for link, dest in SYMLINKS.items():
+        target = root / link.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            target.unlink()
+        target.symlink_to(dest)
+    # No root password: the probe unit and the serial getty are all the test needs.
+    for mnt in ("proc", "sys", "dev/pts", "dev"):
+        subprocess.run(["umount", "-l", str(root / mnt)], capture_output=True, check=False)
+    apt_cache = root / "var/cache/apt/archives"
+    for deb in apt_cache.glob("*.deb"):
+        deb.unlink()
+
+
+def _make_disk(root: Path, disk: Path, log: bool) -> None:
+    with open(disk, "wb") as fh:
+        fh.truncate(DISK_SIZE)
+    table = (
+        "label: gpt\n"
+        "start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios\n"
+        f"start={ROOT_START_SECTOR}, type=0FC63DAF-8483-4772-8E79-3D69E4C4779E, name=root\n"
+    )
+    subprocess.run(["sfdisk", "-q", str(disk)], input=table.encode(), check=True)
+    root_bytes = DISK_SIZE - ROOT_START_SECTOR * 512 - 1024 * 1024  # leave the backup GPT alone
+    _run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "rootfs",
+            "-U",
+            ROOT_UUID,
+            "-d",
+            str(root),
+            "-E",
+            f"offset={ROOT_START_SECTOR * 512}",
+            str(disk),
+            f"{root_bytes // 1024}k",
+        ],
+        log,
+    )
+
+
+def _install_grub(disk: Path, log: bool) -> None:
+    # grub-install needs a whole-disk block device; the libguestfs appliance has one (/dev/sda), and
+    # update-grub run there writes root=UUID=... exactly as on an installed system.
+    env = dict(os.environ, LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
+    script = "mount /dev/sda2 /\ncommand 'grub-install --target=i386-pc /dev/sda'\ncommand 'update-grub'\n"
+    proc = subprocess.run(
+        ["guestfish", "-a", str(disk)],
+        input=f"run\n{script}".encode(),
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"installing GRUB into the test guest failed: {proc.stderr.decode()[-2000:]}")
+
+
+def _run(argv: list[str], log: bool) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-3000:]}")
+    if log:
+        print(f"[guest-builder] {argv[0]} ok")
+
+
+if __name__ == "__main__":
+    print(build_debian_guest())

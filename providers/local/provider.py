@@ -255,7 +255,9 @@ class LocalProvider(
             raise ProviderError(f"The guest did not reach userspace ({result.reason}, {result.elapsed:.0f}s); "
                                 f"last console lines: {tail or '(none)'}")
         lines = [f"userspace started after {result.elapsed:.0f}s under QEMU (serial log {result.serial_log})"]
-        lines += [f"console: {line}" for line in result.evidence[:6]]
+        # The network report first (it is what tells a working migration from a broken one), then proof lines.
+        reports = [line for line in result.evidence if "IPV4" in line]
+        lines += [f"console: {line}" for line in reports + [x for x in result.evidence if x not in reports][:4]]
         lines.append(f"IPv4 address {result.ipv4} obtained by DHCP on the virtio NIC" if result.ipv4
                      else "no IPv4 address on the console: the network did not come up")
         return lines

@@ -17,7 +17,6 @@ Checks: ``rule:<name>``, ``role:<name>``, ``is_admin:True``, ``<credential>:%(<t
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,11 +50,21 @@ DEFAULT_RULES: dict[str, str] = {
     **{f"migration:{res}:{act}": "rule:admin_or_owner" for res, acts in _ACTIONS.items() for act in acts},
 }
 
-_TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
+def _tokens(text: str) -> list[str]:
+    """Whitespace-separated words, with leading '(' and trailing ')' split off (as oslo.policy
+    does), so that ``%(project_id)s`` inside a check keeps its parentheses."""
+    out: list[str] = []
+    for word in text.split():
+        head = len(word) - len(word.lstrip("("))
+        tail = len(word) - len(word.rstrip(")"))
+        core = word[head:len(word) - tail]
+        # "%(x)s)" ends with one ')' of its own only when it closes a format: keep it.
+        out += ["("] * head + ([core] if core else []) + [")"] * tail
+    return out
 
 
 def _parse(text: str) -> Check:
-    tokens = _TOKEN.findall(text)
+    tokens = _tokens(text)
     pos = 0
 
     def peek() -> str | None:

@@ -29,7 +29,7 @@ import httpx
 
 from tests.peers import free_port
 
-VERSIONS = ["keystone==30.0.0", "barbican==23.0.0", "glance==33.0.0", "gunicorn==23.0.0"]
+VERSIONS = ["keystone==30.0.0", "barbican==23.0.0", "glance==33.0.0", "gunicorn==27.0.1"]
 ADMIN_PASSWORD = "s3cret-admin"
 
 
@@ -90,14 +90,27 @@ class OpenStackPeers:
     servers: dict[str, Server] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
     ids: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, compute_url: str | None = None) -> None:
         self.venv = ensure_venv()
-        self._keystone()
+        self.ports = {"keystone": free_port(), "barbican": free_port(), "glance": free_port()}
+        # The one-time setup commands are mostly Python import time: run them side by side.
+        setup = [*self._keystone_prepare(), *self._barbican_prepare(), *self._glance_prepare()]
+        procs = [(cmd, subprocess.Popen(cmd, cwd=cwd, env=self._env(**env), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)) for cmd, cwd, env in setup]
+        for cmd, proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out}")
+        self._keystone_serve()
         self._register(compute_url)
-        self._barbican()
-        self._glance()
+        self._serve("barbican", self.root / "barbican", ["bb_wsgi:application"])
+        self._serve("glance", self.root / "glance", ["glance.wsgi.api:application"],
+                    OS_GLANCE_CONFIG_DIR=str(self.root / "glance"))
+        for name in ("barbican", "glance"):
+            self._ready(self.servers[name], "/")
 
     def stop(self) -> None:
         for server in reversed(list(self.servers.values())):
@@ -105,7 +118,7 @@ class OpenStackPeers:
 
     @property
     def auth_url(self) -> str:
-        return f"{self.servers['keystone'].url}/v3"
+        return f"http://127.0.0.1:{self.ports['keystone']}/v3"
 
     def _bin(self, name: str) -> str:
         return str(self.venv / "bin" / name)
@@ -124,10 +137,9 @@ class OpenStackPeers:
             raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
 
     # -- keystone -----------------------------------------------------------------------------------
-    def _keystone(self) -> None:
+    def _keystone_prepare(self) -> list[tuple[list[str], Path, dict[str, str]]]:
         d = self.root / "keystone"
         d.mkdir(parents=True, exist_ok=True)
-        port = free_port()
         conf = d / "keystone.conf"
         # password_hash_rounds must be set before bootstrap, or admin keeps the slow hash.
         conf.write_text(f"""[DEFAULT]
@@ -150,9 +162,14 @@ backend = dogpile.cache.memory
 """)
         km = [self._bin("keystone-manage"), "--config-file", str(conf)]
         user, group = _user_group()
-        self._run(*km, "db_sync")
-        self._run(*km, "fernet_setup", "--keystone-user", user, "--keystone-group", group)
-        self._run(*km, "credential_setup", "--keystone-user", user, "--keystone-group", group)
+        return [([*km, "db_sync"], d, {}),
+                ([*km, "fernet_setup", "--keystone-user", user, "--keystone-group", group], d, {}),
+                ([*km, "credential_setup", "--keystone-user", user, "--keystone-group", group], d, {})]
+
+    def _keystone_serve(self) -> None:
+        d, port = self.root / "keystone", self.ports["keystone"]
+        conf = d / "keystone.conf"
+        km = [self._bin("keystone-manage"), "--config-file", str(conf)]
         url = f"http://127.0.0.1:{port}/v3/"
         self._run(*km, "bootstrap", "--bootstrap-password", ADMIN_PASSWORD, "--bootstrap-region-id", "RegionOne",
                   "--bootstrap-admin-url", url, "--bootstrap-internal-url", url, "--bootstrap-public-url", url)
@@ -161,22 +178,28 @@ backend = dogpile.cache.memory
             "import os, sys\nsys.argv = sys.argv[:1]\n"
             f"os.environ['OS_KEYSTONE_CONFIG_FILES'] = {str(conf)!r}\n"
             "from keystone.wsgi.api import application  # noqa: E402\n")
-        self._gunicorn_at("keystone", d, "ks_wsgi:application", port, "/v3")
+        self._serve("keystone", d, ["ks_wsgi:application"])
+        self._ready(self.servers["keystone"], "/v3")
 
-    def _gunicorn_at(self, name: str, d: Path, app: str, port: int, ready_path: str) -> None:
-        server = Server(name, port, d / "gunicorn.pid", d / "gunicorn.log")
-        cmd = [self._bin("gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "4",
-               "--pythonpath", str(d), "--pid", str(server.pidfile), "--daemon",
-               "--error-logfile", str(server.log), app]
-        self._run(*cmd, cwd=d)
+    def _serve(self, name: str, d: Path, app: list[str], **env: str) -> None:
+        server = Server(name, self.ports[name], d / "gunicorn.pid", d / "gunicorn.log")
+        # --no-control-socket: gunicorn 27's control socket has a fixed per-user path, so
+        # several instances would overwrite each other's.
+        cmd = [self._bin("gunicorn"), "-b", f"127.0.0.1:{server.port}", "-w", "1", "--threads", "4",
+               "--timeout", "600", "--no-control-socket", "--pythonpath", str(d), "--pid", str(server.pidfile),
+               "--daemon", "--error-logfile", str(server.log), *app]
+        self._run(*cmd, cwd=d, **env)
         self.servers[name] = server
-        deadline = time.monotonic() + 60
+
+    @staticmethod
+    def _ready(server: Server, path: str) -> None:
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with suppress(httpx.HTTPError):
-                if httpx.get(server.url + ready_path, timeout=2).status_code < 500:
+                if httpx.get(server.url + path, timeout=2).status_code < 500:
                     return
             time.sleep(0.1)
-        raise RuntimeError(f"{name} did not start; see {server.log}")
+        raise RuntimeError(f"{server.name} did not start on {server.url}; see {server.log}")
 
     def admin(self) -> httpx.Client:
         r = httpx.post(f"{self.auth_url}/auth/tokens", json=_password_body("admin", ADMIN_PASSWORD, "admin"))
@@ -185,7 +208,6 @@ backend = dogpile.cache.memory
                             timeout=30)
 
     def _register(self, compute_url: str | None) -> None:
-        self.ports = {"barbican": free_port(), "glance": free_port()}
         with self.admin() as a:
             def create(coll: str, key: str, body: dict[str, Any]) -> str:
                 r = a.post(f"/{coll}", json={key: body})
@@ -242,7 +264,7 @@ backend = dogpile.cache.memory
                                         project_domain_id="default"))
 
     # -- barbican -----------------------------------------------------------------------------------
-    def _barbican(self) -> None:
+    def _barbican_prepare(self) -> list[tuple[list[str], Path, dict[str, str]]]:
         d = self.root / "barbican"
         d.mkdir(parents=True, exist_ok=True)
         port = self.ports["barbican"]
@@ -285,15 +307,13 @@ from paste import deploy
 application = deploy.loadapp({'config:' + str(d / 'barbican-api-paste.ini')!r})
 """)
         # barbican-manage ignores --config-file's [database] connection: pass -d.
-        self._run(self._bin("barbican-manage"), "db", "upgrade", "-d", f"sqlite:///{d}/barbican.sqlite", cwd=d)
-        self._gunicorn_at("barbican", d, "bb_wsgi:application", port, "/")
+        return [([self._bin("barbican-manage"), "db", "upgrade", "-d", f"sqlite:///{d}/barbican.sqlite"], d, {})]
 
     # -- glance -------------------------------------------------------------------------------------
-    def _glance(self) -> None:
+    def _glance_prepare(self) -> list[tuple[list[str], Path, dict[str, str]]]:
         d = self.root / "glance"
         for sub in ("images", "staging", "tasks"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        port = self.ports["glance"]
         (d / "glance-api-paste.ini").write_text(
             (self.venv / "etc" / "glance" / "glance-api-paste.ini").read_text())
         conf = d / "glance-api.conf"
@@ -323,20 +343,7 @@ project_name = service
 user_domain_id = default
 project_domain_id = default
 """)
-        self._run(self._bin("glance-manage"), "--config-file", str(conf), "db_sync", cwd=d)
-        server = Server("glance", port, d / "gunicorn.pid", d / "gunicorn.log")
-        cmd = [self._bin("gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "4", "--timeout", "600",
-               "--pid", str(server.pidfile), "--daemon", "--error-logfile", str(server.log),
-               "glance.wsgi.api:application"]
-        self._run(*cmd, cwd=d, OS_GLANCE_CONFIG_DIR=str(d))
-        self.servers["glance"] = server
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with suppress(httpx.HTTPError):
-                httpx.get(server.url + "/", timeout=2)
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"glance did not start; see {server.log}")
+        return [([self._bin("glance-manage"), "--config-file", str(conf), "db_sync"], d, {})]
 
 
 def _password_body(user: str, password: str, project: str) -> dict[str, Any]:

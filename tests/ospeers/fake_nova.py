@@ -11,8 +11,9 @@ Glance and Barbican in these tests are the real servers; only compute and networ
   ``POST /servers``, ``GET|DELETE /servers/{id}``, ``POST /servers/{id}/action`` with
   ``os-getConsoleOutput`` or ``createImage`` (2.45+ response body), ``GET /v2.0/networks`` and
   ``GET /v2.0/security-groups``. Anything else answers 404.
-* Tokens are real: every request's ``X-Auth-Token`` is validated against the real Keystone (a
-  token validating itself), and servers are visible only in the token's project. A bad token
+* Tokens are real: every request's ``X-Auth-Token`` is validated against the real Keystone with
+  the fake's own service user (``nova``), as keystonemiddleware does in Nova, and servers are
+  visible only in the token's project (trust-scoped tokens included). A bad token
   gets 401, as from Nova.
 * Create validates what Nova validates for these fields: the flavor exists, every network
   uuid exists, every security group name exists, and the image (``imageRef`` or a
@@ -79,6 +80,7 @@ class FakeNova:
         self.created: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
+        self._token = ""
 
     @property
     def url(self) -> str:
@@ -112,14 +114,31 @@ class FakeNova:
         return srv
 
     # -- helpers used by the handler ------------------------------------------------------------------
+    def _service_token(self, renew: bool = False) -> str:
+        """The fake's own service user token (``nova`` in project ``service``), as Nova's
+        keystonemiddleware uses to validate callers' tokens."""
+        with self.lock:
+            if renew or not self._token:
+                body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+                    "name": "nova", "password": "novapw", "domain": {"id": "default"}}}},
+                    "scope": {"project": {"name": "service", "domain": {"id": "default"}}}}}
+                r = httpx.post(f"{self.auth_url}/auth/tokens", json=body, timeout=30)
+                r.raise_for_status()
+                self._token = r.headers["X-Subject-Token"]
+            return self._token
+
     def project_of(self, token: str | None) -> str | None:
         if not token:
             return None
-        r = httpx.get(f"{self.auth_url}/auth/tokens", headers={"X-Auth-Token": token, "X-Subject-Token": token},
-                      timeout=30)
-        if r.status_code != 200:
-            return None
-        return str(r.json()["token"]["project"]["id"])
+        for renew in (False, True):
+            r = httpx.get(f"{self.auth_url}/auth/tokens", timeout=30,
+                          headers={"X-Auth-Token": self._service_token(renew), "X-Subject-Token": token})
+            if r.status_code == 401 and not renew:
+                continue
+            if r.status_code != 200:
+                return None
+            return str(r.json()["token"]["project"]["id"])
+        return None
 
     def view(self, srv: FakeServer) -> dict[str, Any]:
         addresses: dict[str, list[dict[str, Any]]] = {}

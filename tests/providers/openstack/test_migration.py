@@ -109,3 +109,26 @@ def test_a_secret_of_another_project_is_refused_clearly(keystone_stack: Keystone
     error = task(final, "vm-c", "VALIDATE_MIGRATION_INPUTS")["exception_details"]
     assert f"Barbican secret {secret_id} belongs to another project" in error
     assert not (dst / "vm-c").exists()
+
+
+def test_openstack_server_to_local_through_a_glance_snapshot(keystone_stack: KeystoneStack) -> None:
+    """Source side: Nova createImage (fake compute, real Glance bytes), downloaded and migrated."""
+    assert keystone_stack.cloud is not None
+    cloud = keystone_stack.cloud
+    seed, dst = inventories(keystone_stack, ["vm-src"], data_mib=8)
+    disk = seed / "vm-src" / "disk-0.raw"
+    server = cloud.nova.add_server(cloud.peers.users["alice"].project_id, "os-vm", disk)
+    with keystone_stack.as_user("alice") as api:
+        origin = api.create_endpoint("our-cloud-src", "openstack", {})["id"]
+        assert "os-vm" in {i["name"] for i in api.list_instances(origin)}
+        dest = api.create_endpoint("dst", "local", {"path": str(dst)})["id"]
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["os-vm"])
+        final = wait_final(api, m["id"])
+    assert final["last_execution_status"] == "COMPLETED", [
+        (t["task_type"], t["exception_details"]) for t in final["tasks"] if t["exception_details"]]
+    assert identical(disk, dst / "os-vm" / "root.qcow2")
+    # The snapshot image was removed by cleanup.
+    session = cloud.peers.session("alice")
+    images = session.get(f"{cloud.peers.servers['glance'].url}/v2/images").json()["images"]
+    assert not [i for i in images if i["name"].startswith("sterna-snapshot-os-vm")]
+    assert server.id in cloud.nova.servers  # the source server is untouched

@@ -31,7 +31,8 @@ class ForcedCleanupWorkflow:
             for item, queue in zip(inp.items, inp.queues, strict=True)
         ), return_exceptions=True)
         # Terminate skipped the migration's own trust release: do it once the cleanup is done.
-        for migration_id in sorted({item.step.task.migration_id for item in inp.items}):
+        migration_ids = sorted({item.step.task.migration_id for item in inp.items})
+        for migration_id in migration_ids if workflow.patched("release-migration-trust") else []:
             await workflow.execute_activity(
                 "release_migration_trust", TrustRelease(migration_id=migration_id),
                 start_to_close_timeout=timedelta(seconds=60),

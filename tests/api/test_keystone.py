@@ -121,3 +121,25 @@ def _trust_of(stack: KeystoneStack, migration_id: str) -> str | None:
     from store.repo import Store
 
     return Store(Database(stack.settings.db_url), SecretBox(stack.settings)).migration_trust(migration_id)
+
+
+def test_force_cancel_still_deletes_the_trust(keystone_stack: KeystoneStack) -> None:
+    """Terminate skips the workflow's own release: the forced cleanup does it."""
+    assert keystone_stack.cloud is not None
+    cloud = keystone_stack.cloud
+    src, dst = inventories(keystone_stack, ["vm-f"], data_mib=48)
+    with keystone_stack.as_user("alice") as api:
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-f"],
+                                 source_environment={"bandwidth_limit": 4 * 1024 * 1024})
+        wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.2, "export under way")
+        trust_id = _trust_of(keystone_stack, m["id"])
+        assert trust_id
+        api.cancel_migration(m["id"], force=True)
+
+    def trust_gone() -> bool:
+        with cloud.peers.admin() as admin:
+            return bool(admin.get(f"/OS-TRUST/trusts/{trust_id}").status_code == 404)
+
+    assert wait_for(trust_gone, 60, 0.5, "the trust deleted after the forced cleanup")
+    assert _trust_of(keystone_stack, m["id"]) is None

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import wait_final, wait_for
 from tests.helpers import endpoints, export_progress, inventories
-from tests.ospeers.fixtures import KeystoneStack, register_cli
+from tests.peers.openstack.fixtures import KeystoneStack, register_cli
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import task, wait_final
 from tests.helpers import identical, inventories
-from tests.ospeers.fixtures import KeystoneStack
 from tests.peers import temporal_cli
+from tests.peers.openstack.fixtures import KeystoneStack
 from tests.workflows.test_temporal_view import _payloads
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from core.errors import AuthenticationFailed, InvalidInput
 from core.models import Devices, DiskInfo, DiskLocator, InstanceInfo, NicInfo
 from providers.base import TransferContext, TransferProgress
 from providers.openstack.provider import OpenStackProvider
-from tests.ospeers.fixtures import OpenStackCloud
+from tests.peers.openstack.fixtures import OpenStackCloud
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ import pytest
 from client.sdk import SternaClient
 from core.settings import Settings
 from tests.conftest import RunningStack
-from tests.ospeers.fake_nova import FakeNova
-from tests.ospeers.servers import ADMIN_PASSWORD, OpenStackPeers
 from tests.peers import free_port
+from tests.peers.openstack.fake_nova import FakeNova
+from tests.peers.openstack.servers import ADMIN_PASSWORD, OpenStackPeers
 from worker.launcher import Stack
 
 SERVICE_PASSWORD = "sterna-service-pw"

@@ -23,6 +23,7 @@ from starlette.requests import Request
 
 from api.context import RequestContext
 from api.errors import ApiError, Forbidden, Unauthorized
+from core.errors import ConnectionFailed
 from core.keystone import KeystoneService
 from core.settings import Settings
 
@@ -50,7 +51,10 @@ class KeystoneAuth:
         token = request.headers.get("x-auth-token")
         if not token:
             raise Unauthorized("Authentication required: send a Keystone token in X-Auth-Token")
-        found = await run_in_threadpool(self._validate, token)
+        try:
+            found = await run_in_threadpool(self._validate, token)
+        except ConnectionFailed as exc:
+            raise ApiError(503, f"Keystone is unavailable: {exc.message}") from exc
         is_admin = "admin" in {r.lower() for r in found.roles}
         if found.project_id != project_id and not is_admin:
             raise Forbidden(f"The token is scoped to another project than {project_id}")

@@ -16,7 +16,12 @@ def test_missing_or_garbage_token_is_401_in_coriolis_shape(keystone_stack: Keyst
     project = keystone_stack.cloud.peers.users["alice"].project_id
     import httpx
 
-    for headers in ({}, {"X-Auth-Token": "garbage"}, {"X-Auth-Token": "gAAAAABnot-a-real-fernet-token"}):
+    # A real token of Alice's, revoked before its first use: Keystone no longer knows it.
+    revoked = keystone_stack.cloud.peers.token("alice")
+    with keystone_stack.cloud.peers.admin() as admin:
+        assert admin.delete("/auth/tokens", headers={"X-Subject-Token": revoked}).status_code == 204
+    for headers in ({}, {"X-Auth-Token": "garbage"}, {"X-Auth-Token": "gAAAAABnot-a-real-fernet-token"},
+                    {"X-Auth-Token": revoked}):
         r = httpx.get(f"{keystone_stack.url}/v1/{project}/migrations", headers=headers)
         assert r.status_code == 401, (headers, r.text)
         assert r.json()["error"]["code"] == 401 and r.json()["error"]["fault"] == "unauthorized"

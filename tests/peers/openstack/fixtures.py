@@ -25,7 +25,7 @@ from tests.peers.openstack.servers import ADMIN_PASSWORD, OpenStackPeers
 from worker.launcher import Stack
 
 SERVICE_PASSWORD = "sterna-service-pw"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: the deployment's policy file in the keystone stack: creating needs member (or admin)
 POLICY = '"migration:migrations:create": "role:admin or role:member"\n' \
          '"migration:endpoints:create": "role:admin or role:member"\n'

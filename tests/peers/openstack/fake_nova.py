@@ -9,8 +9,8 @@ Glance and Barbican in these tests are the real servers; only compute and networ
 * Only the calls the ``openstack`` provider makes, with the documented request and response
   shapes of compute API v2.1 and networking v2.0: ``GET /flavors/detail``, ``GET /servers/detail``,
   ``POST /servers``, ``GET|DELETE /servers/{id}``, ``POST /servers/{id}/action`` with
-  ``os-getConsoleOutput`` or ``createImage`` (2.45+ response body), ``GET /v2.0/networks`` and
-  ``GET /v2.0/security-groups``. Anything else answers 404.
+  ``os-getConsoleOutput``, ``os-stop`` (SHUTOFF at once) or ``createImage`` (2.45+ response body),
+  ``GET /v2.0/networks`` and ``GET /v2.0/security-groups``. Anything else answers 404.
 * Tokens are real: every request's ``X-Auth-Token`` is validated against the real Keystone with
   the fake's own service user (``nova``), as keystonemiddleware does in Nova, and servers are
   visible only in the token's project (trust-scoped tokens included). A bad token
@@ -284,6 +284,10 @@ class _Handler(BaseHTTPRequestHandler):
                 f"{srv.name} login: ",
             ]
             self._send(200, {"output": "\n".join(lines) + "\n"})
+            return
+        if "os-stop" in (body or {}):
+            srv.status = "SHUTOFF"
+            self._send(202)
             return
         if "createImage" in (body or {}):
             self._create_image(srv, body["createImage"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.conftest import wait_final, wait_for
@@ -14,8 +15,6 @@ pytestmark = pytest.mark.slow
 def test_missing_or_garbage_token_is_401_in_coriolis_shape(keystone_stack: KeystoneStack) -> None:
     assert keystone_stack.cloud is not None
     project = keystone_stack.cloud.peers.users["alice"].project_id
-    import httpx
-
     # A real token of Alice's, revoked before its first use: Keystone no longer knows it.
     revoked = keystone_stack.cloud.peers.token("alice")
     with keystone_stack.cloud.peers.admin() as admin:
@@ -46,6 +45,12 @@ def test_projects_are_isolated(keystone_stack: KeystoneStack) -> None:
         # Bob's token on Alice's project URL: refused.
         r = bob.http.get(f"{keystone_stack.url}/v1/{peers.users['alice'].project_id}/migrations")
         assert r.status_code == 403 and r.json()["error"]["fault"] == "forbidden"
+        # An admin token may act on Alice's project.
+        with peers.admin() as admin:
+            token = admin.headers["X-Auth-Token"]
+        r = httpx.get(f"{keystone_stack.url}/v1/{peers.users['alice'].project_id}/migrations/{m['id']}",
+                      headers={"X-Auth-Token": token})
+        assert r.status_code == 200 and r.json()["migration"]["id"] == m["id"]
         final = wait_final(alice, m["id"])
     assert final["last_execution_status"] == "COMPLETED", final
 

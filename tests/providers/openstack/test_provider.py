@@ -141,3 +141,23 @@ def test_source_server_exports_through_a_glance_snapshot(openstack: OpenStackClo
     assert snap.snapshot_id not in {i["id"] for i in images}
     # Bob's project does not see Alice's server.
     assert "src-vm" not in {i.name for i in OpenStackProvider(creds(openstack, "bob")).list_instances({})}
+
+
+def test_a_template_is_an_image_exported_as_it_is(openstack: OpenStackCloud, tmp_path: Path) -> None:
+    p = OpenStackProvider(creds(openstack))
+    data = os.urandom(1024 * 1024)
+    image = p.cloud.request("image", "POST", "/v2/images", json={
+        "name": "golden-template", "disk_format": "raw", "container_format": "bare"})
+    token = p.cloud.token()
+    import httpx
+
+    httpx.put(f"{p.cloud.endpoint('image')}/v2/images/{image['id']}/file", content=data,
+              headers={"X-Auth-Token": token, "Content-Type": "application/octet-stream"}).raise_for_status()
+    info = p.get_instance({}, "golden-template")
+    assert info.id == image["id"] and info.power_state == "template"
+    snap = p.snapshot_instance({}, "golden-template", tmp_path / "work")
+    assert snap.snapshot_id == image["id"]
+    assert Path(snap.disks[0].path or "").read_bytes() == data
+    p.delete_snapshot(snap)  # the template itself is not ours to delete
+    assert p.cloud.request("image", "GET", f"/v2/images/{image['id']}")["status"] == "active"
+    p.cloud.request("image", "DELETE", f"/v2/images/{image['id']}")

@@ -28,7 +28,8 @@ def test_local_to_same_cloud_openstack_lands_in_glance_byte_identical(keystone_s
         # No connection_info: the caller's own cloud, reached through the migration's trust.
         dest = api.create_endpoint("our-cloud", "openstack", {})["id"]
         m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-os"],
-                                 destination_environment={"flavor_name": "m1.small", "security_groups": ["web"]},
+                                 destination_environment={"flavor_name": "m1.small", "security_groups": ["web"],
+                                                          "verify_boot": True},
                                  network_map={"VM Network": "private"})
         final = wait_final(api, m["id"])
     assert final["last_execution_status"] == "COMPLETED", [

@@ -71,7 +71,9 @@ def test_barbican_secret_ref_completes_and_the_payload_appears_nowhere(keystone_
         origin = api.create_endpoint("lab-secret", "local", {"secret_ref": ref})["id"]
         dest = api.create_endpoint("dst", "local", {"path": str(dst)})["id"]
         assert api.validate_endpoint(origin)["valid"] is True
-        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-b"])
+        # The credentials are the subject here: no OS morphing (minutes of libguestfs under TCG).
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-b"],
+                                 skip_os_morphing=True)
         final = wait_final(api, m["id"])
         responses = [api.http.get(p).text for p in ("/endpoints", f"/endpoints/{origin}", "/migrations",
                                                      "/migrations/detail", f"/migrations/{m['id']}")]
@@ -104,7 +106,8 @@ def test_a_secret_of_another_project_is_refused_clearly(keystone_stack: Keystone
         dest = api.create_endpoint("dst", "local", {"path": str(dst)})["id"]
         check = api.validate_endpoint(origin)
         assert check["valid"] is False and "belongs to another project" in check["message"]
-        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-c"])
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-c"],
+                                 skip_os_morphing=True)
         final = wait_final(api, m["id"])
     assert final["last_execution_status"] == "ERROR"
     error = task(final, "vm-c", "VALIDATE_MIGRATION_INPUTS")["exception_details"]
@@ -123,7 +126,8 @@ def test_openstack_server_to_local_through_a_glance_snapshot(keystone_stack: Key
         origin = api.create_endpoint("our-cloud-src", "openstack", {})["id"]
         assert "os-vm" in {i["name"] for i in api.list_instances(origin)}
         dest = api.create_endpoint("dst", "local", {"path": str(dst)})["id"]
-        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["os-vm"])
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["os-vm"],
+                                 skip_os_morphing=True)
         final = wait_final(api, m["id"])
     assert final["last_execution_status"] == "COMPLETED", [
         (t["task_type"], t["exception_details"]) for t in final["tasks"] if t["exception_details"]]

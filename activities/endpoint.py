@@ -34,7 +34,7 @@ class EndpointActivities:
     def _run(self, call: EndpointCall) -> Any:
         store = self.services.store
         endpoint = store.get_endpoint(None, call.endpoint_id)
-        info = store.connection_info(call.endpoint_id)
+        info = self.services.resolve(endpoint.type, store.connection_info(call.endpoint_id), call.trust_id)
         from providers.registry import get_provider
 
         op = call.operation

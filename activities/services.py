@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from activities import credentials
 from core.crypto import SecretBox
+from core.keystone import KeystoneService
 from core.settings import Settings
 from providers.base import BaseProvider
 from providers.registry import get_provider
@@ -20,13 +22,32 @@ P = TypeVar("P", bound=BaseProvider)
 class Services:
     settings: Settings
     store: Store
+    _keystone: KeystoneService | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
         return cls(settings=settings, store=Store(Database(settings.db_url), SecretBox(settings)))
 
+    @property
+    def keystone(self) -> KeystoneService | None:
+        """The service user's Keystone client, when Keystone is configured."""
+        if self._keystone is None and self.settings.keystone_auth_url and self.settings.keystone_password:
+            self._keystone = KeystoneService(self.settings)
+        return self._keystone
+
+    def resolve(self, platform: str, info: dict[str, Any], trust_id: str | None = None) -> dict[str, Any]:
+        """Inline credentials as they are; Barbican references and same-cloud endpoints through
+        the migration's trust (``activities.credentials``). Blocking."""
+        if not credentials.needs_keystone(platform, info):
+            return info
+        if trust_id is None:
+            migration_id = credentials.current_migration_id()
+            trust_id = self.store.migration_trust(migration_id) if migration_id else None
+        return credentials.resolve(platform, info, self.keystone, trust_id)
+
     async def provider(self, endpoint_id: str, capability: type[P]) -> P:
         """Resolve credentials at the moment they are needed: they never enter workflow history."""
         endpoint = await asyncio.to_thread(self.store.get_endpoint, None, endpoint_id)
         info: dict[str, Any] = await asyncio.to_thread(self.store.connection_info, endpoint_id)
+        info = await asyncio.to_thread(self.resolve, endpoint.type, info)
         return await asyncio.to_thread(get_provider, endpoint.type, info, capability)

@@ -21,6 +21,7 @@ from api.errors import (
     handle_sterna_error,
     handle_unexpected,
 )
+from api.policy import Policy
 from core.crypto import SecretBox
 from core.errors import SternaError
 from core.settings import Settings
@@ -70,6 +71,10 @@ ROUTES = [
 def auth_strategy(settings: Settings) -> AuthStrategy:
     if settings.auth_strategy == "noauth":
         return NoAuth()
+    if settings.auth_strategy == "keystone":
+        from api.keystone import KeystoneAuth
+
+        return KeystoneAuth(settings)
     raise RuntimeError(f"auth_strategy '{settings.auth_strategy}' is not available in this build")
 
 
@@ -80,8 +85,10 @@ def create_app(settings: Settings) -> Starlette:
         database.upgrade()
         # Clients are per process ("clients do not work across forks"), so they live here.
         temporal = await connect(settings)
+        auth = auth_strategy(settings)
         app.state.deps = Deps(settings=settings, store=Store(database, SecretBox(settings)), temporal=temporal,
-                              auth=auth_strategy(settings))
+                              auth=auth, policy=Policy.from_file(settings.policy_file),
+                              keystone=getattr(auth, "service", None))
         yield
         database.dispose()
 

@@ -13,6 +13,8 @@ class RequestContext:
     is_admin: bool = False
     #: the caller's token, kept for same-cloud destinations; never stored or logged
     auth_token: str | None = None
+    #: the project the token is scoped to (Keystone); differs from ``project_id`` only for admins
+    token_project_id: str | None = None
 
     @property
     def scope(self) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -18,7 +18,9 @@ from temporalio.service import RPCError
 
 from api.context import RequestContext
 from api.errors import ApiError
+from api.policy import Policy
 from api.schemas import describe_validation_error
+from core.keystone import KeystoneService
 from core.settings import Settings
 from store.repo import Store
 from workflows.endpoint import EndpointCallWorkflow
@@ -39,6 +41,9 @@ class Deps:
     store: Store
     temporal: Client
     auth: AuthStrategy
+    policy: Policy = field(default_factory=Policy)
+    #: the service user's Keystone client (auth_strategy = keystone), for trusts
+    keystone: KeystoneService | None = None
 
 
 def deps(request: Request) -> Deps:
@@ -46,8 +51,13 @@ def deps(request: Request) -> Deps:
     return d
 
 
-async def context(request: Request) -> RequestContext:
-    return await deps(request).auth.authenticate(request, request.path_params["project_id"])
+async def context(request: Request, rule: str | None = None) -> RequestContext:
+    """Authenticate the caller and, when ``rule`` names a policy rule, enforce it (403)."""
+    d = deps(request)
+    ctx = await d.auth.authenticate(request, request.path_params["project_id"])
+    if rule is not None:
+        d.policy.enforce(rule, ctx)
+    return ctx
 
 
 async def body(request: Request, key: str, model: type[M]) -> M:

@@ -11,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api import views
-from api.deps import body, context, db, deps, endpoint_call, json_body
+from api.context import RequestContext
+from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
 from api.errors import ApiError
 from api.schemas import EndpointCreate, EndpointUpdate
+from core.keystone import needs_keystone
 from providers.base import EndpointProvider
 from providers.registry import provider_class
 from workflows.types import EndpointCall
@@ -26,14 +28,14 @@ def check_type(platform: str) -> None:
         raise ApiError(400, f"Provider '{platform}' does not support endpoints")
 
 
-async def _view(request: Request, endpoint_id: str) -> dict[str, Any]:
-    ctx, d = await context(request), deps(request)
+async def _view(request: Request, endpoint_id: str, rule: str = "migration:endpoints:show") -> dict[str, Any]:
+    ctx, d = await context(request, rule), deps(request)
     row = await db(d.store.get_endpoint, ctx.scope, endpoint_id)
     return views.endpoint(row, await db(d.store.connection_info, row.id))
 
 
 async def create(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:endpoints:create"), deps(request)
     req = await body(request, "endpoint", EndpointCreate)
     await db(check_type, req.type)
     missing = [k for k in provider_class(req.type).connection_info_schema().get("required", [])  # type: ignore[attr-defined]
@@ -47,7 +49,7 @@ async def create(request: Request) -> JSONResponse:
 
 
 async def index(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:endpoints:list"), deps(request)
     rows = await db(d.store.list_endpoints, ctx.scope)
     out = [views.endpoint(r, await db(d.store.connection_info, r.id)) for r in rows]
     return JSONResponse({"endpoints": out})
@@ -58,7 +60,7 @@ async def show(request: Request) -> JSONResponse:
 
 
 async def update(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:endpoints:update"), deps(request)
     endpoint_id = request.path_params["id"]
     req = await body(request, "endpoint", EndpointUpdate)
     fields = req.model_dump(exclude_unset=True, exclude_none=True)
@@ -67,24 +69,24 @@ async def update(request: Request) -> JSONResponse:
         fields["connection_info"] = views.unmask(fields["connection_info"],
                                                  await db(d.store.connection_info, endpoint_id))
     await db(d.store.update_endpoint, ctx.scope, endpoint_id, fields)
-    return JSONResponse({"endpoint": await _view(request, endpoint_id)})
+    return JSONResponse({"endpoint": await _view(request, endpoint_id, "migration:endpoints:update")})
 
 
 async def delete(request: Request) -> Response:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:endpoints:delete"), deps(request)
     await db(d.store.delete_endpoint, ctx.scope, request.path_params["id"])
     return Response(status_code=204)
 
 
 async def actions(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:endpoints:validate_connection"), deps(request)
     endpoint_id = request.path_params["id"]
     await db(d.store.get_endpoint, ctx.scope, endpoint_id)
     data = await json_body(request)
     if not isinstance(data, dict) or "validate-connection" not in data:
         raise ApiError(400, 'Unknown action: expected {"validate-connection": null}')
     try:
-        await endpoint_call(d, EndpointCall(endpoint_id=endpoint_id, operation="validate"))
+        await _trusted_call(d, ctx, EndpointCall(endpoint_id=endpoint_id, operation="validate"))
     except ApiError as exc:
         if exc.status in (503, 504):  # the engine or the workers are down: not an answer about the endpoint
             raise
@@ -106,12 +108,36 @@ def _env(request: Request) -> dict[str, Any]:
     return env
 
 
+_RULES = {"list_instances": "list_instances", "get_instance": "get_instance", "list_networks": "list_networks",
+          "list_storage": "list_storage", "destination_options": "list_destination_options",
+          "source_options": "list_source_options"}
+
+
 async def _call(request: Request, operation: str, **extra: Any) -> Any:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, f"migration:endpoints:{_RULES[operation]}"), deps(request)
     endpoint_id = request.path_params["id"]
     await db(d.store.get_endpoint, ctx.scope, endpoint_id)
-    return await endpoint_call(d, EndpointCall(endpoint_id=endpoint_id, operation=operation, env=_env(request),
-                                               **extra))
+    return await _trusted_call(d, ctx, EndpointCall(endpoint_id=endpoint_id, operation=operation,
+                                                    env=_env(request), **extra))
+
+
+async def _trusted_call(d: Deps, ctx: RequestContext, call: EndpointCall) -> Any:
+    """Run an endpoint call; a Barbican or same-cloud endpoint gets a trust for its duration.
+
+    The worker can't use the caller's token (it would have to cross Temporal), so, as for a
+    migration, it acts through a trust that exists only while the call runs.
+    """
+    trust_id = None
+    if d.keystone is not None and ctx.auth_token and ctx.user_id and ctx.token_project_id:
+        row = await db(d.store.get_endpoint, None, call.endpoint_id)
+        if needs_keystone(row.type, await db(d.store.connection_info, call.endpoint_id)):
+            trust_id = await db(d.keystone.create_trust, ctx.auth_token, ctx.user_id, ctx.token_project_id,
+                                ctx.roles)
+    try:
+        return await endpoint_call(d, call.model_copy(update={"trust_id": trust_id}))
+    finally:
+        if trust_id is not None and d.keystone is not None:
+            await db(d.keystone.delete_trust, trust_id)
 
 
 async def instances(request: Request) -> JSONResponse:

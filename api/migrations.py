@@ -70,7 +70,8 @@ def _side(d: Deps, ctx: RequestContext, endpoint_id: str | None, inline: Any, ca
     return row.id, inline.type, row
 
 
-def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: str) -> MigrationInput:
+def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: str,
+             trust_id: str | None = None) -> MigrationInput:
     origin_id, origin_type, origin_row = _side(d, ctx, req.origin_endpoint_id, req.origin, ExportProvider,
                                                "origin", migration_id)
     dest_id, dest_type, dest_row = _side(d, ctx, req.destination_endpoint_id, req.destination, ImportProvider,
@@ -99,7 +100,7 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
         destination_environment=dest_env, network_map=network_map, storage_mappings=storage_mappings,
         user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=inp.shutdown_instances,
         skip_os_morphing=inp.skip_os_morphing, replication_count=req.replication_count or 1,
-        last_execution_status=Status.RUNNING, workflow_id=workflow_id(migration_id),
+        last_execution_status=Status.RUNNING, workflow_id=workflow_id(migration_id), trust_id=trust_id,
     )
     plan = [(instance, task.value) for instance in req.instances for task in TASK_ORDER]
     d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,
@@ -107,15 +108,33 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
     return inp
 
 
+def _create_trust(d: Deps, ctx: RequestContext) -> str | None:
+    if d.keystone is None or not ctx.auth_token or not ctx.user_id or not ctx.token_project_id:
+        return None
+    return d.keystone.create_trust(ctx.auth_token, ctx.user_id, ctx.token_project_id, ctx.roles)
+
+
+def _delete_trust(d: Deps, trust_id: str | None) -> None:
+    if d.keystone is not None and trust_id:
+        d.keystone.delete_trust(trust_id)
+
+
 def workflow_id(migration_id: str) -> str:
     return f"migration-{migration_id}"
 
 
 async def create(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:migrations:create"), deps(request)
     req = await body(request, "migration", MigrationCreate)
     migration_id = str(uuid.uuid4())
-    inp = await db(_prepare, d, ctx, req, migration_id)
+    # Tokens expire during multi-hour copies: the activities act through a trust instead,
+    # created now with the caller's token and deleted when the workflow ends.
+    trust_id = await db(_create_trust, d, ctx)
+    try:
+        inp = await db(_prepare, d, ctx, req, migration_id, trust_id)
+    except BaseException:
+        await db(_delete_trust, d, trust_id)
+        raise
     try:
         await d.temporal.start_workflow(
             MigrationWorkflow.run, inp, id=workflow_id(migration_id), task_queue=d.settings.task_queue,
@@ -131,6 +150,7 @@ async def create(request: Request) -> JSONResponse:
         )
     except RPCError as exc:
         await db(d.store.discard_migration, migration_id)
+        await db(_delete_trust, d, trust_id)
         raise ApiError(503, f"The execution engine is unavailable; nothing was created: {exc.message}") from exc
     row = await db(d.store.get_migration, None, migration_id)
     return JSONResponse({"migration": views.migration(row, with_tasks=True)})
@@ -153,32 +173,32 @@ def _filter(request: Request, rows: list[Any]) -> list[Any]:
 
 
 async def index(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:migrations:list"), deps(request)
     rows = _filter(request, await db(d.store.list_migrations, ctx.scope))
     return JSONResponse({"migrations": [views.migration(r, with_tasks=False) for r in rows]})
 
 
 async def detail(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:migrations:list"), deps(request)
     rows = _filter(request, await db(d.store.list_migrations, ctx.scope))
     full = [await db(d.store.get_migration, None, r.id) for r in rows]
     return JSONResponse({"migrations": [views.migration(r, with_tasks=True) for r in full]})
 
 
 async def show(request: Request) -> JSONResponse:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:migrations:show"), deps(request)
     row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
     return JSONResponse({"migration": views.migration(row, with_tasks=True)})
 
 
 async def delete(request: Request) -> Response:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:migrations:delete"), deps(request)
     await db(d.store.delete_migration, ctx.scope, request.path_params["id"])
     return Response(status_code=204)
 
 
 async def actions(request: Request) -> Response:
-    ctx, d = await context(request), deps(request)
+    ctx, d = await context(request, "migration:migrations:cancel"), deps(request)
     row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
     data = await json_body(request)
     if not isinstance(data, dict) or "cancel" not in data:

@@ -14,7 +14,7 @@ SCHEMA_KEYS = {16: "connection_info_schema", 4: "destination_environment_schema"
 
 
 async def list_providers(request: Request) -> JSONResponse:
-    await context(request)
+    await context(request, "migration:providers:list")
 
     def collect() -> dict[str, dict[str, list[int]]]:
         out = {}
@@ -29,6 +29,7 @@ async def list_providers(request: Request) -> JSONResponse:
 
 
 async def schemas(request: Request) -> JSONResponse:
+    await context(request, "migration:providers:list")
     platform = request.path_params["platform"]
     kind = int(request.path_params["provider_type"])
     if kind not in SCHEMA_KEYS:

@@ -206,6 +206,10 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
     cancel.add_argument("--force", action="store_true")
     mg.add_parser("delete").add_argument("id")
+
+    from client.keystone import add_parser as add_keystone_parser
+
+    add_keystone_parser(sub)
     return p
 
 
@@ -216,6 +220,9 @@ def run(argv: list[str] | None = None) -> int:
             return cmd_endpoint(args)
         if args.command == "migration":
             return cmd_migration(args)
+        if args.command == "keystone":
+            result: int = args.func(args)
+            return result
         return cmd_server(args)
     except ApiError as exc:
         print(f"error: {exc.status}: {exc.message}", file=sys.stderr)

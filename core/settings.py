@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     transfer_timeout: float = 24 * 3600.0
     host_schedule_to_start_timeout: float = 3600.0
     retry_max_interval: float = 30.0
+    # Keystone (auth_strategy = keystone). The service user validates callers' tokens, is the
+    # trustee of migration trusts and reads Barbican secrets through them.
+    keystone_auth_url: str | None = None
+    keystone_username: str = "sterna"
+    keystone_password: str | None = None
+    keystone_project_name: str = "service"
+    keystone_user_domain_id: str = "default"
+    keystone_project_domain_id: str = "default"
+    keystone_region: str | None = None
+    #: seconds a validated token is served from the API's cache (never past its expiry)
+    keystone_token_cache_ttl: float = 300.0
+    #: YAML or JSON file overriding the default policy rules (Coriolis names)
+    policy_file: Path | None = None
 
     @property
     def db_url(self) -> str:

@@ -70,6 +70,8 @@ class Migration(_Row, Base):
     #: per-instance results (export_info, deployed instance) keyed by instance name
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     workflow_id: Mapped[str | None] = mapped_column(String(255))
+    #: Keystone trust (caller -> service user) that the activities act through; deleted at the end
+    trust_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
     executions: Mapped[list[Execution]] = relationship(
         back_populates="migration", order_by="Execution.number", lazy="selectin"

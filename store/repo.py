@@ -171,6 +171,18 @@ class Store:
             if mig is not None:
                 mig.workflow_id = workflow_id
 
+    def migration_trust(self, migration_id: str) -> str | None:
+        """The Keystone trust id of a migration (None in noauth mode or once released)."""
+        with self.db.session() as s:
+            mig = s.get(Migration, migration_id)
+            return mig.trust_id if mig is not None else None
+
+    def clear_migration_trust(self, migration_id: str) -> None:
+        with self.db.session() as s:
+            mig = s.get(Migration, migration_id)
+            if mig is not None:
+                mig.trust_id = None
+
     def discard_migration(self, migration_id: str) -> None:
         """Undo a create whose workflow could not start: the caller got an error, keep no trace."""
         with self.db.session() as s:

@@ -25,6 +25,7 @@ from activities.endpoint import EndpointActivities
 from activities.record import RecordActivities
 from activities.services import Services
 from activities.steps import MigrationActivities
+from activities.trusts import TrustActivities
 from core.settings import Settings, get_settings
 from worker.temporal import connect
 from workflows.cleanup import ForcedCleanupWorkflow
@@ -42,7 +43,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     record = RecordActivities(services)
     light: list[Callable[..., Any]] = [
         steps.validate, record.record_task, record.record_unfinished, record.record_migration_status,
-        EndpointActivities(services).call,
+        EndpointActivities(services).call, TrustActivities(services).release,
     ]
     disk: list[Callable[..., Any]] = [
         steps.snapshot, steps.export_disk, steps.os_morphing, steps.convert_disk, steps.upload_disk,

@@ -13,7 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.types import ForcedCleanup
+    from workflows.types import ForcedCleanup, TrustRelease
 
 
 @workflow.defn
@@ -30,3 +30,11 @@ class ForcedCleanupWorkflow:
             )
             for item, queue in zip(inp.items, inp.queues, strict=True)
         ), return_exceptions=True)
+        # Terminate skipped the migration's own trust release: do it once the cleanup is done.
+        migration_ids = sorted({item.step.task.migration_id for item in inp.items})
+        for migration_id in migration_ids if workflow.patched("release-migration-trust") else []:
+            await workflow.execute_activity(
+                "release_migration_trust", TrustRelease(migration_id=migration_id),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
+            )

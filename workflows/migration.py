@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError, is_cancelled_exception
 with workflow.unsafe.imports_passed_through():
     from workflows.instance import InstanceMigrationWorkflow
     from workflows.search import MIGRATION_STATE
-    from workflows.types import InstanceInput, MigrationInput, MigrationStatusUpdate, Status
+    from workflows.types import InstanceInput, MigrationInput, MigrationStatusUpdate, Status, TrustRelease
 
 
 def child_id(migration_id: str, instance: str) -> str:
@@ -63,6 +63,9 @@ class MigrationWorkflow:
             raise
         finally:
             await self._record(inp)
+            # patched(): executions started before this step existed replay without it.
+            if workflow.patched("release-migration-trust"):
+                await self._release_trust(inp)
         return self._status.value
 
     async def _record(self, inp: MigrationInput) -> None:
@@ -78,3 +81,19 @@ class MigrationWorkflow:
         except asyncio.CancelledError:
             await task
             raise
+
+    async def _release_trust(self, inp: MigrationInput) -> None:
+        """Delete the migration's Keystone trust (if any); shielded like ``_record``."""
+        task = asyncio.ensure_future(workflow.execute_activity(
+            "release_migration_trust", TrustRelease(migration_id=inp.migration_id),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
+        ))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+        except Exception:
+            # A trust that outlives its migration is a leak, not a failed migration.
+            workflow.logger.warning("could not release the Keystone trust of migration %s", inp.migration_id)

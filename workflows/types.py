@@ -187,6 +187,14 @@ class EndpointCall(BaseModel):
     env: dict[str, Any] = Field(default_factory=dict)
     instance: str | None = None
     name_filter: str | None = None
+    #: a short-lived Keystone trust for Barbican/same-cloud endpoints (an id, never a token)
+    trust_id: str | None = None
+
+
+class TrustRelease(BaseModel):
+    """Delete a migration's Keystone trust once its workflow has ended."""
+
+    migration_id: str
 
 
 class ForcedCleanup(BaseModel):

@@ -72,7 +72,8 @@ class _Run:
             if c.index in self.resumed:
                 self._mark(c)
         self.result = CopyResult(bytes_total=total(work), chunks_total=len(chunks))
-        self.bytes_done = 0
+        # resumed chunks count as done from the first heartbeat on, before they are re-hashed
+        self.bytes_done = sum(c.length for c in chunks if c.index in self.resumed)
         self.digest = DiskDigest()
         self.digest_complete = True
 
@@ -82,7 +83,6 @@ class _Run:
 
     def record(self, out: Outcome, log: TextIO | None) -> None:
         r, c = self.result, out.chunk
-        self.bytes_done += c.length
         r.bytes_read += out.bytes_read
         r.bytes_written += out.bytes_written
         r.bytes_skipped_zero += out.bytes_zero
@@ -93,6 +93,7 @@ class _Run:
         else:
             r.chunks_copied += 1
             r.chunks_zero += out.zero
+            self.bytes_done += c.length
             self._mark(c)
         if out.sha is None:
             self.digest_complete = False

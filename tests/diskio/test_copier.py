@@ -316,3 +316,39 @@ async def test_cancelling_the_copy_task_stops_every_lane_before_it_returns(
     assert not [t for t in threading.enumerate() if t.name.startswith("diskio-lane")]
     source.close()
     target.close()
+
+
+class BlockTarget(LocalFileTarget):
+    """A real file target with EBS-like constraints that records every write it gets."""
+
+    granularity = alignment = 512 * 1024
+    max_write = 1024 * 1024  # smaller than a chunk, like Azure's 4 MiB page-blob limit
+    io_size = 0  # whole chunks per step, as a remote target would ask
+    zero_initialized = True
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, size)
+        self.zero_initialized = True
+        self.writes: list[tuple[int, int]] = []
+
+    def write_view(self, offset: int, view: memoryview) -> None:
+        self.writes.append((offset, len(view)))
+        super().write_view(offset, view)
+
+
+async def test_writes_respect_the_target_granularity_alignment_and_size_limit(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    # odd offsets and a small tail: extents must be widened to whole 512 KiB blocks
+    size = 20 * MiB + 4096
+    src = disk(size=size, runs=[(3 * MiB + 100, 2 * MiB), (20 * MiB, 4096)], small_writes=4)
+    source = RawFileSource(src)
+    target = BlockTarget(tmp_path / "dst.raw", size)
+    await copy_disk(source, target, chunk_size=4 * MiB, lanes=2)
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    block = 512 * 1024
+    for offset, length in target.writes:
+        assert offset % block == 0
+        assert length <= target.max_write
+        assert length % block == 0 or offset + length == size

@@ -1,7 +1,8 @@
 """The copier: moves the allocated bytes of a ``DiskSource`` to a ``DiskTarget``.
 
 It reads only allocated extents, skips all-zero chunks, copies ``lanes`` chunks at a time
-in worker threads with bounded memory (``lanes x 2 x chunk_size``), records each chunk's
+in worker threads with bounded memory (two buffers of one I/O step per lane, see
+``diskio.lane``), records each chunk's
 SHA-256, reads written chunks back and compares them when the target is readable, reports
 a compact checkpoint after each chunk, and resumes from such a checkpoint.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,7 @@ class _Run:
         # A chunk's span runs to the next chunk's start, so that done chunks and the holes
         # between them merge: the checkpoint is a prefix plus an island per lane, whatever
         # the number of extents.
-        self._span_end = {c.index: nxt.offset for c, nxt in itertools.pairwise(chunks)}
+        self._chunks = chunks
         self._size = size
         first = chunks[0].offset if chunks else size
         self.resumed = {c.index for c in chunks if covers(done_before, c.offset, c.length)}
@@ -78,7 +78,7 @@ class _Run:
         self.digest_complete = True
 
     def _mark(self, c: Chunk) -> None:
-        end = self._span_end.get(c.index, self._size)
+        end = self._chunks[c.index + 1].offset if c.index + 1 < len(self._chunks) else self._size
         self.done.add(c.offset, end - c.offset)
 
     def record(self, out: Outcome, log: TextIO | None) -> None:

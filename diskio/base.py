@@ -24,9 +24,9 @@ class Extent:
 class DiskSource(ABC):
     """Guest-visible bytes of one disk."""
 
-    #: preferred read size: the copier reads a chunk in pieces of this size (0: whole chunks).
-    #: Local files want small pieces that stay in the CPU cache while they are hashed and
-    #: written; remote sources want whole chunks, one request each.
+    #: preferred I/O size: the copier moves a chunk in steps of the larger of the source's
+    #: and the target's preference (0: whole chunks). Local files want small steps that stay
+    #: in the CPU cache while they are hashed and written; remote endpoints want large ones.
     io_size: int = 0
 
     @property

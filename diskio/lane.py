@@ -51,9 +51,14 @@ class _Buffers:
 
 
 def io_step(source: DiskSource, target: DiskTarget, chunk_size: int, block: int) -> int:
-    """The step a chunk is moved in: the smaller preferred I/O size, in whole blocks."""
-    sizes = [s for s in (source.io_size, target.io_size) if s > 0]
-    step = min([chunk_size, *sizes])
+    """The step a chunk is moved in, in whole blocks.
+
+    The larger of the two preferences wins (0 meaning a whole chunk): a remote endpoint
+    needs large requests to amortise its round trips more than a local file needs its data
+    to stay in the CPU cache.
+    """
+    sizes = [s if s > 0 else chunk_size for s in (source.io_size, target.io_size)]
+    step = min(chunk_size, max(sizes))
     return max(block, step // block * block)
 
 

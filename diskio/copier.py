@@ -192,6 +192,9 @@ async def _drive(
             if not inflight:
                 break
             finished, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            errors = [exc for fut in finished if (exc := fut.exception()) is not None]
+            if errors:
+                raise errors[0]  # every finished future's outcome is retrieved: no stray warnings
             for fut in finished:
                 run.record(fut.result(), log)
             if on_progress is not None:

@@ -352,3 +352,39 @@ async def test_writes_respect_the_target_granularity_alignment_and_size_limit(
         assert offset % block == 0
         assert length <= target.max_write
         assert length % block == 0 or offset + length == size
+
+
+class FailingSource(CountingSource):
+    """A real file source whose reads fail past ``bad_offset`` (a dying disk, a dropped link)."""
+
+    def __init__(self, path: Path, bad_offset: int) -> None:
+        super().__init__(path)
+        self.bad_offset = bad_offset
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        if offset >= self.bad_offset:
+            raise OSError(5, "Input/output error")
+        return super().readinto(offset, view)
+
+
+async def test_a_read_error_stops_the_copy_and_keeps_the_checkpoint_honest(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(runs=[(0, 8 * MiB)])
+    seen: list[TransferProgress] = []
+
+    async def progress(p: TransferProgress) -> None:
+        seen.append(p)
+
+    source = FailingSource(src, bad_offset=5 * MiB)
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    with pytest.raises(OSError, match="Input/output"):
+        await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES, on_progress=progress)
+    # nothing at or past the failing offset is ever reported done
+    done = seen[-1].checkpoint if seen else []
+    assert all(off + length <= 5 * MiB for off, length in done)
+    # and a retry with a healthy source completes from there
+    result = await copy_disk(RawFileSource(src), target, chunk_size=CHUNK, lanes=LANES, checkpoint=done)
+    target.close()
+    assert result.chunks_copied <= 8
+    assert same_bytes(src, tmp_path / "dst.raw")

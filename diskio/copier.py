@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from core.errors import TransferError
+from core.errors import IntegrityError, TransferError
 from diskio.base import DiskSource, DiskTarget
 from diskio.lane import ChunkMover, Outcome
 from diskio.limiter import RateLimiter
@@ -54,12 +54,16 @@ class CopyResult:
     repairs: int = 0
     digest: str | None = None
     verified: bool = False
+    #: with ``final_check``: the per-disk digest recomputed from the target after ``flush``
+    target_digest: str | None = None
 
 
 class _Run:
     """Bookkeeping of one call: done ranges, counters, digest."""
 
-    def __init__(self, chunks: list[Chunk], size: int, work: list[Range], done_before: list[Range]) -> None:
+    def __init__(
+        self, chunks: list[Chunk], size: int, work: list[Range], done_before: list[Range], *, keep_shas: bool
+    ) -> None:
         # A chunk's span runs to the next chunk's start, so that done chunks and the holes
         # between them merge: the checkpoint is a prefix plus an island per lane, whatever
         # the number of extents.
@@ -76,6 +80,8 @@ class _Run:
         self.bytes_done = sum(c.length for c in chunks if c.index in self.resumed)
         self.digest = DiskDigest()
         self.digest_complete = True
+        # 32 bytes a chunk, for the final check: 8 MiB per TiB of allocated data at most
+        self.shas = bytearray(32 * len(chunks)) if keep_shas else None
 
     def _mark(self, c: Chunk) -> None:
         end = self._chunks[c.index + 1].offset if c.index + 1 < len(self._chunks) else self._size
@@ -99,6 +105,8 @@ class _Run:
             self.digest_complete = False
         else:
             self.digest.add(c, out.sha)
+            if self.shas is not None:
+                self.shas[32 * c.index : 32 * c.index + 32] = out.sha
             if log is not None:
                 log.write(f"{c.offset} {c.length} {out.sha.hex()}{' zero' if out.zero else ''}\n")
 
@@ -116,6 +124,7 @@ async def copy_disk(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     lanes: int = DEFAULT_LANES,
     verify: bool = True,
+    final_check: bool = False,
     chunk_log: str | Path | None = None,
 ) -> CopyResult:
     """Copy the allocated bytes of ``source`` onto ``target``.
@@ -127,6 +136,11 @@ async def copy_disk(
     started, and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
     second for this transfer. ``chunk_log`` receives one line per chunk:
     ``offset length sha256 [zero]``.
+
+    ``verify`` reads every written step back and compares it with the bytes that were
+    hashed. ``final_check`` also re-reads the whole target after ``flush`` and recomputes the
+    per-disk digest from it (``CopyResult.target_digest``); chunks whose hash differs are
+    copied again once, and an ``IntegrityError`` is raised if they still differ.
     """
     if target.size < source.size:
         raise TransferError(f"target holds {target.size} bytes, the source {source.size}")
@@ -145,7 +159,8 @@ async def copy_disk(
             # A reused target may hold old bytes in what are holes of the source.
             for off, length in subtract([(0, source.size)], work):
                 await loop.run_in_executor(pool, target.write_zeroes, off, length)
-        run = _Run(chunks, source.size, work, merge(checkpoint or []))
+        keep = final_check and target.readable
+        run = _Run(chunks, source.size, work, merge(checkpoint or []), keep_shas=keep)
         mover = ChunkMover(
             source,
             target,
@@ -158,6 +173,8 @@ async def copy_disk(
         if not chunks and on_progress is not None:
             await on_progress(run.progress())
         await loop.run_in_executor(pool, target.flush)
+        if keep:
+            run.result.target_digest = await _final_check(loop, pool, mover, chunks, run, lanes=lanes)
     finally:
         await _stop(loop, pool)
         if log is not None:
@@ -202,6 +219,51 @@ async def _drive(
     finally:
         for fut in inflight:
             fut.cancel()
+
+
+async def _final_check(
+    loop: asyncio.AbstractEventLoop,
+    pool: concurrent.futures.ThreadPoolExecutor,
+    mover: ChunkMover,
+    chunks: list[Chunk],
+    run: _Run,
+    *,
+    lanes: int,
+) -> str:
+    """Hash every chunk from the flushed target; copy mismatches once more; the target's digest."""
+    assert run.shas is not None
+    shas = run.shas
+
+    async def target_shas(todo: list[Chunk]) -> list[bytes]:
+        out: list[bytes] = []
+        for start in range(0, len(todo), lanes):  # bounded: lanes chunks in memory at a time
+            batch = [loop.run_in_executor(pool, mover.rehash, c, True) for c in todo[start : start + lanes]]
+            out += [o.sha or b"" for o in await asyncio.gather(*batch)]
+        return out
+
+    def differs(chunk: Chunk, sha: bytes) -> bool:
+        return bytes(shas[32 * chunk.index : 32 * chunk.index + 32]) != sha
+
+    found = await target_shas(chunks)
+    bad = [c for c, sha in zip(chunks, found, strict=True) if differs(c, sha)]
+    if bad:
+        for chunk in bad:
+            run.result.repairs += 1
+            await loop.run_in_executor(pool, mover.copy, chunk, True)
+        await loop.run_in_executor(pool, mover.target.flush)
+        again = await target_shas(bad)
+        still = [c for c, sha in zip(bad, again, strict=True) if differs(c, sha)]
+        if still:
+            spans = ", ".join(f"{c.offset}+{c.length}" for c in still[:5])
+            raise IntegrityError(
+                f"after copying them again, {len(still)} chunk(s) still differ on the target: {spans}"
+            )
+        fixed = dict(zip((c.index for c in bad), again, strict=True))
+        found = [fixed.get(c.index, sha) for c, sha in zip(chunks, found, strict=True)]
+    digest = DiskDigest()
+    for chunk, sha in zip(chunks, found, strict=True):
+        digest.add(chunk, sha)
+    return digest.hexdigest(len(chunks))
 
 
 async def _stop(loop: asyncio.AbstractEventLoop, pool: concurrent.futures.ThreadPoolExecutor) -> None:

@@ -388,3 +388,42 @@ async def test_a_read_error_stops_the_copy_and_keeps_the_checkpoint_honest(
     target.close()
     assert result.chunks_copied <= 8
     assert same_bytes(src, tmp_path / "dst.raw")
+
+
+class RottingTarget(LocalFileTarget):
+    """A real file target that garbles one byte at ``offset`` on its first ``times`` flushes.
+
+    Every write reads back fine at once; only a check after ``flush`` can see the damage.
+    """
+
+    def __init__(self, path: Path, size: int, offset: int, times: int) -> None:
+        super().__init__(path, size)
+        self.offset, self.times = offset, times
+
+    def flush(self) -> None:
+        super().flush()
+        if self.times > 0:
+            self.times -= 1
+            self.write(self.offset, bytes([self.read(self.offset, 1)[0] ^ 0x55]))
+
+
+async def test_final_check_recomputes_the_target_digest_and_repairs_late_damage(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(runs=[(0, 6 * MiB)], small_writes=3)
+    source = RawFileSource(src)
+    target = RottingTarget(tmp_path / "dst.raw", source.size, offset=2 * MiB + 77, times=1)
+    result = await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES, final_check=True)
+    target.close()
+    assert result.repairs == 1
+    assert result.target_digest == result.digest
+    assert same_bytes(src, tmp_path / "dst.raw")
+
+
+async def test_final_check_reports_damage_that_comes_back(disk: DiskFactory, tmp_path: Path) -> None:
+    src = disk(runs=[(0, 6 * MiB)])
+    source = RawFileSource(src)
+    target = RottingTarget(tmp_path / "dst.raw", source.size, offset=2 * MiB + 77, times=2)
+    with pytest.raises(IntegrityError, match=f"{2 * MiB}\\+{MiB}"):
+        await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES, final_check=True)
+    target.close()

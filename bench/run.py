@@ -154,6 +154,7 @@ def main() -> None:
                     raise SystemExit(f"{name} output differs from the source")
 
     unverified = run(engine(src, out["engine-raw"], "--no-verify"), out["engine-raw"])
+    final = run(engine(src, out["engine-raw"], "--final-check"), out["engine-raw"])
     # The same data spread over a 16 GiB virtual disk: memory must not grow with disk size.
     big = build(WORK / "disk16g.raw", size=16 * GiB)
     big_run = run(engine(big, out["engine-raw"]), out["engine-raw"])
@@ -165,7 +166,14 @@ def main() -> None:
             path.unlink()
     info["load"] += " -> " + " ".join(f"{x:.1f}" for x in os.getloadavg())
     report = summarize(
-        results, alloc=alloc, size=size, unverified=unverified, big=big_run, capped=capped, small=small
+        results,
+        alloc=alloc,
+        size=size,
+        unverified=unverified,
+        final=final,
+        big=big_run,
+        capped=capped,
+        small=small,
     )
     text = render(report, info)
     print(text)
@@ -183,6 +191,7 @@ def summarize(
     alloc: int,
     size: int,
     unverified: Measure,
+    final: Measure,
     big: Measure,
     capped: Measure,
     small: Path,
@@ -217,6 +226,7 @@ def summarize(
             "wchar": eng["io"]["wchar"],  # type: ignore[index]
         },
         "engine_raw_no_verify_seconds": unverified.seconds,
+        "engine_raw_final_check_seconds": final.seconds,
         "engine_16g": {
             "seconds": big.seconds,
             "rss_mib": big.rss_mib,
@@ -268,6 +278,7 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         f"| bytes written | {int(io['bytes_written']):,} |",
         f"| target bytes read back (verify) | {int(io['read_back_for_verify']):,} |",
         f"| copy with verify off (s, one run) | {r['engine_raw_no_verify_seconds']:.3f} |",
+        f"| copy with verify and final check (s, one run) | {r['engine_raw_final_check_seconds']:.3f} |",
         f"| 16 GiB virtual disk: time (s) / peak RSS (MiB) | {big['seconds']:.3f} / {big['rss_mib']:.0f} |",
         f"| bandwidth cap 50 MiB/s: achieved | {cap['achieved_mib_s']:.1f} MiB/s |",
         "",

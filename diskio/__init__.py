@@ -8,4 +8,5 @@
 - ``diskio.verify``: ``compare_digests``, the per-disk digest recomputed on both sides.
 - ``diskio.convert``: ``convert_image``, ``qemu-img convert`` with progress.
 - ``diskio.qemu``/``diskio.nbd``: images in any qemu format through ``qemu-nbd``.
+- ``diskio.http``: ``HttpRangeSource``, a disk read with HTTP Range requests (datastore, lease, Glance, GCS).
 """

@@ -269,9 +269,10 @@ async def test_copy_process_killed_at_a_random_point_resumes_to_an_identical_dis
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
-        while await asyncio.to_thread(progress_of, state) < kill_after:
-            assert proc.returncode is None, "the copy finished before it could be killed"
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(120):  # a guard against a hung child, not a timing assertion
+            while await asyncio.to_thread(progress_of, state) < kill_after:
+                assert proc.returncode is None, "the copy process ended before it could be killed"
+                await asyncio.sleep(0.01)
     finally:
         proc.kill()  # SIGKILL: no cleanup, no last heartbeat
         await proc.wait()

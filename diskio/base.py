@@ -64,8 +64,9 @@ class DiskTarget(ABC):
     alignment: int = 512
     #: largest single write the target accepts
     max_write: int = 64 * 1024 * 1024
-    #: ranges never written read back as zeros (a new sparse file, a new volume), so the
-    #: copier may skip zero chunks instead of calling ``write_zeroes``
+    #: the target is new and reads as zeros everywhere (a new sparse file, a new volume): the
+    #: copier skips zero chunks instead of calling ``write_zeroes``, and treats a checkpoint
+    #: as stale, since a new target cannot hold an earlier attempt's bytes
     zero_initialized: bool = False
     #: preferred write size (0: whole chunks); see ``DiskSource.io_size``
     io_size: int = 0

@@ -56,6 +56,9 @@ class CopyResult:
     verified: bool = False
     #: with ``final_check``: the per-disk digest recomputed from the target after ``flush``
     target_digest: str | None = None
+    #: a checkpoint was given but the target is new (another host, a deleted scratch file):
+    #: it was ignored and everything was copied
+    checkpoint_discarded: bool = False
 
 
 class _Run:
@@ -130,7 +133,9 @@ async def copy_disk(
     """Copy the allocated bytes of ``source`` onto ``target``.
 
     ``checkpoint`` holds done ranges from an earlier attempt (as reported through
-    ``on_progress``): chunks inside them are not read from the source again. ``on_progress``
+    ``on_progress``): chunks inside them are not read from the source again, unless the
+    target is new (``zero_initialized``), e.g. a retry on another host whose scratch file
+    does not exist: then the checkpoint is stale and everything is copied. ``on_progress``
     is awaited after every completed chunk, with merged done ranges; if it raises (e.g.
     ``asyncio.CancelledError``), the lanes finish the chunk they hold, nothing more is
     started, and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
@@ -160,7 +165,10 @@ async def copy_disk(
             for off, length in subtract([(0, source.size)], work):
                 await loop.run_in_executor(pool, target.write_zeroes, off, length)
         keep = final_check and target.readable
-        run = _Run(chunks, source.size, work, merge(checkpoint or []), keep_shas=keep)
+        stale = bool(checkpoint) and target.zero_initialized
+        done_before = [] if stale else merge(checkpoint or [])
+        run = _Run(chunks, source.size, work, done_before, keep_shas=keep)
+        run.result.checkpoint_discarded = stale
         mover = ChunkMover(
             source,
             target,

@@ -384,10 +384,13 @@ async def test_a_read_error_stops_the_copy_and_keeps_the_checkpoint_honest(
     # nothing at or past the failing offset is ever reported done
     done = seen[-1].checkpoint if seen else []
     assert all(off + length <= 5 * MiB for off, length in done)
-    # and a retry with a healthy source completes from there
+    target.close()
+    # and a retry (a new attempt reopens its scratch file) completes from there
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
     result = await copy_disk(RawFileSource(src), target, chunk_size=CHUNK, lanes=LANES, checkpoint=done)
     target.close()
-    assert result.chunks_copied <= 8
+    assert not result.checkpoint_discarded
+    assert result.chunks_resumed == sum(length for off, length in done if off < 8 * MiB) // CHUNK
     assert same_bytes(src, tmp_path / "dst.raw")
 
 
@@ -428,3 +431,14 @@ async def test_final_check_reports_damage_that_comes_back(disk: DiskFactory, tmp
     with pytest.raises(IntegrityError, match=f"{2 * MiB}\\+{MiB}"):
         await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES, final_check=True)
     target.close()
+
+
+async def test_checkpoint_against_a_new_target_is_ignored_not_trusted(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    # A retry on another worker: the checkpoint says "all done", but the scratch file is new.
+    src = disk(runs=[(0, 4 * MiB)])
+    result = await copy_file(src, tmp_path / "elsewhere.raw", checkpoint=[(0, 64 * MiB)])
+    assert result.checkpoint_discarded
+    assert result.chunks_resumed == 0 and result.bytes_read == 4 * MiB
+    assert same_bytes(src, tmp_path / "elsewhere.raw")

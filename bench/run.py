@@ -1,8 +1,8 @@
 """``make bench``: time the engine against cp, qemu-img and nbdcopy on the same disk, in one run.
 
 Every tool copies the same warm-cache source; outputs are deleted and ``sync``ed between
-runs so that no run pays for another's writeback. The order of the tools rotates each
-round, and each ratio is the median over rounds of (engine time / baseline time) taken
+runs so that no run pays for another's writeback. The order of the tools is shuffled each
+round (seeded), and each ratio is the median over rounds of (engine time / baseline time) taken
 in the same round. Engine times are the copy itself, measured inside its process (a
 worker runs the engine in a process that is already up); tool times are the whole
 process, whose start-up is a few milliseconds.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -141,7 +142,10 @@ def main() -> None:
     results: dict[str, list[Measure]] = {k: [] for k in names}
     run(cases["cp"][0], out["cp"])  # warm-up: source in the page cache, tools' binaries loaded
     for rnd in range(ROUNDS):
-        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        # a different order each round: no tool always follows the same one (and inherits
+        # its writeback or cache state)
+        order = names[:]
+        random.Random(rnd).shuffle(order)
         for name in order:
             results[name].append(run(cases[name][0], out[name], cases[name][1]))
         print(

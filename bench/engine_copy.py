@@ -42,6 +42,7 @@ async def main() -> None:
     ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "convert-qcow2"])
     ap.add_argument("--limit", type=int, default=None, help="bandwidth cap, bytes/s")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--final-check", action="store_true")
     args = ap.parse_args()
     before = proc_io()
     cpu_before = cpu_seconds()
@@ -57,7 +58,13 @@ async def main() -> None:
             else QemuNbdTarget(args.dst, source.size)
         )
         try:
-            result = await copy_disk(source, target, bandwidth_limit=args.limit, verify=not args.no_verify)
+            result = await copy_disk(
+                source,
+                target,
+                bandwidth_limit=args.limit,
+                verify=not args.no_verify,
+                final_check=args.final_check,
+            )
         finally:
             source.close()
             target.close()

@@ -1,8 +1,8 @@
 """``make bench``: time the engine against cp, qemu-img and nbdcopy on the same disk, in one run.
 
 Every tool copies the same warm-cache source; outputs are deleted and ``sync``ed between
-runs so that no run pays for another's writeback. The order of the tools rotates each
-round, and each ratio is the median over rounds of (engine time / baseline time) taken
+runs so that no run pays for another's writeback. The order of the tools is shuffled each
+round (seeded), and each ratio is the median over rounds of (engine time / baseline time) taken
 in the same round. Engine times are the copy itself, measured inside its process (a
 worker runs the engine in a process that is already up); tool times are the whole
 process, whose start-up is a few milliseconds.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -141,7 +142,10 @@ def main() -> None:
     results: dict[str, list[Measure]] = {k: [] for k in names}
     run(cases["cp"][0], out["cp"])  # warm-up: source in the page cache, tools' binaries loaded
     for rnd in range(ROUNDS):
-        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        # a different order each round: no tool always follows the same one (and inherits
+        # its writeback or cache state)
+        order = names[:]
+        random.Random(rnd).shuffle(order)
         for name in order:
             results[name].append(run(cases[name][0], out[name], cases[name][1]))
         print(
@@ -154,6 +158,7 @@ def main() -> None:
                     raise SystemExit(f"{name} output differs from the source")
 
     unverified = run(engine(src, out["engine-raw"], "--no-verify"), out["engine-raw"])
+    final = run(engine(src, out["engine-raw"], "--final-check"), out["engine-raw"])
     # The same data spread over a 16 GiB virtual disk: memory must not grow with disk size.
     big = build(WORK / "disk16g.raw", size=16 * GiB)
     big_run = run(engine(big, out["engine-raw"]), out["engine-raw"])
@@ -165,7 +170,14 @@ def main() -> None:
             path.unlink()
     info["load"] += " -> " + " ".join(f"{x:.1f}" for x in os.getloadavg())
     report = summarize(
-        results, alloc=alloc, size=size, unverified=unverified, big=big_run, capped=capped, small=small
+        results,
+        alloc=alloc,
+        size=size,
+        unverified=unverified,
+        final=final,
+        big=big_run,
+        capped=capped,
+        small=small,
     )
     text = render(report, info)
     print(text)
@@ -183,6 +195,7 @@ def summarize(
     alloc: int,
     size: int,
     unverified: Measure,
+    final: Measure,
     big: Measure,
     capped: Measure,
     small: Path,
@@ -217,6 +230,7 @@ def summarize(
             "wchar": eng["io"]["wchar"],  # type: ignore[index]
         },
         "engine_raw_no_verify_seconds": unverified.seconds,
+        "engine_raw_final_check_seconds": final.seconds,
         "engine_16g": {
             "seconds": big.seconds,
             "rss_mib": big.rss_mib,
@@ -268,6 +282,7 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         f"| bytes written | {int(io['bytes_written']):,} |",
         f"| target bytes read back (verify) | {int(io['read_back_for_verify']):,} |",
         f"| copy with verify off (s, one run) | {r['engine_raw_no_verify_seconds']:.3f} |",
+        f"| copy with verify and final check (s, one run) | {r['engine_raw_final_check_seconds']:.3f} |",
         f"| 16 GiB virtual disk: time (s) / peak RSS (MiB) | {big['seconds']:.3f} / {big['rss_mib']:.0f} |",
         f"| bandwidth cap 50 MiB/s: achieved | {cap['achieved_mib_s']:.1f} MiB/s |",
         "",

@@ -1,1 +1,12 @@
-"""Sterna's disk data engine: sources, targets, the copier and format conversion."""
+"""Sterna's disk data engine: one way to move disk bytes, under every provider.
+
+- ``diskio.base``: the contract, ``DiskSource`` (size, extents, reads) and ``DiskTarget``
+  (writes with a granularity, alignment and size limit; optionally read back).
+- ``diskio.local``: ``open_local_source`` (raw via SEEK_DATA/SEEK_HOLE, other formats via
+  ``diskio.qemu``) and ``LocalFileTarget`` (a sparse raw file).
+- ``diskio.copier``: ``copy_disk`` -> ``CopyResult``; ``diskio.progress.TransferProgress``.
+- ``diskio.verify``: ``compare_digests``, the per-disk digest recomputed on both sides.
+- ``diskio.convert``: ``convert_image``, ``qemu-img convert`` with progress.
+- ``diskio.qemu``/``diskio.nbd``: images in any qemu format through ``qemu-nbd``.
+- ``diskio.http``: ``HttpRangeSource``, a disk read with HTTP Range requests (datastore, lease, Glance, GCS).
+"""

@@ -24,9 +24,9 @@ class Extent:
 class DiskSource(ABC):
     """Guest-visible bytes of one disk."""
 
-    #: preferred read size: the copier reads a chunk in pieces of this size (0: whole chunks).
-    #: Local files want small pieces that stay in the CPU cache while they are hashed and
-    #: written; remote sources want whole chunks, one request each.
+    #: preferred I/O size: the copier moves a chunk in steps of the larger of the source's
+    #: and the target's preference (0: whole chunks). Local files want small steps that stay
+    #: in the CPU cache while they are hashed and written; remote endpoints want large ones.
     io_size: int = 0
 
     @property
@@ -64,8 +64,9 @@ class DiskTarget(ABC):
     alignment: int = 512
     #: largest single write the target accepts
     max_write: int = 64 * 1024 * 1024
-    #: ranges never written read back as zeros (a new sparse file, a new volume), so the
-    #: copier may skip zero chunks instead of calling ``write_zeroes``
+    #: the target is new and reads as zeros everywhere (a new sparse file, a new volume): the
+    #: copier skips zero chunks instead of calling ``write_zeroes``, and treats a checkpoint
+    #: as stale, since a new target cannot hold an earlier attempt's bytes
     zero_initialized: bool = False
     #: preferred write size (0: whole chunks); see ``DiskSource.io_size``
     io_size: int = 0

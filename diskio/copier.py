@@ -1,7 +1,8 @@
 """The copier: moves the allocated bytes of a ``DiskSource`` to a ``DiskTarget``.
 
 It reads only allocated extents, skips all-zero chunks, copies ``lanes`` chunks at a time
-in worker threads with bounded memory (``lanes x 2 x chunk_size``), records each chunk's
+in worker threads with bounded memory (two buffers of one I/O step per lane, see
+``diskio.lane``), records each chunk's
 SHA-256, reads written chunks back and compares them when the target is readable, reports
 a compact checkpoint after each chunk, and resumes from such a checkpoint.
 """
@@ -10,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from core.errors import TransferError
+from core.errors import IntegrityError, TransferError
 from diskio.base import DiskSource, DiskTarget
 from diskio.lane import ChunkMover, Outcome
 from diskio.limiter import RateLimiter
@@ -54,16 +54,23 @@ class CopyResult:
     repairs: int = 0
     digest: str | None = None
     verified: bool = False
+    #: with ``final_check``: the per-disk digest recomputed from the target after ``flush``
+    target_digest: str | None = None
+    #: a checkpoint was given but the target is new (another host, a deleted scratch file):
+    #: it was ignored and everything was copied
+    checkpoint_discarded: bool = False
 
 
 class _Run:
     """Bookkeeping of one call: done ranges, counters, digest."""
 
-    def __init__(self, chunks: list[Chunk], size: int, work: list[Range], done_before: list[Range]) -> None:
+    def __init__(
+        self, chunks: list[Chunk], size: int, work: list[Range], done_before: list[Range], *, keep_shas: bool
+    ) -> None:
         # A chunk's span runs to the next chunk's start, so that done chunks and the holes
         # between them merge: the checkpoint is a prefix plus an island per lane, whatever
         # the number of extents.
-        self._span_end = {c.index: nxt.offset for c, nxt in itertools.pairwise(chunks)}
+        self._chunks = chunks
         self._size = size
         first = chunks[0].offset if chunks else size
         self.resumed = {c.index for c in chunks if covers(done_before, c.offset, c.length)}
@@ -72,17 +79,19 @@ class _Run:
             if c.index in self.resumed:
                 self._mark(c)
         self.result = CopyResult(bytes_total=total(work), chunks_total=len(chunks))
-        self.bytes_done = 0
+        # resumed chunks count as done from the first heartbeat on, before they are re-hashed
+        self.bytes_done = sum(c.length for c in chunks if c.index in self.resumed)
         self.digest = DiskDigest()
         self.digest_complete = True
+        # 32 bytes a chunk, for the final check: 8 MiB per TiB of allocated data at most
+        self.shas = bytearray(32 * len(chunks)) if keep_shas else None
 
     def _mark(self, c: Chunk) -> None:
-        end = self._span_end.get(c.index, self._size)
+        end = self._chunks[c.index + 1].offset if c.index + 1 < len(self._chunks) else self._size
         self.done.add(c.offset, end - c.offset)
 
     def record(self, out: Outcome, log: TextIO | None) -> None:
         r, c = self.result, out.chunk
-        self.bytes_done += c.length
         r.bytes_read += out.bytes_read
         r.bytes_written += out.bytes_written
         r.bytes_skipped_zero += out.bytes_zero
@@ -93,11 +102,14 @@ class _Run:
         else:
             r.chunks_copied += 1
             r.chunks_zero += out.zero
+            self.bytes_done += c.length
             self._mark(c)
         if out.sha is None:
             self.digest_complete = False
         else:
             self.digest.add(c, out.sha)
+            if self.shas is not None:
+                self.shas[32 * c.index : 32 * c.index + 32] = out.sha
             if log is not None:
                 log.write(f"{c.offset} {c.length} {out.sha.hex()}{' zero' if out.zero else ''}\n")
 
@@ -115,17 +127,25 @@ async def copy_disk(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     lanes: int = DEFAULT_LANES,
     verify: bool = True,
+    final_check: bool = False,
     chunk_log: str | Path | None = None,
 ) -> CopyResult:
     """Copy the allocated bytes of ``source`` onto ``target``.
 
     ``checkpoint`` holds done ranges from an earlier attempt (as reported through
-    ``on_progress``): chunks inside them are not read from the source again. ``on_progress``
+    ``on_progress``): chunks inside them are not read from the source again, unless the
+    target is new (``zero_initialized``), e.g. a retry on another host whose scratch file
+    does not exist: then the checkpoint is stale and everything is copied. ``on_progress``
     is awaited after every completed chunk, with merged done ranges; if it raises (e.g.
     ``asyncio.CancelledError``), the lanes finish the chunk they hold, nothing more is
     started, and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
     second for this transfer. ``chunk_log`` receives one line per chunk:
     ``offset length sha256 [zero]``.
+
+    ``verify`` reads every written step back and compares it with the bytes that were
+    hashed. ``final_check`` also re-reads the whole target after ``flush`` and recomputes the
+    per-disk digest from it (``CopyResult.target_digest``); chunks whose hash differs are
+    copied again once, and an ``IntegrityError`` is raised if they still differ.
     """
     if target.size < source.size:
         raise TransferError(f"target holds {target.size} bytes, the source {source.size}")
@@ -144,7 +164,11 @@ async def copy_disk(
             # A reused target may hold old bytes in what are holes of the source.
             for off, length in subtract([(0, source.size)], work):
                 await loop.run_in_executor(pool, target.write_zeroes, off, length)
-        run = _Run(chunks, source.size, work, merge(checkpoint or []))
+        keep = final_check and target.readable
+        stale = bool(checkpoint) and target.zero_initialized
+        done_before = [] if stale else merge(checkpoint or [])
+        run = _Run(chunks, source.size, work, done_before, keep_shas=keep)
+        run.result.checkpoint_discarded = stale
         mover = ChunkMover(
             source,
             target,
@@ -157,6 +181,8 @@ async def copy_disk(
         if not chunks and on_progress is not None:
             await on_progress(run.progress())
         await loop.run_in_executor(pool, target.flush)
+        if keep:
+            run.result.target_digest = await _final_check(loop, pool, mover, chunks, run, lanes=lanes)
     finally:
         await _stop(loop, pool)
         if log is not None:
@@ -191,6 +217,9 @@ async def _drive(
             if not inflight:
                 break
             finished, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            errors = [exc for fut in finished if (exc := fut.exception()) is not None]
+            if errors:
+                raise errors[0]  # every finished future's outcome is retrieved: no stray warnings
             for fut in finished:
                 run.record(fut.result(), log)
             if on_progress is not None:
@@ -198,6 +227,51 @@ async def _drive(
     finally:
         for fut in inflight:
             fut.cancel()
+
+
+async def _final_check(
+    loop: asyncio.AbstractEventLoop,
+    pool: concurrent.futures.ThreadPoolExecutor,
+    mover: ChunkMover,
+    chunks: list[Chunk],
+    run: _Run,
+    *,
+    lanes: int,
+) -> str:
+    """Hash every chunk from the flushed target; copy mismatches once more; the target's digest."""
+    assert run.shas is not None
+    shas = run.shas
+
+    async def target_shas(todo: list[Chunk]) -> list[bytes]:
+        out: list[bytes] = []
+        for start in range(0, len(todo), lanes):  # bounded: lanes chunks in memory at a time
+            batch = [loop.run_in_executor(pool, mover.rehash, c, True) for c in todo[start : start + lanes]]
+            out += [o.sha or b"" for o in await asyncio.gather(*batch)]
+        return out
+
+    def differs(chunk: Chunk, sha: bytes) -> bool:
+        return bytes(shas[32 * chunk.index : 32 * chunk.index + 32]) != sha
+
+    found = await target_shas(chunks)
+    bad = [c for c, sha in zip(chunks, found, strict=True) if differs(c, sha)]
+    if bad:
+        for chunk in bad:
+            run.result.repairs += 1
+            await loop.run_in_executor(pool, mover.copy, chunk, True)
+        await loop.run_in_executor(pool, mover.target.flush)
+        again = await target_shas(bad)
+        still = [c for c, sha in zip(bad, again, strict=True) if differs(c, sha)]
+        if still:
+            spans = ", ".join(f"{c.offset}+{c.length}" for c in still[:5])
+            raise IntegrityError(
+                f"after copying them again, {len(still)} chunk(s) still differ on the target: {spans}"
+            )
+        fixed = dict(zip((c.index for c in bad), again, strict=True))
+        found = [fixed.get(c.index, sha) for c, sha in zip(chunks, found, strict=True)]
+    digest = DiskDigest()
+    for chunk, sha in zip(chunks, found, strict=True):
+        digest.add(chunk, sha)
+    return digest.hexdigest(len(chunks))
 
 
 async def _stop(loop: asyncio.AbstractEventLoop, pool: concurrent.futures.ThreadPoolExecutor) -> None:

@@ -51,9 +51,14 @@ class _Buffers:
 
 
 def io_step(source: DiskSource, target: DiskTarget, chunk_size: int, block: int) -> int:
-    """The step a chunk is moved in: the smaller preferred I/O size, in whole blocks."""
-    sizes = [s for s in (source.io_size, target.io_size) if s > 0]
-    step = min([chunk_size, *sizes])
+    """The step a chunk is moved in, in whole blocks.
+
+    The larger of the two preferences wins (0 meaning a whole chunk): a remote endpoint
+    needs large requests to amortise its round trips more than a local file needs its data
+    to stay in the CPU cache.
+    """
+    sizes = [s if s > 0 else chunk_size for s in (source.io_size, target.io_size)]
+    step = min(chunk_size, max(sizes))
     return max(block, step // block * block)
 
 
@@ -105,17 +110,23 @@ class ChunkMover:
             sha.update(self._zero_view[: min(len(self._zeros), length - pos)])
 
     # -- work ----------------------------------------------------------------------------
-    def copy(self, chunk: Chunk) -> Outcome:
-        """Read, hash, write (skipping zero runs) and, when verifying, read back and compare."""
+    def copy(self, chunk: Chunk, repair: bool = False) -> Outcome:
+        """Read, hash, write (skipping zero runs) and, when verifying, read back and compare.
+
+        ``repair`` writes zero runs too, for a chunk whose target bytes are known to be wrong.
+        """
         bufs = self._take()
         try:
-            return self._copy(chunk, bufs)
+            return self._copy(chunk, bufs, repair)
         finally:
             self._pool.put(bufs)
 
-    def rehash(self, chunk: Chunk) -> Outcome:
-        """A chunk done by an earlier attempt: hash it from the target, never the source."""
-        if not self.verify:
+    def rehash(self, chunk: Chunk, force: bool = False) -> Outcome:
+        """Hash a chunk from the target, never the source (a resumed chunk, or the final check).
+
+        Without ``verify`` (or ``force``) resumed chunks are not read back: no hash.
+        """
+        if not (self.verify or (force and self.target.readable)):
             return Outcome(chunk, None, resumed=True)
         bufs = self._take()
         try:
@@ -139,7 +150,7 @@ class ChunkMover:
         finally:
             self._pool.put(bufs)
 
-    def _copy(self, chunk: Chunk, bufs: _Buffers) -> Outcome:
+    def _copy(self, chunk: Chunk, bufs: _Buffers, repair: bool) -> Outcome:
         if self.limiter is not None:
             self.limiter.acquire(chunk.length)
         out = Outcome(chunk, b"")
@@ -158,7 +169,7 @@ class ChunkMover:
             if data.startswith(self._zero_view[:n]):
                 zeros += n
                 out.bytes_zero += n
-                if not target.zero_initialized:
+                if repair or not target.zero_initialized:
                     target.write_zeroes(offset, n)
                 continue
             if zeros:
@@ -166,7 +177,7 @@ class ChunkMover:
                 zeros = 0
             sha.update(view)
             runs = self._runs(data, n) if split_zero_runs else [(0, n, False)]
-            written = self._write(offset, view, runs, rewrite=False)
+            written = self._write(offset, view, runs, rewrite=repair)
             out.bytes_written += written
             out.bytes_zero += n - written
             if self.verify:

@@ -94,6 +94,10 @@ class LocalFileTarget(DiskTarget):
     existing file (an earlier attempt) is reopened without truncation; it is only grown
     to ``size``. ``flush`` calls ``fdatasync`` only when ``fsync`` is set: worker-local
     scratch does not outlive its host, and the page cache survives a killed process.
+
+    A new file gets its full length at ``flush``/``close``, not up front: ext4 writes that
+    extend a file cost less kernel time than writes into a hole below its end. Reads see
+    the logical size all along (zeros past the physical end).
     """
 
     granularity = 512
@@ -111,7 +115,7 @@ class LocalFileTarget(DiskTarget):
             os.close(self._fd)
             raise ValueError(f"{self.path} holds {current} bytes, more than the disk's {size}")
         self.zero_initialized = current == 0
-        if current < size:
+        if 0 < current < size:
             os.ftruncate(self._fd, size)
 
     @property
@@ -138,22 +142,32 @@ class LocalFileTarget(DiskTarget):
 
     def read(self, offset: int, length: int) -> bytes:
         buf = bytearray(max(0, min(length, self._size - offset)))
-        n = _pread_into(self._fd, offset, memoryview(buf))
+        n = self.readinto(offset, memoryview(buf))
         return bytes(buf[:n])
 
     def readinto(self, offset: int, view: memoryview) -> int:
-        return _pread_into(self._fd, offset, view)
+        n = _pread_into(self._fd, offset, view)
+        logical = max(0, min(len(view), self._size - offset))
+        if n < logical:  # past the physical end of a file not yet grown to its size
+            view[n:logical] = bytes(logical - n)
+        return logical
 
     def extents(self) -> list[Extent]:
         """Data extents written so far (for tests and diagnostics)."""
         return file_extents(self._fd, self._size)
 
+    def _grow(self) -> None:
+        if os.fstat(self._fd).st_size < self._size:
+            os.ftruncate(self._fd, self._size)
+
     def flush(self) -> None:
+        self._grow()
         if self._fsync:
             os.fdatasync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
+            self._grow()
             os.close(self._fd)
             self._fd = -1
 

@@ -16,7 +16,7 @@ from diskio.base import Extent
 from diskio.ranges import Range, merge
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
     index: int
     offset: int

@@ -64,8 +64,10 @@ class QemuNbdServer:
         self.socket = os.path.join(self._dir, "nbd.sock")
         args = ["qemu-nbd", "--format", fmt, "--socket", self.socket, "--shared", "0", "--persistent"]
         args += ["--read-only"] if read_only else ["--cache", "writeback", "--discard", "unmap"]
+        # stderr goes to a file: a pipe nobody reads could fill up and stall the server
+        self._log = open(os.path.join(self._dir, "qemu-nbd.log"), "w+b")  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [*args, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*args, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log
         )
         self._local = threading.local()
         self._clients: list[NbdClient] = []
@@ -77,7 +79,8 @@ class QemuNbdServer:
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if self._proc.poll() is not None or time.monotonic() > deadline:
-                    err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                    self._log.seek(0)
+                    err = self._log.read().decode(errors="replace")
                     self.close()
                     raise TransferError(f"qemu-nbd did not start for {path}: {err.strip()}") from None
                 time.sleep(0.02)
@@ -105,8 +108,7 @@ class QemuNbdServer:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        if self._proc.stderr:
-            self._proc.stderr.close()
+        self._log.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 

@@ -36,7 +36,7 @@ class DigestCheck:
         return subtract([(0, size)], self.mismatched)
 
 
-def _hasher(readinto: Callable[[int, memoryview], int], chunk_size: int) -> Callable[[Chunk], bytes]:
+def _hasher(readinto: Callable[[int, memoryview], int]) -> Callable[[Chunk], bytes]:
     def sha(chunk: Chunk) -> bytes:
         buf = bytearray(chunk.length)
         if readinto(chunk.offset, memoryview(buf)) != chunk.length:
@@ -66,7 +66,7 @@ async def compare_digests(
     with concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="diskio-verify") as pool:
         extents = await loop.run_in_executor(pool, source.extents)
         chunks = cut_chunks(align_extents(extents, source.size, block), chunk_size)
-        src_sha, dst_sha = _hasher(source.readinto, chunk_size), _hasher(target.readinto, chunk_size)
+        src_sha, dst_sha = _hasher(source.readinto), _hasher(target.readinto)
         src_digest, dst_digest = DiskDigest(), DiskDigest()
         mismatched: list[Range] = []
         # Bounded batches keep memory at about 2 x lanes x chunk_size.

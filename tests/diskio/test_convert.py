@@ -62,6 +62,7 @@ async def test_roundtrip_reports_rising_progress_up_to_100(disk: DiskFactory, tm
     await convert_image(tmp_path / "a.qcow2", "qcow2", tmp_path / "b.raw", "raw")
     assert compare(src, "raw", tmp_path / "b.raw", "raw").returncode == 0
     assert seen == sorted(seen) and seen[-1] == 100.0
+    assert any(0 < p < 100 for p in seen)  # parsed from qemu-img -p, not only the final call
 
 
 async def test_fixed_vhd_converts_back_to_its_exact_size(disk: DiskFactory, tmp_path: Path) -> None:

@@ -269,13 +269,14 @@ async def test_copy_process_killed_at_a_random_point_resumes_to_an_identical_dis
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
-        while await asyncio.to_thread(progress_of, state) < kill_after:
-            assert proc.returncode is None, "the copy finished before it could be killed"
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(120):  # a guard against a hung child, not a timing assertion
+            while await asyncio.to_thread(progress_of, state) < kill_after:
+                assert proc.returncode is None, "the copy process ended before it could be killed"
+                await asyncio.sleep(0.01)
     finally:
         proc.kill()  # SIGKILL: no cleanup, no last heartbeat
         await proc.wait()
-    checkpoint = [tuple(r) for r in json.loads(state.read_text())["checkpoint"]]
+    checkpoint = json.loads(state.read_text())["checkpoint"]  # lists, as a heartbeat round trip gives
     source = CountingSource(src)
     target = LocalFileTarget(dst, source.size)
     result = await copy_disk(source, target, chunk_size=MiB, lanes=LANES, checkpoint=checkpoint)
@@ -316,3 +317,128 @@ async def test_cancelling_the_copy_task_stops_every_lane_before_it_returns(
     assert not [t for t in threading.enumerate() if t.name.startswith("diskio-lane")]
     source.close()
     target.close()
+
+
+class BlockTarget(LocalFileTarget):
+    """A real file target with EBS-like constraints that records every write it gets."""
+
+    granularity = alignment = 512 * 1024
+    max_write = 1024 * 1024  # smaller than a chunk, like Azure's 4 MiB page-blob limit
+    io_size = 0  # whole chunks per step, as a remote target would ask
+    zero_initialized = True
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, size)
+        self.zero_initialized = True
+        self.writes: list[tuple[int, int]] = []
+
+    def write_view(self, offset: int, view: memoryview) -> None:
+        self.writes.append((offset, len(view)))
+        super().write_view(offset, view)
+
+
+async def test_writes_respect_the_target_granularity_alignment_and_size_limit(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    # odd offsets and a small tail: extents must be widened to whole 512 KiB blocks
+    size = 20 * MiB + 4096
+    src = disk(size=size, runs=[(3 * MiB + 100, 2 * MiB), (20 * MiB, 4096)], small_writes=4)
+    source = RawFileSource(src)
+    target = BlockTarget(tmp_path / "dst.raw", size)
+    await copy_disk(source, target, chunk_size=4 * MiB, lanes=2)
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    block = 512 * 1024
+    for offset, length in target.writes:
+        assert offset % block == 0
+        assert length <= target.max_write
+        assert length % block == 0 or offset + length == size
+
+
+class FailingSource(CountingSource):
+    """A real file source whose reads fail past ``bad_offset`` (a dying disk, a dropped link)."""
+
+    def __init__(self, path: Path, bad_offset: int) -> None:
+        super().__init__(path)
+        self.bad_offset = bad_offset
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        if offset >= self.bad_offset:
+            raise OSError(5, "Input/output error")
+        return super().readinto(offset, view)
+
+
+async def test_a_read_error_stops_the_copy_and_keeps_the_checkpoint_honest(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(runs=[(0, 8 * MiB)])
+    seen: list[TransferProgress] = []
+
+    async def progress(p: TransferProgress) -> None:
+        seen.append(p)
+
+    source = FailingSource(src, bad_offset=5 * MiB)
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    with pytest.raises(OSError, match="Input/output"):
+        await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES, on_progress=progress)
+    # nothing at or past the failing offset is ever reported done
+    done = seen[-1].checkpoint if seen else []
+    assert all(off + length <= 5 * MiB for off, length in done)
+    target.close()
+    # and a retry (a new attempt reopens its scratch file) completes from there
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    result = await copy_disk(RawFileSource(src), target, chunk_size=CHUNK, lanes=LANES, checkpoint=done)
+    target.close()
+    assert not result.checkpoint_discarded
+    assert result.chunks_resumed == sum(length for off, length in done if off < 8 * MiB) // CHUNK
+    assert same_bytes(src, tmp_path / "dst.raw")
+
+
+class RottingTarget(LocalFileTarget):
+    """A real file target that garbles one byte at ``offset`` on its first ``times`` flushes.
+
+    Every write reads back fine at once; only a check after ``flush`` can see the damage.
+    """
+
+    def __init__(self, path: Path, size: int, offset: int, times: int) -> None:
+        super().__init__(path, size)
+        self.offset, self.times = offset, times
+
+    def flush(self) -> None:
+        super().flush()
+        if self.times > 0:
+            self.times -= 1
+            self.write(self.offset, bytes([self.read(self.offset, 1)[0] ^ 0x55]))
+
+
+async def test_final_check_recomputes_the_target_digest_and_repairs_late_damage(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    src = disk(runs=[(0, 6 * MiB)], small_writes=3)
+    source = RawFileSource(src)
+    target = RottingTarget(tmp_path / "dst.raw", source.size, offset=2 * MiB + 77, times=1)
+    result = await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES, final_check=True)
+    target.close()
+    assert result.repairs == 1
+    assert result.target_digest == result.digest
+    assert same_bytes(src, tmp_path / "dst.raw")
+
+
+async def test_final_check_reports_damage_that_comes_back(disk: DiskFactory, tmp_path: Path) -> None:
+    src = disk(runs=[(0, 6 * MiB)])
+    source = RawFileSource(src)
+    target = RottingTarget(tmp_path / "dst.raw", source.size, offset=2 * MiB + 77, times=2)
+    with pytest.raises(IntegrityError, match=f"{2 * MiB}\\+{MiB}"):
+        await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES, final_check=True)
+    target.close()
+
+
+async def test_checkpoint_against_a_new_target_is_ignored_not_trusted(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    # A retry on another worker: the checkpoint says "all done", but the scratch file is new.
+    src = disk(runs=[(0, 4 * MiB)])
+    result = await copy_file(src, tmp_path / "elsewhere.raw", checkpoint=[(0, 64 * MiB)])
+    assert result.checkpoint_discarded
+    assert result.chunks_resumed == 0 and result.bytes_read == 4 * MiB
+    assert same_bytes(src, tmp_path / "elsewhere.raw")

@@ -6,6 +6,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from core.errors import TransferError
 from diskio.copier import copy_disk
 from diskio.local import LocalFileTarget, RawFileSource, open_local_source
 from diskio.qemu import QemuNbdTarget, qemu_img_map
@@ -64,3 +67,10 @@ async def test_raw_to_qcow2_target_over_nbd(disk: DiskFactory, tmp_path: Path) -
         target.close()
     assert result.verified
     assert identical(src, "raw", tmp_path / "out.qcow2", "qcow2")
+
+
+def test_a_broken_image_is_reported_with_qemu_nbd_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(b"not a qcow2 image" * 100)
+    with pytest.raises(TransferError, match="qemu-nbd did not start"):
+        open_local_source(bad, "qcow2")

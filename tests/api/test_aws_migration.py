@@ -163,3 +163,28 @@ def test_aws_endpoint_errors_are_clear(stack: RunningStack, conn_info: dict[str,
     assert "subnet-00000000deadbeef" in (validate["exception_details"] or "")
     assert "Traceback" not in (validate["exception_details"] or "")
     assert REGION
+
+
+def test_ova_to_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any, ebs: Any,
+                    subnet: dict[str, Any]) -> None:
+    from tests.providers.ova.packages import build_vmware_ova
+    from worker.sample import build_disk
+
+    library, _ = inventories(stack, [], 1)
+    raw = stack.root / "ova-aws.raw"
+    build_disk(raw, size=64 * 1024**2, data_mib=2, seed=5)
+    build_vmware_ova(library, "web02", raw)
+    with stack.client() as api:
+        src = api.create_endpoint("ovas-aws", "ova", {"path": str(library)})
+        dest = api.create_endpoint("aws-ova", "aws", conn_info)
+        [vm] = api.list_instances(src["id"])
+        m = api.create_migration(origin_endpoint_id=src["id"], destination_endpoint_id=dest["id"],
+                                 instances=[vm["id"]], network_map={"VM Network": subnet["SubnetId"]},
+                                 destination_environment={"flavor_name": "t3.small", "keep_image": True})
+        final = wait_final(api, m["id"])
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    mine = _mine(ec2, m["id"])
+    [instance] = mine["instances"]
+    assert instance["InstanceType"] == "t3.small" and instance["SubnetId"] == subnet["SubnetId"]
+    [snap] = [s for s in mine["snapshots"] if {"Key": "sterna:role", "Value": "import-snapshot"} in s.get("Tags", [])]
+    assert read_snapshot(ebs, snap["SnapshotId"], raw.stat().st_size) == raw.read_bytes()

@@ -80,3 +80,30 @@ def test_vsphere_errors_name_their_cause(stack: RunningStack, vsphere_connection
     assert final["last_execution_status"] == "ERROR"
     validate = task(final, "no-such-vm", "VALIDATE_MIGRATION_INPUTS")
     assert validate["status"] == "ERROR" and "no-such-vm" in (validate["exception_details"] or "")
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_vsphere_debian_guest_passes_the_local_boot_check(
+    stack: RunningStack, vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance
+) -> None:
+    """The simulator VM's disk holds the bootable Debian test guest; the migrated disk boots under QEMU.
+
+    OS morphing is skipped to keep this test's cost to one TCG boot (the morph is proven by
+    ``test_morphing_migration.py``): the unmorphed guest still reaches userspace, which is what the
+    boot check requires.
+    """
+    from tests.guests.debian import build_debian_guest
+
+    vm = _stage(vcsim_admin, "DC0_H0_VM1", build_debian_guest())
+    _, dst = inventories(stack, [], 1)
+    with stack.client() as api:
+        src = api.create_endpoint("vc-debian", "vmware_vsphere", vsphere_connection_info)
+        dest = api.create_endpoint("kvm-debian", "local", {"path": str(dst)})
+        m = api.create_migration(origin_endpoint_id=src["id"], destination_endpoint_id=dest["id"],
+                                 instances=["DC0_H0_VM1"], skip_os_morphing=True,
+                                 destination_environment={"verify_boot": True})
+        final = wait_final(api, m["id"], timeout=1800)
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    boot = [e["message"] for e in task(final, "DC0_H0_VM1", "DEPLOY_INSTANCE_RESOURCES")["events"]]
+    assert any(e.startswith("Boot check: userspace started") for e in boot), boot
+    assert snapshot_count(vcsim_admin, vm) == 0

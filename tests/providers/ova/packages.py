@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import random
-import subprocess
 import tarfile
 from pathlib import Path
+
+from worker.guest import export_stream_optimized_vmdk
 
 VMWARE_OVF = """<?xml version="1.0" encoding="UTF-8"?>
 <Envelope vmw:buildId="build-1" xmlns="http://schemas.dmtf.org/ovf/envelope/1"
@@ -101,21 +102,8 @@ def guest_disk(path: Path, size: int, seed: int) -> None:
 
 
 def stream_optimized(raw: Path, vmdk: Path) -> None:
-    subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            str(raw),
-            str(vmdk),
-        ],
-        check=True,
-    )
+    """``raw`` as the streamOptimized VMDK vSphere exports (one recipe, in ``worker.guest``)."""
+    export_stream_optimized_vmdk(raw, vmdk)
 
 
 def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:

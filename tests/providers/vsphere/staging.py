@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from diskio.base import DiskSource
+from worker.guest import export_stream_optimized_vmdk
 
 MiB = 1024 * 1024
 
@@ -28,21 +29,8 @@ def write_at(path: Path, offset: int, data: bytes) -> None:
 
 
 def to_stream_optimized(raw: Path, vmdk: Path) -> None:
-    subprocess.run(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            str(raw),
-            str(vmdk),
-        ],
-        check=True,
-    )
+    """``raw`` as the streamOptimized VMDK vSphere exports (one recipe, in ``worker.guest``)."""
+    export_stream_optimized_vmdk(raw, vmdk)
 
 
 def copy_extents(src: DiskSource, dst: Path, chunk: int = 4 * MiB) -> int:

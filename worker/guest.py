@@ -107,11 +107,19 @@ SYMLINKS = {
 }
 
 
-def recipe() -> dict[str, object]:
+#: the cloud-ready variant: what a VMware template prepared for cloud migration carries
+CLOUD_INIT_PACKAGES = ["cloud-init"]
+
+
+def packages(cloud_init: bool = False) -> list[str]:
+    return PACKAGES + (CLOUD_INIT_PACKAGES if cloud_init else [])
+
+
+def recipe(cloud_init: bool = False) -> dict[str, object]:
     """Everything that determines the image's content; its hash is the cache key."""
     return {
         "suite": SUITE,
-        "packages": PACKAGES,
+        "packages": packages(cloud_init),
         "disk_size": DISK_SIZE,
         "root_start": ROOT_START_SECTOR,
         "root_uuid": ROOT_UUID,
@@ -121,8 +129,8 @@ def recipe() -> dict[str, object]:
     }
 
 
-def recipe_hash() -> str:
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+def recipe_hash(cloud_init: bool = False) -> str:
+    return hashlib.sha256(json.dumps(recipe(cloud_init), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cache_root() -> Path:
@@ -130,24 +138,28 @@ def cache_root() -> Path:
     return Path(base) / "sterna" / "guests"
 
 
-def cached_debian_guest() -> Path | None:
+def cached_debian_guest(cloud_init: bool = False) -> Path | None:
     """The cached image for the current recipe, or ``None`` when it has not been built."""
-    disk = cache_root() / recipe_hash() / "disk.raw"
+    disk = cache_root() / recipe_hash(cloud_init) / "disk.raw"
     return disk if disk.is_file() else None
 
 
-def build_debian_guest(*, log: bool = True) -> Path:
-    """Return the cached bootable Debian guest disk (raw), building it first if needed."""
-    existing = cached_debian_guest()
+def build_debian_guest(*, log: bool = True, cloud_init: bool = False) -> Path:
+    """Return the cached bootable Debian guest disk (raw), building it first if needed.
+
+    ``cloud_init`` adds Debian's cloud-init package (its own cache entry): the guest then shows
+    which datasource OS morphing chose for the target cloud.
+    """
+    existing = cached_debian_guest(cloud_init)
     if existing:
         return existing
-    final_dir = cache_root() / recipe_hash()
+    final_dir = cache_root() / recipe_hash(cloud_init)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=final_dir.parent))
     try:
         root = work / "root"
         _run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
+            ["debootstrap", "--variant=minbase", f"--include={','.join(packages(cloud_init))}", SUITE, str(root), MIRROR],
             log,
         )
         _customise_tree(root)
@@ -155,7 +167,7 @@ def build_debian_guest(*, log: bool = True) -> Path:
         _make_disk(root, disk, log)
         shutil.rmtree(root)
         _install_grub(disk, log)
-        (work / "recipe.json").write_text(json.dumps(recipe(), sort_keys=True, indent=1))
+        (work / "recipe.json").write_text(json.dumps(recipe(cloud_init), sort_keys=True, indent=1))
         final_dir.mkdir(exist_ok=True)
         os.replace(disk, final_dir / "disk.raw")
         os.replace(work / "recipe.json", final_dir / "recipe.json")

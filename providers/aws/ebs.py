@@ -162,6 +162,9 @@ class EbsSnapshotTarget(DiskTarget):
     granularity = EBS_BLOCK_SIZE
     alignment = EBS_BLOCK_SIZE
     max_write = 16 * EBS_BLOCK_SIZE
+    # Not ``zero_initialized``: a resumed upload writes into the snapshot an earlier attempt
+    # started, so its checkpoint must be honoured. Zeros are never written (see write_zeroes).
+    zero_initialized = False
 
     def __init__(
         self,
@@ -182,6 +185,7 @@ class EbsSnapshotTarget(DiskTarget):
         #: all-zero blocks this object was asked to write and skipped
         self.zero_skipped = 0
         self.completed = False
+        self._reader: EbsSnapshotSource | None = None
 
     @property
     def size(self) -> int:
@@ -217,6 +221,29 @@ class EbsSnapshotTarget(DiskTarget):
             )
         with self._lock:
             self.written.add(index)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Nothing to do: a snapshot's unwritten blocks read as zeros, and the only blocks an
+        earlier attempt wrote into this snapshot came from the same disk at the same offsets."""
+
+    @property
+    def readable(self) -> bool:
+        """A snapshot can be read back (GetSnapshotBlock) only once it is completed."""
+        return self.completed
+
+    def read(self, offset: int, length: int) -> bytes:
+        buf = bytearray(max(0, min(length, self._size - offset)))
+        self.readinto(offset, memoryview(buf))
+        return bytes(buf)
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        if not self.completed:
+            raise InvalidInput(f"snapshot {self.snapshot_id} is still pending: it cannot be read back")
+        if self._reader is None:
+            self._reader = EbsSnapshotSource(self._ebs, self.snapshot_id, self._size, self._secrets)
+        data = self._reader.read(offset, len(view))
+        view[: len(data)] = data
+        return len(data)
 
     @property
     def changed_blocks_count(self) -> int:

@@ -1,5 +1,9 @@
 """Destination data path: one converted raw disk into one EBS snapshot (EBS direct APIs).
 
+The bytes move through the disk engine (``diskio.copy_disk``): allocated extents only, zero
+blocks skipped, chunks hashed, a checkpoint heartbeated. Once AWS has completed the snapshot it
+is read back and compared with the local disk (``verify_upload``, on by default).
+
 The snapshot is tagged with the migration id, the disk id and an upload state. A retried
 activity finds its pending snapshot by those tags and resumes into it from the
 checkpoint; an upload already marked complete is returned as is. A snapshot that AWS
@@ -14,16 +18,26 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from core.errors import InvalidInput
+from core.errors import IntegrityError, InvalidInput
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
+from diskio.base import DiskSource
+from diskio.copier import CopyResult, copy_disk
+from diskio.local import open_local_source
+from diskio.plan import align_extents
+from diskio.ranges import covers, merge
+from diskio.verify import compare_digests
 from providers.aws import tags as t
 from providers.aws.ebs import EBS_BLOCK_SIZE, GIB, EbsSnapshotTarget, volume_size_gib
 from providers.aws.errors import aws_errors
 from providers.aws.session import AwsClients
-from providers.aws.transfer import LocalRawSource, copy_blocks, count_nonzero_blocks
 from providers.base import TransferContext
 
 DEFAULT_SNAPSHOT_TIMEOUT_MIN = 240
+#: 4 blocks a chunk: the unit of checkpoint and hash. Small enough that a resumed upload redoes
+#: little, large enough that the checkpoint stays short.
+EBS_CHUNK_SIZE = 4 * EBS_BLOCK_SIZE
+#: concurrent chunks: each PutSnapshotBlock is a round trip, so lanes hide latency
+EBS_LANES = 8
 
 
 def find_import_snapshot(clients: AwsClients, migration: str | None, disk_id: str) -> dict[str, Any] | None:
@@ -95,10 +109,9 @@ async def import_disk(
             migration=migration,
         )
 
-    # Swap point for diskio: open_local_source(disk.path) / copy_disk(...) replace the two calls below.
-    source = LocalRawSource(str(disk.path))
+    source = open_local_source(str(disk.path))
     try:
-        previously = await asyncio.to_thread(count_nonzero_blocks, source, checkpoint, EBS_BLOCK_SIZE)
+        previously = await asyncio.to_thread(count_nonzero_blocks, source, checkpoint)
         target = EbsSnapshotTarget(
             clients.ebs, snapshot_id, gib * GIB, previously_written=previously, secrets=secrets
         )
@@ -106,30 +119,87 @@ async def import_disk(
             f"disk {disk.disk_id}: uploading to EBS snapshot {snapshot_id}"
             + (f", resuming after {previously} blocks already written" if checkpoint else "")
         )
-        stats = await copy_blocks(
-            source,
-            target,
-            checkpoint=checkpoint,
-            on_progress=ctx.progress,
-            bandwidth_limit=ctx.bandwidth_limit,
-        )
+        # The copier's flush is CompleteSnapshot; its read-back verification cannot run while the
+        # snapshot is pending, so the whole-disk check comes after completion, below.
+        if existing and t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) == t.UPLOAD_WRITTEN:
+            # An earlier attempt completed the snapshot and stopped before checking it.
+            target.completed = True
+            result = CopyResult()
+        else:
+            result = await copy_disk(
+                source,
+                target,
+                checkpoint=checkpoint,
+                on_progress=ctx.progress,
+                bandwidth_limit=ctx.bandwidth_limit,
+                chunk_size=EBS_CHUNK_SIZE,
+                lanes=EBS_LANES,
+            )
+            await asyncio.to_thread(_tag_upload, clients, snapshot_id, t.UPLOAD_WRITTEN)
+        await asyncio.to_thread(_wait_completed, clients, snapshot_id)
+        verified = ""
+        if env.get("verify_upload", True):
+            verified = await verify_snapshot(source, target, disk.disk_id)
+            ctx.event(verified)
     finally:
         source.close()
-    await asyncio.to_thread(target.flush)
-    await asyncio.to_thread(_finish, clients, snapshot_id)
+    await asyncio.to_thread(_tag_upload, clients, snapshot_id, t.UPLOAD_COMPLETE)
+    from_checkpoint = previously if checkpoint else 0
     ctx.event(
         f"disk {disk.disk_id}: snapshot {snapshot_id} complete ({len(target.written)} blocks written now, "
-        f"{stats.blocks_from_checkpoint} from the checkpoint, {stats.blocks_zero} zero blocks skipped)"
+        f"{from_checkpoint} from the checkpoint, {target.zero_skipped} zero blocks skipped; "
+        f"{result.bytes_read:,} bytes read, {result.chunks_resumed} of {result.chunks_total} chunks resumed)"
     )
     return _imported(
         disk,
         snapshot_id,
         gib,
         blocks_written=len(target.written),
-        blocks_from_checkpoint=stats.blocks_from_checkpoint,
-        blocks_zero=stats.blocks_zero,
+        blocks_from_checkpoint=from_checkpoint,
+        blocks_zero=target.zero_skipped,
         changed_blocks_count=target.changed_blocks_count,
+        chunks_resumed=result.chunks_resumed,
+        verified=bool(verified),
     )
+
+
+async def verify_snapshot(source: DiskSource, target: EbsSnapshotTarget, disk_id: str) -> str:
+    """Read the completed snapshot back and compare it, chunk by chunk, with the local disk.
+
+    AWS already checks each block's SHA-256 on PutSnapshotBlock; this also catches a block
+    that was never sent or sent to the wrong index. On a mismatch the snapshot is unusable
+    (a completed snapshot takes no more writes): the error is retryable and the retry uploads
+    into a new snapshot.
+    """
+    check = await compare_digests(source, target, chunk_size=EBS_CHUNK_SIZE, lanes=EBS_LANES)
+    if not check.ok:
+        spans = ", ".join(f"{off}+{length}" for off, length in check.mismatched[:5])
+        raise IntegrityError(
+            f"disk {disk_id}: snapshot {target.snapshot_id} read back differs from the converted disk "
+            f"in {len(check.mismatched)} chunk(s): {spans}"
+        )
+    return (
+        f"disk {disk_id}: snapshot {target.snapshot_id} read back and compared with the converted disk: "
+        f"identical (per-disk SHA-256 digest {check.target_digest})"
+    )
+
+
+def count_nonzero_blocks(src: DiskSource, ranges: list[tuple[int, int]]) -> int:
+    """Non-zero 512 KiB blocks of ``src`` inside done ``(offset, length)`` ranges: what an
+    earlier attempt wrote. CompleteSnapshot needs the count over the snapshot's whole life,
+    and a pending snapshot cannot be listed, so it is recounted from the local disk."""
+    done = merge(ranges)
+    if not done:
+        return 0
+    count = 0
+    for off, length in align_extents(src.extents(), src.size, EBS_BLOCK_SIZE):
+        for start in range(off, off + length, EBS_BLOCK_SIZE):
+            n = min(EBS_BLOCK_SIZE, src.size - start)
+            if covers(done, start, n):
+                data = src.read(start, n)
+                if data.count(0) != len(data):
+                    count += 1
+    return count
 
 
 def _start_snapshot(
@@ -160,10 +230,13 @@ def _start_snapshot(
     return str(resp["SnapshotId"])
 
 
-def _finish(clients: AwsClients, snapshot_id: str) -> None:
-    """Mark the upload complete (tag) and wait until EC2 shows the snapshot completed."""
-    secrets = clients.conn.secrets
-    with aws_errors(f"tagging snapshot {snapshot_id}", secrets):
-        clients.ec2.create_tags(Resources=[snapshot_id], Tags=t.tag_list({t.UPLOAD_TAG: t.UPLOAD_COMPLETE}))
-    with aws_errors(f"waiting for snapshot {snapshot_id} to complete", secrets):
+def _wait_completed(clients: AwsClients, snapshot_id: str) -> None:
+    with aws_errors(f"waiting for snapshot {snapshot_id} to complete", clients.conn.secrets):
         clients.wait("snapshot_completed", delay=5, timeout=3600, SnapshotIds=[snapshot_id])
+
+
+def _tag_upload(clients: AwsClients, snapshot_id: str, state: str) -> None:
+    """Record the upload's state on the snapshot: ``written`` once AWS accepted CompleteSnapshot,
+    ``complete`` once it was also read back and compared; a retried activity goes on from there."""
+    with aws_errors(f"tagging snapshot {snapshot_id}", clients.conn.secrets):
+        clients.ec2.create_tags(Resources=[snapshot_id], Tags=t.tag_list({t.UPLOAD_TAG: state}))

@@ -68,6 +68,11 @@ DESTINATION_SCHEMA: dict[str, Any] = {
         "architecture": {"type": "string", "enum": ["x86_64", "arm64"], "default": "x86_64"},
         "keep_image": {"type": "boolean", "default": False},
         "snapshot_timeout_minutes": {"type": "integer", "minimum": 10, "maximum": 4320},
+        "verify_upload": {
+            "type": "boolean",
+            "default": True,
+            "description": "read each completed snapshot back and compare it with the converted disk",
+        },
     },
     "required": ["network_map"],
 }

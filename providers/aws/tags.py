@@ -21,6 +21,8 @@ ROLE_SOURCE_SNAPSHOT = "source-snapshot"
 DESTINATION_ROLES = (ROLE_IMPORT_SNAPSHOT, ROLE_IMAGE, ROLE_INSTANCE, ROLE_VOLUME)
 
 UPLOAD_IN_PROGRESS = "in-progress"
+#: every block written and CompleteSnapshot accepted; not yet read back and compared
+UPLOAD_WRITTEN = "written"
 UPLOAD_COMPLETE = "complete"
 
 

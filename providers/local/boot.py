@@ -97,8 +97,19 @@ def qemu_command(
     memory_mb: int = 1024,
     mac: str = "52:54:00:12:34:56",
     firmware: str = "bios",
+    disk_bus: str = "virtio",
 ) -> list[str]:
-    """QEMU command line: TCG, the target's virtio disk and NIC, user-mode networking, serial to a file."""
+    """QEMU command line: TCG, the target's virtio disk and NIC, user-mode networking, serial to a file.
+
+    ``disk_bus="nvme"`` attaches the disk as an NVMe controller instead, the way AWS Nitro instances
+    see their EBS volumes.
+    """
+    if disk_bus not in ("virtio", "nvme"):
+        raise ValueError(f"unknown disk bus {disk_bus!r}; expected virtio or nvme")
+    # snapshot=on: the checked disk is never written; guest writes go to a discarded overlay.
+    drive = f"file={disk_path},format={fmt},snapshot=on,cache=unsafe"
+    disk = (["-drive", f"{drive},if=virtio"] if disk_bus == "virtio"
+            else ["-drive", f"{drive},if=none,id=disk0", "-device", "nvme,drive=disk0,serial=sterna-boot"])
     argv = [
         "qemu-system-x86_64",
         "-accel",
@@ -117,9 +128,7 @@ def qemu_command(
         "none",
         "-serial",
         f"file:{serial_log}",
-        # snapshot=on: the checked disk is never written; guest writes go to a discarded overlay.
-        "-drive",
-        f"file={disk_path},format={fmt},if=virtio,snapshot=on,cache=unsafe",
+        *disk,
         "-netdev",
         "user,id=net0",
         "-device",
@@ -143,6 +152,7 @@ def boot_check(
     workdir: Path,
     expect_network: bool = True,
     firmware: str = "bios",
+    disk_bus: str = "virtio",
 ) -> BootResult:
     """Boot ``disk_path`` under QEMU and watch its serial console until it proves itself or time runs out.
 
@@ -153,7 +163,7 @@ def boot_check(
     workdir.mkdir(parents=True, exist_ok=True)
     serial_log = workdir / "serial.log"
     serial_log.write_bytes(b"")
-    argv = qemu_command(disk_path, fmt, serial_log, firmware=firmware)
+    argv = qemu_command(disk_path, fmt, serial_log, firmware=firmware, disk_bus=disk_bus)
     (workdir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
     started = time.monotonic()
     qemu_err = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115 - closed in finally

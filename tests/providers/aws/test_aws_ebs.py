@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from diskio.copier import copy_disk
 from providers.aws.ebs import EbsSnapshotSource, EbsSnapshotTarget
-from providers.aws.transfer import copy_blocks
 from tests.providers.aws.awshelpers import Ctx, pattern
 
 BLOCK = 512 * 1024
@@ -26,10 +26,10 @@ async def test_snapshot_to_snapshot_copy_keeps_every_byte(
     src = EbsSnapshotSource(ebs, source_id, GiB)
     dst = EbsSnapshotTarget(ebs, target_id, GiB)
     ctx = Ctx(tmp_path)
-    stats = await copy_blocks(src, dst, checkpoint=None, on_progress=ctx.progress)
-    dst.flush()
+    result = await copy_disk(src, dst, checkpoint=None, on_progress=ctx.progress, chunk_size=BLOCK)
 
-    assert stats.blocks_total == 4  # only the listed blocks are visited
+    assert dst.completed  # the copier's flush is CompleteSnapshot
+    assert result.chunks_total == 4  # only the listed blocks are visited
     assert sorted(dst.written) == [0, 2, 3, 7]
     assert dst.changed_blocks_count == 4
     copy = EbsSnapshotSource(ebs, target_id, GiB)

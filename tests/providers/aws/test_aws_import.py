@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import pytest
 
 from core.errors import IntegrityError, InvalidInput
 from core.models import DiskLocator
-from providers.aws.ebs import EbsSnapshotSource, sha256_b64
+from diskio.local import open_local_source
+from providers.aws.ebs import GIB, EbsSnapshotSource, EbsSnapshotTarget, sha256_b64
+from providers.aws.importer import verify_snapshot
 from providers.aws.provider import AwsProvider
 from tests.providers.aws.awshelpers import Ctx, export_info, local_bytes, make_disk, pattern, read_snapshot
 
@@ -89,24 +92,27 @@ async def test_resumed_upload_skips_blocks_already_written(
 ) -> None:
     env = {"migration_id": "mig-resume"}
     info = export_info([disk])
-    first = Ctx(tmp_path, fail_after=3, exc=RuntimeError("worker lost"))
+    first = Ctx(tmp_path, fail_after=1, exc=RuntimeError("worker lost"))
     with pytest.raises(RuntimeError, match="worker lost"):
         await provider.import_disk(env, info, disk, first.ctx)
     checkpoint = first.updates[-1].checkpoint
-    # Blocks 0, 1 (zero) and 2 were done before the crash: two of them were written.
-    assert checkpoint == [(0, 3 * BLOCK)]
+    # The disk has non-zero data in blocks 0, 2, 4 and 6; its chunks are 2 MiB (4 blocks).
+    done_before = sum(1 for b in (0, 2, 4, 6) if any(o <= b * BLOCK < o + n for o, n in checkpoint))
+    assert 1 <= done_before < 4, checkpoint
 
     # A fresh provider (a new worker process) resumes from the heartbeat's checkpoint,
     # which comes back from Temporal as JSON.
     second = Ctx(tmp_path, checkpoint=json.loads(json.dumps(checkpoint)))
     imported = await AwsProvider(provider.connection_info).import_disk(env, info, disk, second.ctx)
 
-    assert imported.details["blocks_from_checkpoint"] == 3
-    assert imported.details["blocks_written"] == 2  # blocks 4 and 6 only
-    assert imported.details["changed_blocks_count"] == 4  # 2 earlier + 2 now
+    assert imported.details["blocks_from_checkpoint"] == done_before
+    assert imported.details["blocks_written"] == 4 - done_before  # only what the checkpoint lacked
+    assert imported.details["chunks_resumed"] >= 1
+    assert imported.details["changed_blocks_count"] == 4  # earlier + now
     snapshot_id = imported.details["snapshot_id"]
-    assert any(snapshot_id in e and "resuming after 2 blocks" in e for e in second.events)
+    assert any(snapshot_id in e and f"resuming after {done_before} blocks" in e for e in second.events)
     assert read_snapshot(ebs, snapshot_id, disk.size_bytes) == local_bytes(disk)
+    assert imported.details["verified"] is True
 
     # A third attempt after completion reuses the finished snapshot and writes nothing.
     third = Ctx(tmp_path)
@@ -167,3 +173,47 @@ def test_reader_rejects_a_block_whose_checksum_does_not_match(ebs: Any) -> None:
     assert source.blocks_fetched == 1
     with pytest.raises(IntegrityError, match=r"block 3 .*SHA-256 mismatch"):
         source.read(3 * BLOCK, 10)
+
+
+async def test_upload_is_read_back_and_compared(
+    provider: AwsProvider, ebs: Any, ec2: Any, disk: DiskLocator, tmp_path: Path
+) -> None:
+    env = {"migration_id": "mig-verify"}
+    ctx = Ctx(tmp_path)
+    imported = await provider.import_disk(env, export_info([disk]), disk, ctx.ctx)
+    snapshot_id = imported.details["snapshot_id"]
+    [event] = [e for e in ctx.events if "read back" in e]
+    assert snapshot_id in event and "identical" in event, event
+    assert re.search(r"digest [0-9a-f]{64}", event), event
+
+    # A crash after CompleteSnapshot, before the read-back: the retry checks and tags, writing nothing.
+    ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": "sterna:upload", "Value": "written"}])
+    again = Ctx(tmp_path, checkpoint=[[0, disk.size_bytes]])
+    second = await provider.import_disk(env, export_info([disk]), disk, again.ctx)
+    assert second.details["snapshot_id"] == snapshot_id
+    assert second.details["blocks_written"] == 0 and second.details["verified"] is True
+    assert again.updates == []
+    tags = {t["Key"]: t["Value"] for t in ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["Tags"]}
+    assert tags["sterna:upload"] == "complete"
+
+
+async def test_read_back_catches_a_block_that_differs(ebs: Any, disk: DiskLocator) -> None:
+    # A completed snapshot holding the disk's blocks, except block 2, which holds other bytes:
+    # what a block sent to the wrong index would leave behind. AWS's per-block checksum can't see it.
+    local = local_bytes(disk)
+    snapshot_id = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    for index in (0, 2, 4, 6):
+        block = local[index * BLOCK : (index + 1) * BLOCK].ljust(BLOCK, b"\0")
+        if index == 2:
+            block = pattern(99, BLOCK)
+        ebs.put_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockData=block, DataLength=BLOCK,
+                               Checksum=sha256_b64(block), ChecksumAlgorithm="SHA256")
+    target = EbsSnapshotTarget(ebs, snapshot_id, GIB)
+    target.flush()
+
+    source = open_local_source(disk.path or "")
+    try:
+        with pytest.raises(IntegrityError, match=rf"snapshot {snapshot_id} read back differs .* 1 chunk"):
+            await verify_snapshot(source, target, "disk-0")
+    finally:
+        source.close()

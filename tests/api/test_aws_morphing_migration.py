@@ -1,0 +1,126 @@
+"""The Debian test guest, as a VMware export, migrated to AWS (moto) with OS morphing, through the REST API.
+
+The guest (``worker/guest.py`` with cloud-init: VMware-made, ``ens192`` static, open-vm-tools) is
+adapted for AWS, converted to raw and uploaded with the EBS direct APIs. The test then reads the
+snapshot back itself and looks inside it: the AWS changes are there (NVMe and ENA in the initramfs,
+cloud-init's Ec2 datasource) and the disk boots with its root disk on an NVMe controller, the way a
+Nitro instance sees its EBS volume.
+
+What moto can't show, and real AWS would: the instance actually booting from that AMI, ENA as its
+NIC (QEMU has no ENA device; the boot here uses virtio-net), and the Ec2 metadata service answering
+cloud-init. Slow: libguestfs regenerates the initramfs under TCG, and the boot check is a TCG boot.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osmorphing.system import import_system
+from providers.aws.ebs import EBS_BLOCK_SIZE
+from providers.local.boot import boot_check
+from tests.conftest import RunningStack, task, wait_final
+from tests.guests.debian import build_debian_guest
+from tests.peers.moto import conn_info, ebs, ec2, guest_volumes, moto_url, subnet
+from worker.sample import create_vmware_vm
+
+pytestmark = pytest.mark.slow
+__all__ = ["conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]
+TAG = "sterna:migration-id"
+
+
+def _events(migration: dict[str, Any], task_type: str) -> list[str]:
+    return [e["message"] for e in task(migration, "debian-vm", task_type)["events"]]
+
+
+def _snapshot_to_file(ebs: Any, snapshot_id: str, size: int, path: Path) -> int:
+    """Write the snapshot's blocks into a sparse raw file; returns the number of blocks."""
+    kwargs: dict[str, Any] = {"SnapshotId": snapshot_id}
+    blocks = 0
+    with open(path, "wb") as out:
+        out.truncate(size)
+        while True:
+            page = ebs.list_snapshot_blocks(**kwargs)
+            for b in page["Blocks"]:
+                data = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=b["BlockIndex"],
+                                              BlockToken=b["BlockToken"])["BlockData"].read()
+                out.seek(b["BlockIndex"] * EBS_BLOCK_SIZE)
+                out.write(data)
+                blocks += 1
+            if not page.get("NextToken"):
+                return blocks
+            kwargs["NextToken"] = page["NextToken"]
+
+
+def _look_inside(disk: Path) -> dict[str, str]:
+    guestfs = import_system("guestfs", "python3-guestfs")
+    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        g.add_drive_opts(str(disk), format="raw", readonly=False)
+        g.launch()
+        g.mount("/dev/sda2", "/")
+        cfg = "/etc/cloud/cloud.cfg.d/95-sterna.cfg"
+        return {
+            "cloud_cfg": g.cat(cfg) if g.is_file(cfg) else "",
+            "modules": g.cat("/etc/initramfs-tools/modules"),
+            "initramfs": g.sh("lsinitramfs /boot/initrd.img-* | grep -E '/(nvme|ena)\\.ko' || true"),
+            "vmtools": "installed" if g.exists("/usr/bin/vmtoolsd") else "absent",
+        }
+    finally:
+        g.shutdown()
+        g.close()
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_debian_guest_to_aws_is_morphed_for_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any,
+                                                ebs: Any, subnet: dict[str, Any], tmp_path: Path) -> None:
+    src = stack.inventory("vmware-export")
+    create_vmware_vm(src, "debian-vm", build_debian_guest(cloud_init=True))
+    with stack.client() as api:
+        a = api.create_endpoint("vmware-export", "local", {"path": str(src)})
+        b = api.create_endpoint("aws", "aws", conn_info)
+        m = api.create_migration(
+            origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["debian-vm"],
+            skip_os_morphing=False,
+            destination_environment={"flavor_name": "t3.medium", "keep_image": True,
+                                     "security_group_ids": [subnet["GroupId"]]},
+            network_map={"VM Network": subnet["SubnetId"]},
+        )
+        final = wait_final(api, m["id"], timeout=2700)
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+
+    morph = _events(final, "OS_MORPHING")
+    for needle in ("for 'aws'", "purge open-vm-tools", "initramfs modules for aws: nvme ena",
+                   "cloud-init datasource Ec2, None", "update-initramfs -u -k all"):
+        assert any(needle in e for e in morph), (needle, morph)
+    upload = _events(final, "IMPORT_DISKS")
+    [verified] = [e for e in upload if "read back and compared" in e]
+    assert "identical" in verified, upload
+
+    f = [{"Name": f"tag:{TAG}", "Values": [m["id"]]}]
+    [instance] = [i for r in ec2.describe_instances(Filters=f)["Reservations"] for i in r["Instances"]]
+    assert instance["State"]["Name"] == "running"
+    assert instance["InstanceType"] == "t3.medium"
+    assert instance["SubnetId"] == subnet["SubnetId"]
+    assert {"Key": TAG, "Value": m["id"]} in instance["Tags"]
+    [snap] = [s for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"]
+              if {"Key": "sterna:role", "Value": "import-snapshot"} in s.get("Tags", [])]
+
+    # The snapshot, read back by the test: the morphed, converted disk, with the AWS changes in it.
+    disk = tmp_path / "from-ebs.raw"
+    blocks = _snapshot_to_file(ebs, snap["SnapshotId"], snap["VolumeSize"] * 1024**3, disk)
+    assert blocks > 100
+    inside = _look_inside(disk)
+    assert "datasource_list: [ Ec2, None ]" in inside["cloud_cfg"], inside
+    assert {"nvme", "ena"} <= set(inside["modules"].split()), inside
+    assert "/nvme.ko" in inside["initramfs"] and "/ena.ko" in inside["initramfs"], inside
+    assert inside["vmtools"] == "absent", inside
+
+    # Booted from an NVMe controller, as on a Nitro instance: userspace starts and DHCP configures eth0.
+    result = boot_check(str(disk), "raw", timeout=900, workdir=tmp_path / "boot", disk_bus="nvme")
+    assert result.userspace_started, (result.reason, result.evidence)
+    assert result.ipv4, (result.reason, result.evidence)

@@ -108,7 +108,9 @@ SYMLINKS = {
 
 
 #: the cloud-ready variant: what a VMware template prepared for cloud migration carries
-CLOUD_INIT_PACKAGES = ["cloud-init"]
+# python3-cffi-backend: python3-cryptography depends on virtual packages it provides, which
+# debootstrap does not resolve.
+CLOUD_INIT_PACKAGES = ["cloud-init", "python3-cffi-backend"]
 
 
 def packages(cloud_init: bool = False) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from providers.local.boot import qemu_command, scan_console
 
 KERNEL_ONLY = """\
@@ -51,7 +53,16 @@ def test_guest_reporting_no_address() -> None:
 def test_qemu_uses_the_targets_devices_and_never_writes_the_disk(tmp_path: Path) -> None:
     argv = qemu_command("/d/disk.qcow2", "qcow2", tmp_path / "serial.log")
     assert argv[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
-    assert "file=/d/disk.qcow2,format=qcow2,if=virtio,snapshot=on,cache=unsafe" in argv
+    assert "file=/d/disk.qcow2,format=qcow2,snapshot=on,cache=unsafe,if=virtio" in argv
     assert "user,id=net0" in argv
     assert any(a.startswith("virtio-net-pci,netdev=net0") for a in argv)
     assert f"file:{tmp_path / 'serial.log'}" in argv
+
+
+def test_qemu_can_attach_the_disk_as_nvme_like_a_nitro_instance(tmp_path: Path) -> None:
+    argv = qemu_command("/d/disk.raw", "raw", tmp_path / "serial.log", disk_bus="nvme")
+    assert "file=/d/disk.raw,format=raw,snapshot=on,cache=unsafe,if=none,id=disk0" in argv
+    assert "nvme,drive=disk0,serial=sterna-boot" in argv
+    assert not any("if=virtio" in a for a in argv)
+    with pytest.raises(ValueError, match="unknown disk bus"):
+        qemu_command("/d/disk.raw", "raw", tmp_path / "serial.log", disk_bus="scsi")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from core.errors import IntegrityError, InvalidInput
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
@@ -30,7 +30,11 @@ from providers.aws import tags as t
 from providers.aws.ebs import EBS_BLOCK_SIZE, GIB, EbsSnapshotTarget, volume_size_gib
 from providers.aws.errors import aws_errors
 from providers.aws.session import AwsClients
-from providers.base import TransferContext
+from providers.base import TransferContext, TransferProgress
+
+T = TypeVar("T")
+#: seconds between heartbeats while no bytes move (well inside any heartbeat timeout)
+HEARTBEAT_EVERY = 2.0
 
 DEFAULT_SNAPSHOT_TIMEOUT_MIN = 240
 #: 4 blocks a chunk: the unit of checkpoint and hash. Small enough that a resumed upload redoes
@@ -111,7 +115,10 @@ async def import_disk(
 
     source = open_local_source(str(disk.path))
     try:
-        previously = await asyncio.to_thread(count_nonzero_blocks, source, checkpoint)
+        allocated = sum(e.length for e in await asyncio.to_thread(source.extents))
+        done_before = sum(length for _off, length in merge(checkpoint))
+        resumed = TransferProgress(min(done_before, allocated), allocated, checkpoint)
+        previously = await _beating(ctx, resumed, _in_thread(count_nonzero_blocks, source, checkpoint))
         target = EbsSnapshotTarget(
             clients.ebs, snapshot_id, gib * GIB, previously_written=previously, secrets=secrets
         )
@@ -136,10 +143,13 @@ async def import_disk(
                 lanes=EBS_LANES,
             )
             await asyncio.to_thread(_tag_upload, clients, snapshot_id, t.UPLOAD_WRITTEN)
-        await asyncio.to_thread(_wait_completed, clients, snapshot_id)
+        # Waiting for AWS and reading the snapshot back take minutes on a large disk: the activity
+        # keeps heartbeating (and so stays cancellable) with the upload's final checkpoint.
+        uploaded = TransferProgress(allocated, allocated, [(0, source.size)])
+        await _beating(ctx, uploaded, _in_thread(_wait_completed, clients, snapshot_id))
         verified = ""
         if env.get("verify_upload", True):
-            verified = await verify_snapshot(source, target, disk.disk_id)
+            verified = await _beating(ctx, uploaded, verify_snapshot(source, target, disk.disk_id))
             ctx.event(verified)
     finally:
         source.close()
@@ -161,6 +171,28 @@ async def import_disk(
         chunks_resumed=result.chunks_resumed,
         verified=bool(verified),
     )
+
+
+def _in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    # An executor future, not asyncio.to_thread: cancelling it does not pretend the thread stopped,
+    # so _beating can wait for the thread before the file it reads is closed.
+    return asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def _beating(ctx: TransferContext, progress: TransferProgress, work: Awaitable[T]) -> T:
+    """Await ``work`` while heartbeating ``progress`` every few seconds; a cancel stops the wait."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
+            if done:
+                return task.result()
+            await ctx.progress(progress)
+    finally:
+        if not task.done():
+            task.cancel()
+            # a thread can't be interrupted: let it finish before the source is closed
+            await asyncio.wait({task})
 
 
 async def verify_snapshot(source: DiskSource, target: EbsSnapshotTarget, disk_id: str) -> str:

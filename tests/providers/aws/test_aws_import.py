@@ -22,6 +22,7 @@ import pytest
 from core.errors import IntegrityError, InvalidInput
 from core.models import DiskLocator
 from diskio.local import open_local_source
+from providers.aws import importer
 from providers.aws.ebs import GIB, EbsSnapshotSource, EbsSnapshotTarget, sha256_b64
 from providers.aws.importer import verify_snapshot
 from providers.aws.provider import AwsProvider
@@ -217,3 +218,16 @@ async def test_read_back_catches_a_block_that_differs(ebs: Any, disk: DiskLocato
             await verify_snapshot(source, target, "disk-0")
     finally:
         source.close()
+
+
+async def test_waiting_and_reading_back_keep_heartbeating(
+    provider: AwsProvider, disk: DiskLocator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without heartbeats a long read-back outlives the activity's heartbeat timeout and is retried forever.
+    monkeypatch.setattr(importer, "HEARTBEAT_EVERY", 0.001)
+    ctx = Ctx(tmp_path)
+    await provider.import_disk({"migration_id": "mig-beat"}, export_info([disk]), disk, ctx.ctx)
+    # The copier reports the full checkpoint once, with its last chunk; every further one is a heartbeat.
+    after_copy = [u for u in ctx.updates if u.checkpoint == [(0, disk.size_bytes)]]
+    assert len(after_copy) >= 2, ctx.updates[-3:]
+    assert all(u.bytes_done == u.bytes_total for u in after_copy)

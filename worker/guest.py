@@ -161,7 +161,8 @@ def build_debian_guest(*, log: bool = True, cloud_init: bool = False) -> Path:
     try:
         root = work / "root"
         _run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(packages(cloud_init))}", SUITE, str(root), MIRROR],
+            ["debootstrap", "--variant=minbase", f"--include={','.join(packages(cloud_init))}", SUITE, str(root),
+             MIRROR],
             log,
         )
         _customise_tree(root)

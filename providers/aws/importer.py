@@ -94,7 +94,8 @@ async def import_disk(
     gib = volume_size_gib(size)
 
     existing = await asyncio.to_thread(find_import_snapshot, clients, migration, disk.disk_id)
-    if existing and t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
+    state = t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) if existing else None
+    if existing and state == t.UPLOAD_COMPLETE:
         ctx.event(f"disk {disk.disk_id}: snapshot {existing['SnapshotId']} was already uploaded")
         return _imported(disk, existing["SnapshotId"], int(existing["VolumeSize"]), reused=True)
 
@@ -128,7 +129,7 @@ async def import_disk(
         )
         # The copier's flush is CompleteSnapshot; its read-back verification cannot run while the
         # snapshot is pending, so the whole-disk check comes after completion, below.
-        if existing and t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) == t.UPLOAD_WRITTEN:
+        if state == t.UPLOAD_WRITTEN:
             # An earlier attempt completed the snapshot and stopped before checking it.
             target.completed = True
             result = CopyResult()
@@ -149,7 +150,12 @@ async def import_disk(
         await _beating(ctx, uploaded, _in_thread(_wait_completed, clients, snapshot_id))
         verified = ""
         if env.get("verify_upload", True):
-            verified = await _beating(ctx, uploaded, verify_snapshot(source, target, disk.disk_id))
+            try:
+                verified = await _beating(ctx, uploaded, verify_snapshot(source, target, disk.disk_id))
+            except IntegrityError:
+                # A completed snapshot takes no more writes: drop it, so that the retry starts a new one.
+                await asyncio.to_thread(_delete_snapshot, clients, snapshot_id)
+                raise
             ctx.event(verified)
     finally:
         source.close()
@@ -200,8 +206,8 @@ async def verify_snapshot(source: DiskSource, target: EbsSnapshotTarget, disk_id
 
     AWS already checks each block's SHA-256 on PutSnapshotBlock; this also catches a block
     that was never sent or sent to the wrong index. On a mismatch the snapshot is unusable
-    (a completed snapshot takes no more writes): the error is retryable and the retry uploads
-    into a new snapshot.
+    (a completed snapshot takes no more writes): ``import_disk`` deletes it, and the error is
+    retryable, so the retry uploads into a new snapshot.
     """
     check = await compare_digests(source, target, chunk_size=EBS_CHUNK_SIZE, lanes=EBS_LANES)
     if not check.ok:
@@ -265,6 +271,11 @@ def _start_snapshot(
 def _wait_completed(clients: AwsClients, snapshot_id: str) -> None:
     with aws_errors(f"waiting for snapshot {snapshot_id} to complete", clients.conn.secrets):
         clients.wait("snapshot_completed", delay=5, timeout=3600, SnapshotIds=[snapshot_id])
+
+
+def _delete_snapshot(clients: AwsClients, snapshot_id: str) -> None:
+    with aws_errors(f"deleting snapshot {snapshot_id}", clients.conn.secrets):
+        clients.ec2.delete_snapshot(SnapshotId=snapshot_id)
 
 
 def _tag_upload(clients: AwsClients, snapshot_id: str, state: str) -> None:

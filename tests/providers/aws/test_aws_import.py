@@ -231,3 +231,27 @@ async def test_waiting_and_reading_back_keep_heartbeating(
     after_copy = [u for u in ctx.updates if u.checkpoint == [(0, disk.size_bytes)]]
     assert len(after_copy) >= 2, ctx.updates[-3:]
     assert all(u.bytes_done == u.bytes_total for u in after_copy)
+
+
+async def test_a_snapshot_that_fails_the_read_back_is_replaced(
+    provider: AwsProvider, ebs: Any, ec2: Any, disk: DiskLocator, tmp_path: Path
+) -> None:
+    # An earlier attempt left a completed snapshot (tag "written") whose block 2 holds other bytes.
+    env = {"migration_id": "mig-bad-readback"}
+    tags = {"sterna:migration-id": "mig-bad-readback", "sterna:disk-id": "disk-0",
+            "sterna:role": "import-snapshot", "sterna:upload": "written"}
+    bad_id = ebs.start_snapshot(VolumeSize=1, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["SnapshotId"]
+    block = pattern(99, BLOCK)
+    ebs.put_snapshot_block(SnapshotId=bad_id, BlockIndex=2, BlockData=block, DataLength=BLOCK,
+                           Checksum=sha256_b64(block), ChecksumAlgorithm="SHA256")
+    ebs.complete_snapshot(SnapshotId=bad_id, ChangedBlocksCount=1)
+
+    with pytest.raises(IntegrityError, match="read back differs"):
+        await provider.import_disk(env, export_info([disk]), disk, Ctx(tmp_path).ctx)
+    assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": [bad_id]}])["Snapshots"] == []
+
+    # The retry (IntegrityError is retryable) uploads into a new snapshot, which reads back identical.
+    imported = await provider.import_disk(env, export_info([disk]), disk, Ctx(tmp_path).ctx)
+    assert imported.details["snapshot_id"] != bad_id
+    assert imported.details["verified"] is True
+    assert read_snapshot(ebs, imported.details["snapshot_id"], disk.size_bytes) == local_bytes(disk)

@@ -249,20 +249,35 @@ def _make_disk(root: Path, disk: Path, log: bool) -> None:
     )
 
 
+# Run inside the guest's root (guestfish ``command`` chroots into /sysroot). The disk is found from the
+# mount, never named: the appliance's kernel scans its SCSI disks asynchronously, so under load its own
+# root disk is sometimes /dev/sda and ours /dev/sdb. libguestfs translates names in its API calls (the
+# ``mount`` below) but not inside a command string, so a hard-coded /dev/sda made GRUB target the
+# appliance's bare ext2 disk ("File system `ext2' doesn't support embedding") about one build in six.
+_GRUB_SCRIPT = """set -eu
+root_dev=$(findmnt -no SOURCE /)
+disk=/dev/$(lsblk -no PKNAME "$root_dev")
+echo "installing GRUB on $disk (root filesystem on $root_dev)"
+grub-install --target=i386-pc "$disk"
+update-grub
+"""
+
+
 def _install_grub(disk: Path, log: bool) -> None:
-    # grub-install needs a whole-disk block device; the libguestfs appliance has one (/dev/sda), and
-    # update-grub run there writes root=UUID=... exactly as on an installed system.
+    # grub-install needs a whole-disk block device; the libguestfs appliance has one, and update-grub run
+    # there writes root=UUID=... exactly as on an installed system.
     env = dict(os.environ, LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
-    script = "mount /dev/sda2 /\ncommand 'grub-install --target=i386-pc /dev/sda'\ncommand 'update-grub'\n"
-    proc = subprocess.run(
-        ["guestfish", "-a", str(disk)],
-        input=f"run\n{script}".encode(),
-        env=env,
-        capture_output=True,
-        check=False,
-    )
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as script_file:
+        script_file.write(_GRUB_SCRIPT)
+        script_file.flush()
+        commands = (f"run\nmount /dev/sda2 /\nupload {script_file.name} /tmp/sterna-install-grub.sh\n"
+                    "command 'sh /tmp/sterna-install-grub.sh'\nrm /tmp/sterna-install-grub.sh\n")
+        proc = subprocess.run(["guestfish", "-a", str(disk)], input=commands.encode(), env=env,
+                              capture_output=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"installing GRUB into the test guest failed: {proc.stderr.decode()[-2000:]}")
+    if log:
+        print(f"[guest-builder] {proc.stdout.decode().splitlines()[0] if proc.stdout else 'GRUB installed'}")
 
 
 def _run(argv: list[str], log: bool) -> None:

@@ -24,7 +24,7 @@ demo: sysdeps $(STAMP)
 ## test: install every test peer, lint, type-check and run the whole suite
 test: sysdeps $(STAMP)
 	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=25 $(PYTEST_ARGS)
 
 ## up: Temporal dev server + worker + API in the foreground (data in ~/.sterna unless STERNA_DATA_DIR)
 up: sysdeps $(STAMP)

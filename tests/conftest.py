@@ -19,7 +19,7 @@ from worker.launcher import Stack
 
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
 # Keystone, Barbican, Glance and the fake compute API, for the tests that ask for them.
-pytest_plugins = ["tests.peers.openstack.fixtures"]
+pytest_plugins = ["tests.peers.openstack.fixtures", "tests.phases"]
 
 
 class PipelineClient(SternaClient):

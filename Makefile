@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test up lint bench sysdeps clean
+.PHONY: demo test test-fast up lint bench sysdeps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: sysdeps $(STAMP)
 test: sysdeps $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest --durations=25 $(PYTEST_ARGS)
+
+## test-fast: the development loop: lint and every test but the TCG guest builds, morphs and boots
+test-fast: sysdeps $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest --durations=10 -m "not tcg" $(PYTEST_ARGS)
 
 ## up: Temporal dev server + worker + API in the foreground (data in ~/.sterna unless STERNA_DATA_DIR)
 up: sysdeps $(STAMP)

@@ -27,7 +27,7 @@ from tests.guests.debian import build_debian_guest
 from tests.peers.moto import conn_info, ebs, ec2, guest_volumes, moto_url, subnet
 from worker.sample import create_vmware_vm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tcg]
 __all__ = ["conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]
 TAG = "sterna:migration-id"
 

@@ -18,7 +18,7 @@ from tests.conftest import RunningStack, task, wait_final
 from tests.guests.debian import OLD_NIC, build_debian_guest
 from worker.sample import create_vmware_vm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tcg]
 
 
 def _vmware_inventory(root: Path) -> Path:

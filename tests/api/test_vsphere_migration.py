@@ -82,6 +82,7 @@ def test_vsphere_errors_name_their_cause(stack: RunningStack, vsphere_connection
     assert validate["status"] == "ERROR" and "no-such-vm" in (validate["exception_details"] or "")
 
 
+@pytest.mark.tcg
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_vsphere_debian_guest_passes_the_local_boot_check(
     stack: RunningStack, vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance

@@ -7,8 +7,9 @@ from typing import Any
 
 from temporalio import activity
 
+from activities.failures import to_application_error
 from activities.services import Services
-from core.errors import InvalidInput, SternaError, to_application_error
+from core.errors import InvalidInput, SternaError
 from providers.base import (
     DestinationOptionsProvider,
     EndpointProvider,

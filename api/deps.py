@@ -20,6 +20,7 @@ from api.context import RequestContext
 from api.errors import ApiError
 from api.policy import Policy
 from api.schemas import describe_validation_error
+from core.errors import error_class
 from core.keystone import KeystoneService
 from core.settings import Settings
 from store.repo import Store
@@ -107,8 +108,13 @@ async def endpoint_call(d: Deps, call: EndpointCall, timeout: float = 90.0) -> A
         while isinstance(cause, ActivityError) and cause.cause is not None:
             cause = cause.cause
         if isinstance(cause, ApplicationError):
-            status = {"NotFound": 404, "InvalidInput": 400, "AuthenticationFailed": 400}.get(cause.type or "", 502)
-            raise ApiError(status, f"{cause.type}: {cause.message}") from exc
+            raise ApiError(_worker_failure_status(cause.type), f"{cause.type}: {cause.message}") from exc
         raise ApiError(504, "No worker answered the endpoint call in time; is a worker running?") from exc
     except (TimeoutError, RPCError) as exc:
         raise ApiError(503, f"The execution engine is unavailable: {exc}") from exc
+
+
+def _worker_failure_status(error_type: str | None) -> int:
+    """A client error keeps its status; anything else failed upstream, at the provider: 502."""
+    cls = error_class(error_type)
+    return cls.http_status if cls is not None and cls.http_status < 500 else 502

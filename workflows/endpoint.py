@@ -13,6 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from core.errors import ConnectionFailed, non_retryable_types
     from workflows.types import EndpointCall
 
 
@@ -23,7 +24,8 @@ class EndpointCallWorkflow:
         return await workflow.execute_activity(
             "endpoint_call", call,
             start_to_close_timeout=timedelta(seconds=120),
-            # Inventory calls are reads: retry transient faults, but answer the user quickly.
-            retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=[
-                "InvalidInput", "NotFound", "AuthenticationFailed", "ConnectionFailed"]),
+            # Inventory calls are reads: retry transient faults, but answer the user quickly
+            # (an unreachable endpoint will not come back within the API's timeout).
+            retry_policy=RetryPolicy(maximum_attempts=2,
+                                     non_retryable_error_types=non_retryable_types(ConnectionFailed)),
         )

@@ -11,6 +11,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from core.errors import NON_RETRYABLE_TYPES
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows.types import (
         CleanupInput,
@@ -31,15 +32,12 @@ with workflow.unsafe.imports_passed_through():
         ValidateResult,
     )
 
-NON_RETRYABLE = ["InvalidInput", "NotFound", "Conflict", "AuthenticationFailed"]
-
-
 def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
     return RetryPolicy(
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(seconds=t.retry_max_interval),
         maximum_attempts=attempts,
-        non_retryable_error_types=NON_RETRYABLE,
+        non_retryable_error_types=NON_RETRYABLE_TYPES,
     )
 
 

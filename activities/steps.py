@@ -13,6 +13,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities import names
 from activities.recording import task_running
 from activities.services import Services
 from core.models import DiskLocator
@@ -61,7 +62,7 @@ class MigrationActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    @activity.defn(name="validate_instance")
+    @activity.defn(name=names.VALIDATE_INSTANCE)
     async def validate(self, inp: StepInput) -> ValidateResult:
         async with task_running(self.services, inp.task) as rec:
             source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
@@ -81,7 +82,7 @@ class MigrationActivities:
             await rec.aevent("Source and destination inputs are valid")
             return ValidateResult(export_info=export_info)
 
-    @activity.defn(name="snapshot_instance")
+    @activity.defn(name=names.SNAPSHOT_INSTANCE)
     async def snapshot(self, inp: StepInput) -> SnapshotResult:
         """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
         async with task_running(self.services, inp.task) as rec:
@@ -104,7 +105,7 @@ class MigrationActivities:
             return SnapshotResult(snapshot=snap, host_queue=self.services.settings.host_task_queue,
                                   workdir=str(workdir))
 
-    @activity.defn(name="export_disk")
+    @activity.defn(name=names.EXPORT_DISK)
     async def export_disk(self, inp: DiskStepInput) -> DiskStepResult:
         from diskio.copier import copy_disk
         from diskio.local import LocalFileTarget
@@ -146,7 +147,7 @@ class MigrationActivities:
                 resumed_bytes=beat.bytes_done if beat and checkpoint else 0,
             )
 
-    @activity.defn(name="os_morphing")
+    @activity.defn(name=names.OS_MORPHING)
     async def os_morphing(self, inp: MorphInput) -> MorphResult:
         async with task_running(self.services, inp.step.task) as rec:
             if inp.skip:
@@ -157,7 +158,7 @@ class MigrationActivities:
 
             return await morph_disks(inp, dest.TARGET_PLATFORM, inp.origin_type, rec)
 
-    @activity.defn(name="convert_disk")
+    @activity.defn(name=names.CONVERT_DISK)
     async def convert_disk(self, inp: DiskStepInput) -> DiskLocator:
         from diskio.convert import convert_image
 
@@ -178,7 +179,7 @@ class MigrationActivities:
             Path(inp.disk.path).unlink(missing_ok=True)
             return inp.disk.model_copy(update={"format": fmt, "path": str(out)})
 
-    @activity.defn(name="upload_disk")
+    @activity.defn(name=names.UPLOAD_DISK)
     async def upload_disk(self, inp: DiskStepInput) -> UploadResult:
         step = inp.step
         assert step.export_info is not None and step.workdir is not None
@@ -192,7 +193,7 @@ class MigrationActivities:
             imported = await dest.import_disk(_dest_env(step), step.export_info, inp.disk, ctx)
             return UploadResult(disk=imported)
 
-    @activity.defn(name="deploy_instance")
+    @activity.defn(name=names.DEPLOY_INSTANCE)
     async def deploy(self, inp: DeployInput) -> dict[str, Any]:
         step = inp.step
         assert step.export_info is not None
@@ -224,7 +225,7 @@ class MigrationActivities:
             )
             return deployed.model_dump(mode="json")
 
-    @activity.defn(name="cleanup_instance")
+    @activity.defn(name=names.CLEANUP_INSTANCE)
     async def cleanup(self, inp: CleanupInput) -> None:
         """Always runs (success, error, cancel); every part tolerates partial state."""
         step = inp.step

@@ -13,6 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
     from core.errors import ConnectionFailed, non_retryable_types
     from workflows.types import EndpointCall
 
@@ -22,7 +23,7 @@ class EndpointCallWorkflow:
     @workflow.run
     async def run(self, call: EndpointCall) -> Any:
         return await workflow.execute_activity(
-            "endpoint_call", call,
+            names.ENDPOINT_CALL, call,
             start_to_close_timeout=timedelta(seconds=120),
             # Inventory calls are reads: retry transient faults, but answer the user quickly
             # (an unreachable endpoint will not come back within the API's timeout).

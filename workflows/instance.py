@@ -11,6 +11,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
     from core.errors import NON_RETRYABLE_TYPES
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows.types import (
@@ -77,14 +78,14 @@ class InstanceMigrationWorkflow:
         try:
             self._current = TaskType.VALIDATE
             v: ValidateResult = await workflow.execute_activity(
-                "validate_instance", step, result_type=ValidateResult,
+                names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
             )
             step.export_info = v.export_info
 
             self._current = TaskType.SNAPSHOT
             s: SnapshotResult = await workflow.execute_activity(
-                "snapshot_instance", self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
+                names.SNAPSHOT_INSTANCE, self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
                 task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=None,
                 retry_policy=_retry(t, 5),
@@ -93,13 +94,13 @@ class InstanceMigrationWorkflow:
 
             self._current = TaskType.EXPORT
             exported = await self._per_disk(
-                "export_disk", step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
+                names.EXPORT_DISK, step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
             )
             disks = [r.disk for r in exported]
 
             self._current = TaskType.OS_MORPHING
             morphed: MorphResult = await workflow.execute_activity(
-                "os_morphing",
+                names.OS_MORPHING,
                 MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
                            skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
                 result_type=MorphResult, task_queue=host_queue,
@@ -113,18 +114,18 @@ class InstanceMigrationWorkflow:
             disks = morphed.disks
             self._current = TaskType.CONVERT
             disks = await self._per_disk(
-                "convert_disk", step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
+                names.CONVERT_DISK, step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
             )
 
             self._current = TaskType.UPLOAD
             uploads = await self._per_disk(
-                "upload_disk", step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
+                names.UPLOAD_DISK, step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
             )
             imported = [u.disk for u in uploads]
 
             self._current = TaskType.BOOT
             result: dict[str, Any] = await workflow.execute_activity(
-                "deploy_instance",
+                names.DEPLOY_INSTANCE,
                 DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported, bootable=morphed.bootable),
                 result_type=dict, task_queue=host_queue,
                 start_to_close_timeout=timedelta(seconds=t.transfer),
@@ -140,9 +141,9 @@ class InstanceMigrationWorkflow:
             status = Status.CANCELED if cancelled else Status.ERROR
             message = "Canceled by user request" if cancelled else _failure_message(err)
             if self._current is not None:
-                await self._shielded("record_task", TaskUpdate(task=self._ref(inp, self._current), status=status,
+                await self._shielded(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, self._current), status=status,
                                                               message=message), t)
-                await self._shielded("record_unfinished_tasks",
+                await self._shielded(names.RECORD_UNFINISHED_TASKS,
                                      TaskUpdate(task=self._ref(inp, self._current), status=status), t)
             raise
         finally:
@@ -172,7 +173,7 @@ class InstanceMigrationWorkflow:
     async def _cleanup(self, inp: CleanupInput, host_queue: str | None, mig: InstanceInput, t: Timeouts) -> None:
         queue = host_queue or workflow.info().task_queue + "-data"
         task = asyncio.ensure_future(workflow.execute_activity(
-            "cleanup_instance", inp, task_queue=queue,
+            names.CLEANUP_INSTANCE, inp, task_queue=queue,
             start_to_close_timeout=timedelta(seconds=t.short),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
             retry_policy=_retry(t, 10),
@@ -184,7 +185,7 @@ class InstanceMigrationWorkflow:
             await task
             raise
         except ActivityError as err:
-            await self._shielded("record_task", TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
+            await self._shielded(names.RECORD_TASK, TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
                                                           status=Status.ERROR, message=_failure_message(err)), t)
 
     async def _shielded(self, name: str, arg: Any, t: Timeouts) -> None:

@@ -14,6 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
     from workflows.instance import InstanceMigrationWorkflow
     from workflows.search import MIGRATION_STATE
     from workflows.types import InstanceInput, MigrationInput, MigrationStatusUpdate, Status, TrustRelease
@@ -71,7 +72,7 @@ class MigrationWorkflow:
     async def _record(self, inp: MigrationInput) -> None:
         workflow.upsert_search_attributes([MIGRATION_STATE.value_set(self._status.value)])
         task = asyncio.ensure_future(workflow.execute_activity(
-            "record_migration_status",
+            names.RECORD_MIGRATION_STATUS,
             MigrationStatusUpdate(migration_id=inp.migration_id, status=self._status),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
@@ -85,7 +86,7 @@ class MigrationWorkflow:
     async def _release_trust(self, inp: MigrationInput) -> None:
         """Delete the migration's Keystone trust (if any); shielded like ``_record``."""
         task = asyncio.ensure_future(workflow.execute_activity(
-            "release_migration_trust", TrustRelease(migration_id=inp.migration_id),
+            names.RELEASE_MIGRATION_TRUST, TrustRelease(migration_id=inp.migration_id),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
         ))

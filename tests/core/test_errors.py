@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-import sys
-from pathlib import Path
-
 import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.failures import to_application_error
 from api.deps import _worker_failure_status
-from core import errors
 from core.errors import (
     NON_RETRYABLE_TYPES,
     AuthenticationFailed,
@@ -80,11 +75,3 @@ def test_worker_failures_map_to_http() -> None:
     # Anything else failed at the provider, behind the worker.
     assert {_worker_failure_status(c) for c in ("ConnectionFailed", "ProviderTransient", "KeyError", None)} == {502}
 
-
-def test_stdlib_only() -> None:
-    # Workflows import core.errors inside the sandbox: nothing heavy or non-deterministic.
-    tree = ast.parse(Path(errors.__file__).read_text())
-    imported = {n.module if isinstance(n, ast.ImportFrom) else a.name
-                for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
-                for a in (n.names if isinstance(n, ast.Import) else [n])}
-    assert {str(m).split(".")[0] for m in imported} <= set(sys.stdlib_module_names) | {"__future__"}

@@ -62,17 +62,23 @@ class MigrationActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
 
+    async def _source(self, step: StepInput) -> ExportProvider:
+        return await self.services.provider(step.origin_endpoint_id, ExportProvider, step.task.migration_id)
+
+    async def _destination(self, step: StepInput) -> ImportProvider:
+        return await self.services.provider(step.destination_endpoint_id, ImportProvider, step.task.migration_id)
+
     @activity.defn(name=names.VALIDATE_INSTANCE)
     async def validate(self, inp: StepInput) -> ValidateResult:
         async with task_running(self.services, inp.task) as rec:
-            source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
+            source = await self._source(inp)
             export_info = await asyncio.to_thread(source.validate_source, inp.source_environment, inp.task.instance)
             await rec.aevent(
                 f"Source instance '{export_info.name}': {export_info.num_cpu} vCPU, {export_info.memory_mb} MiB, "
                 f"{len(export_info.devices.disks)} disk(s), {len(export_info.devices.nics)} NIC(s), "
                 f"firmware {export_info.firmware_type}"
             )
-            dest = await self.services.provider(inp.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(inp)
             env = _dest_env(inp.model_copy(update={"export_info": export_info}))
             await asyncio.to_thread(dest.validate_destination, env, export_info)
             await asyncio.to_thread(
@@ -86,7 +92,7 @@ class MigrationActivities:
     async def snapshot(self, inp: StepInput) -> SnapshotResult:
         """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
         async with task_running(self.services, inp.task) as rec:
-            source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
+            source = await self._source(inp)
             workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
             workdir.mkdir(parents=True, exist_ok=True)
             if inp.source_environment.get("shutdown_instances"):
@@ -113,7 +119,7 @@ class MigrationActivities:
         step = inp.step
         assert step.snapshot is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
-            source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
+            source = await self._source(step)
             out = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
             out.parent.mkdir(parents=True, exist_ok=True)
             # A checkpoint is only worth something if the partial file it describes survived.
@@ -153,7 +159,7 @@ class MigrationActivities:
             if inp.skip:
                 await rec.aevent("OS morphing skipped: skip_os_morphing is set")
                 return MorphResult(disks=inp.disks, bootable=False)
-            dest = await self.services.provider(inp.step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(inp.step)
             from activities.morphing import morph_disks
 
             return await morph_disks(inp, dest.TARGET_PLATFORM, inp.origin_type, rec)
@@ -165,7 +171,7 @@ class MigrationActivities:
         step = inp.step
         assert step.workdir is not None and inp.disk.path is not None
         async with task_running(self.services, step.task) as rec:
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             fmt = dest.TARGET_DISK_FORMAT
             if fmt == inp.disk.format:
                 await rec.aevent(f"{inp.disk.disk_id} is already {fmt}: nothing to convert")
@@ -184,7 +190,7 @@ class MigrationActivities:
         step = inp.step
         assert step.export_info is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
             ctx = TransferContext(
                 workdir=Path(step.workdir), progress=reporter.transfer, checkpoint=_previous_checkpoint(),
@@ -198,7 +204,7 @@ class MigrationActivities:
         step = inp.step
         assert step.export_info is not None
         async with task_running(self.services, step.task) as rec:
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             env = _dest_env(step)
             deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
             await rec.aevent(f"Instance {deployed.name or deployed.id} deployed: "
@@ -231,10 +237,10 @@ class MigrationActivities:
         step = inp.step
         async with task_running(self.services, step.task) as rec:
             if step.snapshot is not None:
-                source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
+                source = await self._source(step)
                 await asyncio.to_thread(source.delete_snapshot, step.snapshot)
                 await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             removed = await asyncio.to_thread(
                 dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
             )

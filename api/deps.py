@@ -24,6 +24,7 @@ from core.errors import error_class
 from core.keystone import KeystoneService
 from core.settings import Settings
 from store.repo import Store
+from workflows import ids
 from workflows.endpoint import EndpointCallWorkflow
 from workflows.types import EndpointCall
 
@@ -97,7 +98,7 @@ async def endpoint_call(d: Deps, call: EndpointCall, timeout: float = 90.0) -> A
         return await asyncio.wait_for(
             d.temporal.execute_workflow(
                 EndpointCallWorkflow.run, call,
-                id=f"endpoint-{call.endpoint_id}-{call.operation}-{uuid.uuid4()}",
+                id=ids.endpoint_call(call.endpoint_id, call.operation, str(uuid.uuid4())),
                 task_queue=d.settings.task_queue,
                 execution_timeout=timedelta(seconds=timeout),
             ),

@@ -63,14 +63,7 @@ class InstanceMigrationWorkflow:
     @workflow.run
     async def run(self, inp: InstanceInput) -> dict[str, Any]:
         m, t = inp.migration, inp.migration.timeouts
-        step = StepInput(
-            task=self._ref(inp, TaskType.VALIDATE),
-            origin_endpoint_id=m.origin_endpoint_id,
-            destination_endpoint_id=m.destination_endpoint_id,
-            source_environment={**m.source_environment, "shutdown_instances": m.shutdown_instances},
-            destination_environment={**m.destination_environment, "network_map": m.network_map,
-                                     "storage_mappings": m.storage_mappings},
-        )
+        step = StepInput.for_task(m, self._ref(inp, TaskType.VALIDATE))
         host_queue: str | None = None
         imported: list[ImportedDisk] = []
         deployed: DeployedInstance | None = None

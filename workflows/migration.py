@@ -15,13 +15,10 @@ from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from workflows import ids
     from workflows.instance import InstanceMigrationWorkflow
     from workflows.search import MIGRATION_STATE
     from workflows.types import InstanceInput, MigrationInput, MigrationStatusUpdate, Status, TrustRelease
-
-
-def child_id(migration_id: str, instance: str) -> str:
-    return f"migration-{migration_id}/vm-{instance}"
 
 
 @workflow.defn
@@ -39,7 +36,7 @@ class MigrationWorkflow:
             workflow.execute_child_workflow(
                 InstanceMigrationWorkflow.run,
                 InstanceInput(migration=inp, instance=instance),
-                id=child_id(inp.migration_id, instance),
+                id=ids.instance(inp.migration_id, instance),
                 task_queue=workflow.info().task_queue,
             )
             for instance in inp.instances

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from api.context import RequestContext
@@ -26,6 +26,7 @@ from core.settings import Settings
 from store.repo import Store
 from workflows import ids
 from workflows.endpoint import EndpointCallWorkflow
+from workflows.failures import root_cause
 from workflows.types import EndpointCall
 
 M = TypeVar("M", bound=BaseModel)
@@ -105,9 +106,7 @@ async def endpoint_call(d: Deps, call: EndpointCall, timeout: float = 90.0) -> A
             timeout + 5,
         )
     except WorkflowFailureError as exc:
-        cause: BaseException | None = exc.cause
-        while isinstance(cause, ActivityError) and cause.cause is not None:
-            cause = cause.cause
+        cause = root_cause(exc.cause) if exc.cause is not None else None
         if isinstance(cause, ApplicationError):
             raise ApiError(_worker_failure_status(cause.type), f"{cause.type}: {cause.message}") from exc
         raise ApiError(504, "No worker answered the endpoint call in time; is a worker running?") from exc

@@ -8,12 +8,14 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
     from core.errors import NON_RETRYABLE_TYPES
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
+    from workflows.failures import failure_message
+    from workflows.shield import shielded
     from workflows.types import (
         CleanupInput,
         DeployInput,
@@ -33,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateResult,
     )
 
+
 def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
     return RetryPolicy(
         initial_interval=timedelta(seconds=1),
@@ -40,15 +43,6 @@ def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
         maximum_attempts=attempts,
         non_retryable_error_types=NON_RETRYABLE_TYPES,
     )
-
-
-def _failure_message(err: BaseException) -> str:
-    cause: BaseException | None = err
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause)
 
 
 @workflow.defn
@@ -132,11 +126,11 @@ class InstanceMigrationWorkflow:
         except BaseException as err:
             cancelled = is_cancelled_exception(err)
             status = Status.CANCELED if cancelled else Status.ERROR
-            message = "Canceled by user request" if cancelled else _failure_message(err)
+            message = "Canceled by user request" if cancelled else failure_message(err)
             if self._current is not None:
-                await self._shielded(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, self._current), status=status,
+                await self._record(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, self._current), status=status,
                                                               message=message), t)
-                await self._shielded(names.RECORD_UNFINISHED_TASKS,
+                await self._record(names.RECORD_UNFINISHED_TASKS,
                                      TaskUpdate(task=self._ref(inp, self._current), status=status), t)
             raise
         finally:
@@ -165,31 +159,23 @@ class InstanceMigrationWorkflow:
 
     async def _cleanup(self, inp: CleanupInput, host_queue: str | None, mig: InstanceInput, t: Timeouts) -> None:
         queue = host_queue or workflow.info().task_queue + "-data"
-        task = asyncio.ensure_future(workflow.execute_activity(
+
+        async def record_failure(err: ActivityError) -> None:
+            await self._record(names.RECORD_TASK, TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
+                                                             status=Status.ERROR, message=failure_message(err)), t)
+
+        # Shielded: a second cancel request must not abandon the scratch or target files.
+        await shielded(workflow.execute_activity(
             names.CLEANUP_INSTANCE, inp, task_queue=queue,
             start_to_close_timeout=timedelta(seconds=t.short),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
             retry_policy=_retry(t, 10),
-        ))
-        try:
-            # Shielded: a second cancel request must not abandon the scratch or target files.
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
-        except ActivityError as err:
-            await self._shielded(names.RECORD_TASK, TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
-                                                          status=Status.ERROR, message=_failure_message(err)), t)
+        ), on_failure=record_failure)
 
-    async def _shielded(self, name: str, arg: Any, t: Timeouts) -> None:
-        task = asyncio.ensure_future(workflow.execute_activity(
+    async def _record(self, name: str, arg: Any, t: Timeouts) -> None:
+        await shielded(workflow.execute_activity(
             name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 20),
         ))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
 
     @staticmethod
     def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:

@@ -37,18 +37,6 @@ class SternaError(Exception):
         super().__init__(message)
         self.message = message
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        if "code" not in cls.__dict__:
-            raise TypeError(f"{cls.__name__} needs its own 'code': it is the error's type name on the wire")
-        if cls.code in _BY_CODE:
-            raise TypeError(f"error code {cls.code!r} is already used by {_BY_CODE[cls.code].__name__}")
-        _BY_CODE[cls.code] = cls
-
-
-#: every subclass by its code, in definition order (filled by ``__init_subclass__``)
-_BY_CODE: dict[str, type[SternaError]] = {}
-
 
 class InvalidInput(SternaError):
     code = "InvalidInput"
@@ -96,13 +84,22 @@ class IntegrityError(TransferError):
     retryable = True
 
 
+#: the tree above by code, in definition order. Subclasses elsewhere (``osmorphing.errors``...)
+#: set ``retryable`` themselves and are not listed: the lists below must not depend on
+#: which modules a process happened to import.
+_BY_CODE: dict[str, type[SternaError]] = {cls.code: cls for cls in (
+    InvalidInput, NotFound, Conflict, ProviderError, ConnectionFailed, AuthenticationFailed, ProviderTransient,
+    TransferError, IntegrityError,
+)}
+
+
 def error_class(code: str | None) -> type[SternaError] | None:
     """The error class whose ``code`` is ``code`` (an ``ApplicationError.type``), if any."""
     return _BY_CODE.get(code or "")
 
 
 def non_retryable_types(*also: type[SternaError]) -> list[str]:
-    """``RetryPolicy.non_retryable_error_types``: every non-retryable code, plus ``also``.
+    """``RetryPolicy.non_retryable_error_types``: every non-retryable code of the tree, plus ``also``.
 
     ``also`` names retryable errors that one caller chooses not to retry (a quick answer
     to a user beats a retry loop). The order is the definition order, so policies are stable.

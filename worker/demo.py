@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any
 
-from client.cli import watch
 from client.sdk import SternaClient
+from client.watch import watch
 from core.settings import Settings
 from worker.guest import build_debian_guest, cached_debian_guest
 from worker.launcher import Stack, temporal_binary

@@ -13,22 +13,9 @@ from pydantic import BaseModel, Field
 
 from core.models import DeployedInstance, DiskLocator, ImportedDisk, InstanceInfo, SourceSnapshot
 
-
-class Status(StrEnum):
-    """Coriolis execution and task statuses that Sterna uses."""
-
-    SCHEDULED = "SCHEDULED"
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    CANCELLING = "CANCELLING"
-    COMPLETED = "COMPLETED"
-    ERROR = "ERROR"
-    CANCELED = "CANCELED"
-    UNSCHEDULED = "UNSCHEDULED"
-    FORCE_CANCELED = "FORCE_CANCELED"
-
-
-FINAL_STATUSES = frozenset({Status.COMPLETED, Status.ERROR, Status.CANCELED})
+# Re-exported: workflows, activities and the API read statuses from here with the other types.
+from core.statuses import FINAL_STATUSES as FINAL_STATUSES
+from core.statuses import Status as Status
 
 
 class TaskType(StrEnum):

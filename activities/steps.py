@@ -1,4 +1,4 @@
-"""The per-instance migration steps, in ARCHITECTURE.md's order.
+"""The per-instance migration steps, in the order ``workflows/instance.py`` runs them.
 
 validate -> snapshot -> export -> OS morphing -> convert -> upload -> boot -> cleanup.
 Steps after ``snapshot`` run on the host that holds the scratch copy (worker-specific queue).

@@ -39,9 +39,11 @@ up: sysdeps $(STAMP)
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
 
+## lint: ruff, mypy, and the import contracts of pyproject.toml (layers, sandbox, no cycles)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy api workflows activities worker store client core providers diskio bench osmorphing
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache

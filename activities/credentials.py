@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 _UUID = re.compile(r"[0-9a-fA-F-]{32,36}")
 
 
-def current_migration_id() -> str | None:
-    """The migration an activity works for, from its workflow id (``migration-<id>[/...]``)."""
-    from temporalio import activity
-
-    if not activity.in_activity():
-        return None
-    head = (activity.info().workflow_id or "").split("/", 1)[0]
-    return head.removeprefix("migration-") if head.startswith("migration-") else None
-
-
 def resolve(platform: str, info: dict[str, Any], keystone: KeystoneService | None,
             trust_id: str | None) -> dict[str, Any]:
     """The provider-ready connection_info (see the module docstring). Blocking: run in a thread."""

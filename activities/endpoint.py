@@ -7,8 +7,10 @@ from typing import Any
 
 from temporalio import activity
 
+from activities import names
+from activities.failures import to_application_error
 from activities.services import Services
-from core.errors import InvalidInput, SternaError, to_application_error
+from core.errors import InvalidInput, SternaError
 from providers.base import (
     DestinationOptionsProvider,
     EndpointProvider,
@@ -24,7 +26,7 @@ class EndpointActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    @activity.defn(name="endpoint_call")
+    @activity.defn(name=names.ENDPOINT_CALL)
     async def call(self, call: EndpointCall) -> Any:
         try:
             return await asyncio.to_thread(self._run, call)

@@ -6,6 +6,7 @@ import asyncio
 
 from temporalio import activity
 
+from activities import names
 from activities.services import Services
 from workflows.types import FINAL_STATUSES, MigrationStatusUpdate, Status, TaskType, TaskUpdate
 
@@ -14,7 +15,7 @@ class RecordActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    @activity.defn(name="record_task")
+    @activity.defn(name=names.RECORD_TASK)
     async def record_task(self, inp: TaskUpdate) -> None:
         store = self.services.store
         t = inp.task
@@ -27,7 +28,7 @@ class RecordActivities:
             level = "ERROR" if inp.status == Status.ERROR else "WARNING"
             await asyncio.to_thread(store.add_event, task_id, inp.message, level)
 
-    @activity.defn(name="record_unfinished_tasks")
+    @activity.defn(name=names.RECORD_UNFINISHED_TASKS)
     async def record_unfinished(self, inp: TaskUpdate) -> None:
         """Give every task of the instance that never ran a final status (cleanup excluded)."""
         store = self.services.store
@@ -41,7 +42,7 @@ class RecordActivities:
                     inp.status if task.status == Status.RUNNING else Status.UNSCHEDULED,
                 )
 
-    @activity.defn(name="record_migration_status")
+    @activity.defn(name=names.RECORD_MIGRATION_STATUS)
     async def record_migration_status(self, inp: MigrationStatusUpdate) -> None:
         activity.logger.info("migration %s -> %s", inp.migration_id, inp.status)
         await asyncio.to_thread(self.services.store.set_migration_status, inp.migration_id, inp.status)

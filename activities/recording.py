@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 from temporalio import activity
 
+from activities.failures import to_application_error
 from activities.services import Services
-from core.errors import to_application_error
 from providers.base import TransferProgress
 from workflows.types import Heartbeat, Status, TaskRef
 

@@ -35,19 +35,22 @@ class Services:
             self._keystone = KeystoneService(self.settings)
         return self._keystone
 
-    def resolve(self, platform: str, info: dict[str, Any], trust_id: str | None = None) -> dict[str, Any]:
+    def resolve(self, platform: str, info: dict[str, Any], trust_id: str | None = None,
+                migration_id: str | None = None) -> dict[str, Any]:
         """Inline credentials as they are; Barbican references and same-cloud endpoints through
-        the migration's trust (``activities.credentials``). Blocking."""
+        ``trust_id``, or else ``migration_id``'s trust (``activities.credentials``). Blocking."""
         if not credentials.needs_keystone(platform, info):
             return info
-        if trust_id is None:
-            migration_id = credentials.current_migration_id()
-            trust_id = self.store.migration_trust(migration_id) if migration_id else None
+        if trust_id is None and migration_id is not None:
+            trust_id = self.store.migration_trust(migration_id)
         return credentials.resolve(platform, info, self.keystone, trust_id)
 
-    async def provider(self, endpoint_id: str, capability: type[P]) -> P:
-        """Resolve credentials at the moment they are needed: they never enter workflow history."""
+    async def provider(self, endpoint_id: str, capability: type[P], migration_id: str | None = None) -> P:
+        """Resolve credentials at the moment they are needed: they never enter workflow history.
+
+        ``migration_id`` is the migration the caller works for, whose trust reads Barbican secrets.
+        """
         endpoint = await asyncio.to_thread(self.store.get_endpoint, None, endpoint_id)
         info: dict[str, Any] = await asyncio.to_thread(self.store.connection_info, endpoint_id)
-        info = await asyncio.to_thread(self.resolve, endpoint.type, info)
+        info = await asyncio.to_thread(self.resolve, endpoint.type, info, None, migration_id)
         return await asyncio.to_thread(get_provider, endpoint.type, info, capability)

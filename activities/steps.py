@@ -1,4 +1,4 @@
-"""The per-instance migration steps, in ARCHITECTURE.md's order.
+"""The per-instance migration steps, in the order ``workflows/instance.py`` runs them.
 
 validate -> snapshot -> export -> OS morphing -> convert -> upload -> boot -> cleanup.
 Steps after ``snapshot`` run on the host that holds the scratch copy (worker-specific queue).
@@ -13,6 +13,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities import names
 from activities.recording import task_running
 from activities.services import Services
 from core.models import DiskLocator
@@ -61,17 +62,23 @@ class MigrationActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    @activity.defn(name="validate_instance")
+    async def _source(self, step: StepInput) -> ExportProvider:
+        return await self.services.provider(step.origin_endpoint_id, ExportProvider, step.task.migration_id)
+
+    async def _destination(self, step: StepInput) -> ImportProvider:
+        return await self.services.provider(step.destination_endpoint_id, ImportProvider, step.task.migration_id)
+
+    @activity.defn(name=names.VALIDATE_INSTANCE)
     async def validate(self, inp: StepInput) -> ValidateResult:
         async with task_running(self.services, inp.task) as rec:
-            source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
+            source = await self._source(inp)
             export_info = await asyncio.to_thread(source.validate_source, inp.source_environment, inp.task.instance)
             await rec.aevent(
                 f"Source instance '{export_info.name}': {export_info.num_cpu} vCPU, {export_info.memory_mb} MiB, "
                 f"{len(export_info.devices.disks)} disk(s), {len(export_info.devices.nics)} NIC(s), "
                 f"firmware {export_info.firmware_type}"
             )
-            dest = await self.services.provider(inp.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(inp)
             env = _dest_env(inp.model_copy(update={"export_info": export_info}))
             await asyncio.to_thread(dest.validate_destination, env, export_info)
             await asyncio.to_thread(
@@ -81,11 +88,11 @@ class MigrationActivities:
             await rec.aevent("Source and destination inputs are valid")
             return ValidateResult(export_info=export_info)
 
-    @activity.defn(name="snapshot_instance")
+    @activity.defn(name=names.SNAPSHOT_INSTANCE)
     async def snapshot(self, inp: StepInput) -> SnapshotResult:
         """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
         async with task_running(self.services, inp.task) as rec:
-            source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
+            source = await self._source(inp)
             workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
             workdir.mkdir(parents=True, exist_ok=True)
             if inp.source_environment.get("shutdown_instances"):
@@ -104,7 +111,7 @@ class MigrationActivities:
             return SnapshotResult(snapshot=snap, host_queue=self.services.settings.host_task_queue,
                                   workdir=str(workdir))
 
-    @activity.defn(name="export_disk")
+    @activity.defn(name=names.EXPORT_DISK)
     async def export_disk(self, inp: DiskStepInput) -> DiskStepResult:
         from diskio.copier import copy_disk
         from diskio.local import LocalFileTarget
@@ -112,7 +119,7 @@ class MigrationActivities:
         step = inp.step
         assert step.snapshot is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
-            source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
+            source = await self._source(step)
             out = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
             out.parent.mkdir(parents=True, exist_ok=True)
             # A checkpoint is only worth something if the partial file it describes survived.
@@ -146,25 +153,25 @@ class MigrationActivities:
                 resumed_bytes=beat.bytes_done if beat and checkpoint else 0,
             )
 
-    @activity.defn(name="os_morphing")
+    @activity.defn(name=names.OS_MORPHING)
     async def os_morphing(self, inp: MorphInput) -> MorphResult:
         async with task_running(self.services, inp.step.task) as rec:
             if inp.skip:
                 await rec.aevent("OS morphing skipped: skip_os_morphing is set")
                 return MorphResult(disks=inp.disks, bootable=False)
-            dest = await self.services.provider(inp.step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(inp.step)
             from activities.morphing import morph_disks
 
             return await morph_disks(inp, dest.TARGET_PLATFORM, inp.origin_type, rec)
 
-    @activity.defn(name="convert_disk")
+    @activity.defn(name=names.CONVERT_DISK)
     async def convert_disk(self, inp: DiskStepInput) -> DiskLocator:
         from diskio.convert import convert_image
 
         step = inp.step
         assert step.workdir is not None and inp.disk.path is not None
         async with task_running(self.services, step.task) as rec:
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             fmt = dest.TARGET_DISK_FORMAT
             if fmt == inp.disk.format:
                 await rec.aevent(f"{inp.disk.disk_id} is already {fmt}: nothing to convert")
@@ -178,12 +185,12 @@ class MigrationActivities:
             Path(inp.disk.path).unlink(missing_ok=True)
             return inp.disk.model_copy(update={"format": fmt, "path": str(out)})
 
-    @activity.defn(name="upload_disk")
+    @activity.defn(name=names.UPLOAD_DISK)
     async def upload_disk(self, inp: DiskStepInput) -> UploadResult:
         step = inp.step
         assert step.export_info is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
             ctx = TransferContext(
                 workdir=Path(step.workdir), progress=reporter.transfer, checkpoint=_previous_checkpoint(),
@@ -192,12 +199,12 @@ class MigrationActivities:
             imported = await dest.import_disk(_dest_env(step), step.export_info, inp.disk, ctx)
             return UploadResult(disk=imported)
 
-    @activity.defn(name="deploy_instance")
+    @activity.defn(name=names.DEPLOY_INSTANCE)
     async def deploy(self, inp: DeployInput) -> dict[str, Any]:
         step = inp.step
         assert step.export_info is not None
         async with task_running(self.services, step.task) as rec:
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             env = _dest_env(step)
             deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
             await rec.aevent(f"Instance {deployed.name or deployed.id} deployed: "
@@ -224,16 +231,16 @@ class MigrationActivities:
             )
             return deployed.model_dump(mode="json")
 
-    @activity.defn(name="cleanup_instance")
+    @activity.defn(name=names.CLEANUP_INSTANCE)
     async def cleanup(self, inp: CleanupInput) -> None:
         """Always runs (success, error, cancel); every part tolerates partial state."""
         step = inp.step
         async with task_running(self.services, step.task) as rec:
             if step.snapshot is not None:
-                source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
+                source = await self._source(step)
                 await asyncio.to_thread(source.delete_snapshot, step.snapshot)
                 await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+            dest = await self._destination(step)
             removed = await asyncio.to_thread(
                 dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
             )

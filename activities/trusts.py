@@ -6,6 +6,7 @@ import asyncio
 
 from temporalio import activity
 
+from activities import names
 from activities.services import Services
 from workflows.types import TrustRelease
 
@@ -14,7 +15,7 @@ class TrustActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    @activity.defn(name="release_migration_trust")
+    @activity.defn(name=names.RELEASE_MIGRATION_TRUST)
     async def release(self, inp: TrustRelease) -> None:
         store = self.services.store
         trust_id = await asyncio.to_thread(store.migration_trust, inp.migration_id)

@@ -25,9 +25,9 @@ from api.policy import Policy
 from core.crypto import SecretBox
 from core.errors import SternaError
 from core.settings import Settings
+from core.temporal import connect
 from store.db import Database
 from store.repo import Store
-from worker.temporal import connect
 
 V = "/v1/{project_id}"
 

@@ -13,17 +13,20 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from api.context import RequestContext
 from api.errors import ApiError
 from api.policy import Policy
 from api.schemas import describe_validation_error
+from core.errors import error_class
 from core.keystone import KeystoneService
 from core.settings import Settings
 from store.repo import Store
+from workflows import ids
 from workflows.endpoint import EndpointCallWorkflow
+from workflows.failures import root_cause
 from workflows.types import EndpointCall
 
 M = TypeVar("M", bound=BaseModel)
@@ -96,19 +99,22 @@ async def endpoint_call(d: Deps, call: EndpointCall, timeout: float = 90.0) -> A
         return await asyncio.wait_for(
             d.temporal.execute_workflow(
                 EndpointCallWorkflow.run, call,
-                id=f"endpoint-{call.endpoint_id}-{call.operation}-{uuid.uuid4()}",
+                id=ids.endpoint_call(call.endpoint_id, call.operation, str(uuid.uuid4())),
                 task_queue=d.settings.task_queue,
                 execution_timeout=timedelta(seconds=timeout),
             ),
             timeout + 5,
         )
     except WorkflowFailureError as exc:
-        cause: BaseException | None = exc.cause
-        while isinstance(cause, ActivityError) and cause.cause is not None:
-            cause = cause.cause
+        cause = root_cause(exc.cause) if exc.cause is not None else None
         if isinstance(cause, ApplicationError):
-            status = {"NotFound": 404, "InvalidInput": 400, "AuthenticationFailed": 400}.get(cause.type or "", 502)
-            raise ApiError(status, f"{cause.type}: {cause.message}") from exc
+            raise ApiError(_worker_failure_status(cause.type), f"{cause.type}: {cause.message}") from exc
         raise ApiError(504, "No worker answered the endpoint call in time; is a worker running?") from exc
     except (TimeoutError, RPCError) as exc:
         raise ApiError(503, f"The execution engine is unavailable: {exc}") from exc
+
+
+def _worker_failure_status(error_type: str | None) -> int:
+    """A client error keeps its status; anything else failed upstream, at the provider: 502."""
+    cls = error_class(error_type)
+    return cls.http_status if cls is not None and cls.http_status < 500 else 502

@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from core.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, SternaError
+from core.errors import SternaError
 
 log = logging.getLogger("sterna.api")
 
@@ -51,18 +51,6 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": status, "message": message, "fault": fault}}, status_code=status)
 
 
-def status_of(exc: SternaError) -> int:
-    if isinstance(exc, InvalidInput):
-        return 400
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, AuthenticationFailed):
-        return 400
-    return 500
-
-
 async def handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.message)
@@ -70,7 +58,7 @@ async def handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def handle_sterna_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SternaError)
-    return error_response(status_of(exc), f"{exc.code}: {exc.message}")
+    return error_response(exc.http_status, f"{exc.code}: {exc.message}")
 
 
 async def handle_http_exception(_request: Request, exc: Exception) -> JSONResponse:

@@ -20,7 +20,7 @@ from core.models import InstanceInfo, SourceSnapshot
 from providers.base import EndpointProvider, ExportProvider, ImportProvider
 from providers.registry import provider_class
 from store.models import Endpoint
-from workflows import search
+from workflows import ids, search
 from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.migration import MigrationWorkflow
 from workflows.types import (
@@ -100,7 +100,7 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
         destination_environment=dest_env, network_map=network_map, storage_mappings=storage_mappings,
         user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=inp.shutdown_instances,
         skip_os_morphing=inp.skip_os_morphing, replication_count=req.replication_count or 1,
-        last_execution_status=Status.RUNNING, workflow_id=workflow_id(migration_id), trust_id=trust_id,
+        last_execution_status=Status.RUNNING, workflow_id=ids.migration(migration_id), trust_id=trust_id,
     )
     plan = [(instance, task.value) for instance in req.instances for task in TASK_ORDER]
     d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,
@@ -119,10 +119,6 @@ def _delete_trust(d: Deps, trust_id: str | None) -> None:
         d.keystone.delete_trust(trust_id)
 
 
-def workflow_id(migration_id: str) -> str:
-    return f"migration-{migration_id}"
-
-
 async def create(request: Request) -> JSONResponse:
     ctx, d = await context(request, "migration:migrations:create"), deps(request)
     req = await body(request, "migration", MigrationCreate)
@@ -137,7 +133,7 @@ async def create(request: Request) -> JSONResponse:
         raise
     try:
         await d.temporal.start_workflow(
-            MigrationWorkflow.run, inp, id=workflow_id(migration_id), task_queue=d.settings.task_queue,
+            MigrationWorkflow.run, inp, id=ids.migration(migration_id), task_queue=d.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(search.PROJECT_ID, ctx.project_id),
@@ -211,7 +207,7 @@ async def actions(request: Request) -> Response:
         raise ApiError(400, f"Migration {row.id} is {row.last_execution_status}: there is nothing to cancel")
     if row.last_execution_status == Status.CANCELLING and not force:
         raise ApiError(400, f"Migration {row.id} is already being cancelled; use force to terminate it")
-    handle: WorkflowHandle[Any, Any] = d.temporal.get_workflow_handle(row.workflow_id or workflow_id(row.id))
+    handle: WorkflowHandle[Any, Any] = d.temporal.get_workflow_handle(row.workflow_id or ids.migration(row.id))
     try:
         if force:
             await handle.terminate("force-cancelled through the API")
@@ -238,11 +234,8 @@ async def _forced_cleanup(d: Deps, migration_id: str) -> None:
     items, queues = [], []
     for instance in row.instances:
         info = (row.info or {}).get(instance, {})
-        step = StepInput(
-            task=TaskRef(migration_id=row.id, instance=instance, task_type=TaskType.CLEANUP),
-            origin_endpoint_id=row.origin_endpoint_id, destination_endpoint_id=row.destination_endpoint_id,
-            source_environment=row.source_environment or {},
-            destination_environment={**(row.destination_environment or {}), "network_map": row.network_map or {}},
+        step = StepInput.for_task(
+            row, TaskRef(migration_id=row.id, instance=instance, task_type=TaskType.CLEANUP),
             export_info=InstanceInfo.model_validate(info["export_info"]) if info.get("export_info") else None,
             snapshot=SourceSnapshot.model_validate(info["snapshot"]) if info.get("snapshot") else None,
             workdir=info.get("workdir"),
@@ -251,7 +244,7 @@ async def _forced_cleanup(d: Deps, migration_id: str) -> None:
         queues.append(info.get("host_queue") or d.settings.data_task_queue)
     await d.temporal.start_workflow(
         ForcedCleanupWorkflow.run, ForcedCleanup(items=items, queues=queues),
-        id=f"migration-{migration_id}/forced-cleanup", task_queue=d.settings.task_queue,
+        id=ids.forced_cleanup(migration_id), task_queue=d.settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 

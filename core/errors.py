@@ -6,25 +6,32 @@
     ├── Conflict                      wrong state for the request (API 409, non-retryable)
     ├── ProviderError                 a cloud/provider call failed
     │   ├── ConnectionFailed          endpoint unreachable, TLS, DNS (retryable)
-    │   ├── AuthenticationFailed      bad credentials (non-retryable)
+    │   ├── AuthenticationFailed      bad credentials (API 400, non-retryable)
     │   └── ProviderTransient         throttling, 5xx (retryable)
     └── TransferError                 disk data problems
         └── IntegrityError            a digest did not match (retryable: re-copy)
 
-Activities raise these; ``to_application_error`` is the single place where they become
-Temporal ``ApplicationError``s, so retry behaviour is decided here and nowhere else.
+Each class says its HTTP status and whether another attempt can help; the workflows' retry
+policies and the API's status maps are derived from these attributes and nowhere else.
+``activities.failures.to_application_error`` turns them into Temporal ``ApplicationError``s.
+
+Workflows import this module inside the sandbox, so it stays stdlib-only
+(``tests/core/test_errors.py`` checks that).
 """
 
 from __future__ import annotations
 
-from temporalio.exceptions import ApplicationError
+from typing import ClassVar
 
 
 class SternaError(Exception):
     """Base error. ``retryable`` tells Temporal whether another attempt can help."""
 
-    code = "SternaError"
-    retryable = False
+    #: the ``ApplicationError`` type on the wire: existing histories carry it, never rename one
+    code: ClassVar[str] = "SternaError"
+    retryable: ClassVar[bool] = False
+    #: the status the API answers with when this error reaches a request
+    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -33,14 +40,17 @@ class SternaError(Exception):
 
 class InvalidInput(SternaError):
     code = "InvalidInput"
+    http_status = 400
 
 
 class NotFound(SternaError):
     code = "NotFound"
+    http_status = 404
 
 
 class Conflict(SternaError):
     code = "Conflict"
+    http_status = 409
 
 
 class ProviderError(SternaError):
@@ -56,6 +66,7 @@ class ConnectionFailed(ProviderError):
 class AuthenticationFailed(ProviderError):
     code = "AuthenticationFailed"
     retryable = False
+    http_status = 400
 
 
 class ProviderTransient(ProviderError):
@@ -73,17 +84,28 @@ class IntegrityError(TransferError):
     retryable = True
 
 
-NON_RETRYABLE_TYPES = [InvalidInput.code, NotFound.code, Conflict.code, AuthenticationFailed.code]
+#: the tree above by code, in definition order. Subclasses elsewhere (``osmorphing.errors``...)
+#: set ``retryable`` themselves and are not listed: the lists below must not depend on
+#: which modules a process happened to import.
+_BY_CODE: dict[str, type[SternaError]] = {cls.code: cls for cls in (
+    InvalidInput, NotFound, Conflict, ProviderError, ConnectionFailed, AuthenticationFailed, ProviderTransient,
+    TransferError, IntegrityError,
+)}
 
 
-def to_application_error(exc: BaseException) -> ApplicationError:
-    """Map any exception raised by activity code to an ``ApplicationError``.
+def error_class(code: str | None) -> type[SternaError] | None:
+    """The error class whose ``code`` is ``code`` (an ``ApplicationError.type``), if any."""
+    return _BY_CODE.get(code or "")
 
-    Unknown exceptions stay retryable (a bug or a transient OS error) but keep their
-    class name, so the task error shown to users says what actually went wrong.
+
+def non_retryable_types(*also: type[SternaError]) -> list[str]:
+    """``RetryPolicy.non_retryable_error_types``: every non-retryable code of the tree, plus ``also``.
+
+    ``also`` names retryable errors that one caller chooses not to retry (a quick answer
+    to a user beats a retry loop). The order is the definition order, so policies are stable.
     """
-    if isinstance(exc, ApplicationError):
-        return exc
-    if isinstance(exc, SternaError):
-        return ApplicationError(exc.message, type=exc.code, non_retryable=not exc.retryable)
-    return ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__)
+    extra = {cls.code for cls in also}
+    return [code for code, cls in _BY_CODE.items() if not cls.retryable or code in extra]
+
+
+NON_RETRYABLE_TYPES = non_retryable_types()

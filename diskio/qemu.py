@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from core.errors import TransferError
+from core.polling import poll_until
 from diskio.base import DiskSource, DiskTarget, Extent
 from diskio.nbd import NbdClient
 
@@ -72,18 +73,20 @@ class QemuNbdServer:
         self._local = threading.local()
         self._clients: list[NbdClient] = []
         self._lock = threading.Lock()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.size = self.client().size
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    self._log.seek(0)
-                    err = self._log.read().decode(errors="replace")
-                    self.close()
-                    raise TransferError(f"qemu-nbd did not start for {path}: {err.strip()}") from None
-                time.sleep(0.02)
+        size = poll_until(time.monotonic() + timeout, 0.02, self._size_once_listening)
+        if size is None or size < 0:
+            self._log.seek(0)
+            err = self._log.read().decode(errors="replace")
+            self.close()
+            raise TransferError(f"qemu-nbd did not start for {path}: {err.strip()}")
+        self.size = size
+
+    def _size_once_listening(self) -> int | None:
+        """The export's size once qemu-nbd accepts connections; -1 if it exited, ``None`` while it starts."""
+        try:
+            return self.client().size
+        except (FileNotFoundError, ConnectionRefusedError):
+            return -1 if self._proc.poll() is not None else None
 
     def client(self) -> NbdClient:
         """This thread's connection (opened on first use)."""

@@ -7,14 +7,14 @@ are better informed (the real root device, Windows registry data).
 
 from __future__ import annotations
 
-import posixpath
 import re
 import struct
 from typing import Any
 
-from osmorphing.guest import Guest
+from osmorphing.guest import Guest, find_case_insensitive
 from osmorphing.models import OsInfo
 from osmorphing.netconf import read_network
+from osmorphing.windows import inspect_windows
 
 FAMILIES = {
     "debian": "debian",
@@ -80,8 +80,6 @@ def inspect_guest(guest: Guest, hints: dict[str, Any] | None = None) -> OsInfo:
     """Inspect the mounted guest. ``hints`` are libguestfs inspection results (see ``libguestfs_guest``)."""
     hints = hints or {}
     if hints.get("type") == "windows" or find_case_insensitive(guest, "/Windows/System32/config/SOFTWARE"):
-        from osmorphing.windows import inspect_windows
-
         return inspect_windows(guest, hints)
     if not (
         guest.is_dir("/etc")
@@ -236,14 +234,3 @@ def _initramfs_tool(guest: Guest) -> str | None:
     if any(guest.exists(p) for p in ("/sbin/mkinitrd", "/usr/sbin/mkinitrd")):
         return "mkinitrd"
     return None
-
-
-def find_case_insensitive(guest: Guest, path: str) -> str | None:
-    """The real spelling of ``path`` on a case-insensitive (NTFS) guest, or ``None``."""
-    current = "/"
-    for part in [p for p in path.split("/") if p]:
-        match = next((n for n in guest.listdir(current) if n.lower() == part.lower()), None)
-        if match is None:
-            return None
-        current = posixpath.join(current, match)
-    return current

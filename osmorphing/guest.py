@@ -90,6 +90,17 @@ class Guest(ABC):
         ]
 
 
+def find_case_insensitive(guest: Guest, path: str) -> str | None:
+    """The real spelling of ``path`` on a case-insensitive (NTFS) guest, or ``None``."""
+    current = "/"
+    for part in [p for p in path.split("/") if p]:
+        match = next((n for n in guest.listdir(current) if n.lower() == part.lower()), None)
+        if match is None:
+            return None
+        current = posixpath.join(current, match)
+    return current
+
+
 class DirectoryGuest(Guest):
     """A guest whose root filesystem is a host directory.
 

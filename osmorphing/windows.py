@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from osmorphing.guest import Guest
+from osmorphing.guest import Guest, find_case_insensitive
 from osmorphing.models import OsInfo
 from osmorphing.system import import_system
 
@@ -53,8 +53,6 @@ def read_current_version(guest: Guest, hive_path: str) -> dict[str, str | int]:
 
 def inspect_windows(guest: Guest, hints: dict[str, Any]) -> OsInfo:
     """Version, edition and build of a Windows guest."""
-    from osmorphing.detect import find_case_insensitive
-
     hive = find_case_insensitive(guest, "/Windows/System32/config/SOFTWARE")
     values = read_current_version(guest, hive) if hive else {}
     build = str(values.get("CurrentBuildNumber") or values.get("CurrentBuild") or "")

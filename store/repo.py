@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from core.crypto import SecretBox
 from core.errors import Conflict, NotFound
+from core.statuses import FINAL_STATUSES, Status
 from store.db import Database
 from store.models import Endpoint, Execution, Migration, Task, TaskEvent, TaskProgressUpdate, utcnow
-from workflows.types import FINAL_STATUSES, Status
 
 
 class Store:

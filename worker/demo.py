@@ -9,12 +9,13 @@ import sys
 import time
 from typing import Any
 
-from client.cli import watch
 from client.sdk import SternaClient
+from client.watch import watch
 from core.settings import Settings
 from worker.guest import build_debian_guest, cached_debian_guest
 from worker.launcher import Stack, temporal_binary
 from worker.sample import create_vm, create_vmware_vm
+from workflows import ids
 
 PROJECT = "demo"
 
@@ -102,8 +103,8 @@ def run_demo(settings: Settings, *, exit_after: bool, bootable: bool = False) ->
             _say("Where to look")
             print(f"  REST API     {url}/v1/{PROJECT}/migrations/{m['id']}")
             print(f"  Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}/namespaces/"
-                  f"{settings.temporal_namespace}/workflows/migration-{m['id']}")
-            print(f"  CLI          {temporal_binary()} workflow show -w migration-{m['id']} "
+                  f"{settings.temporal_namespace}/workflows/{ids.migration(m['id'])}")
+            print(f"  CLI          {temporal_binary()} workflow show -w {ids.migration(m['id'])} "
                   f"--address {settings.temporal_address}")
             print(f"               {temporal_binary()} workflow list --address {settings.temporal_address} "
                   f"--query \"ProjectId='{PROJECT}'\"")

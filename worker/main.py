@@ -27,7 +27,7 @@ from activities.services import Services
 from activities.steps import MigrationActivities
 from activities.trusts import TrustActivities
 from core.settings import Settings, get_settings
-from worker.temporal import connect
+from core.temporal import connect
 from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.endpoint import EndpointCallWorkflow
 from workflows.instance import InstanceMigrationWorkflow

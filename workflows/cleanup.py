@@ -13,6 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
     from workflows.types import ForcedCleanup, TrustRelease
 
 
@@ -22,7 +23,7 @@ class ForcedCleanupWorkflow:
     async def run(self, inp: ForcedCleanup) -> None:
         await asyncio.gather(*(
             workflow.execute_activity(
-                "cleanup_instance", item, task_queue=queue,
+                names.CLEANUP_INSTANCE, item, task_queue=queue,
                 start_to_close_timeout=timedelta(minutes=10),
                 # A host that never comes back must not keep this workflow open forever.
                 schedule_to_close_timeout=timedelta(hours=6),
@@ -34,7 +35,7 @@ class ForcedCleanupWorkflow:
         migration_ids = sorted({item.step.task.migration_id for item in inp.items})
         for migration_id in migration_ids if workflow.patched("release-migration-trust") else []:
             await workflow.execute_activity(
-                "release_migration_trust", TrustRelease(migration_id=migration_id),
+                names.RELEASE_MIGRATION_TRUST, TrustRelease(migration_id=migration_id),
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
             )

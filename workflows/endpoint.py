@@ -13,6 +13,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from core.errors import ConnectionFailed, non_retryable_types
     from workflows.types import EndpointCall
 
 
@@ -21,9 +23,10 @@ class EndpointCallWorkflow:
     @workflow.run
     async def run(self, call: EndpointCall) -> Any:
         return await workflow.execute_activity(
-            "endpoint_call", call,
+            names.ENDPOINT_CALL, call,
             start_to_close_timeout=timedelta(seconds=120),
-            # Inventory calls are reads: retry transient faults, but answer the user quickly.
-            retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=[
-                "InvalidInput", "NotFound", "AuthenticationFailed", "ConnectionFailed"]),
+            # Inventory calls are reads: retry transient faults, but answer the user quickly
+            # (an unreachable endpoint will not come back within the API's timeout).
+            retry_policy=RetryPolicy(maximum_attempts=2,
+                                     non_retryable_error_types=non_retryable_types(ConnectionFailed)),
         )

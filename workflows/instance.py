@@ -8,10 +8,14 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from core.errors import NON_RETRYABLE_TYPES
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
+    from workflows.failures import failure_message
+    from workflows.shield import shielded
     from workflows.types import (
         CleanupInput,
         DeployInput,
@@ -31,25 +35,14 @@ with workflow.unsafe.imports_passed_through():
         ValidateResult,
     )
 
-NON_RETRYABLE = ["InvalidInput", "NotFound", "Conflict", "AuthenticationFailed"]
-
 
 def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
     return RetryPolicy(
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(seconds=t.retry_max_interval),
         maximum_attempts=attempts,
-        non_retryable_error_types=NON_RETRYABLE,
+        non_retryable_error_types=NON_RETRYABLE_TYPES,
     )
-
-
-def _failure_message(err: BaseException) -> str:
-    cause: BaseException | None = err
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause)
 
 
 @workflow.defn
@@ -64,14 +57,7 @@ class InstanceMigrationWorkflow:
     @workflow.run
     async def run(self, inp: InstanceInput) -> dict[str, Any]:
         m, t = inp.migration, inp.migration.timeouts
-        step = StepInput(
-            task=self._ref(inp, TaskType.VALIDATE),
-            origin_endpoint_id=m.origin_endpoint_id,
-            destination_endpoint_id=m.destination_endpoint_id,
-            source_environment={**m.source_environment, "shutdown_instances": m.shutdown_instances},
-            destination_environment={**m.destination_environment, "network_map": m.network_map,
-                                     "storage_mappings": m.storage_mappings},
-        )
+        step = StepInput.for_task(m, self._ref(inp, TaskType.VALIDATE))
         host_queue: str | None = None
         imported: list[ImportedDisk] = []
         deployed: DeployedInstance | None = None
@@ -79,14 +65,14 @@ class InstanceMigrationWorkflow:
         try:
             self._current = TaskType.VALIDATE
             v: ValidateResult = await workflow.execute_activity(
-                "validate_instance", step, result_type=ValidateResult,
+                names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
             )
             step.export_info = v.export_info
 
             self._current = TaskType.SNAPSHOT
             s: SnapshotResult = await workflow.execute_activity(
-                "snapshot_instance", self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
+                names.SNAPSHOT_INSTANCE, self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
                 task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=None,
                 retry_policy=_retry(t, 5),
@@ -95,13 +81,13 @@ class InstanceMigrationWorkflow:
 
             self._current = TaskType.EXPORT
             exported = await self._per_disk(
-                "export_disk", step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
+                names.EXPORT_DISK, step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
             )
             disks = [r.disk for r in exported]
 
             self._current = TaskType.OS_MORPHING
             morphed: MorphResult = await workflow.execute_activity(
-                "os_morphing",
+                names.OS_MORPHING,
                 MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
                            skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
                 result_type=MorphResult, task_queue=host_queue,
@@ -115,18 +101,18 @@ class InstanceMigrationWorkflow:
             disks = morphed.disks
             self._current = TaskType.CONVERT
             disks = await self._per_disk(
-                "convert_disk", step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
+                names.CONVERT_DISK, step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
             )
 
             self._current = TaskType.UPLOAD
             uploads = await self._per_disk(
-                "upload_disk", step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
+                names.UPLOAD_DISK, step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
             )
             imported = [u.disk for u in uploads]
 
             self._current = TaskType.BOOT
             result: dict[str, Any] = await workflow.execute_activity(
-                "deploy_instance",
+                names.DEPLOY_INSTANCE,
                 DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported, bootable=morphed.bootable),
                 result_type=dict, task_queue=host_queue,
                 start_to_close_timeout=timedelta(seconds=t.transfer),
@@ -140,11 +126,11 @@ class InstanceMigrationWorkflow:
         except BaseException as err:
             cancelled = is_cancelled_exception(err)
             status = Status.CANCELED if cancelled else Status.ERROR
-            message = "Canceled by user request" if cancelled else _failure_message(err)
+            message = "Canceled by user request" if cancelled else failure_message(err)
             if self._current is not None:
-                await self._shielded("record_task", TaskUpdate(task=self._ref(inp, self._current), status=status,
+                await self._record(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, self._current), status=status,
                                                               message=message), t)
-                await self._shielded("record_unfinished_tasks",
+                await self._record(names.RECORD_UNFINISHED_TASKS,
                                      TaskUpdate(task=self._ref(inp, self._current), status=status), t)
             raise
         finally:
@@ -173,31 +159,23 @@ class InstanceMigrationWorkflow:
 
     async def _cleanup(self, inp: CleanupInput, host_queue: str | None, mig: InstanceInput, t: Timeouts) -> None:
         queue = host_queue or workflow.info().task_queue + "-data"
-        task = asyncio.ensure_future(workflow.execute_activity(
-            "cleanup_instance", inp, task_queue=queue,
+
+        async def record_failure(err: ActivityError) -> None:
+            await self._record(names.RECORD_TASK, TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
+                                                             status=Status.ERROR, message=failure_message(err)), t)
+
+        # Shielded: a second cancel request must not abandon the scratch or target files.
+        await shielded(workflow.execute_activity(
+            names.CLEANUP_INSTANCE, inp, task_queue=queue,
             start_to_close_timeout=timedelta(seconds=t.short),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
             retry_policy=_retry(t, 10),
-        ))
-        try:
-            # Shielded: a second cancel request must not abandon the scratch or target files.
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
-        except ActivityError as err:
-            await self._shielded("record_task", TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
-                                                          status=Status.ERROR, message=_failure_message(err)), t)
+        ), on_failure=record_failure)
 
-    async def _shielded(self, name: str, arg: Any, t: Timeouts) -> None:
-        task = asyncio.ensure_future(workflow.execute_activity(
+    async def _record(self, name: str, arg: Any, t: Timeouts) -> None:
+        await shielded(workflow.execute_activity(
             name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 20),
         ))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
 
     @staticmethod
     def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:

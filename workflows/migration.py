@@ -11,16 +11,15 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from workflows import ids
     from workflows.instance import InstanceMigrationWorkflow
     from workflows.search import MIGRATION_STATE
+    from workflows.shield import shielded
     from workflows.types import InstanceInput, MigrationInput, MigrationStatusUpdate, Status, TrustRelease
-
-
-def child_id(migration_id: str, instance: str) -> str:
-    return f"migration-{migration_id}/vm-{instance}"
 
 
 @workflow.defn
@@ -38,7 +37,7 @@ class MigrationWorkflow:
             workflow.execute_child_workflow(
                 InstanceMigrationWorkflow.run,
                 InstanceInput(migration=inp, instance=instance),
-                id=child_id(inp.migration_id, instance),
+                id=ids.instance(inp.migration_id, instance),
                 task_queue=workflow.info().task_queue,
             )
             for instance in inp.instances
@@ -70,30 +69,22 @@ class MigrationWorkflow:
 
     async def _record(self, inp: MigrationInput) -> None:
         workflow.upsert_search_attributes([MIGRATION_STATE.value_set(self._status.value)])
-        task = asyncio.ensure_future(workflow.execute_activity(
-            "record_migration_status",
+        await shielded(workflow.execute_activity(
+            names.RECORD_MIGRATION_STATUS,
             MigrationStatusUpdate(migration_id=inp.migration_id, status=self._status),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
         ))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
 
     async def _release_trust(self, inp: MigrationInput) -> None:
         """Delete the migration's Keystone trust (if any); shielded like ``_record``."""
-        task = asyncio.ensure_future(workflow.execute_activity(
-            "release_migration_trust", TrustRelease(migration_id=inp.migration_id),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
-        ))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
-        except Exception:
+
+        async def warn(_err: ActivityError) -> None:
             # A trust that outlives its migration is a leak, not a failed migration.
             workflow.logger.warning("could not release the Keystone trust of migration %s", inp.migration_id)
+
+        await shielded(workflow.execute_activity(
+            names.RELEASE_MIGRATION_TRUST, TrustRelease(migration_id=inp.migration_id),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=10),
+        ), on_failure=warn)

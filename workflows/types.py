@@ -7,28 +7,15 @@ defaults so that running executions keep replaying.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from core.models import DeployedInstance, DiskLocator, ImportedDisk, InstanceInfo, SourceSnapshot
 
-
-class Status(StrEnum):
-    """Coriolis execution and task statuses that Sterna uses."""
-
-    SCHEDULED = "SCHEDULED"
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    CANCELLING = "CANCELLING"
-    COMPLETED = "COMPLETED"
-    ERROR = "ERROR"
-    CANCELED = "CANCELED"
-    UNSCHEDULED = "UNSCHEDULED"
-    FORCE_CANCELED = "FORCE_CANCELED"
-
-
-FINAL_STATUSES = frozenset({Status.COMPLETED, Status.ERROR, Status.CANCELED})
+# Re-exported: workflows, activities and the API read statuses from here with the other types.
+from core.statuses import FINAL_STATUSES as FINAL_STATUSES
+from core.statuses import Status as Status
 
 
 class TaskType(StrEnum):
@@ -90,8 +77,27 @@ class TaskRef(BaseModel):
     task_type: TaskType
 
 
+class MigrationPlan(Protocol):
+    """What a step input is built from: a ``MigrationInput``, or a migration row of the record DB."""
+
+    @property
+    def origin_endpoint_id(self) -> str: ...
+    @property
+    def destination_endpoint_id(self) -> str: ...
+    @property
+    def source_environment(self) -> dict[str, Any]: ...
+    @property
+    def destination_environment(self) -> dict[str, Any]: ...
+    @property
+    def network_map(self) -> dict[str, Any]: ...
+    @property
+    def storage_mappings(self) -> dict[str, Any]: ...
+    @property
+    def shutdown_instances(self) -> bool: ...
+
+
 class StepInput(BaseModel):
-    """Input shared by every per-instance step activity."""
+    """Input shared by every per-instance step activity. Build it with ``for_task``."""
 
     task: TaskRef
     origin_endpoint_id: str
@@ -102,6 +108,23 @@ class StepInput(BaseModel):
     snapshot: SourceSnapshot | None = None
     #: per-instance scratch directory on the pinned host
     workdir: str | None = None
+
+    @classmethod
+    def for_task(cls, plan: MigrationPlan, task: TaskRef, **known: Any) -> StepInput:
+        """The one place that puts the migration's options where providers read them.
+
+        ``known`` is what earlier steps found (``export_info``, ``snapshot``, ``workdir``).
+        The key order of the environments is part of workflow histories: keep it.
+        """
+        return cls(
+            task=task,
+            origin_endpoint_id=plan.origin_endpoint_id,
+            destination_endpoint_id=plan.destination_endpoint_id,
+            source_environment={**(plan.source_environment or {}), "shutdown_instances": plan.shutdown_instances},
+            destination_environment={**(plan.destination_environment or {}), "network_map": plan.network_map or {},
+                                     "storage_mappings": plan.storage_mappings or {}},
+            **known,
+        )
 
 
 class ValidateResult(BaseModel):

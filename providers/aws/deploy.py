@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from core.errors import InvalidInput, ProviderError
 from core.models import DeployedInstance, ImportedDisk, InstanceInfo
+from core.polling import poll_until
 from providers.aws import flavors
 from providers.aws import tags as t
 from providers.aws.errors import Secrets, aws_errors, error_code
@@ -271,30 +272,31 @@ def verify_boot(
     if not deployed.id:
         raise ProviderError(f"instance {deployed.instance!r} was never launched")
     ec2, secrets = clients.ec2, clients.conn.secrets
-    deadline = time.monotonic() + timeout
     last = "no status yet"
-    while True:
+
+    def checks_passed() -> bool | None:
+        nonlocal last
         with aws_errors(f"checking the status of {deployed.id}", secrets):
             statuses = ec2.describe_instance_status(InstanceIds=[deployed.id], IncludeAllInstances=True)[
                 "InstanceStatuses"
             ]
-        if statuses:
-            status = statuses[0]
-            state = status["InstanceState"]["Name"]
-            system = status.get("SystemStatus", {}).get("Status")
-            instance = status.get("InstanceStatus", {}).get("Status")
-            last = f"state {state}, system status {system}, instance status {instance}"
-            if state in ("stopped", "stopping", "terminated", "shutting-down"):
-                raise ProviderError(f"instance {deployed.id} is {state}: it did not stay up")
-            if state == "running" and system == "ok" and instance == "ok":
-                break
-            if instance == "impaired":
-                raise ProviderError(f"instance {deployed.id} failed its status check: {last}")
-        if time.monotonic() >= deadline:
-            raise ProviderError(
-                f"instance {deployed.id} did not pass its status checks in {timeout:.0f}s ({last})"
-            )
-        time.sleep(poll)
+        if not statuses:
+            return None
+        status = statuses[0]
+        state = status["InstanceState"]["Name"]
+        system = status.get("SystemStatus", {}).get("Status")
+        instance = status.get("InstanceStatus", {}).get("Status")
+        last = f"state {state}, system status {system}, instance status {instance}"
+        if state in ("stopped", "stopping", "terminated", "shutting-down"):
+            raise ProviderError(f"instance {deployed.id} is {state}: it did not stay up")
+        if state == "running" and system == "ok" and instance == "ok":
+            return True
+        if instance == "impaired":
+            raise ProviderError(f"instance {deployed.id} failed its status check: {last}")
+        return None
+
+    if poll_until(time.monotonic() + timeout, poll, checks_passed) is None:
+        raise ProviderError(f"instance {deployed.id} did not pass its status checks in {timeout:.0f}s ({last})")
     lines = [f"instance {deployed.id} is running; system and instance status checks passed"]
     lines.extend(_console_lines(ec2, deployed.id, secrets))
     return lines

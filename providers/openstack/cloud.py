@@ -19,6 +19,7 @@ from core.errors import (
     ProviderError,
     ProviderTransient,
 )
+from core.polling import poll_until
 
 #: compute microversion: 2.45 makes createImage answer with the image id in the body
 COMPUTE_MICROVERSION = "2.45"
@@ -128,8 +129,10 @@ class Cloud:
     def wait(self, what: str, get: Any, ready: set[str], failed: set[str], timeout: float,
              interval: float = 1.0) -> dict[str, Any]:
         """Poll ``get()`` until its ``status`` is in ``ready``; raise on ``failed`` or timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
+        status = ""
+
+        def arrived() -> dict[str, Any] | None:
+            nonlocal status
             obj: dict[str, Any] = get()
             status = str(obj.get("status", "")).lower()
             if status in ready:
@@ -137,9 +140,12 @@ class Cloud:
             if status in failed:
                 detail = (obj.get("fault") or {}).get("message", "") if isinstance(obj.get("fault"), dict) else ""
                 raise ProviderError(f"{what} went to status {status.upper()} {detail}".rstrip())
-            if time.monotonic() > deadline:
-                raise ProviderTransient(f"{what} is still {status.upper()} after {timeout:.0f}s")
-            time.sleep(interval)
+            return None
+
+        found = poll_until(time.monotonic() + timeout, interval, arrived)
+        if found is None:
+            raise ProviderTransient(f"{what} is still {status.upper()} after {timeout:.0f}s")
+        return found
 
 
 def _message(r: Any) -> str:

@@ -420,18 +420,20 @@ class OpenStackProvider(
     def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
         import time
 
-        deadline = time.monotonic() + timeout
-        while True:
+        from core.polling import poll_until
+
+        def booted() -> list[str] | None:
             out = self.cloud.request("compute", "POST", f"/servers/{deployed.id}/action",
                                      json={"os-getConsoleOutput": {"length": 200}})
             lines = [line for line in str(out.get("output") or "").splitlines() if line.strip()]
             hits = [line.strip() for line in lines if any(m in line for m in BOOT_MARKERS)]
-            if hits:
-                return [f"console of server {deployed.id}: {line}" for line in hits[-3:]]
-            if time.monotonic() > deadline:
-                raise ProviderError(f"Server {deployed.id} showed no sign of a booted guest on its console "
-                                    f"within {timeout:.0f}s")
-            time.sleep(5)
+            return [f"console of server {deployed.id}: {line}" for line in hits[-3:]] if hits else None
+
+        evidence = poll_until(time.monotonic() + timeout, 5, booted)
+        if evidence is None:
+            raise ProviderError(f"Server {deployed.id} showed no sign of a booted guest on its console "
+                                f"within {timeout:.0f}s")
+        return evidence
 
     def cleanup(
         self,

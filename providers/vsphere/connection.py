@@ -33,6 +33,7 @@ from core.errors import (
     ProviderError,
     SternaError,
 )
+from core.polling import poll_until
 
 CONNECTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -246,14 +247,14 @@ def wait_task(si: vim.ServiceInstance, task: vim.Task, what: str, timeout: float
 
     ``pyVim.task.WaitForTask`` reads ``info.entity`` too, which some servers (govmomi's
     simulator on snapshot removal) fill with a Snapshot moref that pyvmomi refuses to decode.
+    The poll starts at 50 ms (most tasks end in well under a second) and backs off to 2 s.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
+
+    def finished() -> tuple[Any] | None:
         info = properties(si, task, ["info.state", "info.error", "info.result"])
         state = info.get("info.state")
         if state == vim.TaskInfo.State.success:
-            return info.get("info.result")
+            return (info.get("info.result"),)  # a tuple: a task's result may be None
         if state == vim.TaskInfo.State.error:
             error = info.get("info.error")
             detail = getattr(error, "localizedMessage", None) or ""
@@ -261,7 +262,9 @@ def wait_task(si: vim.ServiceInstance, task: vim.Task, what: str, timeout: float
             if fault is not None:
                 detail = f"{_fault_text(fault)} {detail}".strip()
             raise ProviderError(f"vSphere task '{what}' failed: {detail or 'unknown error'}")
-        if time.monotonic() > deadline:
-            raise ProviderError(f"vSphere task '{what}' did not finish in {timeout:.0f} s")
-        time.sleep(delay)
-        delay = min(delay * 2, 2.0)
+        return None
+
+    done = poll_until(time.monotonic() + timeout, 0.05, finished, backoff=2, max_interval=2.0)
+    if done is None:
+        raise ProviderError(f"vSphere task '{what}' did not finish in {timeout:.0f} s")
+    return done[0]

@@ -40,6 +40,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pyVmomi import vim, vmodl
 
 from core.errors import InvalidInput, ProviderError
+from core.polling import poll_until
 from diskio.base import DiskSource, Extent
 from providers.vsphere.connection import properties
 from providers.vsphere.files import FileSlice
@@ -54,18 +55,25 @@ class Lease:
 
     def __init__(self, si: vim.ServiceInstance, lease: Any, what: str, timeout: float = 300) -> None:
         self._si, self._lease, self._what = si, lease, what
-        deadline = time.monotonic() + timeout
-        while True:
-            props = properties(si, lease, ["state", "error", "info"])
-            state = props.get("state")
-            if state == vim.HttpNfcLease.State.ready:
-                break
-            if state == vim.HttpNfcLease.State.error or time.monotonic() > deadline:
-                err = props.get("error")
-                raise ProviderError(
-                    f"export lease for {what} failed: {getattr(err, 'localizedMessage', None) or state}"
-                )
-            time.sleep(0.2)
+
+        def failed(props: dict[str, Any]) -> ProviderError:
+            err = props.get("error")
+            return ProviderError(
+                f"export lease for {what} failed: {getattr(err, 'localizedMessage', None) or props.get('state')}"
+            )
+
+        last: dict[str, Any] = {}
+
+        def ready() -> dict[str, Any] | None:
+            nonlocal last
+            last = properties(si, lease, ["state", "error", "info"])
+            if last.get("state") == vim.HttpNfcLease.State.error:
+                raise failed(last)
+            return last if last.get("state") == vim.HttpNfcLease.State.ready else None
+
+        props = poll_until(time.monotonic() + timeout, 0.2, ready)
+        if props is None:
+            raise failed(last)
         info = props["info"]
         self.disk_urls: list[str] = [d.url for d in info.deviceUrl or [] if d.disk]
         self._interval = max(5.0, min(60.0, (info.leaseTimeout or 300) / 3))

@@ -24,6 +24,7 @@ from pyVmomi import vim, vmodl
 
 from core.errors import InvalidInput, ProviderError
 from core.models import DiskLocator, InstanceInfo, NetworkInfo, SourceSnapshot, StorageInfo
+from core.polling import poll_until
 from diskio.base import DiskSource, Extent
 from providers.base import EndpointProvider, ExportProvider, NetworksProvider, StorageProvider
 from providers.vsphere import inventory, snapshots
@@ -129,13 +130,14 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
                 try:
                     vm.ShutdownGuest()
                 except vmodl.MethodFault:
-                    deadline = 0.0  # tools went away: power off below
+                    pass  # tools went away: power off below
                 else:
-                    deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    if properties(si, vm, ["runtime.powerState"]).get("runtime.powerState") == "poweredOff":
+                    def powered_off() -> bool | None:
+                        state = properties(si, vm, ["runtime.powerState"]).get("runtime.powerState")
+                        return True if state == "poweredOff" else None
+
+                    if poll_until(time.monotonic() + timeout, 2, powered_off):
                         return
-                    time.sleep(2)
             wait_task(si, vm.PowerOffVM_Task(), f"power off {name}")
 
     # ------------------------------------------------------------------ export

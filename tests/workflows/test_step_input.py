@@ -1,0 +1,34 @@
+"""Workflow ids and step inputs are each built in one place, the same way for every caller."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from workflows import ids
+from workflows.types import MigrationInput, StepInput, TaskRef, TaskType
+
+TASK = TaskRef(migration_id="m1", instance="vm-a", task_type=TaskType.CLEANUP)
+
+
+def test_ids() -> None:
+    assert ids.migration("m1") == "migration-m1"
+    assert ids.instance("m1", "vm-a") == "migration-m1/vm-vm-a"
+    assert ids.forced_cleanup("m1") == "migration-m1/forced-cleanup"
+    assert ids.endpoint_call("e1", "validate", "n") == "endpoint-e1-validate-n"
+
+
+def test_workflow_and_forced_cleanup_build_the_same_step() -> None:
+    options = dict(origin_endpoint_id="o", destination_endpoint_id="d", source_environment={"a": 1},
+                   destination_environment={"b": 2}, network_map={"n": "br0"}, storage_mappings={"default": "x"},
+                   shutdown_instances=True)
+    inp = MigrationInput(migration_id="m1", project_id="p", origin_type="local", destination_type="local",
+                         instances=["vm-a"], **options)
+    from_workflow = StepInput.for_task(inp, TASK)
+    # A record DB row has the same attributes (and may hold NULLs in its JSON columns).
+    from_row = StepInput.for_task(SimpleNamespace(**options), TASK, workdir="/w")
+    assert from_row == from_workflow.model_copy(update={"workdir": "/w"})
+    assert from_workflow.source_environment == {"a": 1, "shutdown_instances": True}
+    assert list(from_workflow.destination_environment) == ["b", "network_map", "storage_mappings"]
+    empty = SimpleNamespace(**{**options, "network_map": None, "destination_environment": None})
+    assert StepInput.for_task(empty, TASK).destination_environment == {"network_map": {},
+                                                                      "storage_mappings": {"default": "x"}}

@@ -1,0 +1,27 @@
+"""Workflow ids: business ids, so a retried POST finds its execution and the Web UI reads well.
+
+A migration's children share its prefix (``migration-<id>/...``): one visibility query or
+``temporal workflow list`` prefix finds all of them. Ids are part of histories and of the
+record DB (``migrations.workflow_id``): change a format only with a migration of the stored ids.
+Stdlib-only: workflows import it inside the sandbox.
+"""
+
+from __future__ import annotations
+
+
+def migration(migration_id: str) -> str:
+    return f"migration-{migration_id}"
+
+
+def instance(migration_id: str, instance_name: str) -> str:
+    """The child ``InstanceMigrationWorkflow`` that moves one VM."""
+    return f"{migration(migration_id)}/vm-{instance_name}"
+
+
+def forced_cleanup(migration_id: str) -> str:
+    return f"{migration(migration_id)}/forced-cleanup"
+
+
+def endpoint_call(endpoint_id: str, operation: str, nonce: str) -> str:
+    """One API provider call; ``nonce`` keeps concurrent identical calls apart."""
+    return f"endpoint-{endpoint_id}-{operation}-{nonce}"

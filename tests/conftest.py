@@ -40,6 +40,26 @@ class PipelineClient(SternaClient):
         return super()._call(method, path, json, params)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """TCG tests run last, so the guests they need build in the background meanwhile (``prebuilt_guests``)."""
+    tcg = [item for item in items if item.get_closest_marker("tcg")]
+    if tcg:
+        items[:] = [item for item in items if not item.get_closest_marker("tcg")] + tcg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prebuilt_guests(request: pytest.FixtureRequest) -> None:
+    """Start building the Debian test guests at session start when a selected test will need one.
+
+    The cloud-init variant first: the first TCG test in the suite's order (AWS morphing) needs it.
+    """
+    if any(item.get_closest_marker("tcg") for item in request.session.items):
+        from tests.guests.debian import prebuild
+
+        prebuild(True, False)
+
+
 @dataclass
 class RunningStack:
     stack: Stack

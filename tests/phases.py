@@ -6,8 +6,9 @@ README's figures and the next test's budget come from the run itself, not from m
     suite: 2100 s in all; peers set-up 300 s, guest builds 400 s, tests 1400 s
 
 Peers are the fixtures defined under ``tests/peers`` plus the embedded ``stack``; a guest build is
-time spent in ``tests.guests.debian.build_debian_guest`` when it really builds (a cache hit costs
-nothing); the rest is the tests' own time, boots and morphs included.
+time a test spent waiting in ``tests.guests.debian.build_debian_guest`` (a cache hit costs nothing;
+builds started in the background at session start overlap the tests and are shown apart); the rest
+is the tests' own time, boots and morphs included.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Gen
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     total = time.monotonic() - _started
     peers, guests = _spent["peers set-up"], _spent["guest builds"]
+    background = _spent["background guest builds"]
     terminalreporter.write_line(
         f"suite: {total:.0f} s in all; peers set-up {peers:.0f} s, guest builds {guests:.0f} s, "
         f"tests {total - peers - guests:.0f} s"
+        + (f" (guest builds in the background, overlapping the tests: {background:.0f} s)" if background else "")
     )

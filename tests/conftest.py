@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -49,7 +50,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prebuilt_guests(request: pytest.FixtureRequest) -> None:
+def prebuilt_guests(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Start building the Debian test guests at session start when a selected test will need one.
 
     The cloud-init variant first: the first TCG test in the suite's order (AWS morphing) needs it.
@@ -57,7 +58,12 @@ def prebuilt_guests(request: pytest.FixtureRequest) -> None:
     if any(item.get_closest_marker("tcg") for item in request.session.items):
         from tests.guests.debian import prebuild
 
-        prebuild(True, False)
+        prebuild(True, False, empty_cache=tmp_path_factory.mktemp("guest-cache-from-empty"))
+    if any("openstack" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        # Keystone's, Barbican's and Glance's venv (minutes of pip on a fresh machine) installs meanwhile.
+        from tests.peers.openstack.servers import ensure_venv
+
+        threading.Thread(target=ensure_venv, name="openstack-venv", daemon=True).start()
 
 
 @dataclass

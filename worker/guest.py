@@ -143,27 +143,30 @@ def recipe_hash(cloud_init: bool = False) -> str:
     return hashlib.sha256(json.dumps(recipe(cloud_init), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_root() -> Path:
+def cache_root(override: Path | None = None) -> Path:
+    if override is not None:
+        return override
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "sterna" / "guests"
 
 
-def cached_debian_guest(cloud_init: bool = False) -> Path | None:
+def cached_debian_guest(cloud_init: bool = False, cache: Path | None = None) -> Path | None:
     """The cached image for the current recipe, or ``None`` when it has not been built."""
-    disk = cache_root() / recipe_hash(cloud_init) / "disk.raw"
+    disk = cache_root(cache) / recipe_hash(cloud_init) / "disk.raw"
     return disk if disk.is_file() else None
 
 
-def build_debian_guest(*, log: bool = True, cloud_init: bool = False) -> Path:
+def build_debian_guest(*, log: bool = True, cloud_init: bool = False, cache: Path | None = None) -> Path:
     """Return the cached bootable Debian guest disk (raw), building it first if needed.
 
     ``cloud_init`` adds Debian's cloud-init package (its own cache entry): the guest then shows
-    which datasource OS morphing chose for the target cloud.
+    which datasource OS morphing chose for the target cloud. ``cache`` replaces the cache folder
+    (``~/.cache/sterna/guests``), e.g. to prove a build from an empty one.
     """
-    existing = cached_debian_guest(cloud_init)
+    existing = cached_debian_guest(cloud_init, cache)
     if existing:
         return existing
-    final_dir = cache_root() / recipe_hash(cloud_init)
+    final_dir = cache_root(cache) / recipe_hash(cloud_init)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=final_dir.parent))
     try:

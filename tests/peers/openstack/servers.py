@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -37,8 +38,20 @@ def venv_path() -> Path:
     return Path(os.environ.get("STERNA_OPENSTACK_VENV", Path.home() / ".cache" / "sterna" / "openstack-venv"))
 
 
+_venv_lock = threading.Lock()
+
+
 def ensure_venv() -> Path:
-    """Create the servers' venv once; a stamp naming the versions marks it complete."""
+    """Create the servers' venv once; a stamp naming the versions marks it complete.
+
+    Thread-safe: the suite starts it in the background at session start (``tests/conftest.py``), and
+    the fixture that needs it waits here for that install instead of starting a second one.
+    """
+    with _venv_lock:
+        return _ensure_venv()
+
+
+def _ensure_venv() -> Path:
     venv = venv_path()
     stamp = venv / ".sterna-stamp"
     want = " ".join(VERSIONS)

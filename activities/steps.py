@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.recording import task_running
+from activities.recording import heartbeating, task_running
 from activities.services import Services
 from core.models import DiskLocator
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
@@ -84,7 +84,7 @@ class MigrationActivities:
     @activity.defn(name="snapshot_instance")
     async def snapshot(self, inp: StepInput) -> SnapshotResult:
         """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
-        async with task_running(self.services, inp.task) as rec:
+        async with task_running(self.services, inp.task) as rec, heartbeating():
             source = await self.services.provider(inp.origin_endpoint_id, ExportProvider)
             workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
             workdir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ class MigrationActivities:
     async def deploy(self, inp: DeployInput) -> dict[str, Any]:
         step = inp.step
         assert step.export_info is not None
-        async with task_running(self.services, step.task) as rec:
+        async with task_running(self.services, step.task) as rec, heartbeating():
             dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
             env = _dest_env(step)
             deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
@@ -228,7 +228,7 @@ class MigrationActivities:
     async def cleanup(self, inp: CleanupInput) -> None:
         """Always runs (success, error, cancel); every part tolerates partial state."""
         step = inp.step
-        async with task_running(self.services, step.task) as rec:
+        async with task_running(self.services, step.task) as rec, heartbeating():
             if step.snapshot is not None:
                 source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
                 await asyncio.to_thread(source.delete_snapshot, step.snapshot)

@@ -32,6 +32,11 @@ with workflow.unsafe.imports_passed_through():
     )
 
 NON_RETRYABLE = ["InvalidInput", "NotFound", "Conflict", "AuthenticationFailed"]
+#: Per-disk steps: enough attempts to ride out worker kills and transient I/O errors, few enough that a
+#: deterministic failure ends the migration ERROR (with its cause) within minutes, not never.
+DISK_ATTEMPTS = 8
+#: Heartbeat timeouts on snapshot, deploy and cleanup, and bounded per-disk attempts (issue 11).
+HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
 
 
 def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
@@ -56,6 +61,7 @@ def _failure_message(err: BaseException) -> str:
 class InstanceMigrationWorkflow:
     def __init__(self) -> None:
         self._current: TaskType | None = None
+        self._hardened = False
 
     @workflow.query
     def current_task(self) -> str | None:
@@ -64,6 +70,8 @@ class InstanceMigrationWorkflow:
     @workflow.run
     async def run(self, inp: InstanceInput) -> dict[str, Any]:
         m, t = inp.migration, inp.migration.timeouts
+        # Histories recorded before the patch replay with their old timeouts and retry policies.
+        self._hardened = workflow.patched(HARDENED_TIMEOUTS)
         step = StepInput(
             task=self._ref(inp, TaskType.VALIDATE),
             origin_endpoint_id=m.origin_endpoint_id,
@@ -88,7 +96,7 @@ class InstanceMigrationWorkflow:
             s: SnapshotResult = await workflow.execute_activity(
                 "snapshot_instance", self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
                 task_queue=workflow.info().task_queue + "-data",
-                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=None,
+                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
                 retry_policy=_retry(t, 5),
             )
             host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
@@ -129,7 +137,7 @@ class InstanceMigrationWorkflow:
                 "deploy_instance",
                 DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported, bootable=morphed.bootable),
                 result_type=dict, task_queue=host_queue,
-                start_to_close_timeout=timedelta(seconds=t.transfer),
+                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                 retry_policy=_retry(t, 3),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -165,7 +173,7 @@ class InstanceMigrationWorkflow:
                 start_to_close_timeout=timedelta(seconds=t.transfer),
                 heartbeat_timeout=timedelta(seconds=t.heartbeat),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                retry_policy=_retry(t),
+                retry_policy=_retry(t, DISK_ATTEMPTS if self._hardened else 0),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             for disk in disks
@@ -175,7 +183,7 @@ class InstanceMigrationWorkflow:
         queue = host_queue or workflow.info().task_queue + "-data"
         task = asyncio.ensure_future(workflow.execute_activity(
             "cleanup_instance", inp, task_queue=queue,
-            start_to_close_timeout=timedelta(seconds=t.short),
+            start_to_close_timeout=timedelta(seconds=t.short), heartbeat_timeout=self._heartbeat(t),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
             retry_policy=_retry(t, 10),
         ))
@@ -198,6 +206,10 @@ class InstanceMigrationWorkflow:
         except asyncio.CancelledError:
             await task
             raise
+
+    def _heartbeat(self, t: Timeouts) -> timedelta | None:
+        """A dead worker is noticed after one heartbeat timeout, not after the whole start-to-close."""
+        return timedelta(seconds=t.heartbeat) if self._hardened else None
 
     @staticmethod
     def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:

@@ -171,12 +171,18 @@ class MigrationActivities:
                 return inp.disk
             out = Path(step.workdir) / "convert" / f"{_safe(inp.disk.disk_id)}.{fmt}"
             out.parent.mkdir(parents=True, exist_ok=True)
+            converted = inp.disk.model_copy(update={"format": fmt, "path": str(out)})
+            # The input stays until upload has taken the output over (a retry after a kill here reconverts);
+            # only an attempt that already finished may find it gone, and its output then stands.
+            if out.exists() and not Path(inp.disk.path).exists():
+                await rec.aevent(f"{inp.disk.disk_id} was already converted to {fmt} by an earlier attempt")
+                return converted
+            partial = out.with_name(out.name + ".partial")
             reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
-            await convert_image(inp.disk.path, inp.disk.format, str(out), fmt, on_progress=reporter.percent)
+            await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt, on_progress=reporter.percent)
+            partial.replace(out)
             await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}")
-            # The raw export is no longer needed; free the scratch space now, not at cleanup.
-            Path(inp.disk.path).unlink(missing_ok=True)
-            return inp.disk.model_copy(update={"format": fmt, "path": str(out)})
+            return converted
 
     @activity.defn(name="upload_disk")
     async def upload_disk(self, inp: DiskStepInput) -> UploadResult:
@@ -190,6 +196,10 @@ class MigrationActivities:
                 bandwidth_limit=_bandwidth(step.destination_environment), event=rec.event,
             )
             imported = await dest.import_disk(_dest_env(step), step.export_info, inp.disk, ctx)
+            # The destination holds the disk now: the raw export that convert read from can go.
+            export = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
+            if str(export) != inp.disk.path:
+                await asyncio.to_thread(export.unlink, True)
             return UploadResult(disk=imported)
 
     @activity.defn(name="deploy_instance")

@@ -9,10 +9,15 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment
 
+from activities.services import Services
+from activities.steps import MigrationActivities
+from core.models import DiskLocator
 from tests.conftest import RunningStack, task, wait_final
-from tests.helpers import endpoints, inventories
+from tests.helpers import endpoints, identical, inventories
 from workflows.instance import DISK_ATTEMPTS
+from workflows.types import DiskStepInput, StepInput, TaskRef, TaskType
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +73,30 @@ def test_deterministic_disk_step_failure_ends_error_with_its_cause(stack: Runnin
     assert f"Attempt {DISK_ATTEMPTS} failed" in " ".join(attempts), attempts
     assert task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
     assert not (dst / "vm-a").exists()
+
+
+def test_convert_retried_after_a_kill_at_its_end_succeeds(stack: RunningStack, tmp_path: Path) -> None:
+    # Reproducer 3: convert deleted its input before Temporal recorded it done, so every retry failed
+    # with "Could not open .../export/disk-0.raw". Here the same attempt runs twice, as after that kill.
+    src, dst = inventories(stack, ["vm-a"], 4)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"])
+        assert wait_final(api, m["id"])["last_execution_status"] == "COMPLETED"
+    raw = tmp_path / "export" / "disk-0.raw"
+    raw.parent.mkdir()
+    raw.write_bytes((src / "vm-a" / "disk-0.raw").read_bytes())
+    inp = DiskStepInput(
+        step=StepInput(task=TaskRef(migration_id=m["id"], instance="vm-a", task_type=TaskType.CONVERT),
+                       origin_endpoint_id=origin, destination_endpoint_id=dest, workdir=str(tmp_path)),
+        disk=DiskLocator(disk_id="disk-0", size_bytes=raw.stat().st_size, format="raw", path=str(raw)),
+    )
+    services = Services.create(stack.settings)
+    activities = MigrationActivities(services)
+    try:
+        first = asyncio.run(ActivityEnvironment().run(activities.convert_disk, inp))
+        again = asyncio.run(ActivityEnvironment().run(activities.convert_disk, inp))
+    finally:
+        services.store.db.dispose()
+    assert again == first and first.format == "qcow2"
+    assert identical(src / "vm-a" / "disk-0.raw", Path(first.path or ""))

@@ -15,6 +15,7 @@ from temporalio import activity
 
 from activities.recording import heartbeating, task_running
 from activities.services import Services
+from core.limits import bandwidth_limit
 from core.models import DiskLocator
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
 from workflows.types import (
@@ -126,7 +127,7 @@ class MigrationActivities:
                     await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
                                      f"{beat.bytes_done} of {allocated} bytes already copied")
                 reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated)
-                limit = _bandwidth(step.source_environment)
+                limit = bandwidth_limit(step.source_environment, "source_environment")
                 chunk_size, lanes = _pacing(limit)
                 result = await copy_disk(
                     src, dst, checkpoint=checkpoint, on_progress=reporter.transfer, bandwidth_limit=limit,
@@ -193,7 +194,8 @@ class MigrationActivities:
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
             ctx = TransferContext(
                 workdir=Path(step.workdir), progress=reporter.transfer, checkpoint=_previous_checkpoint(),
-                bandwidth_limit=_bandwidth(step.destination_environment), event=rec.event,
+                bandwidth_limit=bandwidth_limit(step.destination_environment, "destination_environment"),
+                event=rec.event,
             )
             imported = await dest.import_disk(_dest_env(step), step.export_info, inp.disk, ctx)
             # The destination holds the disk now: the raw export that convert read from can go.
@@ -269,8 +271,3 @@ def _pacing(limit: int | None) -> tuple[int, int]:
     if not limit:
         return DEFAULT_CHUNK_SIZE, DEFAULT_LANES
     return max(64 * 1024, min(DEFAULT_CHUNK_SIZE, limit // 4) // 65536 * 65536), 2
-
-
-def _bandwidth(env: dict[str, Any]) -> int | None:
-    value = env.get("bandwidth_limit")
-    return int(value) if value else None

@@ -107,3 +107,18 @@ def test_invalid_cancel_action(project: Any) -> None:
     r = project.http.post(f"/migrations/{uuid.uuid4()}/actions", json={"frobnicate": None})
     assert r.status_code in (400, 404)
     assert "error" in r.json()
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    ("source_environment", 1), ("source_environment", -1), ("source_environment", "fast"),
+    ("destination_environment", 0), ("destination_environment", True),
+])
+def test_bad_bandwidth_limit_is_refused_at_create(stack: RunningStack, project: Any, where: str,
+                                                  value: Any) -> None:
+    src, dst = inventories(stack, [], 1)
+    origin, dest = endpoints(project, src, dst)
+    before = _snapshot(project)
+    body = {"migration": {"origin_endpoint_id": origin, "destination_endpoint_id": dest, "instances": ["vm-a"],
+                          where: {"bandwidth_limit": value}}}
+    _assert_error(project.http.post("/migrations", json=body), 400, f"{where}.bandwidth_limit must be an integer")
+    assert _snapshot(project) == before

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"
     api_port: int = 7667
     temporal_ui_port: int = 8233
+    #: request bodies past this size get a 413 (a migration body is a few KiB)
+    api_max_body_bytes: int = 1024 * 1024
+    #: JSON bodies nested deeper than this get a 400
+    api_max_json_depth: int = 32
     auth_strategy: Literal["noauth", "keystone"] = "noauth"
     #: Fernet key for connection_info at rest; generated into data_dir when unset
     secret_key: str | None = None

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     worker_host_id: str = Field(default_factory=socket.gethostname)
     #: scratch space for exported and converted disks (defaults to data_dir/scratch)
     scratch_dir: Path | None = None
+    #: directories under which ``local`` endpoints may live (default: ``data_dir/inventories``); JSON list
+    local_roots: list[Path] = Field(default_factory=list)
     #: concurrent disk activities per worker host
     max_disk_activities: int = 4
     # Temporal timeouts, in seconds; inputs rather than constants so tests can shorten them.
@@ -71,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def scratch(self) -> Path:
         return self.scratch_dir or self.data_dir / "scratch"
+
+    @property
+    def local_allowed_roots(self) -> list[Path]:
+        return self.local_roots or [self.data_dir / "inventories"]
 
     @property
     def host_task_queue(self) -> str:

@@ -187,3 +187,12 @@ def test_booleans_are_strict(stack: RunningStack, project: Any, field: str, valu
     before = _snapshot(project)
     _assert_error(project.http.post("/migrations", json=body), 400, f"{field}: Input should be a valid boolean")
     assert _snapshot(project) == before
+
+
+@pytest.mark.parametrize("path", ["/", "/etc", "{data}", "{data}/inventories/../.."])
+def test_local_endpoint_outside_the_allowed_roots_is_refused(stack: RunningStack, project: Any, path: str) -> None:
+    # Reproducer 11: a local endpoint's path of /, /etc or ../.. was listed, read and written.
+    ep = project.create_endpoint("escape", "local", {"path": path.format(data=stack.root)})
+    result = project.validate_endpoint(ep["id"])
+    assert result["valid"] is False and "not under an allowed root" in result["message"], result
+    _assert_error(project.http.get(f"/endpoints/{ep['id']}/instances"), 400, "not under an allowed root")

@@ -7,6 +7,7 @@ Steps after ``snapshot`` run on the host that holds the scratch copy (worker-spe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,13 @@ class MigrationActivities:
             if step.workdir:
                 await asyncio.to_thread(shutil.rmtree, step.workdir, True)
                 await rec.aevent(f"Scratch space {step.workdir} removed")
+                await asyncio.to_thread(_remove_if_empty, Path(step.workdir).parent)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """The migration's scratch folder, once its last instance is cleaned up (others may still be running)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _safe(name: str) -> str:

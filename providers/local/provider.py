@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from core.children import die_with_parent
 from core.errors import InvalidInput, NotFound, ProviderError
 from core.models import (
     DeployedInstance,
@@ -129,7 +130,8 @@ class LocalProvider(
             target = snap_dir / f"{file_name(disk.id)}.{disk.format}"
             if not target.exists():  # idempotent: a retried activity reuses a finished copy
                 partial = target.with_suffix(target.suffix + ".partial")
-                subprocess.run(["cp", "--reflink=auto", "--sparse=always", disk.path, str(partial)], check=True)
+                subprocess.run(["cp", "--reflink=auto", "--sparse=always", disk.path, str(partial)], check=True,
+                               preexec_fn=die_with_parent)
                 partial.chmod(0o444)
                 partial.rename(target)
             disks.append(DiskLocator(disk_id=disk.id, size_bytes=disk.size_bytes, format=disk.format,

@@ -47,6 +47,8 @@ def test_long_steps_heartbeat_and_disk_steps_have_bounded_attempts(stack: Runnin
         origin, dest = endpoints(api, src, dst)
         m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"])
         assert wait_final(api, m["id"])["last_execution_status"] == "COMPLETED"
+    # Reproducer 8: an empty scratch/<migration-id>/ folder was left behind.
+    assert not (Path(stack.settings.scratch) / m["id"]).exists()
     scheduled = _scheduled(stack, f"migration-{m['id']}/vm-vm-a")
     for name in ("snapshot_instance", "deploy_instance", "cleanup_instance"):
         assert [hb for hb, _ in scheduled[name]] == [stack.settings.heartbeat_timeout], (name, scheduled[name])

@@ -75,7 +75,10 @@ class RequestLimits:
             await error_response(400, problem)(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+        if declared is not None and not declared.isdigit():
+            await error_response(400, "Invalid Content-Length header")(scope, receive, send)
+            return
+        if declared is not None and int(declared) > self.max_body:
             await self._too_large(scope, receive, send)
             return
         body = await self._read(receive)

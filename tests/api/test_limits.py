@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from api.limits import json_depth, path_problem, query_problem
+from api.limits import RequestLimits, json_depth, path_problem, query_problem
 from api.schemas import CancelArgs
 
 
@@ -28,3 +34,18 @@ def test_cancel_force_is_a_strict_boolean() -> None:
     assert CancelArgs.model_validate({"force": True}).force is True
     with pytest.raises(ValidationError):
         CancelArgs.model_validate({"force": "yes"})
+
+
+async def test_middleware_answers_before_the_route_runs() -> None:
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"size": len(await request.body())})
+
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])],
+                    middleware=[Middleware(RequestLimits, max_body=1000, max_depth=3)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        assert (await http.post("/echo", content=b'{"a": [1]}')).json() == {"size": 10}
+        assert (await http.post("/echo", content=b"x" * 1001)).status_code == 413
+        deep = await http.post("/echo", content=b'{"a": [[[1]]]}')
+        assert deep.status_code == 400 and deep.json()["error"]["fault"] == "badRequest"
+        bad = await http.post("/echo", content=b"{}", headers={"Content-Length": "abc"})
+        assert bad.status_code == 400 and "Content-Length" in bad.json()["error"]["message"]

@@ -242,20 +242,24 @@ class MigrationActivities:
         """Always runs (success, error, cancel); every part tolerates partial state."""
         step = inp.step
         async with task_running(self.services, step.task) as rec, heartbeating():
-            if step.snapshot is not None:
-                source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
-                await asyncio.to_thread(source.delete_snapshot, step.snapshot)
-                await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
-            dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
-            removed = await asyncio.to_thread(
-                dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
-            )
-            for line in removed:
-                await rec.aevent(line)
-            if step.workdir:
-                await asyncio.to_thread(shutil.rmtree, step.workdir, True)
-                await rec.aevent(f"Scratch space {step.workdir} removed")
-                await asyncio.to_thread(_remove_if_empty, Path(step.workdir).parent)
+            try:
+                if step.snapshot is not None:
+                    source = await self.services.provider(step.origin_endpoint_id, ExportProvider)
+                    await asyncio.to_thread(source.delete_snapshot, step.snapshot)
+                    await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
+                dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
+                removed = await asyncio.to_thread(
+                    dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
+                )
+                for line in removed:
+                    await rec.aevent(line)
+            finally:
+                # Scratch is ours, not a provider's: it goes even when an endpoint can no longer be used
+                # (e.g. its path is now outside STERNA_LOCAL_ROOTS).
+                if step.workdir:
+                    await asyncio.to_thread(shutil.rmtree, step.workdir, True)
+                    await rec.aevent(f"Scratch space {step.workdir} removed")
+                    await asyncio.to_thread(_remove_if_empty, Path(step.workdir).parent)
 
 
 def _remove_if_empty(folder: Path) -> None:

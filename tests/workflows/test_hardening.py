@@ -15,7 +15,7 @@ from activities.services import Services
 from activities.steps import MigrationActivities
 from core.models import DiskLocator
 from tests.conftest import RunningStack, task, wait_final
-from tests.helpers import endpoints, identical, inventories
+from tests.helpers import endpoints, identical, inventories, start_slow_migration
 from workflows.instance import DISK_ATTEMPTS
 from workflows.types import DiskStepInput, StepInput, TaskRef, TaskType
 
@@ -102,3 +102,18 @@ def test_convert_retried_after_a_kill_at_its_end_succeeds(stack: RunningStack, t
         services.store.db.dispose()
     assert again == first and first.format == "qcow2"
     assert identical(src / "vm-a" / "disk-0.raw", Path(first.path or ""))
+
+
+def test_cleanup_removes_scratch_even_when_an_endpoint_became_unusable(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], 16)
+    with stack.client() as api:
+        m = start_slow_migration(api, src, dst, limit_mib=2)
+        scratch = Path(stack.settings.scratch) / m["id"]
+        assert scratch.exists()
+        # An operator narrows the roots, or someone edits the endpoint: the provider now refuses it.
+        api.update_endpoint(m["destination_endpoint_id"], connection_info={"path": "/etc"})
+        api.cancel_migration(m["id"])
+        final = wait_final(api, m["id"], timeout=120)
+    cleanup = task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")
+    assert cleanup["status"] == "ERROR" and "not under an allowed root" in (cleanup["exception_details"] or "")
+    assert not scratch.exists(), "the scratch copy was left behind"

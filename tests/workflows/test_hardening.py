@@ -14,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.services import Services
 from activities.steps import MigrationActivities
 from core.models import DiskLocator
+from core.settings import reset_settings
 from tests.conftest import RunningStack, task, wait_final
 from tests.helpers import endpoints, identical, inventories, start_slow_migration
 from workflows.instance import DISK_ATTEMPTS
@@ -95,11 +96,14 @@ def test_convert_retried_after_a_kill_at_its_end_succeeds(stack: RunningStack, t
     )
     services = Services.create(stack.settings)
     activities = MigrationActivities(services)
+    # Providers read the process's settings (the local roots): those of this stack, not of an earlier one.
+    reset_settings()
     try:
         first = asyncio.run(ActivityEnvironment().run(activities.convert_disk, inp))
         again = asyncio.run(ActivityEnvironment().run(activities.convert_disk, inp))
     finally:
         services.store.db.dispose()
+        reset_settings()
     assert again == first and first.format == "qcow2"
     assert identical(src / "vm-a" / "disk-0.raw", Path(first.path or ""))
 

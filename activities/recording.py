@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from temporalio import activity
 
@@ -67,6 +67,30 @@ class ProgressReporter:
             store = self.recorder.services.store
             await asyncio.to_thread(store.update_progress, self.recorder.task_id, self.index, done, total)
             self._last_write = time.monotonic()
+
+
+@asynccontextmanager
+async def heartbeating() -> AsyncIterator[None]:
+    """Heartbeat in the background while blocking provider calls (snapshot, deploy, cleanup) run in threads.
+
+    These calls report no progress of their own; the heartbeat lets Temporal notice a dead worker
+    within one heartbeat timeout instead of the step's whole start-to-close timeout.
+    """
+    timeout = activity.info().heartbeat_timeout
+    period = timeout.total_seconds() / 4 if timeout else 5.0
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(period)
+
+    beater = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beater.cancel()
+        with suppress(asyncio.CancelledError):
+            await beater
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ Steps after ``snapshot`` run on the host that holds the scratch copy (worker-spe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 from temporalio import activity
 
 from activities import names
-from activities.recording import task_running
+from activities.recording import heartbeating, task_running
 from activities.services import Services
+from core.limits import bandwidth_limit
 from core.models import DiskLocator
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
 from workflows.types import (
@@ -91,7 +93,7 @@ class MigrationActivities:
     @activity.defn(name=names.SNAPSHOT_INSTANCE)
     async def snapshot(self, inp: StepInput) -> SnapshotResult:
         """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
-        async with task_running(self.services, inp.task) as rec:
+        async with task_running(self.services, inp.task) as rec, heartbeating():
             source = await self._source(inp)
             workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
             workdir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ class MigrationActivities:
                     await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
                                      f"{beat.bytes_done} of {allocated} bytes already copied")
                 reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated)
-                limit = _bandwidth(step.source_environment)
+                limit = bandwidth_limit(step.source_environment, "source_environment")
                 chunk_size, lanes = _pacing(limit)
                 result = await copy_disk(
                     src, dst, checkpoint=checkpoint, on_progress=reporter.transfer, bandwidth_limit=limit,
@@ -178,12 +180,18 @@ class MigrationActivities:
                 return inp.disk
             out = Path(step.workdir) / "convert" / f"{_safe(inp.disk.disk_id)}.{fmt}"
             out.parent.mkdir(parents=True, exist_ok=True)
+            converted = inp.disk.model_copy(update={"format": fmt, "path": str(out)})
+            # The input stays until upload has taken the output over (a retry after a kill here reconverts);
+            # only an attempt that already finished may find it gone, and its output then stands.
+            if out.exists() and not Path(inp.disk.path).exists():
+                await rec.aevent(f"{inp.disk.disk_id} was already converted to {fmt} by an earlier attempt")
+                return converted
+            partial = out.with_name(out.name + ".partial")
             reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
-            await convert_image(inp.disk.path, inp.disk.format, str(out), fmt, on_progress=reporter.percent)
+            await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt, on_progress=reporter.percent)
+            partial.replace(out)
             await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}")
-            # The raw export is no longer needed; free the scratch space now, not at cleanup.
-            Path(inp.disk.path).unlink(missing_ok=True)
-            return inp.disk.model_copy(update={"format": fmt, "path": str(out)})
+            return converted
 
     @activity.defn(name=names.UPLOAD_DISK)
     async def upload_disk(self, inp: DiskStepInput) -> UploadResult:
@@ -194,16 +202,21 @@ class MigrationActivities:
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
             ctx = TransferContext(
                 workdir=Path(step.workdir), progress=reporter.transfer, checkpoint=_previous_checkpoint(),
-                bandwidth_limit=_bandwidth(step.destination_environment), event=rec.event,
+                bandwidth_limit=bandwidth_limit(step.destination_environment, "destination_environment"),
+                event=rec.event,
             )
             imported = await dest.import_disk(_dest_env(step), step.export_info, inp.disk, ctx)
+            # The destination holds the disk now: the raw export that convert read from can go.
+            export = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
+            if str(export) != inp.disk.path:
+                await asyncio.to_thread(export.unlink, True)
             return UploadResult(disk=imported)
 
     @activity.defn(name=names.DEPLOY_INSTANCE)
     async def deploy(self, inp: DeployInput) -> dict[str, Any]:
         step = inp.step
         assert step.export_info is not None
-        async with task_running(self.services, step.task) as rec:
+        async with task_running(self.services, step.task) as rec, heartbeating():
             dest = await self._destination(step)
             env = _dest_env(step)
             deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
@@ -235,20 +248,31 @@ class MigrationActivities:
     async def cleanup(self, inp: CleanupInput) -> None:
         """Always runs (success, error, cancel); every part tolerates partial state."""
         step = inp.step
-        async with task_running(self.services, step.task) as rec:
-            if step.snapshot is not None:
-                source = await self._source(step)
-                await asyncio.to_thread(source.delete_snapshot, step.snapshot)
-                await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
-            dest = await self._destination(step)
-            removed = await asyncio.to_thread(
-                dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
-            )
-            for line in removed:
-                await rec.aevent(line)
-            if step.workdir:
-                await asyncio.to_thread(shutil.rmtree, step.workdir, True)
-                await rec.aevent(f"Scratch space {step.workdir} removed")
+        async with task_running(self.services, step.task) as rec, heartbeating():
+            try:
+                if step.snapshot is not None:
+                    source = await self._source(step)
+                    await asyncio.to_thread(source.delete_snapshot, step.snapshot)
+                    await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
+                dest = await self._destination(step)
+                removed = await asyncio.to_thread(
+                    dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
+                )
+                for line in removed:
+                    await rec.aevent(line)
+            finally:
+                # Scratch is ours, not a provider's: it goes even when an endpoint can no longer be used
+                # (e.g. its path is now outside STERNA_LOCAL_ROOTS).
+                if step.workdir:
+                    await asyncio.to_thread(shutil.rmtree, step.workdir, True)
+                    await rec.aevent(f"Scratch space {step.workdir} removed")
+                    await asyncio.to_thread(_remove_if_empty, Path(step.workdir).parent)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """The migration's scratch folder, once its last instance is cleaned up (others may still be running)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _safe(name: str) -> str:
@@ -266,8 +290,3 @@ def _pacing(limit: int | None) -> tuple[int, int]:
     if not limit:
         return DEFAULT_CHUNK_SIZE, DEFAULT_LANES
     return max(64 * 1024, min(DEFAULT_CHUNK_SIZE, limit // 4) // 65536 * 65536), 2
-
-
-def _bandwidth(env: dict[str, Any]) -> int | None:
-    value = env.get("bandwidth_limit")
-    return int(value) if value else None

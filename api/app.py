@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -21,6 +22,7 @@ from api.errors import (
     handle_sterna_error,
     handle_unexpected,
 )
+from api.limits import RequestLimits
 from api.policy import Policy
 from core.crypto import SecretBox
 from core.errors import SternaError
@@ -95,6 +97,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(RequestLimits, max_body=settings.api_max_body_bytes,
+                               max_depth=settings.api_max_json_depth)],
         exception_handlers={
             ApiError: handle_api_error,
             SternaError: handle_sterna_error,

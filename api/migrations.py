@@ -16,6 +16,7 @@ from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
 from api.schemas import CancelArgs, MigrationCreate
+from core.limits import bandwidth_limit
 from core.models import InstanceInfo, SourceSnapshot
 from providers.base import EndpointProvider, ExportProvider, ImportProvider
 from providers.registry import provider_class
@@ -81,6 +82,9 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
     source_env = dict(req.source_environment or (req.origin.source_environment if req.origin else None) or {})
     dest_env = dict(req.destination_environment
                     or (req.destination.target_environment if req.destination else None) or {})
+    # Checked here too, so that a bad value is a 400 now rather than a failed migration later.
+    bandwidth_limit(source_env, "source_environment")
+    bandwidth_limit(dest_env, "destination_environment")
     network_map = dict(req.network_map or dest_env.pop("network_map", None) or {})
     storage_mappings = dict(req.storage_mappings or dest_env.pop("storage_mappings", None) or {})
     s = d.settings

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+#: Instance names become child workflow ids (``migration-<uuid>/vm-<name>``, Temporal allows 1000
+#: characters) and folder names (255 bytes on most filesystems).
+MAX_INSTANCE_NAME_BYTES = 255
 
 
 class _Body(BaseModel):
@@ -51,8 +55,9 @@ class MigrationCreate(_Body):
     network_map: dict[str, Any] | None = None
     storage_mappings: dict[str, Any] | None = None
     user_scripts: dict[str, Any] | None = None
-    skip_os_morphing: bool | None = None
-    shutdown_instances: bool | None = None
+    # Strict: "yes", 1 or "false" are errors, not truthy values.
+    skip_os_morphing: StrictBool | None = None
+    shutdown_instances: StrictBool | None = None
     replication_count: int | None = Field(default=None, ge=1, le=10)
     notes: str | None = None
 
@@ -63,6 +68,8 @@ class MigrationCreate(_Body):
             raise ValueError("at least one instance is required")
         if any(not isinstance(v, str) or not v.strip() for v in value):
             raise ValueError("instance names must be non-empty strings")
+        if any(len(v.encode()) > MAX_INSTANCE_NAME_BYTES for v in value):
+            raise ValueError(f"instance names are at most {MAX_INSTANCE_NAME_BYTES} bytes (UTF-8)")
         dupes = sorted({v for v in value if value.count(v) > 1})
         if dupes:
             raise ValueError(f"duplicate instances: {', '.join(dupes)}")
@@ -78,7 +85,7 @@ class MigrationCreate(_Body):
 
 
 class CancelArgs(_Body):
-    force: bool = False
+    force: StrictBool = False
 
 
 def describe_validation_error(exc: Any) -> str:

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"
     api_port: int = 7667
     temporal_ui_port: int = 8233
+    #: request bodies past this size get a 413 (a migration body is a few KiB)
+    api_max_body_bytes: int = 1024 * 1024
+    #: JSON bodies nested deeper than this get a 400
+    api_max_json_depth: int = 32
     auth_strategy: Literal["noauth", "keystone"] = "noauth"
     #: Fernet key for connection_info at rest; generated into data_dir when unset
     secret_key: str | None = None
@@ -39,6 +43,8 @@ class Settings(BaseSettings):
     worker_host_id: str = Field(default_factory=socket.gethostname)
     #: scratch space for exported and converted disks (defaults to data_dir/scratch)
     scratch_dir: Path | None = None
+    #: directories under which ``local`` endpoints may live (default: ``data_dir/inventories``); JSON list
+    local_roots: list[Path] = Field(default_factory=list)
     #: concurrent disk activities per worker host
     max_disk_activities: int = 4
     # Temporal timeouts, in seconds; inputs rather than constants so tests can shorten them.
@@ -67,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def scratch(self) -> Path:
         return self.scratch_dir or self.data_dir / "scratch"
+
+    @property
+    def local_allowed_roots(self) -> list[Path]:
+        return self.local_roots or [self.data_dir / "inventories"]
 
     @property
     def host_task_queue(self) -> str:

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from core.children import die_with_parent
 from core.errors import TransferError
 from core.polling import poll_until
 from diskio.base import DiskSource, DiskTarget, Extent
@@ -68,7 +69,10 @@ class QemuNbdServer:
         # stderr goes to a file: a pipe nobody reads could fill up and stall the server
         self._log = open(os.path.join(self._dir, "qemu-nbd.log"), "w+b")  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [*args, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log
+            [*args, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
+            # --persistent: it would outlive a killed worker otherwise. die_with_parent makes two syscalls
+            # through a pre-resolved libc and takes no lock, so forking from a threaded worker is safe.
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         self._local = threading.local()
         self._clients: list[NbdClient] = []
@@ -168,6 +172,7 @@ class QemuNbdTarget(DiskTarget):
                 ["qemu-img", "create", "-q", "-f", fmt, *opts, str(self.path), str(size)],
                 check=True,
                 capture_output=True,
+                preexec_fn=die_with_parent,
             )
         self._server = QemuNbdServer(self.path, fmt, read_only=False)
 

@@ -37,7 +37,8 @@ def _tasks(migration: dict[str, Any]) -> None:
 
 
 def run_demo(settings: Settings, *, exit_after: bool, bootable: bool = False) -> int:
-    root = settings.data_dir / "demo"
+    # Under inventories/: the only place local endpoints may live by default (STERNA_LOCAL_ROOTS).
+    root = settings.data_dir / "inventories" / "demo"
     source, dest = root / "source", root / "destination"
     if bootable:
         _say("Building the bootable Debian guest (debootstrap; a few minutes the first time, then cached)")

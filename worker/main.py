@@ -26,6 +26,7 @@ from activities.record import RecordActivities
 from activities.services import Services
 from activities.steps import MigrationActivities
 from activities.trusts import TrustActivities
+from core.children import mark_children, sweep
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from workflows.cleanup import ForcedCleanupWorkflow
@@ -37,6 +38,11 @@ log = logging.getLogger("sterna.worker")
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    # What a previous worker on this scratch left running (qemu-nbd holding a deleted export...) goes first.
+    killed = sweep(settings.scratch)
+    if killed:
+        log.warning("killed %d process(es) left by a previous worker: %s", len(killed), killed)
+    mark_children(settings.scratch)
     client = await connect(settings)
     services = Services.create(settings)
     steps = MigrationActivities(services)

@@ -35,6 +35,12 @@ with workflow.unsafe.imports_passed_through():
         ValidateResult,
     )
 
+#: Per-disk steps: enough attempts to ride out worker kills and transient I/O errors, few enough that a
+#: deterministic failure ends the migration ERROR (with its cause) within minutes, not never.
+DISK_ATTEMPTS = 8
+#: Heartbeat timeouts on snapshot, deploy and cleanup, and bounded per-disk attempts (issue 11).
+HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
+
 
 def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
     return RetryPolicy(
@@ -49,6 +55,7 @@ def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
 class InstanceMigrationWorkflow:
     def __init__(self) -> None:
         self._current: TaskType | None = None
+        self._hardened = False
 
     @workflow.query
     def current_task(self) -> str | None:
@@ -57,6 +64,8 @@ class InstanceMigrationWorkflow:
     @workflow.run
     async def run(self, inp: InstanceInput) -> dict[str, Any]:
         m, t = inp.migration, inp.migration.timeouts
+        # Histories recorded before the patch replay with their old timeouts and retry policies.
+        self._hardened = workflow.patched(HARDENED_TIMEOUTS)
         step = StepInput.for_task(m, self._ref(inp, TaskType.VALIDATE))
         host_queue: str | None = None
         imported: list[ImportedDisk] = []
@@ -74,7 +83,7 @@ class InstanceMigrationWorkflow:
             s: SnapshotResult = await workflow.execute_activity(
                 names.SNAPSHOT_INSTANCE, self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
                 task_queue=workflow.info().task_queue + "-data",
-                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=None,
+                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
                 retry_policy=_retry(t, 5),
             )
             host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
@@ -115,7 +124,7 @@ class InstanceMigrationWorkflow:
                 names.DEPLOY_INSTANCE,
                 DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported, bootable=morphed.bootable),
                 result_type=dict, task_queue=host_queue,
-                start_to_close_timeout=timedelta(seconds=t.transfer),
+                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                 retry_policy=_retry(t, 3),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -151,7 +160,7 @@ class InstanceMigrationWorkflow:
                 start_to_close_timeout=timedelta(seconds=t.transfer),
                 heartbeat_timeout=timedelta(seconds=t.heartbeat),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                retry_policy=_retry(t),
+                retry_policy=_retry(t, DISK_ATTEMPTS if self._hardened else 0),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             for disk in disks
@@ -167,7 +176,7 @@ class InstanceMigrationWorkflow:
         # Shielded: a second cancel request must not abandon the scratch or target files.
         await shielded(workflow.execute_activity(
             names.CLEANUP_INSTANCE, inp, task_queue=queue,
-            start_to_close_timeout=timedelta(seconds=t.short),
+            start_to_close_timeout=timedelta(seconds=t.short), heartbeat_timeout=self._heartbeat(t),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
             retry_policy=_retry(t, 10),
         ), on_failure=record_failure)
@@ -176,6 +185,10 @@ class InstanceMigrationWorkflow:
         await shielded(workflow.execute_activity(
             name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 20),
         ))
+
+    def _heartbeat(self, t: Timeouts) -> timedelta | None:
+        """A dead worker is noticed after one heartbeat timeout, not after the whole start-to-close."""
+        return timedelta(seconds=t.heartbeat) if self._hardened else None
 
     @staticmethod
     def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:

@@ -18,6 +18,8 @@ from typing import Any
 
 from core.errors import InvalidInput, NotFound
 from core.models import Devices, DiskInfo, InstanceInfo, NicInfo
+from diskio.convert import KNOWN_FORMATS
+from providers.local.confine import inside
 
 VM_FILE = "vm.json"
 
@@ -48,7 +50,10 @@ def to_instance_info(vm_dir: Path, vm: dict[str, Any]) -> InstanceInfo:
     disks = []
     for index, disk in enumerate(vm.get("disks", [])):
         fmt = disk.get("format", "raw")
-        path = vm_dir / disk["file"]
+        if fmt not in KNOWN_FORMATS or not isinstance(disk.get("file"), str):
+            raise InvalidInput(f"Disk {index} of instance '{vm_dir.name}' needs a 'file' and a known 'format'")
+        # vm.json is user data: its disk files must not reach outside the VM's folder (symlinks included).
+        path = inside(vm_dir, disk["file"], f"Disk file of instance '{vm_dir.name}'")
         if not path.exists():
             raise InvalidInput(f"Disk file {disk['file']} of instance '{vm_dir.name}' is missing")
         size = int(disk.get("size_bytes") or image_info(path, fmt)["virtual-size"])
@@ -80,11 +85,15 @@ class Inventory:
         # Instance names come from users: refuse anything that escapes the inventory.
         if not instance or "/" in instance or instance in {".", ".."}:
             raise InvalidInput(f"Invalid instance name '{instance}'")
+        inside(self.root, instance, "Instance")
         return self.root / instance
 
     def list(self, name_filter: str | None = None) -> list[InstanceInfo]:
         out = []
-        for vm_dir in sorted(p for p in self.root.iterdir() if (p / VM_FILE).is_file()):
+        root = self.root.resolve()
+        # A VM folder that is a symlink to elsewhere is not part of this inventory.
+        for vm_dir in sorted(p for p in self.root.iterdir()
+                             if (p / VM_FILE).is_file() and p.resolve().parent == root):
             if name_filter and name_filter.lower() not in vm_dir.name.lower():
                 continue
             out.append(to_instance_info(vm_dir, read_vm(vm_dir)))

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from core.children import die_with_parent
 from core.errors import InvalidInput, NotFound, ProviderError
 from core.models import (
     DeployedInstance,
@@ -43,6 +44,7 @@ from providers.base import (
     TransferContext,
     TransferProgress,
 )
+from providers.local.confine import endpoint_root, file_name
 from providers.local.domain import FLAVORS, domain_xml, stable_mac
 from providers.local.inventory import VM_FILE, Inventory
 
@@ -62,6 +64,7 @@ class LocalProvider(
         path = self.connection_info.get("path")
         if not isinstance(path, str) or not path:
             raise InvalidInput("local connection_info needs a 'path' (a directory)")
+        endpoint_root(path)
         self.root = Path(path)
         self.inventory = Inventory(self.root)
 
@@ -124,10 +127,11 @@ class LocalProvider(
         disks = []
         for disk in info.devices.disks:
             assert disk.path is not None
-            target = snap_dir / f"{disk.id}.{disk.format}"
+            target = snap_dir / f"{file_name(disk.id)}.{disk.format}"
             if not target.exists():  # idempotent: a retried activity reuses a finished copy
                 partial = target.with_suffix(target.suffix + ".partial")
-                subprocess.run(["cp", "--reflink=auto", "--sparse=always", disk.path, str(partial)], check=True)
+                subprocess.run(["cp", "--reflink=auto", "--sparse=always", disk.path, str(partial)], check=True,
+                               preexec_fn=die_with_parent)
                 partial.chmod(0o444)
                 partial.rename(target)
             disks.append(DiskLocator(disk_id=disk.id, size_bytes=disk.size_bytes, format=disk.format,
@@ -179,7 +183,7 @@ class LocalProvider(
         assert disk.path is not None
         target_dir = self._target_dir(env, export_info)
         self._claim(target_dir, str(env.get("migration_id", "")))
-        final = target_dir / f"{disk.disk_id}.{self.TARGET_DISK_FORMAT}"
+        final = target_dir / f"{file_name(disk.disk_id)}.{self.TARGET_DISK_FORMAT}"
         src_path = Path(disk.path)
         if src_path.exists() and src_path.stat().st_dev == target_dir.stat().st_dev:
             # Same filesystem: the converted image is moved, not copied.

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.errors import InvalidInput, NotFound
 from core.models import ImportedDisk
+from core.settings import get_settings, reset_settings
 from providers.local.domain import FLAVORS, stable_mac
 from providers.local.provider import LocalProvider
 from worker.sample import create_vm
 
 
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Sterna's data dir for these tests: local endpoints may live only under its ``inventories/``."""
+    monkeypatch.setenv("STERNA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("STERNA_LOCAL_ROOTS", raising=False)
+    reset_settings()
+    yield tmp_path / "data"
+    reset_settings()
+
+
 @pytest.fixture
-def inventory(tmp_path: Path) -> Path:
-    create_vm(tmp_path / "inv", "vm-a", size=64 * 1024**2, data_mib=1)
-    return tmp_path / "inv"
+def inventory(data_dir: Path) -> Path:
+    create_vm(data_dir / "inventories" / "inv", "vm-a", size=64 * 1024**2, data_mib=1)
+    return data_dir / "inventories" / "inv"
 
 
 def test_inventory_reads_vm_json_and_image_size(inventory: Path) -> None:
@@ -43,8 +56,8 @@ def test_snapshot_is_a_read_only_copy_and_is_idempotent(inventory: Path, tmp_pat
     assert not copy.exists()
 
 
-def test_deploy_writes_domain_with_flavor_and_mapped_network(inventory: Path, tmp_path: Path) -> None:
-    dest_root = tmp_path / "dest"
+def test_deploy_writes_domain_with_flavor_and_mapped_network(inventory: Path, data_dir: Path) -> None:
+    dest_root = data_dir / "inventories" / "dest"
     dest_root.mkdir()
     p = LocalProvider({"path": str(dest_root)})
     info = LocalProvider({"path": str(inventory)}).get_instance({}, "vm-a")
@@ -75,7 +88,71 @@ def test_destination_refuses_an_existing_instance(inventory: Path) -> None:
     assert (inventory / "vm-a" / "vm.json").exists()
 
 
-def test_unknown_flavor_is_rejected(tmp_path: Path, inventory: Path) -> None:
+def test_unknown_flavor_is_rejected(data_dir: Path, inventory: Path) -> None:
     info = LocalProvider({"path": str(inventory)}).get_instance({}, "vm-a")
     with pytest.raises(InvalidInput, match="Unknown flavor"):
-        LocalProvider({"path": str(tmp_path)}).validate_destination({"flavor_name": "huge"}, info)
+        LocalProvider({"path": str(data_dir / "inventories")}).validate_destination({"flavor_name": "huge"}, info)
+
+
+# -- confinement (issue 11, reproducer 11) -----------------------------------------------------------
+@pytest.mark.parametrize("path", ["/", "/etc", "{data}", "{data}/scratch", "{data}/inventories/../..",
+                                  "{data}/inventories/../scratch", "{tmp}/elsewhere"])
+def test_endpoint_paths_outside_the_allowed_roots_are_refused(data_dir: Path, path: str) -> None:
+    path = path.format(data=data_dir, tmp=data_dir.parent)
+    with pytest.raises(InvalidInput, match=r"not under an allowed root|overlaps Sterna's own data"):
+        LocalProvider({"path": path})
+
+
+def test_a_symlink_out_of_the_roots_is_followed_and_refused(data_dir: Path) -> None:
+    (data_dir / "inventories").mkdir(parents=True)
+    (data_dir / "inventories" / "link").symlink_to("/etc")
+    with pytest.raises(InvalidInput, match="not under an allowed root"):
+        LocalProvider({"path": str(data_dir / "inventories" / "link")})
+
+
+def test_operator_roots_never_open_sterna_own_files(data_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STERNA_LOCAL_ROOTS", json.dumps(["/", str(tmp_path / "vms")]))
+    reset_settings()
+    (tmp_path / "vms").mkdir()
+    assert LocalProvider({"path": str(tmp_path / "vms")}).root == tmp_path / "vms"
+    for path in ("/", str(data_dir), str(data_dir / "scratch" / "m1"), str(tmp_path)):
+        with pytest.raises(InvalidInput, match="overlaps Sterna's own data"):
+            LocalProvider({"path": path})
+    # With roots of its own, the operator no longer gets the default one.
+    assert get_settings().local_allowed_roots == [Path("/"), tmp_path / "vms"]
+
+
+def _vm_json(inventory: Path, **disk: str) -> None:
+    vm = json.loads((inventory / "vm-a" / "vm.json").read_text())
+    vm["disks"][0].update(disk)
+    (inventory / "vm-a" / "vm.json").write_text(json.dumps(vm))
+
+
+@pytest.mark.parametrize("file", ["../../../secret.key", "/etc/passwd", "../vm-b/disk-0.raw", ".", "link.raw"])
+def test_disk_files_must_stay_inside_the_vm_folder(inventory: Path, data_dir: Path, file: str) -> None:
+    # The issue's case: a disk file of <data dir>/secret.key copied Sterna's key into a destination disk.
+    (data_dir / "secret.key").write_text("key")
+    (inventory / "vm-a" / "link.raw").symlink_to(data_dir / "secret.key")
+    _vm_json(inventory, file=file)
+    with pytest.raises(InvalidInput, match="lies outside"):
+        LocalProvider({"path": str(inventory)}).get_instance({}, "vm-a")
+
+
+def test_disk_ids_are_sanitised_before_they_become_file_names(inventory: Path, data_dir: Path) -> None:
+    _vm_json(inventory, id="../../../../escaped")
+    p = LocalProvider({"path": str(inventory)})
+    work = data_dir / "scratch" / "m1" / "vm-a"
+    snap = p.snapshot_instance({}, "vm-a", work)
+    copy = Path(snap.disks[0].path or "")
+    assert copy.parent == work / "snapshot" and copy.name == "_.._.._.._escaped.raw"
+    assert [f.name for f in data_dir.parent.rglob("*escaped*")] == [copy.name]
+
+
+def test_instance_folders_that_are_symlinks_out_are_refused(inventory: Path, data_dir: Path) -> None:
+    shutil.copytree(inventory / "vm-a", data_dir / "outside-vm")
+    (inventory / "vm-x").symlink_to(data_dir / "outside-vm")
+    p = LocalProvider({"path": str(inventory)})
+    assert [vm.name for vm in p.list_instances({})] == ["vm-a"]
+    with pytest.raises(InvalidInput, match="lies outside"):
+        p.get_instance({}, "vm-x")

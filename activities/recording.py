@@ -77,10 +77,11 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
     workflow's decision (retry policy), so it records ERROR/CANCELED itself.
     """
     store = services.store
-    task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type)
+    task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type,
+                                      task.execution_id)
     await asyncio.to_thread(
         store.set_task_status, task.migration_id, task.instance, task.task_type, Status.RUNNING,
-        host=services.settings.worker_host_id, process_id=os.getpid(),
+        host=services.settings.worker_host_id, process_id=os.getpid(), execution_id=task.execution_id,
     )
     recorder = TaskRecorder(services, task, task_id)
     attempt = activity.info().attempt
@@ -97,5 +98,6 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
                               else "ERROR")
         raise err from exc
     await asyncio.to_thread(
-        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.COMPLETED
+        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.COMPLETED,
+        execution_id=task.execution_id,
     )

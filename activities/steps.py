@@ -166,7 +166,7 @@ class MigrationActivities:
         async with task_running(self.services, step.task) as rec:
             dest = await self.services.provider(step.destination_endpoint_id, ImportProvider)
             fmt = dest.TARGET_DISK_FORMAT
-            if fmt == inp.disk.format:
+            if fmt == inp.disk.format and not inp.flatten:
                 await rec.aevent(f"{inp.disk.disk_id} is already {fmt}: nothing to convert")
                 return inp.disk
             out = Path(step.workdir) / "convert" / f"{_safe(inp.disk.disk_id)}.{fmt}"

@@ -38,6 +38,17 @@ class InlineDestination(_Body):
     target_environment: dict[str, Any] | None = None
 
 
+def check_instances(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one instance is required")
+    if any(not isinstance(v, str) or not v.strip() for v in value):
+        raise ValueError("instance names must be non-empty strings")
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    if dupes:
+        raise ValueError(f"duplicate instances: {', '.join(dupes)}")
+    return value
+
+
 class MigrationCreate(_Body):
     """Both the endpoint form and the seed's inline form (``origin``/``destination`` objects)."""
 
@@ -59,14 +70,7 @@ class MigrationCreate(_Body):
     @field_validator("instances")
     @classmethod
     def _instances(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one instance is required")
-        if any(not isinstance(v, str) or not v.strip() for v in value):
-            raise ValueError("instance names must be non-empty strings")
-        dupes = sorted({v for v in value if value.count(v) > 1})
-        if dupes:
-            raise ValueError(f"duplicate instances: {', '.join(dupes)}")
-        return value
+        return check_instances(value)
 
     @model_validator(mode="after")
     def _one_form(self) -> MigrationCreate:

@@ -26,6 +26,8 @@ class Status(StrEnum):
     CANCELED = "CANCELED"
     UNSCHEDULED = "UNSCHEDULED"
     FORCE_CANCELED = "FORCE_CANCELED"
+    #: a transfer that has never run an execution
+    UNEXECUTED = "UNEXECUTED"
 
 
 FINAL_STATUSES = frozenset({Status.COMPLETED, Status.ERROR, Status.CANCELED})
@@ -85,9 +87,13 @@ class InstanceInput(BaseModel):
 
 
 class TaskRef(BaseModel):
+    #: the action (migration, transfer or deployment) the task belongs to
     migration_id: str
     instance: str
-    task_type: TaskType
+    #: a ``TaskType`` or a ``workflows.transfer_types.TransferTask`` value
+    task_type: str
+    #: set for transfers, whose executions repeat the same task types
+    execution_id: str | None = None
 
 
 class StepInput(BaseModel):
@@ -117,6 +123,8 @@ class SnapshotResult(BaseModel):
 class DiskStepInput(BaseModel):
     step: StepInput
     disk: DiskLocator
+    #: convert even to the same format (a deployment's qcow2 overlay becomes a standalone image)
+    flatten: bool = False
 
 
 class DiskStepResult(BaseModel):

@@ -1,0 +1,186 @@
+"""Transfers, executions and deployments local -> local through the REST API, on the real stack."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import RunningStack, wait_for
+from tests.helpers import endpoints, identical, inventories
+
+MiB = 1024**2
+CHUNK = 64 * 1024
+
+
+def replica_of(dst: Path, transfer_id: str, instance: str = "vm-a") -> Path:
+    return dst / ".sterna-replicas" / transfer_id / instance / "disk-0.raw"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and sha256(a) == sha256(b)
+
+
+def scatter(disk: Path, total: int, piece: int = 256 * 1024, seed: int = 7) -> int:
+    """Overwrite ``total`` bytes with random data in ``piece``-sized runs at scattered, chunk-aligned offsets."""
+    rng = random.Random(seed)
+    slots = rng.sample(range(disk.stat().st_size // piece), total // piece)
+    with disk.open("r+b") as f:
+        for slot in slots:
+            f.seek(slot * piece)
+            f.write(rng.randbytes(piece))
+    return len(slots) * piece
+
+
+def task_of(execution: dict[str, Any], task_type: str, instance: str = "vm-a") -> dict[str, Any]:
+    return next(t for t in execution["tasks"] if t["task_type"] == task_type and t["instance"] == instance)
+
+
+def bytes_written(execution: dict[str, Any]) -> int:
+    events = [e["message"] for e in task_of(execution, "REPLICATE_DISKS")["events"]]
+    found = [int(m.group(1)) for e in events if (m := re.search(r"wrote (\d+) bytes", e))]
+    assert found, events
+    return sum(found)
+
+
+def new_transfer(api: Any, src: Path, dst: Path, **fields: Any) -> dict[str, Any]:
+    origin, dest = endpoints(api, src, dst)
+    return dict(api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                    skip_os_morphing=True, destination_environment={"verify_boot": False},
+                                    **fields))
+
+
+def test_incremental_execution_then_two_deployments(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=32)
+    source = src / "vm-a" / "disk-0.raw"
+    with stack.client() as api:
+        t = new_transfer(api, src, dst)
+        assert t["last_execution_status"] == "UNEXECUTED" and t["scenario"] == "replica"
+        e1 = api.execute_transfer(t["id"])
+        assert [x["task_type"] for x in e1["tasks"]] == [
+            "VALIDATE_TRANSFER_SOURCE_INPUTS", "DEPLOY_TRANSFER_SOURCE_RESOURCES", "REPLICATE_DISKS",
+            "DELETE_TRANSFER_SOURCE_RESOURCES"]
+        e1 = api.wait_execution(t["id"], e1["id"], 300)
+        assert e1["status"] == "COMPLETED", e1
+        assert e1["number"] == 1
+        replica = replica_of(dst, t["id"])
+        assert same_bytes(source, replica)
+
+        changed = scatter(source, 16 * MiB)
+        e2 = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert e2["status"] == "COMPLETED" and e2["number"] == 2
+        written = bytes_written(e2)
+        print(f"\nsecond execution wrote {written} bytes for {changed} changed ({written / changed:.3f}x)")
+        assert written <= 1.05 * changed
+        assert same_bytes(source, replica)
+        assert api.get_transfer(t["id"])["last_execution_status"] == "COMPLETED"
+
+        digest = sha256(replica)
+        d1 = api.wait_deployment(api.create_deployment(t["id"], skip_os_morphing=True)["id"], 300)
+        assert d1["last_execution_status"] == "COMPLETED", d1
+        assert d1["transfer_id"] == t["id"]
+        assert identical(replica, dst / "vm-a" / "disk-0.qcow2")
+        assert sha256(replica) == digest, "a deployment never writes into the replica"
+        # A test failover torn down, then the real one from the same replica.
+        shutil.rmtree(dst / "vm-a")
+        d2 = api.wait_deployment(api.create_deployment(t["id"], skip_os_morphing=True)["id"], 300)
+        assert d2["last_execution_status"] == "COMPLETED", d2
+        assert identical(replica, dst / "vm-a" / "disk-0.qcow2")
+        assert sha256(replica) == digest
+        assert {d["id"] for d in api.list_deployments()} >= {d1["id"], d2["id"]}
+
+
+def counts(stack: RunningStack, api: Any) -> tuple[int, int, int]:
+    """Transfers, deployments and executions visible through the API (to check nothing was written)."""
+    transfers = api.list_transfers(show_deleted="true")
+    return (len(transfers), len(api.list_deployments(show_deleted="true")),
+            sum(len(api.list_executions(t["id"])) for t in transfers if t["deleted"] == "0"))
+
+
+def error_of(r: Any, status: int) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()["error"]
+    assert body["code"] == status and body["fault"] and body["message"]
+    return str(body["message"])
+
+
+def test_bad_input_gets_4xx_and_writes_nothing(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        before = counts(stack, api)
+        same = {"transfer": {"origin_endpoint_id": origin, "destination_endpoint_id": origin, "instances": ["vm-a"]}}
+        assert "SameDestination" in error_of(api.http.post("/transfers", json=same), 400)
+        twin = api.create_endpoint(f"twin-{src.name}", "local", {"path": str(src)})["id"]
+        same["transfer"]["destination_endpoint_id"] = twin
+        assert "SameDestination" in error_of(api.http.post("/transfers", json=same), 400)
+        pool = {"transfer": {"origin_endpoint_id": origin, "destination_endpoint_id": dest, "instances": ["vm-a"],
+                             "origin_minion_pool_id": "5d0f4e7a-0000-4000-8000-000000000000"}}
+        assert "minion pools" in error_of(api.http.post("/transfers", json=pool), 400)
+        assert counts(stack, api) == before
+
+        t = api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"])
+        before = counts(stack, api)
+        message = error_of(api.http.post("/deployments", json={"deployment": {"transfer_id": t["id"]}}), 400)
+        assert "no completed execution" in message
+        for field, value in (("minute", 60), ("hour", 24), ("dom", 0), ("month", 13), ("dow", 7)):
+            r = api.http.post(f"/transfers/{t['id']}/schedules", json={"schedule": {field: value}})
+            assert f"'{field}' must be between" in error_of(r, 400)
+        r = api.http.post(f"/transfers/{t['id']}/schedules",
+                          json={"schedule": {"hour": 1}, "expiration_date": "2001-01-01T00:00:00Z"})
+        assert "future" in error_of(r, 400)
+        assert api.list_schedules(t["id"], show_expired=True) == []
+        assert error_of(api.http.get("/transfers", params={"status": "BOGUS"}), 400).startswith("Invalid status")
+        assert counts(stack, api) == before
+
+
+def test_cancel_mid_execution_then_next_execution_resyncs(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=48)
+    source = src / "vm-a" / "disk-0.raw"
+    with stack.client() as api:
+        # 4 MiB/s: the replication of 48 MiB of data lasts ~12 s, long enough to act on it.
+        t = new_transfer(api, src, dst, source_environment={"bandwidth_limit": 4 * MiB})
+        e = api.execute_transfer(t["id"])
+
+        def replicating() -> bool:
+            task = task_of(api.get_execution(t["id"], e["id"]), "REPLICATE_DISKS")
+            return task["status"] == "RUNNING" and any(p["current_step"] > 0 for p in task["progress_updates"])
+
+        wait_for(replicating, 120, 0.1, "replication under way")
+        before = counts(stack, api)
+        message = error_of(api.http.post(f"/transfers/{t['id']}/executions", json={"execution": {}}), 409)
+        assert "active execution" in message
+        assert "active execution" in error_of(api.http.delete(f"/transfers/{t['id']}"), 409)
+        r = api.http.post("/deployments", json={"deployment": {"transfer_id": t["id"], "force": None}})
+        assert r.status_code in (400, 409), r.text
+        assert counts(stack, api) == before
+
+        api.cancel_execution(t["id"], e["id"])
+        final = api.wait_execution(t["id"], e["id"], 60)
+        assert final["status"] == "CANCELED"
+        assert task_of(final, "REPLICATE_DISKS")["status"] == "CANCELED"
+        assert task_of(final, "DELETE_TRANSFER_SOURCE_RESOURCES")["status"] == "COMPLETED"
+        state = api.get_transfer(t["id"], include_task_info=True)["info"]["vm-a"]["volumes_info"][0]
+        assert state["replica_state"]["trusted"] is False, "a cancelled sync is never trusted"
+        assert not (Path(stack.settings.scratch) / t["id"] / "vm-a").exists(), "scratch and snapshot released"
+
+        api.update_transfer(t["id"], source_environment={"bandwidth_limit": None})
+        again = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert again["status"] == "COMPLETED"
+        assert same_bytes(source, replica_of(dst, t["id"]))
+        assert any("Full sync" in ev["message"] for ev in task_of(again, "REPLICATE_DISKS")["events"])
+        api.delete_transfer_disks(t["id"])
+        assert not replica_of(dst, t["id"]).exists()
+        api.delete_transfer(t["id"])
+        assert t["id"] not in {x["id"] for x in api.list_transfers()}

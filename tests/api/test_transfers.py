@@ -184,3 +184,110 @@ def test_cancel_mid_execution_then_next_execution_resyncs(stack: RunningStack) -
         assert not replica_of(dst, t["id"]).exists()
         api.delete_transfer(t["id"])
         assert t["id"] not in {x["id"] for x in api.list_transfers()}
+
+
+async def _temporal(stack: RunningStack) -> Any:
+    from temporalio.client import Client
+
+    return await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace)
+
+
+async def _schedule_ids(stack: RunningStack) -> set[str]:
+    client = await _temporal(stack)
+    return {s.id async for s in await client.list_schedules()}
+
+
+async def _trigger(stack: RunningStack, schedule_id: str) -> None:
+    await (await _temporal(stack)).get_schedule_handle(schedule_id).trigger()
+
+
+async def _paused(stack: RunningStack, schedule_id: str) -> bool:
+    desc = await (await _temporal(stack)).get_schedule_handle(schedule_id).describe()
+    return bool(desc.schedule.state.paused)
+
+
+def test_schedule_is_a_temporal_schedule_that_runs_executions(stack: RunningStack) -> None:
+    import asyncio
+
+    src, dst = inventories(stack, ["vm-a"], data_mib=4)
+    with stack.client() as api:
+        t = new_transfer(api, src, dst)
+        s = api.create_schedule(t["id"], {"minute": 5, "hour": 3})
+        assert s["enabled"] is True and s["schedule"] == {"minute": 5, "hour": 3} and s["expiration_date"] is None
+        temporal_id = f"transfer-schedule-{s['id']}"
+        wait_for(lambda: temporal_id in asyncio.run(_schedule_ids(stack)), 30, 0.5, "schedule listed in Temporal")
+        assert asyncio.run(_paused(stack, temporal_id)) is False
+
+        asyncio.run(_trigger(stack, temporal_id))
+        executions = wait_for(lambda: [e for e in api.list_executions(t["id"]) if e["status"] == "COMPLETED"],
+                              120, 0.5, "the triggered execution to complete")
+        assert executions[0]["type"] == "transfer_execution"
+        assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))
+
+        assert api.update_schedule(t["id"], s["id"], enabled=False)["enabled"] is False
+        assert asyncio.run(_paused(stack, temporal_id)) is True
+        assert [x["id"] for x in api.list_schedules(t["id"])] == [s["id"]]
+        api.delete_schedule(t["id"], s["id"])
+        assert temporal_id not in asyncio.run(_schedule_ids(stack))
+        assert api.list_schedules(t["id"]) == []
+
+
+def test_wire_shapes_of_coriolisclient_1_2(stack: RunningStack) -> None:
+    """The exact bodies and query strings python-coriolisclient 1.2.x sends (nulls included)."""
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        # `coriolis transfer create`: no source_environment key when empty, explicit nulls elsewhere.
+        r = api.http.post("/transfers", json={"transfer": {
+            "origin_endpoint_id": origin, "destination_endpoint_id": dest,
+            "destination_environment": {"verify_boot": False}, "instances": ["vm-a"], "scenario": "replica",
+            "network_map": {}, "notes": None, "storage_mappings": {}, "user_scripts": {"global": {}, "instances": {}},
+            "clone_disks": None, "skip_os_morphing": True}})
+        assert r.status_code == 200, r.text
+        t = r.json()["transfer"]
+        for key in ("id", "origin_endpoint_id", "destination_endpoint_id", "instances", "scenario", "notes",
+                    "executions", "last_execution_status", "origin_minion_pool_id", "destination_minion_pool_id",
+                    "instance_osmorphing_minion_pool_mappings", "clone_disks", "skip_os_morphing", "created_at",
+                    "updated_at", "deleted_at", "deleted", "user_scripts", "storage_mappings", "network_map",
+                    "source_environment", "destination_environment", "transfer_result", "reservation_id"):
+            assert key in t, key
+        assert t["clone_disks"] is True and t["notes"] is None and t["executions"] == []
+
+        # `coriolis transfer execute`
+        r = api.http.post(f"/transfers/{t['id']}/executions",
+                          json={"execution": {"shutdown_instances": False, "auto_deploy": False}})
+        assert r.status_code == 200, r.text
+        e = api.wait_execution(t["id"], r.json()["execution"]["id"], 120)
+        assert e["status"] == "COMPLETED"
+        # `coriolis transfer execution list` with marker/limit/sort, repeated sort_key/sort_dir.
+        r = api.http.get(f"/transfers/{t['id']}/executions",
+                         params=[("limit", "5"), ("sort_key", "created_at"), ("sort_dir", "desc")])
+        assert r.status_code == 200 and [x["id"] for x in r.json()["executions"]] == [e["id"]]
+
+        # `coriolis transfer schedule create`: an unwrapped body, RFC 3339 "Z" date.
+        r = api.http.post(f"/transfers/{t['id']}/schedules", json={
+            "schedule": {"minute": 15, "hour": 2}, "enabled": False, "shutdown_instance": False,
+            "auto_deploy": False, "expiration_date": "2099-01-01T00:00:00Z"})
+        assert r.status_code == 200, r.text
+        s = r.json()["schedule"]
+        assert s["expiration_date"] == "2099-01-01T00:00:00.000000" and s["enabled"] is False
+        # `--hide-expired` sends show_expired=False (a Python bool in a query string).
+        r = api.http.get(f"/transfers/{t['id']}/schedules?show_expired=False")
+        assert [x["id"] for x in r.json()["schedules"]] == [s["id"]]
+        # `coriolis transfer schedule update --no-expiration-date`
+        r = api.http.put(f"/transfers/{t['id']}/schedules/{s['id']}", json={"expiration_date": None})
+        assert r.status_code == 200 and r.json()["schedule"]["expiration_date"] is None
+
+        # `coriolis deployment create`: keyed on replica_id, with nulls.
+        r = api.http.post("/deployments", json={"deployment": {
+            "replica_id": t["id"], "clone_disks": True, "force": False, "skip_os_morphing": True,
+            "user_scripts": None}})
+        assert r.status_code == 200, r.text
+        d = api.wait_deployment(r.json()["deployment"]["id"], 300)
+        assert d["last_execution_status"] == "COMPLETED" and d["transfer_id"] == t["id"]
+        assert d["transfer_result"]["vm-a"]["details"]["path"] == str(dst / "vm-a")
+        # Old clients: the same transfer under /replicas.
+        r = api.http.get(f"/replicas/{t['id']}")
+        assert r.status_code == 200 and r.json()["replica"]["id"] == t["id"]
+        assert api.http.post(f"/transfers/{t['id']}/executions/{e['id']}/actions",
+                             json={"cancel": {"force": False}}).status_code == 400

@@ -9,8 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import RunningStack, wait_for
+import pytest
+
+from tests.conftest import RunningStack, wait_final, wait_for
 from tests.helpers import endpoints, identical, inventories
+
+pytestmark = pytest.mark.slow
 
 MiB = 1024**2
 CHUNK = 64 * 1024
@@ -291,3 +295,19 @@ def test_wire_shapes_of_coriolisclient_1_2(stack: RunningStack) -> None:
         assert r.status_code == 200 and r.json()["replica"]["id"] == t["id"]
         assert api.http.post(f"/transfers/{t['id']}/executions/{e['id']}/actions",
                              json={"cancel": {"force": False}}).status_code == 400
+
+
+def test_migrations_keep_their_own_path_beside_transfers(stack: RunningStack) -> None:
+    """Transfers and deployments share the actions table with migrations: neither leaks into the other."""
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    with stack.client() as api:
+        t = new_transfer(api, src, dst)
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                 destination_environment={"instance_name": "vm-a-migrated"})
+        assert wait_final(api, m["id"])["last_execution_status"] == "COMPLETED"
+        assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a-migrated" / "disk-0.qcow2")
+        assert t["id"] not in {x["id"] for x in api.list_migrations()}
+        assert m["id"] not in {x["id"] for x in api.list_transfers()}
+        assert api.http.get(f"/migrations/{t['id']}").status_code == 404
+        assert api.http.get(f"/transfers/{m['id']}").status_code == 404

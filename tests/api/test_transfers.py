@@ -311,3 +311,38 @@ def test_migrations_keep_their_own_path_beside_transfers(stack: RunningStack) ->
         assert m["id"] not in {x["id"] for x in api.list_transfers()}
         assert api.http.get(f"/migrations/{t['id']}").status_code == 404
         assert api.http.get(f"/transfers/{m['id']}").status_code == 404
+
+
+def test_cli_transfer_execution_schedule_deployment(stack: RunningStack, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from client.cli import run
+
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    base = ["--url", stack.url, "--project", "test-project"]
+
+    def cli(*argv: str) -> Any:
+        capsys.readouterr()
+        assert run([*base, *argv]) == 0
+        out = capsys.readouterr().out
+        return json.loads(out) if out.strip() else None
+
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+    t = cli("transfer", "create", "--origin-endpoint", origin, "--destination-endpoint", dest, "--instance", "vm-a",
+            "--skip-os-morphing", "--destination-environment", '{"verify_boot": false}', "-f", "json")
+    assert t["scenario"] == "replica" and t["skip_os_morphing"] is True
+    assert t["id"] in {x["id"] for x in cli("transfer", "list", "-f", "json")}
+    e = cli("transfer", "execute", t["id"], "-f", "json")
+    with stack.client() as api:
+        assert api.wait_execution(t["id"], e["id"], 120)["status"] == "COMPLETED"
+    assert [x["id"] for x in cli("transfer", "execution", "list", t["id"], "-f", "json")] == [e["id"]]
+    s = cli("transfer", "schedule", "create", t["id"], "-M", "30", "-H", "4", "--disabled", "-f", "json")
+    assert s["schedule"] == {"minute": 30, "hour": 4} and s["enabled"] is False
+    assert cli("transfer", "schedule", "update", t["id"], s["id"], "--enabled", "-f", "json")["enabled"] is True
+    cli("transfer", "schedule", "delete", t["id"], s["id"])
+    d = cli("deployment", "create", t["id"], "--skip-os-morphing", "-f", "json")
+    with stack.client() as api:
+        assert api.wait_deployment(d["id"], 300)["last_execution_status"] == "COMPLETED"
+    assert cli("deployment", "show", d["id"], "-f", "json")["transfer_id"] == t["id"]
+    assert run([*base, "transfer", "delete", "00000000-0000-4000-8000-000000000000"]) == 1

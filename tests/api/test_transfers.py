@@ -6,6 +6,7 @@ import hashlib
 import random
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,24 @@ def test_schedule_is_a_temporal_schedule_that_runs_executions(stack: RunningStac
         api.delete_schedule(t["id"], s["id"])
         assert temporal_id not in asyncio.run(_schedule_ids(stack))
         assert api.list_schedules(t["id"]) == []
+
+        soon = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expiring = api.create_schedule(t["id"], {"minute": 0}, expiration_date=soon)
+        wait_for(lambda: not api.list_schedules(t["id"]), 10, 0.5, "the expired schedule to be hidden")
+        assert [x["id"] for x in api.list_schedules(t["id"], show_expired=True)] == [expiring["id"]]
+
+
+def test_auto_deploy_execution_creates_a_deployment(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    with stack.client() as api:
+        t = new_transfer(api, src, dst)
+        e = api.wait_execution(t["id"], api.execute_transfer(t["id"], auto_deploy=True)["id"], 120)
+        assert e["status"] == "COMPLETED"
+        d = wait_for(lambda: [x for x in api.list_deployments() if x["transfer_id"] == t["id"]], 60, 0.5,
+                     "the auto-deployment")[0]
+        assert d["deployer_id"] == e["id"]
+        assert api.wait_deployment(d["id"], 300)["last_execution_status"] == "COMPLETED"
+        assert identical(replica_of(dst, t["id"]), dst / "vm-a" / "disk-0.qcow2")
 
 
 def test_wire_shapes_of_coriolisclient_1_2(stack: RunningStack) -> None:

@@ -166,8 +166,10 @@ class TransferActivities:
         async with task_running(self.services, step.task) as rec:
             workdir = self.services.settings.scratch / step.task.migration_id / _safe(step.task.instance)
             (workdir / "overlay").mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(self.services.store.set_instance_info, step.task.migration_id,
-                                    step.task.instance, "workdir", str(workdir))
+            # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
+            for name, value in (("workdir", str(workdir)), ("host_queue", self.services.settings.host_task_queue)):
+                await asyncio.to_thread(self.services.store.set_instance_info, step.task.migration_id,
+                                        step.task.instance, name, value)
             out = []
             for disk in inp.disks:
                 if disk.path is None or not Path(disk.path).exists():

@@ -12,6 +12,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api import transfer_views as views
+from api.cleanup import start_forced_cleanup
 from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
 from api.listing import page, status_filter
@@ -19,7 +20,7 @@ from api.schemas import CancelArgs
 from api.transfers import timeouts
 from store.models import Execution
 from workflows.transfer import TransferExecutionWorkflow
-from workflows.transfer_types import TransferExecutionInput, TransferTask, execution_workflow_id
+from workflows.transfer_types import DeployTask, TransferExecutionInput, TransferTask, execution_workflow_id
 from workflows.types import FINAL_STATUSES, Status
 
 
@@ -116,6 +117,10 @@ async def cancel_execution(d: Deps, row: Execution, force: bool, what: str) -> N
     if force:
         await db(d.store.force_cancel_execution_tasks, row.id)
         await db(d.store.set_execution_status, row.action_id, row.id, Status.CANCELED)
+        # A deployment's cleanup removes its half-made instance; a transfer's only releases.
+        deployment = row.type == "deployment"
+        await start_forced_cleanup(d, row.action_id, execution_id=row.id, succeeded=not deployment,
+                                   task_type=DeployTask.CLEANUP if deployment else TransferTask.RELEASE)
     else:
         await db(d.store.set_execution_status, row.action_id, row.id, Status.CANCELLING)
 

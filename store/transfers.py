@@ -39,6 +39,14 @@ class TransferRecords:
             raise NotFound(f"{kind.capitalize()} with ID '{action_id}' could not be found")
         return row
 
+    def action_row(self, action_id: str) -> Migration:
+        """A migration, transfer or deployment, whatever its type (for the forced cleanup)."""
+        with self.db.session() as s:
+            row = s.get(Migration, action_id)
+            if row is None:
+                raise NotFound(f"Action {action_id} could not be found")
+            return row
+
     def get_action(self, kind: str, project_id: str | None, action_id: str) -> Migration:
         with self.db.session() as s:
             return self._action(s, kind, project_id, action_id)

@@ -365,3 +365,24 @@ def test_cli_transfer_execution_schedule_deployment(stack: RunningStack, capsys:
         assert api.wait_deployment(d["id"], 300)["last_execution_status"] == "COMPLETED"
     assert cli("deployment", "show", d["id"], "-f", "json")["transfer_id"] == t["id"]
     assert run([*base, "transfer", "delete", "00000000-0000-4000-8000-000000000000"]) == 1
+
+
+def test_force_cancel_terminates_and_still_releases(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=48)
+    with stack.client() as api:
+        t = new_transfer(api, src, dst, source_environment={"bandwidth_limit": 4 * MiB})
+        e = api.execute_transfer(t["id"])
+        wait_for(lambda: any(p["current_step"] > 0 for p in task_of(api.get_execution(t["id"], e["id"]),
+                                                                     "REPLICATE_DISKS")["progress_updates"]),
+                 120, 0.1, "replication under way")
+        api.cancel_execution(t["id"], e["id"], force=True)
+        now = api.get_execution(t["id"], e["id"])
+        assert now["status"] == "CANCELED"
+        assert task_of(now, "REPLICATE_DISKS")["status"] == "FORCE_CANCELED"
+        wait_for(lambda: task_of(api.get_execution(t["id"], e["id"]), "DELETE_TRANSFER_SOURCE_RESOURCES")["status"]
+                 == "COMPLETED", 60, 0.3, "the forced cleanup")
+        assert not (Path(stack.settings.scratch) / t["id"] / "vm-a").exists()
+        api.update_transfer(t["id"], source_environment={"bandwidth_limit": None})
+        again = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert again["status"] == "COMPLETED"
+        assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))

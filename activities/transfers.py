@@ -15,11 +15,11 @@ from temporalio import activity
 
 from activities.recording import task_running
 from activities.services import Services
-from activities.steps import _bandwidth, _dest_env, _safe
+from activities.steps import _bandwidth, _dest_env, _previous_heartbeat, _safe
 from core.errors import Conflict, InvalidInput
 from core.models import DiskLocator, InstanceInfo
 from providers.base import ExportProvider, ReplicaProvider, TransferProgress
-from store.models import Migration
+from store.models import Migration, ReplicaDisk
 from workflows.transfer_types import (
     DIGEST_SIZE,
     REPLICA_CHUNK,
@@ -46,6 +46,22 @@ def _plan(row: Migration, execution_id: str, transfer_id: str) -> ActionPlan:
         storage_mappings=row.storage_mappings or {}, user_scripts=row.user_scripts or {},
         skip_os_morphing=row.skip_os_morphing, clone_disks=row.clone_disks,
     )
+
+
+def _sync_plan(known: ReplicaDisk | None, path: Path, size: int, execution_id: str) -> tuple[bytes | None, int]:
+    """(digest map to compare with or None for a full sync, byte offset to resume from).
+
+    A map is usable when the replica was trusted, or when it is this execution's own retry: every
+    chunk an earlier attempt wrote came from the same snapshot, so comparing with the map from
+    before the execution still tells which chunks differ. The same reasoning lets a retry resume
+    at its last heartbeat, and keeps a full sync's zero chunks zero (no attempt writes them).
+    """
+    if known is None or not path.exists() or known.chunk_size != REPLICA_CHUNK or known.size_bytes != size:
+        return None, 0
+    own_retry = known.last_execution_id == execution_id and not known.trusted
+    usable = known.digests is not None and (known.trusted or own_retry)
+    beat = _previous_heartbeat() if own_retry else None
+    return (known.digests if usable else None), (beat.bytes_done if beat else 0)
 
 
 class TransferActivities:
@@ -125,15 +141,17 @@ class TransferActivities:
                 assert replica.path is not None
                 known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
                 path = Path(replica.path)
-                sound = (known is not None and known.trusted and known.chunk_size == REPLICA_CHUNK
-                         and known.size_bytes == src.size and known.path == replica.path and path.exists())
-                previous = known.digests if sound and known is not None else None
+                previous, resume = _sync_plan(known, path, src.size, task.execution_id)
                 # From here until trust_replica, the replica is not trusted: a failure or a cancel
                 # leaves it marked, and the next execution re-syncs it in full.
                 await asyncio.to_thread(
                     store.distrust_replica, task.migration_id, task.instance, inp.disk.disk_id, path=str(path),
-                    fmt="raw", size_bytes=src.size, chunk_size=REPLICA_CHUNK, execution_id=task.execution_id)
-                if previous is None:
+                    fmt="raw", size_bytes=src.size, chunk_size=REPLICA_CHUNK, execution_id=task.execution_id,
+                    full=previous is None)
+                if resume:
+                    await rec.aevent(f"Resuming the sync of {inp.disk.disk_id} from its checkpoint: "
+                                     f"{resume} of {src.size} bytes already across")
+                elif previous is None:
                     path.unlink(missing_ok=True)
                     await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
                 reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size)
@@ -145,7 +163,8 @@ class TransferActivities:
                 try:
                     result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
                                                 digest_size=DIGEST_SIZE, on_progress=progress,
-                                                bandwidth_limit=_bandwidth(step.source_environment))
+                                                bandwidth_limit=_bandwidth(step.source_environment),
+                                                resume_from=resume)
                 finally:
                     await asyncio.to_thread(target.close)
             finally:

@@ -48,6 +48,14 @@ class _Sync:
             self._zero[length] = hashlib.blake2b(bytes(length), digest_size=self.ds).digest()
         return self._zero[length]
 
+    def recompute(self, start: int, stop: int) -> None:
+        """Digests of chunks an earlier attempt already brought across, read back from the replica."""
+        for i in range(start, stop):
+            offset = i * self.chunk
+            length = min(self.chunk, self.src.size - offset)
+            self.out[i * self.ds:(i + 1) * self.ds] = hashlib.blake2b(
+                self.dst.read(offset, length), digest_size=self.ds).digest()
+
     def batch(self, start: int, stop: int) -> None:
         for i in range(start, stop):
             offset = i * self.chunk
@@ -82,11 +90,20 @@ async def sync_replica(
     on_progress: Callable[[int, int], Awaitable[None]],
     bandwidth_limit: int | None = None,
     batch_chunks: int = 64,
+    resume_from: int = 0,
 ) -> ReplicaSync:
-    """``previous`` None (or of the wrong length) means a full sync into a fresh, empty ``dst``."""
+    """``previous`` None (or of the wrong length) means a full sync into a fresh, empty ``dst``.
+
+    ``resume_from`` (bytes) continues an attempt of the same sync that stopped there: the chunks
+    below it are not read from the source again, only hashed from the replica.
+    """
     sync = _Sync(src, dst, previous, chunk_size, digest_size)
+    first = min(sync.count, resume_from // chunk_size)
+    for start in range(0, first, batch_chunks * 4):
+        await asyncio.to_thread(sync.recompute, start, min(first, start + batch_chunks * 4))
+        await on_progress(min(src.size, min(first, start + batch_chunks * 4) * chunk_size), src.size)
     started = time.monotonic()
-    for start in range(0, sync.count, batch_chunks):
+    for start in range(first, sync.count, batch_chunks):
         stop = min(sync.count, start + batch_chunks)
         await asyncio.to_thread(sync.batch, start, stop)
         await on_progress(min(src.size, stop * chunk_size), src.size)

@@ -262,8 +262,12 @@ class TransferRecords:
             ).order_by(ReplicaDisk.instance, ReplicaDisk.disk_id)))
 
     def distrust_replica(self, transfer_id: str, instance: str, disk_id: str, *, path: str, fmt: str,
-                         size_bytes: int, chunk_size: int, execution_id: str) -> None:
-        """Before the first byte is written: until ``trust_replica``, the replica is not trusted."""
+                         size_bytes: int, chunk_size: int, execution_id: str, full: bool) -> None:
+        """Before the first byte is written: until ``trust_replica``, the replica is not trusted.
+
+        A full sync drops the old digest map, so that a retry of this execution can't mistake it
+        for the replica's content.
+        """
         with self.db.session() as s:
             row = s.scalars(select(ReplicaDisk).where(
                 ReplicaDisk.transfer_id == transfer_id, ReplicaDisk.instance == instance,
@@ -273,6 +277,8 @@ class TransferRecords:
                 s.add(row)
             row.path, row.format, row.size_bytes, row.chunk_size = path, fmt, size_bytes, chunk_size
             row.trusted, row.last_execution_id = False, execution_id
+            if full:
+                row.digests = None
             row.updated_at = utcnow()
 
     def trust_replica(self, transfer_id: str, instance: str, disk_id: str, digests: bytes) -> None:

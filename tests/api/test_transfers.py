@@ -386,3 +386,32 @@ def test_force_cancel_terminates_and_still_releases(stack: RunningStack) -> None
         again = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
         assert again["status"] == "COMPLETED"
         assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))
+
+
+def test_worker_killed_mid_replication_resumes_from_checkpoint(stack: RunningStack) -> None:
+    import signal
+
+    src, dst = inventories(stack, ["vm-a"], data_mib=48)
+    with stack.client() as api:
+        t = new_transfer(api, src, dst, source_environment={"bandwidth_limit": 8 * MiB})
+        e = api.execute_transfer(t["id"])
+
+        def third() -> bool:
+            updates = task_of(api.get_execution(t["id"], e["id"]), "REPLICATE_DISKS")["progress_updates"]
+            return bool(updates) and updates[-1]["current_step"] > (updates[-1]["total_steps"] or 0) // 3
+
+        wait_for(third, 120, 0.1, "a third of the replication")
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        stack.stack.restart("worker")
+        final = api.wait_execution(t["id"], e["id"], 180)
+    assert final["status"] == "COMPLETED", final
+    events = [ev["message"] for ev in task_of(final, "REPLICATE_DISKS")["events"]]
+    resumed = [m for m in events if m.startswith("Resuming the sync")]
+    assert resumed, events
+    already = int(re.search(r"checkpoint: (\d+) of", resumed[0]).group(1))  # type: ignore[union-attr]
+    assert already > 0
+    read = int(re.search(r"read (\d+) bytes", next(m for m in events if m.startswith("Replica of"))).group(1))  # type: ignore[union-attr]
+    assert read < 48 * MiB, f"the resumed attempt re-read everything ({read} bytes)"
+    assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))

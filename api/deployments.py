@@ -12,12 +12,11 @@ from temporalio.service import RPCError
 
 from api import transfer_views as views
 from api.context import RequestContext
-from api.deps import Deps, body, context, db, deps
+from api.deps import Deps, body, context, db, deps, timeouts
 from api.errors import ApiError
 from api.executions import cancel_args, cancel_execution
 from api.listing import flag, page, status_filter
 from api.transfer_schemas import DeploymentCreate
-from api.transfers import timeouts
 from store.models import Migration
 from workflows.deployment import DeploymentWorkflow
 from workflows.transfer_types import DeploymentInput, deployment_workflow_id

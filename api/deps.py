@@ -24,7 +24,7 @@ from core.keystone import KeystoneService
 from core.settings import Settings
 from store.repo import Store
 from workflows.endpoint import EndpointCallWorkflow
-from workflows.types import EndpointCall
+from workflows.types import EndpointCall, Timeouts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -112,3 +112,10 @@ async def endpoint_call(d: Deps, call: EndpointCall, timeout: float = 90.0) -> A
         raise ApiError(504, "No worker answered the endpoint call in time; is a worker running?") from exc
     except (TimeoutError, RPCError) as exc:
         raise ApiError(503, f"The execution engine is unavailable: {exc}") from exc
+
+
+def timeouts(d: Deps) -> Timeouts:
+    """Activity timing for a new workflow, from the settings of this API process."""
+    s = d.settings
+    return Timeouts(heartbeat=s.heartbeat_timeout, transfer=s.transfer_timeout,
+                    host_schedule_to_start=s.host_schedule_to_start_timeout, retry_max_interval=s.retry_max_interval)

@@ -13,11 +13,10 @@ from temporalio.service import RPCError
 
 from api import transfer_views as views
 from api.cleanup import start_forced_cleanup
-from api.deps import Deps, body, context, db, deps, json_body
+from api.deps import Deps, body, context, db, deps, json_body, timeouts
 from api.errors import ApiError
 from api.listing import page, status_filter
 from api.schemas import CancelArgs
-from api.transfers import timeouts
 from store.models import Execution
 from workflows.transfer import TransferExecutionWorkflow
 from workflows.transfer_types import DeployTask, TransferExecutionInput, TransferTask, execution_workflow_id

@@ -28,7 +28,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import transfer_views as views
-from api.deps import Deps, context, db, deps, json_body
+from api.deps import Deps, context, db, deps, json_body, timeouts
 from api.errors import ApiError
 from api.listing import flag
 from api.schemas import describe_validation_error
@@ -37,12 +37,6 @@ from api.transfer_schemas import ScheduleUpdate as ScheduleBody
 from store.models import TransferSchedule
 from workflows.transfer import TransferExecutionWorkflow
 from workflows.transfer_types import TransferExecutionInput, schedule_id
-
-
-def _timeouts(d: Deps) -> Any:
-    from api.transfers import timeouts
-
-    return timeouts(d)
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -58,7 +52,7 @@ def temporal_schedule(d: Deps, row: TransferSchedule) -> Schedule:
         action=ScheduleActionStartWorkflow(
             TransferExecutionWorkflow.run,
             TransferExecutionInput(transfer_id=row.transfer_id, shutdown_instances=row.shutdown_instance,
-                                   auto_deploy=row.auto_deploy, timeouts=_timeouts(d)),
+                                   auto_deploy=row.auto_deploy, timeouts=timeouts(d)),
             id=f"transfer-{row.transfer_id}/scheduled-{row.id}", task_queue=d.settings.task_queue,
         ),
         spec=ScheduleSpec(cron_expressions=[cron.expression()], end_at=end),

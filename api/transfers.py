@@ -18,15 +18,9 @@ from api.transfer_schemas import TransferCreate, TransferUpdate
 from providers.base import ExportProvider, ImportProvider, ReplicaProvider
 from providers.registry import provider_class
 from store.models import Migration
-from workflows.types import EndpointCall, Status, Timeouts
+from workflows.types import EndpointCall, Status
 
 KEY = "transfer"
-
-
-def timeouts(d: Deps) -> Timeouts:
-    s = d.settings
-    return Timeouts(heartbeat=s.heartbeat_timeout, transfer=s.transfer_timeout,
-                    host_schedule_to_start=s.host_schedule_to_start_timeout, retry_max_interval=s.retry_max_interval)
 
 
 def key(request: Request) -> str:

@@ -33,8 +33,11 @@ class TransferRecords:
             s.add(row)
         return self.get_action(fields["type"], None, row.id)
 
-    def _action(self, s: Session, kind: str, project_id: str | None, action_id: str) -> Migration:
-        row = s.get(Migration, action_id)
+    def _action(self, s: Session, kind: str, project_id: str | None, action_id: str,
+                lock: bool = False) -> Migration:
+        # FOR UPDATE (PostgreSQL; SQLite serialises writers anyway): two concurrent requests
+        # can't both see the transfer idle and both start an execution.
+        row = s.get(Migration, action_id, with_for_update=lock)
         if row is None or row.deleted or row.type != kind or (project_id is not None and row.project_id != project_id):
             raise NotFound(f"{kind.capitalize()} with ID '{action_id}' could not be found")
         return row
@@ -106,7 +109,7 @@ class TransferRecords:
     def delete_transfer(self, project_id: str | None, transfer_id: str) -> list[str]:
         """Soft-delete; returns the ids of its schedules (the caller removes them from Temporal)."""
         with self.db.session() as s:
-            row = self._action(s, "transfer", project_id, transfer_id)
+            row = self._action(s, "transfer", project_id, transfer_id, lock=True)
             self._refuse_if_busy(s, row)
             row.deleted, row.deleted_at = True, utcnow()
             schedules = list(s.scalars(select(TransferSchedule).where(
@@ -127,7 +130,7 @@ class TransferRecords:
                          task_types: list[str], workflow_id: str | None = None) -> Execution:
         """Write a transfer execution and its SCHEDULED tasks; refused while another one is active."""
         with self.db.session() as s:
-            row = self._action(s, "transfer", None, transfer_id)
+            row = self._action(s, "transfer", None, transfer_id, lock=True)
             self._refuse_if_busy(s, row)
             self._add_execution(s, row, execution_id, "transfer_execution", instances, task_types, workflow_id)
         return self.get_execution(transfer_id, execution_id)
@@ -161,7 +164,7 @@ class TransferRecords:
         execution completed or a replica disk is not trusted (there is nothing sound to deploy).
         """
         with self.db.session() as s:
-            transfer = self._action(s, "transfer", project_id, transfer_id)
+            transfer = self._action(s, "transfer", project_id, transfer_id, lock=True)
             if not force:
                 self._refuse_if_busy(s, transfer)
             done = s.scalars(select(Execution.id).where(

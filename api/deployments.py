@@ -15,7 +15,7 @@ from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, timeouts
 from api.errors import ApiError
 from api.executions import cancel_args, cancel_execution
-from api.listing import flag, page, status_filter
+from api.listing import ACTION_SORT, flag, page, status_filter
 from api.transfer_schemas import DeploymentCreate
 from store.models import Migration
 from workflows.deployment import DeploymentWorkflow
@@ -61,10 +61,10 @@ async def create(request: Request) -> JSONResponse:
 
 def _list(d: Deps, ctx: RequestContext, request: Request, detail: bool) -> list[dict[str, Any]]:
     rows = d.store.list_actions("deployment", ctx.scope, show_deleted=flag(request, "show_deleted"),
-                                status=status_filter(request))
+                                status=status_filter(request), page=page(request, ACTION_SORT))
     info = flag(request, "include_task_info")
     return [views.deployment(r, with_tasks=detail, info=d.store.replicas(r.transfer_id or "") if info else None)
-            for r in page(request, rows)]
+            for r in rows]
 
 
 async def index(request: Request) -> JSONResponse:

@@ -15,7 +15,7 @@ from api import transfer_views as views
 from api.cleanup import start_forced_cleanup
 from api.deps import Deps, body, context, db, deps, json_body, timeouts
 from api.errors import ApiError
-from api.listing import page, status_filter
+from api.listing import EXECUTION_SORT, page, status_filter
 from api.schemas import CancelArgs
 from store.models import Execution
 from workflows.transfer import TransferExecutionWorkflow
@@ -52,7 +52,7 @@ async def create(request: Request) -> JSONResponse:
 
 def _list(d: Deps, request: Request, scope: str | None, detail: bool) -> list[dict[str, Any]]:
     transfer = d.store.get_action("transfer", scope, _transfer_id(request))
-    rows = page(request, d.store.list_executions(transfer.id, status_filter(request)))
+    rows = d.store.list_executions(transfer.id, status_filter(request), page(request, EXECUTION_SORT))
     return [views.execution(r, with_tasks=detail) for r in rows]
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 from starlette.requests import Request
 
 from api.errors import ApiError
+from store.paging import Page
 
 EXECUTION_STATUSES = frozenset({"UNEXECUTED", "PENDING", "RUNNING", "CANCELLING", "AWAITING_MINION_ALLOCATIONS",
                                 "COMPLETED", "ERROR", "CANCELED", "CANCELED_FOR_DEBUGGING", "DEADLOCKED",
                                 "ERROR_ALLOCATING_MINIONS"})
-SORT_KEYS = frozenset({"created_at", "updated_at", "id", "status", "last_execution_status", "number", "notes"})
+#: API sort keys -> columns, for actions (transfers, deployments) and for executions
+ACTION_SORT = {"created_at": "created_at", "updated_at": "updated_at", "id": "id", "notes": "notes",
+               "status": "last_execution_status", "last_execution_status": "last_execution_status"}
+EXECUTION_SORT = {"created_at": "created_at", "updated_at": "updated_at", "id": "id", "number": "number",
+                  "status": "status"}
 
 
 def flag(request: Request, name: str) -> bool:
@@ -29,33 +31,20 @@ def status_filter(request: Request) -> str | None:
     return status.upper() if status else None
 
 
-def _sort_key(attr: str) -> Callable[[Any], tuple[bool, Any]]:
-    return lambda row: (getattr(row, attr, None) is None, getattr(row, attr, None) or "")
-
-
-def page(request: Request, rows: Iterable[Any]) -> list[Any]:
-    """Sort (repeated ``sort_key``/``sort_dir``, default created_at desc), then marker and limit."""
-    out = list(rows)
+def page(request: Request, columns: dict[str, str]) -> Page:
+    """Repeated ``sort_key``/``sort_dir`` (default created_at desc), ``marker`` and ``limit``."""
     keys = request.query_params.getlist("sort_key")
     dirs = request.query_params.getlist("sort_dir")
-    for i, key in reversed(list(enumerate(keys))):
-        if key not in SORT_KEYS:
-            raise ApiError(400, f"Invalid sort_key '{key}'; valid: {', '.join(sorted(SORT_KEYS))}")
+    sort = []
+    for i, key in enumerate(keys):
+        if key not in columns:
+            raise ApiError(400, f"Invalid sort_key '{key}'; valid: {', '.join(sorted(columns))}")
         direction = dirs[i] if i < len(dirs) else "desc"
         if direction not in ("asc", "desc"):
             raise ApiError(400, f"Invalid sort_dir '{direction}': asc or desc")
-        # Actions carry their status as last_execution_status, executions as status.
-        attr = "last_execution_status" if key == "status" and out and not hasattr(out[0], "status") else key
-        out.sort(key=_sort_key(attr), reverse=direction == "desc")
-    marker = request.query_params.get("marker")
-    if marker:
-        ids = [r.id for r in out]
-        if marker not in ids:
-            raise ApiError(404, f"Marker '{marker}' could not be found")
-        out = out[ids.index(marker) + 1:]
+        sort.append((columns[key], direction))
     limit = request.query_params.get("limit")
-    if limit:
-        if not limit.isdigit():
-            raise ApiError(400, "'limit' must be a non-negative integer")
-        out = out[: int(limit)]
-    return out
+    if limit is not None and not limit.isdigit():
+        raise ApiError(400, "'limit' must be a non-negative integer")
+    return Page(sort=sort, marker=request.query_params.get("marker") or None,
+                limit=int(limit) if limit is not None else None)

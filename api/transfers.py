@@ -12,7 +12,7 @@ from api import transfer_views as views
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
 from api.errors import ApiError
-from api.listing import flag, page, status_filter
+from api.listing import ACTION_SORT, flag, page, status_filter
 from api.schedules import drop_schedules
 from api.transfer_schemas import TransferCreate, TransferUpdate
 from providers.base import ExportProvider, ImportProvider, ReplicaProvider
@@ -70,9 +70,9 @@ async def create(request: Request) -> JSONResponse:
 
 def _list(d: Deps, ctx: RequestContext, request: Request, detail: bool) -> list[dict[str, Any]]:
     rows = d.store.list_actions("transfer", ctx.scope, show_deleted=flag(request, "show_deleted"),
-                                status=status_filter(request))
+                                status=status_filter(request), page=page(request, ACTION_SORT))
     info = flag(request, "include_task_info")
-    return [_view(d, r, info=info) for r in page(request, rows)]
+    return [_view(d, r, info=info) for r in rows]
 
 
 async def index(request: Request) -> JSONResponse:

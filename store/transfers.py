@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.errors import Conflict, InvalidInput, NotFound
 from store.db import Database
 from store.models import Execution, Migration, ReplicaDisk, Task, TransferSchedule, utcnow
+from store.paging import Page, paged
 from workflows.transfer_types import ON_ERROR_TASKS, deploy_tasks, deployment_workflow_id
 from workflows.types import FINAL_STATUSES, Status
 
@@ -55,7 +56,8 @@ class TransferRecords:
             return self._action(s, kind, project_id, action_id)
 
     def list_actions(self, kind: str, project_id: str | None, *, show_deleted: bool = False,
-                     status: str | None = None, transfer_id: str | None = None) -> list[Migration]:
+                     status: str | None = None, transfer_id: str | None = None,
+                     page: Page | None = None) -> list[Migration]:
         with self.db.session() as s:
             q = select(Migration).where(Migration.type == kind)
             if not show_deleted:
@@ -66,7 +68,7 @@ class TransferRecords:
                 q = q.where(Migration.last_execution_status == status)
             if transfer_id is not None:
                 q = q.where(Migration.transfer_id == transfer_id)
-            return list(s.scalars(q.order_by(Migration.created_at.desc(), Migration.id.desc())))
+            return list(s.scalars(paged(s, q, Migration, page)))
 
     def update_transfer(self, project_id: str | None, transfer_id: str, fields: dict[str, Any]) -> Migration:
         with self.db.session() as s:
@@ -210,12 +212,12 @@ class TransferRecords:
         with self.db.session() as s:
             return s.get(Execution, execution_id)
 
-    def list_executions(self, action_id: str, status: str | None = None) -> list[Execution]:
+    def list_executions(self, action_id: str, status: str | None = None, page: Page | None = None) -> list[Execution]:
         with self.db.session() as s:
             q = select(Execution).where(Execution.action_id == action_id, Execution.deleted.is_(False))
             if status is not None:
                 q = q.where(Execution.status == status)
-            return list(s.scalars(q.order_by(Execution.created_at.desc(), Execution.id.desc())))
+            return list(s.scalars(paged(s, q, Execution, page)))
 
     def delete_execution(self, action_id: str, execution_id: str) -> None:
         with self.db.session() as s:

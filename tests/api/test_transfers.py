@@ -415,3 +415,26 @@ def test_worker_killed_mid_replication_resumes_from_checkpoint(stack: RunningSta
     read = int(re.search(r"read (\d+) bytes", next(m for m in events if m.startswith("Replica of"))).group(1))  # type: ignore[union-attr]
     assert read < 48 * MiB, f"the resumed attempt re-read everything ({read} bytes)"
     assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))
+
+
+def test_lists_page_with_marker_limit_and_sort_keys(stack: RunningStack) -> None:
+    import uuid
+
+    src, dst = inventories(stack, ["vm-a"], data_mib=1)
+    with stack.client(f"paging-{uuid.uuid4().hex[:8]}") as api:
+        origin, dest = endpoints(api, src, dst)
+        made = [api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                    notes=f"n{i}")["id"] for i in range(4)]
+        newest_first = [t["id"] for t in api.list_transfers()]
+        assert newest_first == made[::-1]
+        first = api.list_transfers(limit=2)
+        assert [t["id"] for t in first] == newest_first[:2]
+        rest = api.list_transfers(limit=2, marker=first[-1]["id"])
+        assert [t["id"] for t in rest] == newest_first[2:]
+        by_notes = api.list_transfers(sort_key="notes", sort_dir="asc")
+        assert [t["notes"] for t in by_notes] == ["n0", "n1", "n2", "n3"]
+        assert api.list_transfers(sort_key="notes", sort_dir="asc", marker=by_notes[1]["id"])[0]["notes"] == "n2"
+        assert api.list_transfers(status="UNEXECUTED", limit=1)[0]["id"] == made[-1]
+        assert api.list_transfers(status="COMPLETED") == []
+        assert error_of(api.http.get("/transfers", params={"sort_key": "bogus"}), 400).startswith("Invalid sort_key")
+        assert error_of(api.http.get("/transfers", params={"marker": str(uuid.uuid4())}), 404)

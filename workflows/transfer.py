@@ -111,6 +111,9 @@ class TransferInstanceWorkflow:
     async def run(self, p: InstancePlan) -> list[ReplicaResult]:
         t = p.timeouts
         step = first_step(p, TransferTask.VALIDATE)
+        # Replication deploys nothing: an instance of the same name at the destination (an
+        # earlier deployment, a test failover) is a deployment's concern, not this execution's.
+        step.destination_environment["replica_only"] = True
         host_queue: str | None = None
         try:
             self._current = TransferTask.VALIDATE

@@ -170,6 +170,8 @@ class LocalProvider(
             raise InvalidInput(f"Unknown flavor '{flavor}'. Known: {', '.join(sorted(FLAVORS))}")
         target = self._target_dir(env, export_info)
         owner = target / OWNER_FILE
+        if env.get("replica_only"):
+            return  # a transfer execution: only replica disks are written, under REPLICAS_DIR
         if target.exists() and (not owner.exists() or owner.read_text().strip() != env.get("migration_id")):
             raise InvalidInput(f"An instance named '{target.name}' already exists at the destination")
 

@@ -104,6 +104,11 @@ def test_incremental_execution_then_two_deployments(stack: RunningStack) -> None
         assert identical(replica, dst / "vm-a" / "disk-0.qcow2")
         assert sha256(replica) == digest
         assert {d["id"] for d in api.list_deployments()} >= {d1["id"], d2["id"]}
+        # Disaster recovery goes on: the replica keeps syncing while the deployed instance exists.
+        scatter(source, 1 * MiB, seed=11)
+        e3 = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert e3["status"] == "COMPLETED", e3
+        assert same_bytes(source, replica)
 
 
 def counts(stack: RunningStack, api: Any) -> tuple[int, int, int]:

@@ -170,7 +170,7 @@ class TransferActivities:
             finally:
                 await asyncio.to_thread(src.close)
             await asyncio.to_thread(store.trust_replica, task.migration_id, task.instance, inp.disk.disk_id,
-                                    result.digests)
+                                    result.digests, task.execution_id)
             await rec.aevent(
                 f"Replica of {inp.disk.disk_id} up to date: read {result.bytes_read} bytes, wrote "
                 f"{result.bytes_written} bytes in {result.chunks_written} changed chunk(s) "

@@ -286,11 +286,16 @@ class TransferRecords:
                 row.digests = None
             row.updated_at = utcnow()
 
-    def trust_replica(self, transfer_id: str, instance: str, disk_id: str, digests: bytes) -> None:
+    def trust_replica(self, transfer_id: str, instance: str, disk_id: str, digests: bytes,
+                      execution_id: str) -> None:
+        """Only the execution that last distrusted the replica may trust it: a force-cancelled
+        execution's activity that runs on for a while must not vouch for a newer execution's file."""
         with self.db.session() as s:
             row = s.scalars(select(ReplicaDisk).where(
                 ReplicaDisk.transfer_id == transfer_id, ReplicaDisk.instance == instance,
                 ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).one()
+            if row.last_execution_id != execution_id:
+                raise Conflict(f"Replica {disk_id} of {instance} is now written by execution {row.last_execution_id}")
             row.digests, row.trusted = digests, True
             row.updated_at = utcnow()
 

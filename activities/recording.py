@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from temporalio import activity
 
@@ -14,6 +15,8 @@ from activities.services import Services
 from core.errors import to_application_error
 from providers.base import TransferProgress
 from workflows.types import Heartbeat, Status, TaskRef
+
+T = TypeVar("T")
 
 
 class TaskRecorder:
@@ -67,6 +70,21 @@ class ProgressReporter:
             store = self.recorder.services.store
             await asyncio.to_thread(store.update_progress, self.recorder.task_id, self.index, done, total)
             self._last_write = time.monotonic()
+
+
+async def while_heartbeating(fn: Callable[..., T], *args: Any, every: float = 5.0) -> T:
+    """Run a blocking provider call that reports no progress, heartbeating while it runs.
+
+    The heartbeat timeout is what lets Temporal retry the step soon after its worker died; a call
+    that can't heartbeat itself (a snapshot copy) gets it from here. A cancel stops the waiting,
+    not the thread: such calls are idempotent, and cleanup runs after them.
+    """
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    while True:
+        done, _ = await asyncio.wait({call}, timeout=every)
+        if done:
+            return call.result()
+        activity.heartbeat()
 
 
 @asynccontextmanager

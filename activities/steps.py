@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.recording import task_running
+from activities.recording import task_running, while_heartbeating
 from activities.services import Services
 from core.models import DiskLocator
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
@@ -91,9 +91,8 @@ class MigrationActivities:
             if inp.source_environment.get("shutdown_instances"):
                 await asyncio.to_thread(source.shutdown_instance, inp.source_environment, inp.task.instance)
                 await rec.aevent("Source instance shut down")
-            snap = await asyncio.to_thread(
-                source.snapshot_instance, inp.source_environment, inp.task.instance, workdir
-            )
+            snap = await while_heartbeating(source.snapshot_instance, inp.source_environment, inp.task.instance,
+                                            workdir)
             await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
                              f"on host {self.services.settings.worker_host_id}")
             # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.

@@ -128,6 +128,8 @@ class TransferInstanceWorkflow:
                 Activity.SNAPSHOT, at(step, p, TransferTask.SNAPSHOT), result_type=SnapshotResult,
                 task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.transfer), retry_policy=_retry(t, 5),
+                # A snapshot copy can take long: a dead worker's attempt is retried after this, not hours.
+                heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
             )
             host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
 

@@ -60,4 +60,9 @@ class EndpointActivities:
         if op == "source_options":
             source = get_provider(endpoint.type, info, SourceOptionsProvider)
             return [o.model_dump(mode="json") for o in source.source_options(call.env)]
+        if op == "delete_replica_disks":
+            from providers.base import ReplicaProvider
+
+            replicas = get_provider(endpoint.type, info, ReplicaProvider)
+            return replicas.delete_replica_disks(call.env, call.instance or "")
         raise InvalidInput(f"Unknown endpoint operation '{op}'")

@@ -21,10 +21,11 @@ class RecordActivities:
         t = inp.task
         await asyncio.to_thread(
             store.set_task_status, t.migration_id, t.instance, t.task_type, inp.status,
-            exception_details=inp.message,
+            exception_details=inp.message, execution_id=t.execution_id,
         )
         if inp.message:
-            task_id = await asyncio.to_thread(store.task_id, t.migration_id, t.instance, t.task_type)
+            task_id = await asyncio.to_thread(store.task_id, t.migration_id, t.instance, t.task_type,
+                                              t.execution_id)
             level = "ERROR" if inp.status == Status.ERROR else "WARNING"
             await asyncio.to_thread(store.add_event, task_id, inp.message, level)
 
@@ -32,14 +33,17 @@ class RecordActivities:
     async def record_unfinished(self, inp: TaskUpdate) -> None:
         """Give every task of the instance that never ran a final status (cleanup excluded)."""
         store = self.services.store
-        tasks = await asyncio.to_thread(store.tasks_of, inp.task.migration_id, inp.task.instance)
+        t = inp.task
+        tasks = await asyncio.to_thread(store.tasks_of, t.migration_id, t.instance, t.execution_id)
         for task in tasks:
-            if task.task_type == TaskType.CLEANUP or task.status in FINAL_STATUSES:
+            # on_error tasks (the cleanups) record their own fate.
+            if task.task_type == TaskType.CLEANUP or task.on_error or task.status in FINAL_STATUSES:
                 continue
             if task.status in (Status.SCHEDULED, Status.PENDING, Status.RUNNING):
                 await asyncio.to_thread(
-                    store.set_task_status, inp.task.migration_id, inp.task.instance, task.task_type,
+                    store.set_task_status, t.migration_id, t.instance, task.task_type,
                     inp.status if task.status == Status.RUNNING else Status.UNSCHEDULED,
+                    execution_id=t.execution_id,
                 )
 
     @activity.defn(name=names.RECORD_MIGRATION_STATUS)

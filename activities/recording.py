@@ -70,14 +70,14 @@ class ProgressReporter:
 
 
 @asynccontextmanager
-async def heartbeating() -> AsyncIterator[None]:
+async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
     """Heartbeat in the background while blocking provider calls (snapshot, deploy, cleanup) run in threads.
 
     These calls report no progress of their own; the heartbeat lets Temporal notice a dead worker
     within one heartbeat timeout instead of the step's whole start-to-close timeout.
     """
     timeout = activity.info().heartbeat_timeout
-    period = timeout.total_seconds() / 4 if timeout else 5.0
+    period = every or (timeout.total_seconds() / 4 if timeout else 5.0)
 
     async def beat() -> None:
         while True:
@@ -101,10 +101,11 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
     workflow's decision (retry policy), so it records ERROR/CANCELED itself.
     """
     store = services.store
-    task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type)
+    task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type,
+                                      task.execution_id)
     await asyncio.to_thread(
         store.set_task_status, task.migration_id, task.instance, task.task_type, Status.RUNNING,
-        host=services.settings.worker_host_id, process_id=os.getpid(),
+        host=services.settings.worker_host_id, process_id=os.getpid(), execution_id=task.execution_id,
     )
     recorder = TaskRecorder(services, task, task_id)
     attempt = activity.info().attempt
@@ -121,5 +122,6 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
                               else "ERROR")
         raise err from exc
     await asyncio.to_thread(
-        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.COMPLETED
+        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.COMPLETED,
+        execution_id=task.execution_id,
     )

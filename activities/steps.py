@@ -100,9 +100,8 @@ class MigrationActivities:
             if inp.source_environment.get("shutdown_instances"):
                 await asyncio.to_thread(source.shutdown_instance, inp.source_environment, inp.task.instance)
                 await rec.aevent("Source instance shut down")
-            snap = await asyncio.to_thread(
-                source.snapshot_instance, inp.source_environment, inp.task.instance, workdir
-            )
+            snap = await asyncio.to_thread(source.snapshot_instance, inp.source_environment, inp.task.instance,
+                                           workdir)
             await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
                              f"on host {self.services.settings.worker_host_id}")
             # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
@@ -175,7 +174,7 @@ class MigrationActivities:
         async with task_running(self.services, step.task) as rec:
             dest = await self._destination(step)
             fmt = dest.TARGET_DISK_FORMAT
-            if fmt == inp.disk.format:
+            if fmt == inp.disk.format and not inp.flatten:
                 await rec.aevent(f"{inp.disk.disk_id} is already {fmt}: nothing to convert")
                 return inp.disk
             out = Path(step.workdir) / "convert" / f"{_safe(inp.disk.disk_id)}.{fmt}"

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import endpoints, migrations, openapi, providers
+from api import endpoints, migrations, openapi, providers, transfer_routes
 from api.auth import NoAuth
 from api.deps import AuthStrategy, Deps
 from api.errors import (
@@ -67,6 +67,7 @@ ROUTES = [
     Route(f"{V}/endpoints/{{id}}/source-options", endpoints.source_options, methods=["GET"]),
     Route(f"{V}/providers", providers.list_providers, methods=["GET"]),
     Route(f"{V}/providers/{{platform}}/schemas/{{provider_type:int}}", providers.schemas, methods=["GET"]),
+    *transfer_routes.routes(V),
 ]
 
 

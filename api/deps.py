@@ -27,7 +27,7 @@ from store.repo import Store
 from workflows import ids
 from workflows.endpoint import EndpointCallWorkflow
 from workflows.failures import root_cause
-from workflows.types import EndpointCall
+from workflows.types import EndpointCall, Timeouts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -118,3 +118,10 @@ def _worker_failure_status(error_type: str | None) -> int:
     """A client error keeps its status; anything else failed upstream, at the provider: 502."""
     cls = error_class(error_type)
     return cls.http_status if cls is not None and cls.http_status < 500 else 502
+
+
+def timeouts(d: Deps) -> Timeouts:
+    """Activity timing for a new workflow, from the settings of this API process."""
+    s = d.settings
+    return Timeouts(heartbeat=s.heartbeat_timeout, transfer=s.transfer_timeout,
+                    host_schedule_to_start=s.host_schedule_to_start_timeout, retry_max_interval=s.retry_max_interval)

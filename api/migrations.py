@@ -12,27 +12,22 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError
 
 from api import views
+from api.cleanup import start_forced_cleanup
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
 from api.schemas import CancelArgs, MigrationCreate
 from core.limits import bandwidth_limit
-from core.models import InstanceInfo, SourceSnapshot
 from providers.base import EndpointProvider, ExportProvider, ImportProvider
 from providers.registry import provider_class
 from store.models import Endpoint
 from workflows import ids, search
-from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.migration import MigrationWorkflow
 from workflows.types import (
     FINAL_STATUSES,
     TASK_ORDER,
-    CleanupInput,
-    ForcedCleanup,
     MigrationInput,
     Status,
-    StepInput,
-    TaskRef,
     TaskType,
     Timeouts,
 )
@@ -234,21 +229,4 @@ async def actions(request: Request) -> Response:
 
 async def _forced_cleanup(d: Deps, migration_id: str) -> None:
     """Start the best-effort cleanup of what the terminated workflows left behind."""
-    row = await db(d.store.get_migration, None, migration_id)
-    items, queues = [], []
-    for instance in row.instances:
-        info = (row.info or {}).get(instance, {})
-        step = StepInput.for_task(
-            row, TaskRef(migration_id=row.id, instance=instance, task_type=TaskType.CLEANUP),
-            export_info=InstanceInfo.model_validate(info["export_info"]) if info.get("export_info") else None,
-            snapshot=SourceSnapshot.model_validate(info["snapshot"]) if info.get("snapshot") else None,
-            workdir=info.get("workdir"),
-        )
-        items.append(CleanupInput(step=step, succeeded=False))
-        queues.append(info.get("host_queue") or d.settings.data_task_queue)
-    await d.temporal.start_workflow(
-        ForcedCleanupWorkflow.run, ForcedCleanup(items=items, queues=queues),
-        id=ids.forced_cleanup(migration_id), task_queue=d.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-
+    await start_forced_cleanup(d, migration_id, task_type=TaskType.CLEANUP, succeeded=False)

@@ -42,6 +42,19 @@ class InlineDestination(_Body):
     target_environment: dict[str, Any] | None = None
 
 
+def check_instances(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one instance is required")
+    if any(not isinstance(v, str) or not v.strip() for v in value):
+        raise ValueError("instance names must be non-empty strings")
+    if any(len(v.encode()) > MAX_INSTANCE_NAME_BYTES for v in value):
+        raise ValueError(f"instance names are at most {MAX_INSTANCE_NAME_BYTES} bytes (UTF-8)")
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    if dupes:
+        raise ValueError(f"duplicate instances: {', '.join(dupes)}")
+    return value
+
+
 class MigrationCreate(_Body):
     """Both the endpoint form and the seed's inline form (``origin``/``destination`` objects)."""
 
@@ -64,16 +77,7 @@ class MigrationCreate(_Body):
     @field_validator("instances")
     @classmethod
     def _instances(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one instance is required")
-        if any(not isinstance(v, str) or not v.strip() for v in value):
-            raise ValueError("instance names must be non-empty strings")
-        if any(len(v.encode()) > MAX_INSTANCE_NAME_BYTES for v in value):
-            raise ValueError(f"instance names are at most {MAX_INSTANCE_NAME_BYTES} bytes (UTF-8)")
-        dupes = sorted({v for v in value if value.count(v) > 1})
-        if dupes:
-            raise ValueError(f"duplicate instances: {', '.join(dupes)}")
-        return value
+        return check_instances(value)
 
     @model_validator(mode="after")
     def _one_form(self) -> MigrationCreate:

@@ -185,8 +185,10 @@ def parser() -> argparse.ArgumentParser:
     mg.add_parser("delete").add_argument("id")
 
     from client.keystone import add_parser as add_keystone_parser
+    from client.transfer_cli import add_parser as add_transfer_parser
 
     add_keystone_parser(sub)
+    add_transfer_parser(sub)
     return p
 
 
@@ -197,7 +199,7 @@ def run(argv: list[str] | None = None) -> int:
             return cmd_endpoint(args)
         if args.command == "migration":
             return cmd_migration(args)
-        if args.command == "keystone":
+        if args.command in ("keystone", "transfer", "deployment"):
             result: int = args.func(args)
             return result
         return cmd_server(args)

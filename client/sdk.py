@@ -104,6 +104,104 @@ class SternaClient:
     def delete_migration(self, migration_id: str) -> None:
         self._call("DELETE", f"/migrations/{migration_id}")
 
+    # -- transfers -----------------------------------------------------------------------------
+    def create_transfer(self, *, origin_endpoint_id: str, destination_endpoint_id: str, instances: list[str],
+                        scenario: str = "replica", **fields: Any) -> dict[str, Any]:
+        body = {"origin_endpoint_id": origin_endpoint_id, "destination_endpoint_id": destination_endpoint_id,
+                "instances": instances, "scenario": scenario, **fields}
+        return dict(self._call("POST", "/transfers", {"transfer": body})["transfer"])
+
+    def list_transfers(self, detail: bool = False, **params: Any) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/transfers/detail" if detail else "/transfers", params=params)["transfers"])
+
+    def get_transfer(self, transfer_id: str, include_task_info: bool = False) -> dict[str, Any]:
+        params = {"include_task_info": "true"} if include_task_info else None
+        return dict(self._call("GET", f"/transfers/{transfer_id}", params=params)["transfer"])
+
+    def update_transfer(self, transfer_id: str, **fields: Any) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/transfers/{transfer_id}", {"transfer": fields})["execution"])
+
+    def delete_transfer(self, transfer_id: str) -> None:
+        self._call("DELETE", f"/transfers/{transfer_id}")
+
+    def delete_transfer_disks(self, transfer_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/transfers/{transfer_id}/actions", {"delete-disks": None})["execution"])
+
+    def execute_transfer(self, transfer_id: str, shutdown_instances: bool = False,
+                         auto_deploy: bool = False) -> dict[str, Any]:
+        body = {"execution": {"shutdown_instances": shutdown_instances, "auto_deploy": auto_deploy}}
+        return dict(self._call("POST", f"/transfers/{transfer_id}/executions", body)["execution"])
+
+    def list_executions(self, transfer_id: str, detail: bool = False) -> list[dict[str, Any]]:
+        path = f"/transfers/{transfer_id}/executions" + ("/detail" if detail else "")
+        return list(self._call("GET", path)["executions"])
+
+    def get_execution(self, transfer_id: str, execution_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/transfers/{transfer_id}/executions/{execution_id}")["execution"])
+
+    def cancel_execution(self, transfer_id: str, execution_id: str, force: bool = False) -> None:
+        self._call("POST", f"/transfers/{transfer_id}/executions/{execution_id}/actions",
+                   {"cancel": {"force": force}})
+
+    def delete_execution(self, transfer_id: str, execution_id: str) -> None:
+        self._call("DELETE", f"/transfers/{transfer_id}/executions/{execution_id}")
+
+    def wait_execution(self, transfer_id: str, execution_id: str, timeout: float = 3600,
+                       interval: float = 0.5) -> dict[str, Any]:
+        return self._wait(lambda: self.get_execution(transfer_id, execution_id), "status", timeout, interval)
+
+    # -- transfer schedules ------------------------------------------------------------------
+    def create_schedule(self, transfer_id: str, schedule: dict[str, Any], *, enabled: bool = True,
+                        expiration_date: str | None = None, shutdown_instance: bool = False,
+                        auto_deploy: bool = False) -> dict[str, Any]:
+        body = {"schedule": schedule, "enabled": enabled, "expiration_date": expiration_date,
+                "shutdown_instance": shutdown_instance, "auto_deploy": auto_deploy}
+        return dict(self._call("POST", f"/transfers/{transfer_id}/schedules", body)["schedule"])
+
+    def list_schedules(self, transfer_id: str, show_expired: bool = False) -> list[dict[str, Any]]:
+        params = {"show_expired": "true"} if show_expired else None
+        return list(self._call("GET", f"/transfers/{transfer_id}/schedules", params=params)["schedules"])
+
+    def get_schedule(self, transfer_id: str, schedule_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/transfers/{transfer_id}/schedules/{schedule_id}")["schedule"])
+
+    def update_schedule(self, transfer_id: str, schedule_id: str, **fields: Any) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/transfers/{transfer_id}/schedules/{schedule_id}", fields)["schedule"])
+
+    def delete_schedule(self, transfer_id: str, schedule_id: str) -> None:
+        self._call("DELETE", f"/transfers/{transfer_id}/schedules/{schedule_id}")
+
+    # -- deployments -------------------------------------------------------------------------
+    def create_deployment(self, transfer_id: str, **fields: Any) -> dict[str, Any]:
+        body = {"deployment": {"transfer_id": transfer_id, **fields}}
+        return dict(self._call("POST", "/deployments", body)["deployment"])
+
+    def list_deployments(self, detail: bool = False, **params: Any) -> list[dict[str, Any]]:
+        path = "/deployments/detail" if detail else "/deployments"
+        return list(self._call("GET", path, params=params)["deployments"])
+
+    def get_deployment(self, deployment_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/deployments/{deployment_id}")["deployment"])
+
+    def cancel_deployment(self, deployment_id: str, force: bool = False) -> None:
+        self._call("POST", f"/deployments/{deployment_id}/actions", {"cancel": {"force": force}})
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self._call("DELETE", f"/deployments/{deployment_id}")
+
+    def wait_deployment(self, deployment_id: str, timeout: float = 3600, interval: float = 0.5) -> dict[str, Any]:
+        return self._wait(lambda: self.get_deployment(deployment_id), "last_execution_status", timeout, interval)
+
+    def _wait(self, get: Callable[[], dict[str, Any]], field: str, timeout: float, interval: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            item = get()
+            if item[field] in FINAL:
+                return item
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{item['id']} still {item[field]} after {timeout}s")
+            time.sleep(interval)
+
     def wait(self, migration_id: str, timeout: float = 3600, interval: float = 1.0,
              on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll until the migration is COMPLETED, ERROR or CANCELED; returns its last view."""

@@ -21,6 +21,8 @@ class Status(StrEnum):
     CANCELED = "CANCELED"
     UNSCHEDULED = "UNSCHEDULED"
     FORCE_CANCELED = "FORCE_CANCELED"
+    #: a transfer that has never run an execution
+    UNEXECUTED = "UNEXECUTED"
 
 
 FINAL_STATUSES = frozenset({Status.COMPLETED, Status.ERROR, Status.CANCELED})

@@ -262,3 +262,20 @@ class BootVerifier(BaseProvider):
     @abstractmethod
     def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
         """Return evidence lines when userspace came up; raise ``ProviderError`` otherwise."""
+
+
+class ReplicaProvider(BaseProvider):
+    """A transfer destination that keeps *replica disks*: raw files written in place, read back.
+
+    Each transfer execution brings them up to date; each deployment takes a copy-on-write
+    view of them (so they are local files the worker can reach).
+    """
+
+    @abstractmethod
+    def replica_disk(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
+                     size_bytes: int) -> DiskLocator:
+        """Where the replica of one source disk lives (its parent folder exists on return)."""
+
+    @abstractmethod
+    def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
+        """Remove every replica disk of a transfer; returns what was removed. Idempotent."""

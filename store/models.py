@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -50,6 +50,8 @@ class Endpoint(_Row, Base):
 
 
 class Migration(_Row, Base):
+    """Coriolis's ``base_transfer_action``: a migration, a transfer or a deployment (``type``)."""
+
     __tablename__ = "migrations"
 
     user_id: Mapped[str | None] = mapped_column(String(255))
@@ -72,6 +74,14 @@ class Migration(_Row, Base):
     workflow_id: Mapped[str | None] = mapped_column(String(255))
     #: Keystone trust (caller -> service user) that the activities act through; deleted at the end
     trust_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: ``migration`` (the one-shot path), ``transfer`` or ``deployment``
+    type: Mapped[str] = mapped_column(String(32), default="migration", server_default="migration", index=True)
+    #: transfers: ``replica`` or ``live_migration``
+    scenario: Mapped[str | None] = mapped_column(String(32), default=None)
+    clone_disks: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    #: deployments: the transfer they deploy, and the transfer execution that triggered them (auto_deploy)
+    transfer_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    deployer_id: Mapped[str | None] = mapped_column(String(36), default=None)
 
     executions: Mapped[list[Execution]] = relationship(
         back_populates="migration", order_by="Execution.number", lazy="selectin"
@@ -85,6 +95,8 @@ class Execution(_Row, Base):
     status: Mapped[str] = mapped_column(String(64), default="RUNNING")
     number: Mapped[int] = mapped_column(Integer, default=1)
     type: Mapped[str] = mapped_column(String(64), default="migration")
+    #: the Temporal workflow running it (scheduled runs get a server-made id)
+    workflow_id: Mapped[str | None] = mapped_column(String(255), default=None)
 
     migration: Mapped[Migration] = relationship(back_populates="executions")
     tasks: Mapped[list[Task]] = relationship(back_populates="execution", order_by="Task.index", lazy="selectin")
@@ -128,3 +140,39 @@ class TaskProgressUpdate(_Row, Base):
     current_step: Mapped[int] = mapped_column(BigInteger, default=0)
     total_steps: Mapped[int | None] = mapped_column(BigInteger)
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class TransferSchedule(_Row, Base):
+    """A Coriolis transfer schedule; Temporal holds the schedule itself (``schedule_id``)."""
+
+    __tablename__ = "transfer_schedules"
+
+    transfer_id: Mapped[str] = mapped_column(String(36), ForeignKey("migrations.id"), index=True)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    schedule: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    expiration_date: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    shutdown_instance: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ReplicaDisk(_Row, Base):
+    """What one replica disk last received: kept here, not in Temporal history.
+
+    ``digests`` concatenates one fixed-size digest per chunk. ``trusted`` is False from the
+    moment an execution starts writing until it finishes: a replica left untrusted is fully
+    re-synced by the next execution.
+    """
+
+    __tablename__ = "replica_disks"
+
+    transfer_id: Mapped[str] = mapped_column(String(36), ForeignKey("migrations.id"), index=True)
+    instance: Mapped[str] = mapped_column(String(1024))
+    disk_id: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str | None] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16), default="raw")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunk_size: Mapped[int] = mapped_column(Integer, default=0)
+    digests: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_execution_id: Mapped[str | None] = mapped_column(String(36), default=None)

@@ -13,9 +13,10 @@ from core.errors import Conflict, NotFound
 from core.statuses import FINAL_STATUSES, Status
 from store.db import Database
 from store.models import Endpoint, Execution, Migration, Task, TaskEvent, TaskProgressUpdate, utcnow
+from store.transfers import TransferRecords
 
 
-class Store:
+class Store(TransferRecords):
     def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self.box = box
@@ -138,7 +139,7 @@ class Store:
 
     def list_migrations(self, project_id: str | None) -> list[Migration]:
         with self.db.session() as s:
-            q = select(Migration).where(Migration.deleted.is_(False))
+            q = select(Migration).where(Migration.deleted.is_(False), Migration.type == "migration")
             if project_id is not None:
                 q = q.where(Migration.project_id == project_id)
             return list(s.scalars(q.order_by(Migration.created_at.desc(), Migration.id.desc())))
@@ -146,7 +147,8 @@ class Store:
     def get_migration(self, project_id: str | None, migration_id: str) -> Migration:
         with self.db.session() as s:
             row = s.get(Migration, migration_id)
-            if row is None or row.deleted or (project_id is not None and row.project_id != project_id):
+            if (row is None or row.deleted or row.type != "migration"
+                    or (project_id is not None and row.project_id != project_id)):
                 raise NotFound(f"Migration {migration_id} could not be found")
             # Touch the lazy relationships inside the session so views can read them after.
             for execution in row.executions:
@@ -223,7 +225,8 @@ class Store:
     def delete_migration(self, project_id: str | None, migration_id: str) -> None:
         with self.db.session() as s:
             mig = s.get(Migration, migration_id)
-            if mig is None or mig.deleted or (project_id is not None and mig.project_id != project_id):
+            if (mig is None or mig.deleted or mig.type != "migration"
+                    or (project_id is not None and mig.project_id != project_id)):
                 raise NotFound(f"Migration {migration_id} could not be found")
             if mig.last_execution_status not in FINAL_STATUSES:
                 raise Conflict(
@@ -237,21 +240,24 @@ class Store:
                     ep.deleted, ep.deleted_at = True, utcnow()
 
     # -- tasks -------------------------------------------------------------------------------
-    def _task(self, s: Session, migration_id: str, instance: str, task_type: str) -> Task:
-        task = s.scalars(
-            select(Task)
-            .join(Execution, Task.execution_id == Execution.id)
-            .where(Execution.action_id == migration_id, Task.instance == instance, Task.task_type == task_type)
-        ).first()
+    def _task(self, s: Session, migration_id: str, instance: str, task_type: str,
+              execution_id: str | None = None) -> Task:
+        q = (select(Task).join(Execution, Task.execution_id == Execution.id)
+             .where(Execution.action_id == migration_id, Task.instance == instance, Task.task_type == task_type))
+        # Transfers run many executions: their tasks are found through the execution's id.
+        if execution_id is not None:
+            q = q.where(Execution.id == execution_id)
+        task = s.scalars(q).first()
         if task is None:
             raise NotFound(f"No {task_type} task for {instance} in migration {migration_id}")
         return task
 
-    def task_id(self, migration_id: str, instance: str, task_type: str) -> str:
+    def task_id(self, migration_id: str, instance: str, task_type: str, execution_id: str | None = None) -> str:
         with self.db.session() as s:
-            return self._task(s, migration_id, instance, task_type).id
+            return self._task(s, migration_id, instance, task_type, execution_id).id
 
-    def tasks_of(self, migration_id: str, instance: str | None = None) -> list[Task]:
+    def tasks_of(self, migration_id: str, instance: str | None = None,
+                 execution_id: str | None = None) -> list[Task]:
         with self.db.session() as s:
             q = (
                 select(Task)
@@ -260,6 +266,8 @@ class Store:
             )
             if instance is not None:
                 q = q.where(Task.instance == instance)
+            if execution_id is not None:
+                q = q.where(Execution.id == execution_id)
             return list(s.scalars(q.order_by(Task.index)))
 
     def set_task_status(
@@ -272,9 +280,10 @@ class Store:
         host: str | None = None,
         process_id: int | None = None,
         exception_details: str | None = None,
+        execution_id: str | None = None,
     ) -> None:
         with self.db.session() as s:
-            task = self._task(s, migration_id, instance, task_type)
+            task = self._task(s, migration_id, instance, task_type, execution_id)
             task.status = status
             task.updated_at = utcnow()
             if host is not None:

@@ -25,14 +25,17 @@ from activities.endpoint import EndpointActivities
 from activities.record import RecordActivities
 from activities.services import Services
 from activities.steps import MigrationActivities
+from activities.transfers import TransferActivities
 from activities.trusts import TrustActivities
 from core.children import mark_children, sweep
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from workflows.cleanup import ForcedCleanupWorkflow
+from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
 from workflows.endpoint import EndpointCallWorkflow
 from workflows.instance import InstanceMigrationWorkflow
 from workflows.migration import MigrationWorkflow
+from workflows.transfer import TransferExecutionWorkflow, TransferInstanceWorkflow
 
 log = logging.getLogger("sterna.worker")
 
@@ -47,20 +50,26 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     services = Services.create(settings)
     steps = MigrationActivities(services)
     record = RecordActivities(services)
+    transfers = TransferActivities(services)
     light: list[Callable[..., Any]] = [
         steps.validate, record.record_task, record.record_unfinished, record.record_migration_status,
         EndpointActivities(services).call, TrustActivities(services).release,
+        transfers.begin_execution, transfers.finish_execution, transfers.begin_deployment,
+        transfers.create_auto_deployment,
     ]
     disk: list[Callable[..., Any]] = [
         steps.snapshot, steps.export_disk, steps.os_morphing, steps.convert_disk, steps.upload_disk,
-        steps.deploy, steps.cleanup,
+        steps.deploy, steps.cleanup, transfers.replicate_disk, transfers.create_overlay,
     ]
     executor = ThreadPoolExecutor(max_workers=16)
     workers = [
         Worker(client, task_queue=settings.task_queue,
-               workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow, ForcedCleanupWorkflow],
+               workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow, ForcedCleanupWorkflow,
+                          TransferExecutionWorkflow, TransferInstanceWorkflow, DeploymentWorkflow,
+                          DeploymentInstanceWorkflow],
                activities=light, activity_executor=executor),
-        Worker(client, task_queue=settings.data_task_queue, activities=[steps.snapshot, steps.cleanup],
+        Worker(client, task_queue=settings.data_task_queue,
+               activities=[steps.snapshot, steps.cleanup, transfers.create_overlay],
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),
         Worker(client, task_queue=settings.host_task_queue, activities=disk,
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),

@@ -18,8 +18,10 @@ def instance(migration_id: str, instance_name: str) -> str:
     return f"{migration(migration_id)}/vm-{instance_name}"
 
 
-def forced_cleanup(migration_id: str) -> str:
-    return f"{migration(migration_id)}/forced-cleanup"
+def forced_cleanup(action_id: str, *, kind: str = "migration", execution_id: str | None = None) -> str:
+    """The cleanup after a force-cancel of a migration, a transfer execution or a deployment."""
+    suffix = f"/{execution_id}" if execution_id else ""
+    return f"{kind}-{action_id}{suffix}/forced-cleanup"
 
 
 def endpoint_call(endpoint_id: str, operation: str, nonce: str) -> str:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from temporalio.exceptions import ActivityError
 
+T = TypeVar("T")
 
-async def shielded(work: Awaitable[None],
-                   on_failure: Callable[[ActivityError], Awaitable[None]] | None = None) -> None:
+
+async def shielded(work: Awaitable[T],
+                   on_failure: Callable[[ActivityError], Awaitable[None]] | None = None) -> T | None:
     """Run ``work`` to its end even if the workflow is cancelled meanwhile.
 
     A cancel request is delivered once: the ``finally`` that runs cleanup has already used it,
@@ -17,11 +20,11 @@ async def shielded(work: Awaitable[None],
     ``work`` and is re-raised afterwards (or ``work``'s own failure, if it failed meanwhile).
 
     ``on_failure`` handles a failure of ``work`` when no cancel is pending; without it, the
-    failure is raised.
+    failure is raised. Returns what ``work`` returned (None when ``on_failure`` handled a failure).
     """
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         await task
         raise
@@ -29,3 +32,4 @@ async def shielded(work: Awaitable[None],
         if on_failure is None:
             raise
         await on_failure(err)
+        return None

@@ -72,9 +72,13 @@ class InstanceInput(BaseModel):
 
 
 class TaskRef(BaseModel):
+    #: the action (migration, transfer or deployment) the task belongs to
     migration_id: str
     instance: str
-    task_type: TaskType
+    #: a ``TaskType`` or a ``workflows.transfer_types.TransferTask`` value
+    task_type: str
+    #: set for transfers, whose executions repeat the same task types
+    execution_id: str | None = None
 
 
 class MigrationPlan(Protocol):
@@ -140,6 +144,8 @@ class SnapshotResult(BaseModel):
 class DiskStepInput(BaseModel):
     step: StepInput
     disk: DiskLocator
+    #: convert even to the same format (a deployment's qcow2 overlay becomes a standalone image)
+    flatten: bool = False
 
 
 class DiskStepResult(BaseModel):

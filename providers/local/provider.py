@@ -40,6 +40,7 @@ from providers.base import (
     ExportProvider,
     ImportProvider,
     NetworksProvider,
+    ReplicaProvider,
     StorageProvider,
     TransferContext,
     TransferProgress,
@@ -49,11 +50,13 @@ from providers.local.domain import FLAVORS, domain_xml, stable_mac
 from providers.local.inventory import VM_FILE, Inventory
 
 OWNER_FILE = ".sterna-migration"
+#: replica disks of transfers, inside the destination inventory (no vm.json: never listed as a VM)
+REPLICAS_DIR = ".sterna-replicas"
 
 
 class LocalProvider(
     EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, StorageProvider, DestinationOptionsProvider,
-    BootVerifier,
+    BootVerifier, ReplicaProvider,
 ):
     PLUGIN_NAME = "local"
     TARGET_DISK_FORMAT = "qcow2"
@@ -171,6 +174,8 @@ class LocalProvider(
             raise InvalidInput(f"Unknown flavor '{flavor}'. Known: {', '.join(sorted(FLAVORS))}")
         target = self._target_dir(env, export_info)
         owner = target / OWNER_FILE
+        if env.get("replica_only"):
+            return  # a transfer execution: only replica disks are written, under REPLICAS_DIR
         if target.exists() and (not owner.exists() or owner.read_text().strip() != env.get("migration_id")):
             raise InvalidInput(f"An instance named '{target.name}' already exists at the destination")
 
@@ -282,3 +287,21 @@ class LocalProvider(
             shutil.rmtree(target, ignore_errors=True)
             return [f"Removed partial destination instance {target}"]
         return []
+
+    # -- replica disks -----------------------------------------------------------------------
+    def _replica_dir(self, transfer_id: str) -> Path:
+        return self.root / REPLICAS_DIR / self.inventory.vm_dir(transfer_id).name
+
+    def replica_disk(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
+                     size_bytes: int) -> DiskLocator:
+        folder = self._replica_dir(transfer_id) / self.inventory.vm_dir(instance).name
+        folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in disk_id)
+        return DiskLocator(disk_id=disk_id, size_bytes=size_bytes, format="raw", path=str(folder / f"{safe}.raw"))
+
+    def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
+        folder = self._replica_dir(transfer_id)
+        if not folder.exists():
+            return []
+        shutil.rmtree(folder, ignore_errors=True)
+        return [f"Removed replica disks {folder}"]

@@ -1,0 +1,206 @@
+"""Activities of transfers and deployments that migrations don't have: the execution and
+deployment records, replica-disk sync and the copy-on-write overlay a deployment starts from.
+
+Every other step (validate, snapshot, OS morphing, convert, upload, deploy, cleanup) is the
+migration's own activity (``activities.steps``), called with the transfer's task names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+from temporalio import activity
+
+from activities.recording import task_running
+from activities.services import Services
+from activities.steps import _dest_env, _previous_heartbeat, _safe
+from core.errors import Conflict, InvalidInput
+from core.limits import bandwidth_limit
+from core.models import DiskLocator, InstanceInfo
+from providers.base import ExportProvider, ReplicaProvider, TransferProgress
+from store.models import Migration, ReplicaDisk
+from workflows.transfer_types import (
+    DIGEST_SIZE,
+    REPLICA_CHUNK,
+    ActionPlan,
+    Activity,
+    AutoDeployment,
+    BeginExecution,
+    DeploymentInput,
+    FinishExecution,
+    OverlayInput,
+    OverlayResult,
+    ReplicaResult,
+    TransferTask,
+    deployment_workflow_id,
+)
+from workflows.types import DiskStepInput
+
+
+def _plan(row: Migration, execution_id: str, transfer_id: str) -> ActionPlan:
+    return ActionPlan(
+        action_id=row.id, execution_id=execution_id, transfer_id=transfer_id,
+        origin_endpoint_id=row.origin_endpoint_id, destination_endpoint_id=row.destination_endpoint_id,
+        instances=list(row.instances), source_environment=row.source_environment or {},
+        destination_environment=row.destination_environment or {}, network_map=row.network_map or {},
+        storage_mappings=row.storage_mappings or {}, user_scripts=row.user_scripts or {},
+        skip_os_morphing=row.skip_os_morphing, clone_disks=row.clone_disks,
+    )
+
+
+def _sync_plan(known: ReplicaDisk | None, path: Path, size: int, execution_id: str) -> tuple[bytes | None, int]:
+    """(digest map to compare with or None for a full sync, byte offset to resume from).
+
+    A map is usable when the replica was trusted, or when it is this execution's own retry: every
+    chunk an earlier attempt wrote came from the same snapshot, so comparing with the map from
+    before the execution still tells which chunks differ. The same reasoning lets a retry resume
+    at its last heartbeat, and keeps a full sync's zero chunks zero (no attempt writes them).
+    """
+    if known is None or not path.exists() or known.chunk_size != REPLICA_CHUNK or known.size_bytes != size:
+        return None, 0
+    own_retry = known.last_execution_id == execution_id and not known.trusted
+    usable = known.digests is not None and (known.trusted or own_retry)
+    beat = _previous_heartbeat() if own_retry else None
+    return (known.digests if usable else None), (beat.bytes_done if beat else 0)
+
+
+class TransferActivities:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @activity.defn(name=Activity.BEGIN_EXECUTION)
+    async def begin_execution(self, inp: BeginExecution) -> ActionPlan:
+        """The execution's plan; a scheduled run first creates its execution (or is refused)."""
+        store = self.services.store
+        if inp.create and await asyncio.to_thread(store.find_execution, inp.execution_id) is None:
+            row = await asyncio.to_thread(store.get_action, "transfer", None, inp.transfer_id)
+            try:
+                await asyncio.to_thread(
+                    store.create_execution, inp.transfer_id, inp.execution_id, instances=list(row.instances),
+                    task_types=[t.value for t in TransferTask], workflow_id=inp.workflow_id)
+            except Conflict as exc:
+                return ActionPlan(action_id=row.id, execution_id="", transfer_id=row.id,
+                                  origin_endpoint_id="", destination_endpoint_id="", instances=[],
+                                  refused=str(exc))
+        row = await asyncio.to_thread(store.get_action, "transfer", None, inp.transfer_id)
+        plan = _plan(row, inp.execution_id, row.id)
+        origin = await asyncio.to_thread(store.get_endpoint, None, row.origin_endpoint_id)
+        return plan.model_copy(update={"origin_type": origin.type, "shutdown_instances": inp.shutdown_instances,
+                                       "auto_deploy": inp.auto_deploy})
+
+    @activity.defn(name=Activity.FINISH_EXECUTION)
+    async def finish_execution(self, inp: FinishExecution) -> None:
+        await asyncio.to_thread(self.services.store.set_execution_status, inp.action_id, inp.execution_id,
+                                inp.status)
+
+    @activity.defn(name=Activity.BEGIN_DEPLOYMENT)
+    async def begin_deployment(self, inp: DeploymentInput) -> ActionPlan:
+        store = self.services.store
+        row = await asyncio.to_thread(store.get_action, "deployment", None, inp.deployment_id)
+        assert row.transfer_id is not None
+        executions = await asyncio.to_thread(store.list_executions, row.id)
+        plan = _plan(row, executions[0].id, row.transfer_id)
+        origin = await asyncio.to_thread(store.get_endpoint, None, row.origin_endpoint_id)
+        replicas: dict[str, list[DiskLocator]] = {}
+        for r in await asyncio.to_thread(store.replicas, row.transfer_id):
+            replicas.setdefault(r.instance, []).append(
+                DiskLocator(disk_id=r.disk_id, size_bytes=r.size_bytes, format=r.format, path=r.path))
+        export_info = {i: InstanceInfo.model_validate(v["export_info"]) for i, v in (row.info or {}).items()
+                       if v.get("export_info")}
+        return plan.model_copy(update={"origin_type": origin.type, "replicas": replicas,
+                                       "export_info": export_info})
+
+    @activity.defn(name=Activity.CREATE_DEPLOYMENT)
+    async def create_auto_deployment(self, inp: AutoDeployment) -> str:
+        """auto_deploy: the deployment of a transfer whose execution just completed."""
+        store = self.services.store
+        if await asyncio.to_thread(store.find_execution, inp.deployment_execution_id) is not None:
+            return inp.deployment_id  # a retried attempt: already created
+        transfer = await asyncio.to_thread(store.get_action, "transfer", None, inp.transfer_id)
+        await asyncio.to_thread(
+            store.create_deployment, inp.transfer_id, inp.deployment_id, inp.deployment_execution_id,
+            workflow_id=deployment_workflow_id(inp.deployment_id), user_id=transfer.user_id,
+            options={"skip_os_morphing": transfer.skip_os_morphing}, deployer_id=inp.execution_id)
+        return inp.deployment_id
+
+    @activity.defn(name=Activity.REPLICATE)
+    async def replicate_disk(self, inp: DiskStepInput) -> ReplicaResult:
+        from diskio.local import LocalFileTarget
+        from diskio.replica import sync_replica
+
+        step, store = inp.step, self.services.store
+        task = step.task
+        assert step.snapshot is not None and task.execution_id is not None
+        async with task_running(self.services, task) as rec:
+            source = await self.services.provider(step.origin_endpoint_id, ExportProvider, step.task.migration_id)
+            dest = await self.services.provider(step.destination_endpoint_id, ReplicaProvider, step.task.migration_id)
+            src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
+            try:
+                replica = await asyncio.to_thread(dest.replica_disk, _dest_env(step), task.migration_id,
+                                                  task.instance, inp.disk.disk_id, src.size)
+                assert replica.path is not None
+                known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
+                path = Path(replica.path)
+                previous, resume = _sync_plan(known, path, src.size, task.execution_id)
+                # From here until trust_replica, the replica is not trusted: a failure or a cancel
+                # leaves it marked, and the next execution re-syncs it in full.
+                await asyncio.to_thread(
+                    store.distrust_replica, task.migration_id, task.instance, inp.disk.disk_id, path=str(path),
+                    fmt="raw", size_bytes=src.size, chunk_size=REPLICA_CHUNK, execution_id=task.execution_id,
+                    full=previous is None)
+                if resume:
+                    await rec.aevent(f"Resuming the sync of {inp.disk.disk_id} from its checkpoint: "
+                                     f"{resume} of {src.size} bytes already across")
+                elif previous is None:
+                    path.unlink(missing_ok=True)
+                    await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
+                reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size)
+
+                async def progress(done: int, total: int) -> None:
+                    await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total))
+
+                target = await asyncio.to_thread(LocalFileTarget, path, src.size)
+                try:
+                    limit = bandwidth_limit(step.source_environment, "source_environment")
+                    result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
+                                                digest_size=DIGEST_SIZE, on_progress=progress,
+                                                bandwidth_limit=limit,
+                                                resume_from=resume)
+                finally:
+                    await asyncio.to_thread(target.close)
+            finally:
+                await asyncio.to_thread(src.close)
+            await asyncio.to_thread(store.trust_replica, task.migration_id, task.instance, inp.disk.disk_id,
+                                    result.digests, task.execution_id)
+            await rec.aevent(
+                f"Replica of {inp.disk.disk_id} up to date: read {result.bytes_read} bytes, wrote "
+                f"{result.bytes_written} bytes in {result.chunks_written} changed chunk(s) "
+                f"({'full' if previous is None else 'incremental'} sync)")
+            return ReplicaResult(disk=replica, bytes_read=result.bytes_read, bytes_written=result.bytes_written,
+                                 full_sync=previous is None)
+
+    @activity.defn(name=Activity.OVERLAY)
+    async def create_overlay(self, inp: OverlayInput) -> OverlayResult:
+        """qcow2 overlays on the replica disks: OS morphing writes there, never into the replica."""
+        step = inp.step
+        async with task_running(self.services, step.task) as rec:
+            workdir = self.services.settings.scratch / step.task.migration_id / _safe(step.task.instance)
+            (workdir / "overlay").mkdir(parents=True, exist_ok=True)
+            # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
+            for name, value in (("workdir", str(workdir)), ("host_queue", self.services.settings.host_task_queue)):
+                await asyncio.to_thread(self.services.store.set_instance_info, step.task.migration_id,
+                                        step.task.instance, name, value)
+            out = []
+            for disk in inp.disks:
+                if disk.path is None or not Path(disk.path).exists():
+                    raise InvalidInput(f"Replica disk {disk.disk_id} is missing: execute the transfer anew")
+                overlay = workdir / "overlay" / f"{_safe(disk.disk_id)}.qcow2"
+                overlay.unlink(missing_ok=True)
+                await asyncio.to_thread(subprocess.run, [
+                    "qemu-img", "create", "-q", "-f", "qcow2", "-b", disk.path, "-F", disk.format, str(overlay),
+                ], check=True, capture_output=True)
+                out.append(disk.model_copy(update={"format": "qcow2", "path": str(overlay)}))
+                await rec.aevent(f"Copy-on-write overlay {overlay} on replica {disk.path}")
+            return OverlayResult(disks=out, host_queue=self.services.settings.host_task_queue, workdir=str(workdir))

@@ -1,0 +1,158 @@
+"""``/v1/{project_id}/transfers`` (and ``/replicas``): create, list, show, update, delete, delete-disks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api import transfer_views as views
+from api.context import RequestContext
+from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
+from api.errors import ApiError
+from api.listing import ACTION_SORT, flag, page, status_filter
+from api.schedules import drop_schedules
+from api.transfer_schemas import TransferCreate, TransferUpdate
+from providers.base import ExportProvider, ImportProvider, ReplicaProvider
+from providers.registry import provider_class
+from store.models import Migration
+from workflows.types import EndpointCall, Status
+
+KEY = "transfer"
+
+
+def key(request: Request) -> str:
+    """``replica`` on the legacy ``/replicas`` routes, ``transfer`` otherwise."""
+    return "replica" if "/replicas" in request.url.path else KEY
+
+
+def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple[str, str]:
+    origin = d.store.get_endpoint(ctx.scope, req.origin_endpoint_id)
+    dest = d.store.get_endpoint(ctx.scope, req.destination_endpoint_id)
+    if origin.id == dest.id or (origin.type == dest.type
+                                and d.store.connection_info(origin.id) == d.store.connection_info(dest.id)):
+        raise ApiError(400, "SameDestination: the origin and destination endpoints must differ")
+    if not issubclass(provider_class(origin.type), ExportProvider):
+        raise ApiError(400, f"Provider '{origin.type}' can't be a transfer source")
+    cls = provider_class(dest.type)
+    if not issubclass(cls, ImportProvider) or not issubclass(cls, ReplicaProvider):
+        raise ApiError(400, f"Provider '{dest.type}' can't hold the replica disks of a transfer (yet)")
+    return origin.id, dest.id
+
+
+def _create(d: Deps, ctx: RequestContext, req: TransferCreate) -> Migration:
+    origin_id, dest_id = _check_endpoints(d, ctx, req)
+    return d.store.create_action({
+        "type": "transfer", "scenario": req.scenario or "replica", "project_id": ctx.project_id,
+        "user_id": ctx.user_id, "origin_endpoint_id": origin_id, "destination_endpoint_id": dest_id,
+        "instances": req.instances, "source_environment": req.source_environment or {},
+        "destination_environment": req.destination_environment or {}, "network_map": req.network_map or {},
+        "storage_mappings": req.storage_mappings or {}, "user_scripts": req.user_scripts or {},
+        "notes": req.notes, "clone_disks": True if req.clone_disks is None else req.clone_disks,
+        "skip_os_morphing": bool(req.skip_os_morphing), "last_execution_status": Status.UNEXECUTED,
+        "info": {},
+    }, str(uuid.uuid4()))
+
+
+def _view(d: Deps, row: Migration, *, info: bool = False) -> dict[str, Any]:
+    executions = d.store.list_executions(row.id)
+    return views.transfer(row, executions, info=d.store.replicas(row.id) if info else None)
+
+
+async def create(request: Request) -> JSONResponse:
+    ctx, d = await context(request, "migration:transfers:create"), deps(request)
+    req = await body(request, key(request), TransferCreate)
+    row = await db(_create, d, ctx, req)
+    return JSONResponse({key(request): await db(_view, d, row)})
+
+
+def _list(d: Deps, ctx: RequestContext, request: Request, detail: bool) -> list[dict[str, Any]]:
+    rows = d.store.list_actions("transfer", ctx.scope, show_deleted=flag(request, "show_deleted"),
+                                status=status_filter(request), page=page(request, ACTION_SORT))
+    info = flag(request, "include_task_info")
+    return [_view(d, r, info=info) for r in rows]
+
+
+async def index(request: Request) -> JSONResponse:
+    ctx, d = await context(request, "migration:transfers:list"), deps(request)
+    return JSONResponse({key(request) + "s": await db(_list, d, ctx, request, False)})
+
+
+async def detail(request: Request) -> JSONResponse:
+    ctx, d = await context(request, "migration:transfers:list"), deps(request)
+    return JSONResponse({key(request) + "s": await db(_list, d, ctx, request, True)})
+
+
+async def show(request: Request) -> JSONResponse:
+    ctx, d = await context(request, "migration:transfers:show"), deps(request)
+    row = await db(d.store.get_action, "transfer", ctx.scope, request.path_params["id"])
+    return JSONResponse({key(request): await db(_view, d, row, info=flag(request, "include_task_info"))})
+
+
+def _merge(row: Migration, req: TransferUpdate) -> dict[str, Any]:
+    """Coriolis merge rules: dict.update for environments and network_map, per-key for the rest."""
+    fields: dict[str, Any] = {}
+    for name in ("source_environment", "destination_environment", "network_map", "storage_mappings"):
+        value = getattr(req, name)
+        if value is not None:
+            fields[name] = {**(getattr(row, name) or {}), **value}
+    if req.user_scripts is not None:
+        merged = {k: dict(v) for k, v in (row.user_scripts or {}).items() if isinstance(v, dict)}
+        for section, scripts in req.user_scripts.items():
+            target = merged.setdefault(section, {})
+            for name, script in (scripts or {}).items():
+                if script is None:
+                    target.pop(name, None)
+                else:
+                    target[name] = script
+        fields["user_scripts"] = merged
+    for name in ("notes", "clone_disks", "skip_os_morphing"):
+        if getattr(req, name) is not None:
+            fields[name] = getattr(req, name)
+    return fields
+
+
+def _update(d: Deps, ctx: RequestContext, transfer_id: str, req: TransferUpdate) -> dict[str, Any]:
+    row = d.store.get_action("transfer", ctx.scope, transfer_id)
+    d.store.update_transfer(ctx.scope, transfer_id, _merge(row, req))
+    execution = d.store.record_done_execution(transfer_id, str(uuid.uuid4()), "transfer_update")
+    return views.execution(execution, with_tasks=True)
+
+
+async def update(request: Request) -> JSONResponse:
+    ctx, d = await context(request, "migration:transfers:update"), deps(request)
+    raw = await json_body(request)
+    if isinstance(raw, dict) and isinstance(raw.get(key(request)), dict):
+        for fixed in ("origin_endpoint_id", "destination_endpoint_id", "instances", "scenario"):
+            if fixed in raw[key(request)]:
+                raise ApiError(400, f"'{fixed}' of a transfer can't be changed")
+    req = await body(request, key(request), TransferUpdate)
+    return JSONResponse({"execution": await db(_update, d, ctx, request.path_params["id"], req)})
+
+
+async def delete(request: Request) -> Response:
+    ctx, d = await context(request, "migration:transfers:delete"), deps(request)
+    schedules = await db(d.store.delete_transfer, ctx.scope, request.path_params["id"])
+    await drop_schedules(d, schedules)
+    return Response(status_code=204)
+
+
+async def actions(request: Request) -> JSONResponse:
+    ctx, d = await context(request, "migration:transfers:delete_disks"), deps(request)
+    data = await json_body(request)
+    if not isinstance(data, dict) or "delete-disks" not in data:
+        raise ApiError(400, 'Unknown action: expected {"delete-disks": null}')
+    row = await db(d.store.get_action, "transfer", ctx.scope, request.path_params["id"])
+    await db(d.store.check_idle, row.id)
+    if not await db(d.store.replicas, row.id):
+        raise ApiError(400, f"Transfer {row.id} has no replica disks to delete")
+    removed = await endpoint_call(d, EndpointCall(endpoint_id=row.destination_endpoint_id,
+                                                  operation="delete_replica_disks",
+                                                  env=row.destination_environment or {}, instance=row.id))
+    await db(d.store.forget_replicas, row.id)
+    execution = await db(d.store.record_done_execution, row.id, str(uuid.uuid4()), "transfer_disks_delete")
+    view = views.execution(execution, with_tasks=True)
+    view["removed"] = removed
+    return JSONResponse({"execution": view})

@@ -1,0 +1,117 @@
+"""Bring a replica disk up to date by chunk digests: read the source, write only what differs.
+
+The replica's previous digest map (one fixed-size digest per chunk) says what it holds. With no
+trusted map, every non-zero chunk is written into a fresh sparse file. Work runs in batches on a
+thread, and ``on_progress`` is awaited between batches: that is where the activity heartbeats
+and where a cancel lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from diskio.base import DiskSource, DiskTarget, Extent
+
+
+@dataclass
+class ReplicaSync:
+    digests: bytes
+    bytes_read: int = 0
+    bytes_written: int = 0
+    chunks_written: int = 0
+
+
+def _allocated(extents: list[Extent], size: int, chunk: int) -> list[bool]:
+    marks = [False] * ((size + chunk - 1) // chunk)
+    for e in extents:
+        for i in range(e.offset // chunk, min(len(marks), (e.end + chunk - 1) // chunk)):
+            marks[i] = True
+    return marks
+
+
+class _Sync:
+    def __init__(self, src: DiskSource, dst: DiskTarget, previous: bytes | None, chunk: int, digest_size: int):
+        self.src, self.dst, self.chunk, self.ds = src, dst, chunk, digest_size
+        self.count = (src.size + chunk - 1) // chunk
+        self.previous = previous if previous is not None and len(previous) == self.count * digest_size else None
+        self.out = bytearray(self.count * digest_size)
+        self.allocated = _allocated(src.extents(), src.size, chunk)
+        self._zero: dict[int, bytes] = {}
+        self.result = ReplicaSync(digests=b"")
+
+    def zero_digest(self, length: int) -> bytes:
+        if length not in self._zero:
+            self._zero[length] = hashlib.blake2b(bytes(length), digest_size=self.ds).digest()
+        return self._zero[length]
+
+    def recompute(self, start: int, stop: int) -> None:
+        """Digests of chunks an earlier attempt already brought across, read back from the replica."""
+        for i in range(start, stop):
+            offset = i * self.chunk
+            length = min(self.chunk, self.src.size - offset)
+            self.out[i * self.ds:(i + 1) * self.ds] = hashlib.blake2b(
+                self.dst.read(offset, length), digest_size=self.ds).digest()
+
+    def batch(self, start: int, stop: int) -> None:
+        for i in range(start, stop):
+            offset = i * self.chunk
+            length = min(self.chunk, self.src.size - offset)
+            data = self.src.read(offset, length) if self.allocated[i] else None
+            if data is not None:
+                self.result.bytes_read += len(data)
+            digest = hashlib.blake2b(data, digest_size=self.ds).digest() if data else self.zero_digest(length)
+            zero = digest == self.zero_digest(length)
+            self.out[i * self.ds:(i + 1) * self.ds] = digest
+            if self.previous is None:
+                if zero:
+                    continue  # a fresh sparse file already reads as zeros
+            elif self.previous[i * self.ds:(i + 1) * self.ds] == digest:
+                continue
+            if zero:
+                self.dst.write_zeroes(offset, length)
+            else:
+                assert data is not None
+                self.dst.write(offset, data)
+            self.result.bytes_written += length
+            self.result.chunks_written += 1
+
+
+async def sync_replica(
+    src: DiskSource,
+    dst: DiskTarget,
+    previous: bytes | None,
+    *,
+    chunk_size: int,
+    digest_size: int,
+    on_progress: Callable[[int, int], Awaitable[None]],
+    bandwidth_limit: int | None = None,
+    batch_chunks: int = 64,
+    resume_from: int = 0,
+) -> ReplicaSync:
+    """``previous`` None (or of the wrong length) means a full sync into a fresh, empty ``dst``.
+
+    ``resume_from`` (bytes) continues an attempt of the same sync that stopped there: the chunks
+    below it are not read from the source again, only hashed from the replica.
+    """
+    sync = _Sync(src, dst, previous, chunk_size, digest_size)
+    first = min(sync.count, resume_from // chunk_size)
+    for start in range(0, first, batch_chunks * 4):
+        await asyncio.to_thread(sync.recompute, start, min(first, start + batch_chunks * 4))
+        await on_progress(min(src.size, min(first, start + batch_chunks * 4) * chunk_size), src.size)
+    started = time.monotonic()
+    for start in range(first, sync.count, batch_chunks):
+        stop = min(sync.count, start + batch_chunks)
+        await asyncio.to_thread(sync.batch, start, stop)
+        await on_progress(min(src.size, stop * chunk_size), src.size)
+        if bandwidth_limit:
+            # Pace on bytes read from the source, the cost a source endpoint feels.
+            ahead = sync.result.bytes_read / bandwidth_limit - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    await asyncio.to_thread(dst.flush)
+    sync.result.digests = bytes(sync.out)
+    return sync.result

@@ -1,0 +1,157 @@
+"""``DeploymentWorkflow``: turn a transfer's replica disks into an instance, one child per instance.
+
+Per instance: qcow2 overlay on each replica -> OS morphing on the overlay -> flatten and import
+-> deploy (and boot check) -> cleanup. The replica's bytes never change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from core.models import DeployedInstance, DiskLocator, ImportedDisk
+    from workflows.shared import _retry, at, finish, first_step, gather_instances, record_failure, shielded
+    from workflows.transfer_types import (
+        ActionPlan,
+        Activity,
+        DeploymentInput,
+        DeployTask,
+        InstancePlan,
+        OverlayInput,
+        OverlayResult,
+        instance_child_id,
+    )
+    from workflows.types import (
+        CleanupInput,
+        DeployInput,
+        DiskStepInput,
+        MorphInput,
+        MorphResult,
+        Status,
+        StepInput,
+        Timeouts,
+        UploadResult,
+    )
+
+
+@workflow.defn
+class DeploymentWorkflow:
+    def __init__(self) -> None:
+        self._status = Status.RUNNING
+
+    @workflow.query
+    def status(self) -> str:
+        return self._status.value
+
+    @workflow.run
+    async def run(self, inp: DeploymentInput) -> str:
+        t = inp.timeouts
+        plan: ActionPlan = await workflow.execute_activity(
+            Activity.BEGIN_DEPLOYMENT, inp, result_type=ActionPlan,
+            start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 10),
+        )
+        try:
+            self._status = await gather_instances([
+                workflow.execute_child_workflow(
+                    DeploymentInstanceWorkflow.run, InstancePlan(plan=plan, instance=instance, timeouts=t),
+                    id=instance_child_id(plan.execution_id, instance), task_queue=workflow.info().task_queue,
+                )
+                for instance in plan.instances
+            ])
+        except asyncio.CancelledError:
+            self._status = Status.CANCELED
+            raise
+        except BaseException:
+            self._status = Status.ERROR
+            raise
+        finally:
+            await finish(plan.action_id, plan.execution_id, self._status, t)
+        return self._status.value
+
+
+def _host(t: Timeouts, queue: str, **extra: Any) -> dict[str, Any]:
+    """Options of a step pinned to the host holding the overlay (scratch) files."""
+    return dict(task_queue=queue, start_to_close_timeout=timedelta(seconds=t.transfer),
+                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED, **extra)
+
+
+@workflow.defn
+class DeploymentInstanceWorkflow:
+    def __init__(self) -> None:
+        self._current: str | None = None
+
+    @workflow.query
+    def current_task(self) -> str | None:
+        return self._current
+
+    @workflow.run
+    async def run(self, p: InstancePlan) -> dict[str, Any]:
+        t, plan = p.timeouts, p.plan
+        step = first_step(p, DeployTask.OVERLAY)
+        step.export_info = plan.export_info.get(p.instance)
+        host_queue: str | None = None
+        deployed: DeployedInstance | None = None
+        imported: list[ImportedDisk] = []
+        succeeded = False
+        try:
+            self._current = DeployTask.OVERLAY
+            o: OverlayResult = await workflow.execute_activity(
+                Activity.OVERLAY, OverlayInput(step=step, disks=plan.replicas.get(p.instance, [])),
+                result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
+                start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
+            )
+            host_queue, step.workdir, disks = o.host_queue, o.workdir, o.disks
+
+            bootable = False
+            if not plan.skip_os_morphing:
+                self._current = DeployTask.OS_MORPHING
+                morphed: MorphResult = await workflow.execute_activity(
+                    Activity.MORPH, MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
+                                               user_scripts=plan.user_scripts, origin_type=plan.origin_type),
+                    result_type=MorphResult, retry_policy=_retry(t, 3),
+                    **_host(t, host_queue, heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30))),
+                )
+                disks, bootable = morphed.disks, morphed.bootable
+
+            self._current = DeployTask.DEPLOY
+            here = at(step, p, DeployTask.DEPLOY)
+            flat = await self._per_disk(Activity.CONVERT, here, disks, host_queue, t, DiskLocator, flatten=True)
+            uploads = await self._per_disk(Activity.UPLOAD, here, flat, host_queue, t, UploadResult)
+            imported = [u.disk for u in uploads]
+
+            self._current = DeployTask.FINALIZE
+            result: dict[str, Any] = await workflow.execute_activity(
+                Activity.DEPLOY, DeployInput(step=at(step, p, DeployTask.FINALIZE), disks=imported,
+                                             bootable=bootable),
+                result_type=dict, retry_policy=_retry(t, 3), **_host(t, host_queue),
+            )
+            deployed = DeployedInstance.model_validate(result)
+            succeeded = True
+            return result
+        except BaseException as err:
+            await record_failure(p, self._current, err)
+            raise
+        finally:
+            self._current = DeployTask.CLEANUP
+            # On failure the destination provider removes the half-made instance; the overlay
+            # goes with the scratch space. The replica is never touched.
+            await shielded(Activity.CLEANUP, CleanupInput(step=at(step, p, DeployTask.CLEANUP), disks=imported,
+                                                          deployed=deployed, succeeded=succeeded),
+                           t, task_queue=host_queue or workflow.info().task_queue + "-data",
+                           start_to_close=timedelta(seconds=t.short),
+                           schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start))
+
+    async def _per_disk(self, name: str, step: StepInput, disks: list[DiskLocator], queue: str, t: Timeouts,
+                        result_type: type[Any], flatten: bool = False) -> list[Any]:
+        return list(await asyncio.gather(*(
+            workflow.execute_activity(
+                name, DiskStepInput(step=step, disk=disk, flatten=flatten), result_type=result_type,
+                heartbeat_timeout=timedelta(seconds=t.heartbeat), retry_policy=_retry(t, 5), **_host(t, queue),
+            )
+            for disk in disks
+        )))

@@ -1,0 +1,77 @@
+"""Workflow-side helpers that transfer executions and deployments share.
+
+Records that must land even while the workflow is being cancelled are shielded: a second
+cancel request must not lose the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.failures import failure_message
+    from workflows.instance import _retry
+    from workflows.shield import shielded as _shield
+    from workflows.transfer_types import Activity, FinishExecution, InstancePlan
+    from workflows.types import Status, StepInput, TaskRef, TaskUpdate, Timeouts
+
+__all__ = [  # the helpers instance.py already has, shared rather than written twice
+    "_retry", "at", "failure_message", "first_step", "gather_instances", "ref", "shielded",
+]
+
+
+async def shielded(name: str, arg: Any, t: Timeouts, result_type: type[Any] | None = None, **kw: Any) -> Any:
+    """An activity that a workflow cancel must not abandon (``workflows.shield``), by name."""
+    return await _shield(workflow.execute_activity(
+        name, arg, result_type=result_type, start_to_close_timeout=kw.pop("start_to_close", timedelta(seconds=60)),
+        retry_policy=_retry(t, 20), **kw,
+    ))
+
+
+def ref(p: InstancePlan, task: str) -> TaskRef:
+    return TaskRef(migration_id=p.plan.action_id, instance=p.instance, task_type=task,
+                   execution_id=p.plan.execution_id)
+
+
+def at(step: StepInput, p: InstancePlan, task: str) -> StepInput:
+    return step.model_copy(update={"task": ref(p, task)})
+
+
+def first_step(p: InstancePlan, task: str) -> StepInput:
+    return StepInput.for_task(p.plan, ref(p, task))
+
+
+async def record_failure(p: InstancePlan, current: str | None, err: BaseException) -> None:
+    """The failed (or cancelled) task and every task after it get their final status."""
+    if current is None:
+        return
+    cancelled = is_cancelled_exception(err)
+    status = Status.CANCELED if cancelled else Status.ERROR
+    message = "Canceled by user request" if cancelled else failure_message(err)
+    await shielded(Activity.RECORD_TASK, TaskUpdate(task=ref(p, current), status=status, message=message),
+                   p.timeouts)
+    await shielded(Activity.RECORD_UNFINISHED, TaskUpdate(task=ref(p, current), status=status), p.timeouts)
+
+
+async def gather_instances(children: list[Any]) -> Status:
+    """Await per-instance children; an instance's failure does not stop its siblings."""
+    results = await asyncio.gather(*children, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if any(is_cancelled_exception(r) for r in failed):
+        raise asyncio.CancelledError()
+    if failed:
+        raise ApplicationError(
+            f"{len(failed)} of {len(results)} instance(s) failed: " + "; ".join(map(str, failed)),
+            type="InstanceFailed", non_retryable=True,
+        )
+    return Status.COMPLETED
+
+
+async def finish(action_id: str, execution_id: str, status: Status, t: Timeouts) -> None:
+    await shielded(Activity.FINISH_EXECUTION, FinishExecution(action_id=action_id, execution_id=execution_id,
+                                                              status=status), t)

@@ -29,3 +29,12 @@ RELEASE_MIGRATION_TRUST: Final = "release_migration_trust"
 
 # activities.endpoint.EndpointActivities
 ENDPOINT_CALL: Final = "endpoint_call"
+
+# activities.transfers.TransferActivities: transfers and deployments only (every other step
+# of theirs is a migration activity above, called with the transfer's task names)
+BEGIN_TRANSFER_EXECUTION: Final = "begin_transfer_execution"
+REPLICATE_DISK: Final = "replicate_disk"
+FINISH_TRANSFER_EXECUTION: Final = "finish_transfer_execution"
+BEGIN_DEPLOYMENT: Final = "begin_deployment"
+CREATE_REPLICA_OVERLAY: Final = "create_replica_overlay"
+CREATE_AUTO_DEPLOYMENT: Final = "create_auto_deployment"

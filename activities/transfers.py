@@ -13,6 +13,7 @@ from pathlib import Path
 
 from temporalio import activity
 
+from activities import names
 from activities.recording import task_running
 from activities.services import Services
 from activities.steps import _dest_env, _previous_heartbeat, _safe
@@ -21,11 +22,11 @@ from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo
 from providers.base import ExportProvider, ReplicaProvider, TransferProgress
 from store.models import Migration, ReplicaDisk
+from workflows import ids
 from workflows.transfer_types import (
     DIGEST_SIZE,
     REPLICA_CHUNK,
     ActionPlan,
-    Activity,
     AutoDeployment,
     BeginExecution,
     DeploymentInput,
@@ -34,7 +35,6 @@ from workflows.transfer_types import (
     OverlayResult,
     ReplicaResult,
     TransferTask,
-    deployment_workflow_id,
 )
 from workflows.types import DiskStepInput
 
@@ -70,7 +70,7 @@ class TransferActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    @activity.defn(name=Activity.BEGIN_EXECUTION)
+    @activity.defn(name=names.BEGIN_TRANSFER_EXECUTION)
     async def begin_execution(self, inp: BeginExecution) -> ActionPlan:
         """The execution's plan; a scheduled run first creates its execution (or is refused)."""
         store = self.services.store
@@ -90,12 +90,12 @@ class TransferActivities:
         return plan.model_copy(update={"origin_type": origin.type, "shutdown_instances": inp.shutdown_instances,
                                        "auto_deploy": inp.auto_deploy})
 
-    @activity.defn(name=Activity.FINISH_EXECUTION)
+    @activity.defn(name=names.FINISH_TRANSFER_EXECUTION)
     async def finish_execution(self, inp: FinishExecution) -> None:
         await asyncio.to_thread(self.services.store.set_execution_status, inp.action_id, inp.execution_id,
                                 inp.status)
 
-    @activity.defn(name=Activity.BEGIN_DEPLOYMENT)
+    @activity.defn(name=names.BEGIN_DEPLOYMENT)
     async def begin_deployment(self, inp: DeploymentInput) -> ActionPlan:
         store = self.services.store
         row = await asyncio.to_thread(store.get_action, "deployment", None, inp.deployment_id)
@@ -112,7 +112,7 @@ class TransferActivities:
         return plan.model_copy(update={"origin_type": origin.type, "replicas": replicas,
                                        "export_info": export_info})
 
-    @activity.defn(name=Activity.CREATE_DEPLOYMENT)
+    @activity.defn(name=names.CREATE_AUTO_DEPLOYMENT)
     async def create_auto_deployment(self, inp: AutoDeployment) -> str:
         """auto_deploy: the deployment of a transfer whose execution just completed."""
         store = self.services.store
@@ -121,11 +121,11 @@ class TransferActivities:
         transfer = await asyncio.to_thread(store.get_action, "transfer", None, inp.transfer_id)
         await asyncio.to_thread(
             store.create_deployment, inp.transfer_id, inp.deployment_id, inp.deployment_execution_id,
-            workflow_id=deployment_workflow_id(inp.deployment_id), user_id=transfer.user_id,
+            workflow_id=ids.deployment(inp.deployment_id), user_id=transfer.user_id,
             options={"skip_os_morphing": transfer.skip_os_morphing}, deployer_id=inp.execution_id)
         return inp.deployment_id
 
-    @activity.defn(name=Activity.REPLICATE)
+    @activity.defn(name=names.REPLICATE_DISK)
     async def replicate_disk(self, inp: DiskStepInput) -> ReplicaResult:
         from diskio.local import LocalFileTarget
         from diskio.replica import sync_replica
@@ -181,7 +181,7 @@ class TransferActivities:
             return ReplicaResult(disk=replica, bytes_read=result.bytes_read, bytes_written=result.bytes_written,
                                  full_sync=previous is None)
 
-    @activity.defn(name=Activity.OVERLAY)
+    @activity.defn(name=names.CREATE_REPLICA_OVERLAY)
     async def create_overlay(self, inp: OverlayInput) -> OverlayResult:
         """qcow2 overlays on the replica disks: OS morphing writes there, never into the replica."""
         step = inp.step

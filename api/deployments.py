@@ -18,8 +18,9 @@ from api.executions import cancel_args, cancel_execution
 from api.listing import ACTION_SORT, flag, page, status_filter
 from api.transfer_schemas import DeploymentCreate
 from store.models import Migration
+from workflows import ids
 from workflows.deployment import DeploymentWorkflow
-from workflows.transfer_types import DeploymentInput, deployment_workflow_id
+from workflows.transfer_types import DeploymentInput
 from workflows.types import Status
 
 
@@ -29,7 +30,7 @@ def _create(d: Deps, ctx: RequestContext, req: DeploymentCreate) -> Migration:
     skip = transfer.skip_os_morphing if req.skip_os_morphing is None else req.skip_os_morphing
     deployment_id = str(uuid.uuid4())
     row = d.store.create_deployment(
-        transfer.id, deployment_id, str(uuid.uuid4()), workflow_id=deployment_workflow_id(deployment_id),
+        transfer.id, deployment_id, str(uuid.uuid4()), workflow_id=ids.deployment(deployment_id),
         user_id=ctx.user_id, project_id=ctx.scope,
         options={"skip_os_morphing": skip, "user_scripts": req.user_scripts,
                  "clone_disks": True if req.clone_disks is None else req.clone_disks},
@@ -42,7 +43,7 @@ async def start(d: Deps, deployment_id: str) -> None:
     try:
         await d.temporal.start_workflow(
             DeploymentWorkflow.run, DeploymentInput(deployment_id=deployment_id, timeouts=timeouts(d)),
-            id=deployment_workflow_id(deployment_id), task_queue=d.settings.task_queue,
+            id=ids.deployment(deployment_id), task_queue=d.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
     except RPCError as exc:

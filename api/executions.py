@@ -18,8 +18,9 @@ from api.errors import ApiError
 from api.listing import EXECUTION_SORT, page, status_filter
 from api.schemas import CancelArgs
 from store.models import Execution
+from workflows import ids
 from workflows.transfer import TransferExecutionWorkflow
-from workflows.transfer_types import DeployTask, TransferExecutionInput, TransferTask, execution_workflow_id
+from workflows.transfer_types import DeployTask, TransferExecutionInput, TransferTask
 from workflows.types import FINAL_STATUSES, Status
 
 
@@ -34,7 +35,7 @@ async def create(request: Request) -> JSONResponse:
     req = await body(request, "execution", ExecutionCreate)
     transfer = await db(d.store.get_action, "transfer", ctx.scope, _transfer_id(request))
     execution_id = str(uuid.uuid4())
-    workflow_id = execution_workflow_id(transfer.id, execution_id)
+    workflow_id = ids.execution(transfer.id, execution_id)
     execution = await db(d.store.create_execution, transfer.id, execution_id, instances=list(transfer.instances),
                          task_types=[t.value for t in TransferTask], workflow_id=workflow_id)
     inp = TransferExecutionInput(transfer_id=transfer.id, execution_id=execution_id,

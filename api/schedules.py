@@ -35,8 +35,9 @@ from api.schemas import describe_validation_error
 from api.transfer_schemas import Cron, ScheduleCreate
 from api.transfer_schemas import ScheduleUpdate as ScheduleBody
 from store.models import TransferSchedule
+from workflows import ids
 from workflows.transfer import TransferExecutionWorkflow
-from workflows.transfer_types import TransferExecutionInput, schedule_id
+from workflows.transfer_types import TransferExecutionInput
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -93,7 +94,7 @@ async def create(request: Request) -> JSONResponse:
         auto_deploy=bool(req.auto_deploy),
     )
     try:
-        await d.temporal.create_schedule(schedule_id(row.id), temporal_schedule(d, row))
+        await d.temporal.create_schedule(ids.schedule(row.id), temporal_schedule(d, row))
     except (RPCError, ScheduleAlreadyRunningError) as exc:
         raise ApiError(503, f"The execution engine could not create the schedule: {exc}") from exc
     try:
@@ -150,17 +151,17 @@ async def update(request: Request) -> JSONResponse:
         return ScheduleUpdate(schedule=new)
 
     try:
-        await d.temporal.get_schedule_handle(schedule_id(row.id)).update(replace)
+        await d.temporal.get_schedule_handle(ids.schedule(row.id)).update(replace)
     except RPCError as exc:
         raise ApiError(503, f"The execution engine could not update the schedule: {exc.message}") from exc
     saved = await db(d.store.update_schedule, row.transfer_id, row.id, fields)
     return JSONResponse({"schedule": views.schedule(saved)})
 
 
-async def drop_schedules(d: Deps, ids: Iterable[str]) -> None:
-    for sid in ids:
+async def drop_schedules(d: Deps, schedule_ids: Iterable[str]) -> None:
+    for sid in schedule_ids:
         try:
-            await d.temporal.get_schedule_handle(schedule_id(sid)).delete()
+            await d.temporal.get_schedule_handle(ids.schedule(sid)).delete()
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise ApiError(503, f"The execution engine could not delete schedule {sid}: {exc.message}") \

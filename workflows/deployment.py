@@ -13,17 +13,17 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
+    from workflows import ids
     from workflows.shared import _retry, at, finish, first_step, gather_instances, record_failure, shielded
     from workflows.transfer_types import (
         ActionPlan,
-        Activity,
         DeploymentInput,
         DeployTask,
         InstancePlan,
         OverlayInput,
         OverlayResult,
-        instance_child_id,
     )
     from workflows.types import (
         CleanupInput,
@@ -51,14 +51,14 @@ class DeploymentWorkflow:
     async def run(self, inp: DeploymentInput) -> str:
         t = inp.timeouts
         plan: ActionPlan = await workflow.execute_activity(
-            Activity.BEGIN_DEPLOYMENT, inp, result_type=ActionPlan,
+            names.BEGIN_DEPLOYMENT, inp, result_type=ActionPlan,
             start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 10),
         )
         try:
             self._status = await gather_instances([
                 workflow.execute_child_workflow(
                     DeploymentInstanceWorkflow.run, InstancePlan(plan=plan, instance=instance, timeouts=t),
-                    id=instance_child_id(plan.execution_id, instance), task_queue=workflow.info().task_queue,
+                    id=ids.execution_instance(plan.execution_id, instance), task_queue=workflow.info().task_queue,
                 )
                 for instance in plan.instances
             ])
@@ -101,7 +101,7 @@ class DeploymentInstanceWorkflow:
         try:
             self._current = DeployTask.OVERLAY
             o: OverlayResult = await workflow.execute_activity(
-                Activity.OVERLAY, OverlayInput(step=step, disks=plan.replicas.get(p.instance, [])),
+                names.CREATE_REPLICA_OVERLAY, OverlayInput(step=step, disks=plan.replicas.get(p.instance, [])),
                 result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
             )
@@ -111,8 +111,8 @@ class DeploymentInstanceWorkflow:
             if not plan.skip_os_morphing:
                 self._current = DeployTask.OS_MORPHING
                 morphed: MorphResult = await workflow.execute_activity(
-                    Activity.MORPH, MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
-                                               user_scripts=plan.user_scripts, origin_type=plan.origin_type),
+                    names.OS_MORPHING, MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
+                                                  user_scripts=plan.user_scripts, origin_type=plan.origin_type),
                     result_type=MorphResult, retry_policy=_retry(t, 3),
                     **_host(t, host_queue, heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30))),
                 )
@@ -120,14 +120,14 @@ class DeploymentInstanceWorkflow:
 
             self._current = DeployTask.DEPLOY
             here = at(step, p, DeployTask.DEPLOY)
-            flat = await self._per_disk(Activity.CONVERT, here, disks, host_queue, t, DiskLocator, flatten=True)
-            uploads = await self._per_disk(Activity.UPLOAD, here, flat, host_queue, t, UploadResult)
+            flat = await self._per_disk(names.CONVERT_DISK, here, disks, host_queue, t, DiskLocator, flatten=True)
+            uploads = await self._per_disk(names.UPLOAD_DISK, here, flat, host_queue, t, UploadResult)
             imported = [u.disk for u in uploads]
 
             self._current = DeployTask.FINALIZE
             result: dict[str, Any] = await workflow.execute_activity(
-                Activity.DEPLOY, DeployInput(step=at(step, p, DeployTask.FINALIZE), disks=imported,
-                                             bootable=bootable),
+                names.DEPLOY_INSTANCE, DeployInput(step=at(step, p, DeployTask.FINALIZE), disks=imported,
+                                                   bootable=bootable),
                 result_type=dict, retry_policy=_retry(t, 3), **_host(t, host_queue),
             )
             deployed = DeployedInstance.model_validate(result)
@@ -140,8 +140,9 @@ class DeploymentInstanceWorkflow:
             self._current = DeployTask.CLEANUP
             # On failure the destination provider removes the half-made instance; the overlay
             # goes with the scratch space. The replica is never touched.
-            await shielded(Activity.CLEANUP, CleanupInput(step=at(step, p, DeployTask.CLEANUP), disks=imported,
-                                                          deployed=deployed, succeeded=succeeded),
+            await shielded(names.CLEANUP_INSTANCE,
+                           CleanupInput(step=at(step, p, DeployTask.CLEANUP), disks=imported, deployed=deployed,
+                                        succeeded=succeeded),
                            t, task_queue=host_queue or workflow.info().task_queue + "-data",
                            start_to_close=timedelta(seconds=t.short),
                            schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start))

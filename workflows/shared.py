@@ -14,10 +14,11 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
     from workflows.failures import failure_message
     from workflows.instance import _retry
     from workflows.shield import shielded as _shield
-    from workflows.transfer_types import Activity, FinishExecution, InstancePlan
+    from workflows.transfer_types import FinishExecution, InstancePlan
     from workflows.types import Status, StepInput, TaskRef, TaskUpdate, Timeouts
 
 __all__ = [  # the helpers instance.py already has, shared rather than written twice
@@ -53,9 +54,9 @@ async def record_failure(p: InstancePlan, current: str | None, err: BaseExceptio
     cancelled = is_cancelled_exception(err)
     status = Status.CANCELED if cancelled else Status.ERROR
     message = "Canceled by user request" if cancelled else failure_message(err)
-    await shielded(Activity.RECORD_TASK, TaskUpdate(task=ref(p, current), status=status, message=message),
+    await shielded(names.RECORD_TASK, TaskUpdate(task=ref(p, current), status=status, message=message),
                    p.timeouts)
-    await shielded(Activity.RECORD_UNFINISHED, TaskUpdate(task=ref(p, current), status=status), p.timeouts)
+    await shielded(names.RECORD_UNFINISHED_TASKS, TaskUpdate(task=ref(p, current), status=status), p.timeouts)
 
 
 async def gather_instances(children: list[Any]) -> Status:
@@ -73,5 +74,5 @@ async def gather_instances(children: list[Any]) -> Status:
 
 
 async def finish(action_id: str, execution_id: str, status: Status, t: Timeouts) -> None:
-    await shielded(Activity.FINISH_EXECUTION, FinishExecution(action_id=action_id, execution_id=execution_id,
-                                                              status=status), t)
+    await shielded(names.FINISH_TRANSFER_EXECUTION,
+                   FinishExecution(action_id=action_id, execution_id=execution_id, status=status), t)

@@ -14,6 +14,8 @@ from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from workflows import ids
     from workflows.deployment import DeploymentWorkflow
     from workflows.shared import (
         _retry,
@@ -26,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.transfer_types import (
         ActionPlan,
-        Activity,
         AutoDeployment,
         BeginExecution,
         DeploymentInput,
@@ -34,8 +35,6 @@ with workflow.unsafe.imports_passed_through():
         ReplicaResult,
         TransferExecutionInput,
         TransferTask,
-        deployment_workflow_id,
-        instance_child_id,
     )
     from workflows.types import CleanupInput, DiskStepInput, SnapshotResult, Status, Timeouts, ValidateResult
 
@@ -54,7 +53,7 @@ class TransferExecutionWorkflow:
         t = inp.timeouts
         execution_id = inp.execution_id or str(workflow.uuid4())
         plan: ActionPlan = await workflow.execute_activity(
-            Activity.BEGIN_EXECUTION,
+            names.BEGIN_TRANSFER_EXECUTION,
             BeginExecution(transfer_id=inp.transfer_id, execution_id=execution_id, create=inp.execution_id is None,
                            shutdown_instances=inp.shutdown_instances, auto_deploy=inp.auto_deploy,
                            workflow_id=workflow.info().workflow_id),
@@ -67,7 +66,7 @@ class TransferExecutionWorkflow:
             self._status = await gather_instances([
                 workflow.execute_child_workflow(
                     TransferInstanceWorkflow.run, InstancePlan(plan=plan, instance=instance, timeouts=t),
-                    id=instance_child_id(execution_id, instance), task_queue=workflow.info().task_queue,
+                    id=ids.execution_instance(execution_id, instance), task_queue=workflow.info().task_queue,
                 )
                 for instance in plan.instances
             ])
@@ -85,7 +84,7 @@ class TransferExecutionWorkflow:
 
     async def _deploy(self, plan: ActionPlan, t: Timeouts) -> None:
         deployment_id = await workflow.execute_activity(
-            Activity.CREATE_DEPLOYMENT,
+            names.CREATE_AUTO_DEPLOYMENT,
             AutoDeployment(transfer_id=plan.transfer_id, execution_id=plan.execution_id,
                            deployment_id=str(workflow.uuid4()), deployment_execution_id=str(workflow.uuid4())),
             result_type=str, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 5),
@@ -93,7 +92,7 @@ class TransferExecutionWorkflow:
         # The deployment outlives this execution: it is its own workflow, started and left running.
         await workflow.start_child_workflow(
             DeploymentWorkflow.run, DeploymentInput(deployment_id=deployment_id),
-            id=deployment_workflow_id(deployment_id), task_queue=workflow.info().task_queue,
+            id=ids.deployment(deployment_id), task_queue=workflow.info().task_queue,
             parent_close_policy=ParentClosePolicy.ABANDON,
         )
 
@@ -118,14 +117,14 @@ class TransferInstanceWorkflow:
         try:
             self._current = TransferTask.VALIDATE
             v: ValidateResult = await workflow.execute_activity(
-                Activity.VALIDATE, step, result_type=ValidateResult,
+                names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
             )
             step.export_info = v.export_info
 
             self._current = TransferTask.SNAPSHOT
             s: SnapshotResult = await workflow.execute_activity(
-                Activity.SNAPSHOT, at(step, p, TransferTask.SNAPSHOT), result_type=SnapshotResult,
+                names.SNAPSHOT_INSTANCE, at(step, p, TransferTask.SNAPSHOT), result_type=SnapshotResult,
                 task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.transfer), retry_policy=_retry(t, 5),
                 # A snapshot copy can take long: a dead worker's attempt is retried after this, not hours.
@@ -138,7 +137,7 @@ class TransferInstanceWorkflow:
             # Disks of one VM sync in parallel; a retried attempt re-syncs its disk in full.
             return list(await asyncio.gather(*(
                 workflow.execute_activity(
-                    Activity.REPLICATE, DiskStepInput(step=here, disk=disk), result_type=ReplicaResult,
+                    names.REPLICATE_DISK, DiskStepInput(step=here, disk=disk), result_type=ReplicaResult,
                     task_queue=host_queue, start_to_close_timeout=timedelta(seconds=t.transfer),
                     heartbeat_timeout=timedelta(seconds=t.heartbeat),
                     schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
@@ -154,7 +153,8 @@ class TransferInstanceWorkflow:
             self._current = TransferTask.RELEASE
             # The transfer creates no destination instance: cleanup only releases the snapshot
             # and the scratch space (succeeded=True keeps the provider from deleting anything else).
-            await shielded(Activity.CLEANUP, CleanupInput(step=at(step, p, TransferTask.RELEASE), succeeded=True),
+            await shielded(names.CLEANUP_INSTANCE,
+                           CleanupInput(step=at(step, p, TransferTask.RELEASE), succeeded=True),
                            t, task_queue=host_queue or workflow.info().task_queue + "-data",
                            start_to_close=timedelta(seconds=t.short),
                            schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start))

@@ -1,12 +1,11 @@
-"""Models, task names, activity names and workflow ids of transfers and deployments.
+"""Models and task names of transfers and deployments.
 
-Every name that crosses the Temporal boundary is defined here once; workflows, activities,
-the worker and the API import it from here.
+Activity names live in ``activities.names`` and workflow ids in ``workflows.ids``, with the
+migration's: each name that crosses the Temporal boundary is defined once.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -24,42 +23,6 @@ from workflows.types import Status, StepInput, Timeouts
 REPLICA_CHUNK = 64 * 1024
 #: blake2b digest size stored per chunk
 DIGEST_SIZE = 16
-
-
-class Activity(StrEnum):
-    """Activity names used by the transfer and deployment workflows."""
-
-    VALIDATE = "validate_instance"
-    SNAPSHOT = "snapshot_instance"
-    MORPH = "os_morphing"
-    CONVERT = "convert_disk"
-    UPLOAD = "upload_disk"
-    DEPLOY = "deploy_instance"
-    CLEANUP = "cleanup_instance"
-    RECORD_TASK = "record_task"
-    RECORD_UNFINISHED = "record_unfinished_tasks"
-    BEGIN_EXECUTION = "begin_transfer_execution"
-    REPLICATE = "replicate_disk"
-    FINISH_EXECUTION = "finish_transfer_execution"
-    BEGIN_DEPLOYMENT = "begin_deployment"
-    OVERLAY = "create_replica_overlay"
-    CREATE_DEPLOYMENT = "create_auto_deployment"
-
-
-def execution_workflow_id(transfer_id: str, execution_id: str) -> str:
-    return f"transfer-{transfer_id}/execution-{execution_id}"
-
-
-def deployment_workflow_id(deployment_id: str) -> str:
-    return f"deployment-{deployment_id}"
-
-
-def schedule_id(schedule_id: str) -> str:
-    return f"transfer-schedule-{schedule_id}"
-
-
-def instance_child_id(parent_execution_id: str, instance: str) -> str:
-    return f"execution-{parent_execution_id}/vm-{instance}"
 
 
 class TransferExecutionInput(BaseModel):

@@ -15,6 +15,12 @@ def test_ids() -> None:
     assert ids.instance("m1", "vm-a") == "migration-m1/vm-vm-a"
     assert ids.forced_cleanup("m1") == "migration-m1/forced-cleanup"
     assert ids.endpoint_call("e1", "validate", "n") == "endpoint-e1-validate-n"
+    # transfers, executions, deployments and schedules: stored in histories and the record DB
+    assert ids.execution("t1", "x1") == "transfer-t1/execution-x1"
+    assert ids.execution_instance("x1", "vm-a") == "execution-x1/vm-vm-a"
+    assert ids.deployment("d1") == "deployment-d1"
+    assert ids.schedule("s1") == "transfer-schedule-s1"
+    assert ids.forced_cleanup("t1", kind="transfer", execution_id="x1") == "transfer-t1/x1/forced-cleanup"
 
 
 def test_workflow_and_forced_cleanup_build_the_same_step() -> None:

@@ -11,9 +11,9 @@ from temporalio.worker import Replayer
 
 from tests.conftest import RunningStack, wait_for
 from tests.helpers import endpoints, inventories
+from workflows import ids as wids
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
 from workflows.transfer import TransferExecutionWorkflow, TransferInstanceWorkflow
-from workflows.transfer_types import deployment_workflow_id, execution_workflow_id, instance_child_id
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,8 @@ def test_transfer_and_auto_deployment_histories_replay(stack: RunningStack) -> N
         d = wait_for(lambda: [x for x in api.list_deployments() if x["transfer_id"] == t["id"]], 60, 0.5)[0]
         d = api.wait_deployment(d["id"], 120)
         assert d["last_execution_status"] == "COMPLETED"
-    ids = [execution_workflow_id(t["id"], e["id"]), instance_child_id(e["id"], "vm-a"),
-           deployment_workflow_id(d["id"]), instance_child_id(d["executions"][0]["id"], "vm-a")]
+    ids = [wids.execution(t["id"], e["id"]), wids.execution_instance(e["id"], "vm-a"),
+           wids.deployment(d["id"]), wids.execution_instance(d["executions"][0]["id"], "vm-a")]
 
     async def replay() -> int:
         client = await Client.connect(stack.settings.temporal_address, data_converter=pydantic_data_converter)

@@ -51,6 +51,25 @@ def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
     )
 
 
+async def _record(name: str, arg: Any, t: Timeouts) -> None:
+    """A record activity that a workflow cancel must not abandon (``workflows.shield``)."""
+    await shielded(workflow.execute_activity(
+        name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 20),
+    ))
+
+
+async def record_failure(task: TaskRef, err: BaseException, t: Timeouts) -> None:
+    """The failed (or cancelled) task and every task after it get their final status.
+
+    Migrations, transfer executions and deployments (``workflows.shared``) record them alike.
+    """
+    cancelled = is_cancelled_exception(err)
+    status = Status.CANCELED if cancelled else Status.ERROR
+    message = "Canceled by user request" if cancelled else failure_message(err)
+    await _record(names.RECORD_TASK, TaskUpdate(task=task, status=status, message=message), t)
+    await _record(names.RECORD_UNFINISHED_TASKS, TaskUpdate(task=task, status=status), t)
+
+
 @workflow.defn
 class InstanceMigrationWorkflow:
     def __init__(self) -> None:
@@ -133,14 +152,8 @@ class InstanceMigrationWorkflow:
             succeeded = True
             return result
         except BaseException as err:
-            cancelled = is_cancelled_exception(err)
-            status = Status.CANCELED if cancelled else Status.ERROR
-            message = "Canceled by user request" if cancelled else failure_message(err)
             if self._current is not None:
-                await self._record(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, self._current), status=status,
-                                                              message=message), t)
-                await self._record(names.RECORD_UNFINISHED_TASKS,
-                                     TaskUpdate(task=self._ref(inp, self._current), status=status), t)
+                await record_failure(self._ref(inp, self._current), err, t)
             raise
         finally:
             self._current = TaskType.CLEANUP
@@ -169,9 +182,9 @@ class InstanceMigrationWorkflow:
     async def _cleanup(self, inp: CleanupInput, host_queue: str | None, mig: InstanceInput, t: Timeouts) -> None:
         queue = host_queue or workflow.info().task_queue + "-data"
 
-        async def record_failure(err: ActivityError) -> None:
-            await self._record(names.RECORD_TASK, TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
-                                                             status=Status.ERROR, message=failure_message(err)), t)
+        async def cleanup_failed(err: ActivityError) -> None:
+            await _record(names.RECORD_TASK, TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
+                                                        status=Status.ERROR, message=failure_message(err)), t)
 
         # Shielded: a second cancel request must not abandon the scratch or target files.
         await shielded(workflow.execute_activity(
@@ -179,12 +192,7 @@ class InstanceMigrationWorkflow:
             start_to_close_timeout=timedelta(seconds=t.short), heartbeat_timeout=self._heartbeat(t),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
             retry_policy=_retry(t, 10),
-        ), on_failure=record_failure)
-
-    async def _record(self, name: str, arg: Any, t: Timeouts) -> None:
-        await shielded(workflow.execute_activity(
-            name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 20),
-        ))
+        ), on_failure=cleanup_failed)
 
     def _heartbeat(self, t: Timeouts) -> timedelta | None:
         """A dead worker is noticed after one heartbeat timeout, not after the whole start-to-close."""

@@ -17,9 +17,10 @@ with workflow.unsafe.imports_passed_through():
     from activities import names
     from workflows.failures import failure_message
     from workflows.instance import _retry
+    from workflows.instance import record_failure as _record_failure
     from workflows.shield import shielded as _shield
     from workflows.transfer_types import FinishExecution, InstancePlan
-    from workflows.types import Status, StepInput, TaskRef, TaskUpdate, Timeouts
+    from workflows.types import Status, StepInput, TaskRef, Timeouts
 
 __all__ = [  # the helpers instance.py already has, shared rather than written twice
     "_retry", "at", "failure_message", "first_step", "gather_instances", "ref", "shielded",
@@ -49,14 +50,8 @@ def first_step(p: InstancePlan, task: str) -> StepInput:
 
 async def record_failure(p: InstancePlan, current: str | None, err: BaseException) -> None:
     """The failed (or cancelled) task and every task after it get their final status."""
-    if current is None:
-        return
-    cancelled = is_cancelled_exception(err)
-    status = Status.CANCELED if cancelled else Status.ERROR
-    message = "Canceled by user request" if cancelled else failure_message(err)
-    await shielded(names.RECORD_TASK, TaskUpdate(task=ref(p, current), status=status, message=message),
-                   p.timeouts)
-    await shielded(names.RECORD_UNFINISHED_TASKS, TaskUpdate(task=ref(p, current), status=status), p.timeouts)
+    if current is not None:
+        await _record_failure(ref(p, current), err, p.timeouts)
 
 
 async def gather_instances(children: list[Any]) -> Status:

@@ -39,7 +39,7 @@ async def versions(_request: Request) -> JSONResponse:
 
 
 async def openapi_json(_request: Request) -> JSONResponse:
-    return JSONResponse(openapi.document())
+    return JSONResponse(openapi.document(ROUTES))
 
 
 ROUTES = [

@@ -1,87 +1,157 @@
-"""The OpenAPI document of the API, built from the route table and the request models."""
+"""The OpenAPI document of the API, generated from the route table and the request models.
+
+Every route the app serves becomes an operation: its path parameters are declared from the route's
+path (``{name}`` or ``{name:int}``), its request body comes from the pydantic model its handler
+validates, and its responses are described. A route added to the app appears here without an edit;
+a handler that takes a body needs an entry in :data:`BODIES` (or :data:`ACTIONS`).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
+from starlette.routing import BaseRoute, Route
 
-from api.schemas import EndpointCreate, EndpointUpdate, MigrationCreate
+from api import deployments, endpoints, executions, migrations, schedules, transfers
+from api.schemas import CancelArgs, EndpointCreate, EndpointUpdate, MigrationCreate
+from api.transfer_schemas import (
+    DeploymentCreate,
+    ExecutionCreate,
+    ScheduleCreate,
+    ScheduleUpdate,
+    TransferCreate,
+    TransferUpdate,
+)
 
-P = "/v1/{project_id}"
 ERROR = {"$ref": "#/components/schemas/Error"}
+PARAM = re.compile(r"{(\w+)(?::(\w+))?}")
+CONVERTORS: dict[str, dict[str, Any]] = {
+    "str": {"type": "string", "pattern": "^[^/]+$"},
+    "int": {"type": "integer"},
+    "path": {"type": "string"},
+    "uuid": {"type": "string", "format": "uuid"},
+    "float": {"type": "number"},
+}
+
+# Handlers that validate a body: (wrapping key or None for an unwrapped body, model).
+BODIES: dict[Callable[..., Any], tuple[str | None, type[BaseModel]]] = {
+    migrations.create: ("migration", MigrationCreate),
+    endpoints.create: ("endpoint", EndpointCreate),
+    endpoints.update: ("endpoint", EndpointUpdate),
+    transfers.create: ("transfer", TransferCreate),
+    transfers.update: ("transfer", TransferUpdate),
+    executions.create: ("execution", ExecutionCreate),
+    deployments.create: ("deployment", DeploymentCreate),
+    schedules.create: (None, ScheduleCreate),
+    schedules.update: (None, ScheduleUpdate),
+}
+_CANCEL = {"cancel": {"anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/CancelArgs"}]}}
+# Handlers of ``…/actions``: the actions they accept, each a key of the body.
+ACTIONS: dict[Callable[..., Any], dict[str, Any]] = {
+    migrations.actions: _CANCEL,
+    executions.actions: _CANCEL,
+    deployments.actions: _CANCEL,
+    transfers.actions: {"delete-disks": {"type": "null"}},
+    endpoints.actions: {"validate-connection": {"type": "null"}},
+}
+MODELS: tuple[type[BaseModel], ...] = (
+    MigrationCreate, EndpointCreate, EndpointUpdate, TransferCreate, TransferUpdate, ExecutionCreate,
+    DeploymentCreate, ScheduleCreate, ScheduleUpdate, CancelArgs,
+)
 
 
-def _op(summary: str, *, body: tuple[str, type[BaseModel]] | None = None, ok: int = 200,
-        key: str | None = None) -> dict[str, Any]:
+def _wrapper(key: str, path: str) -> str:
+    """The body key a handler reads on this path: the legacy aliases use the Coriolis names."""
+    if "/replicas" in path and key == "transfer":
+        return "replica"
+    if path.endswith("/migrations") and key == "deployment":
+        return "migration"
+    return key
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _body(handler: Callable[..., Any], path: str) -> dict[str, Any] | None:
+    if handler in BODIES:
+        key, model = BODIES[handler]
+        ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+        if key is None:
+            return {"required": True, "content": _json(ref)}
+        key = _wrapper(key, path)
+        return {"required": True, "content": _json({"type": "object", "required": [key], "properties": {key: ref}})}
+    if handler in ACTIONS:
+        actions = ACTIONS[handler]
+        return {"required": True, "content": _json({
+            "type": "object", "properties": actions, "minProperties": 1, "maxProperties": 1,
+        })}
+    return None
+
+
+def _summary(handler: Callable[..., Any]) -> str:
+    doc = (handler.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else handler.__name__.replace("_", " ").capitalize()
+
+
+def _operation(route: Route, path: str, method: str) -> dict[str, Any]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": dict(CONVERTORS.get(conv or "str", CONVERTORS["str"]))}
+        for name, conv in PARAM.findall(route.path)
+    ]
     op: dict[str, Any] = {
-        "summary": summary,
+        "operationId": f"{method}:{path}",
+        "summary": _summary(route.endpoint),
+        "tags": [route.endpoint.__module__.rsplit(".", 1)[-1]],
         "responses": {
-            str(ok): {"description": "Success"} if ok == 204 else {
-                "description": "Success",
-                "content": {"application/json": {"schema": {"type": "object", "required": [key] if key else []}}},
-            },
-            "400": {"description": "Bad request", "content": {"application/json": {"schema": ERROR}}},
-            "404": {"description": "Not found", "content": {"application/json": {"schema": ERROR}}},
+            "2XX": {"description": "Success (a JSON object, or no content for 204)"},
+            "4XX": {"description": "A client error, in the Coriolis error format", "content": _json(ERROR)},
+            "default": {"description": "A server error, in the Coriolis error format", "content": _json(ERROR)},
         },
     }
-    if body:
-        wrapper, model = body
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": [wrapper],
-            "properties": {wrapper: {"$ref": f"#/components/schemas/{model.__name__}"}},
-        }}}}
+    if params:
+        op["parameters"] = params
+    body = _body(route.endpoint, path)
+    if body is not None:
+        op["requestBody"] = body
     return op
 
 
-def document() -> dict[str, Any]:
-    paths: dict[str, Any] = {
-        f"{P}/migrations": {
-            "get": _op("List migrations", key="migrations"),
-            "post": _op("Create a migration (endpoint form or inline form)", body=("migration", MigrationCreate),
-                        key="migration"),
-        },
-        f"{P}/migrations/detail": {"get": _op("List migrations with their tasks", key="migrations")},
-        f"{P}/migrations/{{id}}": {
-            "get": _op("Show a migration with tasks, events and progress updates", key="migration"),
-            "delete": _op("Delete a finished migration (COMPLETED, ERROR or CANCELED)", ok=204),
-        },
-        f"{P}/migrations/{{id}}/actions": {
-            "post": _op('Cancel: {"cancel": null} or {"cancel": {"force": true}}', ok=204),
-        },
-        f"{P}/endpoints": {
-            "get": _op("List endpoints", key="endpoints"),
-            "post": _op("Create an endpoint", body=("endpoint", EndpointCreate), key="endpoint"),
-        },
-        f"{P}/endpoints/{{id}}": {
-            "get": _op("Show an endpoint", key="endpoint"),
-            "put": _op("Update an endpoint", body=("endpoint", EndpointUpdate), key="endpoint"),
-            "delete": _op("Delete an endpoint no migration uses", ok=204),
-        },
-        f"{P}/endpoints/{{id}}/actions": {"post": _op('{"validate-connection": null}', key="validate-connection")},
-        f"{P}/endpoints/{{id}}/instances": {"get": _op("Instances of an endpoint", key="instances")},
-        f"{P}/endpoints/{{id}}/instances/{{instance_id}}": {"get": _op("One instance (id: URL-safe base64)",
-                                                                      key="instance")},
-        f"{P}/endpoints/{{id}}/networks": {"get": _op("Networks", key="networks")},
-        f"{P}/endpoints/{{id}}/storage": {"get": _op("Storage backends", key="storage")},
-        f"{P}/endpoints/{{id}}/destination-options": {"get": _op("Destination options", key="destination_options")},
-        f"{P}/endpoints/{{id}}/source-options": {"get": _op("Source options", key="source_options")},
-        f"{P}/providers": {"get": _op("Platforms and their provider types", key="providers")},
-        f"{P}/providers/{{platform}}/schemas/{{provider_type}}": {"get": _op("Provider JSON schemas", key="schemas")},
-    }
-    schemas: dict[str, Any] = {
+def paths(routes: Iterable[BaseRoute]) -> dict[str, dict[str, Any]]:
+    """The ``paths`` of the document: one operation per method of each route."""
+    out: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        path = PARAM.sub(r"{\1}", route.path)
+        for method in sorted(route.methods or {"GET"}):
+            if method == "HEAD":
+                continue
+            out.setdefault(path, {})[method.lower()] = _operation(route, path, method.lower())
+    return out
+
+
+def schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "fault": {"type": "string"}},
         }}},
     }
-    for model in (MigrationCreate, EndpointCreate, EndpointUpdate):
+    for model in MODELS:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Sterna migration API (Coriolis v1 compatible)", "version": "1.0"},
-        "paths": paths,
-        "components": {"schemas": schemas},
+        "paths": paths(routes),
+        "components": {"schemas": schemas()},
     }

@@ -27,15 +27,17 @@ def test_root_cause_unwraps_activity_errors() -> None:
 
 
 async def test_a_cancel_waits_for_shielded_work() -> None:
-    done = asyncio.Event()
+    started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def work() -> None:
-        await asyncio.sleep(0.05)
+        started.set()
+        await release.wait()
         done.set()
 
     outer = asyncio.ensure_future(shielded(work()))
-    await asyncio.sleep(0.01)
+    await started.wait()
     outer.cancel()
+    release.set()
     with pytest.raises(asyncio.CancelledError):
         await outer
     assert done.is_set()

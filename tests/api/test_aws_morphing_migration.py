@@ -22,13 +22,12 @@ import pytest
 from osmorphing.system import import_system
 from providers.aws.ebs import EBS_BLOCK_SIZE
 from providers.local.boot import boot_check
-from tests.conftest import RunningStack, task, wait_final
-from tests.guests.debian import build_debian_guest
-from tests.peers.moto import conn_info, ebs, ec2, guest_volumes, moto_url, subnet
-from worker.sample import create_vmware_vm
+from tests.api.guest_runs import GuestRuns, guest_runs
+from tests.conftest import RunningStack, task
+from tests.peers.moto import moto_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
-__all__ = ["conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]
+__all__ = ["guest_runs", "moto_url"]
 TAG = "sterna:migration-id"
 
 
@@ -76,21 +75,10 @@ def _look_inside(disk: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_debian_guest_to_aws_is_morphed_for_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any,
-                                                ebs: Any, subnet: dict[str, Any], tmp_path: Path) -> None:
-    src = stack.inventory("vmware-export")
-    create_vmware_vm(src, "debian-vm", build_debian_guest(cloud_init=True))
-    with stack.client() as api:
-        a = api.create_endpoint("vmware-export", "local", {"path": str(src)})
-        b = api.create_endpoint("aws", "aws", conn_info)
-        m = api.create_migration(
-            origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["debian-vm"],
-            skip_os_morphing=False,
-            destination_environment={"flavor_name": "t3.medium", "keep_image": True,
-                                     "security_group_ids": [subnet["GroupId"]]},
-            network_map={"VM Network": subnet["SubnetId"]},
-        )
-        final = wait_final(api, m["id"], timeout=2700)
+def test_debian_guest_to_aws_is_morphed_for_aws(stack: RunningStack, guest_runs: GuestRuns, tmp_path: Path) -> None:
+    """The migration runs with the suite's other guest migrations (``tests/api/guest_runs.py``)."""
+    final = guest_runs.wait("aws")
+    m, ec2, ebs, subnet = final, guest_runs.aws.ec2, guest_runs.aws.ebs, guest_runs.aws.subnet
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
 
     morph = _events(final, "OS_MORPHING")

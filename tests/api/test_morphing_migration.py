@@ -9,21 +9,17 @@ Slow: the guest build (~4 min the first time, then cached), libguestfs under TCG
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningStack, task, wait_final
-from tests.guests.debian import OLD_NIC, build_debian_guest
-from worker.sample import create_vmware_vm
+from tests.api.guest_runs import GuestRuns, guest_runs
+from tests.conftest import RunningStack, task
+from tests.guests.debian import OLD_NIC
+from tests.peers.moto import moto_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
-
-
-def _vmware_inventory(root: Path) -> Path:
-    create_vmware_vm(root, "debian-vm", build_debian_guest())
-    return root
+__all__ = ["guest_runs", "moto_url"]
 
 
 def _events(migration: dict[str, Any], task_type: str) -> list[str]:
@@ -31,21 +27,10 @@ def _events(migration: dict[str, Any], task_type: str) -> list[str]:
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_morphed_guest_boots_with_dhcp_and_unmorphed_does_not(stack: RunningStack) -> None:
-    src = _vmware_inventory(stack.inventory("vmware-export"))
-    dst_morphed, dst_plain = stack.inventory("kvm-morphed"), stack.inventory("kvm-plain")
-    with stack.client() as api:
-        a = api.create_endpoint("vmware-export", "local", {"path": str(src)})
-        b = api.create_endpoint("kvm-1", "local", {"path": str(dst_morphed)})
-        c = api.create_endpoint("kvm-2", "local", {"path": str(dst_plain)})
-        morphed = api.create_migration(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"],
-                                       instances=["debian-vm"], skip_os_morphing=False,
-                                       network_map={"VM Network": "default"})
-        plain = api.create_migration(origin_endpoint_id=a["id"], destination_endpoint_id=c["id"],
-                                     instances=["debian-vm"], skip_os_morphing=True,
-                                     destination_environment={"verify_boot": True})
-        done = wait_final(api, morphed["id"], timeout=1800)
-        skipped = wait_final(api, plain["id"], timeout=1800)
+def test_morphed_guest_boots_with_dhcp_and_unmorphed_does_not(stack: RunningStack, guest_runs: GuestRuns) -> None:
+    """Both migrations run with the suite's other guest migrations (``tests/api/guest_runs.py``)."""
+    done = guest_runs.wait("kvm_morphed")
+    skipped = guest_runs.wait("kvm_plain")
 
     assert done["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in done["tasks"]]
     morph_events = _events(done, "OS_MORPHING")

@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
+from tests.api.guest_runs import VSPHERE_VM, GuestRuns, guest_runs
 from tests.conftest import RunningStack, task, wait_final
 from tests.helpers import identical, inventories
+from tests.peers.moto import moto_url
 from tests.peers.vcsim.arrange import find_vm, snapshot_count, stage_disk
 from tests.peers.vcsim.fixtures import vcsim_admin, vcsim_server, vsphere_connection_info
 from worker.sample import build_disk
 
 pytestmark = pytest.mark.slow
-__all__ = ["vcsim_admin", "vcsim_server", "vsphere_connection_info"]
+__all__ = ["guest_runs", "moto_url", "vcsim_admin", "vcsim_server", "vsphere_connection_info"]
 
 
 @pytest.fixture(scope="module")
@@ -84,27 +86,16 @@ def test_vsphere_errors_name_their_cause(stack: RunningStack, vsphere_connection
 
 @pytest.mark.tcg
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_vsphere_debian_guest_passes_the_local_boot_check(
-    stack: RunningStack, vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance
-) -> None:
+def test_vsphere_debian_guest_passes_the_local_boot_check(stack: RunningStack, guest_runs: GuestRuns) -> None:
     """The simulator VM's disk holds the bootable Debian test guest; the migrated disk boots under QEMU.
 
     OS morphing is skipped to keep this test's cost to one TCG boot (the morph is proven by
     ``test_morphing_migration.py``): the unmorphed guest still reaches userspace, which is what the
-    boot check requires.
+    boot check requires. The migration runs with the suite's other guest migrations, on a simulator
+    of its own (``tests/api/guest_runs.py``).
     """
-    from tests.guests.debian import build_debian_guest
-
-    vm = _stage(vcsim_admin, "DC0_H0_VM1", build_debian_guest())
-    _, dst = inventories(stack, [], 1)
-    with stack.client() as api:
-        src = api.create_endpoint("vc-debian", "vmware_vsphere", vsphere_connection_info)
-        dest = api.create_endpoint("kvm-debian", "local", {"path": str(dst)})
-        m = api.create_migration(origin_endpoint_id=src["id"], destination_endpoint_id=dest["id"],
-                                 instances=["DC0_H0_VM1"], skip_os_morphing=True,
-                                 destination_environment={"verify_boot": True})
-        final = wait_final(api, m["id"], timeout=1800)
+    final = guest_runs.wait("vsphere")
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
-    boot = [e["message"] for e in task(final, "DC0_H0_VM1", "DEPLOY_INSTANCE_RESOURCES")["events"]]
+    boot = [e["message"] for e in task(final, VSPHERE_VM, "DEPLOY_INSTANCE_RESOURCES")["events"]]
     assert any(e.startswith("Boot check: userspace started") for e in boot), boot
-    assert snapshot_count(vcsim_admin, vm) == 0
+    assert guest_runs.vsphere_snapshots() == 0

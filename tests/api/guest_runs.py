@@ -1,0 +1,142 @@
+"""The suite's end-to-end migrations of the bootable Debian test guest, all started at once.
+
+Each of them costs minutes of single-threaded QEMU TCG: OS morphing rebuilds the initramfs inside the
+libguestfs appliance, and every boot check is a TCG boot. One after the other they took about 19 min
+of the suite on a 2-core machine, with one core idle most of that time. ``guest_runs`` starts all of
+them when the first of their tests asks, so the machine's cores share the work; each test then waits
+for its own migration and asserts exactly what it asserted when it started its own.
+
+What runs:
+* ``aws``: the cloud-init guest as a VMware export -> AWS (moto), morphed for AWS;
+* ``kvm_morphed`` / ``kvm_plain``: the plain guest -> local, with and without morphing, both boot-checked;
+* ``vsphere``: the plain guest on a simulator VM -> local, unmorphed, boot-checked.
+
+The moto account and the simulator here are this fixture's own: the per-test ``conn_info`` fixture
+resets moto, and the simulator fixtures are per module, either of which would pull the ground from
+under a migration that runs across several tests.
+"""
+
+# mypy: allow-untyped-calls
+# (pyVim helpers have untyped signatures)
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from pyVim.connect import Disconnect
+
+from tests.conftest import RunningStack, wait_final
+from tests.guests.debian import build_debian_guest
+from tests.peers.moto import REGION, _client
+from tests.peers.vcsim import vcsim
+from tests.peers.vcsim.arrange import admin_session, find_vm, snapshot_count, stage_disk
+from worker.sample import create_vmware_vm
+
+#: how long a test waits for its migration; they share two cores with three others
+TIMEOUT = 2700
+VSPHERE_VM = "DC0_H0_VM1"
+
+
+@dataclass
+class AwsAccount:
+    """The moto account the AWS run uses, and the test's own clients to inspect it."""
+
+    conn_info: dict[str, Any]
+    subnet: dict[str, Any]
+    ec2: Any = field(repr=False)
+    ebs: Any = field(repr=False)
+
+
+@dataclass
+class GuestRuns:
+    stack: RunningStack
+    aws: AwsAccount
+    #: migration ids by run name
+    ids: dict[str, str]
+    vsphere_snapshots: Any = field(repr=False)
+
+    def wait(self, run: str) -> dict[str, Any]:
+        with self.stack.client() as api:
+            return wait_final(api, self.ids[run], timeout=TIMEOUT)
+
+
+def _aws_account(moto_url: str) -> AwsAccount:
+    requests.post(f"{moto_url}/moto-api/reset", timeout=30).raise_for_status()
+    conn_info = {"region": REGION, "access_key_id": "AKIDTESTTESTTEST",
+                 "secret_access_key": "s3cr3t-test-value-never-shown", "endpoint_url": moto_url}
+    ec2, ebs = _client(conn_info, "ec2"), _client(conn_info, "ebs")
+    sub = sorted(ec2.describe_subnets()["Subnets"], key=lambda s: s["AvailabilityZone"])[0]
+    group = ec2.create_security_group(GroupName="sterna-test", Description="test", VpcId=sub["VpcId"])
+    return AwsAccount(conn_info, {**sub, "GroupId": group["GroupId"]}, ec2, ebs)
+
+
+def _stage_vsphere(si: Any, raw: Path, work: Path) -> Any:
+    vmdk = work / f"{VSPHERE_VM}.vmdk"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                    str(raw), str(vmdk)], check=True)
+    vm = find_vm(si, VSPHERE_VM)
+    stage_disk(si, vm, vmdk)
+    return vm
+
+
+@pytest.fixture(scope="session")
+def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestRuns]:
+    if shutil.which("qemu-img") is None:
+        pytest.fail("qemu-img (qemu-utils) is required: run make sysdeps")
+    try:
+        server = vcsim.start()
+    except vcsim.VcsimUnavailable as exc:
+        pytest.fail(f"the vSphere simulator could not be built or started: {exc}")
+    si = admin_session(server)
+    try:
+        aws = _aws_account(moto_url)
+        ids: dict[str, str] = {}
+        with stack.client() as api:
+            # The cloud-init variant first: it is the first one the background builds finish.
+            cloud_src = stack.inventory("vmware-export-cloud-init")
+            create_vmware_vm(cloud_src, "debian-vm", build_debian_guest(cloud_init=True))
+            a = api.create_endpoint("vmware-export-ci", "local", {"path": str(cloud_src)})
+            b = api.create_endpoint("aws", "aws", aws.conn_info)
+            ids["aws"] = api.create_migration(
+                origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["debian-vm"],
+                skip_os_morphing=False,
+                destination_environment={"flavor_name": "t3.medium", "keep_image": True,
+                                         "security_group_ids": [aws.subnet["GroupId"]]},
+                network_map={"VM Network": aws.subnet["SubnetId"]},
+            )["id"]
+
+            plain = build_debian_guest()
+            src = stack.inventory("vmware-export")
+            create_vmware_vm(src, "debian-vm", plain)
+            a = api.create_endpoint("vmware-export", "local", {"path": str(src)})
+            b = api.create_endpoint("kvm-1", "local", {"path": str(stack.inventory("kvm-morphed"))})
+            c = api.create_endpoint("kvm-2", "local", {"path": str(stack.inventory("kvm-plain"))})
+            ids["kvm_morphed"] = api.create_migration(
+                origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["debian-vm"],
+                skip_os_morphing=False, network_map={"VM Network": "default"})["id"]
+            ids["kvm_plain"] = api.create_migration(
+                origin_endpoint_id=a["id"], destination_endpoint_id=c["id"], instances=["debian-vm"],
+                skip_os_morphing=True, destination_environment={"verify_boot": True})["id"]
+
+            vm = _stage_vsphere(si, plain, tmp_path_factory.mktemp("vsphere-debian"))
+            vc = api.create_endpoint("vc-debian", "vmware_vsphere", {
+                "host": server.host, "username": server.user, "password": server.password,
+                "allow_untrusted": True})
+            kvm = api.create_endpoint("kvm-debian", "local", {"path": str(stack.inventory("kvm-vsphere"))})
+            ids["vsphere"] = api.create_migration(
+                origin_endpoint_id=vc["id"], destination_endpoint_id=kvm["id"], instances=[VSPHERE_VM],
+                skip_os_morphing=True, destination_environment={"verify_boot": True})["id"]
+        runs = GuestRuns(stack, aws, ids, lambda: snapshot_count(si, vm))
+        yield runs
+        # The simulator goes away with this fixture: let its migration end first, whatever its test did.
+        runs.wait("vsphere")
+    finally:
+        Disconnect(si)
+        server.stop()

@@ -91,6 +91,8 @@ class LocalProvider(
                 "memory_mb": {"type": "integer", "minimum": 64},
                 "network_map": {"type": "object"},
                 "verify_boot": {"type": "boolean"},
+                #: seconds the boot check waits for its evidence (600 by default)
+                "boot_timeout": {"type": "number", "minimum": 30},
             },
         }
 

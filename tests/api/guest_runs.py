@@ -41,6 +41,9 @@ from worker.sample import create_vmware_vm
 
 #: how long a test waits for its migration; they share two cores with three others
 TIMEOUT = 2700
+#: the boot checks' own limit: a TCG boot takes 1-2 min alone, and here up to four share two cores
+BOOT_TIMEOUT = 1500
+BOOT_CHECKED = {"verify_boot": True, "boot_timeout": BOOT_TIMEOUT}
 VSPHERE_VM = "DC0_H0_VM1"
 
 
@@ -120,10 +123,11 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             c = api.create_endpoint("kvm-2", "local", {"path": str(stack.inventory("kvm-plain"))})
             ids["kvm_morphed"] = api.create_migration(
                 origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["debian-vm"],
-                skip_os_morphing=False, network_map={"VM Network": "default"})["id"]
+                skip_os_morphing=False, network_map={"VM Network": "default"},
+                destination_environment={"boot_timeout": BOOT_TIMEOUT})["id"]
             ids["kvm_plain"] = api.create_migration(
                 origin_endpoint_id=a["id"], destination_endpoint_id=c["id"], instances=["debian-vm"],
-                skip_os_morphing=True, destination_environment={"verify_boot": True})["id"]
+                skip_os_morphing=True, destination_environment=BOOT_CHECKED)["id"]
 
             vm = _stage_vsphere(si, plain, tmp_path_factory.mktemp("vsphere-debian"))
             vc = api.create_endpoint("vc-debian", "vmware_vsphere", {
@@ -132,7 +136,7 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             kvm = api.create_endpoint("kvm-debian", "local", {"path": str(stack.inventory("kvm-vsphere"))})
             ids["vsphere"] = api.create_migration(
                 origin_endpoint_id=vc["id"], destination_endpoint_id=kvm["id"], instances=[VSPHERE_VM],
-                skip_os_morphing=True, destination_environment={"verify_boot": True})["id"]
+                skip_os_morphing=True, destination_environment=BOOT_CHECKED)["id"]
         runs = GuestRuns(stack, aws, ids, lambda: snapshot_count(si, vm))
         yield runs
         # The simulator goes away with this fixture: let its migration end first, whatever its test did.

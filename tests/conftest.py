@@ -16,7 +16,13 @@ import pytest
 from client.sdk import SternaClient
 from core.settings import Settings
 from tests.peers import free_port, postgres_database
+from worker.guest import cache_root
 from worker.launcher import Stack
+
+# libguestfs builds its appliance (supermin) on first use, then reuses it while the host's packages are
+# unchanged. Keeping it beside the guest images makes "a fresh machine" one folder: ~/.cache/sterna.
+os.environ.setdefault("LIBGUESTFS_CACHEDIR", str(cache_root().parent / "libguestfs"))
+Path(os.environ["LIBGUESTFS_CACHEDIR"]).mkdir(parents=True, exist_ok=True)
 
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
 # Keystone, Barbican, Glance and the fake compute API, for the tests that ask for them.

@@ -22,12 +22,10 @@ import pytest
 from osmorphing.system import import_system
 from providers.aws.ebs import EBS_BLOCK_SIZE
 from providers.local.boot import boot_check
-from tests.api.guest_runs import GuestRuns, guest_runs
+from tests.api.guest_runs import GuestRuns
 from tests.conftest import RunningStack, task
-from tests.peers.moto import moto_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
-__all__ = ["guest_runs", "moto_url"]
 TAG = "sterna:migration-id"
 
 

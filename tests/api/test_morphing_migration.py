@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.api.guest_runs import GuestRuns, guest_runs
+from tests.api.guest_runs import GuestRuns
 from tests.conftest import RunningStack, task
 from tests.guests.debian import OLD_NIC
-from tests.peers.moto import moto_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
-__all__ = ["guest_runs", "moto_url"]
 
 
 def _events(migration: dict[str, Any], task_type: str) -> list[str]:

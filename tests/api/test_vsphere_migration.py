@@ -13,16 +13,15 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from tests.api.guest_runs import VSPHERE_VM, GuestRuns, guest_runs
+from tests.api.guest_runs import VSPHERE_VM, GuestRuns
 from tests.conftest import RunningStack, task, wait_final
 from tests.helpers import identical, inventories
-from tests.peers.moto import moto_url
 from tests.peers.vcsim.arrange import find_vm, snapshot_count, stage_disk
 from tests.peers.vcsim.fixtures import vcsim_admin, vcsim_server, vsphere_connection_info
 from worker.sample import build_disk
 
 pytestmark = pytest.mark.slow
-__all__ = ["guest_runs", "moto_url", "vcsim_admin", "vcsim_server", "vsphere_connection_info"]
+__all__ = ["vcsim_admin", "vcsim_server", "vsphere_connection_info"]
 
 
 @pytest.fixture(scope="module")

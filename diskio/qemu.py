@@ -89,7 +89,9 @@ class QemuNbdServer:
         """The export's size once qemu-nbd accepts connections; -1 if it exited, ``None`` while it starts."""
         try:
             return self.client().size
-        except (FileNotFoundError, ConnectionRefusedError):
+        except OSError:
+            # Not listening yet (no socket, refused), or a server that is exiting on a bad image and
+            # drops the connection mid-handshake (reset, closed): its exit status tells which.
             return -1 if self._proc.poll() is not None else None
 
     def client(self) -> NbdClient:

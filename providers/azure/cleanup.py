@@ -57,7 +57,7 @@ def cleanup(clients: AzureClients, env: Mapping[str, Any], disks: list[ImportedD
     found_disks = _mine(c.call("listing managed disks", lambda: list(compute.disks.list_by_resource_group(rg))),
                         migration, t.ROLE_DISK)
     for disk in found_disks:
-        if str(disk.disk_state or "") in _SAS_STATES:
+        if t.text(disk.disk_state) in _SAS_STATES:
             c.call(f"revoking the SAS of {disk.name}", compute.disks.begin_revoke_access, rg, disk.name,
                    done=f"revoked the SAS of managed disk {disk.name}")
     if succeeded:

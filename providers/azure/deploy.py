@@ -82,9 +82,6 @@ def vm_name(env: Mapping[str, Any], export_info: InstanceInfo) -> str:
 
 def deploy_instance(clients: AzureClients, env: Mapping[str, Any], export_info: InstanceInfo,
                     disks: list[ImportedDisk]) -> DeployedInstance:
-    from azure.mgmt.compute import models as cm
-    from azure.mgmt.network import models as nm
-
     if not disks:
         raise InvalidInput(f"{export_info.name} has no uploaded disk to boot from")
     secrets = clients.conn.secrets
@@ -96,32 +93,35 @@ def deploy_instance(clients: AzureClients, env: Mapping[str, Any], export_info: 
     nic_ids = []
     for i, (subnet, nsg) in enumerate(plan):
         nic_name = t.resource_name(name, f"nic{i}", limit=80)
-        body = nm.NetworkInterface(
-            location=clients.conn.location, tags={**base_tags, t.ROLE_TAG: t.ROLE_NIC},
-            ip_configurations=[nm.NetworkInterfaceIPConfiguration(
-                name="ipconfig1", subnet=nm.Subnet(id=subnet), primary=True, private_ip_allocation_method="Dynamic")],
-            network_security_group=nm.NetworkSecurityGroup(id=nsg) if nsg else None,
-        )
+        # ARM's wire shape (see importer): the SDK models take it as a mapping.
+        nic_props: dict[str, Any] = {"ipConfigurations": [{"name": "ipconfig1", "properties": {
+            "subnet": {"id": subnet}, "primary": True, "privateIPAllocationMethod": "Dynamic"}}]}
+        if nsg:
+            nic_props["networkSecurityGroup"] = {"id": nsg}
+        body = {"location": clients.conn.location, "tags": {**base_tags, t.ROLE_TAG: t.ROLE_NIC},
+                "properties": nic_props}
         with azure_errors(f"creating network interface {nic_name}", secrets):
             nic = clients.network.network_interfaces.begin_create_or_update(clients.rg, nic_name, body).result()
         nic_ids.append(str(nic.id))
     os_type = "Windows" if export_info.os_type == "windows" else "Linux"
     [os_disk, *data] = disks
-    vm = cm.VirtualMachine(
-        location=clients.conn.location, tags={**base_tags, t.ROLE_TAG: t.ROLE_VM},
-        hardware_profile=cm.HardwareProfile(vm_size=size),
-        storage_profile=cm.StorageProfile(
-            os_disk=cm.OSDisk(create_option="Attach", os_type=os_type,
-                              managed_disk=cm.ManagedDiskParameters(id=os_disk.details["managed_disk_id"])),
-            data_disks=[cm.DataDisk(lun=i, create_option="Attach",
-                                    managed_disk=cm.ManagedDiskParameters(id=d.details["managed_disk_id"]))
-                        for i, d in enumerate(data)],
-        ),
-        network_profile=cm.NetworkProfile(network_interfaces=[
-            cm.NetworkInterfaceReference(id=nid, primary=(i == 0)) for i, nid in enumerate(nic_ids)]),
-        # Managed boot diagnostics: the serial console log is the boot evidence.
-        diagnostics_profile=cm.DiagnosticsProfile(boot_diagnostics=cm.BootDiagnostics(enabled=True)),
-    )
+    vm = {
+        "location": clients.conn.location,
+        "tags": {**base_tags, t.ROLE_TAG: t.ROLE_VM},
+        "properties": {
+            "hardwareProfile": {"vmSize": size},
+            "storageProfile": {
+                "osDisk": {"createOption": "Attach", "osType": os_type,
+                           "managedDisk": {"id": os_disk.details["managed_disk_id"]}},
+                "dataDisks": [{"lun": i, "createOption": "Attach", "managedDisk": {"id": d.details["managed_disk_id"]}}
+                              for i, d in enumerate(data)],
+            },
+            "networkProfile": {"networkInterfaces": [
+                {"id": nid, "properties": {"primary": i == 0}} for i, nid in enumerate(nic_ids)]},
+            # Managed boot diagnostics: the serial console log is the boot evidence.
+            "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
+        },
+    }
     with azure_errors(f"creating virtual machine {name} ({size})", secrets):
         created = clients.compute.virtual_machines.begin_create_or_update(clients.rg, name, vm).result()
     return DeployedInstance(

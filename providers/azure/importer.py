@@ -61,23 +61,19 @@ def _get_disk(clients: AzureClients, name: str) -> Any | None:
 
 
 def _create_disk(clients: AzureClients, name: str, size: int, tags: dict[str, str]) -> Any:
-    from azure.mgmt.compute import models as cm
-
-    body = cm.Disk(
-        location=clients.conn.location, tags=tags,
-        creation_data=cm.CreationData(create_option="Upload", upload_size_bytes=size),
-    )
+    # Bodies are written in ARM's wire shape: what the REST reference documents, and what the
+    # SDK's models take as a mapping.
+    body = {"location": clients.conn.location, "tags": tags,
+            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": size}}}
     with azure_errors(f"creating managed disk {name} for upload", clients.conn.secrets):
         return clients.compute.disks.begin_create_or_update(clients.rg, name, body).result()
 
 
 def grant(clients: AzureClients, name: str, access: str, resource: str = "disks") -> str:
-    from azure.mgmt.compute import models as cm
-
     ops = getattr(clients.compute, resource)
     with azure_errors(f"granting {access.lower()} access to {name}", clients.conn.secrets):
-        result = ops.begin_grant_access(clients.rg, name, cm.GrantAccessData(
-            access=access, duration_in_seconds=SAS_SECONDS)).result()
+        result = ops.begin_grant_access(
+            clients.rg, name, {"access": access, "durationInSeconds": SAS_SECONDS}).result()
     return str(result.access_sas)
 
 
@@ -106,7 +102,7 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
         t.MIGRATION_TAG: t.migration_id(env), t.ROLE_TAG: t.ROLE_DISK, t.DISK_TAG: disk.disk_id,
         t.SOURCE_INSTANCE_TAG: export_info.name}.items() if v}
     existing = await asyncio.to_thread(_get_disk, clients, name)
-    state = str(getattr(existing, "disk_state", "") or "") if existing else ""
+    state = t.text(getattr(existing, "disk_state", "")) if existing else ""
     if existing is not None and (existing.tags or {}).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
         ctx.event(f"disk {disk.disk_id}: managed disk {name} was already uploaded")
         return _imported(disk, existing, name, reused=True)

@@ -128,8 +128,8 @@ class PageBlobSource(DiskSource):
         with azure_errors(f"listing the page ranges of {self.name}", self._secrets):
             ranges = [(int(r["start"]), int(r["end"]) + 1) for r in self._client.get_page_ranges()[0]]
         out: list[Extent] = []
-        for start, end in sorted(ranges):
-            end = min(end, self._size)
+        for start, stop in sorted(ranges):
+            end = min(stop, self._size)
             if start >= end:
                 continue
             if out and out[-1].end >= start:

@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
-from core.models import DeployedInstance, DiskLocator, ImportedDisk, InstanceInfo, NetworkInfo, OptionValues
+from core.models import (
+    DeployedInstance,
+    DiskLocator,
+    ImportedDisk,
+    InstanceInfo,
+    NetworkInfo,
+    OptionValues,
+    SourceSnapshot,
+)
+from diskio.base import DiskSource
 from providers.azure import cleanup as cleanup_mod
-from providers.azure import deploy, importer
+from providers.azure import deploy, importer, source
 from providers.azure.errors import azure_errors
 from providers.azure.session import CONNECTION_INFO_SCHEMA, AzureClients, AzureConnection
 from providers.base import (
     DestinationOptionsProvider,
     EndpointProvider,
+    ExportProvider,
     ImportProvider,
     NetworksProvider,
     TransferContext,
@@ -52,8 +63,9 @@ DESTINATION_SCHEMA: dict[str, Any] = {
 }
 
 
-class AzureProvider(EndpointProvider, ImportProvider, NetworksProvider, DestinationOptionsProvider):
-    """Azure Resource Manager endpoint: managed-disk direct upload, NIC + VM deploy."""
+class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, DestinationOptionsProvider):
+    """Azure Resource Manager endpoint: managed-disk direct upload, NIC + VM deploy; VM export from
+    incremental snapshots read through a SAS."""
 
     PLUGIN_NAME = "azure"
     #: qemu-img's name for VHD; ``TARGET_DISK_OPTIONS`` makes it the fixed VHD Azure takes
@@ -103,6 +115,23 @@ class AzureProvider(EndpointProvider, ImportProvider, NetworksProvider, Destinat
         sizes = sorted(s.name for s in deploy.vm_sizes(clients))
         return [OptionValues(name="vm_size", values=sizes),
                 OptionValues(name="location", values=[clients.conn.location], config_default=clients.conn.location)]
+
+    # -- source -------------------------------------------------------------------------------
+
+    def list_instances(self, env: Mapping[str, Any], name_filter: str | None = None) -> list[InstanceInfo]:
+        return source.list_instances(self.clients(), name_filter)
+
+    def get_instance(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
+        return source.get_instance(self.clients(), instance)
+
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+        return source.snapshot_instance(self.clients(), env, instance, workdir)
+
+    def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
+        return source.open_disk(self.clients(), disk)
+
+    def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
+        source.delete_snapshot(self.clients(), snapshot)
 
     # -- destination ------------------------------------------------------------------------
 

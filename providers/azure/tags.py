@@ -35,3 +35,8 @@ def parse_id(rid: str) -> dict[str, str]:
     segs = rid.strip("/").split("/")
     out = {segs[i].lower(): segs[i + 1] for i in range(0, len(segs) - 1, 2)}
     return out
+
+
+def text(value: Any) -> str:
+    """An SDK enum (``DiskState.ACTIVE_UPLOAD``) or string as ARM's own spelling (``ActiveUpload``)."""
+    return str(getattr(value, "value", value) or "")

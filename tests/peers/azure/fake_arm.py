@@ -122,6 +122,9 @@ class FakeArm:
         self.state = State()
         #: polls an operation answers InProgress before it ends (0: the first poll sees the end)
         self.polls_in_progress = 0
+        #: False: operations finish within the request (200 with the final body, as ARM answers an
+        #: operation that completed at once); for in-process tests that are not about polling
+        self.long_running = True
         self.blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
         self.cert, self.key = _certificate(workdir)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -423,6 +426,10 @@ def _operation(arm: FakeArm, op_id: str) -> Reply:
 
 def _lro(arm: FakeArm, location: str, ns: str, status: int, body: Any, *, output: Any = None,
          final_location: bool = False) -> Reply:
+    if not arm.long_running:
+        if isinstance(body, dict) and "properties" in body:
+            body["properties"]["provisioningState"] = "Succeeded"
+        return (200, output if output is not None else body, {}) if (output or body) else (200, None, {})
     op_id = str(uuid.uuid4())
     arm.state.operations[op_id] = {"polls": 0, "output": output}
     op_url = f"{arm.url}/subscriptions/{next(iter(arm.state.subscriptions))}/providers/{ns}/locations/{location}" \
@@ -450,7 +457,7 @@ def _create(arm: FakeArm, rid: str, rtype: str, body: dict[str, Any], location: 
            "tags": body.get("tags") or {}, "properties": props}
     if "sku" in body:
         res["sku"] = body["sku"]
-    ns = rtype.split("/")[0]
+    ns = rtype.split("/", maxsplit=1)[0]
     kind = rtype.lower()
     if rid.lower() in st.resources and kind in ("microsoft.compute/disks", "microsoft.compute/snapshots"):
         # Real ARM updates in place; a disk's creationData can't change, so keep what exists.
@@ -503,9 +510,10 @@ def _create_disk(arm: FakeArm, res: dict[str, Any], props: dict[str, Any]) -> No
         arm.blobs.create_container(res["_container"])
         target = arm.blobs.get_blob_client(res["_container"], "abcd")
         # Azurite copies within the account; the source is read through a short account-key SAS.
-        sas = generate_blob_sas(ACCOUNT, src["_container"], "abcd", account_key=ACCOUNT_KEY,
-                                permission="r", expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1))
-        target.start_copy_from_url(f"{arm.azurite.url}/{src['container']}/abcd?{sas}", requires_sync=True)
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        sas = generate_blob_sas(ACCOUNT, src["_container"], "abcd", account_key=ACCOUNT_KEY, permission="r",
+                                expiry=expiry)
+        target.start_copy_from_url(f"{arm.azurite.url}/{src['_container']}/abcd?{sas}", requires_sync=True)
         props["timeCreated"] = datetime.datetime.now(datetime.UTC).isoformat()
         return
     else:
@@ -532,7 +540,7 @@ def _create_vm(arm: FakeArm, res: dict[str, Any], props: dict[str, Any]) -> None
                        f"quota. Location: {res['location']}, Current Limit: {st.core_quota}, Current Usage: {used}, "
                        f"Additional Required: {VM_SIZES[size][0]}.")
     storage = props.get("storageProfile") or {}
-    disks = [storage.get("osDisk") or {}] + list(storage.get("dataDisks") or [])
+    disks = [storage.get("osDisk") or {}, *list(storage.get("dataDisks") or [])]
     found = []
     for i, d in enumerate(disks):
         disk = _ref(arm, (d.get("managedDisk") or {}).get("id"), "osDisk" if i == 0 else f"dataDisks[{i - 1}]",
@@ -572,7 +580,7 @@ def _delete(arm: FakeArm, rid: str) -> Reply:
             raise ArmError(400, "NicInUse", f"Network Interface {rid} is used by existing resource {vm}.")
     elif kind == "microsoft.compute/virtualmachines":
         storage = res["properties"].get("storageProfile") or {}
-        for d in [storage.get("osDisk") or {}] + list(storage.get("dataDisks") or []):
+        for d in [storage.get("osDisk") or {}, *list(storage.get("dataDisks") or [])]:
             disk = st.resources.get(((d.get("managedDisk") or {}).get("id") or "").lower())
             if disk:
                 disk.pop("managedBy", None)

@@ -1,0 +1,98 @@
+"""The Azure provider in-process against Azurite and the fake ARM (operations complete at once
+here; the REST API tests in ``tests/api/test_azure_migration.py`` poll them as ARM does)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.models import DiskLocator, InstanceInfo, NicInfo
+from diskio.local import open_local_source
+from providers.azure.provider import AzureProvider
+from providers.base import TransferContext, TransferProgress
+from tests.peers.azure.fixtures import AzureCloud, azure_cloud, azurite, fake_arm_server
+from worker.sample import build_disk
+
+__all__ = ["azure_cloud", "azurite", "fake_arm_server"]
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def cloud(azure_cloud: AzureCloud) -> Any:
+    azure_cloud.arm.long_running = False
+    yield azure_cloud
+    azure_cloud.arm.long_running = True
+
+
+def _vhd(tmp_path: Path, seed: int = 3) -> tuple[Path, Path]:
+    raw = tmp_path / "disk.raw"
+    build_disk(raw, size=64 * MIB, data_mib=6, seed=seed)
+    vhd = tmp_path / "disk.vpc"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
+                    str(raw), str(vhd)], check=True)
+    return raw, vhd
+
+
+def _info(cloud: AzureCloud) -> InstanceInfo:
+    return InstanceInfo(id="vm-z", name="vm-z", num_cpu=1, memory_mb=1024,
+                        devices={"nics": [NicInfo(network_name="VM Network", mac_address="00:11:22:33:44:55")]})
+
+
+def _ctx(tmp_path: Path, stop_after: int | None = None) -> TransferContext:
+    calls = {"n": 0}
+
+    async def progress(_p: TransferProgress) -> None:
+        calls["n"] += 1
+        if stop_after is not None and calls["n"] > stop_after:
+            raise asyncio.CancelledError
+
+    return TransferContext(workdir=tmp_path, progress=progress, bandwidth_limit=4 * MIB if stop_after else None)
+
+
+def test_cancel_mid_upload_revokes_the_sas_and_cleanup_removes_the_disk(cloud: AzureCloud, tmp_path: Path) -> None:
+    _raw, vhd = _vhd(tmp_path)
+    provider = AzureProvider(cloud.conn)
+    env = {"migration_id": "mig-cancel", "network_map": {"default": cloud.subnet_id}}
+    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(provider.import_disk(env, _info(cloud), disk, _ctx(tmp_path, stop_after=1)))
+    [made] = cloud.arm.of_type("Microsoft.Compute/disks")
+    assert made["properties"]["diskState"] != "ActiveUpload" and cloud.arm.sas_granted() == []
+    lines = provider.cleanup(env, "vm-z", [], None, succeeded=False)
+    assert cloud.arm.of_type("Microsoft.Compute/disks") == [], lines
+    assert any("deleted managed disk" in line for line in lines)
+
+
+def test_azure_source_reads_the_allocated_page_ranges(cloud: AzureCloud, tmp_path: Path) -> None:
+    raw, vhd = _vhd(tmp_path, seed=9)
+    provider = AzureProvider(cloud.conn)
+    env = {"migration_id": "mig-src", "network_map": {"default": cloud.subnet_id}, "vm_size": "Standard_B1s"}
+    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
+    imported = asyncio.run(provider.import_disk(env, _info(cloud), disk, _ctx(tmp_path)))
+    provider.deploy_instance(env, _info(cloud), [imported])
+
+    [vm] = provider.list_instances({}, "vm-z")
+    assert vm.flavor_name == "Standard_B1s" and vm.num_cpu == 1
+    assert [d.size_bytes for d in vm.devices.disks] == [64 * MIB]
+    assert vm.devices.nics[0].network_name == cloud.subnet_id
+    snap = provider.snapshot_instance({"migration_id": "mig-src"}, "vm-z", tmp_path / "work")
+    src = provider.open_disk(snap, snap.disks[0])
+    local = open_local_source(str(raw))
+    try:
+        extents = src.extents()
+        allocated = sum(e.length for e in extents)
+        assert 0 < allocated <= sum(e.length for e in local.extents()) + 64 * 1024
+        assert all(e.end <= src.size for e in extents)
+        for ext in extents:
+            assert src.read(ext.offset, ext.length) == local.read(ext.offset, ext.length)
+        assert raw.read_bytes() == b"".join(src.read(o, MIB) for o in range(0, src.size, MIB))
+    finally:
+        local.close()
+    assert cloud.arm.sas_granted() != []
+    provider.delete_snapshot(snap)
+    provider.delete_snapshot(snap)  # twice: tolerated
+    assert cloud.arm.of_type("Microsoft.Compute/snapshots") == [] and cloud.arm.sas_granted() == []

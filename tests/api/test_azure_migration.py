@@ -17,7 +17,7 @@ from azure.mgmt.compute import models as cm
 from azure.storage.blob import BlobClient
 
 from tests.conftest import RunningStack, task, wait_final
-from tests.helpers import inventories
+from tests.helpers import identical, inventories
 from tests.peers.azure.fixtures import SECRET, AzureCloud, azure_cloud, azurite, fake_arm_server
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def _mine(cloud: AzureCloud, rtype: str, migration_id: str) -> list[dict[str, An
     return [r for r in cloud.arm.of_type(rtype) if r.get("tags", {}).get(TAG) == migration_id]
 
 
-def test_local_to_azure(stack: RunningStack, azure_cloud: AzureCloud, tmp_path: Path) -> None:
+def test_local_to_azure_and_back(stack: RunningStack, azure_cloud: AzureCloud, tmp_path: Path) -> None:
     cloud = azure_cloud
     with stack.client() as api:
         origin, dest, src = _endpoints(api, stack, cloud)
@@ -120,6 +120,19 @@ def test_local_to_azure(stack: RunningStack, azure_cloud: AzureCloud, tmp_path: 
     assert 0 < sent <= allocated < size
     print(f"azure upload: {sent:,} bytes sent in {calls} Put Page calls; {allocated:,} bytes allocated "
           f"in the {size + 512:,}-byte VHD")
+
+    # And back: the VM just made is an Azure source (incremental snapshot, read SAS, page ranges).
+    _, dst = inventories(stack, [], 1)
+    with stack.client() as api:
+        kvm = api.create_endpoint(f"kvm-{dst.name}", "local", {"path": str(dst)})
+        back_m = api.create_migration(origin_endpoint_id=dest, destination_endpoint_id=kvm["id"],
+                                      instances=[vm["name"]])
+        final = wait_final(api, back_m["id"])
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    [copy] = (dst / vm["name"]).glob("*.qcow2")
+    assert identical(raw, copy)
+    assert cloud.arm.of_type("Microsoft.Compute/snapshots") == [], "source snapshots are removed after the copy"
+    assert cloud.arm.sas_granted() == []
 
 
 def test_azure_errors_are_clear(stack: RunningStack, azure_cloud: AzureCloud) -> None:

@@ -19,8 +19,8 @@ from tests.peers import free_port, postgres_database
 from worker.launcher import Stack
 
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
-# Keystone, Barbican, Glance and the fake compute API, for the tests that ask for them.
-pytest_plugins = ["tests.peers.openstack.fixtures", "tests.phases"]
+# Keystone, Barbican, Glance and the fake compute API; Azurite and the fake ARM: for the tests that ask for them.
+pytest_plugins = ["tests.peers.openstack.fixtures", "tests.peers.azure.fixtures", "tests.phases"]
 
 
 class PipelineClient(SternaClient):

@@ -6,10 +6,10 @@ ranges (at most 4 MiB each, with Content-MD5) through the disk engine, revoke th
 becomes Unattached and usable). The SAS is revoked whatever happens, also on error and cancel.
 
 The disk's name derives from the migration and disk ids, and it is tagged with them: a
-retried activity finds it again. If it is still uploading, the retry grants a new SAS and
-resumes from the checkpoint; if the upload was already sealed and marked complete, it is
-returned as is; a sealed disk not marked complete (a revoke that cut an upload short) is
-deleted and the upload starts over.
+retried activity finds it again. Marked complete → returned as is. Still ReadyToUpload → the
+upload starts into it. ActiveUpload (an attempt died holding the SAS, which is never recorded:
+it is a credential) or sealed without the mark → revoked, deleted and uploaded again; Azure
+grants no second write SAS on a disk, so a crashed upload cannot resume mid-way.
 """
 
 from __future__ import annotations
@@ -106,13 +106,18 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
     if existing is not None and (existing.tags or {}).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
         ctx.event(f"disk {disk.disk_id}: managed disk {name} was already uploaded")
         return _imported(disk, existing, name, reused=True)
-    checkpoint: list[tuple[int, int]] = []
-    if existing is not None and state in ("ReadyToUpload", "ActiveUpload"):
-        checkpoint = [(int(a), int(b)) for a, b in ctx.checkpoint or []]
-    elif existing is not None:
-        # Sealed without our "complete" mark: its bytes can't be trusted or added to.
+    if existing is not None and state != "ReadyToUpload":
+        # ActiveUpload: an earlier attempt died holding a SAS that nobody has any more (it is never
+        # recorded), and Azure grants no second write SAS; revoking seals the disk half-written.
+        # Sealed without our "complete" mark: its bytes can't be trusted or added to. Either way the
+        # upload starts over into a new disk.
+        if state == "ActiveUpload":
+            await asyncio.to_thread(revoke, clients, name)
         await asyncio.to_thread(delete_disk, clients, name)
+        ctx.event(f"disk {disk.disk_id}: managed disk {name} was left {state} by an earlier attempt: "
+                  "deleted, uploading again")
         existing = None
+    # A disk still ReadyToUpload has had no byte written: the upload starts from the beginning.
     if existing is None:
         existing = await asyncio.to_thread(_create_disk, clients, name, size, tags)
 
@@ -121,10 +126,9 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
     try:
         target = PageBlobTarget(sas, size, verify=clients.conn.verify, secrets=clients.conn.secrets, name=name)
         allocated = sum(e.length for e in await asyncio.to_thread(source.extents))
-        ctx.event(f"disk {disk.disk_id}: uploading to managed disk {name} ({size:,} bytes, {allocated:,} allocated)"
-                  + (", resuming from the checkpoint" if checkpoint else ""))
+        ctx.event(f"disk {disk.disk_id}: uploading to managed disk {name} ({size:,} bytes, {allocated:,} allocated)")
         result = await copy_disk(
-            source, target, checkpoint=checkpoint, on_progress=ctx.progress, bandwidth_limit=ctx.bandwidth_limit,
+            source, target, on_progress=ctx.progress, bandwidth_limit=ctx.bandwidth_limit,
             chunk_size=MAX_PUT_PAGE, lanes=LANES, verify=bool(env.get("verify_upload", True)),
         )
     finally:
@@ -136,7 +140,7 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
     ctx.event(
         f"disk {disk.disk_id}: managed disk {name} uploaded: {target.bytes_sent:,} bytes sent in "
         f"{target.pages_put} Put Page calls, {allocated:,} bytes allocated in the VHD of {size:,} bytes "
-        f"({result.chunks_resumed} of {result.chunks_total} chunks resumed)"
+        f"({result.chunks_total} chunks)"
     )
     final = await asyncio.to_thread(_get_disk, clients, name)
     return _imported(disk, final, name, bytes_sent=target.bytes_sent, bytes_allocated=allocated,

@@ -54,8 +54,9 @@ class PageBlobTarget(DiskTarget):
     granularity = PAGE
     alignment = PAGE
     max_write = MAX_PUT_PAGE * 4
-    # A resumed upload writes into the disk an earlier attempt started: honour the checkpoint.
-    zero_initialized = False
+    # Always a disk just created for upload (a crashed upload is never resumed, see importer): it
+    # reads as zeros, so zero chunks are skipped and any checkpoint is stale.
+    zero_initialized = True
 
     def __init__(self, sas_url: str, size: int, *, verify: str | bool = True,
                  secrets: Iterable[str | None] = (), name: str = "disk") -> None:
@@ -90,8 +91,7 @@ class PageBlobTarget(DiskTarget):
             self.pages_put += 1
 
     def write_zeroes(self, offset: int, length: int) -> None:
-        """Nothing to do: the disk was created reading as zeros, and only an earlier attempt of the
-        same upload (same disk, same offsets) wrote into it."""
+        """Nothing to do: the disk was created reading as zeros and nothing else wrote into it."""
 
     @property
     def readable(self) -> bool:

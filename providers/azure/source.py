@@ -52,8 +52,9 @@ def instance_info(clients: AzureClients, vm: Any, sizes: dict[str, Any]) -> Inst
     disks = []
     for unit, ref in enumerate(refs):
         found = _disk(clients, str(ref.managed_disk.id))
+        sku = t.text(getattr(found.sku, "name", "")) or None
         disks.append(DiskInfo(id=str(found.name), size_bytes=int(found.disk_size_bytes or 0), format="raw",
-                              unit_number=unit, storage_backend_identifier=t.text(getattr(found.sku, "name", "")) or None))
+                              unit_number=unit, storage_backend_identifier=sku))
     nics = []
     for ref in (vm.network_profile.network_interfaces or []) if vm.network_profile else []:
         subnet, mac = _nic_network(clients, str(ref.id))

@@ -18,10 +18,9 @@ from azure.storage.blob import BlobClient
 
 from tests.conftest import RunningStack, task, wait_final
 from tests.helpers import identical, inventories
-from tests.peers.azure.fixtures import SECRET, AzureCloud, azure_cloud, azurite, fake_arm_server
+from tests.peers.azure.fixtures import SECRET, AzureCloud
 
 pytestmark = pytest.mark.slow
-__all__ = ["azure_cloud", "azurite", "fake_arm_server"]
 TAG = "sterna-migration-id"
 SUB_BLOCK = 64 * 1024
 

@@ -14,10 +14,9 @@ from core.models import DiskLocator, InstanceInfo, NicInfo
 from diskio.local import open_local_source
 from providers.azure.provider import AzureProvider
 from providers.base import TransferContext, TransferProgress
-from tests.peers.azure.fixtures import AzureCloud, azure_cloud, azurite, fake_arm_server
+from tests.peers.azure.fixtures import AzureCloud
 from worker.sample import build_disk
 
-__all__ = ["azure_cloud", "azurite", "fake_arm_server"]
 MIB = 1024 * 1024
 
 
@@ -130,3 +129,30 @@ def test_put_page_calls_are_at_most_4_mib_and_skip_zero_ranges(cloud: AzureCloud
     assert sum(e - s for s, e in ranges) == 9 * MIB and all(not (s < 8 * MIB and e > 5 * MIB) for s, e in ranges)
     assert target.read(4 * MIB, MIB) == data[4 * MIB : 5 * MIB] and target.read(6 * MIB, 16) == bytes(16)
     assert MAX_PUT_PAGE == 4 * MIB
+
+
+def test_a_retry_after_a_crash_mid_upload_starts_over_and_ends_identical(cloud: AzureCloud, tmp_path: Path) -> None:
+    """The crashed attempt left its disk ActiveUpload with a SAS nobody holds; the retry seals and
+    deletes it, uploads into a new disk, and revokes at the end."""
+    from providers.azure.importer import disk_name, grant
+
+    raw, vhd = _vhd(tmp_path, seed=4)
+    provider = AzureProvider(cloud.conn)
+    clients = provider.clients()
+    env = {"migration_id": "mig-crash"}
+    name = disk_name(env, _info(cloud), "disk-0")
+    body = {"location": cloud.conn["location"], "tags": {"sterna-migration-id": "mig-crash"},
+            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": vhd.stat().st_size}}}
+    clients.compute.disks.begin_create_or_update(clients.rg, name, body).result()
+    grant(clients, name, "Write")
+    events: list[str] = []
+    ctx = _ctx(tmp_path)
+    ctx.event = events.append
+    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
+    imported = asyncio.run(provider.import_disk(env, _info(cloud), disk, ctx))
+    assert any("left ActiveUpload by an earlier attempt" in e for e in events), events
+    assert cloud.arm.sas_granted() == []
+    made = cloud.arm.get(imported.details["managed_disk_id"])
+    assert made is not None and made["properties"]["diskState"] == "Unattached"
+    data = cloud.arm.blob(made).download_blob(offset=0, length=64 * MIB).readall()
+    assert data == raw.read_bytes()

@@ -168,3 +168,7 @@ def test_azure_errors_are_clear(stack: RunningStack, azure_cloud: AzureCloud) ->
                   "Microsoft.Compute/disks"):
         assert _mine(cloud, rtype, quota["id"]) == [], f"{rtype} left behind after the failure"
     assert cloud.arm.sas_granted() == []
+    for log in (stack.root / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert SECRET not in text and "not-the-secret-9" not in text, f"a secret in {log.name}"
+        assert not re.search(r"sig=(?!REDACTED)[A-Za-z0-9%]", text), f"a SAS signature in {log.name}"

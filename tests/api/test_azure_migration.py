@@ -137,6 +137,7 @@ def test_local_to_azure_and_back(stack: RunningStack, azure_cloud: AzureCloud, t
 def test_azure_errors_are_clear(stack: RunningStack, azure_cloud: AzureCloud) -> None:
     cloud = azure_cloud
     with stack.client() as api:
+        assert {4, 8, 16, 128, 512} <= set(api.providers()["azure"]["types"])
         bad = api.create_endpoint("azure-bad-secret", "azure", {**cloud.conn, "client_secret": "not-the-secret-9"})
         result = api.validate_endpoint(bad["id"])
         assert result["valid"] is False and "client secret is wrong" in result["message"], result

@@ -156,3 +156,27 @@ def test_a_retry_after_a_crash_mid_upload_starts_over_and_ends_identical(cloud: 
     assert made is not None and made["properties"]["diskState"] == "Unattached"
     data = cloud.arm.blob(made).download_blob(offset=0, length=64 * MIB).readall()
     assert data == raw.read_bytes()
+
+
+def test_validate_connection_names_the_cause_without_the_secret(cloud: AzureCloud) -> None:
+    from core.errors import AuthenticationFailed, InvalidInput
+    from tests.peers.azure.fixtures import SUBSCRIPTION, TENANT
+
+    AzureProvider(cloud.conn).validate_connection()
+    other = "00000000-0000-4000-8000-0000000000ff"
+    cloud.arm.add_principal(TENANT, "no-role-app", "no-role-secret-1", other, role=False)
+    cloud.arm.add_principal(TENANT, "roleless-here", "roleless-secret-2", SUBSCRIPTION, role=False)
+    cases = [
+        ({"client_secret": "wrong-secret-value"}, AuthenticationFailed, "client secret is wrong"),
+        ({"client_id": "no-such-app"}, AuthenticationFailed, "no application with this client id"),
+        ({"subscription_id": "00000000-0000-4000-8000-00000000dead"}, InvalidInput, "subscription"),
+        ({"client_id": "roleless-here", "client_secret": "roleless-secret-2"}, AuthenticationFailed, "no role"),
+        ({"resource_group": "no-such-rg"}, InvalidInput, "no-such-rg"),
+    ]
+    for change, error, needle in cases:
+        info = {**cloud.conn, **change}
+        with pytest.raises(error) as caught:
+            AzureProvider(info).validate_connection()
+        message = caught.value.message
+        assert needle in message, (change, message)
+        assert info["client_secret"] not in message and "Traceback" not in message

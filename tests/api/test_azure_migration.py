@@ -130,6 +130,10 @@ def test_local_to_azure_and_back(stack: RunningStack, azure_cloud: AzureCloud, t
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
     [copy] = (dst / vm["name"]).glob("*.qcow2")
     assert identical(raw, copy)
+    # Only the snapshot's allocated page ranges were read (what the upload wrote), not its 256 MiB.
+    exported = " ".join(e["message"] for e in task(final, vm["name"], "REPLICATE_DISKS")["events"])
+    read = re.search(r"read (\d+) bytes", exported)
+    assert read and int(read.group(1)) <= sent, exported
     assert cloud.arm.of_type("Microsoft.Compute/snapshots") == [], "source snapshots are removed after the copy"
     assert cloud.arm.sas_granted() == []
 

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from core.models import DiskLocator, InstanceInfo, NicInfo
-from diskio.local import open_local_source
 from providers.azure.provider import AzureProvider
 from providers.base import TransferContext, TransferProgress
 from tests.peers.azure.fixtures import AzureCloud
@@ -64,35 +63,6 @@ def test_cancel_mid_upload_revokes_the_sas_and_cleanup_removes_the_disk(cloud: A
     lines = provider.cleanup(env, "vm-z", [], None, succeeded=False)
     assert cloud.arm.of_type("Microsoft.Compute/disks") == [], lines
     assert any("deleted managed disk" in line for line in lines)
-
-
-def test_azure_source_reads_the_allocated_page_ranges(cloud: AzureCloud, tmp_path: Path) -> None:
-    raw, vhd = _vhd(tmp_path, seed=9)
-    provider = AzureProvider(cloud.conn)
-    env = {"migration_id": "mig-src", "network_map": {"default": cloud.subnet_id}, "vm_size": "Standard_B1s"}
-    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
-    imported = asyncio.run(provider.import_disk(env, _info(cloud), disk, _ctx(tmp_path)))
-    provider.deploy_instance(env, _info(cloud), [imported])
-
-    [vm] = provider.list_instances({}, "vm-z")
-    assert vm.flavor_name == "Standard_B1s" and vm.num_cpu == 1
-    assert [d.size_bytes for d in vm.devices.disks] == [64 * MIB]
-    assert vm.devices.nics[0].network_name == cloud.subnet_id
-    snap = provider.snapshot_instance({"migration_id": "mig-src"}, "vm-z", tmp_path / "work")
-    src = provider.open_disk(snap, snap.disks[0])
-    local = open_local_source(str(raw))
-    try:
-        extents = src.extents()
-        allocated = sum(e.length for e in extents)
-        assert 0 < allocated <= sum(e.length for e in local.extents()) + 64 * 1024
-        assert all(e.end <= src.size for e in extents)
-        assert raw.read_bytes() == b"".join(src.read(o, 16 * MIB) for o in range(0, src.size, 16 * MIB))
-    finally:
-        local.close()
-    assert cloud.arm.sas_granted() != []
-    provider.delete_snapshot(snap)
-    provider.delete_snapshot(snap)  # twice: tolerated
-    assert cloud.arm.of_type("Microsoft.Compute/snapshots") == [] and cloud.arm.sas_granted() == []
 
 
 def test_cleanup_revokes_a_sas_left_granted_even_on_success(cloud: AzureCloud) -> None:

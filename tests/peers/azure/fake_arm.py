@@ -33,7 +33,14 @@ What it models, as ARM does it:
   a VM detaches its disks.
 * **Network**: virtual networks, subnets, NSGs (seeded by the tests) and NICs; a NIC that names a
   missing subnet or NSG gets 400 ``InvalidResourceReference``; a NIC in use can't be deleted.
-* ``tags`` are stored and returned on every resource; lists filter nothing (clients do).
+* ``tags`` are stored and returned on every resource; lists filter nothing (clients do). A PUT
+  on a resource that exists answers 200 and updates only its tags (enough for the tag updates
+  Sterna makes; ARM would also apply the other mutable properties).
+* A write SAS is granted only to a ReadyToUpload disk, so there is never a second write SAS on a
+  disk whose upload is under way: the fake's reading of Azure's documented state machine, not a
+  behaviour checked against Azure.
+* ``long_running = False`` answers every operation within its request (200 and the final body, as
+  ARM does for operations that complete at once), for in-process tests that are not about polling.
 
 What it does not model: RBAC beyond "has a role on the subscription or not", API-version
 checks, ETags and ``If-Match``, the 20 MiB minimum upload size, regions other than those the test

@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast up lint bench sysdeps clean
+.PHONY: demo test test-fast up lint bench sysdeps peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,21 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@./deploy/install-sysdeps.sh
 
+## peers: test peers that come from outside PyPI (Azurite from npm into ~/.cache/sterna/azurite)
+peers: sysdeps $(STAMP)
+	$(PY) -m tests.peers.azure.azurite
+
 ## demo: start the embedded stack and migrate a real sample VM (ARGS=--exit to stop after verifying)
 demo: sysdeps $(STAMP)
 	STERNA_DATA_DIR=$(CURDIR)/.demo $(VENV)/bin/sterna demo $(ARGS)
 
 ## test: install every test peer, lint, type-check and run the whole suite
-test: sysdeps $(STAMP)
+test: sysdeps $(STAMP) peers
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest --durations=25 $(PYTEST_ARGS)
 
 ## test-fast: the development loop: lint and every test but the TCG guest builds, morphs and boots
-test-fast: sysdeps $(STAMP)
+test-fast: sysdeps $(STAMP) peers
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest --durations=10 -m "not tcg" $(PYTEST_ARGS)
 

@@ -187,7 +187,8 @@ class MigrationActivities:
                 return converted
             partial = out.with_name(out.name + ".partial")
             reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
-            await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt, on_progress=reporter.percent)
+            await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,
+                                options=list(dest.TARGET_DISK_OPTIONS) or None, on_progress=reporter.percent)
             partial.replace(out)
             await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}")
             return converted

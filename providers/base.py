@@ -210,6 +210,8 @@ class ImportProvider(BaseProvider):
     TYPE_BITS = ProviderType.DESTINATION
     #: qemu-img output format the destination wants its disks in
     TARGET_DISK_FORMAT: ClassVar[str] = "raw"
+    #: ``qemu-img convert -o`` options for that format (e.g. a fixed VHD: ``["subformat=fixed", "force_size=on"]``)
+    TARGET_DISK_OPTIONS: ClassVar[list[str]] = []
     #: OS-morphing target platform: "kvm", "aws", "azure" or "gcp"
     TARGET_PLATFORM: ClassVar[str] = "kvm"
 

@@ -25,8 +25,8 @@ os.environ.setdefault("LIBGUESTFS_CACHEDIR", str(cache_root().parent / "libguest
 Path(os.environ["LIBGUESTFS_CACHEDIR"]).mkdir(parents=True, exist_ok=True)
 
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
-# Keystone, Barbican, Glance and the fake compute API, for the tests that ask for them.
-pytest_plugins = ["tests.peers.openstack.fixtures", "tests.phases"]
+# Keystone, Barbican, Glance and the fake compute API; Azurite and the fake ARM: for the tests that ask for them.
+pytest_plugins = ["tests.peers.openstack.fixtures", "tests.peers.azure.fixtures", "tests.phases"]
 
 
 class PipelineClient(SternaClient):

@@ -179,12 +179,13 @@ def test_exact_changes_per_family_and_platform(
         assert not guest.exists("/etc/cloud/cloud-init.disabled")
 
 
+@pytest.mark.parametrize("target", ["kvm", "azure"])
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_kernel_command_line_serial_console_and_uuids(
-    make_guest: Callable[[str], DirectoryGuest], name: str
+    make_guest: Callable[[str], DirectoryGuest], name: str, target: str
 ) -> None:
     guest = make_guest(name)
-    morph(guest, name, "kvm")
+    morph(guest, name, target)
     grub = guest.read_text("/etc/default/grub")
     cmdline = next(line for line in grub.splitlines() if line.startswith("GRUB_CMDLINE_LINUX="))
     for arg in ("console=tty0", "console=ttyS0,115200n8", "net.ifnames=0", "biosdevname=0"):
@@ -196,12 +197,13 @@ def test_kernel_command_line_serial_console_and_uuids(
     assert f"UUID={ROOT_UUID} /" in fstab or name == "ubuntu"
 
 
+@pytest.mark.parametrize("target", ["aws", "azure"])
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_network_becomes_dhcp_on_eth0_without_mac_pins(
-    make_guest: Callable[[str], DirectoryGuest], name: str
+    make_guest: Callable[[str], DirectoryGuest], name: str, target: str
 ) -> None:
     guest = make_guest(name)
-    morph(guest, name, "aws")
+    morph(guest, name, target)
     from osmorphing.netconf import read_network
 
     state = read_network(guest)

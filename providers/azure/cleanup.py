@@ -1,0 +1,78 @@
+"""Remove what the destination side created, found by migration-id tags (and the ids it knows).
+
+On success nothing Sterna made is temporary (the disks, NICs and VM are the result), but any
+SAS still granted on this migration's disks is revoked. On failure or cancel everything goes,
+in dependency order: the VM (which detaches its disks and NICs), the NICs, then the disks, each
+after its SAS is revoked. "Already gone" counts as done, so cleanup can run twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from core.errors import NotFound, SternaError
+from core.models import DeployedInstance, ImportedDisk
+from providers.azure import tags as t
+from providers.azure.errors import azure_errors
+from providers.azure.session import AzureClients
+
+_SAS_STATES = ("ActiveUpload", "ActiveSAS")
+
+
+class _Cleaner:
+    def __init__(self, clients: AzureClients) -> None:
+        self.clients = clients
+        self.lines: list[str] = []
+
+    def call(self, action: str, fn: Any, *args: Any, done: str | None = None) -> Any:
+        """One call (waiting for its long-running operation); "not found" counts as done, other
+        failures become a line and the cleanup goes on. ``done`` is the line for success."""
+        try:
+            with azure_errors(action, self.clients.conn.secrets):
+                result = fn(*args)
+                if hasattr(result, "result") and hasattr(result, "done"):
+                    result = result.result()
+        except NotFound:
+            return None
+        except SternaError as exc:
+            self.lines.append(f"could not finish {action}: {exc.message}")
+            return None
+        if done:
+            self.lines.append(done)
+        return result
+
+
+def _mine(items: Any, migration: str | None, role: str) -> list[Any]:
+    return [i for i in items or [] if migration and (i.tags or {}).get(t.MIGRATION_TAG) == migration
+            and (i.tags or {}).get(t.ROLE_TAG) == role]
+
+
+def cleanup(clients: AzureClients, env: Mapping[str, Any], disks: list[ImportedDisk],
+            deployed: DeployedInstance | None, succeeded: bool) -> list[str]:
+    c = _Cleaner(clients)
+    migration = t.migration_id(env)
+    rg = clients.rg
+    compute, network = clients.compute, clients.network
+    found_disks = _mine(c.call("listing managed disks", lambda: list(compute.disks.list_by_resource_group(rg))),
+                        migration, t.ROLE_DISK)
+    for disk in found_disks:
+        if t.text(disk.disk_state) in _SAS_STATES:
+            c.call(f"revoking the SAS of {disk.name}", compute.disks.begin_revoke_access, rg, disk.name,
+                   done=f"revoked the SAS of managed disk {disk.name}")
+    if succeeded:
+        return c.lines
+    vms = _mine(c.call("listing virtual machines", lambda: list(compute.virtual_machines.list(rg))),
+                migration, t.ROLE_VM)
+    for vm in vms:
+        c.call(f"deleting virtual machine {vm.name}", compute.virtual_machines.begin_delete, rg, vm.name,
+               done=f"deleted virtual machine {vm.name}")
+    nics = _mine(c.call("listing network interfaces", lambda: list(network.network_interfaces.list(rg))),
+                 migration, t.ROLE_NIC)
+    for nic in nics:
+        c.call(f"deleting network interface {nic.name}", network.network_interfaces.begin_delete, rg, nic.name,
+               done=f"deleted network interface {nic.name}")
+    for disk in found_disks:
+        c.call(f"deleting managed disk {disk.name}", compute.disks.begin_delete, rg, disk.name,
+               done=f"deleted managed disk {disk.name}")
+    return c.lines

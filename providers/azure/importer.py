@@ -1,0 +1,159 @@
+"""Destination data path: one converted fixed VHD into one managed disk created for upload.
+
+The sequence is Azure's direct upload: create the disk with ``createOption: Upload`` and the
+VHD's exact size, grant a write SAS (``diskState`` ActiveUpload), Put Page only the non-zero
+ranges (at most 4 MiB each, with Content-MD5) through the disk engine, revoke the SAS (the disk
+becomes Unattached and usable). The SAS is revoked whatever happens, also on error and cancel.
+
+The disk's name derives from the migration and disk ids, and it is tagged with them: a
+retried activity finds it again. Marked complete → returned as is. Still ReadyToUpload → the
+upload starts into it. ActiveUpload (an attempt died holding the SAS, which is never recorded:
+it is a credential) or sealed without the mark → revoked, deleted and uploaded again; Azure
+grants no second write SAS on a disk, so a crashed upload cannot resume mid-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from core.errors import InvalidInput, NotFound
+from core.models import DiskLocator, ImportedDisk, InstanceInfo
+from diskio.copier import copy_disk
+from diskio.local import open_local_source
+from providers.azure import tags as t
+from providers.azure.errors import azure_errors, error_code
+from providers.azure.pageblob import MAX_PUT_PAGE, PageBlobTarget
+from providers.azure.session import AzureClients
+from providers.base import TransferContext, TransferProgress
+
+MIB = 1024 * 1024
+VHD_FOOTER = 512
+SAS_SECONDS = 24 * 3600
+LANES = 4
+
+
+def disk_name(env: Mapping[str, Any], export_info: InstanceInfo, disk_id: str) -> str:
+    migration = (t.migration_id(env) or "adhoc")[:12]
+    return t.resource_name("sterna", migration, export_info.name, disk_id, limit=80)
+
+
+def _vhd_size(disk: DiskLocator) -> int:
+    if disk.format != "vpc":
+        raise InvalidInput(f"disk {disk.disk_id} is {disk.format}: the Azure destination needs a fixed VHD (vpc)")
+    if not disk.path or not os.path.isfile(disk.path):
+        raise InvalidInput(f"disk {disk.disk_id} has no local VHD to upload (path {disk.path!r})")
+    size = os.path.getsize(disk.path)
+    if size <= VHD_FOOTER or (size - VHD_FOOTER) % MIB:
+        raise InvalidInput(f"disk {disk.disk_id}: Azure needs a virtual size in whole MiB; the VHD holds "
+                           f"{size - VHD_FOOTER} bytes")
+    return size
+
+
+def _get_disk(clients: AzureClients, name: str) -> Any | None:
+    try:
+        with azure_errors(f"looking for managed disk {name}", clients.conn.secrets):
+            return clients.compute.disks.get(clients.rg, name)
+    except NotFound:
+        return None
+
+
+def _create_disk(clients: AzureClients, name: str, size: int, tags: dict[str, str]) -> Any:
+    # Bodies are written in ARM's wire shape: what the REST reference documents, and what the
+    # SDK's models take as a mapping.
+    body = {"location": clients.conn.location, "tags": tags,
+            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": size}}}
+    with azure_errors(f"creating managed disk {name} for upload", clients.conn.secrets):
+        return clients.compute.disks.begin_create_or_update(clients.rg, name, body).result()
+
+
+def grant(clients: AzureClients, name: str, access: str, resource: str = "disks") -> str:
+    ops = getattr(clients.compute, resource)
+    with azure_errors(f"granting {access.lower()} access to {name}", clients.conn.secrets):
+        result = ops.begin_grant_access(
+            clients.rg, name, {"access": access, "durationInSeconds": SAS_SECONDS}).result()
+    return str(result.access_sas)
+
+
+def revoke(clients: AzureClients, name: str, resource: str = "disks") -> None:
+    ops = getattr(clients.compute, resource)
+    with azure_errors(f"revoking the SAS of {name}", clients.conn.secrets):
+        ops.begin_revoke_access(clients.rg, name).result()
+
+
+def delete_disk(clients: AzureClients, name: str) -> None:
+    with azure_errors(f"deleting managed disk {name}", clients.conn.secrets):
+        clients.compute.disks.begin_delete(clients.rg, name).result()
+
+
+def _mark_complete(clients: AzureClients, name: str, size: int, tags: dict[str, str]) -> None:
+    # A PUT with the same creation data updates only the tags (the SDK's PATCH model lacks nothing
+    # here, but PUT is what every ARM version accepts).
+    _create_disk(clients, name, size, {**tags, t.UPLOAD_TAG: t.UPLOAD_COMPLETE})
+
+
+async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info: InstanceInfo,
+                      disk: DiskLocator, ctx: TransferContext) -> ImportedDisk:
+    size = await asyncio.to_thread(_vhd_size, disk)
+    name = disk_name(env, export_info, disk.disk_id)
+    tags = {k: v for k, v in {
+        t.MIGRATION_TAG: t.migration_id(env), t.ROLE_TAG: t.ROLE_DISK, t.DISK_TAG: disk.disk_id,
+        t.SOURCE_INSTANCE_TAG: export_info.name}.items() if v}
+    existing = await asyncio.to_thread(_get_disk, clients, name)
+    state = t.text(getattr(existing, "disk_state", "")) if existing else ""
+    if existing is not None and (existing.tags or {}).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
+        ctx.event(f"disk {disk.disk_id}: managed disk {name} was already uploaded")
+        return _imported(disk, existing, name, reused=True)
+    if existing is not None and state != "ReadyToUpload":
+        # ActiveUpload: an earlier attempt died holding a SAS that nobody has any more (it is never
+        # recorded), and Azure grants no second write SAS; revoking seals the disk half-written.
+        # Sealed without our "complete" mark: its bytes can't be trusted or added to. Either way the
+        # upload starts over into a new disk.
+        if state == "ActiveUpload":
+            await asyncio.to_thread(revoke, clients, name)
+        await asyncio.to_thread(delete_disk, clients, name)
+        ctx.event(f"disk {disk.disk_id}: managed disk {name} was left {state} by an earlier attempt: "
+                  "deleted, uploading again")
+        existing = None
+    # A disk still ReadyToUpload has had no byte written: the upload starts from the beginning.
+    if existing is None:
+        existing = await asyncio.to_thread(_create_disk, clients, name, size, tags)
+
+    sas = await asyncio.to_thread(grant, clients, name, "Write")
+    source = open_local_source(str(disk.path))
+    try:
+        target = PageBlobTarget(sas, size, verify=clients.conn.verify, secrets=clients.conn.secrets, name=name)
+        allocated = sum(e.length for e in await asyncio.to_thread(source.extents))
+        ctx.event(f"disk {disk.disk_id}: uploading to managed disk {name} ({size:,} bytes, {allocated:,} allocated)")
+        result = await copy_disk(
+            source, target, on_progress=ctx.progress, bandwidth_limit=ctx.bandwidth_limit,
+            chunk_size=MAX_PUT_PAGE, lanes=LANES, verify=bool(env.get("verify_upload", True)),
+        )
+    finally:
+        source.close()
+        # Revoking seals the upload; it runs on error and cancel too, so no SAS outlives the activity.
+        await asyncio.shield(asyncio.to_thread(_revoke_quietly, clients, name, ctx))
+    await asyncio.to_thread(_mark_complete, clients, name, size, tags)
+    await ctx.progress(TransferProgress(allocated, allocated, [(0, size)]))
+    ctx.event(
+        f"disk {disk.disk_id}: managed disk {name} uploaded: {target.bytes_sent:,} bytes sent in "
+        f"{target.pages_put} Put Page calls, {allocated:,} bytes allocated in the VHD of {size:,} bytes "
+        f"({result.chunks_total} chunks)"
+    )
+    final = await asyncio.to_thread(_get_disk, clients, name)
+    return _imported(disk, final, name, bytes_sent=target.bytes_sent, bytes_allocated=allocated,
+                     put_page_calls=target.pages_put)
+
+
+def _revoke_quietly(clients: AzureClients, name: str, ctx: TransferContext) -> None:
+    try:
+        revoke(clients, name)
+    except Exception as exc:  # reported; cleanup revokes again by tag
+        ctx.event(f"could not revoke the SAS of {name} yet: {getattr(exc, 'message', exc)} "
+                  f"({error_code(exc) or type(exc).__name__})")
+
+
+def _imported(disk: DiskLocator, found: Any, name: str, **extra: Any) -> ImportedDisk:
+    return ImportedDisk(disk_id=disk.disk_id, details={"managed_disk_id": str(found.id), "name": name, **extra})

@@ -1,0 +1,179 @@
+"""Azure as a destination through the REST API: Azurite holds the disk bytes, the fake ARM
+(``tests/peers/azure/fake_arm.py``, whose docstring says what it models) the control plane.
+The real azure-identity / azure-mgmt-* / azure-storage-blob SDKs talk to both.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.identity import ClientSecretCredential
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute import models as cm
+from azure.storage.blob import BlobClient
+
+from tests.conftest import RunningStack, task, wait_final
+from tests.helpers import identical, inventories
+from tests.peers.azure.fixtures import SECRET, AzureCloud
+
+pytestmark = pytest.mark.slow
+TAG = "sterna-migration-id"
+SUB_BLOCK = 64 * 1024
+
+
+def _compute(cloud: AzureCloud) -> ComputeManagementClient:
+    """The test's own ARM client, to look at the peer independently of the provider."""
+    c = cloud.conn
+    cred = ClientSecretCredential(c["tenant_id"], c["client_id"], c["client_secret"], authority=cloud.arm.url,
+                                  disable_instance_discovery=True, connection_verify=cloud.arm.cert)
+    return ComputeManagementClient(cred, c["subscription_id"], base_url=cloud.arm.url,
+                                   credential_scopes=[f"{cloud.arm.url}/.default"], connection_verify=cloud.arm.cert)
+
+
+def _tail(path: Path, n: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-n, 2)
+        return f.read()
+
+
+def _endpoints(api: Any, stack: RunningStack, cloud: AzureCloud, vm: str = "vm-a") -> tuple[str, str, Path]:
+    src, _ = inventories(stack, [vm], data_mib=8)
+    a = api.create_endpoint(f"inv-{src.name}", "local", {"path": str(src)})
+    b = api.create_endpoint(f"azure-{src.name}", "azure", cloud.conn)
+    return a["id"], b["id"], src
+
+
+def _mine(cloud: AzureCloud, rtype: str, migration_id: str) -> list[dict[str, Any]]:
+    return [r for r in cloud.arm.of_type(rtype) if r.get("tags", {}).get(TAG) == migration_id]
+
+
+def test_local_to_azure_and_back(stack: RunningStack, azure_cloud: AzureCloud, tmp_path: Path) -> None:
+    cloud = azure_cloud
+    with stack.client() as api:
+        origin, dest, src = _endpoints(api, stack, cloud)
+        assert api.validate_endpoint(dest)["valid"] is True
+        m = api.create_migration(
+            origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+            destination_environment={"vm_size": "Standard_D2s_v3", "network_security_group_id": cloud.nsg_id},
+            network_map={"VM Network": cloud.subnet_id},
+        )
+        final = wait_final(api, m["id"])
+        assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+        assert SECRET not in api.http.get(f"/migrations/{m['id']}").text
+    [vm] = _mine(cloud, "Microsoft.Compute/virtualMachines", m["id"])
+    props = vm["properties"]
+    assert props["hardwareProfile"]["vmSize"] == "Standard_D2s_v3"
+    [nic_ref] = props["networkProfile"]["networkInterfaces"]
+    nic = cloud.arm.get(nic_ref["id"])
+    assert nic is not None and nic["tags"][TAG] == m["id"]
+    assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"] == cloud.subnet_id
+    assert nic["properties"]["networkSecurityGroup"]["id"] == cloud.nsg_id
+    assert props["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is True
+    disk = cloud.arm.get(props["storageProfile"]["osDisk"]["managedDisk"]["id"])
+    assert disk is not None and disk["tags"][TAG] == m["id"]
+    assert disk["properties"]["diskState"] == "Attached"
+    assert cloud.arm.sas_granted() == [], "every SAS was revoked"
+
+    # The disk read back through a read SAS is the source as a fixed VHD: the same guest bytes, then
+    # the 512-byte footer (its timestamp, UUID and checksum differ from one qemu-img run to the next).
+    raw = src / "vm-a" / "disk-0.raw"
+    size = raw.stat().st_size
+    compute = _compute(cloud)
+    grant = compute.disks.begin_grant_access(cloud.conn["resource_group"], disk["name"], cm.GrantAccessData(
+        access="Read", duration_in_seconds=600)).result()
+    try:
+        blob = BlobClient.from_blob_url(grant.access_sas)
+        assert blob.get_blob_properties().size == size + 512
+        written = [(int(r["start"]), int(r["end"]) + 1) for r in blob.get_page_ranges()[0]]
+        back = tmp_path / "back.vhd"
+        with open(back, "wb") as out:
+            out.truncate(size + 512)
+            for start, end in written:
+                out.seek(start)
+                out.write(blob.download_blob(offset=start, length=end - start).readall())
+    finally:
+        compute.disks.begin_revoke_access(cloud.conn["resource_group"], disk["name"]).result()
+    footer = _tail(back, 512)
+    assert footer[:8] == b"conectix" and int.from_bytes(footer[60:64], "big") == 2, "a fixed VHD footer"
+    assert int.from_bytes(footer[48:56], "big") == size
+    cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "vpc", str(raw), str(back)],
+                         capture_output=True, text=True, check=False)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    # Zero ranges were never sent: every 64 KiB of every written page range holds data.
+    with open(back, "rb") as f:
+        for start, end in written:
+            for off in range(start, end, SUB_BLOCK):
+                f.seek(off)
+                piece = f.read(min(SUB_BLOCK, end - off))
+                assert piece.count(0) != len(piece), f"a zero range at {off} was sent"
+    events = [e["message"] for e in task(final, "vm-a", "IMPORT_DISKS")["events"]]
+    done = next(e for e in events if "uploaded:" in e)
+    counts = re.search(r"([\d,]+) bytes sent in (\d+) Put Page calls, ([\d,]+) bytes allocated", done)
+    assert counts, events
+    sent, calls, allocated = (int(g.replace(",", "")) for g in counts.groups())
+    assert sum(e - s for s, e in written) == sent
+    assert 0 < sent <= allocated < size
+    print(f"azure upload: {sent:,} bytes sent in {calls} Put Page calls; {allocated:,} bytes allocated "
+          f"in the {size + 512:,}-byte VHD")
+
+    # And back: the VM just made is an Azure source (incremental snapshot, read SAS, page ranges).
+    _, dst = inventories(stack, [], 1)
+    with stack.client() as api:
+        kvm = api.create_endpoint(f"kvm-{dst.name}", "local", {"path": str(dst)})
+        back_m = api.create_migration(origin_endpoint_id=dest, destination_endpoint_id=kvm["id"],
+                                      instances=[vm["name"]])
+        final = wait_final(api, back_m["id"])
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    [copy] = (dst / vm["name"]).glob("*.qcow2")
+    assert identical(raw, copy)
+    # Only the snapshot's allocated page ranges were read (what the upload wrote), not its 256 MiB.
+    exported = " ".join(e["message"] for e in task(final, vm["name"], "REPLICATE_DISKS")["events"])
+    read = re.search(r"read (\d+) bytes", exported)
+    assert read and int(read.group(1)) <= sent, exported
+    assert cloud.arm.of_type("Microsoft.Compute/snapshots") == [], "source snapshots are removed after the copy"
+    assert cloud.arm.sas_granted() == []
+
+
+def test_azure_errors_are_clear(stack: RunningStack, azure_cloud: AzureCloud) -> None:
+    cloud = azure_cloud
+    with stack.client() as api:
+        assert {4, 8, 16, 128, 512} <= set(api.providers()["azure"]["types"])
+        bad = api.create_endpoint("azure-bad-secret", "azure", {**cloud.conn, "client_secret": "not-the-secret-9"})
+        result = api.validate_endpoint(bad["id"])
+        assert result["valid"] is False and "client secret is wrong" in result["message"], result
+        assert "not-the-secret-9" not in result["message"]
+
+        origin, dest, _src = _endpoints(api, stack, cloud)
+        sized = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                     destination_environment={"vm_size": "Standard_Nope_v9"},
+                                     network_map={"VM Network": cloud.subnet_id})
+        missing = f"{cloud.vnet_id}/subnets/no-such-subnet"
+        subnet = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                      network_map={"VM Network": missing})
+        for mig, needle in ((sized, "Standard_Nope_v9"), (subnet, "no-such-subnet")):
+            final = wait_final(api, mig["id"])
+            assert final["last_execution_status"] == "ERROR"
+            details = task(final, "vm-a", "VALIDATE_MIGRATION_INPUTS")["exception_details"] or ""
+            assert needle in details and "Traceback" not in details and SECRET not in details, details
+
+        # A quota error from ARM comes at deploy time, after the upload: cleanup removes everything.
+        cloud.arm.state.core_quota = 1
+        quota = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                     destination_environment={"vm_size": "Standard_D2s_v3"},
+                                     network_map={"VM Network": cloud.subnet_id})
+        final = wait_final(api, quota["id"])
+    assert final["last_execution_status"] == "ERROR"
+    details = task(final, "vm-a", "DEPLOY_INSTANCE_RESOURCES")["exception_details"] or ""
+    assert "quota" in details and "Traceback" not in details and SECRET not in details, details
+    for rtype in ("Microsoft.Compute/virtualMachines", "Microsoft.Network/networkInterfaces",
+                  "Microsoft.Compute/disks"):
+        assert _mine(cloud, rtype, quota["id"]) == [], f"{rtype} left behind after the failure"
+    assert cloud.arm.sas_granted() == []
+    for log in (stack.root / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert SECRET not in text and "not-the-secret-9" not in text, f"a secret in {log.name}"
+        assert not re.search(r"sig=(?!REDACTED)[A-Za-z0-9%]", text), f"a SAS signature in {log.name}"

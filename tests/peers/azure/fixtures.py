@@ -1,0 +1,67 @@
+"""Session fixtures for the Azure peers: Azurite and the fake ARM, fresh state per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.peers import free_port
+from tests.peers.azure.azurite import Azurite, running_azurite
+from tests.peers.azure.fake_arm import FakeArm, running_fake_arm
+
+SUBSCRIPTION = "00000000-0000-4000-8000-00000000a5a5"
+TENANT = "11111111-1111-4111-8111-111111111111"
+CLIENT_ID = "22222222-2222-4222-8222-222222222222"
+SECRET = "az-s3cr3t-value-never-shown"
+LOCATION = "westeurope"
+GROUP = "sterna-rg"
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    with running_azurite(tmp_path_factory.mktemp("azurite"), free_port()) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="session")
+def fake_arm_server(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeArm]:
+    with running_fake_arm(azurite, tmp_path_factory.mktemp("fake-arm")) as arm:
+        yield arm
+
+
+@dataclass
+class AzureCloud:
+    """The fake's state for one test: a subscription with a resource group, a VNet and an NSG."""
+
+    arm: FakeArm
+    conn: dict[str, Any]
+    group_id: str
+    vnet_id: str
+    subnet_id: str
+    nsg_id: str
+
+
+@pytest.fixture
+def azure_cloud(fake_arm_server: FakeArm) -> AzureCloud:
+    arm = fake_arm_server
+    arm.reset()
+    arm.add_principal(TENANT, CLIENT_ID, SECRET, SUBSCRIPTION)
+    rg = arm.add_group(SUBSCRIPTION, GROUP, LOCATION)
+    vnet = arm.put(f"{rg}/providers/Microsoft.Network/virtualNetworks/vnet1", {
+        "type": "Microsoft.Network/virtualNetworks", "location": LOCATION,
+        "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/16"]}}})
+    subnet = arm.put(f"{vnet['id']}/subnets/default", {
+        "type": "Microsoft.Network/virtualNetworks/subnets", "properties": {"addressPrefix": "10.0.0.0/24"}})
+    vnet["properties"]["subnets"] = [subnet]
+    arm.put(vnet["id"], {k: v for k, v in vnet.items() if k not in ("id", "name")})
+    nsg = arm.put(f"{rg}/providers/Microsoft.Network/networkSecurityGroups/web-nsg", {
+        "type": "Microsoft.Network/networkSecurityGroups", "location": LOCATION, "properties": {}})
+    conn = {
+        "tenant_id": TENANT, "client_id": CLIENT_ID, "client_secret": SECRET,
+        "subscription_id": SUBSCRIPTION, "location": LOCATION, "resource_group": GROUP,
+        "arm_endpoint": arm.url, "authority_host": arm.url, "ca_bundle": arm.cert,
+    }
+    return AzureCloud(arm, conn, rg, vnet["id"], subnet["id"], nsg["id"])

@@ -1,0 +1,152 @@
+"""The Azure provider in-process against Azurite and the fake ARM (operations complete at once
+here; the REST API tests in ``tests/api/test_azure_migration.py`` poll them as ARM does)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.models import DiskLocator, InstanceInfo, NicInfo
+from providers.azure.provider import AzureProvider
+from providers.base import TransferContext, TransferProgress
+from tests.peers.azure.fixtures import AzureCloud
+from worker.sample import build_disk
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def cloud(azure_cloud: AzureCloud) -> Any:
+    azure_cloud.arm.long_running = False
+    yield azure_cloud
+    azure_cloud.arm.long_running = True
+
+
+def _vhd(tmp_path: Path, seed: int = 3) -> tuple[Path, Path]:
+    raw = tmp_path / "disk.raw"
+    build_disk(raw, size=64 * MIB, data_mib=3, seed=seed)
+    vhd = tmp_path / "disk.vpc"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
+                    str(raw), str(vhd)], check=True)
+    return raw, vhd
+
+
+def _info(cloud: AzureCloud) -> InstanceInfo:
+    return InstanceInfo(id="vm-z", name="vm-z", num_cpu=1, memory_mb=1024,
+                        devices={"nics": [NicInfo(network_name="VM Network", mac_address="00:11:22:33:44:55")]})
+
+
+def _ctx(tmp_path: Path, stop_after: int | None = None) -> TransferContext:
+    calls = {"n": 0}
+
+    async def progress(_p: TransferProgress) -> None:
+        calls["n"] += 1
+        if stop_after is not None and calls["n"] > stop_after:
+            raise asyncio.CancelledError
+
+    return TransferContext(workdir=tmp_path, progress=progress, bandwidth_limit=4 * MIB if stop_after else None)
+
+
+def test_cancel_mid_upload_revokes_the_sas_and_cleanup_removes_the_disk(cloud: AzureCloud, tmp_path: Path) -> None:
+    _raw, vhd = _vhd(tmp_path)
+    provider = AzureProvider(cloud.conn)
+    env = {"migration_id": "mig-cancel", "network_map": {"default": cloud.subnet_id}}
+    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(provider.import_disk(env, _info(cloud), disk, _ctx(tmp_path, stop_after=1)))
+    [made] = cloud.arm.of_type("Microsoft.Compute/disks")
+    assert made["properties"]["diskState"] != "ActiveUpload" and cloud.arm.sas_granted() == []
+    lines = provider.cleanup(env, "vm-z", [], None, succeeded=False)
+    assert cloud.arm.of_type("Microsoft.Compute/disks") == [], lines
+    assert any("deleted managed disk" in line for line in lines)
+
+
+def test_cleanup_revokes_a_sas_left_granted_even_on_success(cloud: AzureCloud) -> None:
+    """A worker killed between grant and revoke leaves a SAS; cleanup finds the disk by its tag."""
+    provider = AzureProvider(cloud.conn)
+    clients = provider.clients()
+    body = {"location": cloud.conn["location"], "tags": {"sterna-migration-id": "mig-left", "sterna-role": "disk"},
+            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": 32 * MIB + 512}}}
+    clients.compute.disks.begin_create_or_update(clients.rg, "left-disk", body).result()
+    clients.compute.disks.begin_grant_access(clients.rg, "left-disk", {"access": "Write",
+                                                                        "durationInSeconds": 600}).result()
+    assert cloud.arm.sas_granted() != []
+    lines = provider.cleanup({"migration_id": "mig-left"}, "vm", [], None, succeeded=True)
+    assert cloud.arm.sas_granted() == [] and "revoked the SAS of managed disk left-disk" in lines
+    assert len(cloud.arm.of_type("Microsoft.Compute/disks")) == 1, "a succeeded migration keeps its disks"
+
+
+def test_put_page_calls_are_at_most_4_mib_and_skip_zero_ranges(cloud: AzureCloud) -> None:
+    from providers.azure.importer import grant
+    from providers.azure.pageblob import MAX_PUT_PAGE, PageBlobTarget
+
+    provider = AzureProvider(cloud.conn)
+    clients = provider.clients()
+    body = {"location": cloud.conn["location"], "properties": {
+        "creationData": {"createOption": "Upload", "uploadSizeBytes": 16 * MIB + 512}}}
+    clients.compute.disks.begin_create_or_update(clients.rg, "pages", body).result()
+    target = PageBlobTarget(grant(clients, "pages", "Write"), 16 * MIB + 512)
+    data = bytearray(b"\x5a" * (12 * MIB))
+    data[5 * MIB : 8 * MIB] = bytes(3 * MIB)  # a hole inside one write
+    target.write(0, bytes(data))
+    # 0-5 MiB: two calls (4 + 1 MiB); 8-12 MiB: one call; the 3 MiB of zeros: none.
+    assert (target.pages_put, target.bytes_sent) == (3, 9 * MIB)
+    ranges = [(r["start"], r["end"] + 1) for r in target._client.get_page_ranges()[0]]
+    assert sum(e - s for s, e in ranges) == 9 * MIB and all(not (s < 8 * MIB and e > 5 * MIB) for s, e in ranges)
+    assert target.read(4 * MIB, MIB) == data[4 * MIB : 5 * MIB] and target.read(6 * MIB, 16) == bytes(16)
+    assert MAX_PUT_PAGE == 4 * MIB
+
+
+def test_a_retry_after_a_crash_mid_upload_starts_over_and_ends_identical(cloud: AzureCloud, tmp_path: Path) -> None:
+    """The crashed attempt left its disk ActiveUpload with a SAS nobody holds; the retry seals and
+    deletes it, uploads into a new disk, and revokes at the end."""
+    from providers.azure.importer import disk_name, grant
+
+    raw, vhd = _vhd(tmp_path, seed=4)
+    provider = AzureProvider(cloud.conn)
+    clients = provider.clients()
+    env = {"migration_id": "mig-crash"}
+    name = disk_name(env, _info(cloud), "disk-0")
+    body = {"location": cloud.conn["location"], "tags": {"sterna-migration-id": "mig-crash"},
+            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": vhd.stat().st_size}}}
+    clients.compute.disks.begin_create_or_update(clients.rg, name, body).result()
+    grant(clients, name, "Write")
+    events: list[str] = []
+    ctx = _ctx(tmp_path)
+    ctx.event = events.append
+    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
+    imported = asyncio.run(provider.import_disk(env, _info(cloud), disk, ctx))
+    assert any("left ActiveUpload by an earlier attempt" in e for e in events), events
+    assert cloud.arm.sas_granted() == []
+    made = cloud.arm.get(imported.details["managed_disk_id"])
+    assert made is not None and made["properties"]["diskState"] == "Unattached"
+    data = cloud.arm.blob(made).download_blob(offset=0, length=64 * MIB).readall()
+    assert data == raw.read_bytes()
+
+
+def test_validate_connection_names_the_cause_without_the_secret(cloud: AzureCloud) -> None:
+    from core.errors import AuthenticationFailed, InvalidInput
+    from tests.peers.azure.fixtures import SUBSCRIPTION, TENANT
+
+    AzureProvider(cloud.conn).validate_connection()
+    other = "00000000-0000-4000-8000-0000000000ff"
+    cloud.arm.add_principal(TENANT, "no-role-app", "no-role-secret-1", other, role=False)
+    cloud.arm.add_principal(TENANT, "roleless-here", "roleless-secret-2", SUBSCRIPTION, role=False)
+    cases = [
+        ({"client_secret": "wrong-secret-value"}, AuthenticationFailed, "client secret is wrong"),
+        ({"client_id": "no-such-app"}, AuthenticationFailed, "no application with this client id"),
+        ({"subscription_id": "00000000-0000-4000-8000-00000000dead"}, InvalidInput, "subscription"),
+        ({"client_id": "roleless-here", "client_secret": "roleless-secret-2"}, AuthenticationFailed, "no role"),
+        ({"resource_group": "no-such-rg"}, InvalidInput, "no-such-rg"),
+    ]
+    for change, error, needle in cases:
+        info = {**cloud.conn, **change}
+        with pytest.raises(error) as caught:
+            AzureProvider(info).validate_connection()
+        message = caught.value.message
+        assert needle in message, (change, message)
+        assert info["client_secret"] not in message and "Traceback" not in message

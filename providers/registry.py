@@ -19,8 +19,6 @@ P = TypeVar("P", bound=BaseProvider)
 # Fallback for running from a source tree that was never pip-installed.
 _BUILTIN = {
     "local": "providers.local.provider:LocalProvider",
-    # until the installed metadata has its entry point (an editable install made before it existed)
-    "azure": "providers.azure.provider:AzureProvider",
 }
 
 

@@ -1,0 +1,64 @@
+"""The gzip'd oldgnu sparse tar, unpacked by GNU tar and by Python's tarfile."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from diskio.local import RawFileSource
+from diskio.sparsetar import SparseTarStream, rechunk
+
+MIB = 1024 * 1024
+
+
+def _disk(path: Path, size: int, regions: list[tuple[int, int]]) -> bytes:
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for i, (off, n) in enumerate(regions):
+            f.seek(off)
+            f.write(os.urandom(n // 2) + bytes([i + 1]) * (n - n // 2))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("regions", [
+    [],  # all hole
+    [(0, MIB)],
+    # more regions than the header's four entries: extension blocks, and a file ending in data
+    [(i * 2 * MIB, 64 * 1024) for i in range(30)] + [(63 * MIB, MIB)],
+])
+def test_gnu_tar_unpacks_identical_sparse_disk(tmp_path: Path, regions: list[tuple[int, int]]) -> None:
+    src = tmp_path / "src.raw"
+    raw = _disk(src, 64 * MIB, regions)
+    source = RawFileSource(src)
+    stream = SparseTarStream(source, realsize=128 * MIB)
+    tgz = tmp_path / "disk.tar.gz"
+    with open(tgz, "wb") as f:
+        for chunk in rechunk(stream.chunks(), 256 * 1024):
+            f.write(chunk)
+    source.close()
+    assert stream.output_bytes == tgz.stat().st_size
+    out = tmp_path / "gnu"
+    out.mkdir()
+    subprocess.run(["tar", "-xSzf", str(tgz), "-C", str(out)], check=True)
+    unpacked = out / "disk.raw"
+    assert unpacked.stat().st_size == 128 * MIB
+    data = unpacked.read_bytes()
+    assert data[: len(raw)] == raw and data[len(raw):].count(0) == 64 * MIB
+    listing = subprocess.run(["tar", "-tvzf", str(tgz)], capture_output=True, text=True, check=True).stdout
+    assert listing.startswith("-rw-r--r--") and "disk.raw" in listing
+    with tarfile.open(tgz, "r:gz") as tf:
+        [member] = tf.getmembers()
+        assert member.name == "disk.raw" and member.issparse() and member.size == 128 * MIB
+        reader = tf.extractfile(member)
+        assert reader is not None and reader.read(len(raw)) == raw
+
+
+def test_same_disk_same_stream(tmp_path: Path) -> None:
+    src = tmp_path / "src.raw"
+    _disk(src, 8 * MIB, [(MIB, MIB)])
+    streams = [b"".join(SparseTarStream(RawFileSource(src)).chunks()) for _ in range(2)]
+    assert streams[0] == streams[1]

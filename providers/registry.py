@@ -17,7 +17,7 @@ GROUP = "sterna.providers"
 P = TypeVar("P", bound=BaseProvider)
 
 # Fallback for running from a source tree that was never pip-installed.
-_BUILTIN = {"local": "providers.local.provider:LocalProvider"}
+_BUILTIN = {"local": "providers.local.provider:LocalProvider", "gcp": "providers.gcp.provider:GcpProvider"}
 
 
 @cache

@@ -50,7 +50,8 @@ def _delete_images(conn: GcpConnection, migration: str) -> list[str]:
         return []
     client = conn.compute("ImagesClient")
     with gcp_errors("listing this migration's images", conn.secrets):
-        images = [i.name for i in client.list(project=conn.project, filter=f"labels.{MIGRATION_LABEL} = {migration}")
+        images = [i.name for i in client.list(request={"project": conn.project,
+                                                      "filter": f"labels.{MIGRATION_LABEL} = {migration}"})
                   if i.labels.get(MIGRATION_LABEL) == migration]
     done = []
     for name in images:

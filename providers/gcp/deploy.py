@@ -7,6 +7,7 @@ created (409 ``alreadyExists`` → the existing resource, if it carries this mig
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,17 +112,26 @@ def create_image(conn: GcpConnection, env: Mapping[str, Any], info: InstanceInfo
         labels={MIGRATION_LABEL: migration, ROLE_LABEL: "image"},
         description=f"Sterna import of disk {disk.disk_id} of {info.name}"[:2048],
     )
-    try:
-        with gcp_errors(f"creating image {name}", conn.secrets):
-            op = client.insert_unary(project=conn.project, image_resource=image)
-    except InvalidInput:
-        with gcp_errors(f"reading image {name}", conn.secrets):
-            existing = client.get(project=conn.project, image=name)
-        if existing.labels.get(MIGRATION_LABEL) != migration:
-            raise
-        if existing.status == "READY":
-            return name
-        raise
+    deadline = time.monotonic() + 3600
+    while True:
+        try:
+            with gcp_errors(f"creating image {name}", conn.secrets):
+                op = client.insert_unary(project=conn.project, image_resource=image)
+            break
+        except InvalidInput:
+            # 409 alreadyExists: an earlier attempt's image. Ours (by label) → wait until it is READY.
+            try:
+                with gcp_errors(f"reading image {name}", conn.secrets):
+                    existing = client.get(project=conn.project, image=name)
+            except NotFound:
+                continue  # its failed insert just removed it: insert again
+            if existing.labels.get(MIGRATION_LABEL) != migration:
+                raise
+            if existing.status == "READY":
+                return name
+            if existing.status != "PENDING" or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
     conn.wait(op, f"creating image {name} from {disk.details['source']}")
     return name
 

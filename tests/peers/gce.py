@@ -236,14 +236,15 @@ class FakeComputeEngine:
         threading.Thread(target=run, daemon=True).start()
         return op.json(self.url + "/compute/v1", proj.name)
 
-    def _open_tar(self, source: str) -> tarfile.TarFile:
+    def _object_url(self, source: str) -> str:
         m = re.fullmatch(r"https://storage\.googleapis\.com/([^/]+)/(.+)", source) or \
             re.fullmatch(r"gs://([^/]+)/(.+)", source)
         if not m:
             raise ApiError(400, f"Invalid value for field 'resource.rawDisk.source': '{source}'.", "invalid")
-        bucket, obj = m.group(1), m.group(2)
-        r = requests.get(f"{self.storage_url}/storage/v1/b/{bucket}/o/{requests.utils.quote(obj, safe='')}",
-                         params={"alt": "media"}, timeout=60)
+        return f"{self.storage_url}/storage/v1/b/{m.group(1)}/o/{requests.utils.quote(m.group(2), safe='')}"
+
+    def _open_tar(self, source: str) -> tarfile.TarFile:
+        r = requests.get(self._object_url(source), params={"alt": "media"}, timeout=60)
         if r.status_code == 404:
             raise ApiError(400, f"The resource '{source}' of type 'Google Cloud Storage object' was not found.",
                            "invalid")
@@ -265,8 +266,7 @@ class FakeComputeEngine:
         if member.size % GIB:
             raise ApiError(400, f"disk.raw is {member.size} bytes: the size must be a multiple of 1 GB",
                            "IMAGE_FILE_INVALID")
-        head = requests.get(f"{self.storage_url}/storage/v1/b/{source.split('/')[-2]}/o/"
-                            f"{requests.utils.quote(source.split('/', 4)[-1], safe='')}", timeout=30).json()
+        head = requests.get(self._object_url(source), timeout=30).json()
         body.update(status="READY", diskSizeGb=str(member.size // GIB), archiveSizeBytes=head.get("size"))
 
     def _machine_type(self, zone: str, value: str) -> tuple[str, tuple[int, int]]:
@@ -449,7 +449,9 @@ class FakeComputeEngine:
                 try:
                     self._import_image(image)
                 except Exception:
-                    image["status"] = "FAILED"
+                    # As on GCE, an insert whose operation failed leaves no image behind.
+                    with self.lock:
+                        proj.images.pop(name, None)
                     raise
 
             return self._operation(proj, "global", "global", f"global/images/{name}", "insert", work)

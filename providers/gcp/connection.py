@@ -97,7 +97,7 @@ class GcpConnection:
         with self._lock:
             if self._credentials is None:
                 with gcp_errors("reading the service-account key", self.secrets):
-                    self._credentials = service_account.Credentials.from_service_account_info(
+                    self._credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                         self.info, scopes=["https://www.googleapis.com/auth/cloud-platform"]
                     )
             return self._credentials
@@ -118,7 +118,7 @@ class GcpConnection:
         return client
 
     def storage(self) -> Any:
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         with self._lock:
             client = self._clients.get("storage")
@@ -132,7 +132,7 @@ class GcpConnection:
     def authorized_session(self) -> Any:
         from google.auth.transport.requests import AuthorizedSession
 
-        return AuthorizedSession(self.credentials)
+        return AuthorizedSession(self.credentials)  # type: ignore[no-untyped-call]
 
     def wait(self, op: Any, doing: str, timeout: float = 3600) -> None:
         """Poll a zone or global operation with its ``wait`` method, as GCE recommends; raise its error."""

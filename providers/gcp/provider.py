@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.errors import InvalidInput, NotFound
-from core.models import DeployedInstance, DiskLocator, ImportedDisk, InstanceInfo, NetworkInfo, OptionValues, StorageInfo
+from core.models import (
+    DeployedInstance,
+    DiskLocator,
+    ImportedDisk,
+    InstanceInfo,
+    NetworkInfo,
+    OptionValues,
+    StorageInfo,
+)
 from core.models import StorageBackend as Backend
 from providers.base import (
     DestinationOptionsProvider,

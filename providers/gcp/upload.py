@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import threading
@@ -77,7 +78,7 @@ class _Upload:
         self.session, self.url, self.stream, self.start = session, url, stream, start
         self.limiter = limiter
         self.stop = threading.Event()
-        self.crc = google_crc32c.Checksum()
+        self.crc = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
         self.sent = 0
         self.result: dict[str, Any] = {}
 
@@ -101,12 +102,12 @@ class _Upload:
     def run(self) -> None:
         pos = 0
         chunks = rechunk(self.stream.chunks(), CHUNK)
-        pending = next(chunks, b"")
+        pending: bytes | None = next(chunks, b"")
         while pending is not None:
             if self.stop.is_set():
                 return
             following = next(chunks, None)
-            self.crc.update(pending)
+            self.crc.update(pending)  # type: ignore[no-untyped-call]
             end = pos + len(pending)
             total = end if following is None else None
             if end > self.start or total is not None:
@@ -145,13 +146,15 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
         stream = SparseTarStream(source, realsize=realsize)
         state_file = Path(ctx.workdir) / "gcs-upload" / f"{safe(disk.disk_id)}.json"
         session = conn.authorized_session()
-        url, start = await asyncio.to_thread(_resume_point, session, state_file, name)
-        if url is None:
+        saved, start = await asyncio.to_thread(_resume_point, session, state_file, name)
+        url = saved or ""
+        if saved is None:
             blob = bucket.blob(name)
             blob.metadata = {"sterna-migration-id": str(migration or ""), "sterna-disk-id": disk.disk_id,
                              "sterna-disk-bytes": str(realsize), "sterna-source-instance": export_info.name}
             with gcp_errors(f"starting the upload of gs://{bucket_name}/{name}", conn.secrets):
-                url = await asyncio.to_thread(blob.create_resumable_upload_session, content_type="application/gzip")
+                url = str(await asyncio.to_thread(blob.create_resumable_upload_session,
+                                                  content_type="application/gzip"))
             state_file.parent.mkdir(parents=True, exist_ok=True)
             state_file.write_text(json.dumps({"object": name, "session": url}))
             start = 0
@@ -164,7 +167,8 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
     finally:
         source.close()
     obj = upload.result
-    expected = _crc32c_b64(int.from_bytes(upload.crc.digest(), "big"))
+    digest: bytes = upload.crc.digest()  # type: ignore[no-untyped-call]
+    expected = _crc32c_b64(int.from_bytes(digest, "big"))
     if obj.get("crc32c") and obj["crc32c"] != expected:
         with gcp_errors(f"deleting the corrupt object gs://{bucket_name}/{name}", conn.secrets):
             await asyncio.to_thread(bucket.delete_blob, name)
@@ -226,7 +230,5 @@ async def _run_beating(ctx: TransferContext, upload: _Upload, conn: GcpConnectio
 
 
 def _cancel_session(upload: _Upload) -> None:
-    try:
+    with contextlib.suppress(OSError):
         upload.session.delete(upload.url, timeout=30)
-    except OSError:
-        pass

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
@@ -241,7 +241,7 @@ class FakeComputeEngine:
             re.fullmatch(r"gs://([^/]+)/(.+)", source)
         if not m:
             raise ApiError(400, f"Invalid value for field 'resource.rawDisk.source': '{source}'.", "invalid")
-        return f"{self.storage_url}/storage/v1/b/{m.group(1)}/o/{requests.utils.quote(m.group(2), safe='')}"
+        return f"{self.storage_url}/storage/v1/b/{m.group(1)}/o/{quote(m.group(2), safe='')}"
 
     def _open_tar(self, source: str) -> tarfile.TarFile:
         r = requests.get(self._object_url(source), params={"alt": "media"}, timeout=60)
@@ -318,14 +318,16 @@ class FakeComputeEngine:
                     "zone": f"{base}/zones/{zone}", "status": "READY",
                     "sourceImage": f"{base}/global/images/{image}" if image else "",
                     "type": f"{base}/zones/{zone}/diskTypes/{dtype}",
-                    "selfLink": f"{base}/zones/{zone}/disks/{dname}", "users": [f"{base}/zones/{zone}/instances/{name}"],
+                    "selfLink": f"{base}/zones/{zone}/disks/{dname}",
+                    "users": [f"{base}/zones/{zone}/instances/{name}"],
                 }
                 attached.append({"kind": "compute#attachedDisk", "boot": bool(disk.get("boot")), "index": i,
                                  "autoDelete": bool(disk.get("autoDelete")), "deviceName": dname,
                                  "source": f"{base}/zones/{zone}/disks/{dname}", "type": "PERSISTENT"})
             nics_out = [{
                 "name": f"nic{i}", "network": f"{base}/global/networks/default",
-                "subnetwork": f"{base}/regions/{region}/subnetworks/{(n.get('subnetwork') or 'default').rsplit('/', 1)[-1]}",
+                "subnetwork": f"{base}/regions/{region}/subnetworks/"
+                              + (n.get("subnetwork") or "default").rsplit("/", 1)[-1],
                 "networkIP": f"10.128.0.{10 + i}", "nicType": n.get("nicType", ""),
             } for i, n in enumerate(nics)]
             proj.instances.setdefault(zone, {})[name] = {
@@ -466,8 +468,10 @@ class FakeComputeEngine:
         if name not in proj.images:
             raise _not_found(f"projects/{proj.name}/global/images/{name}")
         if method == "DELETE":
-            return self._operation(proj, "global", "global", f"global/images/{name}", "delete",
-                                   lambda: proj.images.pop(name, None))
+            def delete() -> None:
+                proj.images.pop(name, None)
+
+            return self._operation(proj, "global", "global", f"global/images/{name}", "delete", delete)
         return proj.images[name]
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -507,7 +511,8 @@ class FakeComputeEngine:
                     self._send(401, {"error": {"code": 401, "status": "UNAUTHENTICATED", "message":
                                      "Request had invalid authentication credentials. Expected OAuth 2 access "
                                      "token, login cookie or other valid authentication credential.",
-                                     "errors": [{"reason": "required", "domain": "global", "message": "Login Required."}]}})
+                                     "errors": [{"reason": "required", "domain": "global",
+                                                 "message": "Login Required."}]}})
                     return
                 try:
                     result = fake.route(method, unquote(url.path), parse_qs(url.query), body, email)

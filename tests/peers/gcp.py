@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -66,7 +67,7 @@ def gcs_objects(gcs_url: str, bucket: str, prefix: str = "") -> list[dict[str, A
 
 
 def gcs_download(gcs_url: str, bucket: str, name: str) -> bytes:
-    r = requests.get(f"{gcs_url}/storage/v1/b/{bucket}/o/{requests.utils.quote(name, safe='')}",
+    r = requests.get(f"{gcs_url}/storage/v1/b/{bucket}/o/{quote(name, safe='')}",
                      params={"alt": "media"}, timeout=60)
     r.raise_for_status()
     return r.content

@@ -111,7 +111,7 @@ def test_gcp_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any]
         assert "Traceback" not in validate and key["private_key"].splitlines()[1] not in validate
 
         # A quota error from GCE, reported on the instance's operation, after the upload.
-        gce.cpu_quota["us-central1"] = 1
+        gce.projects[gcp_conn_info["project_id"]].cpu_quota["us-central1"] = 1
         m = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
                                  instances=["vm-a"], network_map={"VM Network": "app"},
                                  destination_environment={"machine_type": "e2-small"})

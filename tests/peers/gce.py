@@ -24,7 +24,7 @@ How faithful it is:
   checks it as GCE's importer does: a gzip'd tar whose first member is ``disk.raw``, a regular
   or GNU sparse file whose size is a whole number of GiB; the image's ``diskSizeGb`` and
   ``archiveSizeBytes`` come from it, and ``image_bytes`` gives the tests the disk back.
-* **Quotas.** ``cpu_quota`` (per region, like ``CPUS``) makes an instance insert whose
+* **Quotas.** a project's ``cpu_quota`` (per region, like ``CPUS``) makes an instance insert whose
   operation ends in ``QUOTA_EXCEEDED``, as GCE reports it.
 
 Not modelled: IAM beyond project membership, pagination (everything fits in one page),
@@ -108,6 +108,7 @@ class Project:
     disks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
     subnetworks: dict[str, dict[str, str]] = field(default_factory=dict)  # region -> name -> network
+    cpu_quota: dict[str, int] = field(default_factory=dict)  # region -> vCPUs (GCE's CPUS quota)
 
 
 def new_service_account(project: str, name: str = "sterna-test") -> dict[str, Any]:
@@ -132,7 +133,6 @@ class FakeComputeEngine:
         self.projects: dict[str, Project] = {}
         self.accounts: dict[str, tuple[Any, set[str]]] = {}  # client_email -> (public key, projects)
         self.tokens: dict[str, str] = {}
-        self.cpu_quota: dict[str, int] = {}
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str, Any]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -301,7 +301,7 @@ class FakeComputeEngine:
         def work() -> None:
             used = sum(MACHINE_TYPES[i["machineType"].rsplit("/", 1)[-1]][0]
                        for z, insts in proj.instances.items() if ZONES[z] == region for i in insts.values())
-            limit = self.cpu_quota.get(region)
+            limit = proj.cpu_quota.get(region)
             if limit is not None and used + cpus > limit:
                 raise ApiError(403, f"Quota 'CPUS' exceeded.  Limit: {float(limit)} in region {region}.",
                                "QUOTA_EXCEEDED")

@@ -30,7 +30,7 @@ BLOCK = 512
 #: entries in the header and in each extension block
 _HEADER_ENTRIES = 4
 _EXT_ENTRIES = 21
-_READ = 4 * 1024 * 1024
+_READ = 1024 * 1024
 
 
 def _number(value: int, width: int) -> bytes:
@@ -145,9 +145,9 @@ class SparseTarStream:
                 data = self.source.read(pos, n)
                 if len(data) != n:
                     raise OSError(f"short read at {pos}: {len(data)} of {n} bytes")
-                yield data
                 pos += n
                 self.source_done += n
+                yield data
         pad = -self.smap.stored % BLOCK
         yield b"\0" * (pad + 2 * BLOCK)
 

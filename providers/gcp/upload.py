@@ -42,7 +42,15 @@ from providers.gcp.connection import GcpConnection, gcp_errors
 GIB = 1024**3
 #: a resumable upload's chunks must be multiples of 256 KiB, except the last
 CHUNK = 8 * 1024 * 1024
+QUANTUM = 256 * 1024
 HEARTBEAT_EVERY = 1.0
+
+
+def chunk_size(limit: int | None) -> int:
+    """Under a bandwidth cap, chunks that take ~0.25 s, so that a cancel or a stop waits little."""
+    if not limit:
+        return CHUNK
+    return max(QUANTUM, min(CHUNK, limit // 4) // QUANTUM * QUANTUM)
 
 
 def safe(name: str) -> str:
@@ -74,9 +82,10 @@ class _Upload:
     """The blocking part, run in a thread: produce the stream, skip what GCS has, send the rest."""
 
     def __init__(self, session: Any, url: str, stream: SparseTarStream, start: int,
-                 limiter: RateLimiter | None) -> None:
+                 limiter: RateLimiter | None, chunk_size: int = CHUNK) -> None:
         self.session, self.url, self.stream, self.start = session, url, stream, start
         self.limiter = limiter
+        self.chunk_size = chunk_size
         self.stop = threading.Event()
         self.crc = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
         self.sent = 0
@@ -101,7 +110,7 @@ class _Upload:
 
     def run(self) -> None:
         pos = 0
-        chunks = rechunk(self.stream.chunks(), CHUNK)
+        chunks = rechunk(self.stream.chunks(), self.chunk_size)
         pending: bytes | None = next(chunks, b"")
         while pending is not None:
             if self.stop.is_set():
@@ -162,7 +171,7 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
                   f"allocated) as a sparse tarball to gs://{bucket_name}/{name}"
                   + (f", resuming after {start:,} bytes GCS already holds" if start else ""))
         limiter = RateLimiter(ctx.bandwidth_limit) if ctx.bandwidth_limit else None
-        upload = _Upload(session, url, stream, start, limiter)
+        upload = _Upload(session, url, stream, start, limiter, chunk_size(ctx.bandwidth_limit))
         await _run_beating(ctx, upload, conn, stream)
     finally:
         source.close()

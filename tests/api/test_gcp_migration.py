@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningStack, task, wait_final
+from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import inventories
 from tests.peers.gce import FakeComputeEngine, new_service_account
 from tests.peers.gcp import gce, gcp_conn_info, gcs_download, gcs_objects, gcs_url
@@ -123,3 +123,28 @@ def test_gcp_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any]
     proj = gce.projects[gcp_conn_info["project_id"]]
     assert not proj.instances.get("us-central1-a") and not proj.images
     assert not gcs_objects(gce.storage_url, gcp_conn_info["bucket"], prefix=f"sterna/{m['id']}/")
+
+
+def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, gcp_conn_info: dict[str, Any],
+                                         gce: FakeComputeEngine) -> None:
+    src, _ = inventories(stack, ["vm-a"], data_mib=8)
+    with stack.client() as api:
+        origin = api.create_endpoint("inv-gcp-cancel", "local", {"path": str(src)})
+        dest = api.create_endpoint("gcp-cancel", "gcp", gcp_conn_info)
+        m = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
+                                 instances=["vm-a"], network_map={"VM Network": "app"},
+                                 destination_environment={"bandwidth_limit": 1024 * 1024})
+
+        def uploading() -> bool:
+            t = task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")
+            p = t["progress_updates"]
+            return t["status"] == "RUNNING" and bool(p and p[-1]["current_step"])
+
+        wait_for(uploading, 120, 0.2, "upload under way")
+        api.cancel_migration(m["id"])
+        final = wait_final(api, m["id"], timeout=120)
+    assert final["last_execution_status"] == "CANCELED"
+    assert task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
+    proj = gce.projects[gcp_conn_info["project_id"]]
+    assert not proj.instances.get("us-central1-a") and not proj.images and not proj.disks.get("us-central1-a")
+    assert not gcs_objects(gce.storage_url, gcp_conn_info["bucket"])

@@ -94,6 +94,7 @@ async def test_cancel_stops_the_upload_and_leaves_no_object(gcp_conn_info: dict[
         await GcpProvider(gcp_conn_info).import_disk({"migration_id": "mig-cancel"}, info, disk, ctx)
     [state] = (tmp_path / "gcs-upload").glob("*.json")
     session = json.loads(state.read_text())["session"]
-    status = requests.put(session, data=b"", headers={"Content-Range": "bytes */*"}, timeout=30)
+    status = await asyncio.to_thread(requests.put, session, data=b"", headers={"Content-Range": "bytes */*"},
+                                     timeout=30)
     assert status.status_code not in (200, 201), "the cancelled upload was finalized"
     assert not gcs_objects(gcs_url, gcp_conn_info["bucket"])

@@ -170,7 +170,9 @@ class LinuxMorpher:
         new = self.target_interfaces(state.interfaces)
         files = render(style, new)
         summary = ", ".join(
-            f"{n.name} " + ("dhcp" if n.dhcp else "static " + " ".join(n.addresses)) + (f" mtu {n.mtu}" if n.mtu else "")
+            f"{n.name} "
+            + ("dhcp" if n.dhcp else "static " + " ".join(n.addresses))
+            + (f" mtu {n.mtu}" if n.mtu else "")
             for n in new
         )
         old_summary = (

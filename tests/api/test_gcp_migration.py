@@ -37,6 +37,13 @@ def test_local_to_gcp(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: F
         origin = api.create_endpoint("inv-gcp", "local", {"path": str(src)})
         dest = api.create_endpoint("gcp", "gcp", gcp_conn_info)
         assert api.validate_endpoint(dest["id"])["valid"] is True
+        # Networks, storage and options, listed from the Compute API.
+        listing = {what: api.http.get(f"/endpoints/{dest['id']}/{what}").json()
+                   for what in ("networks", "storage", "destination-options")}
+        assert {n["id"] for n in listing["networks"]["networks"]} == {"default", "app"}
+        assert {b["name"] for b in listing["storage"]["storage"]["storage_backends"]} >= {"pd-balanced", "pd-ssd"}
+        options = {o["name"]: o["values"] for o in listing["destination-options"]["destination_options"]}
+        assert "e2-medium" in options["machine_type"] and "us-central1-a" in options["zone"]
         m = api.create_migration(
             origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"], instances=["vm-a"],
             destination_environment={"machine_type": "e2-medium", "keep_image": True, "keep_tarball": True,

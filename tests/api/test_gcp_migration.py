@@ -105,6 +105,14 @@ def test_gcp_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any]
         zone = api.create_endpoint("gcp-bad-zone", "gcp", {**gcp_conn_info, "zone": "xx-nowhere-9"})
         result = api.validate_endpoint(zone["id"])
         assert result["valid"] is False and "unknown zone 'xx-nowhere-9'" in result["message"]
+        unknown = api.create_endpoint("gcp-no-project", "gcp", {**gcp_conn_info, "project_id": "no-such-proj"})
+        result = api.validate_endpoint(unknown["id"])
+        assert result["valid"] is False and "unknown project 'no-such-proj'" in result["message"]
+        gce.add_project("someone-elses")  # exists, but the account is no member of it
+        other = api.create_endpoint("gcp-no-perm", "gcp", {**gcp_conn_info, "project_id": "someone-elses"})
+        result = api.validate_endpoint(other["id"])
+        assert result["valid"] is False and "permission denied" in result["message"]
+        assert "compute.projects.get" in result["message"]
 
         origin = api.create_endpoint("inv-gcp-err", "local", {"path": str(src)})
         dest = api.create_endpoint("gcp-ok", "gcp", gcp_conn_info)

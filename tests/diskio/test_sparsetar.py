@@ -66,3 +66,29 @@ def test_same_disk_same_stream(tmp_path: Path) -> None:
         streams.append(b"".join(SparseTarStream(source).chunks()))
         source.close()
     assert streams[0] == streams[1]
+
+
+def test_disks_past_8_gib_use_gnu_base_256_numbers(tmp_path: Path) -> None:
+    """Octal tar fields stop at 8 GiB; real disks are larger (GNU tar reads base-256 there)."""
+    src = tmp_path / "big.raw"
+    with open(src, "wb") as f:
+        f.truncate(10 * 1024**3)
+        f.seek(9 * 1024**3 + 4096)
+        f.write(b"past eight gib" * 100)
+    source = RawFileSource(src)
+    tgz = tmp_path / "disk.tar.gz"
+    with open(tgz, "wb") as f:
+        for chunk in SparseTarStream(source).chunks():
+            f.write(chunk)
+    source.close()
+    out = tmp_path / "gnu"
+    out.mkdir()
+    subprocess.run(["tar", "-xSzf", str(tgz), "-C", str(out)], check=True)
+    unpacked = out / "disk.raw"
+    assert unpacked.stat().st_size == 10 * 1024**3
+    assert unpacked.stat().st_blocks * 512 < 1024 * 1024, "extracted sparse"
+    with open(unpacked, "rb") as f:
+        f.seek(9 * 1024**3 + 4096)
+        assert f.read(1400) == b"past eight gib" * 100
+        f.seek(0)
+        assert f.read(4096).count(0) == 4096

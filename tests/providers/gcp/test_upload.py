@@ -49,12 +49,12 @@ async def test_upload_resumes_from_what_gcs_holds(gcp_conn_info: dict[str, Any],
     events: list[str] = []
     beats: list[TransferProgress] = []
 
-    async def dies_after_two_beats(p: TransferProgress) -> None:
+    async def dies_at_first_beat(p: TransferProgress) -> None:
         beats.append(p)
-        if len(beats) == 2:
-            raise WorkerDied()
+        raise WorkerDied()
 
-    first = TransferContext(workdir=tmp_path, progress=dies_after_two_beats, bandwidth_limit=2 * MIB,
+    # 1 MiB/s: the ~6 MiB tarball takes 6 s, the first heartbeat comes after 1 s.
+    first = TransferContext(workdir=tmp_path, progress=dies_at_first_beat, bandwidth_limit=MIB,
                             event=events.append)
     with pytest.raises(WorkerDied):
         await GcpProvider(gcp_conn_info).import_disk(env, info, disk, first)

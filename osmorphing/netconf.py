@@ -341,6 +341,8 @@ class NewInterface:
     addresses: list[str] = field(default_factory=list)
     gateway: str | None = None
     dns: list[str] = field(default_factory=list)
+    #: set where the platform's network wants less than 1500 (GCE: 1460)
+    mtu: int | None = None
 
 
 def render(style: str, nics: list[NewInterface]) -> dict[str, tuple[str, int]]:
@@ -358,6 +360,8 @@ def render(style: str, nics: list[NewInterface]) -> dict[str, tuple[str, int]]:
                 body.extend(f"    address {a}\n" for a in nic.addresses)
                 if nic.gateway:
                     body.append(f"    gateway {nic.gateway}\n")
+            if nic.mtu:
+                body.append(f"    mtu {nic.mtu}\n")
         files[IFUPDOWN_MAIN] = ("".join(body), 0o644)
     elif style == "netplan":
         ethernets: dict[str, dict[str, object]] = {}
@@ -365,6 +369,8 @@ def render(style: str, nics: list[NewInterface]) -> dict[str, tuple[str, int]]:
             conf: dict[str, object] = {"dhcp4": True} if nic.dhcp else {"addresses": list(nic.addresses)}
             if not nic.dhcp and nic.gateway:
                 conf["routes"] = [{"to": "default", "via": nic.gateway}]
+            if nic.mtu:
+                conf["mtu"] = nic.mtu
             ethernets[nic.name] = conf
         doc = {"network": {"version": 2, "ethernets": ethernets}}
         files[f"{NETPLAN_DIR}/50-sterna.yaml"] = (header + yaml.safe_dump(doc, sort_keys=False), 0o600)
@@ -378,6 +384,7 @@ def render(style: str, nics: list[NewInterface]) -> dict[str, tuple[str, int]]:
                 f"interface-name={nic.name}",
                 "autoconnect=true",
                 "",
+                *(["[ethernet]", f"mtu={nic.mtu}", ""] if nic.mtu else []),
                 "[ipv4]",
             ]
             if nic.dhcp:
@@ -401,18 +408,25 @@ def render(style: str, nics: list[NewInterface]) -> dict[str, tuple[str, int]]:
                     if nic.gateway:
                         lines.append(f"GATEWAY={nic.gateway}")
                 lines.append("NM_CONTROLLED=yes")
+                if nic.mtu:
+                    lines.append(f"MTU={nic.mtu}")
             else:
                 lines = [header.strip(), "STARTMODE='auto'"]
                 if nic.dhcp:
                     lines.append("BOOTPROTO='dhcp'")
                 else:
                     lines += ["BOOTPROTO='static'", f"IPADDR='{nic.addresses[0] if nic.addresses else ''}'"]
+                if nic.mtu:
+                    lines.append(f"MTU='{nic.mtu}'")
             files[f"{directory}/ifcfg-{nic.name}"] = ("\n".join(lines) + "\n", 0o644)
             if style == "wicked" and not nic.dhcp and nic.gateway:
                 files[f"{WICKED_DIR}/ifroute-{nic.name}"] = (f"default {nic.gateway} - {nic.name}\n", 0o644)
     elif style == "systemd-networkd":
         for nic in nics:
-            lines = [header.strip(), "[Match]", f"Name={nic.name}", "", "[Network]"]
+            lines = [header.strip(), "[Match]", f"Name={nic.name}", ""]
+            if nic.mtu:
+                lines += ["[Link]", f"MTUBytes={nic.mtu}", ""]
+            lines.append("[Network]")
             if nic.dhcp:
                 lines.append("DHCP=ipv4")
             else:

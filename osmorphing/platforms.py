@@ -13,6 +13,8 @@ class Platform:
     drivers: tuple[str, ...]
     datasources: tuple[str, ...]
     agents: tuple[str, ...]
+    #: MTU written into the DHCP interface configs (GCE's VPC default is 1460, not 1500)
+    mtu: int | None = None
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -34,6 +36,7 @@ PLATFORMS: dict[str, Platform] = {
         ("virtio_pci", "virtio_scsi", "virtio_net", "gve", "nvme"),
         ("GCE", "None"),
         ("google-guest-agent",),
+        mtu=1460,
     ),
 }
 

@@ -156,10 +156,11 @@ class LinuxMorpher:
                         dhcp=not static,
                         addresses=list(iface.addresses) if static else [],
                         gateway=iface.gateway if static else None,
+                        mtu=self.target.mtu,
                     )
                 )
         while len(new) < max(1, len(self.options.nics)):
-            new.append(NewInterface(name=f"eth{len(new)}"))
+            new.append(NewInterface(name=f"eth{len(new)}", mtu=self.target.mtu))
         return new
 
     def configure_network(self) -> None:
@@ -169,7 +170,10 @@ class LinuxMorpher:
         new = self.target_interfaces(state.interfaces)
         files = render(style, new)
         summary = ", ".join(
-            f"{n.name} " + ("dhcp" if n.dhcp else "static " + " ".join(n.addresses)) for n in new
+            f"{n.name} "
+            + ("dhcp" if n.dhcp else "static " + " ".join(n.addresses))
+            + (f" mtu {n.mtu}" if n.mtu else "")
+            for n in new
         )
         old_summary = (
             ", ".join(

@@ -211,6 +211,24 @@ def test_network_becomes_dhcp_on_eth0_without_mac_pins(
     assert state.pin_files == []
 
 
+@pytest.mark.parametrize("target", ["gcp", "kvm"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_gcp_network_config_sets_mtu_1460(make_guest: Callable[[str], DirectoryGuest], name: str,
+                                          target: str) -> None:
+    """GCE's VPC MTU is 1460: every interface config written for gcp says so, in its own syntax;
+    for kvm none does."""
+    mtu_lines = ("mtu 1460", "mtu: 1460", "mtu=1460", "MTU=1460", "MTU='1460'", "MTUBytes=1460")
+    guest = make_guest(name)
+    report = morph(guest, name, target)
+    written = [c.path for c in report.changes if c.action in ("created", "modified")
+               and c.path.startswith(("/etc/network/", "/etc/netplan/", "/etc/NetworkManager/",
+                                      "/etc/sysconfig/network", "/etc/systemd/network/"))]
+    assert written, [c.line() for c in report.changes]
+    for path in written:
+        text = guest.read_text(path)
+        assert any(line in text for line in mtu_lines) is (target == "gcp"), (target, path, text)
+
+
 def test_unmorphable_guests_raise_with_the_cause(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from osmorphing import InspectionError, UnsupportedOS
 

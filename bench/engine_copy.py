@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from diskio.base import DiskTarget
+from diskio.checked_convert import convert_verified
 from diskio.convert import convert_image
 from diskio.copier import copy_disk
 from diskio.local import LocalFileTarget, open_local_source
@@ -39,7 +40,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("src")
     ap.add_argument("dst")
-    ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "convert-qcow2"])
+    ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "convert-qcow2", "checked-qcow2"])
     ap.add_argument("--limit", type=int, default=None, help="bandwidth cap, bytes/s")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--final-check", action="store_true")
@@ -50,6 +51,8 @@ async def main() -> None:
     out: dict[str, object] = {}
     if args.to == "convert-qcow2":
         await convert_image(args.src, "raw", args.dst, "qcow2")
+    elif args.to == "checked-qcow2":
+        out = dataclasses.asdict(await convert_verified(args.src, "raw", args.dst, "qcow2"))
     else:
         source = open_local_source(args.src, "raw")
         target: DiskTarget = (

@@ -19,6 +19,14 @@ from diskio.base import DiskSource, Extent
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+class _Transient(Exception):
+    """A failure worth retrying; ``final`` is what to raise when the retries are spent."""
+
+    def __init__(self, final: Exception) -> None:
+        super().__init__(str(final))
+        self.final = final
+
+
 class HttpRangeSource(DiskSource):
     """Guest-visible bytes of a raw disk served at ``url``; one HTTP client per thread.
 
@@ -28,6 +36,8 @@ class HttpRangeSource(DiskSource):
     """
 
     io_size = 0  # one request per chunk: round trips cost more than cache misses
+    #: bytes handed over per read of a streamed body (keep-alive connections, one per lane)
+    STREAM_PIECE = 1024 * 1024
 
     def __init__(
         self,
@@ -106,20 +116,41 @@ class HttpRangeSource(DiskSource):
         n = max(0, min(len(view), self._size - offset))
         if n == 0:
             return 0
-        headers = {"Range": f"bytes={offset}-{offset + n - 1}"}
+        # identity: the raw body is the disk's bytes (iter_raw does not decode)
+        headers = {"Range": f"bytes={offset}-{offset + n - 1}", "Accept-Encoding": "identity"}
+        for attempt in range(self._retries + 1):
+            try:
+                return self._get_into(headers, offset, view[:n])
+            except _Transient as exc:
+                if attempt == self._retries:
+                    raise exc.final from None
+            time.sleep(self._backoff * 2**attempt)
+        raise AssertionError("unreachable")
 
-        def get() -> httpx.Response:
-            return self._client().get(self.url, headers=headers, follow_redirects=True)
-
-        response = self._retrying(get)
-        whole = response.status_code == 200 and offset == 0 and n == self._size
-        if response.status_code != 206 and not whole:
-            status = response.status_code
-            raise TransferError(f"{self._safe_url()}: range {offset}+{n} answered HTTP {status}")
-        body = response.content
-        if len(body) != n:
-            raise TransferError(f"{self._safe_url()}: range {offset}+{n} returned {len(body)} bytes")
-        view[:n] = body
+    def _get_into(self, headers: dict[str, str], offset: int, view: memoryview) -> int:
+        """One ranged GET, its body streamed straight into ``view``: no whole-body ``bytes`` copy."""
+        n = len(view)
+        try:
+            with self._client().stream("GET", self.url, headers=headers, follow_redirects=True) as response:
+                status = response.status_code
+                if status in (401, 403):
+                    raise AuthenticationFailed(f"{self._safe_url()}: HTTP {status}")
+                if status in _TRANSIENT_STATUS:
+                    raise _Transient(ProviderTransient(f"{self._safe_url()}: HTTP {status}"))
+                whole = status == 200 and offset == 0 and n == self._size
+                if status != 206 and not whole:
+                    raise TransferError(f"{self._safe_url()}: range {offset}+{n} answered HTTP {status}")
+                got = 0
+                for part in response.iter_raw(self.STREAM_PIECE):
+                    end = got + len(part)
+                    if end > n:
+                        raise TransferError(f"{self._safe_url()}: range {offset}+{n} returned more bytes")
+                    view[got:end] = part
+                    got = end
+        except httpx.TransportError as exc:
+            raise _Transient(ConnectionFailed(f"{self._safe_url()}: {type(exc).__name__}")) from None
+        if got != n:
+            raise TransferError(f"{self._safe_url()}: range {offset}+{n} returned {got} bytes")
         return n
 
     def close(self) -> None:

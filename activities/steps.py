@@ -146,7 +146,7 @@ class MigrationActivities:
             await rec.aevent(
                 f"Exported {inp.disk.disk_id}: read {result.bytes_read} bytes, wrote {result.bytes_written}, "
                 f"skipped {result.bytes_skipped_zero} zero bytes, resumed {result.chunks_resumed} chunk(s); "
-                f"sha256 {result.digest}{' (verified)' if result.verified else ''}"
+                f"digest {result.digest}{' (verified)' if result.verified else ''}"
             )
             return DiskStepResult(
                 disk=DiskLocator(disk_id=inp.disk.disk_id, size_bytes=src.size, format="raw", path=str(out)),

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from diskio.base import DiskTarget
+from diskio.checked_convert import convert_verified
 from diskio.convert import convert_image
 from diskio.copier import copy_disk
+from diskio.http import HttpRangeSource
 from diskio.local import LocalFileTarget, open_local_source
 from diskio.qemu import QemuNbdTarget
 
@@ -39,10 +41,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("src")
     ap.add_argument("dst")
-    ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "convert-qcow2"])
+    ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "convert-qcow2", "checked-qcow2"])
     ap.add_argument("--limit", type=int, default=None, help="bandwidth cap, bytes/s")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--final-check", action="store_true")
+    ap.add_argument("--http", default=None, help="read SRC's bytes from this URL, with SRC's allocation map")
     args = ap.parse_args()
     before = proc_io()
     cpu_before = cpu_seconds()
@@ -50,8 +53,15 @@ async def main() -> None:
     out: dict[str, object] = {}
     if args.to == "convert-qcow2":
         await convert_image(args.src, "raw", args.dst, "qcow2")
+    elif args.to == "checked-qcow2":
+        out = dataclasses.asdict(await convert_verified(args.src, "raw", args.dst, "qcow2"))
     else:
         source = open_local_source(args.src, "raw")
+        if args.http:
+            # the server's allocation map, as a provider gets it (vSphere CBT, for instance)
+            local, extents = source, source.extents()
+            source = HttpRangeSource(args.http, size=local.size, extents=extents)
+            local.close()
         target: DiskTarget = (
             LocalFileTarget(args.dst, source.size)
             if args.to == "raw"

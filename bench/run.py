@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import nginx
 from bench.image import GiB, MiB, allocated, build
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -67,6 +68,21 @@ def run(cmd: list[str], dst: Path, prepare: Callable[[], None] | None = None) ->
 
 def engine(src: Path, dst: Path, *extra: str) -> list[str]:
     return [PY, "-m", "bench.engine_copy", str(src), str(dst), *extra]
+
+
+def curl_ranges(url: str, src: Path) -> list[str]:
+    """One curl process fetching each allocated range of ``src`` in turn, over one kept-alive connection."""
+    from diskio.local import RawFileSource
+
+    source = RawFileSource(src)
+    try:
+        extents = source.extents()
+    finally:
+        source.close()
+    cmd = ["curl", "-sf"]
+    for i, e in enumerate(extents):
+        cmd += [*(["--next", "-sf"] if i else []), "-o", "/dev/null", "-r", f"{e.offset}-{e.end - 1}", url]
+    return cmd
 
 
 def identical(a: Path, b: Path, fmt: str) -> bool:
@@ -119,12 +135,26 @@ def main() -> None:
     size = src.stat().st_size
     out = {
         k: WORK / f"out-{k}"
-        for k in ("cp", "qemu-raw", "nbdcopy", "engine-raw", "qemu-qcow2", "engine-qcow2", "engine-convert")
+        for k in (
+            "cp", "qemu-raw", "nbdcopy", "engine-raw", "qemu-qcow2", "engine-qcow2", "engine-convert",
+            "engine-checked", "nbdcopy-qcow2", "curl-ranges", "curl-whole", "engine-http",
+        )
     }
+    with nginx.serve(WORK) as base:
+        url = base + src.name
+        results = rounds(src, out, size, url)
+        # the HTTP case ends here: nginx is stopped before the single-run cases
+    finish(src, out, size, alloc, results, info)
 
+
+def rounds(src: Path, out: dict[str, Path], size: int, url: str) -> dict[str, list[Measure]]:
     def nbd_prepare() -> None:
         with open(out["nbdcopy"], "wb") as f:
             f.truncate(size)
+
+    def qcow2_prepare() -> None:
+        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(out["nbdcopy-qcow2"]), str(size)]
+        subprocess.run(cmd, check=True)
 
     cases: dict[str, tuple[list[str], Callable[[], None] | None]] = {
         "cp": (["cp", "--sparse=always", str(src), str(out["cp"])], None),
@@ -137,6 +167,17 @@ def main() -> None:
         ),
         "engine-qcow2": (engine(src, out["engine-qcow2"], "--to", "qcow2"), None),
         "engine-convert": (engine(src, out["engine-convert"], "--to", "convert-qcow2"), None),
+        "engine-checked": (engine(src, out["engine-checked"], "--to", "checked-qcow2"), None),
+        # libnbd at its best (C, 4 connections, many requests in flight) into qemu-nbd: the ceiling
+        # of any NBD data path for qcow2, libnbd's Python bindings included
+        "nbdcopy-qcow2": (
+            ["nbdcopy", str(src), "--", "[", "qemu-nbd", "-f", "qcow2", str(out["nbdcopy-qcow2"]), "]"],
+            qcow2_prepare,
+        ),
+        # both curls write to /dev/null: an easier task than the engine's (which writes and verifies a file)
+        "curl-ranges": (curl_ranges(url, src), None),
+        "curl-whole": (["curl", "-sf", "-o", "/dev/null", url], None),
+        "engine-http": (engine(src, out["engine-http"], "--http", url), None),
     }
     names = list(cases)
     results: dict[str, list[Measure]] = {k: [] for k in names}
@@ -153,10 +194,18 @@ def main() -> None:
             flush=True,
         )
         if rnd == 0:
-            for name, fmt in (("engine-raw", "raw"), ("engine-qcow2", "qcow2"), ("engine-convert", "qcow2")):
+            for name, fmt in (
+                ("engine-raw", "raw"), ("engine-qcow2", "qcow2"), ("engine-convert", "qcow2"),
+                ("engine-checked", "qcow2"), ("engine-http", "raw"),
+            ):
                 if not identical(src, out[name], fmt):
                     raise SystemExit(f"{name} output differs from the source")
+    return results
 
+
+def finish(
+    src: Path, out: dict[str, Path], size: int, alloc: int, results: dict[str, list[Measure]], info: dict[str, str]
+) -> None:
     unverified = run(engine(src, out["engine-raw"], "--no-verify"), out["engine-raw"])
     final = run(engine(src, out["engine-raw"], "--final-check"), out["engine-raw"])
     # The same data spread over a 16 GiB virtual disk: memory must not grow with disk size.
@@ -220,7 +269,20 @@ def summarize(
             "engine-convert (convert_image) / qemu-img convert -O qcow2": median_ratio(
                 results["engine-convert"], results["qemu-qcow2"]
             ),
+            "engine-checked (convert_verified, verify on) / qemu-img convert -O qcow2": median_ratio(
+                results["engine-checked"], results["qemu-qcow2"]
+            ),
+            "nbdcopy → qemu-nbd qcow2 (no verify) / qemu-img convert -O qcow2": median_ratio(
+                results["nbdcopy-qcow2"], results["qemu-qcow2"]
+            ),
+            "engine-http / curl of the allocated ranges": median_ratio(
+                results["engine-http"], results["curl-ranges"]
+            ),
+            "engine-http / single curl of the whole file": median_ratio(
+                results["engine-http"], results["curl-whole"]
+            ),
         },
+        "engine_raw_cpu_over_cp_cpu": cpu["engine-raw"] / cpu["cp"],
         "engine_raw_io": {
             "source_bytes_read": eng["bytes_read"],
             "bytes_written": eng["bytes_written"],
@@ -267,7 +329,12 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         "engine-raw": "engine raw→raw (verify on)",
         "qemu-qcow2": "qemu-img convert -O qcow2",
         "engine-qcow2": "engine raw→qcow2 (copier → qemu-nbd, verify on)",
-        "engine-convert": "engine raw→qcow2 (convert_image)",
+        "engine-convert": "engine raw→qcow2 (convert_image, no verify)",
+        "engine-checked": "engine raw→qcow2 (convert_verified: qemu-img + BLAKE3 check)",
+        "nbdcopy-qcow2": "nbdcopy → qemu-nbd qcow2 (libnbd, no verify)",
+        "curl-ranges": "curl, allocated ranges over HTTP → /dev/null",
+        "curl-whole": "curl, whole 4 GiB file over HTTP → /dev/null",
+        "engine-http": "engine HTTP ranges→raw (nginx, allocation map, verify on)",
     }
     for key, label in labels.items():
         lines.append(f"| {label} | {med[key]:.3f} | {cpu[key]:.2f} | {rss[key]:.0f} |")
@@ -277,6 +344,7 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         "",
         "| engine raw→raw | value |",
         "|---|---:|",
+        f"| CPU user+sys, median engine / median cp | {r['engine_raw_cpu_over_cp_cpu']:.2f} |",
         f"| source bytes read / allocated | {io['read_over_allocated']:.3f} |",
         f"| source bytes read | {int(io['source_bytes_read']):,} |",
         f"| bytes written | {int(io['bytes_written']):,} |",

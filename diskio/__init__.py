@@ -5,8 +5,11 @@
 - ``diskio.local``: ``open_local_source`` (raw via SEEK_DATA/SEEK_HOLE, other formats via
   ``diskio.qemu``) and ``LocalFileTarget`` (a sparse raw file).
 - ``diskio.copier``: ``copy_disk`` -> ``CopyResult``; ``diskio.progress.TransferProgress``.
+- ``diskio.digest``: the engine's digest (BLAKE3), tagged with its algorithm; replica map codec.
 - ``diskio.verify``: ``compare_digests``, the per-disk digest recomputed on both sides.
 - ``diskio.convert``: ``convert_image``, ``qemu-img convert`` with progress.
+- ``diskio.checked_convert``: ``convert_verified``, ``qemu-img convert`` checked chunk by chunk
+  with the engine's digest (``diskio.imagemap`` reads the image in place via ``qemu-img map``).
 - ``diskio.qemu``/``diskio.nbd``: images in any qemu format through ``qemu-nbd``.
 - ``diskio.http``: ``HttpRangeSource``, a disk read with HTTP Range requests (datastore, lease, Glance, GCS).
 """

@@ -2,8 +2,8 @@
 
 It reads only allocated extents, skips all-zero chunks, copies ``lanes`` chunks at a time
 in worker threads with bounded memory (two buffers of one I/O step per lane, see
-``diskio.lane``), records each chunk's
-SHA-256, reads written chunks back and compares them when the target is readable, reports
+``diskio.lane``), records each chunk's BLAKE3 digest (``diskio.digest``), reads written
+chunks back and compares them when the target is readable, reports
 a compact checkpoint after each chunk, and resumes from such a checkpoint.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from core.errors import IntegrityError, TransferError
+from diskio import digest
 from diskio.base import DiskSource, DiskTarget
 from diskio.lane import ChunkMover, Outcome
 from diskio.limiter import RateLimiter
@@ -111,7 +112,7 @@ class _Run:
             if self.shas is not None:
                 self.shas[32 * c.index : 32 * c.index + 32] = out.sha
             if log is not None:
-                log.write(f"{c.offset} {c.length} {out.sha.hex()}{' zero' if out.zero else ''}\n")
+                log.write(f"{c.offset} {c.length} {digest.tag(out.sha.hex())}{' zero' if out.zero else ''}\n")
 
     def progress(self) -> TransferProgress:
         return TransferProgress(self.bytes_done, self.result.bytes_total, self.done.ranges())
@@ -140,7 +141,7 @@ async def copy_disk(
     ``asyncio.CancelledError``), the lanes finish the chunk they hold, nothing more is
     started, and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
     second for this transfer. ``chunk_log`` receives one line per chunk:
-    ``offset length sha256 [zero]``.
+    ``offset length blake3:<hex> [zero]`` (the algorithm is named on every line).
 
     ``verify`` reads every written step back and compares it with the bytes that were
     hashed. ``final_check`` also re-reads the whole target after ``flush`` and recomputes the
@@ -268,10 +269,10 @@ async def _final_check(
             )
         fixed = dict(zip((c.index for c in bad), again, strict=True))
         found = [fixed.get(c.index, sha) for c, sha in zip(chunks, found, strict=True)]
-    digest = DiskDigest()
+    disk = DiskDigest()
     for chunk, sha in zip(chunks, found, strict=True):
-        digest.add(chunk, sha)
-    return digest.hexdigest(len(chunks))
+        disk.add(chunk, sha)
+    return disk.hexdigest(len(chunks))
 
 
 async def _stop(loop: asyncio.AbstractEventLoop, pool: concurrent.futures.ThreadPoolExecutor) -> None:

@@ -4,19 +4,19 @@ Everything here is blocking and runs outside the event loop. A chunk is moved in
 the endpoints' preferred I/O size: each step is read, hashed, checked for zeros, written
 and read back while it is still in the CPU cache, so each byte crosses the memory bus as
 few times as possible. The calls used release the GIL or run at memcmp speed:
-``preadv``/``pwritev`` into preallocated buffers, ``hashlib`` (releases the GIL above
-2 KiB) and ``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the
+``preadv``/``pwritev`` into preallocated buffers, BLAKE3 (``diskio.digest``: SIMD, and
+it releases the GIL) and ``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the
 first non-zero byte, so data costs almost nothing to check).
 """
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 from dataclasses import dataclass
 
 from core.errors import IntegrityError, TransferError
+from diskio import digest
 from diskio.base import DiskSource, DiskTarget
 from diskio.limiter import RateLimiter
 from diskio.plan import Chunk
@@ -30,7 +30,7 @@ class Outcome:
     """What happened to one chunk."""
 
     chunk: Chunk
-    sha: bytes | None  # None: a resumed chunk whose target cannot be read back
+    sha: bytes | None  # BLAKE3 of the chunk; None: a resumed chunk whose target cannot be read back
     zero: bool = False
     resumed: bool = False
     bytes_read: int = 0
@@ -100,12 +100,14 @@ class ChunkMover:
 
     def _sha_of_zeros(self, length: int) -> bytes:
         with self._lock:
-            sha = self._zero_sha.get(length)
-            if sha is None:
-                sha = self._zero_sha[length] = hashlib.sha256(self._zero_view[:length]).digest()
-            return sha
+            found = self._zero_sha.get(length)
+            if found is None:
+                hasher = digest.new()
+                self._feed_zeros(hasher, length)
+                found = self._zero_sha[length] = hasher.digest()
+            return found
 
-    def _feed_zeros(self, sha: hashlib._Hash, length: int) -> None:
+    def _feed_zeros(self, sha: digest.Hasher, length: int) -> None:
         for pos in range(0, length, len(self._zeros)):
             sha.update(self._zero_view[: min(len(self._zeros), length - pos)])
 
@@ -130,7 +132,7 @@ class ChunkMover:
             return Outcome(chunk, None, resumed=True)
         bufs = self._take()
         try:
-            sha, zeros = hashlib.sha256(), 0
+            sha, zeros = digest.new(), 0
             for pos in range(0, chunk.length, self.step):
                 n = min(self.step, chunk.length - pos)
                 view = memoryview(bufs.data)[:n]
@@ -145,8 +147,8 @@ class ChunkMover:
             all_zero = zeros == chunk.length
             if not all_zero:
                 self._feed_zeros(sha, zeros)
-            digest = self._sha_of_zeros(chunk.length) if all_zero else sha.digest()
-            return Outcome(chunk, digest, resumed=True, bytes_verified=chunk.length)
+            found = self._sha_of_zeros(chunk.length) if all_zero else sha.digest()
+            return Outcome(chunk, found, resumed=True, bytes_verified=chunk.length)
         finally:
             self._pool.put(bufs)
 
@@ -154,7 +156,7 @@ class ChunkMover:
         if self.limiter is not None:
             self.limiter.acquire(chunk.length)
         out = Outcome(chunk, b"")
-        sha = hashlib.sha256()
+        sha = digest.new()
         data, step, target = bufs.data, self.step, self.target
         split_zero_runs = self.zero_run < step
         zeros = 0  # zero bytes not yet fed to the hash: an all-zero chunk is never hashed
@@ -231,7 +233,7 @@ class ChunkMover:
 
     def _matches(self, offset: int, bufs: _Buffers, n: int) -> bool:
         # Comparing the bytes read back with the bytes that were hashed is the same check as
-        # comparing their SHA-256s, at memcmp cost instead of a second hash pass.
+        # comparing their digests, at memcmp cost instead of a second hash pass.
         check_view = bufs.check_view[:n]
         if self.target.readinto(offset, check_view) != n:
             return False

@@ -7,11 +7,11 @@ the chunks' hashes, in disk order) means the same thing on every attempt and bot
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from diskio import digest
 from diskio.base import Extent
 from diskio.ranges import Range, merge
 
@@ -59,7 +59,10 @@ def cut_chunks(ranges: Iterable[Range], chunk_size: int) -> list[Chunk]:
 
 
 class DiskDigest:
-    """SHA-256 over ``(offset, length, sha256(chunk bytes))`` of every chunk, in disk order.
+    """BLAKE3 over ``(offset, length, blake3(chunk bytes))`` of every chunk, in disk order.
+
+    ``hexdigest`` names the algorithm (``"blake3:<hex>"``, see ``diskio.digest``), so a digest
+    from another algorithm (a SHA-256-era log) never compares equal by accident.
 
     Holes outside the allocated extents are not hashed: they read as zeros on both sides.
     Chunk hashes may arrive out of order; they are fed in order through a small buffer
@@ -67,7 +70,7 @@ class DiskDigest:
     """
 
     def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+        self._hash = digest.new()
         self._next = 0
         self._waiting: dict[int, tuple[Chunk, bytes]] = {}
 
@@ -81,4 +84,4 @@ class DiskDigest:
     def hexdigest(self, expected_chunks: int) -> str:
         if self._next != expected_chunks:
             raise RuntimeError(f"digest covers {self._next} of {expected_chunks} chunks")
-        return self._hash.hexdigest()
+        return digest.tag(self._hash.digest().hex())

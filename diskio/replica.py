@@ -1,7 +1,9 @@
 """Bring a replica disk up to date by chunk digests: read the source, write only what differs.
 
-The replica's previous digest map (one fixed-size digest per chunk) says what it holds. With no
-trusted map, every non-zero chunk is written into a fresh sparse file. Work runs in batches on a
+The replica's previous digest map (one fixed-size digest per chunk, BLAKE3, its algorithm named
+in the map's header: ``diskio.digest.encode_map``) says what it holds. A map from before the header
+(bare BLAKE2b) is still compared in its own algorithm, once; a map that cannot be read is ignored.
+With no usable map, every non-zero chunk is written into a fresh sparse file. Work runs in batches on a
 thread, and ``on_progress`` is awaited between batches: that is where the activity heartbeats
 and where a cancel lands.
 """
@@ -9,16 +11,17 @@ and where a cancel lands.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from diskio import digest
 from diskio.base import DiskSource, DiskTarget, Extent
 
 
 @dataclass
 class ReplicaSync:
+    #: the new digest map, header included: store it as is and pass it back as ``previous``
     digests: bytes
     bytes_read: int = 0
     bytes_written: int = 0
@@ -37,24 +40,28 @@ class _Sync:
     def __init__(self, src: DiskSource, dst: DiskTarget, previous: bytes | None, chunk: int, digest_size: int):
         self.src, self.dst, self.chunk, self.ds = src, dst, chunk, digest_size
         self.count = (src.size + chunk - 1) // chunk
-        self.previous = previous if previous is not None and len(previous) == self.count * digest_size else None
+        known = digest.decode_map(previous, self.count, digest_size)
+        self.previous = known[1] if known else None
+        self.hash = digest.short_hasher(digest.ALGORITHM, digest_size)
+        # a legacy map is compared in its own algorithm (one extra hash per chunk, on one sync)
+        self.old_hash = digest.short_hasher(known[0], digest_size) if known else self.hash
         self.out = bytearray(self.count * digest_size)
         self.allocated = _allocated(src.extents(), src.size, chunk)
-        self._zero: dict[int, bytes] = {}
+        self._zero: dict[tuple[int, bool], bytes] = {}
         self.result = ReplicaSync(digests=b"")
 
-    def zero_digest(self, length: int) -> bytes:
-        if length not in self._zero:
-            self._zero[length] = hashlib.blake2b(bytes(length), digest_size=self.ds).digest()
-        return self._zero[length]
+    def zero_digest(self, length: int, old: bool = False) -> bytes:
+        key = (length, old)
+        if key not in self._zero:
+            self._zero[key] = (self.old_hash if old else self.hash)(bytes(length))
+        return self._zero[key]
 
     def recompute(self, start: int, stop: int) -> None:
         """Digests of chunks an earlier attempt already brought across, read back from the replica."""
         for i in range(start, stop):
             offset = i * self.chunk
             length = min(self.chunk, self.src.size - offset)
-            self.out[i * self.ds:(i + 1) * self.ds] = hashlib.blake2b(
-                self.dst.read(offset, length), digest_size=self.ds).digest()
+            self.out[i * self.ds:(i + 1) * self.ds] = self.hash(self.dst.read(offset, length))
 
     def batch(self, start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -63,14 +70,17 @@ class _Sync:
             data = self.src.read(offset, length) if self.allocated[i] else None
             if data is not None:
                 self.result.bytes_read += len(data)
-            digest = hashlib.blake2b(data, digest_size=self.ds).digest() if data else self.zero_digest(length)
-            zero = digest == self.zero_digest(length)
-            self.out[i * self.ds:(i + 1) * self.ds] = digest
+            found = self.hash(data) if data else self.zero_digest(length)
+            zero = found == self.zero_digest(length)
+            self.out[i * self.ds:(i + 1) * self.ds] = found
             if self.previous is None:
                 if zero:
                     continue  # a fresh sparse file already reads as zeros
-            elif self.previous[i * self.ds:(i + 1) * self.ds] == digest:
-                continue
+            else:
+                if self.old_hash is not self.hash:
+                    found = self.old_hash(data) if data else self.zero_digest(length, old=True)
+                if self.previous[i * self.ds:(i + 1) * self.ds] == found:
+                    continue
             if zero:
                 self.dst.write_zeroes(offset, length)
             else:
@@ -92,7 +102,8 @@ async def sync_replica(
     batch_chunks: int = 64,
     resume_from: int = 0,
 ) -> ReplicaSync:
-    """``previous`` None (or of the wrong length) means a full sync into a fresh, empty ``dst``.
+    """``previous`` None (or a map that ``diskio.digest.decode_map`` refuses) means a full sync into a
+    fresh, empty ``dst``.
 
     ``resume_from`` (bytes) continues an attempt of the same sync that stopped there: the chunks
     below it are not read from the source again, only hashed from the replica.
@@ -113,5 +124,5 @@ async def sync_replica(
             if ahead > 0:
                 await asyncio.sleep(ahead)
     await asyncio.to_thread(dst.flush)
-    sync.result.digests = bytes(sync.out)
+    sync.result.digests = digest.encode_map(bytes(sync.out), digest_size)
     return sync.result

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from diskio import digest
 from diskio.base import DiskSource, DiskTarget
 from diskio.copier import DEFAULT_CHUNK_SIZE, DEFAULT_LANES
 from diskio.plan import Chunk, DiskDigest, align_extents, cut_chunks, target_block
@@ -41,7 +41,9 @@ def _hasher(readinto: Callable[[int, memoryview], int]) -> Callable[[Chunk], byt
         buf = bytearray(chunk.length)
         if readinto(chunk.offset, memoryview(buf)) != chunk.length:
             raise OSError(f"short read at {chunk.offset}")
-        return hashlib.sha256(buf).digest()
+        hasher = digest.new()
+        hasher.update(buf)
+        return hasher.digest()
 
     return sha
 

@@ -159,9 +159,9 @@ class TransferSchedule(_Row, Base):
 class ReplicaDisk(_Row, Base):
     """What one replica disk last received: kept here, not in Temporal history.
 
-    ``digests`` concatenates one fixed-size digest per chunk. ``trusted`` is False from the
-    moment an execution starts writing until it finishes: a replica left untrusted is fully
-    re-synced by the next execution.
+    ``digests`` is a digest map (``diskio.digest.encode_map``: its algorithm, then one digest per
+    chunk). ``trusted`` is False from the moment an execution starts writing until it finishes:
+    a replica left untrusted is fully re-synced by the next execution.
     """
 
     __tablename__ = "replica_disks"

@@ -21,7 +21,7 @@ from workflows.types import Status, StepInput, Timeouts
 
 #: bytes per digest of a replica disk's chunk map: the granularity of incremental writes
 REPLICA_CHUNK = 64 * 1024
-#: blake2b digest size stored per chunk
+#: bytes of each chunk digest in a replica map (BLAKE3, see diskio.digest)
 DIGEST_SIZE = 16
 
 

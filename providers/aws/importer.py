@@ -218,7 +218,7 @@ async def verify_snapshot(source: DiskSource, target: EbsSnapshotTarget, disk_id
         )
     return (
         f"disk {disk_id}: snapshot {target.snapshot_id} read back and compared with the converted disk: "
-        f"identical (per-disk SHA-256 digest {check.target_digest})"
+        f"identical (per-disk digest {check.target_digest})"
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from pathlib import Path
 
+from diskio import digest
 from diskio.local import LocalFileTarget, RawFileSource
 from diskio.replica import ReplicaSync, sync_replica
 
@@ -59,3 +61,36 @@ def test_resume_hashes_the_done_part_from_the_replica(tmp_path: Path) -> None:
     resumed = _sync(src, dst, None, resume_from=SIZE // 2)
     assert resumed.digests == full.digests
     assert resumed.bytes_read < full.bytes_read
+
+
+def _legacy_map(path: Path) -> bytes:
+    """The map a SHA-256-era engine stored: bare BLAKE2b-16 per chunk, no header."""
+    data = path.read_bytes()
+    return b"".join(hashlib.blake2b(data[i:i + CHUNK], digest_size=16).digest() for i in range(0, SIZE, CHUNK))
+
+
+def test_a_legacy_map_is_still_understood_and_replaced_by_a_tagged_one(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)
+    _sync(src, dst, None)
+    legacy = _legacy_map(dst)
+    with src.open("r+b") as f:
+        f.seek(5 * CHUNK + 7)
+        f.write(b"changed")
+    again = _sync(src, dst, legacy)
+    assert again.chunks_written == 1 and dst.read_bytes() == src.read_bytes()
+    decoded = digest.decode_map(again.digests, SIZE // CHUNK, 16)
+    assert decoded is not None and decoded[0] == "blake3"
+    assert _sync(src, dst, again.digests).bytes_written == 0
+
+
+def test_a_map_that_cannot_be_read_is_ignored_and_the_sync_is_full(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)
+    full = _sync(src, dst, None)
+    tagged = digest.decode_map(full.digests, SIZE // CHUNK, 16)
+    assert tagged is not None
+    unknown = digest.encode_map(tagged[1], 16, algorithm="md5")
+    dst.unlink()
+    again = _sync(src, dst, unknown)
+    assert again.bytes_written == 20 * CHUNK and dst.read_bytes() == src.read_bytes()

@@ -1,0 +1,127 @@
+"""CPU seconds per GiB of each stage of the engine's data paths, one stage at a time (``python -m bench.stages``).
+
+Each stage runs alone in this process over the 1 GiB of data of ``bench/out/disk4g.raw`` (built
+by ``make bench``), warm in the page cache, and reports its wall and CPU (user+sys) time. The
+sum of a path's stages, set against the baselines' CPU in ``make bench``, names what saturates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import time
+from collections.abc import Callable
+
+import blake3
+
+from bench.image import GiB, MiB, allocated
+from bench.run import WORK
+from diskio.checked_convert import chunk_digests
+from diskio.imagemap import open_mapped
+from diskio.local import RawFileSource
+from diskio.plan import align_extents, cut_chunks
+from diskio.qemu import QemuNbdSource
+
+STEP = 128 * 1024
+
+
+def _cpu() -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def main() -> None:
+    src = WORK / "disk4g.raw"
+    qcow2 = WORK / "stages.qcow2"
+    alloc = allocated(src)
+    source = RawFileSource(src)
+    extents = source.extents()
+    fd = os.open(src, os.O_RDONLY)
+    buf, check = bytearray(STEP), bytearray(STEP)
+    view, check_view = memoryview(buf), memoryview(check)
+    out = WORK / "stages.raw"
+
+    def steps() -> list[int]:
+        return [p for e in extents for p in range(e.offset, e.end, STEP)]
+
+    def read() -> None:
+        for p in steps():
+            os.preadv(fd, [view], p)
+
+    def hash_only() -> None:
+        h = blake3.blake3()
+        for _ in range(alloc // STEP):
+            h.update(view)
+
+    def write() -> None:
+        dfd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        for p in steps():
+            os.preadv(fd, [view], p)
+            os.pwritev(dfd, [view], p)
+        os.close(dfd)
+
+    def readback() -> None:
+        dfd = os.open(out, os.O_RDONLY)
+        for p in steps():
+            os.preadv(dfd, [check_view], p)
+            buf.startswith(check_view)
+        os.close(dfd)
+
+    def copy_range() -> None:
+        dfd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        for e in extents:
+            p = e.offset
+            while p < e.end:
+                p += os.copy_file_range(fd, dfd, min(STEP, e.end - p), p, p)
+        os.close(dfd)
+
+    chunks = cut_chunks(align_extents(extents, source.size, 512), 8 * MiB)
+
+    def image_read_mapped() -> None:
+        reader = open_mapped(qcow2, "qcow2")
+        assert reader is not None
+        asyncio.run(chunk_digests(reader, chunks))
+        reader.close()
+
+    def image_read_nbd() -> None:
+        reader = QemuNbdSource(qcow2, "qcow2")
+        asyncio.run(chunk_digests(reader, chunks))
+        reader.close()
+
+    qcow2.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(src), str(qcow2)], check=True)
+    stages: list[tuple[str, Callable[[], None]]] = [
+        ("pread source, 128 KiB (user copy)", read),
+        ("BLAKE3, 128 KiB updates (in cache)", hash_only),
+        ("pread source + pwrite new file, 128 KiB", write),
+        ("pread the written file back + memcmp", readback),
+        ("copy_file_range source → new file, 128 KiB", copy_range),
+        ("qcow2 read back in place (qemu-img map) + BLAKE3", image_read_mapped),
+        ("qcow2 read back through qemu-nbd + BLAKE3", image_read_nbd),
+    ]
+    lines = ["| stage (alone, warm cache) | wall s/GiB | CPU s/GiB |", "|---|---:|---:|"]
+    for name, fn in stages:
+        if name.startswith(("pread source + pwrite", "copy_file_range")):
+            out.unlink(missing_ok=True)
+            os.sync()
+        c, t = _cpu(), time.perf_counter()
+        fn()
+        wall, cpu = time.perf_counter() - t, _cpu() - c
+        lines.append(f"| {name} | {wall * GiB / alloc:.2f} | {cpu * GiB / alloc:.2f} |")
+        print(lines[-1], flush=True)
+    os.close(fd)
+    source.close()
+    out.unlink(missing_ok=True)
+    qcow2.unlink(missing_ok=True)
+    text = "\n".join(lines) + "\n"
+    (WORK / "stages.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

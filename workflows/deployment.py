@@ -1,7 +1,9 @@
 """``DeploymentWorkflow``: turn a transfer's replica disks into an instance, one child per instance.
 
 Per instance: qcow2 overlay on each replica -> OS morphing on the overlay -> flatten and import
--> deploy (and boot check) -> cleanup. The replica's bytes never change.
+-> deploy (and boot check) -> cleanup. The replica's bytes never change, unless the deployment
+was asked not to clone (``clone_disks: false``): then it works on the replica itself and the
+replica is marked consumed (the next execution re-syncs it in full).
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ class DeploymentInstanceWorkflow:
         try:
             self._current = DeployTask.OVERLAY
             o: OverlayResult = await workflow.execute_activity(
-                names.CREATE_REPLICA_OVERLAY, OverlayInput(step=step, disks=plan.replicas.get(p.instance, [])),
+                names.CREATE_REPLICA_OVERLAY,
+                OverlayInput(step=step, disks=plan.replicas.get(p.instance, []), clone=plan.clone_disks,
+                             transfer_id=plan.transfer_id),
                 result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
             )

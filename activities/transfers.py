@@ -122,7 +122,8 @@ class TransferActivities:
         await asyncio.to_thread(
             store.create_deployment, inp.transfer_id, inp.deployment_id, inp.deployment_execution_id,
             workflow_id=ids.deployment(inp.deployment_id), user_id=transfer.user_id,
-            options={"skip_os_morphing": transfer.skip_os_morphing}, deployer_id=inp.execution_id)
+            options={"skip_os_morphing": transfer.skip_os_morphing, "clone_disks": transfer.clone_disks},
+            deployer_id=inp.execution_id)
         return inp.deployment_id
 
     @activity.defn(name=names.REPLICATE_DISK)

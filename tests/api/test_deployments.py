@@ -27,7 +27,7 @@ def test_cancelled_deployment_leaves_no_instance_and_an_intact_replica(stack: Ru
         origin, dest = endpoints(api, src, dst)
         t = api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
                                 skip_os_morphing=True,
-                                destination_environment={"verify_boot": True, "boot_timeout": 30})
+                                destination_environment={"verify_boot": True, "boot_timeout": 12})
         assert api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)["status"] == "COMPLETED"
         replica = replica_of(dst, t["id"])
         digest = sha256(replica)

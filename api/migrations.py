@@ -100,6 +100,8 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
         user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=inp.shutdown_instances,
         skip_os_morphing=inp.skip_os_morphing, replication_count=req.replication_count or 1,
         last_execution_status=Status.RUNNING, workflow_id=ids.migration(migration_id), trust_id=trust_id,
+        # What Coriolis calls it since 2024: a transfer's live migration, executed once and deployed.
+        scenario="live_migration",
     )
     plan = [(instance, task.value) for instance in req.instances for task in TASK_ORDER]
     d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,

@@ -130,3 +130,45 @@ def test_transfer_execution_schedule_and_deployment_commands_of_the_1_2_client(s
         assert removed["type"] == "transfer_disks_delete"
         assert send(api, "DELETE", f"/transfers/{tid}").status_code == 204
         assert tid not in [x["id"] for x in ok(send(api, "GET", "/transfers"), "transfers")]
+
+
+def test_replica_and_migration_commands_of_the_1_0_client(stack: RunningStack) -> None:
+    """python-coriolisclient 1.0.9 (before transfers): `replica ...` and `migration deploy replica`."""
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        # coriolis replica create --origin-endpoint src --destination-endpoint dst --instance vm-a
+        #   --destination-environment '{"verify_boot": false}' --source-environment '{"bandwidth_limit": 1073741824}'
+        #   --network-map '{"VM Network": "br0"}'
+        r = ok(send(api, "POST", "/replicas", (
+            '{"replica": {"origin_endpoint_id": "ORIGIN", "destination_endpoint_id": "DEST", '
+            '"destination_environment": {"verify_boot": false}, "instances": ["vm-a"], '
+            '"network_map": {"VM Network": "br0"}, "notes": null, "storage_mappings": {}, '
+            '"user_scripts": {"global": {}, "instances": {}}, "source_environment": {"bandwidth_limit": 1073741824}}}'
+        ).replace("ORIGIN", origin).replace("DEST", dest)), "replica")
+        rid = r["id"]
+        # coriolis replica execute <id>
+        e = ok(send(api, "POST", f"/replicas/{rid}/executions", '{"execution": {"shutdown_instances": false}}'),
+               "execution")
+        assert api.wait_execution(rid, e["id"], 120)["status"] == "COMPLETED"
+        # coriolis replica schedule create <id> -M 10
+        s = ok(send(api, "POST", f"/replicas/{rid}/schedules",
+                    '{"schedule": {"minute": 10}, "enabled": true, "shutdown_instance": false}'), "schedule")
+        assert s["schedule"] == {"minute": 10} and s["auto_deploy"] is False
+        assert send(api, "DELETE", f"/replicas/{rid}/schedules/{s['id']}").status_code == 204
+
+        # coriolis migration deploy replica <id> --skip-os-morphing: a deployment, seen as a migration
+        m = ok(send(api, "POST", "/migrations", (
+            '{"migration": {"replica_id": "RID", "clone_disks": true, "force": false, "skip_os_morphing": true, '
+            '"user_scripts": {"global": {}, "instances": {}}}}').replace("RID", rid)), "migration")
+        assert m["replica_id"] == rid and m["type"] == "deployment"
+        d = api.wait_deployment(m["id"], 300)
+        assert d["last_execution_status"] == "COMPLETED", d
+        # coriolis migration show|cancel|delete <id>
+        shown = ok(send(api, "GET", f"/migrations/{m['id']}"), "migration")
+        assert shown["last_execution_status"] == "COMPLETED" and shown["tasks"] and "info" in shown
+        message = refused(send(api, "POST", f"/migrations/{m['id']}/actions", '{"cancel": {"force": false}}'), 400)
+        assert m["id"] in message
+        assert send(api, "DELETE", f"/migrations/{m['id']}").status_code == 204
+        assert send(api, "GET", f"/migrations/{m['id']}").status_code == 404
+        assert m["id"] not in [x["id"] for x in api.list_deployments()]

@@ -29,11 +29,14 @@ def _create(d: Deps, ctx: RequestContext, req: DeploymentCreate) -> Migration:
     transfer = d.store.get_action("transfer", ctx.scope, transfer_id)
     # null means the transfer's default deployment options (Coriolis 1.1.x)
     skip = transfer.skip_os_morphing if req.skip_os_morphing is None else req.skip_os_morphing
+    # coriolis 1.2.x always sends {"global": {}, "instances": {}}: sections without a script
+    # override nothing, the transfer's scripts stand.
+    scripts = req.user_scripts if req.user_scripts and any(req.user_scripts.values()) else None
     deployment_id = str(uuid.uuid4())
     row = d.store.create_deployment(
         transfer.id, deployment_id, str(uuid.uuid4()), workflow_id=ids.deployment(deployment_id),
         user_id=ctx.user_id, project_id=ctx.scope,
-        options={"skip_os_morphing": skip, "user_scripts": req.user_scripts,
+        options={"skip_os_morphing": skip, "user_scripts": scripts,
                  "clone_disks": transfer.clone_disks if req.clone_disks is None else req.clone_disks},
         force=bool(req.force),
     )

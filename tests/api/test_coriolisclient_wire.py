@@ -8,6 +8,7 @@ responses are checked for the keys the CLI's formatters read (a missing key make
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -86,6 +87,12 @@ def test_transfer_execution_schedule_and_deployment_commands_of_the_1_2_client(s
         assert shown["notes"] == "dr copy" and shown["clone_disks"] is False
         assert shown["network_map"] == {"VM Network": "br1"}
 
+        # coriolis transfer update <id> --user-script-global linux=/path/to/script.sh (the file's content)
+        script = "#!/bin/sh\necho migrated > /etc/motd\n"
+        ok(send(api, "PUT", f"/transfers/{tid}",
+                json.dumps({"transfer": {"user_scripts": {"global": {"linux": script}, "instances": {}}}})),
+           "execution")
+
         # coriolis transfer schedule create <id> -M 15 -H 2 --expires-at "2099-01-01 00:00" --disabled
         s = ok(send(api, "POST", f"/transfers/{tid}/schedules", (
             '{"schedule": {"minute": 15, "hour": 2}, "enabled": false, "shutdown_instance": false, '
@@ -108,6 +115,8 @@ def test_transfer_execution_schedule_and_deployment_commands_of_the_1_2_client(s
             '"skip_os_morphing": true, "user_scripts": {"global": {}, "instances": {}}}}').replace("TRANSFER", tid)),
             "deployment")
         assert d["clone_disks"] is False and d["skip_os_morphing"] is True and d["transfer_id"] == tid
+        # The client's empty script sections override nothing: the transfer's script is deployed.
+        assert d["user_scripts"]["global"] == {"linux": script}
         assert api.wait_deployment(d["id"], 300)["last_execution_status"] == "COMPLETED"
         # coriolis deployment list --limit 5 --sort created_at --status COMPLETED
         listed = ok(send(api, "GET", "/deployments?limit=5&sort_key=created_at&sort_dir=desc&status=COMPLETED"),

@@ -17,6 +17,8 @@ from activities.recording import TaskRecorder
 from core.models import InstanceInfo
 from workflows.types import MorphInput, MorphResult
 
+#: seconds between heartbeats while a cancelled morph waits for libguestfs to let go of the disk
+SETTLE_BEAT = 5.0
 #: endpoint type -> the platform whose tools the guest carries
 SOURCE_PLATFORMS = {"vmware_vsphere": "vmware", "ova": "vmware", "aws": "aws", "openstack": "kvm",
                     "azure": "azure", "gcp": "gcp", "hyper-v": "hyperv", "scvmm": "hyperv"}
@@ -81,6 +83,15 @@ async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, r
 
 
 async def _settle(work: asyncio.Future[Any]) -> None:
-    # The cancel is what the caller reports; the thread's own outcome no longer matters.
+    """Wait for the libguestfs thread after a cancel, heartbeating meanwhile.
+
+    A silent wait would let the heartbeat timeout fail the activity (the task would end ERROR
+    under a CANCELED execution) while libguestfs still holds the disk. The cancel is what the
+    caller reports; the thread's own outcome no longer matters.
+    """
+    while not work.done():
+        activity.heartbeat({"phase": "os_morphing", "cancelling": True})
+        with contextlib.suppress(Exception, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(work), timeout=SETTLE_BEAT)
     with contextlib.suppress(Exception):
         await work

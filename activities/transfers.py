@@ -122,7 +122,8 @@ class TransferActivities:
         await asyncio.to_thread(
             store.create_deployment, inp.transfer_id, inp.deployment_id, inp.deployment_execution_id,
             workflow_id=ids.deployment(inp.deployment_id), user_id=transfer.user_id,
-            options={"skip_os_morphing": transfer.skip_os_morphing}, deployer_id=inp.execution_id)
+            options={"skip_os_morphing": transfer.skip_os_morphing, "clone_disks": transfer.clone_disks},
+            deployer_id=inp.execution_id)
         return inp.deployment_id
 
     @activity.defn(name=names.REPLICATE_DISK)
@@ -183,7 +184,10 @@ class TransferActivities:
 
     @activity.defn(name=names.CREATE_REPLICA_OVERLAY)
     async def create_overlay(self, inp: OverlayInput) -> OverlayResult:
-        """qcow2 overlays on the replica disks: OS morphing writes there, never into the replica."""
+        """qcow2 overlays on the replica disks: OS morphing writes there, never into the replica.
+
+        With ``clone`` False, the replica disks themselves (Coriolis ``clone_disks: false``).
+        """
         step = inp.step
         async with task_running(self.services, step.task) as rec:
             workdir = self.services.settings.scratch / step.task.migration_id / _safe(step.task.instance)
@@ -196,6 +200,16 @@ class TransferActivities:
             for disk in inp.disks:
                 if disk.path is None or not Path(disk.path).exists():
                     raise InvalidInput(f"Replica disk {disk.disk_id} is missing: execute the transfer anew")
+                if not inp.clone:
+                    # Marked before anything writes: from here the replica no longer matches its
+                    # digest map, so no later deployment trusts it and the next execution re-syncs it.
+                    assert inp.transfer_id is not None
+                    await asyncio.to_thread(self.services.store.consume_replica, inp.transfer_id,
+                                            step.task.instance, disk.disk_id)
+                    out.append(disk)
+                    await rec.aevent(f"clone_disks is false: deploying on replica {disk.path} itself; the "
+                                     "transfer must be executed anew before its next deployment")
+                    continue
                 overlay = workdir / "overlay" / f"{_safe(disk.disk_id)}.qcow2"
                 overlay.unlink(missing_ok=True)
                 await asyncio.to_thread(subprocess.run, [

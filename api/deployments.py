@@ -27,13 +27,17 @@ from workflows.types import Status
 def _create(d: Deps, ctx: RequestContext, req: DeploymentCreate) -> Migration:
     transfer_id = req.transfer_id or req.replica_id or ""
     transfer = d.store.get_action("transfer", ctx.scope, transfer_id)
+    # null means the transfer's default deployment options (Coriolis 1.1.x)
     skip = transfer.skip_os_morphing if req.skip_os_morphing is None else req.skip_os_morphing
+    # coriolis 1.2.x always sends {"global": {}, "instances": {}}: sections without a script
+    # override nothing, the transfer's scripts stand.
+    scripts = req.user_scripts if req.user_scripts and any(req.user_scripts.values()) else None
     deployment_id = str(uuid.uuid4())
     row = d.store.create_deployment(
         transfer.id, deployment_id, str(uuid.uuid4()), workflow_id=ids.deployment(deployment_id),
         user_id=ctx.user_id, project_id=ctx.scope,
-        options={"skip_os_morphing": skip, "user_scripts": req.user_scripts,
-                 "clone_disks": True if req.clone_disks is None else req.clone_disks},
+        options={"skip_os_morphing": skip, "user_scripts": scripts,
+                 "clone_disks": transfer.clone_disks if req.clone_disks is None else req.clone_disks},
         force=bool(req.force),
     )
     return row
@@ -82,7 +86,9 @@ async def detail(request: Request) -> JSONResponse:
 async def show(request: Request) -> JSONResponse:
     ctx, d = await context(request, "migration:deployments:show"), deps(request)
     row = await db(d.store.get_action, "deployment", ctx.scope, request.path_params["id"])
-    info = await db(d.store.replicas, row.transfer_id or "") if flag(request, "include_task_info") else None
+    # ``info`` always, on a show: `coriolis deployment show --show-instances-data` (1.2.x) reads it
+    # without sending include_task_info.
+    info = await db(d.store.replicas, row.transfer_id or "")
     return JSONResponse({"deployment": views.deployment(row, with_tasks=True, info=info)})
 
 
@@ -95,5 +101,5 @@ async def delete(request: Request) -> Response:
 async def actions(request: Request) -> Response:
     ctx, d = await context(request, "migration:deployments:cancel"), deps(request)
     row = await db(d.store.get_action, "deployment", ctx.scope, request.path_params["id"])
-    await cancel_execution(d, row.executions[0], await cancel_args(request), "Deployment")
+    await cancel_execution(d, row.executions[0], await cancel_args(request), "Deployment", shown_id=row.id)
     return Response(status_code=204)

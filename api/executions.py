@@ -95,14 +95,18 @@ async def cancel_args(request: Request) -> bool:
     return CancelArgs.model_validate(raw or {}).force
 
 
-async def cancel_execution(d: Deps, row: Execution, force: bool, what: str) -> None:
-    """Cancel (or, with force, terminate) the workflow of an execution; shared with deployments."""
+async def cancel_execution(d: Deps, row: Execution, force: bool, what: str, shown_id: str | None = None) -> None:
+    """Cancel (or, with force, terminate) the workflow of an execution; shared with deployments.
+
+    ``shown_id`` is the id errors name (a deployment's, not its execution's).
+    """
+    name = shown_id or row.id
     if row.status in FINAL_STATUSES:
-        raise ApiError(400, f"{what} {row.id} is {row.status}: there is nothing to cancel")
+        raise ApiError(400, f"{what} {name} is {row.status}: there is nothing to cancel")
     if row.status == Status.CANCELLING and not force:
-        raise ApiError(400, f"{what} {row.id} is already being cancelled; use force to terminate it")
+        raise ApiError(400, f"{what} {name} is already being cancelled; use force to terminate it")
     if row.workflow_id is None:
-        raise ApiError(409, f"{what} {row.id} has not started yet")
+        raise ApiError(409, f"{what} {name} has not started yet")
     handle: WorkflowHandle[Any, Any] = d.temporal.get_workflow_handle(row.workflow_id)
     try:
         if force:
@@ -112,7 +116,7 @@ async def cancel_execution(d: Deps, row: Execution, force: bool, what: str) -> N
     except RPCError as exc:
         current = await db(d.store.find_execution, row.id)
         if current is None or current.status not in FINAL_STATUSES:
-            raise ApiError(503, f"Could not cancel {what.lower()} {row.id}: {exc.message}") from exc
+            raise ApiError(503, f"Could not cancel {what.lower()} {name}: {exc.message}") from exc
         return
     if force:
         await db(d.store.force_cancel_execution_tasks, row.id)

@@ -11,12 +11,13 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api import views
+from api import deployments, transfer_views, views
 from api.cleanup import start_forced_cleanup
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
 from api.schemas import CancelArgs, MigrationCreate
+from core.errors import NotFound
 from core.limits import bandwidth_limit
 from providers.base import EndpointProvider, ExportProvider, ImportProvider
 from providers.registry import provider_class
@@ -100,6 +101,8 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
         user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=inp.shutdown_instances,
         skip_os_morphing=inp.skip_os_morphing, replication_count=req.replication_count or 1,
         last_execution_status=Status.RUNNING, workflow_id=ids.migration(migration_id), trust_id=trust_id,
+        # What Coriolis calls it since 2024: a transfer's live migration, executed once and deployed.
+        scenario="live_migration",
     )
     plan = [(instance, task.value) for instance in req.instances for task in TASK_ORDER]
     d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,
@@ -118,7 +121,29 @@ def _delete_trust(d: Deps, trust_id: str | None) -> None:
         d.keystone.delete_trust(trust_id)
 
 
+async def _legacy_deployment(request: Request) -> bool:
+    """``{"migration": {"replica_id": ...}}``: `coriolis migration deploy replica` of clients before 1.1."""
+    data = await json_body(request)
+    inner = data.get("migration") if isinstance(data, dict) else None
+    return isinstance(inner, dict) and ("replica_id" in inner or "transfer_id" in inner)
+
+
+async def _deployment_id(request: Request) -> str | None:
+    """The id of ``/migrations/{id}`` when it names a deployment: old clients see those as migrations.
+
+    Only authenticated here: the deployment's own handler enforces the deployments policy.
+    """
+    ctx, d = await context(request), deps(request)
+    try:
+        row = await db(d.store.get_action, "deployment", ctx.scope, request.path_params["id"])
+    except NotFound:
+        return None
+    return str(row.id)
+
+
 async def create(request: Request) -> JSONResponse:
+    if await _legacy_deployment(request):
+        return await deployments.create(request)
     ctx, d = await context(request, "migration:migrations:create"), deps(request)
     req = await body(request, "migration", MigrationCreate)
     migration_id = str(uuid.uuid4())
@@ -181,18 +206,27 @@ async def detail(request: Request) -> JSONResponse:
 
 
 async def show(request: Request) -> JSONResponse:
+    if await _deployment_id(request):
+        ctx, d = await context(request, "migration:deployments:show"), deps(request)
+        row = await db(d.store.get_action, "deployment", ctx.scope, request.path_params["id"])
+        info = await db(d.store.replicas, row.transfer_id or "")
+        return JSONResponse({"migration": transfer_views.deployment(row, with_tasks=True, info=info)})
     ctx, d = await context(request, "migration:migrations:show"), deps(request)
     row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
     return JSONResponse({"migration": views.migration(row, with_tasks=True)})
 
 
 async def delete(request: Request) -> Response:
+    if await _deployment_id(request):
+        return await deployments.delete(request)
     ctx, d = await context(request, "migration:migrations:delete"), deps(request)
     await db(d.store.delete_migration, ctx.scope, request.path_params["id"])
     return Response(status_code=204)
 
 
 async def actions(request: Request) -> Response:
+    if await _deployment_id(request):
+        return await deployments.actions(request)
     ctx, d = await context(request, "migration:migrations:cancel"), deps(request)
     row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
     data = await json_body(request)

@@ -88,7 +88,9 @@ async def detail(request: Request) -> JSONResponse:
 async def show(request: Request) -> JSONResponse:
     ctx, d = await context(request, "migration:transfers:show"), deps(request)
     row = await db(d.store.get_action, "transfer", ctx.scope, request.path_params["id"])
-    return JSONResponse({key(request): await db(_view, d, row, info=flag(request, "include_task_info"))})
+    # ``info`` always, on a show: coriolis 1.2.4's `transfer show --show-instances-data` reads it
+    # without asking for include_task_info (later clients ask). It is sanitised either way.
+    return JSONResponse({key(request): await db(_view, d, row, info=True)})
 
 
 def _merge(row: Migration, req: TransferUpdate) -> dict[str, Any]:

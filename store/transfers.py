@@ -299,6 +299,15 @@ class TransferRecords:
             row.digests, row.trusted = digests, True
             row.updated_at = utcnow()
 
+    def consume_replica(self, transfer_id: str, instance: str, disk_id: str) -> None:
+        """A deployment without clone writes into this replica: untrusted, and no digest map to compare with."""
+        with self.db.session() as s:
+            row = s.scalars(select(ReplicaDisk).where(
+                ReplicaDisk.transfer_id == transfer_id, ReplicaDisk.instance == instance,
+                ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).first()
+            if row is not None:
+                row.trusted, row.digests, row.updated_at = False, None, utcnow()
+
     def forget_replicas(self, transfer_id: str) -> list[ReplicaDisk]:
         with self.db.session() as s:
             rows = list(s.scalars(select(ReplicaDisk).where(

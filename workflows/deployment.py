@@ -1,7 +1,9 @@
 """``DeploymentWorkflow``: turn a transfer's replica disks into an instance, one child per instance.
 
 Per instance: qcow2 overlay on each replica -> OS morphing on the overlay -> flatten and import
--> deploy (and boot check) -> cleanup. The replica's bytes never change.
+-> deploy (and boot check) -> cleanup. The replica's bytes never change, unless the deployment
+was asked not to clone (``clone_disks: false``): then it works on the replica itself and the
+replica is marked consumed (the next execution re-syncs it in full).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from activities import names
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows import ids
-    from workflows.shared import _retry, at, finish, first_step, gather_instances, record_failure, shielded
+    from workflows.shared import _retry, at, finish, first_step, gather_instances, record_failure
+    from workflows.steps import Steps
     from workflows.transfer_types import (
         ActionPlan,
         DeploymentInput,
@@ -28,12 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.types import (
         CleanupInput,
         DeployInput,
-        DiskStepInput,
         MorphInput,
-        MorphResult,
         Status,
-        StepInput,
-        Timeouts,
         UploadResult,
     )
 
@@ -73,13 +72,6 @@ class DeploymentWorkflow:
         return self._status.value
 
 
-def _host(t: Timeouts, queue: str, **extra: Any) -> dict[str, Any]:
-    """Options of a step pinned to the host holding the overlay (scratch) files."""
-    return dict(task_queue=queue, start_to_close_timeout=timedelta(seconds=t.transfer),
-                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED, **extra)
-
-
 @workflow.defn
 class DeploymentInstanceWorkflow:
     def __init__(self) -> None:
@@ -92,6 +84,8 @@ class DeploymentInstanceWorkflow:
     @workflow.run
     async def run(self, p: InstancePlan) -> dict[str, Any]:
         t, plan = p.timeouts, p.plan
+        # The second half of a migration's instance (workflows.instance), on the replica's view.
+        steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat), disk_attempts=5, cleanup_attempts=20)
         step = first_step(p, DeployTask.OVERLAY)
         step.export_info = plan.export_info.get(p.instance)
         host_queue: str | None = None
@@ -101,7 +95,9 @@ class DeploymentInstanceWorkflow:
         try:
             self._current = DeployTask.OVERLAY
             o: OverlayResult = await workflow.execute_activity(
-                names.CREATE_REPLICA_OVERLAY, OverlayInput(step=step, disks=plan.replicas.get(p.instance, [])),
+                names.CREATE_REPLICA_OVERLAY,
+                OverlayInput(step=step, disks=plan.replicas.get(p.instance, []), clone=plan.clone_disks,
+                             transfer_id=plan.transfer_id),
                 result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
             )
@@ -110,26 +106,21 @@ class DeploymentInstanceWorkflow:
             bootable = False
             if not plan.skip_os_morphing:
                 self._current = DeployTask.OS_MORPHING
-                morphed: MorphResult = await workflow.execute_activity(
-                    names.OS_MORPHING, MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
-                                                  user_scripts=plan.user_scripts, origin_type=plan.origin_type),
-                    result_type=MorphResult, retry_policy=_retry(t, 3),
-                    **_host(t, host_queue, heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30))),
-                )
+                morphed = await steps.morph(
+                    MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
+                               user_scripts=plan.user_scripts, origin_type=plan.origin_type), host_queue)
                 disks, bootable = morphed.disks, morphed.bootable
 
             self._current = DeployTask.DEPLOY
             here = at(step, p, DeployTask.DEPLOY)
-            flat = await self._per_disk(names.CONVERT_DISK, here, disks, host_queue, t, DiskLocator, flatten=True)
-            uploads = await self._per_disk(names.UPLOAD_DISK, here, flat, host_queue, t, UploadResult)
+            # Flattened: the overlay becomes a standalone image, the replica stays where it is.
+            flat = await steps.per_disk(names.CONVERT_DISK, here, disks, host_queue, DiskLocator, flatten=True)
+            uploads = await steps.per_disk(names.UPLOAD_DISK, here, flat, host_queue, UploadResult)
             imported = [u.disk for u in uploads]
 
             self._current = DeployTask.FINALIZE
-            result: dict[str, Any] = await workflow.execute_activity(
-                names.DEPLOY_INSTANCE, DeployInput(step=at(step, p, DeployTask.FINALIZE), disks=imported,
-                                                   bootable=bootable),
-                result_type=dict, retry_policy=_retry(t, 3), **_host(t, host_queue),
-            )
+            result = await steps.deploy(DeployInput(step=at(step, p, DeployTask.FINALIZE), disks=imported,
+                                                    bootable=bootable), host_queue)
             deployed = DeployedInstance.model_validate(result)
             succeeded = True
             return result
@@ -140,19 +131,5 @@ class DeploymentInstanceWorkflow:
             self._current = DeployTask.CLEANUP
             # On failure the destination provider removes the half-made instance; the overlay
             # goes with the scratch space. The replica is never touched.
-            await shielded(names.CLEANUP_INSTANCE,
-                           CleanupInput(step=at(step, p, DeployTask.CLEANUP), disks=imported, deployed=deployed,
-                                        succeeded=succeeded),
-                           t, task_queue=host_queue or workflow.info().task_queue + "-data",
-                           start_to_close=timedelta(seconds=t.short),
-                           schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start))
-
-    async def _per_disk(self, name: str, step: StepInput, disks: list[DiskLocator], queue: str, t: Timeouts,
-                        result_type: type[Any], flatten: bool = False) -> list[Any]:
-        return list(await asyncio.gather(*(
-            workflow.execute_activity(
-                name, DiskStepInput(step=step, disk=disk, flatten=flatten), result_type=result_type,
-                heartbeat_timeout=timedelta(seconds=t.heartbeat), retry_policy=_retry(t, 5), **_host(t, queue),
-            )
-            for disk in disks
-        )))
+            await steps.cleanup(CleanupInput(step=at(step, p, DeployTask.CLEANUP), disks=imported,
+                                             deployed=deployed, succeeded=succeeded), host_queue)

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
-    from core.errors import NON_RETRYABLE_TYPES
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows.failures import failure_message
     from workflows.shield import shielded
+    from workflows.steps import Steps, retry
     from workflows.types import (
         CleanupInput,
         DeployInput,
-        DiskStepInput,
         DiskStepResult,
         InstanceInput,
         MorphInput,
-        MorphResult,
-        SnapshotResult,
         Status,
         StepInput,
         TaskRef,
@@ -32,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         TaskUpdate,
         Timeouts,
         UploadResult,
-        ValidateResult,
     )
 
 #: Per-disk steps: enough attempts to ride out worker kills and transient I/O errors, few enough that a
@@ -41,14 +35,7 @@ DISK_ATTEMPTS = 8
 #: Heartbeat timeouts on snapshot, deploy and cleanup, and bounded per-disk attempts (issue 11).
 HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
 
-
-def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        maximum_interval=timedelta(seconds=t.retry_max_interval),
-        maximum_attempts=attempts,
-        non_retryable_error_types=NON_RETRYABLE_TYPES,
-    )
+_retry = retry  # the name transfers and deployments import (workflows.shared)
 
 
 async def _record(name: str, arg: Any, t: Timeouts) -> None:
@@ -72,9 +59,14 @@ async def record_failure(task: TaskRef, err: BaseException, t: Timeouts) -> None
 
 @workflow.defn
 class InstanceMigrationWorkflow:
+    """A live migration of one VM: a transfer execution's steps, then its deployment's, in one run.
+
+    The disks are copied into the worker's scratch space (the one-shot replica), then morphed,
+    converted and imported there as a deployment does from a replica's overlay (``workflows.steps``).
+    """
+
     def __init__(self) -> None:
         self._current: TaskType | None = None
-        self._hardened = False
 
     @workflow.query
     def current_task(self) -> str | None:
@@ -84,70 +76,46 @@ class InstanceMigrationWorkflow:
     async def run(self, inp: InstanceInput) -> dict[str, Any]:
         m, t = inp.migration, inp.migration.timeouts
         # Histories recorded before the patch replay with their old timeouts and retry policies.
-        self._hardened = workflow.patched(HARDENED_TIMEOUTS)
+        hardened = workflow.patched(HARDENED_TIMEOUTS)
+        steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat) if hardened else None,
+                      disk_attempts=DISK_ATTEMPTS if hardened else 0)
         step = StepInput.for_task(m, self._ref(inp, TaskType.VALIDATE))
         host_queue: str | None = None
         imported: list[ImportedDisk] = []
         deployed: DeployedInstance | None = None
         succeeded = False
         try:
+            # -- the execution's half: validate, snapshot, copy each disk
             self._current = TaskType.VALIDATE
-            v: ValidateResult = await workflow.execute_activity(
-                names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
-                start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
-            )
-            step.export_info = v.export_info
+            step.export_info = (await steps.validate(step)).export_info
 
             self._current = TaskType.SNAPSHOT
-            s: SnapshotResult = await workflow.execute_activity(
-                names.SNAPSHOT_INSTANCE, self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
-                task_queue=workflow.info().task_queue + "-data",
-                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
-                retry_policy=_retry(t, 5),
-            )
+            s = await steps.snapshot(self._at(step, inp, TaskType.SNAPSHOT))
             host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
 
             self._current = TaskType.EXPORT
-            exported = await self._per_disk(
-                names.EXPORT_DISK, step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
-            )
-            disks = [r.disk for r in exported]
+            exported = await steps.per_disk(names.EXPORT_DISK, self._at(step, inp, TaskType.EXPORT),
+                                            s.snapshot.disks, host_queue, DiskStepResult)
 
+            # -- the deployment's half: OS morphing, convert, import, deploy
             self._current = TaskType.OS_MORPHING
-            morphed: MorphResult = await workflow.execute_activity(
-                names.OS_MORPHING,
-                MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
+            morphed = await steps.morph(
+                MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=[r.disk for r in exported],
                            skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
-                result_type=MorphResult, task_queue=host_queue,
-                start_to_close_timeout=timedelta(seconds=t.transfer),
-                heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
-                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                retry_policy=_retry(t, 3),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+                host_queue)
 
-            disks = morphed.disks
             self._current = TaskType.CONVERT
-            disks = await self._per_disk(
-                names.CONVERT_DISK, step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
-            )
+            disks = await steps.per_disk(names.CONVERT_DISK, self._at(step, inp, TaskType.CONVERT), morphed.disks,
+                                         host_queue, DiskLocator)
 
             self._current = TaskType.UPLOAD
-            uploads = await self._per_disk(
-                names.UPLOAD_DISK, step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
-            )
+            uploads = await steps.per_disk(names.UPLOAD_DISK, self._at(step, inp, TaskType.UPLOAD), disks,
+                                           host_queue, UploadResult)
             imported = [u.disk for u in uploads]
 
             self._current = TaskType.BOOT
-            result: dict[str, Any] = await workflow.execute_activity(
-                names.DEPLOY_INSTANCE,
-                DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported, bootable=morphed.bootable),
-                result_type=dict, task_queue=host_queue,
-                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
-                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                retry_policy=_retry(t, 3),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+            result = await steps.deploy(DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported,
+                                                    bootable=morphed.bootable), host_queue)
             deployed = DeployedInstance.model_validate(result)
             succeeded = True
             return result
@@ -159,44 +127,12 @@ class InstanceMigrationWorkflow:
             self._current = TaskType.CLEANUP
             cleanup = CleanupInput(step=self._at(step, inp, TaskType.CLEANUP), disks=imported,
                                    deployed=deployed, succeeded=succeeded)
-            await self._cleanup(cleanup, host_queue, inp, t)
 
-    async def _per_disk(
-        self, name: str, step: StepInput, inp: InstanceInput, task: TaskType, disks: list[DiskLocator],
-        host_queue: str, t: Timeouts, result_type: type[Any],
-    ) -> list[Any]:
-        here = self._at(step, inp, task)
-        # Disks of one VM move in parallel; each is its own activity with its own checkpoint.
-        return list(await asyncio.gather(*(
-            workflow.execute_activity(
-                name, DiskStepInput(step=here, disk=disk), result_type=result_type, task_queue=host_queue,
-                start_to_close_timeout=timedelta(seconds=t.transfer),
-                heartbeat_timeout=timedelta(seconds=t.heartbeat),
-                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                retry_policy=_retry(t, DISK_ATTEMPTS if self._hardened else 0),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-            for disk in disks
-        )))
+            async def cleanup_failed(err: ActivityError) -> None:
+                await _record(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, TaskType.CLEANUP),
+                                                            status=Status.ERROR, message=failure_message(err)), t)
 
-    async def _cleanup(self, inp: CleanupInput, host_queue: str | None, mig: InstanceInput, t: Timeouts) -> None:
-        queue = host_queue or workflow.info().task_queue + "-data"
-
-        async def cleanup_failed(err: ActivityError) -> None:
-            await _record(names.RECORD_TASK, TaskUpdate(task=self._ref(mig, TaskType.CLEANUP),
-                                                        status=Status.ERROR, message=failure_message(err)), t)
-
-        # Shielded: a second cancel request must not abandon the scratch or target files.
-        await shielded(workflow.execute_activity(
-            names.CLEANUP_INSTANCE, inp, task_queue=queue,
-            start_to_close_timeout=timedelta(seconds=t.short), heartbeat_timeout=self._heartbeat(t),
-            schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-            retry_policy=_retry(t, 10),
-        ), on_failure=cleanup_failed)
-
-    def _heartbeat(self, t: Timeouts) -> timedelta | None:
-        """A dead worker is noticed after one heartbeat timeout, not after the whole start-to-close."""
-        return timedelta(seconds=t.heartbeat) if self._hardened else None
+            await steps.cleanup(cleanup, host_queue, on_failure=cleanup_failed)
 
     @staticmethod
     def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:

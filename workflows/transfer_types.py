@@ -121,3 +121,7 @@ class OverlayInput(BaseModel):
 
     step: StepInput
     disks: list[DiskLocator]
+    #: False (``clone_disks: false``): deploy on the replica itself, which the deployment consumes
+    clone: bool = True
+    #: the transfer whose replica records a non-clone deployment marks as consumed
+    transfer_id: str | None = None

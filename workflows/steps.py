@@ -1,0 +1,120 @@
+"""The per-instance steps, each scheduled in one place for migrations and deployments.
+
+A migration's instance (``InstanceMigrationWorkflow``) is a live-migration execution followed by
+its deployment: validate -> snapshot -> copy each disk -> OS morphing -> convert -> upload ->
+deploy -> cleanup. A deployment (``DeploymentInstanceWorkflow``) runs the same second half on a
+copy-on-write view of a transfer's replica disks. The workflows choose the order, the task names
+(through the ``StepInput`` they pass) and the retry budget; how a step is scheduled lives here.
+
+Scheduling options are not part of the determinism check, the activity names and their order
+are: a change here must keep each caller's sequence of activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from core.errors import NON_RETRYABLE_TYPES
+    from core.models import DiskLocator
+    from workflows.shield import shielded
+    from workflows.types import (
+        CleanupInput,
+        DeployInput,
+        DiskStepInput,
+        MorphInput,
+        MorphResult,
+        SnapshotResult,
+        StepInput,
+        Timeouts,
+        ValidateResult,
+    )
+
+
+def retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=t.retry_max_interval),
+        maximum_attempts=attempts,
+        non_retryable_error_types=NON_RETRYABLE_TYPES,
+    )
+
+
+@dataclass
+class Steps:
+    """How one instance's steps are scheduled; ``heartbeat`` None only for pre-hardening histories."""
+
+    t: Timeouts
+    #: heartbeat timeout of snapshot, deploy and cleanup
+    heartbeat: timedelta | None
+    #: attempts of each per-disk step (0: unbounded, for histories recorded before issue 11)
+    disk_attempts: int
+    #: attempts of the shielded cleanup
+    cleanup_attempts: int = 10
+
+    def _host(self, queue: str) -> dict[str, Any]:
+        """A step pinned to the host that holds the instance's scratch files; a cancel waits for it."""
+        return dict(task_queue=queue, start_to_close_timeout=timedelta(seconds=self.t.transfer),
+                    schedule_to_start_timeout=timedelta(seconds=self.t.host_schedule_to_start),
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+
+    async def validate(self, step: StepInput) -> ValidateResult:
+        result: ValidateResult = await workflow.execute_activity(
+            names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
+            start_to_close_timeout=timedelta(seconds=self.t.short), retry_policy=retry(self.t, 5),
+        )
+        return result
+
+    async def snapshot(self, step: StepInput) -> SnapshotResult:
+        result: SnapshotResult = await workflow.execute_activity(
+            names.SNAPSHOT_INSTANCE, step, result_type=SnapshotResult,
+            task_queue=workflow.info().task_queue + "-data",
+            start_to_close_timeout=timedelta(seconds=self.t.transfer), heartbeat_timeout=self.heartbeat,
+            retry_policy=retry(self.t, 5),
+        )
+        return result
+
+    async def per_disk(self, name: str, step: StepInput, disks: list[DiskLocator], queue: str,
+                       result_type: type[Any], flatten: bool = False) -> list[Any]:
+        """Disks of one VM move in parallel; each is its own activity with its own checkpoint."""
+        return list(await asyncio.gather(*(
+            workflow.execute_activity(
+                name, DiskStepInput(step=step, disk=disk, flatten=flatten), result_type=result_type,
+                heartbeat_timeout=timedelta(seconds=self.t.heartbeat),
+                retry_policy=retry(self.t, self.disk_attempts), **self._host(queue),
+            )
+            for disk in disks
+        )))
+
+    async def morph(self, inp: MorphInput, queue: str) -> MorphResult:
+        result: MorphResult = await workflow.execute_activity(
+            names.OS_MORPHING, inp, result_type=MorphResult, retry_policy=retry(self.t, 3),
+            heartbeat_timeout=timedelta(seconds=max(self.t.heartbeat, 30)), **self._host(queue),
+        )
+        return result
+
+    async def deploy(self, inp: DeployInput, queue: str) -> dict[str, Any]:
+        result: dict[str, Any] = await workflow.execute_activity(
+            names.DEPLOY_INSTANCE, inp, result_type=dict, retry_policy=retry(self.t, 3),
+            heartbeat_timeout=self.heartbeat, **self._host(queue),
+        )
+        return result
+
+    async def cleanup(self, inp: CleanupInput, queue: str | None,
+                      on_failure: Callable[[ActivityError], Awaitable[None]] | None = None) -> None:
+        """Shielded: a second cancel request must not abandon the scratch or target files."""
+        await shielded(workflow.execute_activity(
+            names.CLEANUP_INSTANCE, inp, task_queue=queue or workflow.info().task_queue + "-data",
+            start_to_close_timeout=timedelta(seconds=self.t.short), heartbeat_timeout=self.heartbeat,
+            schedule_to_start_timeout=timedelta(seconds=self.t.host_schedule_to_start),
+            retry_policy=retry(self.t, self.cleanup_attempts),
+        ), on_failure=on_failure)

@@ -92,23 +92,21 @@ class ConsoleWatch:
         # but keep it to be completed by the next chunk.
         self._partial = lines.pop()
         new: list[str] = []
+        failures: list[tuple[int, str, str]] = []
         for raw in [*lines, self._partial]:
-            new += self._line(_ANSI.sub("", raw).strip(), now)
-        return new
-
-    def _line(self, line: str, now: float) -> list[str]:
-        if not line:
-            return []
-        new = []
-        for name, patterns in STAGES:
-            if name not in self.state.stages and any(p.search(line) for p in patterns):
-                self.state.stages[name] = (now, line)
-                new.append(name)
-        if self.state.failure is None:
-            for kind, pattern in TERMINAL_PATTERNS:
-                if pattern.search(line):
-                    self.state.failure, self.state.failure_at = (kind, line), now
-                    break
+            line = _ANSI.sub("", raw).strip()
+            if not line:
+                continue
+            for name, patterns in STAGES:
+                if name not in self.state.stages and any(p.search(line) for p in patterns):
+                    self.state.stages[name] = (now, line)
+                    new.append(name)
+            failures += [(rank, kind, line) for rank, (kind, p) in enumerate(TERMINAL_PATTERNS) if p.search(line)]
+        if failures and self.state.failure is None:
+            # Of the lines read together, the most telling one: initramfs prints "Gave up waiting for
+            # root" just before "ALERT! /dev/sda2 does not exist", which names the device.
+            _, kind, line = min(failures)
+            self.state.failure, self.state.failure_at = (kind, line), now
         return new
 
 

@@ -215,8 +215,9 @@ def boot_verdict(result: BootResult) -> list[str]:
         raise BootInconclusive(f"The guest did not reach userspace: {result.reason} ({where}; serial log "
                                f"{result.serial_log})")
     lines = [f"ended: {result.reason}"]
-    lines += [f"{name} seen at {at:.0f}s: {what}" for name, (at, what) in result.stages.items()]
-    lines += [f"network: {name} at {at:.0f}s, {what}" for name, (at, what) in result.network.items()]
+    # When each stage was seen (the stage events carry the lines that showed them)
+    seen = sorted([*result.stages.items(), *result.network.items()], key=lambda kv: kv[1][0])
+    lines.append("timeline: " + ", ".join(f"{name} {at:.0f}s" for name, (at, _) in seen))
     userspace = result.stages["userspace"][0]
     if result.outcome == "booted" and "address-in-use" in result.network:
         lines.append(f"Booted: userspace at {userspace:.0f}s (console); IPv4 {result.address} leased by DHCP at "

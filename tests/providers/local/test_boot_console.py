@@ -2,8 +2,8 @@
 markers only, and the terminal states that end a check at once (with the line that shows them).
 
 The failure transcripts are the texts initramfs-tools, the kernel, systemd, GRUB and SeaBIOS print;
-``debian12-boot.log`` is a real serial console recorded from a QEMU TCG boot of the cloud-init Debian 12
-test guest (its marker service printed too: it must not matter).
+``debian12-boot.log`` is a real serial console recorded from a QEMU TCG boot (``boot_check``) of the
+unmorphed cloud-init Debian 12 test guest, up to its login prompts.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_booted_with_host_side_network_evidence() -> None:
         address="10.0.2.15", elapsed=71.0)
     lines = boot_verdict(result)
     assert lines[0].startswith("ended: evidence complete")
-    assert "userspace seen at 66s: Reached target Multi-User System." in lines
+    assert lines[1] == "timeline: kernel 40s, dhcp-request 60s, address 61s, userspace 66s, address-in-use 70s"
     assert lines[-1].startswith("Booted: userspace at 66s (console); IPv4 10.0.2.15 leased by DHCP at 61s "
                                 "and in use at 70s")
 

@@ -289,9 +289,14 @@ async def _checked_boot(rec: TaskRecorder, dest: BootVerifier, env: Mapping[str,
     try:
         return await asyncio.to_thread(dest.verify_boot, env, deployed, timeout, stage)
     except BootInconclusive as exc:
-        if activity.info().attempt >= 2:
-            raise BootFailed(f"{exc.message} (attempt {activity.info().attempt}: not retried again)") from exc
-        raise
+        raise retry_once(exc, activity.info().attempt) from exc
+
+
+def retry_once(exc: BootInconclusive, attempt: int) -> BootInconclusive | BootFailed:
+    """The error an inconclusive boot check ends its attempt with: retryable on the first attempt only."""
+    if attempt >= 2:
+        return BootFailed(f"{exc.message} (attempt {attempt}: not retried again)")
+    return exc
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -216,7 +216,8 @@ def boot_verdict(result: BootResult) -> list[str]:
                                f"{result.serial_log})")
     lines = [f"ended: {result.reason}"]
     # When each stage was seen (the stage events carry the lines that showed them)
-    seen = sorted([*result.stages.items(), *result.network.items()], key=lambda kv: kv[1][0])
+    seen: list[tuple[str, tuple[float, str]]] = sorted([*result.stages.items(), *result.network.items()],
+                                                        key=lambda kv: kv[1][0])
     lines.append("timeline: " + ", ".join(f"{name} {at:.0f}s" for name, (at, _) in seen))
     userspace = result.stages["userspace"][0]
     if result.outcome == "booted" and "address-in-use" in result.network:

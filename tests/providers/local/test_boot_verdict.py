@@ -54,3 +54,13 @@ def test_booted_without_network_says_why() -> None:
     result = BootResult(outcome="booted-without-network", reason=reason,
                         stages={"userspace": (66.0, "login:")}, elapsed=190.0)
     assert boot_verdict(result)[-1] == f"Booted without network: userspace at 66s; {reason}"
+
+
+def test_an_inconclusive_check_is_retried_once_only() -> None:
+    from activities.steps import retry_once
+
+    first = BootInconclusive("The guest did not reach userspace: no verdict within the 600s timeout")
+    assert retry_once(first, 1) is first
+    again = retry_once(first, 2)
+    assert isinstance(again, BootFailed) and "attempt 2: not retried again" in again.message
+    assert to_application_error(again).non_retryable

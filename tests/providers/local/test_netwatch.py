@@ -2,7 +2,7 @@
 
 ``dhclient-dhcp.pcap`` is real: QEMU (user networking, ``filter-dump``, the boot check's ``hostfwd`` probe)
 booted the Debian 12 test guest's kernel with ISC dhclient as its init, which leased 10.0.2.15 from QEMU's
-DHCP server; the host's probe then made the guest use that address.
+DHCP server, then sent frames from that address.
 """
 
 from __future__ import annotations

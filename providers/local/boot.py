@@ -216,9 +216,9 @@ def boot_verdict(result: BootResult) -> list[str]:
                                f"{result.serial_log})")
     lines = [f"ended: {result.reason}"]
     # When each stage was seen (the stage events carry the lines that showed them)
-    seen: list[tuple[str, tuple[float, str]]] = sorted([*result.stages.items(), *result.network.items()],
-                                                        key=lambda kv: kv[1][0])
-    lines.append("timeline: " + ", ".join(f"{name} {at:.0f}s" for name, (at, _) in seen))
+    timeline: list[tuple[str, tuple[float, str]]] = sorted([*result.stages.items(), *result.network.items()],
+                                                            key=lambda kv: kv[1][0])
+    lines.append("timeline: " + ", ".join(f"{name} {at:.0f}s" for name, (at, _) in timeline))
     userspace = result.stages["userspace"][0]
     if result.outcome == "booted" and "address-in-use" in result.network:
         lines.append(f"Booted: userspace at {userspace:.0f}s (console); IPv4 {result.address} leased by DHCP at "

@@ -98,7 +98,7 @@ def run_demo(settings: Settings, *, exit_after: bool, bootable: bool = False) ->
                             if t["task_type"] == "DEPLOY_INSTANCE_RESOURCES")
                 for event in boot["events"]:
                     print(f"  {event['message']}")
-                if not any("userspace started" in e["message"] for e in boot["events"]):
+                if not any(e["message"].startswith("Boot check: Booted") for e in boot["events"]):
                     return 1
             print(f"libvirt domain: {dest / 'sample-vm' / 'domain.xml'}")
             _say("Where to look")

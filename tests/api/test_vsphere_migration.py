@@ -106,5 +106,5 @@ def test_vsphere_debian_guest_passes_the_local_boot_check(
         final = wait_final(api, m["id"], timeout=1800)
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
     boot = [e["message"] for e in task(final, "DC0_H0_VM1", "DEPLOY_INSTANCE_RESOURCES")["events"]]
-    assert any(e.startswith("Boot check: userspace started") for e in boot), boot
+    assert any(e.startswith("Boot check: userspace at ") for e in boot), boot
     assert snapshot_count(vcsim_admin, vm) == 0

@@ -91,6 +91,9 @@ class LocalProvider(
                 "memory_mb": {"type": "integer", "minimum": 64},
                 "network_map": {"type": "object"},
                 "verify_boot": {"type": "boolean"},
+                "boot_timeout": {"type": "number", "exclusiveMinimum": 0},
+                # seconds after userspace to wait for the guest's DHCP lease and first frame
+                "boot_network_grace": {"type": "number", "minimum": 0},
             },
         }
 

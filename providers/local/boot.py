@@ -225,7 +225,8 @@ def boot_verdict(result: BootResult) -> list[str]:
                      f"{result.network['address'][0]:.0f}s and in use at {result.network['address-in-use'][0]:.0f}s "
                      "(host-side, from the NIC's frames)")
     elif result.outcome == "booted-without-network":
-        lines.append(f"Booted without network: userspace at {userspace:.0f}s; {result.reason}")
+        why = result.reason.removeprefix("booted without network: ")
+        lines.append(f"Booted without network: userspace at {userspace:.0f}s; {why}")
     else:
         lines.append(f"Booted: userspace at {userspace:.0f}s (console); network not proven ({result.reason})")
     return lines

@@ -50,10 +50,12 @@ def test_booted_with_host_side_network_evidence() -> None:
 
 
 def test_booted_without_network_says_why() -> None:
-    reason = "booted without network: the guest never asked for an address on its NIC"
-    result = BootResult(outcome="booted-without-network", reason=reason,
+    why = "the guest never asked for an address on its NIC"
+    result = BootResult(outcome="booted-without-network", reason=f"booted without network: {why}",
                         stages={"userspace": (66.0, "login:")}, elapsed=190.0)
-    assert boot_verdict(result)[-1] == f"Booted without network: userspace at 66s; {reason}"
+    lines = boot_verdict(result)
+    assert lines[0] == f"ended: booted without network: {why}"
+    assert lines[-1] == f"Booted without network: userspace at 66s; {why}"
 
 
 def test_an_inconclusive_check_is_retried_once_only() -> None:

@@ -52,9 +52,20 @@ async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, r
     )
     src_platform = source_platform(origin_type, info)
     await rec.aevent(f"Adapting {boot.disk_id} for '{target_platform}' (source platform: {src_platform or 'unknown'})")
+    current = {"substep": "starting the appliance and inspecting the guest"}
+
+    def substep(message: str) -> None:
+        """Each morph event is also the step's current sub-step: a Coriolis progress update (what
+        ``--watch`` shows under its bar) and the heartbeat's details. Called from the morph's thread."""
+        rec.event(message)
+        current["substep"] = message
+        rec.services.store.start_progress(rec.task_id, f"OS morphing: {_short(message)}", None)
+
+    await asyncio.to_thread(rec.services.store.start_progress, rec.task_id,
+                            f"OS morphing: {current['substep']}", None)
     work = asyncio.ensure_future(asyncio.to_thread(
         morph_image, boot_path, boot.format, target_platform=target_platform, source_platform=src_platform,
-        options=options, on_event=rec.event,
+        options=options, on_event=substep,
     ))
     beats = 0
     try:
@@ -64,7 +75,7 @@ async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, r
                 break
             except TimeoutError:
                 beats += 1
-                activity.heartbeat({"phase": "os_morphing", "seconds": beats * 5})
+                activity.heartbeat({"phase": "os_morphing", "seconds": beats * 5, "substep": current["substep"]})
     except asyncio.CancelledError:
         await asyncio.shield(_settle(work))
         raise
@@ -80,6 +91,11 @@ async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, r
     await asyncio.to_thread(rec.services.store.set_instance_info, rec.task.migration_id, rec.task.instance,
                             "os_info", os_info)
     return MorphResult(disks=inp.disks, bootable=bool(report.os_info.kernels) or report.os_info.os_type == "windows")
+
+
+def _short(message: str, limit: int = 100) -> str:
+    first = message.splitlines()[0] if message else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 async def _settle(work: asyncio.Future[Any]) -> None:

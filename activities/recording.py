@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from temporalio import activity
 
@@ -70,7 +71,8 @@ class ProgressReporter:
 
 
 @asynccontextmanager
-async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
+async def heartbeating(every: float | None = None,
+                      details: Callable[[], dict[str, Any] | None] | None = None) -> AsyncIterator[None]:
     """Heartbeat in the background while blocking provider calls (snapshot, deploy, cleanup) run in threads.
 
     These calls report no progress of their own; the heartbeat lets Temporal notice a dead worker
@@ -81,7 +83,13 @@ async def heartbeating(every: float | None = None) -> AsyncIterator[None]:
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            # ``details``: what the blocking call is doing now (a boot check's stage), shown by
+            # ``temporal workflow describe``
+            current = details() if details is not None else None
+            if current:
+                activity.heartbeat(current)
+            else:
+                activity.heartbeat()
             await asyncio.sleep(period)
 
     beater = asyncio.create_task(beat())

@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from temporalio import activity
 
 from activities import names
-from activities.recording import heartbeating, task_running
+from activities.recording import TaskRecorder, heartbeating, task_running
 from activities.services import Services
+from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
-from core.models import DiskLocator
+from core.models import DeployedInstance, DiskLocator
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
 from workflows.types import (
     CleanupInput,
@@ -216,7 +218,8 @@ class MigrationActivities:
     async def deploy(self, inp: DeployInput) -> dict[str, Any]:
         step = inp.step
         assert step.export_info is not None
-        async with task_running(self.services, step.task) as rec, heartbeating():
+        now: dict[str, Any] = {}
+        async with task_running(self.services, step.task) as rec, heartbeating(details=lambda: dict(now)):
             dest = await self._destination(step)
             env = _dest_env(step)
             deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
@@ -235,7 +238,7 @@ class MigrationActivities:
                                  "to force it)")
             else:
                 timeout = float(env.get("boot_timeout", 600))
-                evidence = await asyncio.to_thread(dest.verify_boot, env, deployed, timeout)
+                evidence = await _checked_boot(rec, dest, env, deployed, timeout, now)
                 for line in evidence:
                     await rec.aevent(f"Boot check: {line}")
             await asyncio.to_thread(
@@ -267,6 +270,34 @@ class MigrationActivities:
                     await asyncio.to_thread(shutil.rmtree, step.workdir, True)
                     await rec.aevent(f"Scratch space {step.workdir} removed")
                     await asyncio.to_thread(_remove_if_empty, Path(step.workdir).parent)
+
+
+async def _checked_boot(rec: TaskRecorder, dest: BootVerifier, env: Mapping[str, Any], deployed: DeployedInstance,
+                        timeout: float, now: dict[str, Any]) -> list[str]:
+    """Run the destination's boot check; each stage it sees becomes an event and a progress update.
+
+    A check with no verdict (``BootInconclusive``) gets one more attempt, not the step's usual three:
+    a second timeout on the same disk says what a third would.
+    """
+    store = rec.services.store
+
+    def stage(line: str) -> None:  # called from the check's thread
+        now["boot_stage"] = line
+        rec.event(f"Boot check: {line}")
+        store.start_progress(rec.task_id, f"Boot check: {line.split(' (', 1)[0]}", None)
+
+    await asyncio.to_thread(store.start_progress, rec.task_id, "Boot check: powering on", None)
+    try:
+        return await asyncio.to_thread(dest.verify_boot, env, deployed, timeout, stage)
+    except BootInconclusive as exc:
+        raise retry_once(exc, activity.info().attempt) from exc
+
+
+def retry_once(exc: BootInconclusive, attempt: int) -> BootInconclusive | BootFailed:
+    """The error an inconclusive boot check ends its attempt with: retryable on the first attempt only."""
+    if attempt >= 2:
+        return BootFailed(f"{exc.message} (attempt {attempt}: not retried again)")
+    return exc
 
 
 def _remove_if_empty(folder: Path) -> None:

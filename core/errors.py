@@ -7,7 +7,9 @@
     ├── ProviderError                 a cloud/provider call failed
     │   ├── ConnectionFailed          endpoint unreachable, TLS, DNS (retryable)
     │   ├── AuthenticationFailed      bad credentials (API 400, non-retryable)
-    │   └── ProviderTransient         throttling, 5xx (retryable)
+    │   ├── ProviderTransient         throttling, 5xx (retryable)
+    │   ├── BootFailed                the guest showed a state it never leaves (non-retryable)
+    │   └── BootInconclusive          no boot verdict in time (retryable; the caller allows one retry)
     └── TransferError                 disk data problems
         └── IntegrityError            a digest did not match (retryable: re-copy)
 
@@ -71,6 +73,22 @@ class AuthenticationFailed(ProviderError):
 
 class ProviderTransient(ProviderError):
     code = "ProviderTransient"
+    retryable = True
+
+
+# The two Boot* errors stay out of ``_BY_CODE`` below: the workflows' retry policies keep the list they
+# always had, and ``ApplicationError.non_retryable`` (set from ``retryable``) carries the decision.
+class BootFailed(ProviderError):
+    """A boot check saw a terminal state (initramfs ALERT!, kernel panic...): the same disk fails again."""
+
+    code = "BootFailed"
+    retryable = False
+
+
+class BootInconclusive(ProviderError):
+    """A boot check reached no verdict (timeout, QEMU gone): one more attempt may help, more will not."""
+
+    code = "BootInconclusive"
     retryable = True
 
 

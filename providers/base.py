@@ -262,8 +262,14 @@ class BootVerifier(BaseProvider):
     """Check that a deployed instance really booted (console output, serial log)."""
 
     @abstractmethod
-    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
-        """Return evidence lines when userspace came up; raise ``ProviderError`` otherwise."""
+    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float,
+                    on_stage: Callable[[str], None] | None = None) -> list[str]:
+        """Return evidence lines when userspace came up; raise ``ProviderError`` otherwise.
+
+        ``on_stage`` (thread-safe) is told each boot stage as it is seen, one line each ("kernel at 14s:
+        ..."), so a long check shows progress. A state the guest never leaves raises
+        ``core.errors.BootFailed``; no verdict in time raises ``core.errors.BootInconclusive``.
+        """
 
 
 class ReplicaProvider(BaseProvider):

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 from client.sdk import SternaClient
 from client.watch import watch
@@ -22,18 +21,6 @@ PROJECT = "demo"
 
 def _say(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
-
-
-def _tasks(migration: dict[str, Any]) -> None:
-    """The Coriolis tasks of the migration, with the last event of each."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("task", "status", "last event")
-    for t in migration["tasks"]:
-        last = t["events"][-1]["message"] if t["events"] else ""
-        table.add_row(t["task_type"], t["status"], last if len(last) < 100 else last[:97] + "...")
-    Console().print(table)
 
 
 def run_demo(settings: Settings, *, exit_after: bool, bootable: bool = False) -> int:
@@ -78,8 +65,7 @@ def run_demo(settings: Settings, *, exit_after: bool, bootable: bool = False) ->
                 destination_environment={"flavor_name": "m1.small"}, network_map={"VM Network": "default"},
                 notes="sterna demo",
             )
-            code = watch(api, m["id"])
-            _tasks(api.get_migration(m["id"]))
+            code = watch(api, m["id"])  # ends with the task table and each task's last event
             if code != 0:
                 return 1
             _say("Verifying the migrated disk against the source" if guest is None
@@ -98,7 +84,7 @@ def run_demo(settings: Settings, *, exit_after: bool, bootable: bool = False) ->
                             if t["task_type"] == "DEPLOY_INSTANCE_RESOURCES")
                 for event in boot["events"]:
                     print(f"  {event['message']}")
-                if not any("userspace started" in e["message"] for e in boot["events"]):
+                if not any(e["message"].startswith("Boot check: Booted") for e in boot["events"]):
                     return 1
             print(f"libvirt domain: {dest / 'sample-vm' / 'domain.xml'}")
             _say("Where to look")

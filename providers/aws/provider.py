@@ -8,7 +8,7 @@ bytes with the EBS direct APIs. Failures surface as ``core.errors`` through
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -235,7 +235,9 @@ class AwsProvider(
     ) -> DeployedInstance:
         return deploy.deploy_instance(self._clients(env), env, export_info, disks)
 
-    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
+    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float,
+                    on_stage: Callable[[str], None] | None = None) -> list[str]:
+        # on_stage: this check polls status checks and returns their lines at the end; no stages yet.
         return deploy.verify_boot(
             self._clients(env), deployed, timeout, poll=self.poll_delay or self.boot_poll_interval
         )

@@ -1,92 +1,64 @@
-"""Boot verification for the ``local`` destination: boot the migrated disk under QEMU (TCG) and read
-its serial console.
+"""Boot verification for the ``local`` destination: boot the migrated disk under QEMU (TCG) and watch it
+from the host.
 
-A boot counts only when the console shows that *userspace* ran (a login prompt, systemd reaching the
-multi-user target, cloud-init finishing, or the test guest's own report line); kernel messages alone are
-not enough. ``scan_console`` holds that judgement and works on any console text, so cloud providers can
-reuse it on what their console-output APIs return (EC2 GetConsoleOutput, GCE serial port output, Azure
-boot diagnostics) when they implement ``BootVerifier``.
+Two independent witnesses, neither of which needs the guest to cooperate:
+
+* the serial console, judged by ``providers.local.console`` (generic stage markers and terminal failure
+  states, nothing specific to Sterna's test guest);
+* the guest's NIC, on a QEMU user-mode network the check owns: QEMU is its DHCP server, a
+  ``filter-dump`` writes every frame to a pcap file (``providers.local.netwatch``), and a TCP probe from
+  the host (a ``hostfwd`` port) makes the guest's kernel answer from its address once it has one.
+
+The check ends as soon as its evidence is complete (userspace on the console, and the address leased
+*and* answering), at once on a terminal console state (``ALERT!``, kernel panic, emergency mode, GRUB
+rescue, no bootable device), ``network_grace`` seconds after userspace when the NIC never got an
+address, or at the timeout. It never waits for the guest to power off. Every stage's time is when the
+stage was seen (console: when the line was read; network: the host timestamp of the frame).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: lines that only a running userspace prints
-USERSPACE_PATTERNS = (
-    re.compile(r"\blogin:\s*$"),
-    re.compile(r"Reached target .*(Multi-User System|Graphical Interface|Login Prompts|Cloud-init target)"),
-    re.compile(r"Cloud-init v\. \S+ finished"),
-    re.compile(r"STERNA-GUEST-(NO-)?IPV4"),
-)
-#: supporting lines, kept as evidence but not sufficient on their own
-SUPPORTING_PATTERNS = (re.compile(r"Welcome to (?!.*Initramfs).*!"), re.compile(r"Started .*Getty"))
-#: lines carrying the guest's IPv4 address (test-guest probe; cloud-init's ci-info table)
-IPV4_PATTERNS = (
-    re.compile(r"STERNA-GUEST-IPV4 \S+ (\d{1,3}(?:\.\d{1,3}){3})(?:/\d+)?"),
-    re.compile(r"ci-info: \|\s*\S+\s*\|\s*True\s*\|\s*(\d{1,3}(?:\.\d{1,3}){3})\s*\|"),
-)
-#: the guest itself reports that no address came
-NO_NETWORK_PATTERN = re.compile(r"STERNA-GUEST-NO-IPV4")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+from core.errors import BootFailed, BootInconclusive
+from providers.local.console import ConsoleWatch
+from providers.local.netwatch import PcapWatch
 
-
-@dataclass
-class ConsoleScan:
-    """What a console text shows."""
-
-    userspace_started: bool = False
-    ipv4: str | None = None
-    network_failed: bool = False
-    evidence: list[str] = field(default_factory=list)
-
-
-def scan_console(text: str) -> ConsoleScan:
-    """Judge console output: did userspace start, which IPv4 did the guest report, and the proof lines."""
-    scan = ConsoleScan()
-    for raw in text.splitlines():
-        line = _ANSI.sub("", raw).strip()
-        if not line:
-            continue
-        proof = False
-        if any(p.search(line) for p in USERSPACE_PATTERNS):
-            scan.userspace_started = True
-            proof = True
-        if any(p.search(line) for p in SUPPORTING_PATTERNS):
-            proof = True
-        for pattern in IPV4_PATTERNS:
-            m = pattern.search(line)
-            if m and not m.group(1).startswith("127.") and scan.ipv4 is None:
-                scan.ipv4 = m.group(1)
-                proof = True
-        if NO_NETWORK_PATTERN.search(line):
-            scan.network_failed = True
-            proof = True
-        if proof and line not in scan.evidence:
-            scan.evidence.append(line)
-    return scan
+#: QEMU user networking: the first address its DHCP server leases
+GUEST_PORT = 22
+#: ``on_progress(stage, seconds_since_power_on, what)``
+ProgressFn = Callable[[str, float, str], None]
 
 
 @dataclass
 class BootResult:
-    """Outcome of ``boot_check``; ``evidence`` are the serial lines that prove it."""
+    """Outcome of ``boot_check``.
 
-    userspace_started: bool
-    ipv4: str | None
-    evidence: list[str]
-    serial_log: Path
+    ``outcome``: ``booted`` (userspace and network proven), ``booted-without-network``, ``failed`` (a
+    terminal console state; ``failure`` holds its kind and line), ``timeout`` or ``qemu-exited``.
+    ``stages``/``network`` map each stage or signal to (seconds since power-on, the line or frame).
+    """
+
+    outcome: str
+    reason: str
+    stages: dict[str, tuple[float, str]] = field(default_factory=dict)
+    network: dict[str, tuple[float, str]] = field(default_factory=dict)
+    address: str | None = None
+    failure: tuple[str, str] | None = None
+    serial_log: Path = Path()
+    pcap: Path = Path()
     elapsed: float = 0.0
-    reason: str = ""
 
     @property
-    def ok(self) -> bool:
-        return self.userspace_started
+    def userspace_started(self) -> bool:
+        return "userspace" in self.stages
 
 
 def qemu_command(
@@ -98,11 +70,14 @@ def qemu_command(
     mac: str = "52:54:00:12:34:56",
     firmware: str = "bios",
     disk_bus: str = "virtio",
+    pcap: Path | None = None,
+    probe_port: int | None = None,
 ) -> list[str]:
     """QEMU command line: TCG, the target's virtio disk and NIC, user-mode networking, serial to a file.
 
     ``disk_bus="nvme"`` attaches the disk as an NVMe controller instead, the way AWS Nitro instances
-    see their EBS volumes.
+    see their EBS volumes. ``pcap`` dumps the NIC's frames there; ``probe_port`` forwards that host
+    loopback port to the guest's TCP port 22 (the host's probe).
     """
     if disk_bus not in ("virtio", "nvme"):
         raise ValueError(f"unknown disk bus {disk_bus!r}; expected virtio or nvme")
@@ -110,30 +85,19 @@ def qemu_command(
     drive = f"file={disk_path},format={fmt},snapshot=on,cache=unsafe"
     disk = (["-drive", f"{drive},if=virtio"] if disk_bus == "virtio"
             else ["-drive", f"{drive},if=none,id=disk0", "-device", "nvme,drive=disk0,serial=sterna-boot"])
+    netdev = "user,id=net0"
+    if probe_port is not None:
+        netdev += f",hostfwd=tcp:127.0.0.1:{probe_port}-:{GUEST_PORT}"
     argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-m",
-        str(memory_mb),
-        "-smp",
-        "1",
-        "-display",
-        "none",
-        "-nodefaults",
-        "-no-reboot",
-        "-monitor",
-        "none",
-        "-serial",
-        f"file:{serial_log}",
+        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", str(memory_mb), "-smp", "1",
+        "-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none",
+        "-serial", f"file:{serial_log}",
         *disk,
-        "-netdev",
-        "user,id=net0",
-        "-device",
-        f"virtio-net-pci,netdev=net0,mac={mac}",
+        "-netdev", netdev,
+        "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
     ]
+    if pcap is not None:
+        argv += ["-object", f"filter-dump,id=dump0,netdev=net0,file={pcap}"]
     if firmware == "uefi":
         for candidate in ("/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF.fd"):
             if Path(candidate).exists():
@@ -151,52 +115,150 @@ def boot_check(
     timeout: float,
     workdir: Path,
     expect_network: bool = True,
+    network_grace: float = 120.0,
     firmware: str = "bios",
     disk_bus: str = "virtio",
+    mac: str = "52:54:00:12:34:56",
+    on_progress: ProgressFn | None = None,
 ) -> BootResult:
-    """Boot ``disk_path`` under QEMU and watch its serial console until it proves itself or time runs out.
+    """Boot ``disk_path`` under QEMU and watch its console and NIC until the evidence is complete.
 
-    Returns as soon as userspace is seen (and, with ``expect_network``, an IPv4 address, or the guest's own
-    report that none came). QEMU is always killed before returning. The disk is opened with
-    ``snapshot=on`` and so is not modified.
+    QEMU is always killed before returning; the disk is opened with ``snapshot=on`` and not modified.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    serial_log = workdir / "serial.log"
+    serial_log, pcap = workdir / "serial.log", workdir / "nic.pcap"
     serial_log.write_bytes(b"")
-    argv = qemu_command(disk_path, fmt, serial_log, firmware=firmware, disk_bus=disk_bus)
+    pcap.unlink(missing_ok=True)
+    port = _free_port()
+    argv = qemu_command(disk_path, fmt, serial_log, firmware=firmware, disk_bus=disk_bus, mac=mac, pcap=pcap,
+                        probe_port=port)
     (workdir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
-    started = time.monotonic()
+    started, wall_start = time.monotonic(), time.time()
+    console = ConsoleWatch(clock=lambda: time.monotonic() - started)
+    net = PcapWatch(pcap, mac)
     qemu_err = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=qemu_err, start_new_session=True)
-    scan = ConsoleScan()
-    reason = "timeout"
+    outcome, reason = "timeout", f"no verdict within the {timeout:.0f}s timeout"
+    offset, last_probe = 0, 0.0
+
+    def report(stage: str, at: float, what: str) -> None:
+        if on_progress is not None:
+            on_progress(stage, at, what)
+
     try:
-        while time.monotonic() - started < timeout:
-            time.sleep(0.5)
-            scan = scan_console(serial_log.read_text(errors="replace"))
-            if scan.userspace_started and (not expect_network or scan.ipv4 or scan.network_failed):
-                reason = (
-                    "network" if scan.ipv4 else "no-network-reported" if scan.network_failed else "userspace"
-                )
-                break
-            if proc.poll() is not None:
-                reason = f"qemu exited with status {proc.returncode}"
-                break
+        with serial_log.open("rb") as serial:
+            while True:
+                now = time.monotonic() - started
+                serial.seek(offset)
+                chunk = serial.read()
+                offset += len(chunk)
+                for stage in console.feed(chunk.decode(errors="replace")):
+                    at, line = console.state.stages[stage]
+                    report(stage, at, f"console: {line}")
+                for sig in net.poll():
+                    at, what = net.evidence.signals[sig]
+                    report(sig, max(0.0, at - wall_start), f"host-side: {what}")
+                state = console.state
+                if state.failure is not None:
+                    kind, line = state.failure
+                    outcome, reason = "failed", f"{kind}: the console showed {line!r}; a boot never leaves this state"
+                    break
+                if state.userspace_started and (not expect_network or net.evidence.complete):
+                    outcome = "booted"
+                    reason = ("evidence complete: userspace on the console" +
+                              (", address leased and answering the host's probe" if expect_network else ""))
+                    break
+                if expect_network and state.userspace_started:
+                    waited = now - state.stages["userspace"][0]
+                    if waited > network_grace:
+                        outcome, reason = "booted-without-network", _no_network_reason(net, network_grace)
+                        break
+                if net.evidence.address and not net.evidence.complete and now - last_probe > 3:
+                    last_probe = now
+                    _probe(port)
+                if proc.poll() is not None:
+                    outcome = "qemu-exited"
+                    err = (workdir / "qemu.stderr").read_text(errors="replace").strip()
+                    reason = f"QEMU exited with status {proc.returncode} before a verdict" + (
+                        f": {err[-500:]}" if proc.returncode else " (the guest powered off or rebooted)")
+                    break
+                if now >= timeout:
+                    break
+                time.sleep(0.5)
     finally:
         _stop(proc)
         qemu_err.close()
-    scan = scan_console(serial_log.read_text(errors="replace"))
-    if reason.startswith("qemu exited") and proc.returncode not in (0, None):
-        err = (workdir / "qemu.stderr").read_text(errors="replace").strip()
-        reason += f": {err[-500:]}"
+    net.poll()
     return BootResult(
-        userspace_started=scan.userspace_started,
-        ipv4=scan.ipv4,
-        evidence=scan.evidence,
-        serial_log=serial_log,
+        outcome=outcome, reason=reason, stages=dict(console.state.stages),
+        network={k: (max(0.0, t - wall_start), w) for k, (t, w) in net.evidence.signals.items()},
+        address=net.evidence.address, failure=console.state.failure, serial_log=serial_log, pcap=pcap,
         elapsed=time.monotonic() - started,
-        reason=reason,
     )
+
+
+def boot_verdict(result: BootResult) -> list[str]:
+    """The task events for a finished check, or the error it ends with.
+
+    A terminal console state raises ``BootFailed`` quoting the line (the same disk fails the same way
+    again); no verdict raises ``BootInconclusive`` (the activity allows one more attempt).
+    """
+    if result.outcome == "failed" and result.failure is not None:
+        kind, line = result.failure
+        seen = [s for s in result.stages if s != "userspace"]
+        raise BootFailed(f"The guest cannot boot ({kind}); the check ended on the console line {line!r} "
+                         f"after {result.elapsed:.0f}s (stages seen: {', '.join(seen) or 'none'}; "
+                         f"serial log {result.serial_log})")
+    if not result.userspace_started:
+        last = max(result.stages.items(), key=lambda kv: kv[1][0], default=None)
+        where = f"last stage seen: {last[0]} at {last[1][0]:.0f}s, {last[1][1]!r}" if last else "nothing on the console"
+        raise BootInconclusive(f"The guest did not reach userspace: {result.reason} ({where}; serial log "
+                               f"{result.serial_log})")
+    lines = [f"ended: {result.reason}"]
+    # When each stage was seen (the stage events carry the lines that showed them)
+    timeline: list[tuple[str, tuple[float, str]]] = sorted([*result.stages.items(), *result.network.items()],
+                                                            key=lambda kv: kv[1][0])
+    lines.append("timeline: " + ", ".join(f"{name} {at:.0f}s" for name, (at, _) in timeline))
+    userspace = result.stages["userspace"][0]
+    if result.outcome == "booted" and "address-in-use" in result.network:
+        lines.append(f"Booted: userspace at {userspace:.0f}s (console); IPv4 {result.address} leased by DHCP at "
+                     f"{result.network['address'][0]:.0f}s and in use at {result.network['address-in-use'][0]:.0f}s "
+                     "(host-side, from the NIC's frames)")
+    elif result.outcome == "booted-without-network":
+        why = result.reason.removeprefix("booted without network: ")
+        lines.append(f"Booted without network: userspace at {userspace:.0f}s; {why}")
+    else:
+        lines.append(f"Booted: userspace at {userspace:.0f}s (console); network not proven ({result.reason})")
+    return lines
+
+
+def _no_network_reason(net: PcapWatch, grace: float) -> str:
+    ev = net.evidence
+    if "dhcp-request" not in ev.signals:
+        why = (f"the guest never asked for an address on its NIC ({ev.mac}): no DHCP request in {grace:.0f}s "
+               "after userspace, so its network configuration does not cover this interface")
+    elif "address" not in ev.signals:
+        why = f"the guest asked for an address by DHCP but never completed the exchange ({ev.mac})"
+    else:
+        why = (f"{ev.address} was leased to {ev.mac} but the guest never used it or answered the host's probe "
+               f"in {grace:.0f}s")
+    return f"booted without network: {why}"
+
+
+def _probe(port: int) -> None:
+    """Connect to the forwarded port: QEMU then sends a SYN to the guest, whose kernel answers (SYN-ACK or
+    RST) from its address whether or not anything listens. The answer is read from the pcap, not here."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    except OSError:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

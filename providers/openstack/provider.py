@@ -24,7 +24,7 @@ import contextlib
 import json
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -417,7 +417,9 @@ class OpenStackProvider(
             "boot_from_volume": bool(env.get("boot_from_volume")),
             "disks": [d.details for d in disks]})
 
-    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float) -> list[str]:
+    def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float,
+                    on_stage: Callable[[str], None] | None = None) -> list[str]:
+        # on_stage: this check polls status checks and returns their lines at the end; no stages yet.
         import time
 
         from core.polling import poll_until

@@ -8,7 +8,9 @@ for its own migration and asserts exactly what it asserted when it started its o
 
 What runs:
 * ``aws``: the cloud-init guest as a VMware export -> AWS (moto), morphed for AWS;
-* ``kvm_morphed`` / ``kvm_plain``: the plain guest -> local, with and without morphing, both boot-checked;
+* ``kvm_morphed`` / ``kvm_plain``: the plain guest, its marker service removed, -> local, with and
+  without morphing, both boot-checked; ``kvm_by_device``: its variant that mounts its root as /dev/sda2,
+  unmorphed, boot-checked (it fails in the initramfs);
 * ``vsphere``: the plain guest on a simulator VM -> local, unmorphed, boot-checked.
 
 The moto account and the simulator here are this fixture's own: the per-test ``conn_info`` fixture
@@ -33,7 +35,7 @@ import requests
 from pyVim.connect import Disconnect
 
 from tests.conftest import RunningStack, wait_final
-from tests.guests.debian import build_debian_guest
+from tests.guests.debian import build_debian_guest, foreign_variants
 from tests.peers.moto import REGION, _client
 from tests.peers.vcsim import vcsim
 from tests.peers.vcsim.arrange import admin_session, find_vm, snapshot_count, stage_disk
@@ -116,17 +118,26 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             )["id"]
 
             plain = build_debian_guest()
-            src = stack.inventory("vmware-export")
-            create_vmware_vm(src, "debian-vm", plain)
+            variants = foreign_variants(plain, tmp_path_factory.mktemp("guest-variants"))
+            src, src_dev = stack.inventory("vmware-export"), stack.inventory("vmware-by-device")
+            create_vmware_vm(src, "debian-vm", variants["no-marker"])
+            create_vmware_vm(src_dev, "debian-vm", variants["root-by-device"])
+            for copy in variants.values():
+                copy.unlink()
             a = api.create_endpoint("vmware-export", "local", {"path": str(src)})
+            a2 = api.create_endpoint("vmware-by-device", "local", {"path": str(src_dev)})
             b = api.create_endpoint("kvm-1", "local", {"path": str(stack.inventory("kvm-morphed"))})
             c = api.create_endpoint("kvm-2", "local", {"path": str(stack.inventory("kvm-plain"))})
+            d = api.create_endpoint("kvm-3", "local", {"path": str(stack.inventory("kvm-dev"))})
             ids["kvm_morphed"] = api.create_migration(
                 origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["debian-vm"],
                 skip_os_morphing=False, network_map={"VM Network": "default"},
                 destination_environment={"boot_timeout": BOOT_TIMEOUT})["id"]
             ids["kvm_plain"] = api.create_migration(
                 origin_endpoint_id=a["id"], destination_endpoint_id=c["id"], instances=["debian-vm"],
+                skip_os_morphing=True, destination_environment=BOOT_CHECKED)["id"]
+            ids["kvm_by_device"] = api.create_migration(
+                origin_endpoint_id=a2["id"], destination_endpoint_id=d["id"], instances=["debian-vm"],
                 skip_os_morphing=True, destination_environment=BOOT_CHECKED)["id"]
 
             vm = _stage_vsphere(si, plain, tmp_path_factory.mktemp("vsphere-debian"))

@@ -96,5 +96,5 @@ def test_vsphere_debian_guest_passes_the_local_boot_check(stack: RunningStack, g
     final = guest_runs.wait("vsphere")
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
     boot = [e["message"] for e in task(final, VSPHERE_VM, "DEPLOY_INSTANCE_RESOURCES")["events"]]
-    assert any(e.startswith("Boot check: userspace started") for e in boot), boot
+    assert any(e.startswith("Boot check: userspace at ") for e in boot), boot
     assert guest_runs.vsphere_snapshots() == 0

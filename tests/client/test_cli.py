@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 
@@ -19,6 +22,28 @@ def _sterna(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+def _on_a_terminal(stack: RunningStack, *args: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its stdout and stderr; returns its exit code and what it drew
+    (ANSI sequences removed, so the text of every redraw is there)."""
+    main, child = pty.openpty()
+    env = {**os.environ, "COLUMNS": "220", "LINES": "50", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "--url", stack.url, "--project", "cli", *args],
+                            stdin=subprocess.DEVNULL, stdout=child, stderr=child, env=env)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    code = proc.wait(timeout=300)
+    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", b"".join(chunks).decode(errors="replace"))
+
+
 def test_cli_creates_watches_and_deletes(stack: RunningStack) -> None:
     src, dst = inventories(stack, ["vm-a"], 8)
     a = json.loads(_sterna(stack, "endpoint", "create", "--name", "a", "--provider", "local", "--connection",
@@ -27,11 +52,20 @@ def test_cli_creates_watches_and_deletes(stack: RunningStack) -> None:
                            json.dumps({"path": str(dst)})).stdout)
     assert _sterna(stack, "endpoint", "validate", a["id"]).returncode == 0
     assert "vm-a" in _sterna(stack, "endpoint", "instances", a["id"]).stdout
-    run = _sterna(stack, "migration", "create", "--origin-endpoint", a["id"], "--destination-endpoint", b["id"],
-                  "--instance", "vm-a", "--destination-environment", '{"flavor_name": "m1.tiny"}', "--watch")
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert ": COMPLETED" in run.stdout
-    migration_id = run.stdout.split("Migration ")[1].split(":")[0]
+    created = _sterna(stack, "migration", "create", "--origin-endpoint", a["id"], "--destination-endpoint",
+                      b["id"], "--instance", "vm-a", "--destination-environment", '{"flavor_name": "m1.tiny"}')
+    migration_id = json.loads(created.stdout)["id"]
+    # --watch as a user sees it: on a terminal (a pseudo-terminal here), redrawn in place.
+    code, screen = _on_a_terminal(stack, "migration", "show", migration_id, "--watch")
+    assert code == 0, screen
+    assert f"Migration {migration_id}: COMPLETED" in screen
+    # the sub-step under the bar while OS morphing ran (this disk has no OS: the appliance finds none)
+    assert "└ vm-a OS_MORPHING: OS morphing: " in screen, screen
+    # the final task table: every task with its last event
+    assert "last event" in screen
+    table = screen[screen.rindex("last event"):]
+    for task_type in ("REPLICATE_DISKS", "OS_MORPHING", "DEPLOY_INSTANCE_RESOURCES", "CLEANUP_MIGRATION_RESOURCES"):
+        assert re.search(rf"vm-a\s*│\s*{task_type}\s*│\s*COMPLETED\s*│\s*\S", table), (task_type, table)
     assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
     listed = _sterna(stack, "migration", "list")
     assert migration_id[:8] in listed.stdout

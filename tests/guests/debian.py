@@ -13,6 +13,7 @@ once more, into an empty folder, in the same background thread.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -69,3 +70,41 @@ def build_debian_guest(*, log: bool = True, cloud_init: bool = False) -> Path:
         return pending.result() if pending else guest.build_debian_guest(log=log, cloud_init=cloud_init)
     finally:
         phases.record("guest builds", time.monotonic() - start)
+
+
+MARKER_UNIT = "/etc/systemd/system/multi-user.target.wants/sterna-report-ip.service"
+
+
+def foreign_variants(raw: Path, folder: Path) -> dict[str, Path]:
+    """Copies of the test guest that look like guests made outside this project, edited in one appliance.
+
+    * ``no-marker``: ``sterna-report-ip`` is not started, so the guest prints nothing of ours on its
+      console (a boot check must prove its boot from generic signals);
+    * ``root-by-device``: no marker either, and GRUB boots the root as ``/dev/sda2``, the SCSI name
+      VMware-made guests often use: on a virtio disk that device never appears, so an unmorphed boot
+      stops in the initramfs (``ALERT! /dev/sda2 does not exist``).
+    """
+    from osmorphing.libguestfs_guest import load_guestfs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = {name: folder / f"{name}.raw" for name in ("no-marker", "root-by-device")}
+    for copy in copies.values():
+        subprocess.run(["cp", "--sparse=always", str(raw), str(copy)], check=True)
+    g = load_guestfs().GuestFS(python_return_dict=True)
+    g.set_backend("direct")
+    g.set_backend_settings(["force_tcg"])
+    try:
+        for copy in copies.values():
+            g.add_drive_opts(str(copy), format="raw")
+        g.launch()
+        for device in ("/dev/sda2", "/dev/sdb2"):
+            g.mount(device, "/")
+            g.rm(MARKER_UNIT)
+            if device == "/dev/sdb2":
+                cfg = g.read_file("/boot/grub/grub.cfg").decode()
+                g.write("/boot/grub/grub.cfg", cfg.replace(f"root=UUID={ROOT_UUID}", "root=/dev/sda2"))
+            g.umount("/")
+        g.shutdown()
+    finally:
+        g.close()
+    return copies

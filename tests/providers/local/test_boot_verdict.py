@@ -1,0 +1,68 @@
+"""From a finished boot check to the task's events or its error: a terminal console state is a
+non-retryable error quoting the line; no verdict is retryable; a boot without network says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from activities.failures import to_application_error
+from core.errors import BootFailed, BootInconclusive
+from providers.local.boot import BootResult, boot_verdict
+
+ALERT = "ALERT!  /dev/sda2 does not exist.  Dropping to a shell!"
+
+
+def test_terminal_state_is_a_non_retryable_error_quoting_the_line() -> None:
+    result = BootResult(outcome="failed", reason="root device missing", failure=("root device missing", ALERT),
+                        stages={"kernel": (40.0, "Linux version 6.1"), "initramfs": (80.0, "Run /init")},
+                        serial_log=Path("/x/serial.log"), elapsed=130.0)
+    with pytest.raises(BootFailed) as info:
+        boot_verdict(result)
+    assert ALERT in info.value.message
+    assert "ended on the console line" in info.value.message
+    err = to_application_error(info.value)
+    assert (err.type, err.non_retryable) == ("BootFailed", True)
+
+
+def test_no_verdict_is_retryable_and_names_the_last_stage() -> None:
+    result = BootResult(outcome="timeout", reason="no verdict within the 600s timeout",
+                        stages={"kernel": (40.0, "Linux version 6.1")}, elapsed=600.0)
+    with pytest.raises(BootInconclusive) as info:
+        boot_verdict(result)
+    assert "last stage seen: kernel at 40s" in info.value.message
+    assert to_application_error(info.value).non_retryable is False
+
+
+def test_booted_with_host_side_network_evidence() -> None:
+    result = BootResult(
+        outcome="booted", reason="evidence complete: userspace on the console, address leased and answering",
+        stages={"kernel": (40.0, "Linux version"), "userspace": (66.0, "Reached target Multi-User System.")},
+        network={"dhcp-request": (60.0, "DHCP DISCOVER from 52:54:00:12:34:56"),
+                 "address": (61.0, "DHCPACK ... 10.0.2.15"), "address-in-use": (70.0, "IPv4 packet ...")},
+        address="10.0.2.15", elapsed=71.0)
+    lines = boot_verdict(result)
+    assert lines[0].startswith("ended: evidence complete")
+    assert lines[1] == "timeline: kernel 40s, dhcp-request 60s, address 61s, userspace 66s, address-in-use 70s"
+    assert lines[-1].startswith("Booted: userspace at 66s (console); IPv4 10.0.2.15 leased by DHCP at 61s "
+                                "and in use at 70s")
+
+
+def test_booted_without_network_says_why() -> None:
+    why = "the guest never asked for an address on its NIC"
+    result = BootResult(outcome="booted-without-network", reason=f"booted without network: {why}",
+                        stages={"userspace": (66.0, "login:")}, elapsed=190.0)
+    lines = boot_verdict(result)
+    assert lines[0] == f"ended: booted without network: {why}"
+    assert lines[-1] == f"Booted without network: userspace at 66s; {why}"
+
+
+def test_an_inconclusive_check_is_retried_once_only() -> None:
+    from activities.steps import retry_once
+
+    first = BootInconclusive("The guest did not reach userspace: no verdict within the 600s timeout")
+    assert retry_once(first, 1) is first
+    again = retry_once(first, 2)
+    assert isinstance(again, BootFailed) and "attempt 2: not retried again" in again.message
+    assert to_application_error(again).non_retryable

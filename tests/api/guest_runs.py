@@ -132,7 +132,8 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             ids["kvm_morphed"] = api.create_migration(
                 origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["debian-vm"],
                 skip_os_morphing=False, network_map={"VM Network": "default"},
-                destination_environment={"boot_timeout": BOOT_TIMEOUT})["id"]
+                # DHCP may come minutes after userspace while three other TCG jobs share the cores
+                destination_environment={"boot_timeout": BOOT_TIMEOUT, "boot_network_grace": 600})["id"]
             ids["kvm_plain"] = api.create_migration(
                 origin_endpoint_id=a["id"], destination_endpoint_id=c["id"], instances=["debian-vm"],
                 skip_os_morphing=True, destination_environment=BOOT_CHECKED)["id"]

@@ -20,7 +20,7 @@ from activities.steps import _dest_env, _previous_heartbeat, _safe
 from core.errors import Conflict, InvalidInput
 from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo
-from providers.base import ExportProvider, ReplicaProvider, TransferProgress
+from providers.base import ChangeTrackingSource, ExportProvider, ReplicaProvider, TransferProgress
 from store.models import Migration, ReplicaDisk
 from workflows import ids
 from workflows.transfer_types import (
@@ -156,6 +156,17 @@ class TransferActivities:
                 elif previous is None:
                     path.unlink(missing_ok=True)
                     await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
+                changed = None
+                if previous is not None and known is not None and known.change_marker \
+                        and isinstance(source, ChangeTrackingSource):
+                    changed = await asyncio.to_thread(source.changed_extents, step.snapshot, inp.disk,
+                                                      known.change_marker)
+                    if changed is None:
+                        await rec.aevent(f"The source no longer knows marker {known.change_marker} of "
+                                         f"{inp.disk.disk_id}: comparing every chunk's digest")
+                    else:
+                        await rec.aevent(f"{sum(e.length for e in changed)} bytes of {inp.disk.disk_id} changed "
+                                         f"since marker {known.change_marker}")
                 reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size)
 
                 async def progress(done: int, total: int) -> None:
@@ -167,17 +178,18 @@ class TransferActivities:
                     result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
                                                 digest_size=DIGEST_SIZE, on_progress=progress,
                                                 bandwidth_limit=limit,
-                                                resume_from=resume)
+                                                resume_from=resume, changed=changed)
                 finally:
                     await asyncio.to_thread(target.close)
             finally:
                 await asyncio.to_thread(src.close)
             await asyncio.to_thread(store.trust_replica, task.migration_id, task.instance, inp.disk.disk_id,
-                                    result.digests, task.execution_id)
+                                    result.digests, task.execution_id, inp.disk.details.get("change_marker"))
+            how = ("full" if previous is None else "incremental, digests" if changed is None
+                   else "incremental, changed areas")
             await rec.aevent(
                 f"Replica of {inp.disk.disk_id} up to date: read {result.bytes_read} bytes, wrote "
-                f"{result.bytes_written} bytes in {result.chunks_written} changed chunk(s) "
-                f"({'full' if previous is None else 'incremental'} sync)")
+                f"{result.bytes_written} bytes in {result.chunks_written} changed chunk(s) ({how} sync)")
             return ReplicaResult(disk=replica, bytes_read=result.bytes_read, bytes_written=result.bytes_written,
                                  full_sync=previous is None)
 

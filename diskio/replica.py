@@ -1,7 +1,9 @@
 """Bring a replica disk up to date by chunk digests: read the source, write only what differs.
 
 The replica's previous digest map (one fixed-size digest per chunk) says what it holds. With no
-trusted map, every non-zero chunk is written into a fresh sparse file. Work runs in batches on a
+trusted map, every non-zero chunk is written into a fresh sparse file. When the source can say
+which areas changed since the replica's last sync (CBT, a dirty bitmap, EBS changed blocks),
+only the chunks they touch are read; the others keep their digest. Work runs in batches on a
 thread, and ``on_progress`` is awaited between batches: that is where the activity heartbeats
 and where a cancel lands.
 """
@@ -34,12 +36,16 @@ def _allocated(extents: list[Extent], size: int, chunk: int) -> list[bool]:
 
 
 class _Sync:
-    def __init__(self, src: DiskSource, dst: DiskTarget, previous: bytes | None, chunk: int, digest_size: int):
+    def __init__(self, src: DiskSource, dst: DiskTarget, previous: bytes | None, chunk: int, digest_size: int,
+                 changed: list[Extent] | None = None):
         self.src, self.dst, self.chunk, self.ds = src, dst, chunk, digest_size
         self.count = (src.size + chunk - 1) // chunk
         self.previous = previous if previous is not None and len(previous) == self.count * digest_size else None
         self.out = bytearray(self.count * digest_size)
         self.allocated = _allocated(src.extents(), src.size, chunk)
+        # Without a previous map every chunk is a candidate; "changed" only narrows an incremental sync.
+        self.candidate = (_allocated(changed, src.size, chunk) if changed is not None and self.previous is not None
+                          else None)
         self._zero: dict[int, bytes] = {}
         self.result = ReplicaSync(digests=b"")
 
@@ -58,6 +64,10 @@ class _Sync:
 
     def batch(self, start: int, stop: int) -> None:
         for i in range(start, stop):
+            if self.candidate is not None and not self.candidate[i]:
+                assert self.previous is not None
+                self.out[i * self.ds:(i + 1) * self.ds] = self.previous[i * self.ds:(i + 1) * self.ds]
+                continue
             offset = i * self.chunk
             length = min(self.chunk, self.src.size - offset)
             data = self.src.read(offset, length) if self.allocated[i] else None
@@ -91,13 +101,17 @@ async def sync_replica(
     bandwidth_limit: int | None = None,
     batch_chunks: int = 64,
     resume_from: int = 0,
+    changed: list[Extent] | None = None,
 ) -> ReplicaSync:
     """``previous`` None (or of the wrong length) means a full sync into a fresh, empty ``dst``.
+
+    ``changed``: the areas the source reports changed since ``previous`` was taken (None: unknown,
+    every allocated chunk is read and compared).
 
     ``resume_from`` (bytes) continues an attempt of the same sync that stopped there: the chunks
     below it are not read from the source again, only hashed from the replica.
     """
-    sync = _Sync(src, dst, previous, chunk_size, digest_size)
+    sync = _Sync(src, dst, previous, chunk_size, digest_size, changed)
     first = min(sync.count, resume_from // chunk_size)
     for start in range(0, first, batch_chunks * 4):
         await asyncio.to_thread(sync.recompute, start, min(first, start + batch_chunks * 4))

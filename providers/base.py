@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.models import CHANGE_TRACKING as CHANGE_TRACKING
 from core.models import (
     DeployedInstance,
     DiskLocator,
@@ -46,7 +47,7 @@ from core.models import (
 from diskio.progress import TransferProgress as TransferProgress
 
 if TYPE_CHECKING:
-    from diskio.base import DiskSource
+    from diskio.base import DiskSource, Extent
 
 
 class ProviderType(enum.IntFlag):
@@ -202,6 +203,20 @@ class ExportProvider(InstancesProvider):
     @abstractmethod
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         """Remove what ``snapshot_instance`` created; must tolerate being called twice."""
+
+
+class ChangeTrackingSource(BaseProvider):
+    """A source that can tell which areas of a disk changed since an earlier snapshot.
+
+    When ``env[CHANGE_TRACKING]`` is set, ``snapshot_instance`` puts in each disk's
+    ``details["change_marker"]`` the marker of that point in time (a CBT changeId, a qcow2 dirty
+    bitmap, an EBS snapshot id). A transfer keeps the marker of the last good sync of each replica.
+    """
+
+    @abstractmethod
+    def changed_extents(self, snapshot: SourceSnapshot, disk: DiskLocator, marker: str) -> list[Extent] | None:
+        """Areas of ``disk`` that may differ from what it held at ``marker`` (may over-approximate,
+        never under); ``None`` when the marker is unknown here and everything must be compared."""
 
 
 class ImportProvider(BaseProvider):

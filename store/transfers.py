@@ -287,7 +287,7 @@ class TransferRecords:
             row.updated_at = utcnow()
 
     def trust_replica(self, transfer_id: str, instance: str, disk_id: str, digests: bytes,
-                      execution_id: str) -> None:
+                      execution_id: str, change_marker: str | None = None) -> None:
         """Only the execution that last distrusted the replica may trust it: a force-cancelled
         execution's activity that runs on for a while must not vouch for a newer execution's file."""
         with self.db.session() as s:
@@ -296,7 +296,7 @@ class TransferRecords:
                 ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).one()
             if row.last_execution_id != execution_id:
                 raise Conflict(f"Replica {disk_id} of {instance} is now written by execution {row.last_execution_id}")
-            row.digests, row.trusted = digests, True
+            row.digests, row.trusted, row.change_marker = digests, True, change_marker
             row.updated_at = utcnow()
 
     def forget_replicas(self, transfer_id: str) -> list[ReplicaDisk]:

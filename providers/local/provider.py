@@ -32,9 +32,11 @@ from core.models import (
     StorageBackend,
     StorageInfo,
 )
-from diskio.base import DiskSource
+from diskio.base import DiskSource, Extent
 from providers.base import (
+    CHANGE_TRACKING,
     BootVerifier,
+    ChangeTrackingSource,
     DestinationOptionsProvider,
     EndpointProvider,
     ExportProvider,
@@ -45,6 +47,7 @@ from providers.base import (
     TransferContext,
     TransferProgress,
 )
+from providers.local import tracking
 from providers.local.confine import endpoint_root, file_name
 from providers.local.domain import FLAVORS, domain_xml, stable_mac
 from providers.local.inventory import VM_FILE, Inventory
@@ -56,7 +59,7 @@ REPLICAS_DIR = ".sterna-replicas"
 
 class LocalProvider(
     EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, StorageProvider, DestinationOptionsProvider,
-    BootVerifier, ReplicaProvider,
+    BootVerifier, ReplicaProvider, ChangeTrackingSource,
 ):
     PLUGIN_NAME = "local"
     TARGET_DISK_FORMAT = "qcow2"
@@ -131,14 +134,18 @@ class LocalProvider(
         for disk in info.devices.disks:
             assert disk.path is not None
             target = snap_dir / f"{file_name(disk.id)}.{disk.format}"
+            tag = env.get(CHANGE_TRACKING) if disk.format == "qcow2" else None
             if not target.exists():  # idempotent: a retried activity reuses a finished copy
+                if tag:
+                    tracking.start(Path(disk.path), str(tag))
                 partial = target.with_suffix(target.suffix + ".partial")
                 subprocess.run(["cp", "--reflink=auto", "--sparse=always", disk.path, str(partial)], check=True,
                                preexec_fn=die_with_parent)
                 partial.chmod(0o444)
                 partial.rename(target)
+            marker = tracking.finish(Path(disk.path), target, str(tag)) if tag else None
             disks.append(DiskLocator(disk_id=disk.id, size_bytes=disk.size_bytes, format=disk.format,
-                                     path=str(target)))
+                                     path=str(target), details={"change_marker": marker} if marker else {}))
         return SourceSnapshot(instance=instance, snapshot_id=str(snap_dir), disks=disks)
 
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
@@ -146,6 +153,13 @@ class LocalProvider(
 
         assert disk.path is not None
         return open_local_source(disk.path, disk.format)
+
+    def changed_extents(self, snapshot: SourceSnapshot, disk: DiskLocator, marker: str) -> list[Extent] | None:
+        from diskio import bitmaps
+
+        if disk.format != "qcow2" or disk.path is None or marker not in bitmaps.bitmaps(disk.path):
+            return None
+        return bitmaps.dirty_extents(disk.path, marker)
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         shutil.rmtree(snapshot.snapshot_id, ignore_errors=True)

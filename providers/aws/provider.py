@@ -23,13 +23,14 @@ from core.models import (
     SourceSnapshot,
     StorageInfo,
 )
-from diskio.base import DiskSource
+from diskio.base import DiskSource, Extent
 from providers.aws import cleanup as cleanup_mod
 from providers.aws import deploy, flavors, importer, instances, options, source
 from providers.aws.mapping import VOLUME_TYPES, plan_nics, volume_type_for
 from providers.aws.session import CONNECTION_INFO_SCHEMA, AwsClients, AwsConnection
 from providers.base import (
     BootVerifier,
+    ChangeTrackingSource,
     DestinationOptionsProvider,
     EndpointProvider,
     ExportProvider,
@@ -93,6 +94,7 @@ class AwsProvider(
     DestinationOptionsProvider,
     SourceOptionsProvider,
     BootVerifier,
+    ChangeTrackingSource,
 ):
     """Amazon EC2/EBS endpoint: inventory, EBS-direct export and import, AMI + instance deploy."""
 
@@ -206,6 +208,11 @@ class AwsProvider(
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         # The snapshot lives in the region it was taken in, which env may have overridden.
         return source.open_disk(self._clients({"region": snapshot.details.get("region")}), disk)
+
+    def changed_extents(self, snapshot: SourceSnapshot, disk: DiskLocator, marker: str) -> list[Extent] | None:
+        if not disk.details.get("change_marker"):
+            return None  # an AMI's snapshots: not a chain this transfer took
+        return source.changed_extents(self._clients({"region": snapshot.details.get("region")}), disk, marker)
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         source.delete_snapshot(self._clients({"region": snapshot.details.get("region")}), snapshot)

@@ -53,6 +53,8 @@ def kept(ec2: Any, transfer_id: str) -> list[str]:
     return [s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"]]
 
 
+# The database backend plays no part in what this checks: one backend keeps the suite's time down.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_aws_to_local_transfer_reads_only_changed_blocks(
     stack: RunningStack, conn_info: dict[str, Any], ec2: Any, guest_volumes: Any, tmp_path: Path
 ) -> None:

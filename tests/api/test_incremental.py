@@ -121,3 +121,53 @@ def test_4gib_disk_second_execution_writes_only_the_changes(stack: RunningStack,
     finally:
         shutil.rmtree(src, ignore_errors=True)
         shutil.rmtree(dst, ignore_errors=True)
+
+
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+def test_cancelled_incremental_execution_is_never_trusted(stack: RunningStack) -> None:
+    """A cancel in the middle of an incremental sync (qcow2 source, bitmap): CANCELED, the replica is
+    marked untrusted, nothing is left behind, and the next execution re-syncs it to identical."""
+    from tests.conftest import wait_for
+    from tests.helpers import inventories
+
+    src, dst = inventories(stack, ["vm-a"], data_mib=16)
+    vm = src / "vm-a"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(vm / "disk-0.raw"),
+                    str(vm / "disk-0.qcow2")], check=True)
+    (vm / "disk-0.raw").unlink()
+    meta = json.loads((vm / "vm.json").read_text())
+    meta["disks"] = [{"id": "disk-0", "file": "disk-0.qcow2", "format": "qcow2"}]
+    (vm / "vm.json").write_text(json.dumps(meta))
+    disk = vm / "disk-0.qcow2"
+    with stack.client() as api:
+        t = new_transfer(api, src, dst)
+        assert api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)["status"] == "COMPLETED"
+        replica = replica_of(dst, t["id"])
+        offsets = random.Random(8).sample(range(256 * MiB // PIECE), 64)  # 16 MiB
+        cmds = [a for i, o in enumerate(offsets) for a in ("-c", f"write -P 0x{i + 1:02x} {o * PIECE} 256k")]
+        subprocess.run(["qemu-io", "-f", "qcow2", *cmds, str(disk)], check=True, capture_output=True)
+
+        # 2 MiB/s: the 16 MiB the bitmap marks take ~8 s to read, long enough to cancel in between.
+        api.update_transfer(t["id"], source_environment={"bandwidth_limit": 2 * MiB})
+        e = api.execute_transfer(t["id"])
+
+        def reading() -> bool:
+            task = task_of(api.get_execution(t["id"], e["id"]), "REPLICATE_DISKS")
+            return task["status"] == "RUNNING" and any("changed since marker" in ev["message"]
+                                                       for ev in task["events"])
+
+        wait_for(reading, 120, 0.1, "the incremental sync under way")
+        api.cancel_execution(t["id"], e["id"])
+        final = api.wait_execution(t["id"], e["id"], 60)
+        assert final["status"] == "CANCELED"
+        assert task_of(final, "REPLICATE_DISKS")["status"] == "CANCELED"
+        state = api.get_transfer(t["id"], include_task_info=True)["info"]["vm-a"]["volumes_info"][0]
+        assert state["replica_state"]["trusted"] is False, "a cancelled sync is never trusted"
+        assert not (Path(stack.settings.scratch) / t["id"] / "vm-a").exists(), "scratch and snapshot released"
+        assert [p.name for p in replica.parent.iterdir()] == [replica.name], "no partial disk beside the replica"
+
+        api.update_transfer(t["id"], source_environment={"bandwidth_limit": None})
+        again = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert again["status"] == "COMPLETED"
+        assert any("Full sync" in m for m in events(again)), events(again)
+        assert same(disk, "qcow2", replica)

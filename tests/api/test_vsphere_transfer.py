@@ -36,10 +36,12 @@ def wrote(execution: dict[str, Any]) -> int:
 def read_bytes(execution: dict[str, Any]) -> int:
     events = [e["message"] for e in task_of(execution, "REPLICATE_DISKS", "DC0_H0_VM1")["events"]]
     done = next(m for m in events if m.startswith("Replica of"))
-    assert "changed areas" in done or "full" in done, events
+    assert ("full sync" if execution["number"] == 1 else "incremental, changed areas") in done, events
     return int(re.search(r"read (\d+) bytes", done).group(1))  # type: ignore[union-attr]
 
 
+# The database backend plays no part in what this checks: one backend keeps the suite's time down.
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
 def test_vsphere_to_local_transfer_moves_only_cbt_changes(
     stack: RunningStack, vsphere_connection_info: dict[str, Any], vcsim_admin: vim.ServiceInstance, tmp_path: Path
 ) -> None:

@@ -123,11 +123,7 @@ def test_4gib_disk_second_execution_writes_only_the_changes(stack: RunningStack,
         shutil.rmtree(dst, ignore_errors=True)
 
 
-@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
-def test_cancelled_incremental_execution_is_never_trusted(stack: RunningStack) -> None:
-    """A cancel in the middle of an incremental sync (qcow2 source, bitmap): CANCELED, the replica is
-    marked untrusted, nothing is left behind, and the next execution re-syncs it to identical."""
-    from tests.conftest import wait_for
+def small_qcow2_vm(stack: RunningStack) -> tuple[Path, Path, Path]:
     from tests.helpers import inventories
 
     src, dst = inventories(stack, ["vm-a"], data_mib=16)
@@ -138,14 +134,29 @@ def test_cancelled_incremental_execution_is_never_trusted(stack: RunningStack) -
     meta = json.loads((vm / "vm.json").read_text())
     meta["disks"] = [{"id": "disk-0", "file": "disk-0.qcow2", "format": "qcow2"}]
     (vm / "vm.json").write_text(json.dumps(meta))
-    disk = vm / "disk-0.qcow2"
+    return src, dst, vm / "disk-0.qcow2"
+
+
+def guest_writes(disk: Path, seed: int) -> int:
+    """16 MiB in 256 KiB pieces at scattered offsets of the 256 MiB disk, through qemu."""
+    offsets = random.Random(seed).sample(range(256 * MiB // PIECE), 64)
+    cmds = [a for i, o in enumerate(offsets) for a in ("-c", f"write -P 0x{i + 1:02x} {o * PIECE} 256k")]
+    subprocess.run(["qemu-io", "-f", "qcow2", *cmds, str(disk)], check=True, capture_output=True)
+    return 16 * MiB
+
+
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+def test_cancelled_incremental_execution_is_never_trusted(stack: RunningStack) -> None:
+    """A cancel in the middle of an incremental sync (qcow2 source, bitmap): CANCELED, the replica is
+    marked untrusted, nothing is left behind, and the next execution re-syncs it to identical."""
+    from tests.conftest import wait_for
+
+    src, dst, disk = small_qcow2_vm(stack)
     with stack.client() as api:
         t = new_transfer(api, src, dst)
         assert api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)["status"] == "COMPLETED"
         replica = replica_of(dst, t["id"])
-        offsets = random.Random(8).sample(range(256 * MiB // PIECE), 64)  # 16 MiB
-        cmds = [a for i, o in enumerate(offsets) for a in ("-c", f"write -P 0x{i + 1:02x} {o * PIECE} 256k")]
-        subprocess.run(["qemu-io", "-f", "qcow2", *cmds, str(disk)], check=True, capture_output=True)
+        guest_writes(disk, 8)
 
         # 2 MiB/s: the 16 MiB the bitmap marks take ~8 s to read, long enough to cancel in between.
         api.update_transfer(t["id"], source_environment={"bandwidth_limit": 2 * MiB})
@@ -171,3 +182,41 @@ def test_cancelled_incremental_execution_is_never_trusted(stack: RunningStack) -
         assert again["status"] == "COMPLETED"
         assert any("Full sync" in m for m in events(again)), events(again)
         assert same(disk, "qcow2", replica)
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_worker_killed_mid_incremental_sync_resumes_from_checkpoint(stack: RunningStack) -> None:
+    """SIGKILL during an incremental (bitmap) sync: the retry resumes at its checkpoint, still reading
+    only the changed areas, and the replica ends identical."""
+    import re
+    import signal
+
+    from tests.conftest import wait_for
+
+    src, dst, disk = small_qcow2_vm(stack)
+    with stack.client() as api:
+        t = new_transfer(api, src, dst)
+        assert api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)["status"] == "COMPLETED"
+        changed = guest_writes(disk, 9)
+        api.update_transfer(t["id"], source_environment={"bandwidth_limit": 2 * MiB})
+        e = api.execute_transfer(t["id"])
+
+        def a_third_read() -> bool:
+            task = task_of(api.get_execution(t["id"], e["id"]), "REPLICATE_DISKS")
+            updates = task["progress_updates"]
+            return bool(updates) and updates[-1]["current_step"] > (updates[-1]["total_steps"] or 0) // 3
+
+        wait_for(a_third_read, 120, 0.1, "a third of the incremental sync")
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        stack.stack.restart("worker")
+        final = api.wait_execution(t["id"], e["id"], 180)
+    assert final["status"] == "COMPLETED", final
+    msgs = events(final)
+    assert any(m.startswith("Resuming the sync") for m in msgs), msgs
+    done = next(m for m in msgs if m.startswith("Replica of"))
+    assert "incremental, changed areas" in done, msgs
+    read = int(re.search(r"read (\d+) bytes", done).group(1))  # type: ignore[union-attr]
+    assert read < changed, f"the resumed attempt re-read all the changes ({read} bytes)"
+    assert same(disk, "qcow2", replica_of(dst, t["id"]))

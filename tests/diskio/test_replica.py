@@ -6,6 +6,7 @@ import asyncio
 import random
 from pathlib import Path
 
+from diskio.base import Extent
 from diskio.local import LocalFileTarget, RawFileSource
 from diskio.replica import ReplicaSync, sync_replica
 
@@ -17,11 +18,12 @@ async def _noop(_done: int, _total: int) -> None:
     return None
 
 
-def _sync(src: Path, dst: Path, previous: bytes | None, resume_from: int = 0) -> ReplicaSync:
+def _sync(src: Path, dst: Path, previous: bytes | None, resume_from: int = 0,
+          changed: list[Extent] | None = None) -> ReplicaSync:
     source, target = RawFileSource(src), LocalFileTarget(dst, SIZE)
     try:
         return asyncio.run(sync_replica(source, target, previous, chunk_size=CHUNK, digest_size=16,
-                                        on_progress=_noop, resume_from=resume_from))
+                                        on_progress=_noop, resume_from=resume_from, changed=changed))
     finally:
         source.close()
         target.close()
@@ -59,3 +61,20 @@ def test_resume_hashes_the_done_part_from_the_replica(tmp_path: Path) -> None:
     resumed = _sync(src, dst, None, resume_from=SIZE // 2)
     assert resumed.digests == full.digests
     assert resumed.bytes_read < full.bytes_read
+
+
+def test_changed_areas_limit_what_is_read_and_keep_the_other_digests(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)
+    full = _sync(src, dst, None)
+    with src.open("r+b") as f:
+        f.seek(5 * CHUNK + 10)
+        f.write(b"y" * 100)
+    # The source says only chunk 5 changed (a bitmap's granularity may cover more: 5 and 6).
+    again = _sync(src, dst, full.digests, changed=[Extent(5 * CHUNK, 2 * CHUNK)])
+    assert again.bytes_read <= 2 * CHUNK and again.bytes_written == CHUNK
+    assert dst.read_bytes() == src.read_bytes()
+    # The map is the same as a full comparison's: the chunks not read kept their digests.
+    assert again.digests == _sync(src, tmp_path / "fresh.raw", None).digests
+    # Without a previous map the changed areas say nothing: a full sync.
+    assert _sync(src, tmp_path / "other.raw", None, changed=[]).bytes_written > 0

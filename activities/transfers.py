@@ -14,13 +14,20 @@ from pathlib import Path
 from temporalio import activity
 
 from activities import names
+from activities.changes import changed_since
 from activities.recording import task_running
 from activities.services import Services
 from activities.steps import _dest_env, _previous_heartbeat, _safe
 from core.errors import Conflict, InvalidInput
 from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo
-from providers.base import ChangeTrackingSource, ExportProvider, ReplicaProvider, TransferProgress
+from providers.base import (
+    BaseProvider,
+    ExportProvider,
+    ReplicaProvider,
+    SnapshotReplicaProvider,
+    TransferProgress,
+)
 from store.models import Migration, ReplicaDisk
 from workflows import ids
 from workflows.transfer_types import (
@@ -135,8 +142,18 @@ class TransferActivities:
         assert step.snapshot is not None and task.execution_id is not None
         async with task_running(self.services, task) as rec:
             source = await self.services.provider(step.origin_endpoint_id, ExportProvider, step.task.migration_id)
-            dest = await self.services.provider(step.destination_endpoint_id, ReplicaProvider, step.task.migration_id)
+            dest = await self.services.provider(step.destination_endpoint_id, BaseProvider, step.task.migration_id)
             src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
+            if isinstance(dest, SnapshotReplicaProvider):
+                from activities.replica_chain import replicate_to_snapshots
+
+                try:
+                    return await replicate_to_snapshots(self.services, inp, rec, source, src, dest)
+                finally:
+                    await asyncio.to_thread(src.close)
+            if not isinstance(dest, ReplicaProvider):
+                await asyncio.to_thread(src.close)
+                raise InvalidInput("The destination endpoint can't hold replica disks")
             try:
                 replica = await asyncio.to_thread(dest.replica_disk, _dest_env(step), task.migration_id,
                                                   task.instance, inp.disk.disk_id, src.size)
@@ -156,17 +173,8 @@ class TransferActivities:
                 elif previous is None:
                     path.unlink(missing_ok=True)
                     await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
-                changed = None
-                if previous is not None and known is not None and known.change_marker \
-                        and isinstance(source, ChangeTrackingSource):
-                    changed = await asyncio.to_thread(source.changed_extents, step.snapshot, inp.disk,
-                                                      known.change_marker)
-                    if changed is None:
-                        await rec.aevent(f"The source no longer knows marker {known.change_marker} of "
-                                         f"{inp.disk.disk_id}: comparing every chunk's digest")
-                    else:
-                        await rec.aevent(f"{sum(e.length for e in changed)} bytes of {inp.disk.disk_id} changed "
-                                         f"since marker {known.change_marker}")
+                changed = await changed_since(rec, source, step.snapshot, inp.disk,
+                                              known.change_marker if previous is not None and known else None)
                 reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size)
 
                 async def progress(done: int, total: int) -> None:

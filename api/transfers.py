@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.listing import ACTION_SORT, flag, page, status_filter
 from api.schedules import drop_schedules
 from api.transfer_schemas import TransferCreate, TransferUpdate
-from providers.base import ExportProvider, ImportProvider, ReplicaProvider
+from providers.base import ExportProvider, ImportProvider, ReplicaProvider, SnapshotReplicaProvider
 from providers.registry import provider_class
 from store.models import Migration
 from workflows.types import EndpointCall, Status
@@ -37,7 +37,7 @@ def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple
     if not issubclass(provider_class(origin.type), ExportProvider):
         raise ApiError(400, f"Provider '{origin.type}' can't be a transfer source")
     cls = provider_class(dest.type)
-    if not issubclass(cls, ImportProvider) or not issubclass(cls, ReplicaProvider):
+    if not issubclass(cls, ImportProvider) or not issubclass(cls, (ReplicaProvider, SnapshotReplicaProvider)):
         raise ApiError(400, f"Provider '{dest.type}' can't hold the replica disks of a transfer (yet)")
     return origin.id, dest.id
 

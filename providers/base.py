@@ -47,7 +47,7 @@ from core.models import (
 from diskio.progress import TransferProgress as TransferProgress
 
 if TYPE_CHECKING:
-    from diskio.base import DiskSource, Extent
+    from diskio.base import DiskSource, DiskTarget, Extent
 
 
 class ProviderType(enum.IntFlag):
@@ -294,3 +294,28 @@ class ReplicaProvider(BaseProvider):
     @abstractmethod
     def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
         """Remove every replica disk of a transfer; returns what was removed. Idempotent."""
+
+
+class SnapshotReplicaProvider(BaseProvider):
+    """A transfer destination whose replica disk is a chain of snapshots (EBS ``ParentSnapshotId``).
+
+    Each execution writes only the chunks that differ into a *child* of the replica's last
+    snapshot; a failed or cancelled execution discards its child, so the replica stays the last
+    good snapshot. Chunks are ``REPLICA_CHUNK`` bytes: whole blocks of the snapshot service.
+    """
+
+    REPLICA_CHUNK: ClassVar[int]
+
+    @abstractmethod
+    def start_replica_snapshot(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
+                               size_bytes: int, parent: str | None) -> tuple[str, DiskTarget]:
+        """A new snapshot (a child of ``parent``, or empty) and a target writing into it; the target's
+        ``flush`` completes it. Zero chunks written into a child overwrite the parent's data."""
+
+    @abstractmethod
+    def discard_replica_snapshot(self, env: Mapping[str, Any], snapshot_id: str) -> None:
+        """Delete a snapshot this transfer started (tolerates a missing one)."""
+
+    @abstractmethod
+    def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
+        """Remove every replica snapshot of a transfer; returns what was removed. Idempotent."""

@@ -299,6 +299,22 @@ class TransferRecords:
             row.digests, row.trusted, row.change_marker = digests, True, change_marker
             row.updated_at = utcnow()
 
+    def set_replica_snapshot(self, transfer_id: str, instance: str, disk_id: str, *, snapshot_id: str,
+                             size_bytes: int, chunk_size: int, digests: bytes, execution_id: str,
+                             change_marker: str | None) -> None:
+        """A snapshot-chain replica (``providers.base.SnapshotReplicaProvider``) moves to a newly
+        completed snapshot in one step: until then the record names the last good one, still trusted."""
+        with self.db.session() as s:
+            row = s.scalars(select(ReplicaDisk).where(
+                ReplicaDisk.transfer_id == transfer_id, ReplicaDisk.instance == instance,
+                ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).first()
+            if row is None:
+                row = ReplicaDisk(transfer_id=transfer_id, instance=instance, disk_id=disk_id)
+                s.add(row)
+            row.path, row.format, row.size_bytes, row.chunk_size = snapshot_id, "ebs-snapshot", size_bytes, chunk_size
+            row.digests, row.trusted, row.last_execution_id = digests, True, execution_id
+            row.change_marker, row.updated_at = change_marker, utcnow()
+
     def forget_replicas(self, transfer_id: str) -> list[ReplicaDisk]:
         with self.db.session() as s:
             rows = list(s.scalars(select(ReplicaDisk).where(

@@ -8,21 +8,25 @@ that already held data. That is a limit of the peer, stated, not a property of t
 
 from __future__ import annotations
 
+import base64
+import json
+import random
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.api.test_transfers import task_of
 from tests.conftest import RunningStack
 from tests.helpers import inventories
-from tests.peers.moto import REGION, conn_info, ebs, ec2, guest_volumes, moto_url
+from tests.peers.moto import REGION, Recorder, conn_info, ebs, ec2, guest_volumes, moto_url, subnet
 from worker.sample import build_disk
 
 pytestmark = pytest.mark.slow
-__all__ = ["REGION", "conn_info", "ebs", "ec2", "guest_volumes", "moto_url"]
+__all__ = ["REGION", "conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]
 
 EBS_BLOCK = 512 * 1024
 
@@ -105,3 +109,103 @@ def test_aws_to_local_transfer_reads_only_changed_blocks(
         expect()
         assert same(expected, replica)
         assert kept(ec2, t["id"]) != [baseline] and len(kept(ec2, t["id"])) == 1, "one baseline, the newest"
+
+
+def start_snapshot_bodies(recorder: Recorder) -> list[dict[str, Any]]:
+    """StartSnapshot requests (EBS direct, JSON) moto received: it ignores ParentSnapshotId, the
+    recorder shows it was sent."""
+    text = requests.get(f"{recorder.url}/moto-api/recorder/download-recording", timeout=30).text
+    out = []
+    for line in text.splitlines():
+        entry = json.loads(line)
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        if entry.get("method") == "POST" and str(entry.get("url", "")).rstrip("/").endswith("/snapshots"):
+            out.append(json.loads(body))
+    return out
+
+
+def own_blocks(ebs: Any, snapshot_id: str) -> dict[int, bytes]:
+    page = ebs.list_snapshot_blocks(SnapshotId=snapshot_id)
+    return {b["BlockIndex"]: ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=b["BlockIndex"],
+                                                    BlockToken=b["BlockToken"])["BlockData"].read()
+            for b in page.get("Blocks", [])}
+
+
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+def test_local_to_aws_replica_is_a_chain_of_snapshots(stack: RunningStack, conn_info: dict[str, Any], ec2: Any,
+                                                      ebs: Any, subnet: dict[str, Any], moto_url: str) -> None:
+    """Each execution writes only the changed blocks into a child of the last replica snapshot.
+
+    moto keeps no inheritance (StartSnapshot's ParentSnapshotId is accepted and ignored): a child
+    there holds only the blocks written into it, which is what lets this test see that only the
+    changed blocks moved. On AWS the child reads as the whole disk; here the test composes the chain
+    itself (the child's blocks over its parent's) to read it back.
+    """
+    src, _ = inventories(stack, ["vm-a"], data_mib=8)
+    disk = src / "vm-a" / "disk-0.raw"
+    recorder = Recorder(moto_url)
+    with stack.client() as api:
+        a = api.create_endpoint(f"inv-{src.name}", "local", {"path": str(src)})
+        b = api.create_endpoint(f"aws-{src.name}", "aws", conn_info)
+        t = api.create_transfer(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["vm-a"],
+                                skip_os_morphing=True, network_map={"VM Network": subnet["SubnetId"]},
+                                destination_environment={"flavor_name": "t3.small",
+                                                         "security_group_ids": [subnet["GroupId"]]})
+        e1 = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert e1["status"] == "COMPLETED", e1
+        first = re.search(r"into snapshot (snap-\w+)", next(m for m in events_of(e1) if "up to date" in m))
+        assert first
+        parent = first.group(1)
+        data = bytearray(disk.read_bytes())
+        base = own_blocks(ebs, parent)
+        assert compose([base], len(data)) == bytes(data), "the first snapshot holds the source"
+
+        # Four 64 KiB writes in four EBS blocks, and one block of data wiped to zeros.
+        used = [i for i in range(len(data) // EBS_BLOCK) if any(data[i * EBS_BLOCK:(i + 1) * EBS_BLOCK])]
+        touched = random.Random(2).sample(range(len(data) // EBS_BLOCK), 4)
+        wiped = next(i for i in used if i not in touched)
+        with disk.open("r+b") as f:
+            for n, i in enumerate(touched):
+                f.seek(i * EBS_BLOCK + 128 * 1024)
+                f.write(bytes([0x50 + n]) * 64 * 1024)
+            f.seek(wiped * EBS_BLOCK)
+            f.write(bytes(EBS_BLOCK))
+        recorder.start()
+        try:
+            e2 = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        finally:
+            recorder.stop()
+        assert e2["status"] == "COMPLETED", e2
+        done = next(m for m in events_of(e2) if "up to date" in m)
+        second = re.search(r"into snapshot (snap-\w+)", done)
+        assert second
+        child = second.group(1)
+        print(f"\nlocal -> AWS: second execution: {done}")
+        # Every attempt (a retried one too, on a loaded machine) started a child of the last good snapshot...
+        parents = [body.get("ParentSnapshotId") for body in start_snapshot_bodies(recorder)]
+        assert parents and set(parents) == {parent}, parents
+        # ...and an abandoned attempt's child did not stay.
+        f = [{"Name": "tag:sterna:migration-id", "Values": [t["id"]]}]
+        assert {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"]} \
+            == {parent, child}
+        blocks = own_blocks(ebs, child)
+        assert sorted(blocks) == sorted([*touched, wiped]), "the child holds the changed blocks only"
+        assert blocks[wiped] == bytes(EBS_BLOCK)
+        assert compose([base, blocks], len(data)) == disk.read_bytes()
+        api.delete_transfer_disks(t["id"])
+        assert ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"] == []
+
+
+def events_of(execution: dict[str, Any]) -> list[str]:
+    return [e["message"] for e in task_of(execution, "REPLICATE_DISKS", "vm-a")["events"]]
+
+
+def compose(chain: list[dict[int, bytes]], size: int) -> bytes:
+    """A chain's content: each snapshot's blocks over its ancestors' (what AWS does for a child)."""
+    out = bytearray(size)
+    for blocks in chain:
+        for index, block in blocks.items():
+            out[index * EBS_BLOCK:(index + 1) * EBS_BLOCK] = block[:max(0, size - index * EBS_BLOCK)]
+    return bytes(out)

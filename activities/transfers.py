@@ -214,6 +214,9 @@ class TransferActivities:
                                         step.task.instance, name, value)
             out = []
             for disk in inp.disks:
+                if disk.format == "ebs-snapshot":
+                    # TODO(issue 13 §4): a child snapshot holding the morph's changed blocks.
+                    raise InvalidInput("Deployments from replicas kept as EBS snapshots are not implemented yet")
                 if disk.path is None or not Path(disk.path).exists():
                     raise InvalidInput(f"Replica disk {disk.disk_id} is missing: execute the transfer anew")
                 overlay = workdir / "overlay" / f"{_safe(disk.disk_id)}.qcow2"

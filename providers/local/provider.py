@@ -4,6 +4,8 @@ connection_info: ``{"path": "/var/lib/sterna/vms"}``.
 
 * Source: the snapshot is a read-only sparse (reflink where the filesystem can) copy of each
   disk in the worker's scratch, so the VM may keep running; export reads its allocated extents.
+  For a transfer, a qcow2 disk also gets a persistent dirty bitmap per transfer (``tracking``): the
+  next execution reads only what it marks. Raw disks have none: their replicas compare digests.
 * Destination: each migrated instance becomes ``<path>/<instance>/`` with qcow2 disks, a
   libvirt ``domain.xml`` (virtio devices, mapped networks, flavor CPU/memory) and a ``vm.json``,
   so the result is itself a valid ``local`` inventory entry.

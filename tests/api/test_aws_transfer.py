@@ -209,3 +209,50 @@ def compose(chain: list[dict[int, bytes]], size: int) -> bytes:
         for index, block in blocks.items():
             out[index * EBS_BLOCK:(index + 1) * EBS_BLOCK] = block[:max(0, size - index * EBS_BLOCK)]
     return bytes(out)
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_cancelled_execution_to_aws_keeps_the_last_good_snapshot(stack: RunningStack, conn_info: dict[str, Any],
+                                                                 ec2: Any, ebs: Any, subnet: dict[str, Any]) -> None:
+    """A cancel while a child is being written: CANCELED, the child is deleted, the replica is still the
+    last good snapshot (trusted), and the next execution chains from it to the source's content."""
+    from tests.conftest import wait_for
+
+    src, _ = inventories(stack, ["vm-a"], data_mib=8)
+    disk = src / "vm-a" / "disk-0.raw"
+    with stack.client() as api:
+        a = api.create_endpoint(f"inv-{src.name}", "local", {"path": str(src)})
+        b = api.create_endpoint(f"aws-{src.name}", "aws", conn_info)
+        t = api.create_transfer(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["vm-a"],
+                                skip_os_morphing=True, network_map={"VM Network": subnet["SubnetId"]},
+                                destination_environment={"flavor_name": "t3.small",
+                                                         "security_group_ids": [subnet["GroupId"]]})
+        e1 = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert e1["status"] == "COMPLETED", e1
+        parent = re.search(r"into snapshot (snap-\w+)", next(m for m in events_of(e1) if "up to date" in m))
+        assert parent
+        base = own_blocks(ebs, parent.group(1))
+        with disk.open("r+b") as f:
+            f.seek(40 * EBS_BLOCK)
+            f.write(b"\x77" * EBS_BLOCK)
+
+        # 1 MiB/s: reading the disk's ~17 MiB of data lasts long enough to cancel in between.
+        api.update_transfer(t["id"], source_environment={"bandwidth_limit": 1024**2})
+        e = api.execute_transfer(t["id"])
+        wait_for(lambda: any("started as a child" in m for m in events_of(api.get_execution(t["id"], e["id"]))),
+                 120, 0.1, "the child snapshot being written")
+        api.cancel_execution(t["id"], e["id"])
+        final = api.wait_execution(t["id"], e["id"], 60)
+        assert final["status"] == "CANCELED"
+        [state] = api.get_transfer(t["id"], include_task_info=True)["info"]["vm-a"]["volumes_info"]
+        assert state["volume_id"] == parent.group(1) and state["replica_state"]["trusted"] is True
+        f = [{"Name": "tag:sterna:migration-id", "Values": [t["id"]]}]
+        assert [s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"]] \
+            == [parent.group(1)], "the cancelled child is gone"
+
+        api.update_transfer(t["id"], source_environment={"bandwidth_limit": None})
+        again = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert again["status"] == "COMPLETED", again
+        child = re.search(r"into snapshot (snap-\w+)", next(m for m in events_of(again) if "up to date" in m))
+        assert child
+        assert compose([base, own_blocks(ebs, child.group(1))], disk.stat().st_size) == disk.read_bytes()

@@ -27,15 +27,22 @@ SIZE, DATA, CHANGED, PIECE = 4 * GiB, 1 * GiB, 64 * MiB, 256 * 1024
 
 @pytest.fixture(scope="module")
 def big_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 GiB sparse raw, 1 GiB of random data in 4 MiB runs at scattered offsets (built once)."""
+    """4 GiB sparse raw, 1 GiB of data in 4 MiB runs at scattered offsets (built once).
+
+    One random 4 MiB pattern, with each 64 KiB chunk stamped with its offset: every chunk differs
+    (as digests must see it) without generating 1 GiB of random bytes.
+    """
     path = tmp_path_factory.mktemp("incremental") / "big.raw"
     rng = random.Random(13)
-    run = 4 * MiB
+    run, chunk = 4 * MiB, 64 * 1024
+    pattern = bytearray(rng.randbytes(run))
     with path.open("wb") as f:
         f.truncate(SIZE)
         for slot in rng.sample(range(SIZE // run), DATA // run):
+            for c in range(0, run, chunk):
+                pattern[c:c + 8] = (slot * run + c).to_bytes(8, "little")
             f.seek(slot * run)
-            f.write(rng.randbytes(run))
+            f.write(pattern)
     return path
 
 

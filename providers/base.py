@@ -218,6 +218,11 @@ class ChangeTrackingSource(BaseProvider):
         """Areas of ``disk`` that may differ from what it held at ``marker`` (may over-approximate,
         never under); ``None`` when the marker is unknown here and everything must be compared."""
 
+    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
+        """Drop what tracks changes for the transfer named by ``env[CHANGE_TRACKING]`` on ``instance``
+        (its replica is gone); returns what was removed. Idempotent. Default: nothing to drop."""
+        return []
+
 
 class ImportProvider(BaseProvider):
     """Bit 4: a migration destination."""

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from core.errors import NotFound
 from core.models import (
+    CHANGE_TRACKING,
     DeployedInstance,
     DiskLocator,
     ImportedDisk,
@@ -229,6 +230,10 @@ class AwsProvider(
 
     def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
         return replica.delete_all(self._clients(env), transfer_id)
+
+    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
+        tag = env.get(CHANGE_TRACKING)
+        return source.release_tracking(self._clients(env), str(tag)) if tag else []
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         source.delete_snapshot(self._clients({"region": snapshot.details.get("region")}), snapshot)

@@ -219,3 +219,13 @@ def _delete(clients: AwsClients, snapshot_id: str) -> None:
                     raise
     except NotFound:
         return
+
+
+def release_tracking(clients: AwsClients, transfer: str) -> list[str]:
+    """Delete the baseline snapshots a transfer kept (its replica is gone)."""
+    keys = {t.MIGRATION_TAG: transfer, t.ROLE_TAG: t.ROLE_CHANGE_MARKER}
+    with aws_errors("listing baseline snapshots", clients.conn.secrets):
+        found = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
+    for snap in found:
+        _delete(clients, str(snap["SnapshotId"]))
+    return [f"Removed baseline snapshot {s['SnapshotId']}" for s in found]

@@ -163,6 +163,16 @@ class LocalProvider(
             return None
         return bitmaps.dirty_extents(disk.path, marker)
 
+    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
+        tag = env.get(CHANGE_TRACKING)
+        if not tag:
+            return []
+        removed: list[str] = []
+        for disk in self.get_instance(env, instance).devices.disks:
+            if disk.format == "qcow2" and disk.path is not None:
+                removed += tracking.release(Path(disk.path), str(tag))
+        return removed
+
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         shutil.rmtree(snapshot.snapshot_id, ignore_errors=True)
 

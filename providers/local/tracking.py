@@ -49,3 +49,12 @@ def finish(source: Path, copy: Path, tag: str) -> str | None:
     except subprocess.CalledProcessError as err:
         log.warning("could not remove old bitmaps of %s: %s", source, err.stderr.strip() if err.stderr else err)
     return marker
+
+
+def release(source: Path, tag: str) -> list[str]:
+    """Remove every bitmap of this transfer from the source (its replica is gone)."""
+    removed = []
+    for name in _ours(bitmaps.bitmaps(source), tag):
+        bitmaps.remove_bitmap(source, name)
+        removed.append(f"Removed dirty bitmap {name} from {source}")
+    return removed

@@ -109,6 +109,8 @@ def test_aws_to_local_transfer_reads_only_changed_blocks(
         expect()
         assert same(expected, replica)
         assert kept(ec2, t["id"]) != [baseline] and len(kept(ec2, t["id"])) == 1, "one baseline, the newest"
+        removed = api.delete_transfer_disks(t["id"])["removed"]
+        assert kept(ec2, t["id"]) == [], removed
 
 
 def start_snapshot_bodies(recorder: Recorder) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from diskio import bitmaps
 from tests.api.test_transfers import bytes_written, new_transfer, replica_of, task_of
 from tests.conftest import RunningStack
 
@@ -189,6 +190,10 @@ def test_cancelled_incremental_execution_is_never_trusted(stack: RunningStack) -
         assert again["status"] == "COMPLETED"
         assert any("Full sync" in m for m in events(again)), events(again)
         assert same(disk, "qcow2", replica)
+        # The replica gone, the transfer's bitmap leaves the source too.
+        assert any(n.startswith(f"sterna-{t['id']}-") for n in bitmaps.bitmaps(disk))
+        api.delete_transfer_disks(t["id"])
+        assert not replica.exists() and bitmaps.bitmaps(disk) == []
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)

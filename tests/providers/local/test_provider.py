@@ -188,3 +188,5 @@ def test_qcow2_snapshots_rotate_one_dirty_bitmap_per_transfer(inventory: Path, t
     # A migration (no change tracking) adds nothing to the source.
     assert "change_marker" not in p.snapshot_instance({}, "vm-q", tmp_path / "run3").disks[0].details
     assert bitmaps.bitmaps(disk) == [newer]
+    assert p.release_tracking(env, "vm-q") == [f"Removed dirty bitmap {newer} from {disk}"]
+    assert bitmaps.bitmaps(disk) == [] and p.release_tracking(env, "vm-q") == []

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from activities.changes import changed_since
+from activities.recording import heartbeating
 from activities.services import Services
 from activities.steps import _dest_env
 from core.limits import bandwidth_limit
@@ -30,15 +31,17 @@ async def replicate_to_snapshots(services: Services, inp: DiskStepInput, rec: An
     task = step.task
     assert step.snapshot is not None and task.execution_id is not None
     env, chunk = _dest_env(step), dest.REPLICA_CHUNK
-    known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
-    good = (known is not None and known.trusted and known.digests is not None and known.path is not None
-            and known.chunk_size == chunk and known.size_bytes == src.size)
-    parent = known.path if good and known is not None else None
-    previous = known.digests if good and known is not None else None
-    changed = await changed_since(rec, source, step.snapshot, inp.disk,
-                                  known.change_marker if good and known is not None else None)
-    snapshot_id, target = await asyncio.to_thread(dest.start_replica_snapshot, env, task.migration_id,
-                                                  task.instance, inp.disk.disk_id, src.size, parent)
+    # Blocking calls before the first progress heartbeat: beat meanwhile (no checkpoint to keep here).
+    async with heartbeating():
+        known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
+        good = (known is not None and known.trusted and known.digests is not None and known.path is not None
+                and known.chunk_size == chunk and known.size_bytes == src.size)
+        parent = known.path if good and known is not None else None
+        previous = known.digests if good and known is not None else None
+        changed = await changed_since(rec, source, step.snapshot, inp.disk,
+                                      known.change_marker if good and known is not None else None)
+        snapshot_id, target = await asyncio.to_thread(dest.start_replica_snapshot, env, task.migration_id,
+                                                      task.instance, inp.disk.disk_id, src.size, parent)
     await rec.aevent(f"Replica snapshot {snapshot_id} of {inp.disk.disk_id} started"
                      + (f" as a child of {parent}" if parent else " (full sync: no trusted replica)"))
     reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size)

@@ -61,8 +61,17 @@ class EndpointActivities:
             source = get_provider(endpoint.type, info, SourceOptionsProvider)
             return [o.model_dump(mode="json") for o in source.source_options(call.env)]
         if op == "delete_replica_disks":
-            from providers.base import ReplicaProvider
+            from providers.base import BaseProvider, ReplicaProvider, SnapshotReplicaProvider
 
-            replicas = get_provider(endpoint.type, info, ReplicaProvider)
+            replicas = get_provider(endpoint.type, info, BaseProvider)
+            if not isinstance(replicas, (ReplicaProvider, SnapshotReplicaProvider)):
+                raise InvalidInput(f"Provider '{endpoint.type}' holds no replica disks")
             return replicas.delete_replica_disks(call.env, call.instance or "")
+        if op == "release_change_tracking":
+            from providers.base import BaseProvider, ChangeTrackingSource
+
+            tracked = get_provider(endpoint.type, info, BaseProvider)
+            if not isinstance(tracked, ChangeTrackingSource):
+                return []
+            return tracked.release_tracking(call.env, call.instance or "")
         raise InvalidInput(f"Unknown endpoint operation '{op}'")

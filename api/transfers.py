@@ -15,7 +15,8 @@ from api.errors import ApiError
 from api.listing import ACTION_SORT, flag, page, status_filter
 from api.schedules import drop_schedules
 from api.transfer_schemas import TransferCreate, TransferUpdate
-from providers.base import ExportProvider, ImportProvider, ReplicaProvider
+from core.models import CHANGE_TRACKING
+from providers.base import ExportProvider, ImportProvider, ReplicaProvider, SnapshotReplicaProvider
 from providers.registry import provider_class
 from store.models import Migration
 from workflows.types import EndpointCall, Status
@@ -37,7 +38,7 @@ def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple
     if not issubclass(provider_class(origin.type), ExportProvider):
         raise ApiError(400, f"Provider '{origin.type}' can't be a transfer source")
     cls = provider_class(dest.type)
-    if not issubclass(cls, ImportProvider) or not issubclass(cls, ReplicaProvider):
+    if not issubclass(cls, ImportProvider) or not issubclass(cls, (ReplicaProvider, SnapshotReplicaProvider)):
         raise ApiError(400, f"Provider '{dest.type}' can't hold the replica disks of a transfer (yet)")
     return origin.id, dest.id
 
@@ -154,6 +155,14 @@ async def actions(request: Request) -> JSONResponse:
                                                   operation="delete_replica_disks",
                                                   env=row.destination_environment or {}, instance=row.id))
     await db(d.store.forget_replicas, row.id)
+    # The source's change tracking for this transfer (bitmaps, baseline snapshots) is no use any more.
+    for instance in row.instances:
+        try:
+            removed += await endpoint_call(d, EndpointCall(
+                endpoint_id=row.origin_endpoint_id, operation="release_change_tracking",
+                env={**(row.source_environment or {}), CHANGE_TRACKING: row.id}, instance=instance))
+        except ApiError as exc:  # the replica is gone either way; say what stays at the source
+            removed.append(f"Could not release the change tracking of {instance} at the source: {exc}")
     execution = await db(d.store.record_done_execution, row.id, str(uuid.uuid4()), "transfer_disks_delete")
     view = views.execution(execution, with_tasks=True)
     view["removed"] = removed

@@ -96,6 +96,11 @@ class DiskLocator(_Model):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+#: ``source_environment`` key a transfer execution sets (to the transfer id): the snapshot also starts
+#: tracking changes for the next execution (``providers.base.ChangeTrackingSource``)
+CHANGE_TRACKING = "change_tracking"
+
+
 class SourceSnapshot(_Model):
     """A point-in-time view of a source instance, created by ``snapshot_instance``."""
 

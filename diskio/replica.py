@@ -3,7 +3,9 @@
 The replica's previous digest map (one fixed-size digest per chunk, BLAKE3, its algorithm named
 in the map's header: ``diskio.digest.encode_map``) says what it holds. A map from before the header
 (bare BLAKE2b) is still compared in its own algorithm, once; a map that cannot be read is ignored.
-With no usable map, every non-zero chunk is written into a fresh sparse file. Work runs in batches on a
+With no usable map, every non-zero chunk is written into a fresh sparse file. When the source can say
+which areas changed since the replica's last sync (CBT, a dirty bitmap, EBS changed blocks), only the
+chunks they touch are read; the others keep their digest. Work runs in batches on a
 thread, and ``on_progress`` is awaited between batches: that is where the activity heartbeats
 and where a cancel lands.
 """
@@ -37,16 +39,23 @@ def _allocated(extents: list[Extent], size: int, chunk: int) -> list[bool]:
 
 
 class _Sync:
-    def __init__(self, src: DiskSource, dst: DiskTarget, previous: bytes | None, chunk: int, digest_size: int):
+    def __init__(self, src: DiskSource, dst: DiskTarget, previous: bytes | None, chunk: int, digest_size: int,
+                 changed: list[Extent] | None = None):
         self.src, self.dst, self.chunk, self.ds = src, dst, chunk, digest_size
         self.count = (src.size + chunk - 1) // chunk
         known = digest.decode_map(previous, self.count, digest_size)
         self.previous = known[1] if known else None
         self.hash = digest.short_hasher(digest.ALGORITHM, digest_size)
         # a legacy map is compared in its own algorithm (one extra hash per chunk, on one sync)
-        self.old_hash = digest.short_hasher(known[0], digest_size) if known else self.hash
+        legacy = known is not None and known[0] != digest.ALGORITHM
+        self.old_hash = digest.short_hasher(known[0], digest_size) if known and legacy else self.hash
         self.out = bytearray(self.count * digest_size)
         self.allocated = _allocated(src.extents(), src.size, chunk)
+        # Without a previous map every chunk is a candidate; "changed" only narrows an incremental sync, and
+        # only when the map is in today's algorithm: unchanged chunks keep their old digest as they are.
+        self.candidate = (_allocated(changed, src.size, chunk)
+                          if changed is not None and self.previous is not None and self.old_hash is self.hash
+                          else None)
         self._zero: dict[tuple[int, bool], bytes] = {}
         self.result = ReplicaSync(digests=b"")
 
@@ -65,6 +74,10 @@ class _Sync:
 
     def batch(self, start: int, stop: int) -> None:
         for i in range(start, stop):
+            if self.candidate is not None and not self.candidate[i]:
+                assert self.previous is not None
+                self.out[i * self.ds:(i + 1) * self.ds] = self.previous[i * self.ds:(i + 1) * self.ds]
+                continue
             offset = i * self.chunk
             length = min(self.chunk, self.src.size - offset)
             data = self.src.read(offset, length) if self.allocated[i] else None
@@ -101,14 +114,18 @@ async def sync_replica(
     bandwidth_limit: int | None = None,
     batch_chunks: int = 64,
     resume_from: int = 0,
+    changed: list[Extent] | None = None,
 ) -> ReplicaSync:
     """``previous`` None (or a map that ``diskio.digest.decode_map`` refuses) means a full sync into a
     fresh, empty ``dst``.
 
+    ``changed``: the areas the source reports changed since ``previous`` was taken (None: unknown,
+    every allocated chunk is read and compared).
+
     ``resume_from`` (bytes) continues an attempt of the same sync that stopped there: the chunks
     below it are not read from the source again, only hashed from the replica.
     """
-    sync = _Sync(src, dst, previous, chunk_size, digest_size)
+    sync = _Sync(src, dst, previous, chunk_size, digest_size, changed)
     first = min(sync.count, resume_from // chunk_size)
     for start in range(0, first, batch_chunks * 4):
         await asyncio.to_thread(sync.recompute, start, min(first, start + batch_chunks * 4))

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.models import CHANGE_TRACKING as CHANGE_TRACKING
 from core.models import (
     DeployedInstance,
     DiskLocator,
@@ -46,7 +47,7 @@ from core.models import (
 from diskio.progress import TransferProgress as TransferProgress
 
 if TYPE_CHECKING:
-    from diskio.base import DiskSource
+    from diskio.base import DiskSource, DiskTarget, Extent
 
 
 class ProviderType(enum.IntFlag):
@@ -204,6 +205,25 @@ class ExportProvider(InstancesProvider):
         """Remove what ``snapshot_instance`` created; must tolerate being called twice."""
 
 
+class ChangeTrackingSource(BaseProvider):
+    """A source that can tell which areas of a disk changed since an earlier snapshot.
+
+    When ``env[CHANGE_TRACKING]`` is set, ``snapshot_instance`` puts in each disk's
+    ``details["change_marker"]`` the marker of that point in time (a CBT changeId, a qcow2 dirty
+    bitmap, an EBS snapshot id). A transfer keeps the marker of the last good sync of each replica.
+    """
+
+    @abstractmethod
+    def changed_extents(self, snapshot: SourceSnapshot, disk: DiskLocator, marker: str) -> list[Extent] | None:
+        """Areas of ``disk`` that may differ from what it held at ``marker`` (may over-approximate,
+        never under); ``None`` when the marker is unknown here and everything must be compared."""
+
+    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
+        """Drop what tracks changes for the transfer named by ``env[CHANGE_TRACKING]`` on ``instance``
+        (its replica is gone); returns what was removed. Idempotent. Default: nothing to drop."""
+        return []
+
+
 class ImportProvider(BaseProvider):
     """Bit 4: a migration destination."""
 
@@ -287,3 +307,28 @@ class ReplicaProvider(BaseProvider):
     @abstractmethod
     def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
         """Remove every replica disk of a transfer; returns what was removed. Idempotent."""
+
+
+class SnapshotReplicaProvider(BaseProvider):
+    """A transfer destination whose replica disk is a chain of snapshots (EBS ``ParentSnapshotId``).
+
+    Each execution writes only the chunks that differ into a *child* of the replica's last
+    snapshot; a failed or cancelled execution discards its child, so the replica stays the last
+    good snapshot. Chunks are ``REPLICA_CHUNK`` bytes: whole blocks of the snapshot service.
+    """
+
+    REPLICA_CHUNK: ClassVar[int]
+
+    @abstractmethod
+    def start_replica_snapshot(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
+                               size_bytes: int, parent: str | None) -> tuple[str, DiskTarget]:
+        """A new snapshot (a child of ``parent``, or empty) and a target writing into it; the target's
+        ``flush`` completes it. Zero chunks written into a child overwrite the parent's data."""
+
+    @abstractmethod
+    def discard_replica_snapshot(self, env: Mapping[str, Any], snapshot_id: str) -> None:
+        """Delete a snapshot this transfer started (tolerates a missing one)."""
+
+    @abstractmethod
+    def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
+        """Remove every replica snapshot of a transfer; returns what was removed. Idempotent."""

@@ -176,3 +176,6 @@ class ReplicaDisk(_Row, Base):
     digests: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     trusted: Mapped[bool] = mapped_column(Boolean, default=False)
     last_execution_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    #: the source's change-tracking marker (CBT changeId, qcow2 bitmap, EBS snapshot id) this
+    #: replica was last synced from: the next execution asks the source what changed since it
+    change_marker: Mapped[str | None] = mapped_column(Text, default=None)

@@ -287,7 +287,7 @@ class TransferRecords:
             row.updated_at = utcnow()
 
     def trust_replica(self, transfer_id: str, instance: str, disk_id: str, digests: bytes,
-                      execution_id: str) -> None:
+                      execution_id: str, change_marker: str | None = None) -> None:
         """Only the execution that last distrusted the replica may trust it: a force-cancelled
         execution's activity that runs on for a while must not vouch for a newer execution's file."""
         with self.db.session() as s:
@@ -296,7 +296,7 @@ class TransferRecords:
                 ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).one()
             if row.last_execution_id != execution_id:
                 raise Conflict(f"Replica {disk_id} of {instance} is now written by execution {row.last_execution_id}")
-            row.digests, row.trusted = digests, True
+            row.digests, row.trusted, row.change_marker = digests, True, change_marker
             row.updated_at = utcnow()
 
     def consume_replica(self, transfer_id: str, instance: str, disk_id: str) -> None:
@@ -307,6 +307,22 @@ class TransferRecords:
                 ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).first()
             if row is not None:
                 row.trusted, row.digests, row.updated_at = False, None, utcnow()
+
+    def set_replica_snapshot(self, transfer_id: str, instance: str, disk_id: str, *, snapshot_id: str,
+                             size_bytes: int, chunk_size: int, digests: bytes, execution_id: str,
+                             change_marker: str | None) -> None:
+        """A snapshot-chain replica (``providers.base.SnapshotReplicaProvider``) moves to a newly
+        completed snapshot in one step: until then the record names the last good one, still trusted."""
+        with self.db.session() as s:
+            row = s.scalars(select(ReplicaDisk).where(
+                ReplicaDisk.transfer_id == transfer_id, ReplicaDisk.instance == instance,
+                ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).first()
+            if row is None:
+                row = ReplicaDisk(transfer_id=transfer_id, instance=instance, disk_id=disk_id)
+                s.add(row)
+            row.path, row.format, row.size_bytes, row.chunk_size = snapshot_id, "ebs-snapshot", size_bytes, chunk_size
+            row.digests, row.trusted, row.last_execution_id = digests, True, execution_id
+            row.change_marker, row.updated_at = change_marker, utcnow()
 
     def forget_replicas(self, transfer_id: str) -> list[ReplicaDisk]:
         with self.db.session() as s:

@@ -15,6 +15,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from core.models import CHANGE_TRACKING
     from workflows import ids
     from workflows.deployment import DeploymentWorkflow
     from workflows.shared import (
@@ -113,6 +114,8 @@ class TransferInstanceWorkflow:
         # Replication deploys nothing: an instance of the same name at the destination (an
         # earlier deployment, a test failover) is a deployment's concern, not this execution's.
         step.destination_environment["replica_only"] = True
+        # The snapshot also starts tracking changes for the next execution (where the source can).
+        step.source_environment[CHANGE_TRACKING] = p.plan.transfer_id
         host_queue: str | None = None
         try:
             self._current = TransferTask.VALIDATE

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from core.errors import NotFound
 from core.models import (
+    CHANGE_TRACKING,
     DeployedInstance,
     DiskLocator,
     ImportedDisk,
@@ -23,18 +24,21 @@ from core.models import (
     SourceSnapshot,
     StorageInfo,
 )
-from diskio.base import DiskSource
+from diskio.base import DiskSource, DiskTarget, Extent
 from providers.aws import cleanup as cleanup_mod
-from providers.aws import deploy, flavors, importer, instances, options, source
+from providers.aws import deploy, flavors, importer, instances, options, replica, source
+from providers.aws.ebs import EBS_BLOCK_SIZE
 from providers.aws.mapping import VOLUME_TYPES, plan_nics, volume_type_for
 from providers.aws.session import CONNECTION_INFO_SCHEMA, AwsClients, AwsConnection
 from providers.base import (
     BootVerifier,
+    ChangeTrackingSource,
     DestinationOptionsProvider,
     EndpointProvider,
     ExportProvider,
     ImportProvider,
     NetworksProvider,
+    SnapshotReplicaProvider,
     SourceOptionsProvider,
     StorageProvider,
     TransferContext,
@@ -93,10 +97,14 @@ class AwsProvider(
     DestinationOptionsProvider,
     SourceOptionsProvider,
     BootVerifier,
+    ChangeTrackingSource,
+    SnapshotReplicaProvider,
 ):
     """Amazon EC2/EBS endpoint: inventory, EBS-direct export and import, AMI + instance deploy."""
 
     PLUGIN_NAME = "aws"
+    #: replica chunks are whole EBS blocks: each changed one is one PutSnapshotBlock
+    REPLICA_CHUNK = EBS_BLOCK_SIZE
     TARGET_DISK_FORMAT = "raw"
     TARGET_PLATFORM = "aws"
     #: seconds between status polls in ``verify_boot``
@@ -206,6 +214,26 @@ class AwsProvider(
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         # The snapshot lives in the region it was taken in, which env may have overridden.
         return source.open_disk(self._clients({"region": snapshot.details.get("region")}), disk)
+
+    def changed_extents(self, snapshot: SourceSnapshot, disk: DiskLocator, marker: str) -> list[Extent] | None:
+        if not disk.details.get("change_marker"):
+            return None  # an AMI's snapshots: not a chain this transfer took
+        return source.changed_extents(self._clients({"region": snapshot.details.get("region")}), disk, marker)
+
+    # -- replica disks (transfers) ------------------------------------------------------------
+    def start_replica_snapshot(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
+                               size_bytes: int, parent: str | None) -> tuple[str, DiskTarget]:
+        return replica.start(self._clients(env), transfer_id, instance, disk_id, size_bytes, parent)
+
+    def discard_replica_snapshot(self, env: Mapping[str, Any], snapshot_id: str) -> None:
+        replica.discard(self._clients(env), snapshot_id)
+
+    def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
+        return replica.delete_all(self._clients(env), transfer_id)
+
+    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
+        tag = env.get(CHANGE_TRACKING)
+        return source.release_tracking(self._clients(env), str(tag)) if tag else []
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         source.delete_snapshot(self._clients({"region": snapshot.details.get("region")}), snapshot)

@@ -8,15 +8,17 @@ repeated ``snapshot_instance`` returns the same set instead of taking another.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound
-from core.models import DiskLocator, SourceSnapshot
+from core.models import CHANGE_TRACKING, DiskLocator, SourceSnapshot
+from diskio.base import Extent
 from providers.aws import tags as t
-from providers.aws.ebs import EbsSnapshotSource
+from providers.aws.ebs import EBS_BLOCK_SIZE, EbsSnapshotSource
 from providers.aws.errors import aws_errors, error_code
 from providers.aws.instances import describe_image_raw, describe_instance_raw, image_info, instance_info
 from providers.aws.session import AwsClients
@@ -76,15 +78,20 @@ def snapshot_instance(
     else:
         raw = describe_instance_raw(ec2, instance, secrets)
         info = instance_info(ec2, raw, None, secrets)
-        migration = t.migration_id(env)
+        tracking = bool(env.get(CHANGE_TRACKING))
+        migration = t.migration_id(env) or (str(env[CHANGE_TRACKING]) if tracking else None)
         disks = []
         for disk in info.devices.disks:
-            snapshot_id = _snapshot_volume(clients, migration, raw["InstanceId"], disk.id)
+            # A transfer's retries find their snapshot through the workdir's state file; finding it
+            # by tag could pick an older execution's snapshot that a force-cancel left unreleased.
+            snapshot_id = _snapshot_volume(clients, migration, raw["InstanceId"], disk.id, reuse=not tracking)
             disks.append(
                 DiskLocator(
                     disk_id=disk.id,
                     size_bytes=disk.size_bytes,
-                    details={"snapshot_id": snapshot_id, "owned": True, "region": clients.region},
+                    details={"snapshot_id": snapshot_id, "owned": True, "region": clients.region,
+                             # A transfer keeps it, as the baseline of the next execution's changed blocks.
+                             **({"keep": True, "change_marker": snapshot_id} if tracking else {})},
                 )
             )
         with aws_errors("waiting for the source snapshots", secrets):
@@ -117,10 +124,11 @@ def _is_image(clients: AwsClients, name: str) -> bool:
     return False
 
 
-def _snapshot_volume(clients: AwsClients, migration: str | None, instance_id: str, volume_id: str) -> str:
+def _snapshot_volume(clients: AwsClients, migration: str | None, instance_id: str, volume_id: str, *,
+                     reuse: bool = True) -> str:
     ec2, secrets = clients.ec2, clients.conn.secrets
     keys = {t.MIGRATION_TAG: migration, t.ROLE_TAG: t.ROLE_SOURCE_SNAPSHOT, t.DISK_TAG: volume_id}
-    if migration:
+    if migration and reuse:
         # An earlier attempt of the same migration may have lost its workdir but left the snapshot.
         with aws_errors(f"looking for a snapshot of {volume_id}", secrets):
             found = ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]  # type: ignore[arg-type]
@@ -137,6 +145,51 @@ def _snapshot_volume(clients: AwsClients, migration: str | None, instance_id: st
     return str(resp["SnapshotId"])
 
 
+def _keep_only(clients: AwsClients, snapshot_id: str) -> None:
+    """``snapshot_id`` becomes its volume's one kept baseline: earlier ones of the transfer go.
+
+    Whether this execution succeeded or not, the older baseline is no use any more: a failed
+    execution leaves its replica untrusted, and the next one re-syncs it in full.
+    """
+    with aws_errors(f"keeping snapshot {snapshot_id}", clients.conn.secrets):
+        snap = clients.ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+        tags = t.as_dict(snap.get("Tags"))
+        clients.ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": t.ROLE_TAG, "Value": t.ROLE_CHANGE_MARKER}])
+        keys = {t.MIGRATION_TAG: tags.get(t.MIGRATION_TAG, ""), t.ROLE_TAG: t.ROLE_CHANGE_MARKER,
+                t.DISK_TAG: tags.get(t.DISK_TAG, "")}
+        found = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
+    for old in found:
+        if old["SnapshotId"] != snapshot_id:
+            _delete(clients, str(old["SnapshotId"]))
+
+
+def changed_extents(clients: AwsClients, disk: DiskLocator, marker: str) -> list[Extent] | None:
+    """EBS ListChangedBlocks between the marker snapshot and this one; ``None`` if the marker is gone."""
+    try:
+        with aws_errors(f"looking for snapshot {marker}", clients.conn.secrets):
+            clients.ec2.describe_snapshots(SnapshotIds=[marker])
+    except NotFound:
+        return None  # deleted by hand: the next execution compares every block's digest
+    out: list[Extent] = []
+    kwargs: dict[str, Any] = {"FirstSnapshotId": marker, "SecondSnapshotId": disk.details["snapshot_id"]}
+    while True:
+        try:
+            with aws_errors(f"listing blocks changed since {marker}", clients.conn.secrets):
+                page = clients.ebs.list_changed_blocks(**kwargs)
+        except NotFound:
+            return None
+        size = int(page.get("BlockSize") or EBS_BLOCK_SIZE)
+        for block in page.get("ChangedBlocks", []):
+            start = int(block["BlockIndex"]) * size
+            if out and out[-1].end == start:
+                out[-1] = Extent(out[-1].offset, out[-1].length + size)
+            else:
+                out.append(Extent(start, min(size, disk.size_bytes - start)))
+        if not page.get("NextToken"):
+            return sorted(out)
+        kwargs["NextToken"] = page["NextToken"]
+
+
 def open_disk(clients: AwsClients, disk: DiskLocator) -> EbsSnapshotSource:
     """A ``DiskSource`` over the disk's snapshot."""
     return EbsSnapshotSource(clients.ebs, disk.details["snapshot_id"], disk.size_bytes, clients.conn.secrets)
@@ -147,12 +200,32 @@ def delete_snapshot(clients: AwsClients, snapshot: SourceSnapshot) -> None:
     for disk in snapshot.disks:
         if not disk.details.get("owned"):
             continue
-        try:
-            with aws_errors(f"deleting snapshot {disk.details['snapshot_id']}", clients.conn.secrets):
-                try:
-                    clients.ec2.delete_snapshot(SnapshotId=disk.details["snapshot_id"])
-                except Exception as exc:
-                    if error_code(exc) not in ("InvalidSnapshot.NotFound",):
-                        raise
-        except NotFound:
+        if disk.details.get("keep"):
+            # Kept as the next execution's baseline; retagged so that no later snapshot_instance
+            # mistakes it for a snapshot of its own to reuse.
+            with contextlib.suppress(NotFound):  # a repeated release, after a newer one pruned it
+                _keep_only(clients, disk.details["snapshot_id"])
             continue
+        _delete(clients, disk.details["snapshot_id"])
+
+
+def _delete(clients: AwsClients, snapshot_id: str) -> None:
+    try:
+        with aws_errors(f"deleting snapshot {snapshot_id}", clients.conn.secrets):
+            try:
+                clients.ec2.delete_snapshot(SnapshotId=snapshot_id)
+            except Exception as exc:
+                if error_code(exc) not in ("InvalidSnapshot.NotFound",):
+                    raise
+    except NotFound:
+        return
+
+
+def release_tracking(clients: AwsClients, transfer: str) -> list[str]:
+    """Delete the baseline snapshots a transfer kept (its replica is gone)."""
+    keys = {t.MIGRATION_TAG: transfer, t.ROLE_TAG: t.ROLE_CHANGE_MARKER}
+    with aws_errors("listing baseline snapshots", clients.conn.secrets):
+        found = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
+    for snap in found:
+        _delete(clients, str(snap["SnapshotId"]))
+    return [f"Removed baseline snapshot {s['SnapshotId']}" for s in found]

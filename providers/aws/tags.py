@@ -18,6 +18,8 @@ ROLE_IMAGE = "image"
 ROLE_INSTANCE = "instance"
 ROLE_VOLUME = "volume"
 ROLE_SOURCE_SNAPSHOT = "source-snapshot"
+#: a transfer's released source snapshot, kept as the baseline of the next ListChangedBlocks
+ROLE_CHANGE_MARKER = "change-marker"
 DESTINATION_ROLES = (ROLE_IMPORT_SNAPSHOT, ROLE_IMAGE, ROLE_INSTANCE, ROLE_VOLUME)
 
 UPLOAD_IN_PROGRESS = "in-progress"

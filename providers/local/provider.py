@@ -4,6 +4,8 @@ connection_info: ``{"path": "/var/lib/sterna/vms"}``.
 
 * Source: the snapshot is a read-only sparse (reflink where the filesystem can) copy of each
   disk in the worker's scratch, so the VM may keep running; export reads its allocated extents.
+  For a transfer, a qcow2 disk also gets a persistent dirty bitmap per transfer (``tracking``): the
+  next execution reads only what it marks. Raw disks have none: their replicas compare digests.
 * Destination: each migrated instance becomes ``<path>/<instance>/`` with qcow2 disks, a
   libvirt ``domain.xml`` (virtio devices, mapped networks, flavor CPU/memory) and a ``vm.json``,
   so the result is itself a valid ``local`` inventory entry.
@@ -32,9 +34,11 @@ from core.models import (
     StorageBackend,
     StorageInfo,
 )
-from diskio.base import DiskSource
+from diskio.base import DiskSource, Extent
 from providers.base import (
+    CHANGE_TRACKING,
     BootVerifier,
+    ChangeTrackingSource,
     DestinationOptionsProvider,
     EndpointProvider,
     ExportProvider,
@@ -45,6 +49,7 @@ from providers.base import (
     TransferContext,
     TransferProgress,
 )
+from providers.local import tracking
 from providers.local.confine import endpoint_root, file_name
 from providers.local.domain import FLAVORS, domain_xml, stable_mac
 from providers.local.inventory import VM_FILE, Inventory
@@ -56,7 +61,7 @@ REPLICAS_DIR = ".sterna-replicas"
 
 class LocalProvider(
     EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, StorageProvider, DestinationOptionsProvider,
-    BootVerifier, ReplicaProvider,
+    BootVerifier, ReplicaProvider, ChangeTrackingSource,
 ):
     PLUGIN_NAME = "local"
     TARGET_DISK_FORMAT = "qcow2"
@@ -134,14 +139,18 @@ class LocalProvider(
         for disk in info.devices.disks:
             assert disk.path is not None
             target = snap_dir / f"{file_name(disk.id)}.{disk.format}"
+            tag = env.get(CHANGE_TRACKING) if disk.format == "qcow2" else None
             if not target.exists():  # idempotent: a retried activity reuses a finished copy
+                if tag:
+                    tracking.start(Path(disk.path), str(tag))
                 partial = target.with_suffix(target.suffix + ".partial")
                 subprocess.run(["cp", "--reflink=auto", "--sparse=always", disk.path, str(partial)], check=True,
                                preexec_fn=die_with_parent)
                 partial.chmod(0o444)
                 partial.rename(target)
+            marker = tracking.finish(Path(disk.path), target, str(tag)) if tag else None
             disks.append(DiskLocator(disk_id=disk.id, size_bytes=disk.size_bytes, format=disk.format,
-                                     path=str(target)))
+                                     path=str(target), details={"change_marker": marker} if marker else {}))
         return SourceSnapshot(instance=instance, snapshot_id=str(snap_dir), disks=disks)
 
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
@@ -149,6 +158,23 @@ class LocalProvider(
 
         assert disk.path is not None
         return open_local_source(disk.path, disk.format)
+
+    def changed_extents(self, snapshot: SourceSnapshot, disk: DiskLocator, marker: str) -> list[Extent] | None:
+        from diskio import bitmaps
+
+        if disk.format != "qcow2" or disk.path is None or marker not in bitmaps.bitmaps(disk.path):
+            return None
+        return bitmaps.dirty_extents(disk.path, marker)
+
+    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
+        tag = env.get(CHANGE_TRACKING)
+        if not tag:
+            return []
+        removed: list[str] = []
+        for disk in self.get_instance(env, instance).devices.disks:
+            if disk.format == "qcow2" and disk.path is not None:
+                removed += tracking.release(Path(disk.path), str(tag))
+        return removed
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         shutil.rmtree(snapshot.snapshot_id, ignore_errors=True)

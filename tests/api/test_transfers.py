@@ -445,7 +445,7 @@ def test_lists_page_with_marker_limit_and_sort_keys(stack: RunningStack) -> None
         assert error_of(api.http.get("/transfers", params={"marker": str(uuid.uuid4())}), 404)
 
 
-def test_qcow2_source_syncs_incrementally_by_digests(stack: RunningStack) -> None:
+def test_qcow2_source_syncs_incrementally_by_its_dirty_bitmap(stack: RunningStack) -> None:
     import json
     import subprocess
 

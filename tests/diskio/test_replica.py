@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from diskio import digest
+from diskio.base import Extent
 from diskio.local import LocalFileTarget, RawFileSource
 from diskio.replica import ReplicaSync, sync_replica
 
@@ -19,11 +20,12 @@ async def _noop(_done: int, _total: int) -> None:
     return None
 
 
-def _sync(src: Path, dst: Path, previous: bytes | None, resume_from: int = 0) -> ReplicaSync:
+def _sync(src: Path, dst: Path, previous: bytes | None, resume_from: int = 0,
+          changed: list[Extent] | None = None) -> ReplicaSync:
     source, target = RawFileSource(src), LocalFileTarget(dst, SIZE)
     try:
         return asyncio.run(sync_replica(source, target, previous, chunk_size=CHUNK, digest_size=16,
-                                        on_progress=_noop, resume_from=resume_from))
+                                        on_progress=_noop, resume_from=resume_from, changed=changed))
     finally:
         source.close()
         target.close()
@@ -84,6 +86,16 @@ def test_a_legacy_map_is_still_understood_and_replaced_by_a_tagged_one(tmp_path:
     assert _sync(src, dst, again.digests).bytes_written == 0
 
 
+def test_a_legacy_map_is_compared_in_full_even_when_the_source_names_its_changes(tmp_path: Path) -> None:
+    """Unchanged chunks keep their old digest only if it is in today's algorithm: a legacy map is re-read."""
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)
+    _sync(src, dst, None)
+    again = _sync(src, dst, _legacy_map(dst), changed=[Extent(5 * CHUNK, CHUNK)])
+    assert again.bytes_read == 20 * CHUNK and again.bytes_written == 0
+    assert again.digests == _sync(src, tmp_path / "fresh.raw", None).digests
+
+
 def test_a_map_that_cannot_be_read_is_ignored_and_the_sync_is_full(tmp_path: Path) -> None:
     src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
     _disk(src)
@@ -94,3 +106,18 @@ def test_a_map_that_cannot_be_read_is_ignored_and_the_sync_is_full(tmp_path: Pat
     dst.unlink()
     again = _sync(src, dst, unknown)
     assert again.bytes_written == 20 * CHUNK and dst.read_bytes() == src.read_bytes()
+def test_changed_areas_limit_what_is_read_and_keep_the_other_digests(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)
+    full = _sync(src, dst, None)
+    with src.open("r+b") as f:
+        f.seek(5 * CHUNK + 10)
+        f.write(b"y" * 100)
+    # The source says only chunk 5 changed (a bitmap's granularity may cover more: 5 and 6).
+    again = _sync(src, dst, full.digests, changed=[Extent(5 * CHUNK, 2 * CHUNK)])
+    assert again.bytes_read <= 2 * CHUNK and again.bytes_written == CHUNK
+    assert dst.read_bytes() == src.read_bytes()
+    # The map is the same as a full comparison's: the chunks not read kept their digests.
+    assert again.digests == _sync(src, tmp_path / "fresh.raw", None).digests
+    # Without a previous map the changed areas say nothing: a full sync.
+    assert _sync(src, tmp_path / "other.raw", None, changed=[]).bytes_written > 0

@@ -156,3 +156,37 @@ def test_instance_folders_that_are_symlinks_out_are_refused(inventory: Path, dat
     assert [vm.name for vm in p.list_instances({})] == ["vm-a"]
     with pytest.raises(InvalidInput, match="lies outside"):
         p.get_instance({}, "vm-x")
+
+
+def test_qcow2_snapshots_rotate_one_dirty_bitmap_per_transfer(inventory: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from diskio import bitmaps
+    from diskio.base import Extent
+
+    create_vm(inventory, "vm-q", size=64 * 1024**2, data_mib=1)
+    vm = inventory / "vm-q"
+    disk = vm / "disk-0.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(vm / "disk-0.raw"), str(disk)], check=True)
+    meta = json.loads((vm / "vm.json").read_text())
+    meta["disks"] = [{"id": "disk-0", "file": "disk-0.qcow2", "format": "qcow2"}]
+    (vm / "vm.json").write_text(json.dumps(meta))
+    p = LocalProvider({"path": str(inventory)})
+    env = {"change_tracking": "t1"}
+
+    first = p.snapshot_instance(env, "vm-q", tmp_path / "run1")
+    marker = first.disks[0].details["change_marker"]
+    assert bitmaps.bitmaps(disk) == [marker]
+    assert p.snapshot_instance(env, "vm-q", tmp_path / "run1").disks[0].details["change_marker"] == marker
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 7 8M 64k", str(disk)], check=True, capture_output=True)
+
+    second = p.snapshot_instance(env, "vm-q", tmp_path / "run2")
+    newer = second.disks[0].details["change_marker"]
+    assert newer != marker and bitmaps.bitmaps(disk) == [newer], "older bitmaps leave the source"
+    assert p.changed_extents(second, second.disks[0], marker) == [Extent(8 * 1024**2, 64 * 1024)]
+    assert p.changed_extents(second, second.disks[0], "sterna-t1-1") is None, "an unknown marker: compare all"
+    # A migration (no change tracking) adds nothing to the source.
+    assert "change_marker" not in p.snapshot_instance({}, "vm-q", tmp_path / "run3").disks[0].details
+    assert bitmaps.bitmaps(disk) == [newer]
+    assert p.release_tracking(env, "vm-q") == [f"Removed dirty bitmap {newer} from {disk}"]
+    assert bitmaps.bitmaps(disk) == [] and p.release_tracking(env, "vm-q") == []

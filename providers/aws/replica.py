@@ -1,0 +1,88 @@
+"""Replica disks of transfers to AWS: chains of EBS snapshots.
+
+The first execution writes the source's non-zero blocks into a new snapshot; each later one starts
+a child with ``ParentSnapshotId`` = the last good snapshot and writes only the blocks that differ
+(zeros included, where the parent held data). AWS makes a child snapshot read as the whole disk;
+snapshots are tagged ``sterna:role=replica`` with the transfer id, so that ``delete-disks`` finds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import NotFound
+from providers.aws import tags as t
+from providers.aws.ebs import EBS_BLOCK_SIZE, EbsSnapshotTarget, volume_size_gib
+from providers.aws.errors import aws_errors, error_code
+from providers.aws.session import AwsClients
+
+ROLE_REPLICA = "replica"
+
+
+class ChildSnapshotTarget(EbsSnapshotTarget):
+    """An EBS snapshot being written as a child: an all-zero block must be written, not skipped,
+    since the parent's block would show through otherwise."""
+
+    def __init__(self, clients: AwsClients, snapshot_id: str, size: int, *, has_parent: bool) -> None:
+        super().__init__(clients.ebs, snapshot_id, size, secrets=clients.conn.secrets)
+        self.clients, self.has_parent = clients, has_parent
+
+    def flush(self) -> None:
+        super().flush()
+        with aws_errors(f"tagging replica snapshot {self.snapshot_id}", self.clients.conn.secrets):
+            self.clients.ec2.create_tags(Resources=[self.snapshot_id],
+                                         Tags=[{"Key": t.UPLOAD_TAG, "Value": t.UPLOAD_COMPLETE}])
+
+    def write(self, offset: int, data: bytes) -> None:
+        if not self.has_parent:
+            super().write(offset, data)
+            return
+        for start in range(0, len(data), EBS_BLOCK_SIZE):
+            block = data[start:start + EBS_BLOCK_SIZE]
+            self._put((offset + start) // EBS_BLOCK_SIZE, block + bytes(EBS_BLOCK_SIZE - len(block)))
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        if self.has_parent:
+            self.write(offset, bytes(length))
+
+
+def start(clients: AwsClients, transfer_id: str, instance: str, disk_id: str, size_bytes: int,
+          parent: str | None) -> tuple[str, ChildSnapshotTarget]:
+    # Children an interrupted execution left unfinished (a killed worker): never part of the chain.
+    keys = {t.MIGRATION_TAG: transfer_id, t.ROLE_TAG: ROLE_REPLICA, t.DISK_TAG: disk_id,
+            t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS}
+    with aws_errors("listing unfinished replica snapshots", clients.conn.secrets):
+        stale = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
+    for snap in stale:
+        discard(clients, str(snap["SnapshotId"]))
+    tags = {"Name": f"sterna replica {instance} {disk_id}", t.MIGRATION_TAG: transfer_id, t.DISK_TAG: disk_id,
+            t.ROLE_TAG: ROLE_REPLICA, t.SOURCE_INSTANCE_TAG: instance, t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS}
+    kwargs: dict[str, Any] = {"VolumeSize": volume_size_gib(size_bytes), "Tags": t.tag_list(tags),
+                              "Description": f"Sterna replica of disk {disk_id} of {instance}"[:255], "Timeout": 60}
+    if parent:
+        kwargs["ParentSnapshotId"] = parent
+    with aws_errors(f"starting a replica snapshot of disk {disk_id}", clients.conn.secrets):
+        snapshot_id = str(clients.ebs.start_snapshot(**kwargs)["SnapshotId"])
+    return snapshot_id, ChildSnapshotTarget(clients, snapshot_id, size_bytes, has_parent=bool(parent))
+
+
+def discard(clients: AwsClients, snapshot_id: str) -> None:
+    try:
+        with aws_errors(f"deleting replica snapshot {snapshot_id}", clients.conn.secrets):
+            try:
+                clients.ec2.delete_snapshot(SnapshotId=snapshot_id)
+            except Exception as exc:
+                if error_code(exc) != "InvalidSnapshot.NotFound":
+                    raise
+    except NotFound:
+        return
+
+
+def delete_all(clients: AwsClients, transfer_id: str) -> list[str]:
+    keys = {t.MIGRATION_TAG: transfer_id, t.ROLE_TAG: ROLE_REPLICA}
+    with aws_errors("listing replica snapshots", clients.conn.secrets):
+        found = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
+    for snap in found:
+        discard(clients, str(snap["SnapshotId"]))
+    return [f"Removed replica snapshot {s['SnapshotId']}" for s in found]
+

@@ -133,7 +133,8 @@ class MigrationActivities:
                 if beat and checkpoint:
                     await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
                                      f"{beat.bytes_done} of {allocated} bytes already copied")
-                reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated)
+                reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated,
+                                              beat.bytes_done if beat and checkpoint else 0)
                 limit = bandwidth_limit(step.source_environment, "source_environment")
                 chunk_size, lanes = _pacing(limit)
                 result = await copy_disk(

@@ -156,7 +156,8 @@ class TransferActivities:
                 elif previous is None:
                     path.unlink(missing_ok=True)
                     await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
-                reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size)
+                reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size,
+                                              resume or 0)
 
                 async def progress(done: int, total: int) -> None:
                     await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total))

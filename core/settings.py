@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     scratch_dir: Path | None = None
     #: directories under which ``local`` endpoints may live (default: ``data_dir/inventories``); JSON list
     local_roots: list[Path] = Field(default_factory=list)
+    #: run ``sterna db upgrade`` when the API starts; turn off where an init step runs it (several API processes)
+    db_upgrade_on_start: bool = True
+    #: ``host:port`` where the worker serves Sterna's Prometheus metrics (bytes moved, steps...); unset: off
+    worker_metrics_address: str | None = None
+    #: ``host:port`` where the worker's Temporal SDK runtime serves its own Prometheus metrics; unset: off
+    temporal_metrics_address: str | None = None
     #: concurrent disk activities per worker host
     max_disk_activities: int = 4
     # Temporal timeouts, in seconds; inputs rather than constants so tests can shorten them.

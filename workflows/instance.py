@@ -8,7 +8,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
@@ -40,6 +40,16 @@ with workflow.unsafe.imports_passed_through():
 DISK_ATTEMPTS = 8
 #: Heartbeat timeouts on snapshot, deploy and cleanup, and bounded per-disk attempts (issue 11).
 HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
+#: A VM whose host never takes its next disk step starts its disk steps again on another host (issue 18).
+HOST_FAILOVER = "host-failover"
+#: How many times one VM may change hosts that way before it ends ERROR.
+HOST_FAILOVERS = 2
+
+
+def _host_lost(err: ActivityError) -> bool:
+    """No worker polled the pinned host's queue within ``host_schedule_to_start``: the host is gone."""
+    cause = err.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 
 def _retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
@@ -75,6 +85,9 @@ class InstanceMigrationWorkflow:
     def __init__(self) -> None:
         self._current: TaskType | None = None
         self._hardened = False
+        self._failover = False
+        #: the queue of the host holding the scratch copy, once the snapshot step has chosen it
+        self._host_queue: str | None = None
 
     @workflow.query
     def current_task(self) -> str | None:
@@ -85,6 +98,7 @@ class InstanceMigrationWorkflow:
         m, t = inp.migration, inp.migration.timeouts
         # Histories recorded before the patch replay with their old timeouts and retry policies.
         self._hardened = workflow.patched(HARDENED_TIMEOUTS)
+        self._failover = workflow.patched(HOST_FAILOVER)
         step = StepInput.for_task(m, self._ref(inp, TaskType.VALIDATE))
         host_queue: str | None = None
         imported: list[ImportedDisk] = []
@@ -98,46 +112,25 @@ class InstanceMigrationWorkflow:
             )
             step.export_info = v.export_info
 
-            self._current = TaskType.SNAPSHOT
-            s: SnapshotResult = await workflow.execute_activity(
-                names.SNAPSHOT_INSTANCE, self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
-                task_queue=workflow.info().task_queue + "-data",
-                start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
-                retry_policy=_retry(t, 5),
-            )
-            host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
+            failovers = 0
+            while True:
+                try:
+                    morphed, imported = await self._disk_steps(step, inp, t)
+                    break
+                except ActivityError as err:
+                    # The host holding this VM's scratch copy never came back: start its disk steps again
+                    # from a new snapshot, on whichever host takes it from the shared data queue.
+                    if not (self._failover and _host_lost(err) and failovers < HOST_FAILOVERS):
+                        raise
+                    failovers += 1
+                    lost = self._current
+                    await _record(names.RECORD_TASK, TaskUpdate(
+                        task=self._ref(inp, lost or TaskType.EXPORT), status=Status.RUNNING,
+                        message=f"No worker of {self._host_queue} took the step within "
+                                f"{t.host_schedule_to_start:.0f} s: starting this instance's disk steps again on another host "
+                                f"({failovers} of {HOST_FAILOVERS})"), t)
 
-            self._current = TaskType.EXPORT
-            exported = await self._per_disk(
-                names.EXPORT_DISK, step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
-            )
-            disks = [r.disk for r in exported]
-
-            self._current = TaskType.OS_MORPHING
-            morphed: MorphResult = await workflow.execute_activity(
-                names.OS_MORPHING,
-                MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
-                           skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
-                result_type=MorphResult, task_queue=host_queue,
-                start_to_close_timeout=timedelta(seconds=t.transfer),
-                heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
-                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                retry_policy=_retry(t, 3),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-
-            disks = morphed.disks
-            self._current = TaskType.CONVERT
-            disks = await self._per_disk(
-                names.CONVERT_DISK, step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
-            )
-
-            self._current = TaskType.UPLOAD
-            uploads = await self._per_disk(
-                names.UPLOAD_DISK, step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
-            )
-            imported = [u.disk for u in uploads]
-
+            host_queue = self._host_queue
             self._current = TaskType.BOOT
             result: dict[str, Any] = await workflow.execute_activity(
                 names.DEPLOY_INSTANCE,
@@ -157,9 +150,57 @@ class InstanceMigrationWorkflow:
             raise
         finally:
             self._current = TaskType.CLEANUP
+            host_queue = self._host_queue
             cleanup = CleanupInput(step=self._at(step, inp, TaskType.CLEANUP), disks=imported,
                                    deployed=deployed, succeeded=succeeded)
             await self._cleanup(cleanup, host_queue, inp, t)
+
+    async def _disk_steps(self, step: StepInput, inp: InstanceInput,
+                          t: Timeouts) -> tuple[MorphResult, list[ImportedDisk]]:
+        """Snapshot on the shared data queue, then export, morph, convert and upload on that host."""
+        m = inp.migration
+        self._current = TaskType.SNAPSHOT
+        s: SnapshotResult = await workflow.execute_activity(
+            names.SNAPSHOT_INSTANCE, self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
+            task_queue=workflow.info().task_queue + "-data",
+            start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
+            retry_policy=_retry(t, 5),
+        )
+        host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
+        self._host_queue = host_queue
+
+        self._current = TaskType.EXPORT
+        exported = await self._per_disk(
+            names.EXPORT_DISK, step, inp, TaskType.EXPORT, s.snapshot.disks, host_queue, t, DiskStepResult
+        )
+        disks = [r.disk for r in exported]
+
+        self._current = TaskType.OS_MORPHING
+        morphed: MorphResult = await workflow.execute_activity(
+            names.OS_MORPHING,
+            MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
+                       skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
+            result_type=MorphResult, task_queue=host_queue,
+            start_to_close_timeout=timedelta(seconds=t.transfer),
+            heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
+            schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+            retry_policy=_retry(t, 3),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+
+        disks = morphed.disks
+        self._current = TaskType.CONVERT
+        disks = await self._per_disk(
+            names.CONVERT_DISK, step, inp, TaskType.CONVERT, disks, host_queue, t, DiskLocator
+        )
+
+        self._current = TaskType.UPLOAD
+        uploads = await self._per_disk(
+            names.UPLOAD_DISK, step, inp, TaskType.UPLOAD, disks, host_queue, t, UploadResult
+        )
+        imported = [u.disk for u in uploads]
+
+        return morphed, imported
 
     async def _per_disk(
         self, name: str, step: StepInput, inp: InstanceInput, task: TaskType, disks: list[DiskLocator],

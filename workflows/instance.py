@@ -127,8 +127,8 @@ class InstanceMigrationWorkflow:
                     await _record(names.RECORD_TASK, TaskUpdate(
                         task=self._ref(inp, lost or TaskType.EXPORT), status=Status.RUNNING,
                         message=f"No worker of {self._host_queue} took the step within "
-                                f"{t.host_schedule_to_start:.0f} s: starting this instance's disk steps again on another host "
-                                f"({failovers} of {HOST_FAILOVERS})"), t)
+                                f"{t.host_schedule_to_start:.0f} s: starting this instance's disk steps again "
+                                f"on another host ({failovers} of {HOST_FAILOVERS})"), t)
 
             host_queue = self._host_queue
             self._current = TaskType.BOOT

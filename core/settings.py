@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     temporal_metrics_address: str | None = None
     #: concurrent disk activities per worker host
     max_disk_activities: int = 4
+    #: exports reading from one source host (ESXi host, hypervisor) at once, across all workers; 0: no limit
+    max_transfers_per_source_host: int = 8
     # Temporal timeouts, in seconds; inputs rather than constants so tests can shorten them.
     heartbeat_timeout: float = 30.0
     transfer_timeout: float = 24 * 3600.0

@@ -147,6 +147,10 @@ class LocalProvider(
         assert disk.path is not None
         return open_local_source(disk.path, disk.format)
 
+    def source_host(self, snapshot: SourceSnapshot) -> str | None:
+        # The inventory directory is the source's storage: its VMs' reads share its disk.
+        return f"local:{self.root}"
+
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         shutil.rmtree(snapshot.snapshot_id, ignore_errors=True)
 

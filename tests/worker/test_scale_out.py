@@ -4,7 +4,8 @@ two API processes and three workers with different host ids (issue 18).
 VMs of one migration spread over the workers; one worker is killed for good (SIGKILL, never restarted)
 while it exports a VM. That VM's next disk step waits for the dead host's queue for
 ``STERNA_HOST_SCHEDULE_TO_START_TIMEOUT`` (10 s here), then its disk steps start again from a new
-snapshot on another host, and it completes identical to its source.
+snapshot on another host, and it completes identical to its source. The source's transfer limit
+(``STERNA_MAX_TRANSFERS_PER_SOURCE_HOST``) holds across the three workers meanwhile.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.slow
 HOSTS = ["alpha", "bravo", "charlie"]
 VMS = [f"vm-{i}" for i in range(6)]
 WAIT_FOR_HOST = 10
+SOURCE_SLOTS = 2
 
 
 class Topology:
@@ -50,6 +52,8 @@ class Topology:
             "STERNA_RETRY_MAX_INTERVAL": "1",
             "STERNA_HOST_SCHEDULE_TO_START_TIMEOUT": str(WAIT_FOR_HOST),
             "STERNA_MAX_DISK_ACTIVITIES": "2",
+            # All the VMs live in one local inventory, one source host: 2 of the 6 exports read at once.
+            "STERNA_MAX_TRANSFERS_PER_SOURCE_HOST": str(SOURCE_SLOTS),
             "STERNA_API_HOST": "127.0.0.1",
         }
         self.api_urls: list[str] = []
@@ -149,3 +153,8 @@ def test_vms_spread_over_workers_and_a_dead_workers_vm_completes_elsewhere(topol
     first_hosts = {e["message"].rsplit(" ", 1)[-1] for t in final["tasks"] if t["task_type"] == "CREATE_SOURCE_SNAPSHOT"
                    for e in t["events"] if "created on host" in e["message"]}
     assert len(first_hosts) >= 2, first_hosts
+    # The limit held exports back across workers, and each waiting one got a slot in the end.
+    events = [e["message"] for t in _exports(final).values() for e in t["events"]]
+    waited = [m for m in events if m.startswith(f"Waiting for one of the {SOURCE_SLOTS} transfer slots")]
+    got = [m for m in events if m.startswith("Got transfer slot")]
+    assert waited and len(got) == len(waited), events

@@ -46,6 +46,11 @@ HOST_FAILOVER = "host-failover"
 HOST_FAILOVERS = 2
 
 
+def _summary(inp: InstanceInput, task: TaskType, disk: str | None = None) -> str:
+    """What the Temporal UI shows for an activity: the instance, the Coriolis step, the disk."""
+    return f"{inp.instance}: {task.value}" + (f" {disk}" if disk else "")
+
+
 def _host_lost(err: ActivityError) -> bool:
     """No worker polled the pinned host's queue within ``host_schedule_to_start``: the host is gone."""
     cause = err.cause
@@ -107,7 +112,7 @@ class InstanceMigrationWorkflow:
         try:
             self._current = TaskType.VALIDATE
             v: ValidateResult = await workflow.execute_activity(
-                names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
+                names.VALIDATE_INSTANCE, step, result_type=ValidateResult, summary=_summary(inp, TaskType.VALIDATE),
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
             )
             step.export_info = v.export_info
@@ -135,7 +140,7 @@ class InstanceMigrationWorkflow:
             result: dict[str, Any] = await workflow.execute_activity(
                 names.DEPLOY_INSTANCE,
                 DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported, bootable=morphed.bootable),
-                result_type=dict, task_queue=host_queue,
+                result_type=dict, task_queue=host_queue, summary=_summary(inp, TaskType.BOOT),
                 start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                 retry_policy=_retry(t, 3),
@@ -162,7 +167,7 @@ class InstanceMigrationWorkflow:
         self._current = TaskType.SNAPSHOT
         s: SnapshotResult = await workflow.execute_activity(
             names.SNAPSHOT_INSTANCE, self._at(step, inp, TaskType.SNAPSHOT), result_type=SnapshotResult,
-            task_queue=workflow.info().task_queue + "-data",
+            task_queue=workflow.info().task_queue + "-data", summary=_summary(inp, TaskType.SNAPSHOT),
             start_to_close_timeout=timedelta(seconds=t.transfer), heartbeat_timeout=self._heartbeat(t),
             retry_policy=_retry(t, 5),
         )
@@ -180,7 +185,7 @@ class InstanceMigrationWorkflow:
             names.OS_MORPHING,
             MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=disks,
                        skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
-            result_type=MorphResult, task_queue=host_queue,
+            result_type=MorphResult, task_queue=host_queue, summary=_summary(inp, TaskType.OS_MORPHING),
             start_to_close_timeout=timedelta(seconds=t.transfer),
             heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
@@ -211,6 +216,7 @@ class InstanceMigrationWorkflow:
         return list(await asyncio.gather(*(
             workflow.execute_activity(
                 name, DiskStepInput(step=here, disk=disk), result_type=result_type, task_queue=host_queue,
+                summary=_summary(inp, task, disk.disk_id),
                 start_to_close_timeout=timedelta(seconds=t.transfer),
                 heartbeat_timeout=timedelta(seconds=t.heartbeat),
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
@@ -229,7 +235,7 @@ class InstanceMigrationWorkflow:
 
         # Shielded: a second cancel request must not abandon the scratch or target files.
         await shielded(workflow.execute_activity(
-            names.CLEANUP_INSTANCE, inp, task_queue=queue,
+            names.CLEANUP_INSTANCE, inp, task_queue=queue, summary=_summary(mig, TaskType.CLEANUP),
             start_to_close_timeout=timedelta(seconds=t.short), heartbeat_timeout=self._heartbeat(t),
             schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
             retry_policy=_retry(t, 10),

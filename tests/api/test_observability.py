@@ -152,3 +152,20 @@ def test_logs_are_structured_carry_ids_and_no_secret(stack: RunningStack, migrat
     for entry in worker_lines:
         assert entry.get("workflow_id", "").startswith(f"migration-{migration_id}"), entry
         assert entry.get("activity_id") or entry.get("workflow_type"), entry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+async def test_activities_carry_summaries_for_the_temporal_ui(stack: RunningStack, migrated: dict[str, Any]) -> None:
+    from temporalio.client import Client
+    from temporalio.converter import default
+
+    client = await Client.connect(stack.settings.temporal_address)
+    handle = client.get_workflow_handle(f"migration-{migrated['migration']['id']}/vm-vm-a")
+    summaries = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes") and event.user_metadata.HasField("summary"):
+            summaries.append(default().payload_converter.from_payload(event.user_metadata.summary, str))
+    assert "vm-a: REPLICATE_DISKS disk-0" in summaries, summaries
+    assert {"vm-a: VALIDATE_MIGRATION_INPUTS", "vm-a: CREATE_SOURCE_SNAPSHOT",
+            "vm-a: CLEANUP_MIGRATION_RESOURCES"} <= set(summaries), summaries

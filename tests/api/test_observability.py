@@ -138,6 +138,7 @@ def test_worker_metrics_count_bytes_moved_after_a_migration(stack: RunningStack,
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_logs_are_structured_carry_ids_and_no_secret(stack: RunningStack, migrated: dict[str, Any]) -> None:
     secret, migration_id = migrated["secret"], migrated["migration"]["id"]
+    assert secret not in (stack.stack.log_dir / "temporal.log").read_text()
     for name in ("api", "worker"):
         text = (stack.stack.log_dir / f"{name}.log").read_text()
         assert secret not in text, f"{name}.log holds an endpoint's secret"

@@ -256,6 +256,15 @@ class MigrationActivities:
             )
             return deployed.model_dump(mode="json")
 
+    @activity.defn(name=names.RELEASE_SNAPSHOT)
+    async def release_snapshot(self, inp: StepInput) -> None:
+        """Delete the source snapshot a lost host made; its scratch went with that host."""
+        async with task_running(self.services, inp.task) as rec, heartbeating():
+            if inp.snapshot is not None:
+                source = await self._source(inp)
+                await asyncio.to_thread(source.delete_snapshot, inp.snapshot)
+                await rec.aevent(f"Source snapshot {inp.snapshot.snapshot_id} of the lost host removed")
+
     @activity.defn(name=names.CLEANUP_INSTANCE)
     async def cleanup(self, inp: CleanupInput) -> None:
         """Always runs (success, error, cancel); every part tolerates partial state."""

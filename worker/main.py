@@ -72,7 +72,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                           DeploymentInstanceWorkflow],
                activities=light, activity_executor=executor, interceptors=interceptors),
         Worker(client, task_queue=settings.data_task_queue,
-               activities=[steps.snapshot, steps.cleanup, transfers.create_overlay],
+               activities=[steps.snapshot, steps.cleanup, steps.release_snapshot, transfers.create_overlay],
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,
                interceptors=interceptors),
         Worker(client, task_queue=settings.host_task_queue, activities=disk,

@@ -134,6 +134,7 @@ class InstanceMigrationWorkflow:
                         message=f"No worker of {self._host_queue} took the step within "
                                 f"{t.host_schedule_to_start:.0f} s: starting this instance's disk steps again "
                                 f"on another host ({failovers} of {HOST_FAILOVERS})"), t)
+                    await self._release_snapshot(step, inp, t)
 
             host_queue = self._host_queue
             self._current = TaskType.BOOT
@@ -206,6 +207,20 @@ class InstanceMigrationWorkflow:
         imported = [u.disk for u in uploads]
 
         return morphed, imported
+
+    async def _release_snapshot(self, step: StepInput, inp: InstanceInput, t: Timeouts) -> None:
+        """Best effort: the lost host's source snapshot (a vSphere snapshot stays on the VM otherwise)."""
+        try:
+            await workflow.execute_activity(
+                names.RELEASE_SNAPSHOT, self._at(step, inp, TaskType.SNAPSHOT),
+                task_queue=workflow.info().task_queue + "-data", summary=_summary(inp, TaskType.SNAPSHOT),
+                start_to_close_timeout=timedelta(seconds=t.short), heartbeat_timeout=self._heartbeat(t),
+                retry_policy=_retry(t, 3),
+            )
+        except ActivityError as err:
+            await _record(names.RECORD_TASK, TaskUpdate(
+                task=self._ref(inp, TaskType.SNAPSHOT), status=Status.RUNNING,
+                message=f"The lost host's source snapshot was not removed: {failure_message(err)}"), t)
 
     async def _per_disk(
         self, name: str, step: StepInput, inp: InstanceInput, task: TaskType, disks: list[DiskLocator],

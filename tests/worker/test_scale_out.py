@@ -149,6 +149,9 @@ def test_vms_spread_over_workers_and_a_dead_workers_vm_completes_elsewhere(topol
     assert hosts[victim_vm] != victim and hosts[victim_vm] in HOSTS
     moved = [e["message"] for e in _exports(final)[victim_vm]["events"] if "on another host" in e["message"]]
     assert moved and f"sterna-host-{victim}" in moved[0], _exports(final)[victim_vm]["events"]
+    snapshot = next(t for t in final["tasks"] if t["instance"] == victim_vm
+                    and t["task_type"] == "CREATE_SOURCE_SNAPSHOT")
+    assert any("of the lost host removed" in e["message"] for e in snapshot["events"]), snapshot["events"]
     # Spread: the exports ran on more than one host (the killed one included).
     first_hosts = {e["message"].rsplit(" ", 1)[-1] for t in final["tasks"] if t["task_type"] == "CREATE_SOURCE_SNAPSHOT"
                    for e in t["events"] if "created on host" in e["message"]}

@@ -230,11 +230,11 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             details={**details, "change_ids": change_ids},
         )
 
-    @translate_faults("open a vSphere disk for export")
     def source_host(self, snapshot: SourceSnapshot) -> str | None:
         host = snapshot.details.get("esx_host")
         return f"vsphere:{self._endpoint.where}/{host}" if host else None
 
+    @translate_faults("open a vSphere disk for export")
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         ep = self._endpoint
         si = connect(ep)

@@ -18,6 +18,8 @@ CONVERT_DISK: Final = "convert_disk"
 UPLOAD_DISK: Final = "upload_disk"
 DEPLOY_INSTANCE: Final = "deploy_instance"
 CLEANUP_INSTANCE: Final = "cleanup_instance"
+#: the source snapshot of a host that died for good, before the VM starts again elsewhere
+RELEASE_SNAPSHOT: Final = "release_snapshot"
 
 # activities.record.RecordActivities: outcomes only the workflow knows
 RECORD_TASK: Final = "record_task"

@@ -12,6 +12,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.failures import to_application_error
+from activities.metrics import BYTES_MOVED, labels
 from activities.services import Services
 from providers.base import TransferProgress
 from workflows.types import Heartbeat, Status, TaskRef
@@ -33,22 +34,26 @@ class TaskRecorder:
     async def aevent(self, message: str, level: str = "INFO") -> None:
         await asyncio.to_thread(self.event, message, level)
 
-    async def progress(self, message: str, total: int | None) -> ProgressReporter:
+    async def progress(self, message: str, total: int | None, already_done: int = 0) -> ProgressReporter:
+        """``already_done``: bytes a resumed transfer copied in earlier attempts (not moved again)."""
         index = await asyncio.to_thread(self.services.store.start_progress, self.task_id, message, total)
-        return ProgressReporter(self, index, total)
+        return ProgressReporter(self, index, total, already_done)
 
 
 class ProgressReporter:
     """Heartbeats every call; writes a progress update only when the whole percentage rises."""
 
-    def __init__(self, recorder: TaskRecorder, index: int, total: int | None) -> None:
+    def __init__(self, recorder: TaskRecorder, index: int, total: int | None, already_done: int = 0) -> None:
         self.recorder = recorder
         self.index = index
         self.total = total
         self._percent = -1
         self._last_write = 0.0
+        #: bytes_done already counted in the metrics (a resumed copy starts from its checkpoint)
+        self._counted = already_done
 
     async def transfer(self, p: TransferProgress) -> None:
+        self._count(p.bytes_done)
         activity.heartbeat(Heartbeat(bytes_done=p.bytes_done, bytes_total=p.bytes_total, checkpoint=p.checkpoint))
         await self._record(p.bytes_done, p.bytes_total)
         # Yield to the loop so a cancel delivered with the heartbeat response lands here.
@@ -58,6 +63,12 @@ class ProgressReporter:
         activity.heartbeat(Heartbeat(bytes_done=int(value * 100), bytes_total=10000))
         await self._record(int(value * 100), 10000)
         await asyncio.sleep(0)
+
+    def _count(self, done: int) -> None:
+        if done > self._counted:
+            step = labels()
+            BYTES_MOVED.labels(step.task_type, step.provider).inc(done - self._counted)
+            self._counted = done
 
     async def _record(self, done: int, total: int) -> None:
         if total <= 0:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from activities import credentials
+from activities.metrics import note_provider
 from core.crypto import SecretBox
 from core.keystone import KeystoneService
 from core.settings import Settings
@@ -51,6 +52,7 @@ class Services:
         ``migration_id`` is the migration the caller works for, whose trust reads Barbican secrets.
         """
         endpoint = await asyncio.to_thread(self.store.get_endpoint, None, endpoint_id)
+        note_provider(endpoint.type)
         info: dict[str, Any] = await asyncio.to_thread(self.store.connection_info, endpoint_id)
         info = await asyncio.to_thread(self.resolve, endpoint.type, info, None, migration_id)
         return await asyncio.to_thread(get_provider, endpoint.type, info, capability)

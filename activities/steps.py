@@ -11,7 +11,7 @@ import contextlib
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
@@ -19,6 +19,7 @@ from activities import names
 from activities.recording import TaskRecorder, heartbeating, task_running
 from activities.services import Services
 from core.errors import BootFailed, BootInconclusive
+from activities.slots import source_slot
 from core.limits import bandwidth_limit
 from core.models import DeployedInstance, DiskLocator
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
@@ -35,6 +36,9 @@ from workflows.types import (
     UploadResult,
     ValidateResult,
 )
+
+if TYPE_CHECKING:
+    from diskio.copier import CopyResult
 
 
 def _previous_heartbeat() -> Heartbeat | None:
@@ -116,9 +120,6 @@ class MigrationActivities:
 
     @activity.defn(name=names.EXPORT_DISK)
     async def export_disk(self, inp: DiskStepInput) -> DiskStepResult:
-        from diskio.copier import copy_disk
-        from diskio.local import LocalFileTarget
-
         step = inp.step
         assert step.snapshot is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
@@ -128,33 +129,45 @@ class MigrationActivities:
             # A checkpoint is only worth something if the partial file it describes survived.
             beat = _previous_heartbeat() if out.exists() else None
             checkpoint = [(int(a), int(b)) for a, b in beat.checkpoint] if beat and beat.checkpoint else None
-            src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
-            dst = LocalFileTarget(out, src.size)
-            try:
-                allocated = sum(e.length for e in await asyncio.to_thread(src.extents))
-                if beat and checkpoint:
-                    await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
-                                     f"{beat.bytes_done} of {allocated} bytes already copied")
-                reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated)
-                limit = bandwidth_limit(step.source_environment, "source_environment")
-                chunk_size, lanes = _pacing(limit)
-                result = await copy_disk(
-                    src, dst, checkpoint=checkpoint, on_progress=reporter.transfer, bandwidth_limit=limit,
-                    chunk_size=chunk_size, lanes=lanes,
-                )
-            finally:
-                await asyncio.to_thread(src.close)
-                await asyncio.to_thread(dst.close)
+            async with source_slot(self.services, source, step.snapshot, rec, _previous_heartbeat()):
+                result, size = await self._copy(inp, rec, source, out, beat, checkpoint)
             await rec.aevent(
                 f"Exported {inp.disk.disk_id}: read {result.bytes_read} bytes, wrote {result.bytes_written}, "
                 f"skipped {result.bytes_skipped_zero} zero bytes, resumed {result.chunks_resumed} chunk(s); "
                 f"digest {result.digest}{' (verified)' if result.verified else ''}"
             )
             return DiskStepResult(
-                disk=DiskLocator(disk_id=inp.disk.disk_id, size_bytes=src.size, format="raw", path=str(out)),
+                disk=DiskLocator(disk_id=inp.disk.disk_id, size_bytes=size, format="raw", path=str(out)),
                 bytes_read=result.bytes_read, bytes_written=result.bytes_written,
                 resumed_bytes=beat.bytes_done if beat and checkpoint else 0,
             )
+
+    async def _copy(self, inp: DiskStepInput, rec: TaskRecorder, source: ExportProvider, out: Path,
+                    beat: Heartbeat | None, checkpoint: list[tuple[int, int]] | None) -> tuple[CopyResult, int]:
+        from diskio.copier import copy_disk
+        from diskio.local import LocalFileTarget
+
+        step = inp.step
+        assert step.snapshot is not None
+        src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
+        dst = LocalFileTarget(out, src.size)
+        try:
+            allocated = sum(e.length for e in await asyncio.to_thread(src.extents))
+            if beat and checkpoint:
+                await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
+                                 f"{beat.bytes_done} of {allocated} bytes already copied")
+            reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated,
+                                          beat.bytes_done if beat and checkpoint else 0)
+            limit = bandwidth_limit(step.source_environment, "source_environment")
+            chunk_size, lanes = _pacing(limit)
+            result = await copy_disk(
+                src, dst, checkpoint=checkpoint, on_progress=reporter.transfer, bandwidth_limit=limit,
+                chunk_size=chunk_size, lanes=lanes,
+            )
+        finally:
+            await asyncio.to_thread(src.close)
+            await asyncio.to_thread(dst.close)
+        return result, src.size
 
     @activity.defn(name=names.OS_MORPHING)
     async def os_morphing(self, inp: MorphInput) -> MorphResult:
@@ -246,6 +259,15 @@ class MigrationActivities:
                 "deployed", deployed.model_dump(mode="json"),
             )
             return deployed.model_dump(mode="json")
+
+    @activity.defn(name=names.RELEASE_SNAPSHOT)
+    async def release_snapshot(self, inp: StepInput) -> None:
+        """Delete the source snapshot a lost host made; its scratch went with that host."""
+        async with task_running(self.services, inp.task) as rec, heartbeating():
+            if inp.snapshot is not None:
+                source = await self._source(inp)
+                await asyncio.to_thread(source.delete_snapshot, inp.snapshot)
+                await rec.aevent(f"Source snapshot {inp.snapshot.snapshot_id} of the lost host removed")
 
     @activity.defn(name=names.CLEANUP_INSTANCE)
     async def cleanup(self, inp: CleanupInput) -> None:

@@ -176,7 +176,8 @@ class TransferActivities:
                     await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
                 changed = await changed_since(rec, source, step.snapshot, inp.disk,
                                               known.change_marker if previous is not None and known else None)
-                reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size)
+                reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size,
+                                              resume or 0)
 
                 async def progress(done: int, total: int) -> None:
                     await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total))

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import endpoints, migrations, openapi, providers, transfer_routes
+from api import endpoints, health, migrations, openapi, providers, transfer_routes
 from api.auth import NoAuth
 from api.deps import AuthStrategy, Deps
 from api.errors import (
@@ -23,6 +23,7 @@ from api.errors import (
     handle_unexpected,
 )
 from api.limits import RequestLimits
+from api.observe import Observe
 from api.policy import Policy
 from core.crypto import SecretBox
 from core.errors import SternaError
@@ -45,6 +46,9 @@ async def openapi_json(_request: Request) -> JSONResponse:
 ROUTES = [
     Route("/", versions),
     Route("/openapi.json", openapi_json),
+    Route("/healthz", health.healthz, methods=["GET"]),
+    Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/metrics", health.metrics, methods=["GET"]),
     Route(f"{V}/migrations", migrations.index, methods=["GET"]),
     Route(f"{V}/migrations", migrations.create, methods=["POST"]),
     Route(f"{V}/migrations/detail", migrations.detail, methods=["GET"]),
@@ -85,9 +89,11 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = Database(settings.db_url)
-        database.upgrade()
-        # Clients are per process ("clients do not work across forks"), so they live here.
-        temporal = await connect(settings)
+        if settings.db_upgrade_on_start:
+            database.upgrade()
+        # Clients are per process ("clients do not work across forks"), so they live here. Lazy: the API
+        # starts (and /healthz answers, /readyz says why not) while Temporal is still down.
+        temporal = await connect(settings, lazy=True)
         auth = auth_strategy(settings)
         app.state.deps = Deps(settings=settings, store=Store(database, SecretBox(settings)), temporal=temporal,
                               auth=auth, policy=Policy.from_file(settings.policy_file),
@@ -98,7 +104,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        middleware=[Middleware(RequestLimits, max_body=settings.api_max_body_bytes,
+        middleware=[Middleware(Observe),
+                    Middleware(RequestLimits, max_body=settings.api_max_body_bytes,
                                max_depth=settings.api_max_json_depth)],
         exception_handlers={
             ApiError: handle_api_error,
@@ -112,7 +119,11 @@ def create_app(settings: Settings) -> Starlette:
 def main() -> None:
     import uvicorn
 
+    from core.logs import setup_logging
     from core.settings import get_settings
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    setup_logging("api")
+    # Our middleware writes one structured line per request; uvicorn's access log would be a second one.
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None,
+                access_log=False)

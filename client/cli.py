@@ -107,9 +107,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         api_main()
         return 0
     if args.command == "worker":
-        import logging
+        from core.logs import setup_logging
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        setup_logging("worker")
         from worker.main import main as worker_main
 
         worker_main()

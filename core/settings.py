@@ -45,8 +45,16 @@ class Settings(BaseSettings):
     scratch_dir: Path | None = None
     #: directories under which ``local`` endpoints may live (default: ``data_dir/inventories``); JSON list
     local_roots: list[Path] = Field(default_factory=list)
+    #: run ``sterna db upgrade`` when the API starts; turn off where an init step runs it (several API processes)
+    db_upgrade_on_start: bool = True
+    #: ``host:port`` where the worker serves Sterna's Prometheus metrics (bytes moved, steps...); unset: off
+    worker_metrics_address: str | None = None
+    #: ``host:port`` where the worker's Temporal SDK runtime serves its own Prometheus metrics; unset: off
+    temporal_metrics_address: str | None = None
     #: concurrent disk activities per worker host
     max_disk_activities: int = 4
+    #: exports reading from one source host (ESXi host, hypervisor) at once, across all workers; 0: no limit
+    max_transfers_per_source_host: int = 8
     # Temporal timeouts, in seconds; inputs rather than constants so tests can shorten them.
     heartbeat_timeout: float = 30.0
     transfer_timeout: float = 24 * 3600.0

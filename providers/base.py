@@ -200,6 +200,13 @@ class ExportProvider(InstancesProvider):
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         """A ``diskio`` source reading the snapshot's guest-visible bytes of one disk."""
 
+    def source_host(self, snapshot: SourceSnapshot) -> str | None:
+        """The physical source a disk read loads (an ESXi host, a hypervisor), or None for no limit.
+
+        At most ``STERNA_MAX_TRANSFERS_PER_SOURCE_HOST`` exports read from one at a time, across workers.
+        """
+        return None
+
     @abstractmethod
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         """Remove what ``snapshot_instance`` created; must tolerate being called twice."""

@@ -179,3 +179,19 @@ class ReplicaDisk(_Row, Base):
     #: the source's change-tracking marker (CBT changeId, qcow2 bitmap, EBS snapshot id) this
     #: replica was last synced from: the next execution asks the source what changed since it
     change_marker: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class SourceHostSlot(Base):
+    """One of the ``STERNA_MAX_TRANSFERS_PER_SOURCE_HOST`` transfer slots of a source host, while held.
+
+    The primary key (host, slot) is the semaphore: taking a slot is an INSERT that only one
+    worker can win, on SQLite and PostgreSQL alike. A holder renews ``expires_at`` while it
+    copies; a dead holder's slot is taken over once it expires.
+    """
+
+    __tablename__ = "source_host_slots"
+
+    source_host: Mapped[str] = mapped_column(String(512), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(512))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)

@@ -107,6 +107,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "STERNA_HEARTBEAT_TIMEOUT": "4",
             "STERNA_RETRY_MAX_INTERVAL": "2",
             "STERNA_SECRET_KEY": "8wQjO5X0Qm3h2dT0FZ5y0Y6xHkGv1tq3N4j9w8m0a0E=",
+            "STERNA_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+            "STERNA_TEMPORAL_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
         }
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)

@@ -30,6 +30,7 @@ from activities.trusts import TrustActivities
 from core.children import mark_children, sweep
 from core.settings import Settings, get_settings
 from core.temporal import connect
+from worker.observe import Observability, runtime, serve_metrics
 from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
 from workflows.endpoint import EndpointCallWorkflow
@@ -46,7 +47,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     if killed:
         log.warning("killed %d process(es) left by a previous worker: %s", len(killed), killed)
     mark_children(settings.scratch)
-    client = await connect(settings)
+    client = await connect(settings, runtime=runtime(settings))
+    serve_metrics(settings)
     services = Services.create(settings)
     steps = MigrationActivities(services)
     record = RecordActivities(services)
@@ -62,17 +64,20 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         steps.deploy, steps.cleanup, transfers.replicate_disk, transfers.create_overlay,
     ]
     executor = ThreadPoolExecutor(max_workers=16)
+    interceptors = [Observability()]
     workers = [
         Worker(client, task_queue=settings.task_queue,
                workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow, ForcedCleanupWorkflow,
                           TransferExecutionWorkflow, TransferInstanceWorkflow, DeploymentWorkflow,
                           DeploymentInstanceWorkflow],
-               activities=light, activity_executor=executor),
+               activities=light, activity_executor=executor, interceptors=interceptors),
         Worker(client, task_queue=settings.data_task_queue,
-               activities=[steps.snapshot, steps.cleanup, transfers.create_overlay],
-               max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),
+               activities=[steps.snapshot, steps.cleanup, steps.release_snapshot, transfers.create_overlay],
+               max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,
+               interceptors=interceptors),
         Worker(client, task_queue=settings.host_task_queue, activities=disk,
-               max_concurrent_activities=settings.max_disk_activities, activity_executor=executor),
+               max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,
+               interceptors=interceptors),
     ]
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

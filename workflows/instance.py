@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         DiskStepResult,
         InstanceInput,
         MorphInput,
+        MorphResult,
         Status,
         StepInput,
         TaskRef,
@@ -34,6 +35,21 @@ with workflow.unsafe.imports_passed_through():
 DISK_ATTEMPTS = 8
 #: Heartbeat timeouts on snapshot, deploy and cleanup, and bounded per-disk attempts (issue 11).
 HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
+#: A VM whose host never takes its next disk step starts its disk steps again on another host (issue 18).
+HOST_FAILOVER = "host-failover"
+#: How many times one VM may change hosts that way before it ends ERROR.
+HOST_FAILOVERS = 2
+
+
+def _summary(inp: InstanceInput, task: TaskType) -> str:
+    """What the Temporal UI shows for an activity: the instance and the Coriolis step (plus the disk)."""
+    return f"{inp.instance}: {task.value}"
+
+
+def _host_lost(err: ActivityError) -> bool:
+    """No worker polled the pinned host's queue within ``host_schedule_to_start``: the host is gone."""
+    cause = err.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 _retry = retry  # the name transfers and deployments import (workflows.shared)
 
@@ -67,6 +83,8 @@ class InstanceMigrationWorkflow:
 
     def __init__(self) -> None:
         self._current: TaskType | None = None
+        #: the queue of the host holding the scratch copy, once the snapshot step has chosen it
+        self._host_queue: str | None = None
 
     @workflow.query
     def current_task(self) -> str | None:
@@ -77,45 +95,40 @@ class InstanceMigrationWorkflow:
         m, t = inp.migration, inp.migration.timeouts
         # Histories recorded before the patch replay with their old timeouts and retry policies.
         hardened = workflow.patched(HARDENED_TIMEOUTS)
+        failover = workflow.patched(HOST_FAILOVER)
         steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat) if hardened else None,
                       disk_attempts=DISK_ATTEMPTS if hardened else 0)
         step = StepInput.for_task(m, self._ref(inp, TaskType.VALIDATE))
-        host_queue: str | None = None
         imported: list[ImportedDisk] = []
         deployed: DeployedInstance | None = None
         succeeded = False
         try:
-            # -- the execution's half: validate, snapshot, copy each disk
             self._current = TaskType.VALIDATE
-            step.export_info = (await steps.validate(step)).export_info
+            step.export_info = (await steps.validate(step, _summary(inp, TaskType.VALIDATE))).export_info
 
-            self._current = TaskType.SNAPSHOT
-            s = await steps.snapshot(self._at(step, inp, TaskType.SNAPSHOT))
-            host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
+            failovers = 0
+            while True:
+                try:
+                    morphed, imported = await self._disk_steps(steps, step, inp)
+                    break
+                except ActivityError as err:
+                    # The host holding this VM's scratch copy never came back: start its disk steps again
+                    # from a new snapshot, on whichever host takes it from the shared data queue.
+                    if not (failover and _host_lost(err) and failovers < HOST_FAILOVERS):
+                        raise
+                    failovers += 1
+                    await _record(names.RECORD_TASK, TaskUpdate(
+                        task=self._ref(inp, self._current or TaskType.EXPORT), status=Status.RUNNING,
+                        message=f"No worker of {self._host_queue} took the step within "
+                                f"{t.host_schedule_to_start:.0f} s: starting this instance's disk steps again "
+                                f"on another host ({failovers} of {HOST_FAILOVERS})"), t)
+                    await self._release_snapshot(steps, step, inp, t)
 
-            self._current = TaskType.EXPORT
-            exported = await steps.per_disk(names.EXPORT_DISK, self._at(step, inp, TaskType.EXPORT),
-                                            s.snapshot.disks, host_queue, DiskStepResult)
-
-            # -- the deployment's half: OS morphing, convert, import, deploy
-            self._current = TaskType.OS_MORPHING
-            morphed = await steps.morph(
-                MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=[r.disk for r in exported],
-                           skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
-                host_queue)
-
-            self._current = TaskType.CONVERT
-            disks = await steps.per_disk(names.CONVERT_DISK, self._at(step, inp, TaskType.CONVERT), morphed.disks,
-                                         host_queue, DiskLocator)
-
-            self._current = TaskType.UPLOAD
-            uploads = await steps.per_disk(names.UPLOAD_DISK, self._at(step, inp, TaskType.UPLOAD), disks,
-                                           host_queue, UploadResult)
-            imported = [u.disk for u in uploads]
-
+            assert self._host_queue is not None
             self._current = TaskType.BOOT
             result = await steps.deploy(DeployInput(step=self._at(step, inp, TaskType.BOOT), disks=imported,
-                                                    bootable=morphed.bootable), host_queue)
+                                                    bootable=morphed.bootable), self._host_queue,
+                                        _summary(inp, TaskType.BOOT))
             deployed = DeployedInstance.model_validate(result)
             succeeded = True
             return result
@@ -132,7 +145,47 @@ class InstanceMigrationWorkflow:
                 await _record(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, TaskType.CLEANUP),
                                                             status=Status.ERROR, message=failure_message(err)), t)
 
-            await steps.cleanup(cleanup, host_queue, on_failure=cleanup_failed)
+            await steps.cleanup(cleanup, self._host_queue, on_failure=cleanup_failed,
+                                summary=_summary(inp, TaskType.CLEANUP))
+
+    async def _disk_steps(self, steps: Steps, step: StepInput,
+                          inp: InstanceInput) -> tuple[MorphResult, list[ImportedDisk]]:
+        """The execution's half (snapshot, copy each disk), then the deployment's up to the import
+        (OS morphing, convert, upload), all on the host that took the snapshot."""
+        m = inp.migration
+        self._current = TaskType.SNAPSHOT
+        s = await steps.snapshot(self._at(step, inp, TaskType.SNAPSHOT), _summary(inp, TaskType.SNAPSHOT))
+        host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
+        self._host_queue = host_queue
+
+        self._current = TaskType.EXPORT
+        exported = await steps.per_disk(names.EXPORT_DISK, self._at(step, inp, TaskType.EXPORT),
+                                        s.snapshot.disks, host_queue, DiskStepResult,
+                                        summary=_summary(inp, TaskType.EXPORT))
+
+        self._current = TaskType.OS_MORPHING
+        morphed = await steps.morph(
+            MorphInput(step=self._at(step, inp, TaskType.OS_MORPHING), disks=[r.disk for r in exported],
+                       skip=m.skip_os_morphing, user_scripts=m.user_scripts, origin_type=m.origin_type),
+            host_queue, _summary(inp, TaskType.OS_MORPHING))
+
+        self._current = TaskType.CONVERT
+        disks = await steps.per_disk(names.CONVERT_DISK, self._at(step, inp, TaskType.CONVERT), morphed.disks,
+                                     host_queue, DiskLocator, summary=_summary(inp, TaskType.CONVERT))
+
+        self._current = TaskType.UPLOAD
+        uploads = await steps.per_disk(names.UPLOAD_DISK, self._at(step, inp, TaskType.UPLOAD), disks,
+                                       host_queue, UploadResult, summary=_summary(inp, TaskType.UPLOAD))
+        return morphed, [u.disk for u in uploads]
+
+    async def _release_snapshot(self, steps: Steps, step: StepInput, inp: InstanceInput, t: Timeouts) -> None:
+        """Best effort: the lost host's source snapshot (a vSphere snapshot stays on the VM otherwise)."""
+        try:
+            await steps.release_snapshot(self._at(step, inp, TaskType.SNAPSHOT), _summary(inp, TaskType.SNAPSHOT))
+        except ActivityError as err:
+            await _record(names.RECORD_TASK, TaskUpdate(
+                task=self._ref(inp, TaskType.SNAPSHOT), status=Status.RUNNING,
+                message=f"The lost host's source snapshot was not removed: {failure_message(err)}"), t)
 
     @staticmethod
     def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:

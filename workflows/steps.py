@@ -67,16 +67,16 @@ class Steps:
                     schedule_to_start_timeout=timedelta(seconds=self.t.host_schedule_to_start),
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
 
-    async def validate(self, step: StepInput) -> ValidateResult:
+    async def validate(self, step: StepInput, summary: str | None = None) -> ValidateResult:
         result: ValidateResult = await workflow.execute_activity(
-            names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
+            names.VALIDATE_INSTANCE, step, result_type=ValidateResult, summary=summary,
             start_to_close_timeout=timedelta(seconds=self.t.short), retry_policy=retry(self.t, 5),
         )
         return result
 
-    async def snapshot(self, step: StepInput) -> SnapshotResult:
+    async def snapshot(self, step: StepInput, summary: str | None = None) -> SnapshotResult:
         result: SnapshotResult = await workflow.execute_activity(
-            names.SNAPSHOT_INSTANCE, step, result_type=SnapshotResult,
+            names.SNAPSHOT_INSTANCE, step, result_type=SnapshotResult, summary=summary,
             task_queue=workflow.info().task_queue + "-data",
             start_to_close_timeout=timedelta(seconds=self.t.transfer), heartbeat_timeout=self.heartbeat,
             retry_policy=retry(self.t, 5),
@@ -84,36 +84,48 @@ class Steps:
         return result
 
     async def per_disk(self, name: str, step: StepInput, disks: list[DiskLocator], queue: str,
-                       result_type: type[Any], flatten: bool = False) -> list[Any]:
-        """Disks of one VM move in parallel; each is its own activity with its own checkpoint."""
+                       result_type: type[Any], flatten: bool = False, summary: str | None = None) -> list[Any]:
+        """Disks of one VM move in parallel; each is its own activity with its own checkpoint.
+
+        ``summary``, for the Temporal UI, gets each disk's id appended."""
         return list(await asyncio.gather(*(
             workflow.execute_activity(
                 name, DiskStepInput(step=step, disk=disk, flatten=flatten), result_type=result_type,
+                summary=f"{summary} {disk.disk_id}" if summary else None,
                 heartbeat_timeout=timedelta(seconds=self.t.heartbeat),
                 retry_policy=retry(self.t, self.disk_attempts), **self._host(queue),
             )
             for disk in disks
         )))
 
-    async def morph(self, inp: MorphInput, queue: str) -> MorphResult:
+    async def morph(self, inp: MorphInput, queue: str, summary: str | None = None) -> MorphResult:
         result: MorphResult = await workflow.execute_activity(
-            names.OS_MORPHING, inp, result_type=MorphResult, retry_policy=retry(self.t, 3),
+            names.OS_MORPHING, inp, result_type=MorphResult, retry_policy=retry(self.t, 3), summary=summary,
             heartbeat_timeout=timedelta(seconds=max(self.t.heartbeat, 30)), **self._host(queue),
         )
         return result
 
-    async def deploy(self, inp: DeployInput, queue: str) -> dict[str, Any]:
+    async def deploy(self, inp: DeployInput, queue: str, summary: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await workflow.execute_activity(
-            names.DEPLOY_INSTANCE, inp, result_type=dict, retry_policy=retry(self.t, 3),
+            names.DEPLOY_INSTANCE, inp, result_type=dict, retry_policy=retry(self.t, 3), summary=summary,
             heartbeat_timeout=self.heartbeat, **self._host(queue),
         )
         return result
 
+    async def release_snapshot(self, step: StepInput, summary: str | None = None) -> None:
+        """The source snapshot of an attempt whose host was lost (a vSphere snapshot stays on the VM otherwise)."""
+        await workflow.execute_activity(
+            names.RELEASE_SNAPSHOT, step, task_queue=workflow.info().task_queue + "-data", summary=summary,
+            start_to_close_timeout=timedelta(seconds=self.t.short), heartbeat_timeout=self.heartbeat,
+            retry_policy=retry(self.t, 3),
+        )
+
     async def cleanup(self, inp: CleanupInput, queue: str | None,
-                      on_failure: Callable[[ActivityError], Awaitable[None]] | None = None) -> None:
+                      on_failure: Callable[[ActivityError], Awaitable[None]] | None = None,
+                      summary: str | None = None) -> None:
         """Shielded: a second cancel request must not abandon the scratch or target files."""
         await shielded(workflow.execute_activity(
-            names.CLEANUP_INSTANCE, inp, task_queue=queue or workflow.info().task_queue + "-data",
+            names.CLEANUP_INSTANCE, inp, task_queue=queue or workflow.info().task_queue + "-data", summary=summary,
             start_to_close_timeout=timedelta(seconds=self.t.short), heartbeat_timeout=self.heartbeat,
             schedule_to_start_timeout=timedelta(seconds=self.t.host_schedule_to_start),
             retry_policy=retry(self.t, self.cleanup_attempts),

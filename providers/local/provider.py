@@ -175,6 +175,9 @@ class LocalProvider(
             if disk.format == "qcow2" and disk.path is not None:
                 removed += tracking.release(Path(disk.path), str(tag))
         return removed
+    def source_host(self, snapshot: SourceSnapshot) -> str | None:
+        # The inventory directory is the source's storage: its VMs' reads share its disk.
+        return f"local:{self.root}"
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         shutil.rmtree(snapshot.snapshot_id, ignore_errors=True)

@@ -156,6 +156,8 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
                 "vm_name": name,
                 "transport": transport,
                 "datacenter": _datacenter_name(si, vm),
+                # The ESXi host that serves the VM's disk reads (STERNA_MAX_TRANSFERS_PER_SOURCE_HOST).
+                "esx_host": _host_name(si, vm),
                 "template": bool(props.get("config.template")),
                 "workdir": str(workdir),
             }
@@ -229,6 +231,10 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
             disks=disks,
             details={**details, "change_ids": change_ids},
         )
+
+    def source_host(self, snapshot: SourceSnapshot) -> str | None:
+        host = snapshot.details.get("esx_host")
+        return f"vsphere:{self._endpoint.where}/{host}" if host else None
 
     @translate_faults("open a vSphere disk for export")
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
@@ -335,3 +341,9 @@ def _datacenter_name(si: vim.ServiceInstance, obj: Any) -> str:
             return str(properties(si, parent, ["name"])["name"])
         current = parent
     return ""
+
+
+def _host_name(si: vim.ServiceInstance, vm: Any) -> str | None:
+    """The name of the ESXi host running ``vm`` (None when vCenter does not say: then no limit applies)."""
+    host = properties(si, vm, ["runtime.host"]).get("runtime.host")
+    return str(properties(si, host, ["name"])["name"]) if host is not None else None

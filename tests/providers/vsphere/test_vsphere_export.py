@@ -127,6 +127,9 @@ def test_snapshot_is_idempotent_per_workdir_and_delete_tolerates_repeats(
     two = provider.snapshot_instance({}, "DC0_H0_VM1", tmp_path / "same")
     assert one.snapshot_id == two.snapshot_id
     assert snapshot_count(vcsim_admin, vm) == 1
+    # The ESXi host its reads load, for the per-source-host transfer limit.
+    host = vm.runtime.host.name
+    assert host and provider.source_host(one) == f"vsphere:{provider._endpoint.where}/{host}"
     provider.delete_snapshot(one)
     provider.delete_snapshot(two)
     assert snapshot_count(vcsim_admin, vm) == 0

@@ -1,0 +1,172 @@
+"""Health, readiness, request ids, structured logs and Prometheus metrics (issue 18).
+
+The first tests run an API process of its own against a Temporal address where nothing listens: that
+is "Temporal is down" for real, without stopping the shared stack's server. The others run one
+migration on the real stack and read what the API and the worker exposed about it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RunningStack, wait_final
+from tests.helpers import identical, inventories
+from tests.peers import free_port
+from worker.launcher import wait_port
+
+
+@pytest.fixture(scope="module")
+def api_without_temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    root: Path = tmp_path_factory.mktemp("api-alone")
+    port = free_port()
+    env = {**os.environ, "STERNA_DATA_DIR": str(root), "STERNA_DATABASE_URL": f"sqlite:///{root / 'sterna.db'}",
+           "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "STERNA_API_HOST": "127.0.0.1",
+           "STERNA_API_PORT": str(port)}
+    with open(root / "api.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "client.cli", "api"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_port("127.0.0.1", port, 60, proc, "api")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_healthz_answers_and_readyz_refuses_while_temporal_is_down(api_without_temporal: httpx.Client) -> None:
+    assert api_without_temporal.get("/healthz").json() == {"status": "ok"}
+    ready = api_without_temporal.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["temporal"].startswith("unavailable")
+
+
+def test_every_response_carries_a_request_id(api_without_temporal: httpx.Client) -> None:
+    mine = "trace-" + uuid.uuid4().hex
+    assert api_without_temporal.get("/healthz", headers={"X-Request-Id": mine}).headers["x-request-id"] == mine
+    generated = {api_without_temporal.get("/healthz").headers["x-request-id"] for _ in range(2)}
+    assert len(generated) == 2, "each request gets its own id"
+    # Answers that never reach a handler: the limits' 400, the router's 404; and a 503.
+    for response in (api_without_temporal.get("/v1/p/migrations?limit=-1"),
+                     api_without_temporal.get("/nowhere"), api_without_temporal.get("/readyz")):
+        assert response.status_code in (400, 404, 503)
+        assert response.headers["x-request-id"].startswith("req-")
+    # A header that is not an id (too long, or not printable) is replaced, not echoed.
+    assert api_without_temporal.get("/healthz", headers={"X-Request-Id": "x" * 500}).headers[
+        "x-request-id"].startswith("req-")
+
+
+def test_api_metrics_count_requests_by_route_and_status(api_without_temporal: httpx.Client) -> None:
+    def count(text: str, route: str, status: str) -> float:
+        pattern = rf'^sterna_api_requests_total{{method="GET",route="{re.escape(route)}",status="{status}"}} (\S+)$'
+        found = re.search(pattern, text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = api_without_temporal.get("/metrics").text
+    api_without_temporal.get("/healthz")
+    api_without_temporal.get("/readyz")
+    api_without_temporal.get("/v1/p/migrations/does-not-exist")
+    after = api_without_temporal.get("/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert count(text, "/readyz", "503") == count(before, "/readyz", "503") + 1
+    # Route templates, not paths: a migration id does not make its own series.
+    assert "does-not-exist" not in text
+    assert re.search(r'^sterna_api_errors_total\{method="GET",route="/readyz"\} [1-9]', text, re.M)
+    assert count(text, "/healthz", "200") == count(before, "/healthz", "200") + 1
+    assert re.search(r'^sterna_api_request_duration_seconds_count\{method="GET",route="/healthz"\} [1-9]', text, re.M)
+
+
+@pytest.fixture(scope="module")
+def migrated(stack: RunningStack) -> dict[str, Any]:
+    """One migration whose endpoints hold a secret value, and the request id it was created with."""
+    secret = "s3cret-" + uuid.uuid4().hex
+    request_id = "test-" + uuid.uuid4().hex
+    src, dst = inventories(stack, ["vm-a"])
+    with stack.client() as api:
+        origin = api.create_endpoint(f"src-{src.name}", "local", {"path": str(src), "password": secret})["id"]
+        dest = api.create_endpoint(f"dst-{dst.name}", "local", {"path": str(dst), "api_key": secret})["id"]
+        created = httpx.post(f"{stack.url}/v1/test-project/migrations", headers={"X-Request-Id": request_id},
+                             json={"migration": {"origin_endpoint_id": origin, "destination_endpoint_id": dest,
+                                                 "instances": ["vm-a"], "skip_os_morphing": True}})
+        assert created.status_code == 200, created.text
+        assert created.headers["x-request-id"] == request_id
+        final = wait_final(api, created.json()["migration"]["id"])
+    assert final["last_execution_status"] == "COMPLETED"
+    assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
+    return {"secret": secret, "request_id": request_id, "migration": final}
+
+
+def _lines(stack: RunningStack, name: str) -> list[dict[str, Any]]:
+    text = (stack.stack.log_dir / f"{name}.log").read_text()
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_worker_metrics_count_bytes_moved_after_a_migration(stack: RunningStack, migrated: dict[str, Any]) -> None:
+    assert httpx.get(f"{stack.url}/readyz").json()["checks"] == {"database": "ok", "temporal": "ok"}
+    ours = httpx.get(f"http://{stack.settings.worker_metrics_address}/metrics").text
+    moved = re.findall(r'^sterna_bytes_moved_total\{provider="local",task_type="REPLICATE_DISKS"\} (\S+)$', ours,
+                       re.M)
+    assert moved and float(moved[0]) >= 16 * 1024**2, "the 16 MiB of the sample VM's data were exported"
+    assert re.search(r'^sterna_step_duration_seconds_count\{activity="export_disk",outcome="ok",provider="local",'
+                     r'task_type="REPLICATE_DISKS"\} [1-9]', ours, re.M), ours
+    assert re.search(r'^sterna_active_transfers\{task_type="REPLICATE_DISKS"\} 0\.0$', ours, re.M)
+    sdk = httpx.get(f"http://{stack.settings.temporal_metrics_address}/metrics").text
+    assert re.search(r"^temporal_activity_execution_latency\w*\{", sdk, re.M), sdk[:2000]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_logs_are_structured_carry_ids_and_no_secret(stack: RunningStack, migrated: dict[str, Any]) -> None:
+    secret, migration_id = migrated["secret"], migrated["migration"]["id"]
+    assert secret not in (stack.stack.log_dir / "temporal.log").read_text()
+    for name in ("api", "worker"):
+        text = (stack.stack.log_dir / f"{name}.log").read_text()
+        assert secret not in text, f"{name}.log holds an endpoint's secret"
+        for line in text.splitlines():
+            assert line.startswith("{") and json.loads(line)["msg"] is not None, f"{name}.log: {line!r}"
+    api_lines = _lines(stack, "api")
+    create = [x for x in api_lines if x.get("request_id") == migrated["request_id"]]
+    assert create and create[-1]["route"] == "/v1/{project_id}/migrations" and create[-1]["status"] == 200
+    assert all("request_id" in x for x in api_lines if x["logger"] == "sterna.api.access")
+    worker_lines = [x for x in _lines(stack, "worker") if migration_id in json.dumps(x)]
+    assert worker_lines, "the worker logged the migration's steps"
+    for entry in worker_lines:
+        assert entry.get("workflow_id", "").startswith(f"migration-{migration_id}"), entry
+        assert entry.get("activity_id") or entry.get("workflow_type"), entry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+async def test_activities_carry_summaries_for_the_temporal_ui(stack: RunningStack, migrated: dict[str, Any]) -> None:
+    from temporalio.client import Client
+    from temporalio.converter import default
+
+    client = await Client.connect(stack.settings.temporal_address)
+    handle = client.get_workflow_handle(f"migration-{migrated['migration']['id']}/vm-vm-a")
+    summaries = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes") and event.user_metadata.HasField("summary"):
+            summaries.append(default().payload_converter.from_payload(event.user_metadata.summary, str))
+    assert "vm-a: REPLICATE_DISKS disk-0" in summaries, summaries
+    assert {"vm-a: VALIDATE_MIGRATION_INPUTS", "vm-a: CREATE_SOURCE_SNAPSHOT",
+            "vm-a: CLEANUP_MIGRATION_RESOURCES"} <= set(summaries), summaries

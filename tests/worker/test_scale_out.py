@@ -1,0 +1,172 @@
+"""The production topology on one machine: Temporal (dev server standing in for a cluster), PostgreSQL,
+two API processes and three workers with different host ids (issue 18).
+
+VMs of one migration spread over the workers; one worker is killed for good (SIGKILL, never restarted)
+while it exports a VM. That VM's next disk step waits for the dead host's queue for
+``STERNA_HOST_SCHEDULE_TO_START_TIMEOUT`` (10 s here), then its disk steps start again from a new
+snapshot on another host, and it completes identical to its source. The source's transfer limit
+(``STERNA_MAX_TRANSFERS_PER_SOURCE_HOST``) holds across the three workers meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from tests.conftest import FINAL, wait_for
+from tests.helpers import identical
+from tests.peers import free_port, postgres_database
+from worker.launcher import temporal_command, wait_port
+from worker.sample import create_vm
+
+pytestmark = pytest.mark.slow
+
+HOSTS = ["alpha", "bravo", "charlie"]
+VMS = [f"vm-{i}" for i in range(6)]
+WAIT_FOR_HOST = 10
+SOURCE_SLOTS = 2
+
+
+class Topology:
+    def __init__(self, root: Path, db_url: str) -> None:
+        self.root = root
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.temporal = f"127.0.0.1:{free_port()}"
+        # Nothing of another fixture's stack (the session's ``stack`` exports its settings) leaks in.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("STERNA_", "TEMPORAL_"))}
+        self.env = {
+            **inherited,
+            "STERNA_DATA_DIR": str(root),
+            "STERNA_DATABASE_URL": db_url,
+            "TEMPORAL_ADDRESS": self.temporal,
+            "STERNA_SECRET_KEY": "8wQjO5X0Qm3h2dT0FZ5y0Y6xHkGv1tq3N4j9w8m0a0E=",
+            "STERNA_HEARTBEAT_TIMEOUT": "3",
+            "STERNA_RETRY_MAX_INTERVAL": "1",
+            "STERNA_HOST_SCHEDULE_TO_START_TIMEOUT": str(WAIT_FOR_HOST),
+            "STERNA_MAX_DISK_ACTIVITIES": "2",
+            # All the VMs live in one local inventory, one source host: 2 of the 6 exports read at once.
+            "STERNA_MAX_TRANSFERS_PER_SOURCE_HOST": str(SOURCE_SLOTS),
+            "STERNA_API_HOST": "127.0.0.1",
+        }
+        self.api_urls: list[str] = []
+
+    def spawn(self, name: str, cmd: list[str], **env: str) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **env},
+                                    start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> None:
+        settings = Settings(data_dir=self.root, temporal_address=self.temporal, temporal_ui_port=free_port())
+        host, port = self.temporal.rsplit(":", 1)
+        wait_port(host, int(port), 60, self.spawn("temporal", temporal_command(settings)), "temporal")
+        sterna = [sys.executable, "-m", "client.cli"]
+        for i in range(2):
+            port_ = free_port()
+            # The first API upgrades the schema; the second, as in production, leaves it to the init step.
+            api = self.spawn(f"api-{i}", [*sterna, "api"], STERNA_API_PORT=str(port_),
+                             STERNA_DB_UPGRADE_ON_START="true" if i == 0 else "false")
+            wait_port("127.0.0.1", port_, 90, api, f"api-{i}")
+            self.api_urls.append(f"http://127.0.0.1:{port_}")
+        for host_id in HOSTS:
+            self.spawn(f"worker-{host_id}", [*sterna, "worker"], STERNA_WORKER_HOST_ID=host_id,
+                       STERNA_SCRATCH_DIR=str(self.root / f"scratch-{host_id}"),
+                       STERNA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+                       STERNA_TEMPORAL_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Iterator[Topology]:
+    with ExitStack() as cleanup:
+        topo = Topology(tmp_path, cleanup.enter_context(postgres_database()))
+        cleanup.callback(topo.stop)
+        topo.start()
+        yield topo
+
+
+def _exports(migration: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["instance"]: t for t in migration["tasks"] if t["task_type"] == "REPLICATE_DISKS"}
+
+
+def test_vms_spread_over_workers_and_a_dead_workers_vm_completes_elsewhere(topology: Topology) -> None:
+    src, dst = topology.root / "inventories" / "src", topology.root / "inventories" / "dst"
+    dst.mkdir(parents=True)
+    for i, vm in enumerate(VMS):
+        create_vm(src, vm, size=64 * 1024**2, data_mib=6, seed=i + 1)
+    first, second = (httpx.Client(base_url=f"{url}/v1/ops", timeout=30) for url in topology.api_urls)
+    with first, second:
+        ids = [first.post("/endpoints", json={"endpoint": {"name": n, "type": "local",
+                                                          "connection_info": {"path": str(p)}}}
+                          ).json()["endpoint"]["id"] for n, p in (("src", src), ("dst", dst))]
+        created = first.post("/migrations", json={"migration": {
+            "origin_endpoint_id": ids[0], "destination_endpoint_id": ids[1], "instances": VMS,
+            "skip_os_morphing": True,
+            # 1 MiB/s per transfer: each export lasts ~6 s, time enough to kill its worker in the middle.
+            "source_environment": {"bandwidth_limit": 1024 * 1024}}})
+        assert created.status_code == 200, created.text
+        migration_id = created.json()["migration"]["id"]
+
+        def show() -> dict[str, Any]:
+            # Read through the other API process: both serve the same records.
+            body: dict[str, Any] = second.get(f"/migrations/{migration_id}").json()["migration"]
+            return body
+
+        def exporting() -> tuple[str, str] | None:
+            for vm, t in _exports(show()).items():
+                if t["status"] == "RUNNING" and t["host"] and t["progress_updates"] \
+                        and t["progress_updates"][-1]["current_step"] > 0:
+                    return vm, t["host"]
+            return None
+
+        victim_vm, victim = wait_for(exporting, 90, 0.2, "an export under way")
+        topology.procs[f"worker-{victim}"].kill()  # for good: this host never comes back
+        topology.procs[f"worker-{victim}"].wait()
+        final = wait_for(lambda: (m := show())["last_execution_status"] in FINAL and m, 150, 0.5,
+                         "the migration to finish")
+    hosts = {vm: t["host"] for vm, t in _exports(final).items()}
+    print(f"killed {victim} while it exported {victim_vm}; export hosts: {hosts}")
+    assert final["last_execution_status"] == "COMPLETED", [
+        (t["instance"], t["task_type"], t["status"], t["exception_details"]) for t in final["tasks"]]
+    for vm in VMS:
+        assert identical(src / vm / "disk-0.raw", dst / vm / "disk-0.qcow2"), vm
+    assert hosts[victim_vm] != victim and hosts[victim_vm] in HOSTS
+    moved = [e["message"] for e in _exports(final)[victim_vm]["events"] if "on another host" in e["message"]]
+    assert moved and f"sterna-host-{victim}" in moved[0], _exports(final)[victim_vm]["events"]
+    snapshot = next(t for t in final["tasks"] if t["instance"] == victim_vm
+                    and t["task_type"] == "CREATE_SOURCE_SNAPSHOT")
+    assert any("of the lost host removed" in e["message"] for e in snapshot["events"]), snapshot["events"]
+    # Spread: the exports ran on more than one host (the killed one included).
+    first_hosts = {e["message"].rsplit(" ", 1)[-1] for t in final["tasks"] if t["task_type"] == "CREATE_SOURCE_SNAPSHOT"
+                   for e in t["events"] if "created on host" in e["message"]}
+    assert len(first_hosts) >= 2, first_hosts
+    # The limit held exports back across workers, and each waiting one got a slot in the end (but an
+    # attempt that waited on the killed worker: that VM's export started again elsewhere).
+    waits = 0
+    for vm, export in _exports(final).items():
+        events = [e["message"] for e in export["events"]]
+        waited = sum(m.startswith(f"Waiting for one of the {SOURCE_SLOTS} transfer slots") for m in events)
+        got = sum(m.startswith("Got transfer slot") for m in events)
+        waits += waited
+        assert got == waited or any("on another host" in m for m in events), (vm, events)
+    assert waits, "no export had to wait for the source's transfer slots"

@@ -18,8 +18,8 @@ from temporalio import activity
 from activities import names
 from activities.recording import TaskRecorder, heartbeating, task_running
 from activities.services import Services
-from core.errors import BootFailed, BootInconclusive
 from activities.slots import source_slot
+from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
 from core.models import DeployedInstance, DiskLocator
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,6 +28,11 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.events: list[str] = []
+        self.progress: list[str] = []
+        self.task_id = "task-1"
+        # the morph's sub-steps are progress updates of its task
+        self.services = SimpleNamespace(store=SimpleNamespace(
+            start_progress=lambda task_id, message, total: self.progress.append(message)))
 
     async def aevent(self, message: str, level: str = "INFO") -> None:
         self.events.append(message)

@@ -52,8 +52,11 @@ def load_guestfs() -> ModuleType:
 class ImageSession:
     """One libguestfs appliance over one disk image; use as a context manager."""
 
-    def __init__(self, disk_path: str, fmt: str, *, readonly: bool, memsize_mb: int = 1024) -> None:
+    def __init__(self, disk_path: str, fmt: str, *, readonly: bool, memsize_mb: int = 1024,
+                 extra_disks: tuple[str, ...] = ()) -> None:
         self.disk_path = disk_path
+        #: more disks of the same format in the same appliance (tests convert many guests in one launch)
+        self.extra_disks = extra_disks
         self.fmt = fmt
         self.readonly = readonly
         self.memsize_mb = memsize_mb
@@ -68,7 +71,8 @@ class ImageSession:
             g.set_backend_settings(["force_tcg"])
         g.set_memsize(self.memsize_mb)
         try:
-            g.add_drive_opts(self.disk_path, format=self.fmt, readonly=self.readonly)
+            for path in (self.disk_path, *self.extra_disks):
+                g.add_drive_opts(path, format=self.fmt, readonly=self.readonly)
             g.launch()
         except RuntimeError as exc:
             g.close()
@@ -166,8 +170,22 @@ class LibguestfsGuest(Guest):
             return tmp.read()
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self.g.write(path, data)
-        self.g.chmod(mode, path)
+        if len(data) <= _READ_FILE_LIMIT:
+            self.g.write(path, data)
+        else:  # past libguestfs' message size (registry hives, MSIs): through a file
+            with tempfile.NamedTemporaryFile(prefix="sterna-guest-") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                self.g.upload(tmp.name, path)
+        if not self._ntfs(path):  # ntfs-3g has no POSIX modes to set
+            self.g.chmod(mode, path)
+
+    def _ntfs(self, path: str) -> bool:
+        mounts: dict[str, str] = self.g.mountpoints()
+        best = max((mp for mp in mounts.values() if path.startswith(mp.rstrip("/") + "/") or mp == "/"),
+                   key=len, default="/")
+        device = next((dev for dev, mp in mounts.items() if mp == best), None)
+        return device is not None and self.g.vfs_type(device) == "ntfs"
 
     def exists(self, path: str) -> bool:
         return bool(self.g.exists(path) or self.g.is_symlink(path))

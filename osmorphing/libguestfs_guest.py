@@ -161,6 +161,16 @@ class LibguestfsGuest(Guest):
     def __init__(self, session: ImageSession) -> None:
         self.session = session
         self.g = session.g
+        self._ntfs_mounts: set[str] | None = None
+        self._all_mounts: set[str] = set()
+
+    def case_sensitive_path(self, path: str) -> str | None:
+        """The real spelling of ``path`` (libguestfs resolves case on NTFS), or None when absent."""
+        try:
+            real = str(self.g.case_sensitive_path(path))
+        except RuntimeError:
+            return None
+        return real if self.g.exists(real) else None
 
     def read_bytes(self, path: str) -> bytes:
         if self.g.filesize(path) <= _READ_FILE_LIMIT:
@@ -181,11 +191,13 @@ class LibguestfsGuest(Guest):
             self.g.chmod(mode, path)
 
     def _ntfs(self, path: str) -> bool:
-        mounts: dict[str, str] = self.g.mountpoints()
-        best = max((mp for mp in mounts.values() if path.startswith(mp.rstrip("/") + "/") or mp == "/"),
+        if self._ntfs_mounts is None:  # the mounts do not change while a guest is being morphed
+            mounts: dict[str, str] = self.g.mountpoints()
+            self._ntfs_mounts = {mp for dev, mp in mounts.items() if self.g.vfs_type(dev) == "ntfs"}
+            self._all_mounts = set(mounts.values())
+        best = max((mp for mp in self._all_mounts if path.startswith(mp.rstrip("/") + "/") or mp == "/"),
                    key=len, default="/")
-        device = next((dev for dev, mp in mounts.items() if mp == best), None)
-        return device is not None and self.g.vfs_type(device) == "ntfs"
+        return best in self._ntfs_mounts
 
     def exists(self, path: str) -> bool:
         return bool(self.g.exists(path) or self.g.is_symlink(path))

@@ -30,7 +30,7 @@ from osmorphing.winfirstboot import (
     startup_index,
 )
 from osmorphing.wininf import InfDriver, decode_inf, parse_inf
-from osmorphing.winreg import REG_EXPAND_SZ, REG_QWORD, Hive
+from osmorphing.winreg import REG_EXPAND_SZ, REG_QWORD, Hive, Value
 from osmorphing.winsources import (
     WINDOWS_TARGETS,
     DriverTree,
@@ -152,8 +152,9 @@ class WindowsConverter:
             for driver, rel in self._packages(tree).items():
                 dest = f"{self.root}/{DRIVER_STAGE}/{driver}"
                 files = tree.files(rel)
+                for directory in sorted({posixpath.dirname(f"{dest}/{name}") for name in files}):
+                    self.guest.mkdir_p(directory)
                 for name in files:
-                    self.guest.mkdir_p(posixpath.dirname(f"{dest}/{name}"))
                     self.guest.write_bytes(f"{dest}/{name}", tree.read(f"{rel}/{name}"))
                 self.editor.record(dest, "created", f"driver package {driver} from {source}/{rel}: "
                                    + ", ".join(files))
@@ -268,9 +269,10 @@ class WindowsConverter:
         gpt_path = find_case_insensitive(self.guest, f"{gp}/gpt.ini") or f"{gp}/gpt.ini"
         old_gpt = self.guest.read_text(gpt_path) if self.guest.is_file(gpt_path) else ""
         self.editor.write(gpt_path, gpt_ini(old_gpt), "local Group Policy uses the scripts extension")
-        entry = {"GPO-ID": "LocalGPO", "SOM-ID": "Local", "FileSysPath": GP_MACHINE,
+        entry: dict[str, Value] = {"GPO-ID": "LocalGPO", "SOM-ID": "Local", "FileSysPath": GP_MACHINE,
                  "DisplayName": "Local Group Policy", "GPOName": "Local Group Policy", "PSScriptOrder": 1}
-        script = {"Script": f"{WIN_DIR}\\firstboot.cmd", "Parameters": "", "IsPowershell": 0, "ExecTime": 0}
+        script: dict[str, Value] = {"Script": f"{WIN_DIR}\\firstboot.cmd", "Parameters": "", "IsPowershell": 0,
+                                    "ExecTime": 0}
         for key in (SCRIPTS_KEY, STATE_KEY):
             software.set(f"{key}\\0", entry, "local Group Policy machine startup scripts")
             software.set(f"{key}\\0\\{index}", script, "Sterna's first-boot script, run once as SYSTEM at boot",

@@ -63,7 +63,7 @@ def virtio_os_dirs(info: OsInfo) -> list[str]:
     if info.version != "10.0":
         name = _VIRTIO_OS.get((info.version, server))
         return [name] if name else []
-    build = int(info.windows_build) if (info.windows_build or "").isdigit() else 0
+    build = int(info.windows_build or 0) if (info.windows_build or "").isdigit() else 0
     if not server:
         return ["w11", "w10"] if build >= 22000 else ["w10"]
     names = [name for floor, name in _SERVER_BUILDS if build >= floor]

@@ -129,7 +129,7 @@ class StepInput(BaseModel):
             source_environment={**(plan.source_environment or {}), "shutdown_instances": plan.shutdown_instances},
             destination_environment={**(plan.destination_environment or {}), "network_map": plan.network_map or {},
                                      "storage_mappings": plan.storage_mappings or {}},
-            skip_os_morphing=plan.skip_os_morphing,
+            skip_os_morphing=bool(getattr(plan, "skip_os_morphing", False)),
             **known,
         )
 

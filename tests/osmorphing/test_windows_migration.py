@@ -75,7 +75,8 @@ def test_windows_migration_validates_sources_then_injects_drivers(
     disk = dst / "win-vm" / out["disks"][0]["file"]
     rb = read_back({"win": disk}, tmp_path, out["disks"][0]["format"])["win"]
     assert rb.file("/Windows/System32/drivers/viostor.sys") == sys_bytes("viostor", "2k19", "amd64")
-    assert rb.values("SYSTEM", "ControlSet001\\Services\\viostor")["Start"] == (4, 0)
+    service = rb.values("SYSTEM", "ControlSet001\\Services\\viostor")
+    assert service is not None and service["Start"] == (4, 0)  # REG_DWORD 0: boot start
     assert "0CmdLine=C:\\Windows\\Sterna\\firstboot.cmd" in (
         rb.file("/Windows/System32/GroupPolicy/Machine/Scripts/scripts.ini") or b"")[2:].decode("utf-16-le")
     conf = (rb.file("/Windows/Sterna/cloudbase-init.conf") or b"").decode()

@@ -134,7 +134,8 @@ def test_startup_script_is_registered_and_does_the_first_boot_work(
     assert entry is not None
     assert entry["Script"] == (REG_SZ, "C:\\Windows\\Sterna\\firstboot.cmd")
     assert entry["ExecTime"] == (REG_QWORD, 0)
-    assert rb.values("SOFTWARE", SCRIPTS)["FileSysPath"] == (REG_SZ, "C:\\Windows\\System32\\GroupPolicy\\Machine")
+    assert (rb.values("SOFTWARE", SCRIPTS) or {})["FileSysPath"] == (
+        REG_SZ, "C:\\Windows\\System32\\GroupPolicy\\Machine")
     cmd = (rb.file("/Windows/Sterna/firstboot.cmd") or b"").decode()
     assert "firstboot.ps1" in cmd
     ps1 = (rb.file("/Windows/Sterna/firstboot.ps1") or b"").decode()

@@ -78,10 +78,28 @@ def test_virtio_win_iso_reads_like_the_tree(windows_sources: Any, tmp_path: Path
     iso.close()
     from_iso, from_dir = DriverTree(tmp_path / "virtio-win.iso"), DriverTree(tree_root)
     try:
-        rel = from_iso.find_dir("vioscsi", "2k22", "amd64")
-        assert rel == from_dir.find_dir("vioscsi", "2k22", "amd64") == "vioscsi/2k22/amd64"
+        found = from_iso.find_dir("vioscsi", "2k22", "amd64")
+        assert found == from_dir.find_dir("vioscsi", "2k22", "amd64") == "vioscsi/2k22/amd64"
+        rel = "vioscsi/2k22/amd64"
         assert from_iso.files(rel) == from_dir.files(rel) == ["vioscsi.cat", "vioscsi.inf", "vioscsi.sys"]
         assert from_iso.read(f"{rel}/vioscsi.sys") == (tree_root / rel / "vioscsi.sys").read_bytes()
         assert from_iso.find_dir("viostor", "2k25", "amd64") is None
     finally:
         from_iso.close()
+
+
+def test_a_configured_source_that_does_not_exist_stops_the_service_at_start(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    monkeypatch.setenv("VIRTIO_WIN", str(tmp_path / "nowhere.iso"))  # virt-v2v's name is accepted too
+    with pytest.raises(ValidationError, match=r"STERNA_VIRTIO_WIN: .*nowhere\.iso does not exist"):
+        Settings()
+    monkeypatch.setenv("VIRTIO_WIN", str(tmp_path))
+    monkeypatch.setenv("STERNA_CLOUDBASE_INIT_MSI", str(tmp_path / "missing.msi"))
+    with pytest.raises(ValidationError, match=r"missing\.msi does not exist"):
+        Settings()
+    monkeypatch.delenv("STERNA_CLOUDBASE_INIT_MSI")
+    assert Settings().virtio_win == tmp_path

@@ -22,6 +22,7 @@ prints what it finds. Whether Windows then boots is only proven by booting it.
 from __future__ import annotations
 
 import argparse
+import posixpath
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -279,7 +280,7 @@ def read_back(disks: dict[str, Path], out: Path, fmt: str = "raw") -> dict[str, 
                 if not g.is_dir(real):
                     continue
                 for rel in g.find(real):
-                    path = f"{real}/{rel}"
+                    path = posixpath.normpath(f"{real}/{rel}")
                     if g.is_file(path):
                         rb.files[path.lower()] = bytes(g.read_file(path))
             for hive in ("SYSTEM", "SOFTWARE"):

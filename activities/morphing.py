@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
 from activities.recording import TaskRecorder
+from core.errors import InvalidInput
 from core.models import InstanceInfo
+from core.settings import Settings
+from providers.base import ImportProvider
 from workflows.types import MorphInput, MorphResult
 
 #: seconds between heartbeats while a cancelled morph waits for libguestfs to let go of the disk
 SETTLE_BEAT = 5.0
+if TYPE_CHECKING:
+    from osmorphing.winsources import WindowsSources
+
 #: endpoint type -> the platform whose tools the guest carries
 SOURCE_PLATFORMS = {"vmware_vsphere": "vmware", "ova": "vmware", "aws": "aws", "openstack": "kvm",
                     "azure": "azure", "gcp": "gcp", "hyper-v": "hyperv", "scvmm": "hyperv"}
@@ -33,7 +39,30 @@ def source_platform(origin_type: str, info: InstanceInfo | None) -> str | None:
     return None
 
 
-async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, rec: TaskRecorder) -> MorphResult:
+def windows_sources(settings: Settings) -> WindowsSources:
+    """The Windows drivers and agent this worker host has (settings, then the conventional places)."""
+    from osmorphing.winsources import WindowsSources
+
+    return WindowsSources.locate(settings.virtio_win, settings.cloudbase_init_msi, settings.aws_windows_drivers,
+                                 settings.data_dir)
+
+
+def windows_target(dest: type[ImportProvider] | ImportProvider) -> str:
+    return dest.WINDOWS_TARGET or dest.TARGET_PLATFORM
+
+
+def check_windows_sources(settings: Settings, dest: ImportProvider, info: InstanceInfo) -> None:
+    """Fail validation when a Windows guest's target needs drivers or an agent this host lacks."""
+    if info.os_type != "windows":
+        return
+    target = windows_target(dest)
+    problems = windows_sources(settings).missing(target)
+    if problems:
+        raise InvalidInput(f"Windows instance '{info.name}' cannot be converted for {target} on worker host "
+                           f"{settings.worker_host_id}: " + "; ".join(problems))
+
+
+async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, rec: TaskRecorder) -> MorphResult:
     from osmorphing import MorphOptions, morph_image
     from osmorphing.errors import InspectionError
     from osmorphing.models import TargetNic
@@ -50,6 +79,7 @@ async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, r
         instance_name=inp.step.task.instance,
         nics=[TargetNic(network_name=nic.network_name) for nic in (info.devices.nics if info else [])],
     )
+    target_platform = dest.TARGET_PLATFORM
     src_platform = source_platform(origin_type, info)
     await rec.aevent(f"Adapting {boot.disk_id} for '{target_platform}' (source platform: {src_platform or 'unknown'})")
     current = {"substep": "starting the appliance and inspecting the guest"}
@@ -65,7 +95,8 @@ async def morph_disks(inp: MorphInput, target_platform: str, origin_type: str, r
                             f"OS morphing: {current['substep']}", None)
     work = asyncio.ensure_future(asyncio.to_thread(
         morph_image, boot_path, boot.format, target_platform=target_platform, source_platform=src_platform,
-        options=options, on_event=substep,
+        options=options, on_event=substep, windows_sources=windows_sources(rec.services.settings),
+        windows_target=windows_target(dest),
     ))
     beats = 0
     try:

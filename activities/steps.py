@@ -89,6 +89,10 @@ class MigrationActivities:
             dest = await self._destination(inp)
             env = _dest_env(inp.model_copy(update={"export_info": export_info}))
             await asyncio.to_thread(dest.validate_destination, env, export_info)
+            if not inp.skip_os_morphing:
+                from activities.morphing import check_windows_sources
+
+                check_windows_sources(self.services.settings, dest, export_info)
             await asyncio.to_thread(
                 self.services.store.set_instance_info, inp.task.migration_id, inp.task.instance,
                 "export_info", export_info.model_dump(mode="json"),
@@ -178,7 +182,7 @@ class MigrationActivities:
             dest = await self._destination(inp.step)
             from activities.morphing import morph_disks
 
-            return await morph_disks(inp, dest.TARGET_PLATFORM, inp.origin_type, rec)
+            return await morph_disks(inp, dest, inp.origin_type, rec)
 
     @activity.defn(name=names.CONVERT_DISK)
     async def convert_disk(self, inp: DiskStepInput) -> DiskLocator:

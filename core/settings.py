@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +73,21 @@ class Settings(BaseSettings):
     keystone_token_cache_ttl: float = 300.0
     #: YAML or JSON file overriding the default policy rules (Coriolis names)
     policy_file: Path | None = None
+    # Windows guests: what OS morphing injects. Unset, each is looked for under data_dir/windows/ (and
+    # virtio-win also where distributions install it); a path that is set must exist (checked at start).
+    #: virtio-win drivers for kvm/openstack: the ISO, or a tree with its ``<driver>/<os>/<arch>`` layout
+    virtio_win: Path | None = Field(None, validation_alias=AliasChoices("STERNA_VIRTIO_WIN", "VIRTIO_WIN"))
+    #: cloudbase-init's MSI (CloudbaseInitSetup_x64.msi), installed at first boot
+    cloudbase_init_msi: Path | None = None
+    #: AWS's Windows driver packages, unpacked: a directory holding the NVMe (AWSNVMe.inf) and ENA (ena.inf) INFs
+    aws_windows_drivers: Path | None = None
+
+    @field_validator("virtio_win", "cloudbase_init_msi", "aws_windows_drivers")
+    @classmethod
+    def _must_exist(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"STERNA_{str(info.field_name).upper()}: {value} does not exist")
+        return value
 
     @property
     def db_url(self) -> str:

@@ -30,6 +30,17 @@ class GuestEditor:
         self.changes.append(change)
         self.event(change.line())
 
+    def record(self, path: str, action: ChangeAction, detail: str) -> None:
+        """Record a change made through another channel (a registry hive edited with hivex)."""
+        self._record(path, action, detail)
+
+    def write_binary(self, path: str, data: bytes, detail: str) -> None:
+        """Create or replace a binary file (a driver, an MSI) and record it."""
+        existed = self.guest.is_file(path)
+        self.guest.mkdir_p(posixpath.dirname(path))
+        self.guest.write_bytes(path, data)
+        self._record(path, "modified" if existed else "created", detail)
+
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.event(f"warning: {message}")

@@ -92,6 +92,9 @@ class Guest(ABC):
 
 def find_case_insensitive(guest: Guest, path: str) -> str | None:
     """The real spelling of ``path`` on a case-insensitive (NTFS) guest, or ``None``."""
+    fast = getattr(guest, "case_sensitive_path", None)
+    if fast is not None:  # one libguestfs call instead of one listing per component
+        return fast(path)  # type: ignore[no-any-return]
     current = "/"
     for part in [p for p in path.split("/") if p]:
         match = next((n for n in guest.listdir(current) if n.lower() == part.lower()), None)

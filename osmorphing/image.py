@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 
 from osmorphing.detect import inspect_guest
-from osmorphing.errors import GuestCommandError, UnsupportedOS
+from osmorphing.editor import GuestEditor
+from osmorphing.errors import UnsupportedOS
+from osmorphing.guest import Guest
 from osmorphing.libguestfs_guest import ImageSession, LibguestfsGuest
 from osmorphing.models import Change, MorphOptions, MorphReport, OsInfo
-from osmorphing.morph import check_supported, describe, morph_guest
+from osmorphing.morph import describe, morph_guest
 from osmorphing.scripts import PRE_MOUNT, for_phase, scripts_for
-from osmorphing.windows import windows_conversion_plan
+from osmorphing.winconvert import convert_windows
+from osmorphing.winsources import WindowsSources
 
 
 def inspect_image(disk_path: str, fmt: str) -> OsInfo:
@@ -31,12 +32,16 @@ def morph_image(
     source_platform: str | None,
     options: MorphOptions,
     on_event: Callable[[str], None] | None = None,
+    windows_sources: WindowsSources | None = None,
+    windows_target: str | None = None,
 ) -> MorphReport:
     """Make the OS on ``disk_path`` boot and get its network on ``target_platform``; modifies it in place.
 
     Synchronous (minutes under TCG); ``on_event`` receives one human line per step and per change.
     Raises ``osmorphing.errors.MorphingError`` subclasses: ``InspectionError`` (no OS found),
     ``UnsupportedOS`` (named cause), ``GuestCommandError`` (a command in the guest failed).
+    Windows guests are converted for ``windows_target`` (default ``target_platform``; ``openstack``
+    differs from ``kvm`` by its metadata service) from ``windows_sources`` (drivers, cloudbase-init).
     """
     emit = on_event or (lambda _line: None)
     if fmt == "vmdk":
@@ -54,8 +59,8 @@ def morph_image(
         guest = LibguestfsGuest(session)
         if hints.get("type") == "windows":
             session.mount(root)
-            info = inspect_guest(guest, hints)
-            emit(describe(info))
+            return morph_windows(guest, hints, windows_target or target_platform, source_platform, options,
+                                 windows_sources or WindowsSources(), emit)
         else:
             pre_scripts = for_phase(
                 scripts_for(options.user_scripts, "linux", options.instance_name), PRE_MOUNT
@@ -84,30 +89,25 @@ def morph_image(
             )
             report.changes[:0] = pre_changes
             return report
-    return _convert_windows(disk_path, fmt, info, target_platform, emit)
 
 
-def _convert_windows(
-    disk_path: str, fmt: str, info: OsInfo, target_platform: str, emit: Callable[[str], None]
+def morph_windows(
+    guest: LibguestfsGuest | Guest,
+    hints: dict[str, object],
+    target: str,
+    source_platform: str | None,
+    options: MorphOptions,
+    sources: WindowsSources,
+    emit: Callable[[str], None],
 ) -> MorphReport:
-    check_supported(info, target_platform)
-    plan = windows_conversion_plan(info, target_platform)
-    for step in plan["steps"]:
-        emit(f"plan: {step}")
-    if plan["missing"]:
-        raise UnsupportedOS(
-            f"{info.friendly_name or 'Windows'} detected, but converting it on this host needs: "
-            + "; ".join(plan["missing"])
-        )
-    converter = plan["converter"] or shutil.which("virt-v2v-in-place") or "virt-v2v-in-place"
-    argv = [converter, "-i", "disk", "-if", fmt, disk_path]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise GuestCommandError(argv, proc.stdout + proc.stderr)
-    change = Change(
-        path=" ".join(argv),
-        action="command",
-        detail="virt-v2v in-place conversion: virtio drivers, firstboot scripts",
-    )
-    emit(change.line())
-    return MorphReport(os_info=info, target_platform=target_platform, changes=[change])
+    """Convert the mounted Windows guest for ``target``; also what tests and operators call directly."""
+    editor = GuestEditor(guest, emit)
+    info = inspect_guest(guest, dict(hints))
+    editor.event(describe(info))
+    if info.os_type != "windows":
+        raise UnsupportedOS(f"not a Windows guest: {describe(info)}")
+    convert_windows(editor, info, target, options, sources, source_platform)
+    editor.event(f"OS morphing for {target} done: {len(editor.changes)} change(s), "
+                 f"{len(editor.warnings)} warning(s)")
+    return MorphReport(os_info=info, target_platform=target, source_platform=source_platform,
+                       changes=editor.changes, warnings=editor.warnings)

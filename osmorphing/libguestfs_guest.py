@@ -52,8 +52,11 @@ def load_guestfs() -> ModuleType:
 class ImageSession:
     """One libguestfs appliance over one disk image; use as a context manager."""
 
-    def __init__(self, disk_path: str, fmt: str, *, readonly: bool, memsize_mb: int = 1024) -> None:
+    def __init__(self, disk_path: str, fmt: str, *, readonly: bool, memsize_mb: int = 1024,
+                 extra_disks: tuple[str, ...] = ()) -> None:
         self.disk_path = disk_path
+        #: more disks of the same format in the same appliance (tests convert many guests in one launch)
+        self.extra_disks = extra_disks
         self.fmt = fmt
         self.readonly = readonly
         self.memsize_mb = memsize_mb
@@ -68,7 +71,8 @@ class ImageSession:
             g.set_backend_settings(["force_tcg"])
         g.set_memsize(self.memsize_mb)
         try:
-            g.add_drive_opts(self.disk_path, format=self.fmt, readonly=self.readonly)
+            for path in (self.disk_path, *self.extra_disks):
+                g.add_drive_opts(path, format=self.fmt, readonly=self.readonly)
             g.launch()
         except RuntimeError as exc:
             g.close()
@@ -157,6 +161,16 @@ class LibguestfsGuest(Guest):
     def __init__(self, session: ImageSession) -> None:
         self.session = session
         self.g = session.g
+        self._ntfs_mounts: set[str] | None = None
+        self._all_mounts: set[str] = set()
+
+    def case_sensitive_path(self, path: str) -> str | None:
+        """The real spelling of ``path`` (libguestfs resolves case on NTFS), or None when absent."""
+        try:
+            real = str(self.g.case_sensitive_path(path))
+        except RuntimeError:
+            return None
+        return real if self.g.exists(real) else None
 
     def read_bytes(self, path: str) -> bytes:
         if self.g.filesize(path) <= _READ_FILE_LIMIT:
@@ -166,8 +180,24 @@ class LibguestfsGuest(Guest):
             return tmp.read()
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self.g.write(path, data)
-        self.g.chmod(mode, path)
+        if len(data) <= _READ_FILE_LIMIT:
+            self.g.write(path, data)
+        else:  # past libguestfs' message size (registry hives, MSIs): through a file
+            with tempfile.NamedTemporaryFile(prefix="sterna-guest-") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                self.g.upload(tmp.name, path)
+        if not self._ntfs(path):  # ntfs-3g has no POSIX modes to set
+            self.g.chmod(mode, path)
+
+    def _ntfs(self, path: str) -> bool:
+        if self._ntfs_mounts is None:  # the mounts do not change while a guest is being morphed
+            mounts: dict[str, str] = self.g.mountpoints()
+            self._ntfs_mounts = {mp for dev, mp in mounts.items() if self.g.vfs_type(dev) == "ntfs"}
+            self._all_mounts = set(mounts.values())
+        best = max((mp for mp in self._all_mounts if path.startswith(mp.rstrip("/") + "/") or mp == "/"),
+                   key=len, default="/")
+        return best in self._ntfs_mounts
 
     def exists(self, path: str) -> bool:
         return bool(self.g.exists(path) or self.g.is_symlink(path))

@@ -1,19 +1,13 @@
 """Windows guests: detection from the offline registry, and the conversion plan.
 
 Detection reads ``HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion`` from the guest's SOFTWARE hive
-with hivex, the library libguestfs itself uses. Conversion (virtio drivers, firstboot scripts,
-cloudbase-init) is delegated to virt-v2v's in-place converter, ``virt-v2v-in-place``, when it is
-installed together with what it needs for Windows (the virtio-win drivers and ``rhsrvany.exe``); see
-``windows_conversion_plan``.
+with hivex, the library libguestfs itself uses. Conversion is ``osmorphing.winconvert``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from osmorphing.guest import Guest, find_case_insensitive
@@ -21,9 +15,6 @@ from osmorphing.models import OsInfo
 from osmorphing.system import import_system
 
 CURRENT_VERSION_KEY = ("Microsoft", "Windows NT", "CurrentVersion")
-#: where virt-v2v looks for the Windows helpers it injects (firstboot service wrapper)
-VIRT_TOOLS_DIR = Path("/usr/share/virt-tools")
-VIRTIO_WIN_CANDIDATES = (Path("/usr/share/virtio-win"), Path("/usr/share/virtio-win/virtio-win.iso"))
 
 
 def read_current_version(guest: Guest, hive_path: str) -> dict[str, str | int]:
@@ -88,30 +79,3 @@ def inspect_windows(guest: Guest, hints: dict[str, Any]) -> OsInfo:
         windows_build=build or None,
         windows_installation_type=installation or None,
     )
-
-
-def windows_conversion_plan(info: OsInfo, target_platform: str) -> dict[str, Any]:
-    """What converting this Windows guest needs, and whether this host can do it.
-
-    The plan is: ``virt-v2v-in-place`` on the disk (it injects the virtio-win drivers matching the
-    version, installs firstboot scripts through the ``rhsrvany`` service wrapper, and removes VMware
-    Tools at first boot), then cloudbase-init as the target's metadata agent. Returns the steps and,
-    under ``missing``, each prerequisite absent from this host.
-    """
-    missing = []
-    converter = shutil.which("virt-v2v-in-place")
-    if not converter:
-        missing.append("virt-v2v-in-place (virt-v2v's in-place converter) is not installed")
-    if not any((VIRT_TOOLS_DIR / name).exists() for name in ("rhsrvany.exe", "pvvxsvc.exe")):
-        missing.append(f"rhsrvany.exe or pvvxsvc.exe in {VIRT_TOOLS_DIR} (firstboot service wrapper)")
-    virtio = os.environ.get("VIRTIO_WIN") or next((str(p) for p in VIRTIO_WIN_CANDIDATES if p.exists()), None)
-    if target_platform in ("kvm", "gcp") and not virtio:
-        missing.append("virtio-win drivers (directory or ISO; set VIRTIO_WIN) are not present")
-    steps = [
-        f"virt-v2v-in-place -i disk <disk> (target {target_platform}): inject virtio drivers "
-        "(viostor, vioscsi, netkvm, balloon) for "
-        f"{info.windows_product_name or 'Windows'} {info.windows_build or ''}".strip(),
-        "firstboot: remove VMware Tools / Hyper-V integration leftovers",
-        "firstboot: install cloudbase-init with the target's metadata service",
-    ]
-    return {"converter": converter, "virtio_win": virtio, "steps": steps, "missing": missing}

@@ -241,6 +241,8 @@ class ImportProvider(BaseProvider):
     TARGET_DISK_OPTIONS: ClassVar[list[str]] = []
     #: OS-morphing target platform: "kvm", "aws", "azure" or "gcp"
     TARGET_PLATFORM: ClassVar[str] = "kvm"
+    #: Windows conversion target when it differs from TARGET_PLATFORM (openstack: its metadata service)
+    WINDOWS_TARGET: ClassVar[str | None] = None
 
     @classmethod
     def destination_environment_schema(cls) -> dict[str, Any]:

@@ -41,12 +41,25 @@ from workflows.transfer import TransferExecutionWorkflow, TransferInstanceWorkfl
 log = logging.getLogger("sterna.worker")
 
 
+def _log_windows_sources(settings: Settings) -> None:
+    """Say at start which Windows targets this host can convert for (set paths were checked by Settings)."""
+    from activities.morphing import windows_sources
+    from osmorphing.winsources import WINDOWS_TARGETS
+
+    found = windows_sources(settings)
+    for target in WINDOWS_TARGETS:
+        missing = found.missing(target)
+        if missing:
+            log.info("Windows guests for %s: not on this host: %s", target, "; ".join(missing))
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     # What a previous worker on this scratch left running (qemu-nbd holding a deleted export...) goes first.
     killed = sweep(settings.scratch)
     if killed:
         log.warning("killed %d process(es) left by a previous worker: %s", len(killed), killed)
     mark_children(settings.scratch)
+    _log_windows_sources(settings)
     client = await connect(settings, runtime=runtime(settings))
     serve_metrics(settings)
     services = Services.create(settings)

@@ -112,6 +112,8 @@ class StepInput(BaseModel):
     snapshot: SourceSnapshot | None = None
     #: per-instance scratch directory on the pinned host
     workdir: str | None = None
+    #: validation then skips the checks that only OS morphing needs (Windows drivers)
+    skip_os_morphing: bool = False
 
     @classmethod
     def for_task(cls, plan: MigrationPlan, task: TaskRef, **known: Any) -> StepInput:
@@ -127,6 +129,7 @@ class StepInput(BaseModel):
             source_environment={**(plan.source_environment or {}), "shutdown_instances": plan.shutdown_instances},
             destination_environment={**(plan.destination_environment or {}), "network_map": plan.network_map or {},
                                      "storage_mappings": plan.storage_mappings or {}},
+            skip_os_morphing=bool(getattr(plan, "skip_os_morphing", False)),
             **known,
         )
 

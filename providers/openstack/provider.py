@@ -71,6 +71,7 @@ class OpenStackProvider(
     PLUGIN_NAME = "openstack"
     TARGET_DISK_FORMAT = "qcow2"
     TARGET_PLATFORM = "kvm"
+    WINDOWS_TARGET = "openstack"
 
     def __init__(self, connection_info: Mapping[str, Any]) -> None:
         super().__init__(connection_info)

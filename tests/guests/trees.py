@@ -386,6 +386,40 @@ def opensuse(root: Path) -> dict[str, str]:
 
 
 WINDOWS_VERSIONS: dict[str, dict[str, str | int]] = {
+    "windows2008r2": {
+        "ProductName": "Windows Server 2008 R2 Standard",
+        "EditionID": "ServerStandard",
+        "InstallationType": "Server",
+        "CurrentBuildNumber": "7601",
+        "CurrentVersion": "6.1",
+    },
+    "windows2016": {
+        "ProductName": "Windows Server 2016 Datacenter",
+        "EditionID": "ServerDatacenter",
+        "InstallationType": "Server",
+        "CurrentBuildNumber": "14393",
+        "CurrentMajorVersionNumber": 10,
+        "CurrentMinorVersionNumber": 0,
+        "CurrentVersion": "6.3",
+    },
+    "windows2022": {
+        "ProductName": "Windows Server 2022 Standard",
+        "EditionID": "ServerStandard",
+        "InstallationType": "Server",
+        "CurrentBuildNumber": "20348",
+        "CurrentMajorVersionNumber": 10,
+        "CurrentMinorVersionNumber": 0,
+        "CurrentVersion": "6.3",
+    },
+    "windows10": {
+        "ProductName": "Windows 10 Enterprise",
+        "EditionID": "Enterprise",
+        "InstallationType": "Client",
+        "CurrentBuildNumber": "19045",
+        "CurrentMajorVersionNumber": 10,
+        "CurrentMinorVersionNumber": 0,
+        "CurrentVersion": "6.3",
+    },
     "windows2019": {
         "ProductName": "Windows Server 2019 Standard",
         "EditionID": "ServerStandard",

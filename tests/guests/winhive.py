@@ -8,6 +8,7 @@ then adds keys and values to it with hivex (python3-hivex), the same library lib
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 from osmorphing.system import import_system
@@ -16,6 +17,7 @@ hivex = import_system("hivex", "python3-hivex")
 
 REG_SZ = 1
 REG_DWORD = 4
+REG_MULTI_SZ = 7
 
 
 def _cell(payload: bytes) -> bytes:
@@ -65,8 +67,9 @@ def empty_hive(root_name: str = "ROOT") -> bytes:
     return bytes(header) + page
 
 
-def make_hive(path: Path, keys: dict[str, dict[str, str | int]]) -> Path:
-    """Write a hive at ``path`` holding ``keys``: ``"A\\B\\C"`` → {name: str (REG_SZ) | int (REG_DWORD)}."""
+def make_hive(path: Path, keys: Mapping[str, Mapping[str, str | int | list[str]]]) -> Path:
+    """Write a hive at ``path`` holding ``keys``: ``"A\\B\\C"`` → {name: str (REG_SZ) | int (REG_DWORD)
+    | list (REG_MULTI_SZ)}."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(empty_hive())
     h = hivex.Hivex(str(path), write=True)
@@ -79,6 +82,9 @@ def make_hive(path: Path, keys: dict[str, dict[str, str | int]]) -> Path:
         for name, value in values.items():
             if isinstance(value, int):
                 encoded.append({"key": name, "t": REG_DWORD, "value": struct.pack("<I", value)})
+            elif isinstance(value, list):
+                raw = "".join(v + "\0" for v in value).encode("utf-16-le") + b"\0\0"
+                encoded.append({"key": name, "t": REG_MULTI_SZ, "value": raw})
             else:
                 encoded.append({"key": name, "t": REG_SZ, "value": (value + "\0").encode("utf-16-le")})
         h.node_set_values(node, encoded)

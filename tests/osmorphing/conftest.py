@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from osmorphing import DirectoryGuest
 from tests.guests.trees import build_tree
+from tests.guests.windows import build_images, build_sources
 
 # libguestfs cannot use KVM on the CI hosts; the appliance runs under TCG.
 os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
@@ -31,3 +33,18 @@ def make_guest(tmp_path: Path) -> Callable[[str], DirectoryGuest]:
         return DirectoryGuest(root, devices)
 
     return make
+
+
+#: the Windows versions of the synthetic NTFS disks (tests/guests/windows.py)
+VERSIONS = ["windows10", "windows11", "windows2008r2", "windows2012r2", "windows2016", "windows2019", "windows2022"]
+
+
+@pytest.fixture(scope="session")
+def windows_sources(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return build_sources(tmp_path_factory.mktemp("windows-sources"))
+
+
+@pytest.fixture(scope="session")
+def windows_base_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One NTFS disk per version, built once per session (one appliance); tests copy them."""
+    return build_images(tmp_path_factory.mktemp("windows-images"), VERSIONS, existing_gpo=("windows2016",))

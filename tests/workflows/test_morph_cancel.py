@@ -20,19 +20,22 @@ from temporalio.testing import ActivityEnvironment
 import osmorphing
 from activities import morphing
 from core.models import DiskLocator
+from core.settings import Settings
+from providers.local.provider import LocalProvider
 from workflows.types import MorphInput, StepInput, TaskRef
 
 
 class _Recorder:
     """The part of ``TaskRecorder`` the morph step uses before libguestfs returns."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path) -> None:
         self.events: list[str] = []
         self.progress: list[str] = []
         self.task_id = "task-1"
-        # the morph's sub-steps are progress updates of its task
-        self.services = SimpleNamespace(store=SimpleNamespace(
-            start_progress=lambda task_id, message, total: self.progress.append(message)))
+        # the morph's sub-steps are progress updates of its task; its settings say where Windows drivers are
+        self.services = SimpleNamespace(
+            store=SimpleNamespace(start_progress=lambda task_id, message, total: self.progress.append(message)),
+            settings=Settings(data_dir=data_dir))
 
     async def aevent(self, message: str, level: str = "INFO") -> None:
         self.events.append(message)
@@ -67,7 +70,7 @@ def test_a_cancelled_morph_heartbeats_until_libguestfs_lets_go(monkeypatch: pyte
     env.on_heartbeat = lambda *details: beats.append(details)
 
     async def run() -> BaseException | None:
-        work = asyncio.ensure_future(env.run(morphing.morph_disks, inp, "kvm", "", _Recorder()))
+        work = asyncio.ensure_future(env.run(morphing.morph_disks, inp, LocalProvider, "", _Recorder(tmp_path)))
         assert await asyncio.to_thread(started.wait, 30)
         env.cancel()
 

@@ -10,6 +10,9 @@ for pkg in $wanted; do
     missing+=("$pkg")
   fi
 done
+# npm is Debian's own package beside Debian's nodejs, but part of NodeSource's nodejs, which conflicts
+# with Debian's npm: ask for it only when there is no npm command.
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "Installing system packages: ${missing[*]}"
 SUDO=""

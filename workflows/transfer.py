@@ -39,6 +39,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.types import CleanupInput, DiskStepInput, SnapshotResult, Status, Timeouts, ValidateResult
 
+#: The release step heartbeats, so a worker killed during it is retried within a heartbeat timeout.
+CLEANUP_HEARTBEAT = "transfer-cleanup-heartbeat"
+
 
 @workflow.defn
 class TransferExecutionWorkflow:
@@ -160,4 +163,7 @@ class TransferInstanceWorkflow:
                            CleanupInput(step=at(step, p, TransferTask.RELEASE), succeeded=True),
                            t, task_queue=host_queue or workflow.info().task_queue + "-data",
                            start_to_close=timedelta(seconds=t.short),
-                           schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start))
+                           schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+                           # A worker killed mid-cleanup is noticed within a heartbeat, not t.short.
+                           heartbeat_timeout=timedelta(seconds=t.heartbeat)
+                           if workflow.patched(CLEANUP_HEARTBEAT) else None)

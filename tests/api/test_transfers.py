@@ -393,19 +393,37 @@ def test_force_cancel_terminates_and_still_releases(stack: RunningStack) -> None
         assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))
 
 
+def data_midpoint(path: Path) -> int:
+    """The disk offset with half of the allocated bytes before it (``qemu-img map``)."""
+    import json
+    import subprocess
+
+    extents = [e for e in json.loads(subprocess.run(["qemu-img", "map", "--output=json", "-f", "raw", str(path)],
+                                                    check=True, capture_output=True, text=True).stdout) if e["data"]]
+    remaining = sum(e["length"] for e in extents) // 2
+    for e in extents:
+        if e["length"] >= remaining:
+            return int(e["start"] + remaining)
+        remaining -= e["length"]
+    raise AssertionError(f"{path} holds no data")
+
+
 def test_worker_killed_mid_replication_resumes_from_checkpoint(stack: RunningStack) -> None:
     import signal
 
     src, dst = inventories(stack, ["vm-a"], data_mib=48)
+    # Progress is a position on the disk; the kill must land while data is still being read, so
+    # wait for the offset that has half the disk's data before it (past it, the rest is holes).
+    halfway = data_midpoint(src / "vm-a" / "disk-0.raw")
     with stack.client() as api:
-        t = new_transfer(api, src, dst, source_environment={"bandwidth_limit": 8 * MiB})
+        t = new_transfer(api, src, dst, source_environment={"bandwidth_limit": 4 * MiB})
         e = api.execute_transfer(t["id"])
 
-        def third() -> bool:
+        def half() -> bool:
             updates = task_of(api.get_execution(t["id"], e["id"]), "REPLICATE_DISKS")["progress_updates"]
-            return bool(updates) and updates[-1]["current_step"] > (updates[-1]["total_steps"] or 0) // 3
+            return bool(updates) and updates[-1]["current_step"] >= halfway
 
-        wait_for(third, 120, 0.1, "a third of the replication")
+        wait_for(half, 120, 0.1, "half of the disk's data replicated")
         worker = stack.stack.procs["worker"]
         worker.send_signal(signal.SIGKILL)
         worker.wait()

@@ -1,0 +1,20 @@
+"""One Temporal dev server per module for the workflow-branch tests (``stubs``), the binary the stack uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from worker.launcher import temporal_binary
+
+
+@pytest.fixture(scope="module")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    # The time-skipping test server is a download; the dev server is installed with the project.
+    env = await WorkflowEnvironment.start_local(data_converter=pydantic_data_converter,
+                                                dev_server_existing_path=temporal_binary())
+    async with env:
+        yield env

@@ -1,0 +1,161 @@
+"""``InstanceMigrationWorkflow``'s error, cancel and cleanup-failure branches, against stub activities.
+
+The real workflow runs on a Temporal dev server with every activity replaced by a stub under its
+real name (``stubs``): what is checked is the workflow's own decisions, what it records and which
+steps it still runs, not the providers'. The full-stack tests reach these branches only by breaking
+a real disk step (``test_hardening``); here each branch is reached on purpose, in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.testing import WorkflowEnvironment
+
+from activities import names
+from core.errors import InvalidInput, ProviderTransient
+from tests.workflows.stubs import FAST, Blocking, Stubs, fails, workers
+from workflows import ids
+from workflows.failures import root_cause
+from workflows.instance import DISK_ATTEMPTS, InstanceMigrationWorkflow
+from workflows.types import CleanupInput, InstanceInput, MigrationInput, Status, TaskRef, TaskType, TaskUpdate
+
+#: A workflow that would wait or retry forever fails its test instead of hanging it.
+RUN_TIMEOUT = timedelta(seconds=60)
+
+
+def _input(**timeouts: float) -> InstanceInput:
+    m = MigrationInput(migration_id=f"m-{uuid.uuid4()}", project_id="p", origin_endpoint_id="src",
+                       destination_endpoint_id="dst", origin_type="local", destination_type="local",
+                       instances=["vm-a"], skip_os_morphing=True,
+                       timeouts=FAST.model_copy(update=timeouts))
+    return InstanceInput(migration=m, instance="vm-a")
+
+
+def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:
+    return TaskRef(migration_id=inp.migration.migration_id, instance=inp.instance, task_type=task)
+
+
+def _updates(stubs: Stubs, name: str) -> list[TaskUpdate]:
+    return [TaskUpdate.model_validate(a) for a in stubs.args(name)]
+
+
+async def _run(temporal: WorkflowEnvironment, stubs: Stubs, inp: InstanceInput) -> Any:
+    async with workers(temporal.client, stubs, [InstanceMigrationWorkflow]) as queue:
+        return await temporal.client.execute_workflow(
+            InstanceMigrationWorkflow.run, inp, id=ids.instance(inp.migration.migration_id, inp.instance),
+            task_queue=queue, execution_timeout=RUN_TIMEOUT)
+
+
+async def _failure(temporal: WorkflowEnvironment, stubs: Stubs, inp: InstanceInput) -> WorkflowFailureError:
+    with pytest.raises(WorkflowFailureError) as failed:
+        await _run(temporal, stubs, inp)
+    return failed.value
+
+
+async def test_a_deterministic_disk_step_failure_ends_error_with_its_cause_and_cleans_up(
+        temporal: WorkflowEnvironment) -> None:
+    inp = _input()
+    stubs = Stubs(behaviours={names.CONVERT_DISK: fails(InvalidInput("disk-0: no such format 'vhdx2'"))})
+    failed = await _failure(temporal, stubs, inp)
+
+    cause = root_cause(failed.cause or failed)
+    assert isinstance(cause, ApplicationError), failed
+    assert (cause.type, cause.message) == ("InvalidInput", "disk-0: no such format 'vhdx2'")
+    # Non-retryable by core.errors: one attempt, though the stub left ``non_retryable`` unset.
+    assert [c.attempt for c in stubs.of(names.CONVERT_DISK)] == [1]
+    assert _updates(stubs, names.RECORD_TASK) == [
+        TaskUpdate(task=_ref(inp, TaskType.CONVERT), status=Status.ERROR, message="disk-0: no such format 'vhdx2'")]
+    assert _updates(stubs, names.RECORD_UNFINISHED_TASKS) == [
+        TaskUpdate(task=_ref(inp, TaskType.CONVERT), status=Status.ERROR)]
+    # Recorded first, then cleaned up, and nothing after the failed step ran.
+    assert stubs.names()[-4:] == [names.CONVERT_DISK, names.RECORD_TASK, names.RECORD_UNFINISHED_TASKS,
+                                  names.CLEANUP_INSTANCE]
+    assert names.UPLOAD_DISK not in stubs.names() and names.DEPLOY_INSTANCE not in stubs.names()
+    [cleanup] = stubs.of(names.CLEANUP_INSTANCE)
+    arg = CleanupInput.model_validate(cleanup.arg)
+    assert (arg.succeeded, arg.disks, arg.deployed) == (False, [], None)
+    assert arg.step.task == _ref(inp, TaskType.CLEANUP)
+    # on the host holding the scratch copy, where the failed step ran
+    assert cleanup.queue == stubs.of(names.CONVERT_DISK)[0].queue
+
+
+async def test_a_cancel_during_a_disk_step_cancels_it_cleans_up_and_ends_canceled(
+        temporal: WorkflowEnvironment) -> None:
+    inp = _input()
+    export = Blocking()
+    stubs = Stubs(behaviours={names.EXPORT_DISK: export})
+    async with workers(temporal.client, stubs, [InstanceMigrationWorkflow]) as queue:
+        handle = await temporal.client.start_workflow(
+            InstanceMigrationWorkflow.run, inp, id=ids.instance(inp.migration.migration_id, inp.instance),
+            task_queue=queue, execution_timeout=RUN_TIMEOUT)
+        await asyncio.wait_for(export.started.wait(), 30)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        status = (await handle.describe()).status
+
+    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert status == WorkflowExecutionStatus.CANCELED
+    assert export.cancelled.is_set(), "the running disk step never saw the cancel"
+    assert _updates(stubs, names.RECORD_TASK) == [
+        TaskUpdate(task=_ref(inp, TaskType.EXPORT), status=Status.CANCELED, message="Canceled by user request")]
+    assert _updates(stubs, names.RECORD_UNFINISHED_TASKS) == [
+        TaskUpdate(task=_ref(inp, TaskType.EXPORT), status=Status.CANCELED)]
+    # The cleanup waited for the cancelled step to let go of the disk (WAIT_CANCELLATION_COMPLETED).
+    assert stubs.names()[-3:] == [names.RECORD_TASK, names.RECORD_UNFINISHED_TASKS, names.CLEANUP_INSTANCE]
+    assert stubs.events.index("cancelled " + names.EXPORT_DISK) < stubs.events.index(names.CLEANUP_INSTANCE)
+    [cleanup] = stubs.of(names.CLEANUP_INSTANCE)
+    assert CleanupInput.model_validate(cleanup.arg).succeeded is False
+    assert cleanup.queue == stubs.of(names.EXPORT_DISK)[0].queue
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+async def test_a_failed_cleanup_is_recorded_and_leaves_the_outcome_as_it_was(
+        temporal: WorkflowEnvironment, outcome: str) -> None:
+    inp = _input()
+    behaviours = {names.CLEANUP_INSTANCE: fails(InvalidInput("/etc is not under an allowed root"))}
+    if outcome == "failed":
+        behaviours[names.UPLOAD_DISK] = fails(InvalidInput("the destination refused disk-0"))
+    stubs = Stubs(behaviours=behaviours)
+    cleanup_error = TaskUpdate(task=_ref(inp, TaskType.CLEANUP), status=Status.ERROR,
+                               message="/etc is not under an allowed root")
+
+    if outcome == "completed":
+        result = await _run(temporal, stubs, inp)
+        # what the deploy step returned
+        assert (result["instance"], result["id"]) == ("vm-a", "i-1"), result
+        assert _updates(stubs, names.RECORD_TASK) == [cleanup_error]
+        arg = CleanupInput.model_validate(stubs.args(names.CLEANUP_INSTANCE)[0])
+        assert arg.succeeded and arg.deployed is not None and [d.disk_id for d in arg.disks] == ["disk-0"]
+    else:
+        failed = await _failure(temporal, stubs, inp)
+        cause = root_cause(failed.cause or failed)
+        # the upload's error, not the cleanup's
+        assert isinstance(cause, ApplicationError) and cause.message == "the destination refused disk-0", failed
+        assert _updates(stubs, names.RECORD_TASK) == [
+            TaskUpdate(task=_ref(inp, TaskType.UPLOAD), status=Status.ERROR,
+                       message="the destination refused disk-0"), cleanup_error]
+    assert len(stubs.of(names.CLEANUP_INSTANCE)) == 1
+    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.RECORD_TASK]
+
+
+async def test_a_disk_step_that_always_fails_retryably_stops_after_its_attempts(
+        temporal: WorkflowEnvironment) -> None:
+    inp = _input()
+    stubs = Stubs(behaviours={names.EXPORT_DISK: fails(ProviderTransient("the source answered 503"))})
+    failed = await _failure(temporal, stubs, inp)
+
+    assert [c.attempt for c in stubs.of(names.EXPORT_DISK)] == list(range(1, DISK_ATTEMPTS + 1))
+    assert isinstance(failed.cause, ActivityError) and failed.cause.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
+    cause = root_cause(failed.cause)
+    assert isinstance(cause, ApplicationError) and cause.type == "ProviderTransient", failed
+    assert _updates(stubs, names.RECORD_TASK) == [
+        TaskUpdate(task=_ref(inp, TaskType.EXPORT), status=Status.ERROR, message="the source answered 503")]
+    assert stubs.names()[-1] == names.CLEANUP_INSTANCE

@@ -128,6 +128,10 @@ class Stubs:
 
         return activity.defn(name=name)(stub)
 
+    def answer(self, name: str) -> Behaviour:
+        """The default answer of ``name``, for a behaviour that changes it."""
+        return _answers(self.disks).get(name, _nothing)
+
     def args(self, name: str) -> list[dict[str, Any]]:
         """The inputs ``name`` was called with, in order (one per attempt)."""
         return [c.arg for c in self.calls if c.name == name]

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    RetryState,
+    TimeoutError,
+    TimeoutType,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from activities import names
@@ -23,11 +30,23 @@ from core.errors import InvalidInput, ProviderTransient
 from tests.workflows.stubs import FAST, Blocking, Stubs, fails, workers
 from workflows import ids
 from workflows.failures import root_cause
-from workflows.instance import DISK_ATTEMPTS, InstanceMigrationWorkflow
-from workflows.types import CleanupInput, InstanceInput, MigrationInput, Status, TaskRef, TaskType, TaskUpdate
+from workflows.instance import DISK_ATTEMPTS, HOST_FAILOVERS, InstanceMigrationWorkflow
+from workflows.types import (
+    CleanupInput,
+    InstanceInput,
+    MigrationInput,
+    SnapshotResult,
+    Status,
+    StepInput,
+    TaskRef,
+    TaskType,
+    TaskUpdate,
+)
 
 #: A workflow that would wait or retry forever fails its test instead of hanging it.
 RUN_TIMEOUT = timedelta(seconds=60)
+#: the steps pinned to the host holding the scratch copy
+DISK_STEPS = (names.EXPORT_DISK, names.OS_MORPHING, names.CONVERT_DISK, names.UPLOAD_DISK, names.DEPLOY_INSTANCE)
 
 
 def _input(**timeouts: float) -> InstanceInput:
@@ -159,3 +178,52 @@ async def test_a_disk_step_that_always_fails_retryably_stops_after_its_attempts(
     assert _updates(stubs, names.RECORD_TASK) == [
         TaskUpdate(task=_ref(inp, TaskType.EXPORT), status=Status.ERROR, message="the source answered 503")]
     assert stubs.names()[-1] == names.CLEANUP_INSTANCE
+
+
+def _hosts_lost(stubs: Stubs, lost: int) -> None:
+    """The first ``lost`` snapshots pin the VM to a host whose worker is gone (no one polls its queue)."""
+    take = stubs.answer(names.SNAPSHOT_INSTANCE)
+
+    async def snapshot(arg: dict[str, Any]) -> SnapshotResult:
+        s: SnapshotResult = await take(arg)
+        n = len(stubs.of(names.SNAPSHOT_INSTANCE))
+        return s.model_copy(update={"host_queue": s.host_queue + "-lost" if n <= lost else s.host_queue,
+                                    "snapshot": s.snapshot.model_copy(update={"snapshot_id": f"snap-{n}"})})
+
+    stubs.behaviours[names.SNAPSHOT_INSTANCE] = snapshot
+
+
+async def test_a_lost_host_starts_the_disk_steps_again_elsewhere(temporal: WorkflowEnvironment) -> None:
+    inp = _input(host_schedule_to_start=1)
+    stubs = Stubs()
+    _hosts_lost(stubs, 1)
+    result = await _run(temporal, stubs, inp)
+
+    assert result["id"] == "i-1", result
+    assert len(stubs.of(names.SNAPSHOT_INSTANCE)) == 2
+    # the lost host's snapshot is released; the disk steps all ran on the second host
+    [released] = stubs.args(names.RELEASE_SNAPSHOT)
+    snapshot = StepInput.model_validate(released).snapshot
+    assert snapshot is not None and snapshot.snapshot_id == "snap-1", released
+    assert {c.queue for c in stubs.calls if c.name in DISK_STEPS} == {stubs.of(names.DEPLOY_INSTANCE)[0].queue}
+    [moved] = _updates(stubs, names.RECORD_TASK)
+    assert (moved.task, moved.status) == (_ref(inp, TaskType.EXPORT), Status.RUNNING)
+    assert f"on another host (1 of {HOST_FAILOVERS})" in (moved.message or ""), moved
+
+
+async def test_a_vm_whose_hosts_keep_getting_lost_ends_error(temporal: WorkflowEnvironment) -> None:
+    inp = _input(host_schedule_to_start=1)
+    stubs = Stubs()
+    _hosts_lost(stubs, HOST_FAILOVERS + 1)
+    failed = await _failure(temporal, stubs, inp)
+
+    assert isinstance(failed.cause, ActivityError), failed
+    cause = failed.cause.cause
+    assert isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START, failed.cause
+    assert len(stubs.of(names.SNAPSHOT_INSTANCE)) == HOST_FAILOVERS + 1
+    assert len(stubs.of(names.RELEASE_SNAPSHOT)) == HOST_FAILOVERS
+    assert not any(c.name in DISK_STEPS for c in stubs.calls), "a disk step ran on no host"
+    updates = _updates(stubs, names.RECORD_TASK)
+    assert [u.status for u in updates[:HOST_FAILOVERS]] == [Status.RUNNING] * HOST_FAILOVERS
+    assert updates[HOST_FAILOVERS] == TaskUpdate(task=_ref(inp, TaskType.EXPORT), status=Status.ERROR,
+                                                 message=str(cause))

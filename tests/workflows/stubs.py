@@ -86,18 +86,24 @@ def _answers(disks: list[DiskLocator]) -> dict[str, Behaviour]:
         return OverlayResult(disks=[DiskLocator.model_validate(d) for d in arg["disks"]],
                              host_queue=_host(activity.info().task_queue), workdir="/scratch/vm")
 
+    def _plan(action_id: str, execution_id: str, transfer_id: str = "t1") -> ActionPlan:
+        """What the record DB holds of a transfer (or a deployment of its replicas) of one VM."""
+        return ActionPlan(action_id=action_id, execution_id=execution_id, transfer_id=transfer_id,
+                          origin_endpoint_id="src", destination_endpoint_id="dst", origin_type="local",
+                          instances=["vm-a"], replicas={"vm-a": disks})
+
+    async def begin_execution(arg: dict[str, Any]) -> ActionPlan:
+        return _plan(arg["transfer_id"], arg["execution_id"], arg["transfer_id"])
+
+    async def begin_deployment(arg: dict[str, Any]) -> ActionPlan:
+        return _plan(arg["deployment_id"], arg["deployment_id"] + "-execution")
+
     return {
+        names.BEGIN_TRANSFER_EXECUTION: begin_execution, names.BEGIN_DEPLOYMENT: begin_deployment,
         names.VALIDATE_INSTANCE: validate, names.SNAPSHOT_INSTANCE: snapshot, names.EXPORT_DISK: export,
         names.OS_MORPHING: morph, names.CONVERT_DISK: convert, names.UPLOAD_DISK: upload,
         names.DEPLOY_INSTANCE: deploy, names.REPLICATE_DISK: replicate, names.CREATE_REPLICA_OVERLAY: overlay,
     }
-
-
-def plan(instances: Sequence[str] = ("vm-a",), disks: Sequence[DiskLocator] = (), **fields: Any) -> ActionPlan:
-    """What ``begin_transfer_execution`` / ``begin_deployment`` read from the record DB."""
-    return ActionPlan(action_id="t1", execution_id="x1", transfer_id="t1", origin_endpoint_id="src",
-                      destination_endpoint_id="dst", origin_type="local", instances=list(instances),
-                      replicas={i: list(disks) for i in instances}, **fields)
 
 
 @dataclass

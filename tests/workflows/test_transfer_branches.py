@@ -1,0 +1,184 @@
+"""Transfer executions' and deployments' failure and cancel branches, against stub activities.
+
+As ``test_instance_branches`` does for migrations: the real parent and per-instance workflows run
+on a dev server, every activity is a stub under its real name (``stubs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+
+from activities import names
+from core.errors import InvalidInput, NotFound
+from tests.workflows.stubs import FAST, Blocking, Stubs, fails, workers
+from workflows import ids
+from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
+from workflows.failures import root_cause
+from workflows.transfer import TransferExecutionWorkflow, TransferInstanceWorkflow
+from workflows.transfer_types import (
+    DeploymentInput,
+    DeployTask,
+    FinishExecution,
+    TransferExecutionInput,
+    TransferTask,
+)
+from workflows.types import CleanupInput, Status, TaskRef, TaskUpdate
+
+WORKFLOWS = [TransferExecutionWorkflow, TransferInstanceWorkflow, DeploymentWorkflow, DeploymentInstanceWorkflow]
+#: A workflow that would wait or retry forever fails its test instead of hanging it.
+RUN_TIMEOUT = timedelta(seconds=60)
+
+
+def _updates(stubs: Stubs, name: str) -> list[TaskUpdate]:
+    return [TaskUpdate.model_validate(a) for a in stubs.args(name)]
+
+
+def _finished(stubs: Stubs) -> list[FinishExecution]:
+    return [FinishExecution.model_validate(a) for a in stubs.args(names.FINISH_TRANSFER_EXECUTION)]
+
+
+async def _start_transfer(client: Client, queue: str) -> tuple[WorkflowHandle[Any, Any], TaskRef]:
+    """An execution of a one-VM transfer; and the ref of that VM's tasks, without the task type."""
+    transfer, execution = f"t-{uuid.uuid4()}", f"x-{uuid.uuid4()}"
+    handle = await client.start_workflow(
+        TransferExecutionWorkflow.run,
+        TransferExecutionInput(transfer_id=transfer, execution_id=execution, timeouts=FAST),
+        id=ids.execution(transfer, execution), task_queue=queue, execution_timeout=RUN_TIMEOUT)
+    return handle, TaskRef(migration_id=transfer, instance="vm-a", task_type="", execution_id=execution)
+
+
+async def _start_deployment(client: Client, queue: str) -> tuple[WorkflowHandle[Any, Any], TaskRef]:
+    deployment = f"d-{uuid.uuid4()}"
+    handle = await client.start_workflow(
+        DeploymentWorkflow.run, DeploymentInput(deployment_id=deployment, timeouts=FAST),
+        id=ids.deployment(deployment), task_queue=queue, execution_timeout=RUN_TIMEOUT)
+    # the execution id is the one the stub of begin_deployment gives
+    return handle, TaskRef(migration_id=deployment, instance="vm-a", task_type="",
+                           execution_id=deployment + "-execution")
+
+
+def _at(ref: TaskRef, task: str) -> TaskRef:
+    return ref.model_copy(update={"task_type": task})
+
+
+async def _instance_failure(client: Client, ref: TaskRef) -> BaseException:
+    """The root cause the per-instance child workflow failed with."""
+    assert ref.execution_id is not None
+    with pytest.raises(WorkflowFailureError) as failed:
+        await client.get_workflow_handle(ids.execution_instance(ref.execution_id, ref.instance)).result()
+    return root_cause(failed.value.cause or failed.value)
+
+
+async def test_a_failed_replication_ends_the_execution_error_after_releasing_the_snapshot(
+        temporal: WorkflowEnvironment) -> None:
+    stubs = Stubs(behaviours={names.REPLICATE_DISK: fails(NotFound("the replica of disk-0 is gone"))})
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_transfer(temporal.client, queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        cause = await _instance_failure(temporal.client, ref)
+
+    parent = failed.value.cause
+    assert isinstance(parent, ApplicationError) and parent.type == "InstanceFailed", failed.value
+    assert parent.message.startswith("1 of 1 instance(s) failed"), parent.message
+    assert isinstance(cause, ApplicationError) and (cause.type, cause.message) == (
+        "NotFound", "the replica of disk-0 is gone")
+    assert [c.attempt for c in stubs.of(names.REPLICATE_DISK)] == [1]
+    assert _updates(stubs, names.RECORD_TASK) == [TaskUpdate(task=_at(ref, TransferTask.REPLICATE),
+                                                             status=Status.ERROR,
+                                                             message="the replica of disk-0 is gone")]
+    # The release runs on the snapshot's host, deletes nothing of the destination (succeeded), and the
+    # execution is recorded ERROR last.
+    [release] = stubs.of(names.CLEANUP_INSTANCE)
+    arg = CleanupInput.model_validate(release.arg)
+    assert (arg.step.task, arg.succeeded) == (_at(ref, TransferTask.RELEASE), True)
+    assert release.queue == stubs.of(names.REPLICATE_DISK)[0].queue
+    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
+                                                status=Status.ERROR)]
+    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
+
+
+async def test_a_cancelled_execution_cancels_the_replication_releases_and_ends_canceled(
+        temporal: WorkflowEnvironment) -> None:
+    replicate = Blocking()
+    stubs = Stubs(behaviours={names.REPLICATE_DISK: replicate})
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_transfer(temporal.client, queue)
+        await asyncio.wait_for(replicate.started.wait(), 30)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        status = (await handle.describe()).status
+        child = await _instance_failure(temporal.client, ref)
+
+    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert status == WorkflowExecutionStatus.CANCELED
+    assert isinstance(child, CancelledError), child
+    assert replicate.cancelled.is_set(), "the running replication never saw the cancel"
+    assert _updates(stubs, names.RECORD_TASK) == [TaskUpdate(task=_at(ref, TransferTask.REPLICATE),
+                                                             status=Status.CANCELED,
+                                                             message="Canceled by user request")]
+    assert stubs.events.index("cancelled " + names.REPLICATE_DISK) < stubs.events.index(names.CLEANUP_INSTANCE)
+    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
+                                                status=Status.CANCELED)]
+    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
+
+
+async def test_a_failed_deploy_ends_the_deployment_error_and_cleans_up_what_was_imported(
+        temporal: WorkflowEnvironment) -> None:
+    stubs = Stubs(behaviours={names.DEPLOY_INSTANCE: fails(InvalidInput("flavor m1.tiny is too small"))})
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_deployment(temporal.client, queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        cause = await _instance_failure(temporal.client, ref)
+
+    parent = failed.value.cause
+    assert isinstance(parent, ApplicationError) and parent.type == "InstanceFailed", failed.value
+    assert isinstance(cause, ApplicationError) and cause.message == "flavor m1.tiny is too small", cause
+    assert [c.attempt for c in stubs.of(names.DEPLOY_INSTANCE)] == [1]
+    assert _updates(stubs, names.RECORD_TASK) == [TaskUpdate(task=_at(ref, DeployTask.FINALIZE),
+                                                             status=Status.ERROR,
+                                                             message="flavor m1.tiny is too small")]
+    [cleanup] = stubs.of(names.CLEANUP_INSTANCE)
+    arg = CleanupInput.model_validate(cleanup.arg)
+    # the imported disks go to the provider's cleanup, which removes them (not succeeded)
+    assert (arg.step.task, arg.succeeded, arg.deployed) == (_at(ref, DeployTask.CLEANUP), False, None)
+    assert [d.disk_id for d in arg.disks] == ["disk-0"]
+    assert cleanup.queue == stubs.of(names.DEPLOY_INSTANCE)[0].queue
+    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
+                                                status=Status.ERROR)]
+    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
+
+
+async def test_a_cancelled_deployment_cancels_the_import_cleans_up_and_ends_canceled(
+        temporal: WorkflowEnvironment) -> None:
+    upload = Blocking()
+    stubs = Stubs(behaviours={names.UPLOAD_DISK: upload})
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_deployment(temporal.client, queue)
+        await asyncio.wait_for(upload.started.wait(), 30)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        status = (await handle.describe()).status
+
+    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert status == WorkflowExecutionStatus.CANCELED
+    assert upload.cancelled.is_set(), "the running import never saw the cancel"
+    assert _updates(stubs, names.RECORD_TASK) == [TaskUpdate(task=_at(ref, DeployTask.DEPLOY),
+                                                             status=Status.CANCELED,
+                                                             message="Canceled by user request")]
+    assert stubs.events.index("cancelled " + names.UPLOAD_DISK) < stubs.events.index(names.CLEANUP_INSTANCE)
+    assert CleanupInput.model_validate(stubs.args(names.CLEANUP_INSTANCE)[0]).succeeded is False
+    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
+                                                status=Status.CANCELED)]
+    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,17 +161,20 @@ def fails(error: SternaError) -> Behaviour:
 
 @dataclass
 class Blocking:
-    """A long step: heartbeats until the workflow cancels it, then says so and ends cancelled."""
+    """A long step: heartbeats until the workflow cancels it (then says so and ends cancelled), or until
+    the test releases it (then ends well)."""
 
     started: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __call__(self, arg: dict[str, Any]) -> None:
         self.started.set()
         try:
-            while True:
+            while not self.release.is_set():
                 activity.heartbeat({"bytes_done": 0})
-                await asyncio.sleep(0.2)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.release.wait(), 0.2)
         except asyncio.CancelledError:
             self.cancelled.set()
             raise

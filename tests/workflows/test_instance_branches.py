@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -227,3 +228,40 @@ async def test_a_vm_whose_hosts_keep_getting_lost_ends_error(temporal: WorkflowE
     assert [u.status for u in updates[:HOST_FAILOVERS]] == [Status.RUNNING] * HOST_FAILOVERS
     assert updates[HOST_FAILOVERS] == TaskUpdate(task=_ref(inp, TaskType.EXPORT), status=Status.ERROR,
                                                  message=str(cause))
+
+
+async def _processed_cancel(handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:
+    """The history once a workflow task has run after the cancel request (the workflow has seen it)."""
+    for _ in range(300):
+        events = [e.event_type async for e in handle.fetch_history_events()]
+        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
+            after = events[events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED):]
+            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
+                return events
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the workflow never took the cancel request: {events}")
+
+
+async def test_a_cancel_during_the_cleanup_waits_for_it(temporal: WorkflowEnvironment) -> None:
+    inp = _input()
+    cleanup = Blocking()
+    stubs = Stubs(behaviours={names.CONVERT_DISK: fails(InvalidInput("disk-0: no such format 'vhdx2'")),
+                              names.CLEANUP_INSTANCE: cleanup})
+    async with workers(temporal.client, stubs, [InstanceMigrationWorkflow]) as queue:
+        handle = await temporal.client.start_workflow(
+            InstanceMigrationWorkflow.run, inp, id=ids.instance(inp.migration.migration_id, inp.instance),
+            task_queue=queue, execution_timeout=RUN_TIMEOUT)
+        await asyncio.wait_for(cleanup.started.wait(), 30)
+        await handle.cancel()
+        events = await _processed_cancel(handle)
+        # The workflow took the cancel but neither ended nor asked the cleanup to stop.
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED not in events
+        cleanup.release.set()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+
+    assert not cleanup.cancelled.is_set()
+    assert stubs.events[-1] == names.CLEANUP_INSTANCE, stubs.events
+    # The cancel is honoured once the cleanup is done (``workflows.shield``).
+    assert isinstance(failed.value.cause, CancelledError), failed.value

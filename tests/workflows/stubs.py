@@ -15,8 +15,9 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -178,6 +179,16 @@ class Blocking:
         except asyncio.CancelledError:
             self.cancelled.set()
             raise
+
+
+async def cancel_during(handle: WorkflowHandle[Any, Any],
+                        step: Blocking) -> tuple[BaseException | None, WorkflowExecutionStatus | None]:
+    """Cancel the workflow once ``step`` runs; the cause it failed with, and its final status."""
+    await asyncio.wait_for(step.started.wait(), 30)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    return failed.value.cause, (await handle.describe()).status
 
 
 @asynccontextmanager

@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import names
 from core.errors import InvalidInput, ProviderTransient
-from tests.workflows.stubs import FAST, Blocking, Stubs, fails, workers
+from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, fails, workers
 from workflows import ids
 from workflows.failures import root_cause
 from workflows.instance import DISK_ATTEMPTS, HOST_FAILOVERS, InstanceMigrationWorkflow
@@ -66,11 +66,15 @@ def _updates(stubs: Stubs, name: str) -> list[TaskUpdate]:
     return [TaskUpdate.model_validate(a) for a in stubs.args(name)]
 
 
+async def _start(temporal: WorkflowEnvironment, queue: str, inp: InstanceInput) -> WorkflowHandle[Any, Any]:
+    return await temporal.client.start_workflow(
+        InstanceMigrationWorkflow.run, inp, id=ids.instance(inp.migration.migration_id, inp.instance),
+        task_queue=queue, execution_timeout=RUN_TIMEOUT)
+
+
 async def _run(temporal: WorkflowEnvironment, stubs: Stubs, inp: InstanceInput) -> Any:
     async with workers(temporal.client, stubs, [InstanceMigrationWorkflow]) as queue:
-        return await temporal.client.execute_workflow(
-            InstanceMigrationWorkflow.run, inp, id=ids.instance(inp.migration.migration_id, inp.instance),
-            task_queue=queue, execution_timeout=RUN_TIMEOUT)
+        return await (await _start(temporal, queue, inp)).result()
 
 
 async def _failure(temporal: WorkflowEnvironment, stubs: Stubs, inp: InstanceInput) -> WorkflowFailureError:
@@ -112,16 +116,10 @@ async def test_a_cancel_during_a_disk_step_cancels_it_cleans_up_and_ends_cancele
     export = Blocking()
     stubs = Stubs(behaviours={names.EXPORT_DISK: export})
     async with workers(temporal.client, stubs, [InstanceMigrationWorkflow]) as queue:
-        handle = await temporal.client.start_workflow(
-            InstanceMigrationWorkflow.run, inp, id=ids.instance(inp.migration.migration_id, inp.instance),
-            task_queue=queue, execution_timeout=RUN_TIMEOUT)
-        await asyncio.wait_for(export.started.wait(), 30)
-        await handle.cancel()
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-        status = (await handle.describe()).status
+        handle = await _start(temporal, queue, inp)
+        cause, status = await cancel_during(handle, export)
 
-    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert isinstance(cause, CancelledError), cause
     assert status == WorkflowExecutionStatus.CANCELED
     assert export.cancelled.is_set(), "the running disk step never saw the cancel"
     assert _updates(stubs, names.RECORD_TASK) == [
@@ -248,9 +246,7 @@ async def test_a_cancel_during_the_cleanup_waits_for_it(temporal: WorkflowEnviro
     stubs = Stubs(behaviours={names.CONVERT_DISK: fails(InvalidInput("disk-0: no such format 'vhdx2'")),
                               names.CLEANUP_INSTANCE: cleanup})
     async with workers(temporal.client, stubs, [InstanceMigrationWorkflow]) as queue:
-        handle = await temporal.client.start_workflow(
-            InstanceMigrationWorkflow.run, inp, id=ids.instance(inp.migration.migration_id, inp.instance),
-            task_queue=queue, execution_timeout=RUN_TIMEOUT)
+        handle = await _start(temporal, queue, inp)
         await asyncio.wait_for(cleanup.started.wait(), 30)
         await handle.cancel()
         events = await _processed_cancel(handle)

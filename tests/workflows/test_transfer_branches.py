@@ -6,7 +6,6 @@ on a dev server, every activity is a stub under its real name (``stubs``).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -18,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import names
 from core.errors import InvalidInput, NotFound
-from tests.workflows.stubs import FAST, Blocking, Stubs, fails, workers
+from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, fails, workers
 from workflows import ids
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
 from workflows.failures import root_cause
@@ -41,8 +40,12 @@ def _updates(stubs: Stubs, name: str) -> list[TaskUpdate]:
     return [TaskUpdate.model_validate(a) for a in stubs.args(name)]
 
 
-def _finished(stubs: Stubs) -> list[FinishExecution]:
-    return [FinishExecution.model_validate(a) for a in stubs.args(names.FINISH_TRANSFER_EXECUTION)]
+def _assert_finished_last(stubs: Stubs, ref: TaskRef, status: Status) -> None:
+    """The execution is recorded ``status`` once, after the instance's cleanup."""
+    finished = [FinishExecution.model_validate(a) for a in stubs.args(names.FINISH_TRANSFER_EXECUTION)]
+    assert finished == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
+                                        status=status)]
+    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
 
 
 async def _start_transfer(client: Client, queue: str) -> tuple[WorkflowHandle[Any, Any], TaskRef]:
@@ -95,15 +98,12 @@ async def test_a_failed_replication_ends_the_execution_error_after_releasing_the
     assert _updates(stubs, names.RECORD_TASK) == [TaskUpdate(task=_at(ref, TransferTask.REPLICATE),
                                                              status=Status.ERROR,
                                                              message="the replica of disk-0 is gone")]
-    # The release runs on the snapshot's host, deletes nothing of the destination (succeeded), and the
-    # execution is recorded ERROR last.
+    # The release runs on the snapshot's host and deletes nothing of the destination (succeeded).
     [release] = stubs.of(names.CLEANUP_INSTANCE)
     arg = CleanupInput.model_validate(release.arg)
     assert (arg.step.task, arg.succeeded) == (_at(ref, TransferTask.RELEASE), True)
     assert release.queue == stubs.of(names.REPLICATE_DISK)[0].queue
-    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
-                                                status=Status.ERROR)]
-    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
+    _assert_finished_last(stubs, ref, Status.ERROR)
 
 
 async def test_a_cancelled_execution_cancels_the_replication_releases_and_ends_canceled(
@@ -112,14 +112,10 @@ async def test_a_cancelled_execution_cancels_the_replication_releases_and_ends_c
     stubs = Stubs(behaviours={names.REPLICATE_DISK: replicate})
     async with workers(temporal.client, stubs, WORKFLOWS) as queue:
         handle, ref = await _start_transfer(temporal.client, queue)
-        await asyncio.wait_for(replicate.started.wait(), 30)
-        await handle.cancel()
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-        status = (await handle.describe()).status
+        cause, status = await cancel_during(handle, replicate)
         child = await _instance_failure(temporal.client, ref)
 
-    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert isinstance(cause, CancelledError), cause
     assert status == WorkflowExecutionStatus.CANCELED
     assert isinstance(child, CancelledError), child
     assert replicate.cancelled.is_set(), "the running replication never saw the cancel"
@@ -127,9 +123,7 @@ async def test_a_cancelled_execution_cancels_the_replication_releases_and_ends_c
                                                              status=Status.CANCELED,
                                                              message="Canceled by user request")]
     assert stubs.events.index("cancelled " + names.REPLICATE_DISK) < stubs.events.index(names.CLEANUP_INSTANCE)
-    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
-                                                status=Status.CANCELED)]
-    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
+    _assert_finished_last(stubs, ref, Status.CANCELED)
 
 
 async def test_a_failed_deploy_ends_the_deployment_error_and_cleans_up_what_was_imported(
@@ -154,9 +148,7 @@ async def test_a_failed_deploy_ends_the_deployment_error_and_cleans_up_what_was_
     assert (arg.step.task, arg.succeeded, arg.deployed) == (_at(ref, DeployTask.CLEANUP), False, None)
     assert [d.disk_id for d in arg.disks] == ["disk-0"]
     assert cleanup.queue == stubs.of(names.DEPLOY_INSTANCE)[0].queue
-    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
-                                                status=Status.ERROR)]
-    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
+    _assert_finished_last(stubs, ref, Status.ERROR)
 
 
 async def test_a_cancelled_deployment_cancels_the_import_cleans_up_and_ends_canceled(
@@ -165,13 +157,9 @@ async def test_a_cancelled_deployment_cancels_the_import_cleans_up_and_ends_canc
     stubs = Stubs(behaviours={names.UPLOAD_DISK: upload})
     async with workers(temporal.client, stubs, WORKFLOWS) as queue:
         handle, ref = await _start_deployment(temporal.client, queue)
-        await asyncio.wait_for(upload.started.wait(), 30)
-        await handle.cancel()
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-        status = (await handle.describe()).status
+        cause, status = await cancel_during(handle, upload)
 
-    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert isinstance(cause, CancelledError), cause
     assert status == WorkflowExecutionStatus.CANCELED
     assert upload.cancelled.is_set(), "the running import never saw the cancel"
     assert _updates(stubs, names.RECORD_TASK) == [TaskUpdate(task=_at(ref, DeployTask.DEPLOY),
@@ -179,6 +167,4 @@ async def test_a_cancelled_deployment_cancels_the_import_cleans_up_and_ends_canc
                                                              message="Canceled by user request")]
     assert stubs.events.index("cancelled " + names.UPLOAD_DISK) < stubs.events.index(names.CLEANUP_INSTANCE)
     assert CleanupInput.model_validate(stubs.args(names.CLEANUP_INSTANCE)[0]).succeeded is False
-    assert _finished(stubs) == [FinishExecution(action_id=ref.migration_id, execution_id=ref.execution_id or "",
-                                                status=Status.CANCELED)]
-    assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
+    _assert_finished_last(stubs, ref, Status.CANCELED)

@@ -1,0 +1,71 @@
+"""Environment secrets: sealed in the record DB, given back in clear only to an activity's input."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from activities.environments import resolve_args
+from core.errors import NotFound
+from core.secrets import MARKER, references
+from store.repo import Store
+from workflows.types import CleanupInput, StepInput, TaskRef
+
+SOURCE = {"region": "r1", "pwd": "pwd-plain-1", "nested": {"deeper": [{"auth": "auth-plain-2"}]}}
+DEST = {"adminPassword": "admin-plain-3", "api_key": "key-plain-4", "license": "marked-plain-5", "verify_boot": False}
+PLAIN = ["pwd-plain-1", "auth-plain-2", "admin-plain-3", "key-plain-4", "marked-plain-5"]
+
+
+def _transfer(store: Store) -> str:
+    a = store.create_endpoint(project_id="p", user_id=None, name="a", type="local", connection_info={"path": "/a"})
+    b = store.create_endpoint(project_id="p", user_id=None, name="b", type="local", connection_info={"path": "/b"})
+    row = store.create_action({"type": "transfer", "project_id": "p", "origin_endpoint_id": a.id,
+                               "destination_endpoint_id": b.id, "instances": ["vm"],
+                               "source_environment": SOURCE, "destination_environment": DEST},
+                              marked={"destination_environment": {"license"}})
+    return row.id
+
+
+def _raw_rows(store: Store) -> str:
+    with store.db.engine.connect() as conn:
+        return " ".join(str(r) for r in conn.execute(text("SELECT * FROM migrations")))
+
+
+def test_values_are_sealed_at_rest_and_resolved_for_an_activity(store: Store) -> None:
+    tid = _transfer(store)
+    raw = _raw_rows(store)
+    assert not [p for p in PLAIN if p in raw], "a secret value is in the record DB in plain text"
+    row = store.get_action("transfer", None, tid)
+    assert row.source_environment["region"] == "r1" and row.destination_environment["verify_boot"] is False
+    assert len(set(references([row.source_environment, row.destination_environment]))) == 5
+
+    step = StepInput.for_task(row, TaskRef(migration_id=tid, instance="vm", task_type="X"))
+    cleanup = CleanupInput(step=step)
+    assert not [p for p in PLAIN if p in cleanup.model_dump_json()], "the activity input holds a plain value"
+    resolved, untouched = resolve_args(store, [cleanup, "no model"])
+    assert untouched == "no model"
+    assert resolved.step.source_environment == {**SOURCE, "shutdown_instances": False}
+    assert {k: resolved.step.destination_environment[k] for k in DEST} == DEST
+
+
+def test_update_keeps_old_references_and_seals_new_values(store: Store) -> None:
+    tid = _transfer(store)
+    before = store.get_action("transfer", None, tid)
+    env = {**before.destination_environment, "api_key": "key-plain-6"}
+    after = store.update_transfer(None, tid, {"destination_environment": env})
+    assert "key-plain-6" not in _raw_rows(store)
+    assert after.destination_environment["adminPassword"] == before.destination_environment["adminPassword"]
+    # Everything ever referenced stays resolvable: a deployment made earlier holds the older references.
+    refs = set(references([before.destination_environment, after.destination_environment]))
+    values = store.environment_secrets(refs)
+    assert {"key-plain-4", "key-plain-6", "admin-plain-3"} <= set(values.values())
+
+
+def test_an_unknown_reference_is_not_found(store: Store) -> None:
+    tid = _transfer(store)
+    with pytest.raises(NotFound):
+        store.environment_secrets([f"{tid}/not-a-stored-one"])
+    step = StepInput(task=TaskRef(migration_id=tid, instance="vm", task_type="X"), origin_endpoint_id="a",
+                     destination_endpoint_id="b", source_environment={"pwd": {MARKER: "no-such-action/x"}})
+    with pytest.raises(NotFound):
+        resolve_args(store, [step])

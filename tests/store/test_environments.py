@@ -11,7 +11,7 @@ from core.secrets import MARKER, references
 from store.repo import Store
 from workflows.types import CleanupInput, StepInput, TaskRef
 
-SOURCE = {"region": "r1", "pwd": "pwd-plain-1", "nested": {"deeper": [{"auth": "auth-plain-2"}]}}
+SOURCE = {"region": "region-plain-0", "pwd": "pwd-plain-1", "nested": {"deeper": [{"auth": "auth-plain-2"}]}}
 DEST = {"adminPassword": "admin-plain-3", "api_key": "key-plain-4", "license": "marked-plain-5", "verify_boot": False}
 PLAIN = ["pwd-plain-1", "auth-plain-2", "admin-plain-3", "key-plain-4", "marked-plain-5"]
 
@@ -28,15 +28,17 @@ def _transfer(store: Store) -> str:
 
 def _raw_rows(store: Store) -> str:
     with store.db.engine.connect() as conn:
-        return " ".join(str(r) for r in conn.execute(text("SELECT * FROM migrations")))
+        # Each value on its own: a Row's repr shortens long strings.
+        return " ".join(str(v) for r in conn.execute(text("SELECT * FROM migrations")) for v in r)
 
 
 def test_values_are_sealed_at_rest_and_resolved_for_an_activity(store: Store) -> None:
     tid = _transfer(store)
     raw = _raw_rows(store)
+    assert "region-plain-0" in raw, "the check reads the environments"
     assert not [p for p in PLAIN if p in raw], "a secret value is in the record DB in plain text"
     row = store.get_action("transfer", None, tid)
-    assert row.source_environment["region"] == "r1" and row.destination_environment["verify_boot"] is False
+    assert row.source_environment["region"] == "region-plain-0" and row.destination_environment["verify_boot"] is False
     assert len(set(references([row.source_environment, row.destination_environment]))) == 5
 
     step = StepInput.for_task(row, TaskRef(migration_id=tid, instance="vm", task_type="X"))

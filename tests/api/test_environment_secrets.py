@@ -63,8 +63,9 @@ def ran(stack: RunningStack) -> dict[str, Any]:
 
 
 def _found(haystack: str | bytes, secrets: dict[str, str]) -> list[str]:
-    return [name for name, value in secrets.items()
-            if (value.encode() if isinstance(haystack, bytes) else value) in haystack]
+    """The names of the secrets whose value is in ``haystack``."""
+    data = haystack if isinstance(haystack, bytes) else haystack.encode()
+    return [name for name, value in secrets.items() if value.encode() in data]
 
 
 def test_not_in_the_record_db(stack: RunningStack, ran: dict[str, Any]) -> None:

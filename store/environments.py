@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import select
+
 from core.crypto import SecretBox
 from core.errors import NotFound
 from core.secrets import owner_of, seal_tree
@@ -40,6 +42,20 @@ class EnvironmentSecrets:
             added |= new
         if added:
             row.environment_secrets = self.box.seal(stored | added)
+
+    def seal_plain_environments(self) -> int:
+        """Seal what a version before environment secrets stored in plain text; returns the rows changed.
+
+        Run after each schema upgrade (idempotent). The name rule applies, not the providers' schema
+        marks (the store does not know the providers): none of them marks a key yet.
+        """
+        changed = 0
+        with self.db.session() as s:
+            for row in s.scalars(select(Migration)):
+                before = (row.source_environment, row.destination_environment)
+                self._seal(row, None)
+                changed += (row.source_environment, row.destination_environment) != before
+        return changed
 
     def environment_secrets(self, refs: Iterable[str]) -> dict[str, Any]:
         """The values of ``refs``, read from their owners' rows. Only activities call this."""

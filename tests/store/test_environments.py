@@ -8,6 +8,7 @@ from sqlalchemy import text
 from activities.environments import resolve_args
 from core.errors import NotFound
 from core.secrets import MARKER, references
+from store.models import Migration
 from store.repo import Store
 from workflows.types import CleanupInput, StepInput, TaskRef
 
@@ -71,3 +72,18 @@ def test_an_unknown_reference_is_not_found(store: Store) -> None:
                      destination_endpoint_id="b", source_environment={"pwd": {MARKER: "no-such-action/x"}})
     with pytest.raises(NotFound):
         resolve_args(store, [step])
+
+
+def test_plain_values_of_an_older_version_are_sealed_after_upgrade(store: Store) -> None:
+    a = store.create_endpoint(project_id="p", user_id=None, name="a", type="local", connection_info={"path": "/a"})
+    old = Migration(type="transfer", project_id="p", origin_endpoint_id=a.id, destination_endpoint_id=a.id,
+                    instances=["vm"], source_environment=SOURCE, destination_environment={})
+    with store.db.session() as s:  # as the version before environment secrets wrote it
+        s.add(old)
+    assert "pwd-plain-1" in _raw_rows(store)
+    assert store.seal_plain_environments() == 1
+    assert store.seal_plain_environments() == 0, "idempotent"
+    assert "pwd-plain-1" not in _raw_rows(store) and "auth-plain-2" not in _raw_rows(store)
+    row = store.get_action("transfer", None, old.id)
+    values = store.environment_secrets(references(row.source_environment))
+    assert sorted(values.values()) == ["auth-plain-2", "pwd-plain-1"]

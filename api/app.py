@@ -89,13 +89,15 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = Database(settings.db_url)
+        store = Store(database, SecretBox(settings))
         if settings.db_upgrade_on_start:
             database.upgrade()
+            store.seal_plain_environments()
         # Clients are per process ("clients do not work across forks"), so they live here. Lazy: the API
         # starts (and /healthz answers, /readyz says why not) while Temporal is still down.
         temporal = await connect(settings, lazy=True)
         auth = auth_strategy(settings)
-        app.state.deps = Deps(settings=settings, store=Store(database, SecretBox(settings)), temporal=temporal,
+        app.state.deps = Deps(settings=settings, store=store, temporal=temporal,
                               auth=auth, policy=Policy.from_file(settings.policy_file),
                               keystone=getattr(auth, "service", None))
         yield

@@ -11,7 +11,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api import deployments, transfer_views, views
+from api import deployments, environments, transfer_views, views
 from api.cleanup import start_forced_cleanup
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
@@ -81,33 +81,36 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
     # Checked here too, so that a bad value is a 400 now rather than a failed migration later.
     bandwidth_limit(source_env, "source_environment")
     bandwidth_limit(dest_env, "destination_environment")
+    environments.check(source_environment=source_env, destination_environment=dest_env)
     network_map = dict(req.network_map or dest_env.pop("network_map", None) or {})
     storage_mappings = dict(req.storage_mappings or dest_env.pop("storage_mappings", None) or {})
-    s = d.settings
-    inp = MigrationInput(
-        migration_id=migration_id, project_id=ctx.project_id, origin_endpoint_id=origin_id,
-        destination_endpoint_id=dest_id, origin_type=origin_type, destination_type=dest_type,
-        instances=req.instances, source_environment=source_env, destination_environment=dest_env,
-        network_map=network_map, storage_mappings=storage_mappings, user_scripts=req.user_scripts or {},
-        skip_os_morphing=bool(req.skip_os_morphing), shutdown_instances=bool(req.shutdown_instances),
-        timeouts=Timeouts(heartbeat=s.heartbeat_timeout, transfer=s.transfer_timeout,
-                          host_schedule_to_start=s.host_schedule_to_start_timeout,
-                          retry_max_interval=s.retry_max_interval),
-    )
     fields = dict(
         project_id=ctx.project_id, user_id=ctx.user_id, origin_endpoint_id=origin_id,
         destination_endpoint_id=dest_id, instances=req.instances, source_environment=source_env,
         destination_environment=dest_env, network_map=network_map, storage_mappings=storage_mappings,
-        user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=inp.shutdown_instances,
-        skip_os_morphing=inp.skip_os_morphing, replication_count=req.replication_count or 1,
+        user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=bool(req.shutdown_instances),
+        skip_os_morphing=bool(req.skip_os_morphing), replication_count=req.replication_count or 1,
         last_execution_status=Status.RUNNING, workflow_id=ids.migration(migration_id), trust_id=trust_id,
         # What Coriolis calls it since 2024: a transfer's live migration, executed once and deployed.
         scenario="live_migration",
     )
     plan = [(instance, task.value) for instance in req.instances for task in TASK_ORDER]
-    d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,
-                             new_endpoints=[r for r in (origin_row, dest_row) if r is not None])
-    return inp
+    row = d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,
+                                   new_endpoints=[r for r in (origin_row, dest_row) if r is not None],
+                                   marked=environments.marked(origin_type, dest_type))
+    s = d.settings
+    # The environments as stored: secret values are references there, and so in the workflow's history.
+    return MigrationInput(
+        migration_id=migration_id, project_id=ctx.project_id, origin_endpoint_id=origin_id,
+        destination_endpoint_id=dest_id, origin_type=origin_type, destination_type=dest_type,
+        instances=req.instances, source_environment=row.source_environment,
+        destination_environment=row.destination_environment,
+        network_map=network_map, storage_mappings=storage_mappings, user_scripts=req.user_scripts or {},
+        skip_os_morphing=row.skip_os_morphing, shutdown_instances=row.shutdown_instances,
+        timeouts=Timeouts(heartbeat=s.heartbeat_timeout, transfer=s.transfer_timeout,
+                          host_schedule_to_start=s.host_schedule_to_start_timeout,
+                          retry_max_interval=s.retry_max_interval),
+    )
 
 
 def _create_trust(d: Deps, ctx: RequestContext) -> str | None:

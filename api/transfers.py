@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api import environments
 from api import transfer_views as views
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
@@ -15,6 +16,7 @@ from api.errors import ApiError
 from api.listing import ACTION_SORT, flag, page, status_filter
 from api.schedules import drop_schedules
 from api.transfer_schemas import TransferCreate, TransferUpdate
+from api.views import unmask
 from core.models import CHANGE_TRACKING
 from providers.base import ExportProvider, ImportProvider, ReplicaProvider, SnapshotReplicaProvider
 from providers.registry import provider_class
@@ -29,7 +31,7 @@ def key(request: Request) -> str:
     return "replica" if "/replicas" in request.url.path else KEY
 
 
-def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple[str, str]:
+def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple[str, str, dict[str, set[str]]]:
     origin = d.store.get_endpoint(ctx.scope, req.origin_endpoint_id)
     dest = d.store.get_endpoint(ctx.scope, req.destination_endpoint_id)
     if origin.id == dest.id or (origin.type == dest.type
@@ -40,11 +42,13 @@ def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple
     cls = provider_class(dest.type)
     if not issubclass(cls, ImportProvider) or not issubclass(cls, (ReplicaProvider, SnapshotReplicaProvider)):
         raise ApiError(400, f"Provider '{dest.type}' can't hold the replica disks of a transfer (yet)")
-    return origin.id, dest.id
+    return origin.id, dest.id, environments.marked(origin.type, dest.type)
 
 
 def _create(d: Deps, ctx: RequestContext, req: TransferCreate) -> Migration:
-    origin_id, dest_id = _check_endpoints(d, ctx, req)
+    environments.check(source_environment=req.source_environment,
+                       destination_environment=req.destination_environment)
+    origin_id, dest_id, marked = _check_endpoints(d, ctx, req)
     return d.store.create_action({
         "type": "transfer", "scenario": req.scenario or "replica", "project_id": ctx.project_id,
         "user_id": ctx.user_id, "origin_endpoint_id": origin_id, "destination_endpoint_id": dest_id,
@@ -54,7 +58,7 @@ def _create(d: Deps, ctx: RequestContext, req: TransferCreate) -> Migration:
         "notes": req.notes, "clone_disks": True if req.clone_disks is None else req.clone_disks,
         "skip_os_morphing": bool(req.skip_os_morphing), "last_execution_status": Status.UNEXECUTED,
         "info": {},
-    }, str(uuid.uuid4()))
+    }, str(uuid.uuid4()), marked)
 
 
 def _view(d: Deps, row: Migration, *, info: bool = False) -> dict[str, Any]:
@@ -100,7 +104,9 @@ def _merge(row: Migration, req: TransferUpdate) -> dict[str, Any]:
     for name in ("source_environment", "destination_environment", "network_map", "storage_mappings"):
         value = getattr(req, name)
         if value is not None:
-            fields[name] = {**(getattr(row, name) or {}), **value}
+            # A client that GETs, edits and PUTs sends masked secrets back: those keep the stored ones.
+            stored = getattr(row, name) or {}
+            fields[name] = {**stored, **unmask(value, stored)}
     if req.user_scripts is not None:
         merged = {k: dict(v) for k, v in (row.user_scripts or {}).items() if isinstance(v, dict)}
         for section, scripts in req.user_scripts.items():
@@ -118,8 +124,12 @@ def _merge(row: Migration, req: TransferUpdate) -> dict[str, Any]:
 
 
 def _update(d: Deps, ctx: RequestContext, transfer_id: str, req: TransferUpdate) -> dict[str, Any]:
+    environments.check(source_environment=req.source_environment,
+                       destination_environment=req.destination_environment)
     row = d.store.get_action("transfer", ctx.scope, transfer_id)
-    d.store.update_transfer(ctx.scope, transfer_id, _merge(row, req))
+    marked = environments.marked(d.store.get_endpoint(None, row.origin_endpoint_id).type,
+                                 d.store.get_endpoint(None, row.destination_endpoint_id).type)
+    d.store.update_transfer(ctx.scope, transfer_id, _merge(row, req), marked)
     execution = d.store.record_done_execution(transfer_id, str(uuid.uuid4()), "transfer_update")
     return views.execution(execution, with_tasks=True)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from core.secrets import REFERENCE_KEYS, is_reference, is_secret_key
 from store.models import Endpoint, Migration, Task
 
+#: substrings that mask a value by its key's name (older than ``core.secrets``' rule, which adds to it)
 SECRET_WORDS = ("password", "secret", "token", "key", "credential", "private", "pkey", "passphrase")
 MASK = "***"
 
@@ -25,15 +27,24 @@ def _base(row: Any) -> dict[str, Any]:
     }
 
 
+def _secret_name(name: str) -> bool:
+    return is_secret_key(name) or any(word in name.lower() for word in SECRET_WORDS)
+
+
 def mask_secrets(value: Any) -> Any:
-    """Replace credential-looking values; ``secret_ref``/``secret_id`` are references, not secrets."""
+    """Replace credential-looking values and stored secret references, at any depth.
+
+    ``secret_ref``/``secret_id`` are Barbican references, not secrets. A name matches by
+    ``core.secrets.is_secret_key`` or by a ``SECRET_WORDS`` substring.
+    """
+    if is_reference(value):
+        return MASK
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            lowered = str(k).lower()
-            if lowered in ("secret_ref", "secret_id"):
+            if str(k).lower() in REFERENCE_KEYS:
                 out[k] = v
-            elif any(word in lowered for word in SECRET_WORDS) and not isinstance(v, (dict, list, bool)):
+            elif _secret_name(str(k)) and not isinstance(v, (dict, list, bool)):
                 out[k] = MASK
             else:
                 out[k] = mask_secrets(v)

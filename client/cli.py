@@ -115,10 +115,15 @@ def cmd_server(args: argparse.Namespace) -> int:
         worker_main()
         return 0
     if args.command == "db":
+        from core.crypto import SecretBox
         from store.db import Database
+        from store.repo import Store
 
-        Database(settings.db_url).upgrade()
-        print(f"record DB at the newest schema: {settings.db_url.split('@')[-1]}")
+        database = Database(settings.db_url)
+        database.upgrade()
+        sealed = Store(database, SecretBox(settings)).seal_plain_environments()
+        print(f"record DB at the newest schema: {settings.db_url.split('@')[-1]}"
+              + (f"; environment secrets of {sealed} action(s) sealed" if sealed else ""))
         return 0
     if args.command == "demo":
         from worker.demo import run_demo

@@ -1,4 +1,4 @@
-"""Encryption of inline ``connection_info`` at rest (Fernet: AES-128-CBC + HMAC-SHA256)."""
+"""Encryption of inline ``connection_info`` and environment secrets at rest (Fernet: AES-128-CBC + HMAC-SHA256)."""
 
 from __future__ import annotations
 
@@ -39,5 +39,6 @@ class SecretBox:
         try:
             data: dict[str, Any] = json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken as exc:
-            raise RuntimeError("connection_info cannot be decrypted: wrong STERNA_SECRET_KEY?") from exc
+            raise RuntimeError("A stored secret (connection_info, environment) cannot be decrypted: "
+                               "wrong STERNA_SECRET_KEY?") from exc
         return data

@@ -61,6 +61,9 @@ class Migration(_Row, Base):
     instances: Mapped[list[Any]] = mapped_column(JSON)
     source_environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     destination_environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Fernet token of ``{reference: value}``: the secret values of the environments, which hold
+    #: only references to them (``core.secrets``); deployments reference their transfer's
+    environment_secrets: Mapped[str | None] = mapped_column(Text, default=None)
     network_map: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     storage_mappings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     user_scripts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

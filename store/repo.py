@@ -12,6 +12,7 @@ from core.crypto import SecretBox
 from core.errors import Conflict, NotFound
 from core.statuses import FINAL_STATUSES, Status
 from store.db import Database
+from store.environments import Marked
 from store.models import Endpoint, Execution, Migration, Task, TaskEvent, TaskProgressUpdate, utcnow
 from store.transfers import TransferRecords
 
@@ -107,11 +108,17 @@ class Store(TransferRecords):
         plan: Iterable[tuple[str, str]],
         migration_id: str | None = None,
         new_endpoints: Iterable[Endpoint] = (),
+        marked: Marked | None = None,
     ) -> Migration:
-        """Write a migration, its implicit endpoints, its execution and SCHEDULED tasks atomically."""
+        """Write a migration, its implicit endpoints, its execution and SCHEDULED tasks atomically.
+
+        The secret values of its environments are sealed (``store.environments``): the row returned
+        holds references in their place, which is what the workflow input carries.
+        """
         mig = Migration(**fields)
         if migration_id:
             mig.id = migration_id
+        self._seal(mig, marked)
         with self.db.session() as s:
             for endpoint in new_endpoints:
                 s.add(endpoint)

@@ -15,6 +15,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.statuses import FINAL_STATUSES, Status
 from core.tasks import ON_ERROR_TASKS, deploy_tasks
 from store.db import Database
+from store.environments import EnvironmentSecrets, Marked
 from store.models import Execution, Migration, ReplicaDisk, Task, TransferSchedule, utcnow
 from store.paging import Page, paged
 
@@ -22,14 +23,16 @@ from store.paging import Page, paged
 ACTIVE_STATUSES = frozenset({Status.RUNNING, Status.CANCELLING, Status.PENDING})
 
 
-class TransferRecords:
+class TransferRecords(EnvironmentSecrets):
     db: Database
 
     # -- actions (transfers and deployments) ------------------------------------------------
-    def create_action(self, fields: dict[str, Any], action_id: str | None = None) -> Migration:
+    def create_action(self, fields: dict[str, Any], action_id: str | None = None,
+                      marked: Marked | None = None) -> Migration:
         row = Migration(**fields)
         if action_id:
             row.id = action_id
+        self._seal(row, marked)
         with self.db.session() as s:
             s.add(row)
         return self.get_action(fields["type"], None, row.id)
@@ -70,12 +73,14 @@ class TransferRecords:
                 q = q.where(Migration.transfer_id == transfer_id)
             return list(s.scalars(paged(s, q, Migration, page)))
 
-    def update_transfer(self, project_id: str | None, transfer_id: str, fields: dict[str, Any]) -> Migration:
+    def update_transfer(self, project_id: str | None, transfer_id: str, fields: dict[str, Any],
+                        marked: Marked | None = None) -> Migration:
         with self.db.session() as s:
             row = self._action(s, "transfer", project_id, transfer_id)
             self._refuse_if_busy(s, row)
             for key, value in fields.items():
                 setattr(row, key, value)
+            self._seal(row, marked)
             row.updated_at = utcnow()
         return self.get_action("transfer", None, transfer_id)
 

@@ -22,6 +22,7 @@ from typing import Any
 from temporalio.worker import Worker
 
 from activities.endpoint import EndpointActivities
+from activities.environments import SecretEnvironments
 from activities.record import RecordActivities
 from activities.services import Services
 from activities.steps import MigrationActivities
@@ -77,7 +78,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         steps.deploy, steps.cleanup, transfers.replicate_disk, transfers.create_overlay,
     ]
     executor = ThreadPoolExecutor(max_workers=16)
-    interceptors = [Observability()]
+    interceptors = [Observability(), SecretEnvironments(services)]
     workers = [
         Worker(client, task_queue=settings.task_queue,
                workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow, ForcedCleanupWorkflow,

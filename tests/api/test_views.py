@@ -16,3 +16,10 @@ def test_unmask_restores_untouched_values() -> None:
     new = {"host": "b", "password": MASK, "nested": {"token": MASK}}
     assert unmask(new, old) == {"host": "b", "password": "pw", "nested": {"token": "t"}}
     assert unmask({"password": "new"}, old) == {"password": "new"}
+
+
+def test_mask_covers_pwd_auth_and_stored_references_at_any_depth() -> None:
+    env = {"pwd": "p", "auth": "a", "x": [{"deep": {"adminPassword": "q", "sealed": {"$sterna_secret": "m/1"}}}],
+           "auth_url": "http://keystone", "region": "r"}
+    assert mask_secrets(env) == {"pwd": MASK, "auth": MASK, "x": [{"deep": {"adminPassword": MASK, "sealed": MASK}}],
+                                 "auth_url": "http://keystone", "region": "r"}

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import text
 
-from core.crypto import SecretBox
 from core.errors import Conflict, NotFound
-from core.settings import Settings
-from store.db import Database
 from store.repo import Store
-from tests.peers import postgres_database
 from workflows.types import TASK_ORDER, Status
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    settings = Settings(data_dir=tmp_path, secret_key=None)
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'records.db'}")
-        db.upgrade()
-        yield Store(db, SecretBox(settings))
-        db.dispose()
-    else:
-        with postgres_database() as url:
-            db = Database(url)
-            db.upgrade()
-            yield Store(db, SecretBox(settings))
-            db.dispose()
 
 
 def _migration(store: Store) -> str:

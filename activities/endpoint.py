@@ -11,6 +11,7 @@ from activities import names
 from activities.failures import to_application_error
 from activities.services import Services
 from core.errors import InvalidInput, SternaError
+from core.models import CHANGE_TRACKING
 from providers.base import (
     DestinationOptionsProvider,
     EndpointProvider,
@@ -71,7 +72,10 @@ class EndpointActivities:
             from providers.base import BaseProvider, ChangeTrackingSource
 
             tracked = get_provider(endpoint.type, info, BaseProvider)
-            if not isinstance(tracked, ChangeTrackingSource):
+            # The API names the transfer in the call's environment (where a snapshot's step used to find it).
+            env = {k: v for k, v in call.env.items() if k != CHANGE_TRACKING}
+            transfer = call.env.get(CHANGE_TRACKING)
+            if not isinstance(tracked, ChangeTrackingSource) or not transfer:
                 return []
-            return tracked.release_tracking(call.env, call.instance or "")
+            return tracked.release_tracking(env, call.instance or "", str(transfer))
         raise InvalidInput(f"Unknown endpoint operation '{op}'")

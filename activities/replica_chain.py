@@ -12,9 +12,9 @@ import asyncio
 from typing import Any
 
 from activities.changes import changed_since
+from activities.context import dest_env
 from activities.recording import heartbeating
 from activities.services import Services
-from activities.steps import _dest_env
 from core.limits import bandwidth_limit
 from core.models import DiskLocator
 from diskio.base import DiskSource
@@ -30,7 +30,7 @@ async def replicate_to_snapshots(services: Services, inp: DiskStepInput, rec: An
     step, store = inp.step, services.store
     task = step.task
     assert step.snapshot is not None and task.execution_id is not None
-    env, chunk = _dest_env(step), dest.REPLICA_CHUNK
+    env, chunk = dest_env(step), dest.REPLICA_CHUNK
     # Blocking calls before the first progress heartbeat: beat meanwhile (no checkpoint to keep here).
     async with heartbeating():
         known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)

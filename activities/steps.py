@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 
 from activities import names
+from activities.context import dest_env, source_env, step_context
 from activities.recording import TaskRecorder, heartbeating, task_running
 from activities.services import Services
 from activities.slots import source_slot
@@ -58,14 +59,6 @@ def _previous_checkpoint() -> list[tuple[int, int]] | None:
     return [(int(a), int(b)) for a, b in beat.checkpoint] or None if beat else None
 
 
-def _dest_env(step: StepInput) -> dict[str, Any]:
-    env = dict(step.destination_environment)
-    env["migration_id"] = step.task.migration_id
-    if step.export_info is not None:
-        env.setdefault("instance_name", step.export_info.name)
-    return env
-
-
 class MigrationActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -80,15 +73,15 @@ class MigrationActivities:
     async def validate(self, inp: StepInput) -> ValidateResult:
         async with task_running(self.services, inp.task) as rec:
             source = await self._source(inp)
-            export_info = await asyncio.to_thread(source.validate_source, inp.source_environment, inp.task.instance)
+            export_info = await asyncio.to_thread(source.validate_source, source_env(inp), inp.task.instance)
             await rec.aevent(
                 f"Source instance '{export_info.name}': {export_info.num_cpu} vCPU, {export_info.memory_mb} MiB, "
                 f"{len(export_info.devices.disks)} disk(s), {len(export_info.devices.nics)} NIC(s), "
                 f"firmware {export_info.firmware_type}"
             )
             dest = await self._destination(inp)
-            env = _dest_env(inp.model_copy(update={"export_info": export_info}))
-            await asyncio.to_thread(dest.validate_destination, env, export_info)
+            action = await step_context(self.services, inp.model_copy(update={"export_info": export_info}))
+            await asyncio.to_thread(dest.validate_destination, dest_env(inp), export_info, action)
             if not inp.skip_os_morphing:
                 from activities.morphing import check_windows_sources
 
@@ -107,11 +100,11 @@ class MigrationActivities:
             source = await self._source(inp)
             workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
             workdir.mkdir(parents=True, exist_ok=True)
+            env, action = source_env(inp), await step_context(self.services, inp)
             if inp.source_environment.get("shutdown_instances"):
-                await asyncio.to_thread(source.shutdown_instance, inp.source_environment, inp.task.instance)
+                await asyncio.to_thread(source.shutdown_instance, env, inp.task.instance)
                 await rec.aevent("Source instance shut down")
-            snap = await asyncio.to_thread(source.snapshot_instance, inp.source_environment, inp.task.instance,
-                                           workdir)
+            snap = await asyncio.to_thread(source.snapshot_instance, env, inp.task.instance, workdir, action)
             await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
                              f"on host {self.services.settings.worker_host_id}")
             # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
@@ -224,7 +217,8 @@ class MigrationActivities:
                 bandwidth_limit=bandwidth_limit(step.destination_environment, "destination_environment"),
                 event=rec.event,
             )
-            imported = await dest.import_disk(_dest_env(step), step.export_info, inp.disk, ctx)
+            action = await step_context(self.services, step)
+            imported = await dest.import_disk(dest_env(step), step.export_info, inp.disk, ctx, action)
             # The destination holds the disk now: the raw export that convert read from can go.
             export = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
             if str(export) != inp.disk.path:
@@ -238,8 +232,8 @@ class MigrationActivities:
         now: dict[str, Any] = {}
         async with task_running(self.services, step.task) as rec, heartbeating(details=lambda: dict(now)):
             dest = await self._destination(step)
-            env = _dest_env(step)
-            deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks)
+            env, action = dest_env(step), await step_context(self.services, step)
+            deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks, action)
             await rec.aevent(f"Instance {deployed.name or deployed.id} deployed: "
                              + ", ".join(f"{k}={v}" for k, v in deployed.details.items() if k != "disks"))
             # By default the boot is checked when OS morphing found a bootable OS; the destination
@@ -284,9 +278,9 @@ class MigrationActivities:
                     await asyncio.to_thread(source.delete_snapshot, step.snapshot)
                     await rec.aevent(f"Source snapshot {step.snapshot.snapshot_id} removed")
                 dest = await self._destination(step)
-                removed = await asyncio.to_thread(
-                    dest.cleanup, _dest_env(step), step.task.instance, inp.disks, inp.deployed, inp.succeeded
-                )
+                action = await step_context(self.services, step)
+                removed = await asyncio.to_thread(dest.cleanup, dest_env(step), step.task.instance, inp.disks,
+                                                  inp.deployed, inp.succeeded, action)
                 for line in removed:
                     await rec.aevent(line)
             finally:

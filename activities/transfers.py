@@ -15,9 +15,10 @@ from temporalio import activity
 
 from activities import names
 from activities.changes import changed_since
+from activities.context import dest_env
 from activities.recording import task_running
 from activities.services import Services
-from activities.steps import _dest_env, _previous_heartbeat, _safe
+from activities.steps import _previous_heartbeat, _safe
 from core.errors import Conflict, InvalidInput
 from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo
@@ -156,7 +157,7 @@ class TransferActivities:
                 await asyncio.to_thread(src.close)
                 raise InvalidInput("The destination endpoint can't hold replica disks")
             try:
-                replica = await asyncio.to_thread(dest.replica_disk, _dest_env(step), task.migration_id,
+                replica = await asyncio.to_thread(dest.replica_disk, dest_env(step), task.migration_id,
                                                   task.instance, inp.disk.disk_id, src.size)
                 assert replica.path is not None
                 known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)

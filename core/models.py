@@ -97,7 +97,8 @@ class DiskLocator(_Model):
 
 
 #: ``source_environment`` key a transfer execution sets (to the transfer id): the snapshot also starts
-#: tracking changes for the next execution (``providers.base.ChangeTrackingSource``)
+#: tracking changes for the next execution (``providers.base.ChangeTrackingSource``). Activities hand it
+#: to providers as ``ActionContext.change_tracking`` (``activities.context``)
 CHANGE_TRACKING = "change_tracking"
 
 

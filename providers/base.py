@@ -20,6 +20,8 @@ Rules every provider follows:
 * Errors are raised from ``core.errors`` (``AuthenticationFailed``, ``NotFound``,
   ``InvalidInput``...). Never let an SDK exception carry credentials into a message.
 * Nothing here is imported by workflow code; the registry imports providers lazily.
+* ``env`` is the user's environment, as given. What the engine owns (the action id the resources are
+  tagged with, ``network_map``, change tracking...) comes in the ``ActionContext`` next to it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from core.models import CHANGE_TRACKING as CHANGE_TRACKING
 from core.models import (
     DeployedInstance,
     DiskLocator,
@@ -78,6 +79,46 @@ class TransferContext:
     checkpoint: list[tuple[int, int]] | None = None
     bandwidth_limit: int | None = None
     event: Callable[[str], None] = field(default=lambda _msg: None)
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What the engine tells a provider about the action a call works for.
+
+    The activity builds it once from its step input and passes it next to the environment, which
+    stays the user's: providers never read (or find) engine-owned keys in ``env``. The default,
+    ``NO_ACTION``, is a call outside any action (an inventory tool, a test): nothing to tag with.
+    """
+
+    #: the migration, transfer or deployment; the value resources are tagged with, so that a
+    #: retry finds what an earlier attempt made and cleanup finds what is left
+    action_id: str | None = None
+    #: the instance as the action names it
+    instance: str = ""
+    #: the transfer execution, for transfers
+    execution_id: str | None = None
+    #: the name the destination instance gets (the source's name unless the user chose one)
+    instance_name: str | None = None
+    project_id: str | None = None
+    #: Coriolis ``network_map`` and ``storage_mappings`` of the action
+    network_map: Mapping[str, Any] = field(default_factory=dict)
+    storage_mappings: Mapping[str, Any] = field(default_factory=dict)
+    #: a transfer id: the snapshot also starts tracking changes for it (``ChangeTrackingSource``)
+    change_tracking: str | None = None
+    #: a transfer execution writes replica disks only: no instance is deployed
+    replica_only: bool = False
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """What every resource made for the action carries, keyed by meaning; each provider spells the
+        keys its cloud's way (``migration-id``: AWS ``sterna:migration-id``, Azure ``sterna-migration-id``)."""
+        return {MIGRATION_ID: self.action_id} if self.action_id else {}
+
+
+#: ``ActionContext.tags`` key of the action id
+MIGRATION_ID = "migration-id"
+#: a provider call made outside any action
+NO_ACTION = ActionContext()
 
 
 class BaseProvider(ABC):
@@ -190,7 +231,8 @@ class ExportProvider(InstancesProvider):
         """Power the instance off before its snapshot (``shutdown_instances``). Default: no-op."""
 
     @abstractmethod
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
         """Freeze a point-in-time view of every disk of ``instance``.
 
         Must be idempotent for the same ``workdir`` (activities run at least once).
@@ -215,7 +257,7 @@ class ExportProvider(InstancesProvider):
 class ChangeTrackingSource(BaseProvider):
     """A source that can tell which areas of a disk changed since an earlier snapshot.
 
-    When ``env[CHANGE_TRACKING]`` is set, ``snapshot_instance`` puts in each disk's
+    When ``action.change_tracking`` is set, ``snapshot_instance`` puts in each disk's
     ``details["change_marker"]`` the marker of that point in time (a CBT changeId, a qcow2 dirty
     bitmap, an EBS snapshot id). A transfer keeps the marker of the last good sync of each replica.
     """
@@ -225,8 +267,8 @@ class ChangeTrackingSource(BaseProvider):
         """Areas of ``disk`` that may differ from what it held at ``marker`` (may over-approximate,
         never under); ``None`` when the marker is unknown here and everything must be compared."""
 
-    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
-        """Drop what tracks changes for the transfer named by ``env[CHANGE_TRACKING]`` on ``instance``
+    def release_tracking(self, env: Mapping[str, Any], instance: str, transfer_id: str) -> list[str]:
+        """Drop what tracks changes for the transfer ``transfer_id`` on ``instance``
         (its replica is gone); returns what was removed. Idempotent. Default: nothing to drop."""
         return []
 
@@ -249,7 +291,8 @@ class ImportProvider(BaseProvider):
         """JSON schema of ``destination_environment``."""
         return {"type": "object"}
 
-    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
+                             action: ActionContext = NO_ACTION) -> None:
         """Fail fast (``InvalidInput``) when the target environment can't host this instance."""
 
     @abstractmethod
@@ -259,6 +302,7 @@ class ImportProvider(BaseProvider):
         export_info: InstanceInfo,
         disk: DiskLocator,
         ctx: TransferContext,
+        action: ActionContext = NO_ACTION,
     ) -> ImportedDisk:
         """Move one converted local disk (``disk.path`` in ``TARGET_DISK_FORMAT``) to the target."""
 
@@ -268,6 +312,7 @@ class ImportProvider(BaseProvider):
         env: Mapping[str, Any],
         export_info: InstanceInfo,
         disks: list[ImportedDisk],
+        action: ActionContext = NO_ACTION,
     ) -> DeployedInstance:
         """Create (and start) the target instance with the mapped flavor, networks, storage."""
 
@@ -279,6 +324,7 @@ class ImportProvider(BaseProvider):
         disks: list[ImportedDisk],
         deployed: DeployedInstance | None,
         succeeded: bool,
+        action: ActionContext = NO_ACTION,
     ) -> list[str]:
         """Release temporary resources; on failure also delete what was created.
 

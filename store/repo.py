@@ -186,6 +186,12 @@ class Store(TransferRecords):
             mig = s.get(Migration, migration_id)
             return mig.trust_id if mig is not None else None
 
+    def action_project(self, action_id: str) -> str | None:
+        """The project a migration, transfer or deployment belongs to (None when there is no such row)."""
+        with self.db.session() as s:
+            row = s.get(Migration, action_id)
+            return row.project_id if row is not None else None
+
     def clear_migration_trust(self, migration_id: str) -> None:
         with self.db.session() as s:
             mig = s.get(Migration, migration_id)

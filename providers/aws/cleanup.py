@@ -146,9 +146,10 @@ def cleanup(
     disks: list[ImportedDisk],
     deployed: DeployedInstance | None,
     succeeded: bool,
+    migration: str | None,
 ) -> list[str]:
     """See the module docstring; returns task-event lines."""
-    c = _Cleaner(clients, t.migration_id(env))
+    c = _Cleaner(clients, migration)
     details = deployed.details if deployed else {}
     if not succeeded:
         instances = set(c.tagged_ids("instance", t.ROLE_INSTANCE))

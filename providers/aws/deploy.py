@@ -23,6 +23,7 @@ from providers.aws import tags as t
 from providers.aws.errors import Secrets, aws_errors, error_code
 from providers.aws.mapping import NicPlan, plan_nics, volume_params, volume_type_for
 from providers.aws.session import AwsClients
+from providers.base import ActionContext
 
 ROOT_DEVICE = "/dev/xvda"
 # Extra disks: /dev/sdf../dev/sdp is the range AWS recommends for EBS data volumes.
@@ -89,12 +90,12 @@ def _image_name(export_info: InstanceInfo, migration: str | None) -> str:
 
 
 def register_image(
-    clients: AwsClients, env: Mapping[str, Any], export_info: InstanceInfo, boot: ImportedDisk
+    clients: AwsClients, env: Mapping[str, Any], export_info: InstanceInfo, boot: ImportedDisk, action: ActionContext
 ) -> tuple[str, dict[str, Any]]:
     """Register (or find) the AMI whose root is the boot disk's snapshot; returns (id, request)."""
-    migration = t.migration_id(env)
+    migration = action.action_id
     extra = {t.SOURCE_INSTANCE_TAG: export_info.name}
-    root_type = volume_type_for(env, _disk_info(export_info, boot.disk_id))
+    root_type = volume_type_for(env, action.storage_mappings, _disk_info(export_info, boot.disk_id))
     request: dict[str, Any] = {
         "Name": _image_name(export_info, migration),
         "Description": f"Sterna migration of {export_info.name}"[:255],
@@ -119,7 +120,7 @@ def register_image(
     found = _find(clients, "image", migration, t.ROLE_IMAGE, extra)
     if found:
         return str(found[0]["ImageId"]), request
-    image_tags = {"Name": request["Name"], t.MIGRATION_TAG: migration, t.ROLE_TAG: t.ROLE_IMAGE, **extra}
+    image_tags = {"Name": request["Name"], **t.action_tags(action), t.ROLE_TAG: t.ROLE_IMAGE, **extra}
     secrets = clients.conn.secrets
     with aws_errors(f"registering an image for {export_info.name!r}", secrets):
         try:
@@ -151,24 +152,25 @@ def _nic_specs(plans: list[NicPlan]) -> list[dict[str, Any]]:
 
 
 def deploy_instance(
-    clients: AwsClients, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk]
+    clients: AwsClients, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk],
+    action: ActionContext,
 ) -> DeployedInstance:
     """Register the AMI, launch the instance, attach extra disks as volumes from their snapshots."""
     secrets = clients.conn.secrets
-    migration = t.migration_id(env)
+    migration = action.action_id
     boot, extras = _order_disks(export_info, disks)
     if len(extras) > len(EXTRA_DEVICES):
         raise InvalidInput(f"{export_info.name!r} has more than {len(EXTRA_DEVICES) + 1} disks")
-    plans = plan_nics(clients.ec2, env, export_info, secrets)
+    plans = plan_nics(clients.ec2, env, action.network_map, export_info, secrets)
     instance_type = choose_instance_type(clients, env, export_info)
-    image_id, image_request = register_image(clients, env, export_info, boot)
+    image_id, image_request = register_image(clients, env, export_info, boot, action)
 
     extra = {t.SOURCE_INSTANCE_TAG: export_info.name}
     running = _find(clients, "instance", migration, t.ROLE_INSTANCE, extra)
     if running:
         instance_id = running[0]["InstanceId"]
     else:
-        base = {"Name": export_info.name, t.MIGRATION_TAG: migration, **extra}
+        base = {"Name": export_info.name, **t.action_tags(action), **extra}
         params: dict[str, Any] = {
             "ImageId": image_id,
             "InstanceType": instance_type,
@@ -195,7 +197,8 @@ def deploy_instance(
     zone = raw["Placement"]["AvailabilityZone"]
     volumes = {
         d.disk_id: _attach_extra(
-            clients, env=env, export_info=export_info, instance_id=instance_id, zone=zone, disk=d, device=dev
+            clients, env=env, action=action, export_info=export_info, instance_id=instance_id, zone=zone, disk=d,
+            device=dev,
         )
         for d, dev in zip(extras, EXTRA_DEVICES, strict=False)
     }
@@ -221,6 +224,7 @@ def _attach_extra(
     clients: AwsClients,
     *,
     env: Mapping[str, Any],
+    action: ActionContext,
     export_info: InstanceInfo,
     instance_id: str,
     zone: str,
@@ -229,18 +233,17 @@ def _attach_extra(
 ) -> str:
     """Create a volume from the disk's snapshot in the instance's zone and attach it."""
     secrets = clients.conn.secrets
-    migration = t.migration_id(env)
     extra = {t.SOURCE_INSTANCE_TAG: export_info.name, t.DISK_TAG: disk.disk_id}
-    found = _find(clients, "volume", migration, t.ROLE_VOLUME, extra)
+    found = _find(clients, "volume", action.action_id, t.ROLE_VOLUME, extra)
     ec2 = clients.ec2
     with aws_errors(f"creating the volume for disk {disk.disk_id}", secrets):
-        volume_type = volume_type_for(env, _disk_info(export_info, disk.disk_id))
+        volume_type = volume_type_for(env, action.storage_mappings, _disk_info(export_info, disk.disk_id))
         if found:
             volume = found[0]
         else:
             tags = {
                 "Name": f"{export_info.name} {disk.disk_id}",
-                t.MIGRATION_TAG: migration,
+                **t.action_tags(action),
                 t.ROLE_TAG: t.ROLE_VOLUME,
                 **extra,
             }

@@ -30,7 +30,7 @@ from providers.aws import tags as t
 from providers.aws.ebs import EBS_BLOCK_SIZE, GIB, EbsSnapshotTarget, volume_size_gib
 from providers.aws.errors import aws_errors
 from providers.aws.session import AwsClients
-from providers.base import TransferContext, TransferProgress
+from providers.base import ActionContext, TransferContext, TransferProgress
 
 T = TypeVar("T")
 #: seconds between heartbeats while no bytes move (well inside any heartbeat timeout)
@@ -83,13 +83,14 @@ async def import_disk(
     export_info: InstanceInfo,
     disk: DiskLocator,
     ctx: TransferContext,
+    action: ActionContext,
 ) -> ImportedDisk:
     """Upload ``disk.path`` (raw) into a completed EBS snapshot; see the module docstring."""
     local_size = await asyncio.to_thread(_local_size, disk)
     if disk.format != "raw":
         raise InvalidInput(f"disk {disk.disk_id} is {disk.format}, the AWS destination needs raw")
     secrets = clients.conn.secrets
-    migration = t.migration_id(env)
+    migration = action.action_id
     size = max(disk.size_bytes, local_size)
     gib = volume_size_gib(size)
 
@@ -111,7 +112,7 @@ async def import_disk(
             export_info=export_info,
             disk=disk,
             gib=gib,
-            migration=migration,
+            action=action,
         )
 
     source = open_local_source(str(disk.path))
@@ -247,11 +248,11 @@ def _start_snapshot(
     export_info: InstanceInfo,
     disk: DiskLocator,
     gib: int,
-    migration: str | None,
+    action: ActionContext,
 ) -> str:
     tags = {
         "Name": f"sterna {export_info.name} {disk.disk_id}",
-        t.MIGRATION_TAG: migration,
+        **t.action_tags(action),
         t.DISK_TAG: disk.disk_id,
         t.ROLE_TAG: t.ROLE_IMPORT_SNAPSHOT,
         t.SOURCE_INSTANCE_TAG: export_info.name,

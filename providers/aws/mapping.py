@@ -85,10 +85,10 @@ def _check_groups(
 
 
 def plan_nics(
-    ec2: Any, env: Mapping[str, Any], export_info: InstanceInfo, secrets: Secrets = ()
+    ec2: Any, env: Mapping[str, Any], network_map: Mapping[str, Any], export_info: InstanceInfo,
+    secrets: Secrets = (),
 ) -> list[NicPlan]:
     """One ``NicPlan`` per source NIC (at least one), checked against EC2."""
-    network_map = env.get("network_map") or {}
     if not isinstance(network_map, Mapping):
         raise InvalidInput("network_map must be an object")
     networks = [nic.network_name for nic in export_info.devices.nics]
@@ -129,9 +129,8 @@ def volume_params(env: Mapping[str, Any], volume_type: str) -> dict[str, Any]:
     return {}
 
 
-def volume_type_for(env: Mapping[str, Any], disk: DiskInfo | None) -> str:
-    """The EBS volume type for one disk according to ``storage_mappings``."""
-    mappings = env.get("storage_mappings") or {}
+def volume_type_for(env: Mapping[str, Any], mappings: Mapping[str, Any], disk: DiskInfo | None) -> str:
+    """The EBS volume type for one disk according to ``storage_mappings`` (``mappings``)."""
     chosen = None
     if disk is not None:
         for item in mappings.get("disk_mappings") or []:

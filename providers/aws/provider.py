@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 from core.errors import NotFound
 from core.models import (
-    CHANGE_TRACKING,
     DeployedInstance,
     DiskLocator,
     ImportedDisk,
@@ -31,6 +30,8 @@ from providers.aws.ebs import EBS_BLOCK_SIZE
 from providers.aws.mapping import VOLUME_TYPES, plan_nics, volume_type_for
 from providers.aws.session import CONNECTION_INFO_SCHEMA, AwsClients, AwsConnection
 from providers.base import (
+    NO_ACTION,
+    ActionContext,
     BootVerifier,
     ChangeTrackingSource,
     DestinationOptionsProvider,
@@ -205,11 +206,12 @@ class AwsProvider(
     def shutdown_instance(self, env: Mapping[str, Any], instance: str) -> None:
         source.shutdown_instance(self._clients(env), instance)
 
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
         clients = self._clients(env)
         if env.get("shutdown_instance"):
             source.shutdown_instance(clients, instance)
-        return source.snapshot_instance(clients, env, instance, workdir)
+        return source.snapshot_instance(clients, instance, workdir, action)
 
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         # The snapshot lives in the region it was taken in, which env may have overridden.
@@ -231,23 +233,23 @@ class AwsProvider(
     def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
         return replica.delete_all(self._clients(env), transfer_id)
 
-    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
-        tag = env.get(CHANGE_TRACKING)
-        return source.release_tracking(self._clients(env), str(tag)) if tag else []
+    def release_tracking(self, env: Mapping[str, Any], instance: str, transfer_id: str) -> list[str]:
+        return source.release_tracking(self._clients(env), transfer_id) if transfer_id else []
 
     def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
         source.delete_snapshot(self._clients({"region": snapshot.details.get("region")}), snapshot)
 
     # -- destination ------------------------------------------------------------------------
 
-    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
+                             action: ActionContext = NO_ACTION) -> None:
         """Connection, instance type, subnets, security groups and volume types, before any copy."""
         clients = self._clients(env)
         options.validate_connection(clients)
         deploy.choose_instance_type(clients, env, export_info)
-        plan_nics(clients.ec2, env, export_info, clients.conn.secrets)
+        plan_nics(clients.ec2, env, action.network_map, export_info, clients.conn.secrets)
         for disk in export_info.devices.disks or [None]:  # type: ignore[list-item]
-            volume_type_for(env, disk)
+            volume_type_for(env, action.storage_mappings, disk)
 
     async def import_disk(
         self,
@@ -255,13 +257,15 @@ class AwsProvider(
         export_info: InstanceInfo,
         disk: DiskLocator,
         ctx: TransferContext,
+        action: ActionContext = NO_ACTION,
     ) -> ImportedDisk:
-        return await importer.import_disk(self._clients(env), env, export_info, disk, ctx)
+        return await importer.import_disk(self._clients(env), env, export_info, disk, ctx, action)
 
     def deploy_instance(
-        self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk]
+        self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk],
+        action: ActionContext = NO_ACTION,
     ) -> DeployedInstance:
-        return deploy.deploy_instance(self._clients(env), env, export_info, disks)
+        return deploy.deploy_instance(self._clients(env), env, export_info, disks, action)
 
     def verify_boot(self, env: Mapping[str, Any], deployed: DeployedInstance, timeout: float,
                     on_stage: Callable[[str], None] | None = None) -> list[str]:
@@ -277,5 +281,6 @@ class AwsProvider(
         disks: list[ImportedDisk],
         deployed: DeployedInstance | None,
         succeeded: bool,
+        action: ActionContext = NO_ACTION,
     ) -> list[str]:
-        return cleanup_mod.cleanup(self._clients(env), env, disks, deployed, succeeded)
+        return cleanup_mod.cleanup(self._clients(env), env, disks, deployed, succeeded, action.action_id)

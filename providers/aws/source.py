@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from core.errors import NotFound
-from core.models import CHANGE_TRACKING, DiskLocator, SourceSnapshot
+from core.models import DiskLocator, SourceSnapshot
 from diskio.base import Extent
 from providers.aws import tags as t
 from providers.aws.ebs import EBS_BLOCK_SIZE, EbsSnapshotSource
 from providers.aws.errors import aws_errors, error_code
 from providers.aws.instances import describe_image_raw, describe_instance_raw, image_info, instance_info
 from providers.aws.session import AwsClients
+from providers.base import ActionContext
 
 STATE_FILE = "aws-source-snapshot.json"
 
@@ -49,7 +49,7 @@ def _still_there(clients: AwsClients, snapshot: SourceSnapshot) -> bool:
 
 
 def snapshot_instance(
-    clients: AwsClients, env: Mapping[str, Any], instance: str, workdir: Path
+    clients: AwsClients, instance: str, workdir: Path, action: ActionContext
 ) -> SourceSnapshot:
     """Snapshot every EBS volume of ``instance`` (or reuse an AMI's snapshots); idempotent per workdir."""
     state = Path(workdir) / STATE_FILE
@@ -78,8 +78,8 @@ def snapshot_instance(
     else:
         raw = describe_instance_raw(ec2, instance, secrets)
         info = instance_info(ec2, raw, None, secrets)
-        tracking = bool(env.get(CHANGE_TRACKING))
-        migration = t.migration_id(env) or (str(env[CHANGE_TRACKING]) if tracking else None)
+        tracking = bool(action.change_tracking)
+        migration = action.action_id or action.change_tracking
         disks = []
         for disk in info.devices.disks:
             # A transfer's retries find their snapshot through the workdir's state file; finding it

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from providers.base import MIGRATION_ID, ActionContext
+
 MIGRATION_TAG = "sterna:migration-id"
 ROLE_TAG = "sterna:role"
 DISK_TAG = "sterna:disk-id"
@@ -28,10 +30,13 @@ UPLOAD_WRITTEN = "written"
 UPLOAD_COMPLETE = "complete"
 
 
-def migration_id(env: Mapping[str, Any]) -> str | None:
-    """The migration id the activity put into ``env`` (``None`` outside a migration)."""
-    value = env.get("migration_id")
-    return str(value) if value else None
+#: ``ActionContext.tags`` keys, spelled AWS's way
+KEYS = {MIGRATION_ID: MIGRATION_TAG}
+
+
+def action_tags(action: ActionContext) -> dict[str, str]:
+    """The tags the engine asks every resource of the action to carry (none outside an action)."""
+    return {KEYS[key]: value for key, value in action.tags.items()}
 
 
 def tag_list(tags: Mapping[str, str | None]) -> list[dict[str, str]]:

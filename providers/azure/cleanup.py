@@ -49,9 +49,8 @@ def _mine(items: Any, migration: str | None, role: str) -> list[Any]:
 
 
 def cleanup(clients: AzureClients, env: Mapping[str, Any], disks: list[ImportedDisk],
-            deployed: DeployedInstance | None, succeeded: bool) -> list[str]:
+            deployed: DeployedInstance | None, succeeded: bool, migration: str | None) -> list[str]:
     c = _Cleaner(clients)
-    migration = t.migration_id(env)
     rg = clients.rg
     compute, network = clients.compute, clients.network
     found_disks = _mine(c.call("listing managed disks", lambda: list(compute.disks.list_by_resource_group(rg))),

@@ -15,6 +15,7 @@ from core.models import DeployedInstance, ImportedDisk, InstanceInfo
 from providers.azure import tags as t
 from providers.azure.errors import azure_errors
 from providers.azure.session import AzureClients
+from providers.base import ActionContext
 
 
 def vm_sizes(clients: AzureClients) -> list[Any]:
@@ -39,8 +40,7 @@ def choose_vm_size(clients: AzureClients, env: Mapping[str, Any], export_info: I
     return str(min(fits, key=lambda s: (s.number_of_cores, s.memory_in_mb, s.name)).name)
 
 
-def _entry(env: Mapping[str, Any], network: str) -> tuple[str, str | None]:
-    nmap = env.get("network_map") or {}
+def _entry(env: Mapping[str, Any], nmap: Mapping[str, Any], network: str) -> tuple[str, str | None]:
     entry = nmap.get(network, nmap.get("default"))
     if entry is None:
         raise InvalidInput(f"network_map has no subnet for source network '{network}' (and no 'default')")
@@ -51,10 +51,11 @@ def _entry(env: Mapping[str, Any], network: str) -> tuple[str, str | None]:
     raise InvalidInput(f"network_map entry for '{network}' must be a subnet id or {{'subnet_id', ...}}")
 
 
-def plan_nics(clients: AzureClients, env: Mapping[str, Any], export_info: InstanceInfo) -> list[tuple[str, str | None]]:
+def plan_nics(clients: AzureClients, env: Mapping[str, Any], network_map: Mapping[str, Any],
+              export_info: InstanceInfo) -> list[tuple[str, str | None]]:
     """``(subnet id, NSG id)`` per source NIC (one NIC at least), each checked to exist."""
     networks = [n.network_name for n in export_info.devices.nics] or ["default"]
-    plan = [_entry(env, n) for n in networks]
+    plan = [_entry(env, network_map, n) for n in networks]
     for subnet, nsg in plan:
         ids = t.parse_id(subnet)
         if not {"resourcegroups", "virtualnetworks", "subnets"} <= ids.keys():
@@ -81,14 +82,14 @@ def vm_name(env: Mapping[str, Any], export_info: InstanceInfo) -> str:
 
 
 def deploy_instance(clients: AzureClients, env: Mapping[str, Any], export_info: InstanceInfo,
-                    disks: list[ImportedDisk]) -> DeployedInstance:
+                    disks: list[ImportedDisk], action: ActionContext) -> DeployedInstance:
     if not disks:
         raise InvalidInput(f"{export_info.name} has no uploaded disk to boot from")
     secrets = clients.conn.secrets
     size = choose_vm_size(clients, env, export_info)
-    plan = plan_nics(clients, env, export_info)
+    plan = plan_nics(clients, env, action.network_map, export_info)
     name = vm_name(env, export_info)
-    base_tags = {k: v for k, v in {t.MIGRATION_TAG: t.migration_id(env),
+    base_tags = {k: v for k, v in {**t.action_tags(action),
                                    t.SOURCE_INSTANCE_TAG: export_info.name}.items() if v}
     nic_ids = []
     for i, (subnet, nsg) in enumerate(plan):

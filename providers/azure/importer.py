@@ -27,7 +27,7 @@ from providers.azure import tags as t
 from providers.azure.errors import azure_errors, error_code
 from providers.azure.pageblob import MAX_PUT_PAGE, PageBlobTarget
 from providers.azure.session import AzureClients
-from providers.base import TransferContext, TransferProgress
+from providers.base import ActionContext, TransferContext, TransferProgress
 
 MIB = 1024 * 1024
 VHD_FOOTER = 512
@@ -35,8 +35,8 @@ SAS_SECONDS = 24 * 3600
 LANES = 4
 
 
-def disk_name(env: Mapping[str, Any], export_info: InstanceInfo, disk_id: str) -> str:
-    migration = (t.migration_id(env) or "adhoc")[:12]
+def disk_name(action: ActionContext, export_info: InstanceInfo, disk_id: str) -> str:
+    migration = (action.action_id or "adhoc")[:12]
     return t.resource_name("sterna", migration, export_info.name, disk_id, limit=80)
 
 
@@ -95,11 +95,11 @@ def _mark_complete(clients: AzureClients, name: str, size: int, tags: dict[str, 
 
 
 async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info: InstanceInfo,
-                      disk: DiskLocator, ctx: TransferContext) -> ImportedDisk:
+                      disk: DiskLocator, ctx: TransferContext, action: ActionContext) -> ImportedDisk:
     size = await asyncio.to_thread(_vhd_size, disk)
-    name = disk_name(env, export_info, disk.disk_id)
+    name = disk_name(action, export_info, disk.disk_id)
     tags = {k: v for k, v in {
-        t.MIGRATION_TAG: t.migration_id(env), t.ROLE_TAG: t.ROLE_DISK, t.DISK_TAG: disk.disk_id,
+        **t.action_tags(action), t.ROLE_TAG: t.ROLE_DISK, t.DISK_TAG: disk.disk_id,
         t.SOURCE_INSTANCE_TAG: export_info.name}.items() if v}
     existing = await asyncio.to_thread(_get_disk, clients, name)
     state = t.text(getattr(existing, "disk_state", "")) if existing else ""

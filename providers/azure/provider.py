@@ -28,6 +28,8 @@ from providers.azure import deploy, importer, source
 from providers.azure.errors import azure_errors
 from providers.azure.session import CONNECTION_INFO_SCHEMA, AzureClients, AzureConnection
 from providers.base import (
+    NO_ACTION,
+    ActionContext,
     DestinationOptionsProvider,
     EndpointProvider,
     ExportProvider,
@@ -124,8 +126,9 @@ class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksPr
     def get_instance(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
         return source.get_instance(self.clients(), instance)
 
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
-        return source.snapshot_instance(self.clients(), env, instance, workdir)
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
+        return source.snapshot_instance(self.clients(), instance, workdir, action)
 
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         return source.open_disk(self.clients(), disk)
@@ -135,21 +138,22 @@ class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksPr
 
     # -- destination ------------------------------------------------------------------------
 
-    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
+                             action: ActionContext = NO_ACTION) -> None:
         """Credentials, subscription, role, VM size and subnets/NSGs, before any byte moves."""
         self.validate_connection()
         clients = self.clients()
         deploy.choose_vm_size(clients, env, export_info)
-        deploy.plan_nics(clients, env, export_info)
+        deploy.plan_nics(clients, env, action.network_map, export_info)
 
     async def import_disk(self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
-                          ctx: TransferContext) -> ImportedDisk:
-        return await importer.import_disk(self.clients(), env, export_info, disk, ctx)
+                          ctx: TransferContext, action: ActionContext = NO_ACTION) -> ImportedDisk:
+        return await importer.import_disk(self.clients(), env, export_info, disk, ctx, action)
 
     def deploy_instance(self, env: Mapping[str, Any], export_info: InstanceInfo,
-                        disks: list[ImportedDisk]) -> DeployedInstance:
-        return deploy.deploy_instance(self.clients(), env, export_info, disks)
+                        disks: list[ImportedDisk], action: ActionContext = NO_ACTION) -> DeployedInstance:
+        return deploy.deploy_instance(self.clients(), env, export_info, disks, action)
 
     def cleanup(self, env: Mapping[str, Any], instance: str, disks: list[ImportedDisk],
-                deployed: DeployedInstance | None, succeeded: bool) -> list[str]:
-        return cleanup_mod.cleanup(self.clients(), env, disks, deployed, succeeded)
+                deployed: DeployedInstance | None, succeeded: bool, action: ActionContext = NO_ACTION) -> list[str]:
+        return cleanup_mod.cleanup(self.clients(), env, disks, deployed, succeeded, action.action_id)

@@ -9,7 +9,6 @@ so a retried ``snapshot_instance`` finds the snapshots it made. ``open_disk`` gr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from providers.azure.errors import azure_errors
 from providers.azure.importer import grant, revoke
 from providers.azure.pageblob import PageBlobSource
 from providers.azure.session import AzureClients
+from providers.base import ActionContext
 
 
 def _vms(clients: AzureClients) -> list[Any]:
@@ -87,9 +87,9 @@ def _snapshot_name(workdir: Path, disk: str) -> str:
     return t.resource_name("sterna-src", tag, disk, limit=80)
 
 
-def snapshot_instance(clients: AzureClients, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+def snapshot_instance(clients: AzureClients, instance: str, workdir: Path, action: ActionContext) -> SourceSnapshot:
     info = get_instance(clients, instance)
-    tags = {k: v for k, v in {t.MIGRATION_TAG: t.migration_id(env), t.ROLE_TAG: t.ROLE_SOURCE_SNAPSHOT,
+    tags = {k: v for k, v in {**t.action_tags(action), t.ROLE_TAG: t.ROLE_SOURCE_SNAPSHOT,
                               t.SOURCE_INSTANCE_TAG: info.name}.items() if v}
     locators = []
     for disk in info.devices.disks:

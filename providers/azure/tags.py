@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
+
+from providers.base import MIGRATION_ID, ActionContext
 
 MIGRATION_TAG = "sterna-migration-id"
 ROLE_TAG = "sterna-role"
@@ -19,9 +20,13 @@ ROLE_SOURCE_SNAPSHOT = "source-snapshot"
 UPLOAD_COMPLETE = "complete"
 
 
-def migration_id(env: Mapping[str, Any]) -> str | None:
-    value = env.get("migration_id")
-    return str(value) if value else None
+#: ``ActionContext.tags`` keys, spelled Azure's way
+KEYS = {MIGRATION_ID: MIGRATION_TAG}
+
+
+def action_tags(action: ActionContext) -> dict[str, str]:
+    """The tags the engine asks every resource of the action to carry (none outside an action)."""
+    return {KEYS[key]: value for key, value in action.tags.items()}
 
 
 def resource_name(*parts: str, limit: int = 64) -> str:

@@ -14,8 +14,7 @@ from providers.gcp.upload import bucket_of
 
 
 def cleanup(conn: GcpConnection, env: Mapping[str, Any], disks: list[ImportedDisk],
-            deployed: DeployedInstance | None, succeeded: bool) -> list[str]:
-    migration = str(env.get("migration_id") or "")
+            deployed: DeployedInstance | None, succeeded: bool, migration: str) -> list[str]:
     done: list[str] = []
     if not succeeded:
         done += _delete_instances(conn, env, migration, deployed)

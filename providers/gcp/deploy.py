@@ -13,6 +13,7 @@ from typing import Any
 
 from core.errors import InvalidInput, NotFound
 from core.models import DeployedInstance, ImportedDisk, InstanceInfo
+from providers.base import ActionContext
 from providers.gcp.connection import GcpConnection, gcp_errors
 from providers.gcp.upload import safe
 
@@ -55,9 +56,10 @@ def choose_machine_type(conn: GcpConnection, env: Mapping[str, Any], info: Insta
     return str(min(fits, key=lambda t: (t.guest_cpus, t.memory_mb, t.name)).name)
 
 
-def plan_nics(conn: GcpConnection, env: Mapping[str, Any], info: InstanceInfo, zone: str) -> list[dict[str, Any]]:
+def plan_nics(conn: GcpConnection, env: Mapping[str, Any], network_map: Mapping[str, Any], info: InstanceInfo,
+              zone: str) -> list[dict[str, Any]]:
     """One NIC per source NIC (at least one), on the subnetwork ``network_map`` names, checked to exist."""
-    mapping = dict(env.get("network_map") or {})
+    mapping = dict(network_map)
     region = region_of(zone)
     nics = info.devices.nics or []
     sources = [n.network_name for n in nics] or ["default"]
@@ -86,8 +88,8 @@ def image_name(migration: str, disk_id: str) -> str:
     return f"sterna-{digest}-{safe(disk_id)[:40]}".rstrip("-")
 
 
-def instance_name(env: Mapping[str, Any], info: InstanceInfo) -> str:
-    name = safe(str(env.get("instance_name") or info.name))[:63].rstrip("-")
+def instance_name(action: ActionContext, info: InstanceInfo) -> str:
+    name = safe(str(action.instance_name or info.name))[:63].rstrip("-")
     return name if name[:1].isalpha() else f"vm-{name}"[:63].rstrip("-")
 
 
@@ -100,10 +102,9 @@ def guest_os_features(info: InstanceInfo) -> list[str]:
     return features
 
 
-def create_image(conn: GcpConnection, env: Mapping[str, Any], info: InstanceInfo, disk: ImportedDisk) -> str:
+def create_image(conn: GcpConnection, info: InstanceInfo, disk: ImportedDisk, migration: str) -> str:
     from google.cloud import compute_v1
 
-    migration = str(env.get("migration_id") or "adhoc")
     name = image_name(migration, disk.disk_id)
     client = conn.compute("ImagesClient")
     image = compute_v1.Image(
@@ -137,7 +138,7 @@ def create_image(conn: GcpConnection, env: Mapping[str, Any], info: InstanceInfo
 
 
 def deploy_instance(conn: GcpConnection, env: Mapping[str, Any], info: InstanceInfo,
-                    disks: list[ImportedDisk]) -> DeployedInstance:
+                    disks: list[ImportedDisk], action: ActionContext) -> DeployedInstance:
     from google.cloud import compute_v1
 
     if not disks:
@@ -145,10 +146,10 @@ def deploy_instance(conn: GcpConnection, env: Mapping[str, Any], info: InstanceI
     zone = zone_of(conn, env)
     check_zone(conn, zone)
     machine_type = choose_machine_type(conn, env, info, zone)
-    nics = plan_nics(conn, env, info, zone)
-    images = [create_image(conn, env, info, d) for d in disks]
-    migration = str(env.get("migration_id") or "adhoc")
-    name = instance_name(env, info)
+    nics = plan_nics(conn, env, action.network_map, info, zone)
+    migration = action.action_id or "adhoc"
+    images = [create_image(conn, info, d, migration) for d in disks]
+    name = instance_name(action, info)
     disk_type = str(env.get("disk_type") or "pd-balanced")
     attached = [compute_v1.AttachedDisk(
         boot=i == 0, auto_delete=True, device_name=f"disk-{i}",

@@ -22,6 +22,8 @@ from core.models import (
 )
 from core.models import StorageBackend as Backend
 from providers.base import (
+    NO_ACTION,
+    ActionContext,
     DestinationOptionsProvider,
     EndpointProvider,
     ImportProvider,
@@ -121,25 +123,26 @@ class GcpProvider(EndpointProvider, ImportProvider, NetworksProvider, StoragePro
 
     # -- destination ------------------------------------------------------------------------
 
-    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
+                             action: ActionContext = NO_ACTION) -> None:
         conn = self.conn
         zone = deploy.zone_of(conn, env)
         deploy.check_zone(conn, zone)
         deploy.choose_machine_type(conn, env, export_info, zone)
-        deploy.plan_nics(conn, env, export_info, zone)
+        deploy.plan_nics(conn, env, action.network_map, export_info, zone)
         bucket = upload.bucket_of(conn, env)
         with gcp_errors(f"reading bucket {bucket}", conn.secrets):
             if conn.storage().lookup_bucket(bucket) is None:
                 raise InvalidInput(f"the staging bucket '{bucket}' does not exist")
 
     async def import_disk(self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
-                          ctx: TransferContext) -> ImportedDisk:
-        return await upload.import_disk(self.conn, env, export_info, disk, ctx)
+                          ctx: TransferContext, action: ActionContext = NO_ACTION) -> ImportedDisk:
+        return await upload.import_disk(self.conn, env, export_info, disk, ctx, action)
 
     def deploy_instance(self, env: Mapping[str, Any], export_info: InstanceInfo,
-                        disks: list[ImportedDisk]) -> DeployedInstance:
-        return deploy.deploy_instance(self.conn, env, export_info, disks)
+                        disks: list[ImportedDisk], action: ActionContext = NO_ACTION) -> DeployedInstance:
+        return deploy.deploy_instance(self.conn, env, export_info, disks, action)
 
     def cleanup(self, env: Mapping[str, Any], instance: str, disks: list[ImportedDisk],
-                deployed: DeployedInstance | None, succeeded: bool) -> list[str]:
-        return cleanup_mod.cleanup(self.conn, env, disks, deployed, succeeded)
+                deployed: DeployedInstance | None, succeeded: bool, action: ActionContext = NO_ACTION) -> list[str]:
+        return cleanup_mod.cleanup(self.conn, env, disks, deployed, succeeded, action.action_id or "")

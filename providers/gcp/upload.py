@@ -36,7 +36,7 @@ from core.models import DiskLocator, ImportedDisk, InstanceInfo
 from diskio.limiter import RateLimiter
 from diskio.local import open_local_source
 from diskio.sparsetar import SparseTarStream, rechunk
-from providers.base import TransferContext, TransferProgress
+from providers.base import ActionContext, TransferContext, TransferProgress
 from providers.gcp.connection import GcpConnection, gcp_errors
 
 GIB = 1024**3
@@ -134,11 +134,11 @@ class _Upload:
 
 
 async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: InstanceInfo,
-                      disk: DiskLocator, ctx: TransferContext) -> ImportedDisk:
+                      disk: DiskLocator, ctx: TransferContext, action: ActionContext) -> ImportedDisk:
     if disk.format != "raw" or not disk.path or not Path(disk.path).is_file():
         raise InvalidInput(f"disk {disk.disk_id} has no local raw image to upload ({disk.format}, {disk.path!r})")
     bucket_name = bucket_of(conn, env)
-    migration = env.get("migration_id")
+    migration = action.action_id
     name = object_name(migration, disk.disk_id)
     storage = conn.storage()
     bucket = storage.bucket(bucket_name)

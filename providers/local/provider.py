@@ -36,7 +36,8 @@ from core.models import (
 )
 from diskio.base import DiskSource, Extent
 from providers.base import (
-    CHANGE_TRACKING,
+    NO_ACTION,
+    ActionContext,
     BootVerifier,
     ChangeTrackingSource,
     DestinationOptionsProvider,
@@ -131,7 +132,8 @@ class LocalProvider(
         return [OptionValues(name="flavor_name", values=sorted(FLAVORS), config_default=None)]
 
     # -- source ------------------------------------------------------------------------------
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
         info = self.get_instance(env, instance)
         snap_dir = workdir / "snapshot"
         snap_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,7 @@ class LocalProvider(
         for disk in info.devices.disks:
             assert disk.path is not None
             target = snap_dir / f"{file_name(disk.id)}.{disk.format}"
-            tag = env.get(CHANGE_TRACKING) if disk.format == "qcow2" else None
+            tag = action.change_tracking if disk.format == "qcow2" else None
             if not target.exists():  # idempotent: a retried activity reuses a finished copy
                 if tag:
                     tracking.start(Path(disk.path), str(tag))
@@ -166,8 +168,8 @@ class LocalProvider(
             return None
         return bitmaps.dirty_extents(disk.path, marker)
 
-    def release_tracking(self, env: Mapping[str, Any], instance: str) -> list[str]:
-        tag = env.get(CHANGE_TRACKING)
+    def release_tracking(self, env: Mapping[str, Any], instance: str, transfer_id: str) -> list[str]:
+        tag = transfer_id
         if not tag:
             return []
         removed: list[str] = []
@@ -183,8 +185,8 @@ class LocalProvider(
         shutil.rmtree(snapshot.snapshot_id, ignore_errors=True)
 
     # -- destination -------------------------------------------------------------------------
-    def _target_dir(self, env: Mapping[str, Any], export_info: InstanceInfo) -> Path:
-        return self.inventory.vm_dir(env.get("instance_name") or export_info.name)
+    def _target_dir(self, action: ActionContext, export_info: InstanceInfo) -> Path:
+        return self.inventory.vm_dir(action.instance_name or export_info.name)
 
     def _claim(self, target: Path, migration_id: str) -> None:
         """Create the target folder, or accept it only if this migration created it."""
@@ -196,7 +198,8 @@ class LocalProvider(
         target.mkdir(parents=True)
         owner.write_text(migration_id)
 
-    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
+                             action: ActionContext = NO_ACTION) -> None:
         if not self.root.is_dir():
             raise NotFound(f"Local destination directory {self.root} does not exist")
         if not os.access(self.root, os.W_OK):
@@ -204,22 +207,23 @@ class LocalProvider(
         flavor = env.get("flavor_name")
         if flavor and flavor not in FLAVORS and not env.get("num_cpu"):
             raise InvalidInput(f"Unknown flavor '{flavor}'. Known: {', '.join(sorted(FLAVORS))}")
-        target = self._target_dir(env, export_info)
+        target = self._target_dir(action, export_info)
         owner = target / OWNER_FILE
-        if env.get("replica_only"):
+        if action.replica_only:
             return  # a transfer execution: only replica disks are written, under REPLICAS_DIR
-        if target.exists() and (not owner.exists() or owner.read_text().strip() != env.get("migration_id")):
+        if target.exists() and (not owner.exists() or owner.read_text().strip() != action.action_id):
             raise InvalidInput(f"An instance named '{target.name}' already exists at the destination")
 
     async def import_disk(
-        self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator, ctx: TransferContext
+        self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator, ctx: TransferContext,
+        action: ActionContext = NO_ACTION,
     ) -> ImportedDisk:
         from diskio.copier import copy_disk
         from diskio.local import LocalFileTarget, open_local_source
 
         assert disk.path is not None
-        target_dir = self._target_dir(env, export_info)
-        self._claim(target_dir, str(env.get("migration_id", "")))
+        target_dir = self._target_dir(action, export_info)
+        self._claim(target_dir, action.action_id or "")
         final = target_dir / f"{file_name(disk.disk_id)}.{self.TARGET_DISK_FORMAT}"
         src_path = Path(disk.path)
         if src_path.exists() and src_path.stat().st_dev == target_dir.stat().st_dev:
@@ -250,12 +254,13 @@ class LocalProvider(
         return info.num_cpu, info.memory_mb
 
     def deploy_instance(
-        self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk]
+        self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk],
+        action: ActionContext = NO_ACTION,
     ) -> DeployedInstance:
-        target_dir = self._target_dir(env, export_info)
+        target_dir = self._target_dir(action, export_info)
         num_cpu, memory_mb = self._flavor(env, export_info)
-        network_map: Mapping[str, Any] = env.get("network_map") or {}
-        seed = f"{env.get('migration_id')}/{export_info.name}"
+        network_map = action.network_map
+        seed = f"{action.action_id}/{export_info.name}"
         nics = [(str(network_map.get(nic.network_name, nic.network_name)), stable_mac(f"{seed}/{i}"))
                 for i, nic in enumerate(export_info.devices.nics)]
         disk_files = [(d.details["path"], d.details["format"]) for d in disks]
@@ -308,12 +313,13 @@ class LocalProvider(
         disks: list[ImportedDisk],
         deployed: DeployedInstance | None,
         succeeded: bool,
+        action: ActionContext = NO_ACTION,
     ) -> list[str]:
         if succeeded:
             return []
-        target = self.inventory.vm_dir(env.get("instance_name") or instance)
+        target = self.inventory.vm_dir(action.instance_name or instance)
         owner = target / OWNER_FILE
-        if owner.exists() and owner.read_text().strip() == str(env.get("migration_id", "")):
+        if owner.exists() and owner.read_text().strip() == (action.action_id or ""):
             shutil.rmtree(target, ignore_errors=True)
             return [f"Removed partial destination instance {target}"]
         return []

@@ -45,6 +45,8 @@ from core.models import (
 )
 from diskio.base import DiskSource
 from providers.base import (
+    NO_ACTION,
+    ActionContext,
     BootVerifier,
     DestinationOptionsProvider,
     EndpointProvider,
@@ -213,7 +215,8 @@ class OpenStackProvider(
         self.cloud.wait(f"server {instance}", lambda: self.cloud.request(
             "compute", "GET", f"/servers/{server['id']}")["server"], {"shutoff"}, {"error"}, 600)
 
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
         snap_dir = workdir / "snapshot"
         snap_dir.mkdir(parents=True, exist_ok=True)
         marker = snap_dir / "snapshot.json"
@@ -268,8 +271,8 @@ class OpenStackProvider(
             shutil.rmtree(snapshot.details["dir"], ignore_errors=True)
 
     # -- destination -------------------------------------------------------------------------------
-    def _name(self, env: Mapping[str, Any], export_info: InstanceInfo) -> str:
-        return str(env.get("instance_name") or export_info.name)
+    def _name(self, action: ActionContext, export_info: InstanceInfo) -> str:
+        return str(action.instance_name or export_info.name)
 
     def _flavor(self, env: Mapping[str, Any], info: InstanceInfo, disk_gb: int) -> dict[str, Any]:
         flavors = self._flavors()
@@ -287,8 +290,7 @@ class OpenStackProvider(
                                "set flavor_name")
         return min(fits, key=lambda f: (f["vcpus"], f["ram"], f.get("disk") or 0))
 
-    def _networks(self, env: Mapping[str, Any], info: InstanceInfo) -> list[dict[str, str]]:
-        network_map: Mapping[str, Any] = env.get("network_map") or {}
+    def _networks(self, network_map: Mapping[str, Any], info: InstanceInfo) -> list[dict[str, str]]:
         nets = self.cloud.request("network", "GET", "/v2.0/networks")["networks"]
         by_key = {n["id"]: n for n in nets} | {n["name"]: n for n in nets if n.get("name")}
         wanted = [network_map.get(nic.network_name, nic.network_name) for nic in info.devices.nics]
@@ -314,27 +316,29 @@ class OpenStackProvider(
                 raise InvalidInput(f"Unknown security group(s): {', '.join(unknown)}")
         return [{"name": n} for n in names]
 
-    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo) -> None:
+    def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
+                             action: ActionContext = NO_ACTION) -> None:
         self.cloud.endpoint("image")
         self.cloud.endpoint("compute")
         disk_gb = max(1, -(-sum(d.size_bytes for d in export_info.devices.disks) // GiB))
         self._flavor(env, export_info, disk_gb)
-        self._networks(env, export_info)
+        self._networks(action.network_map, export_info)
         self._groups(env)
-        name = self._name(env, export_info)
+        name = self._name(action, export_info)
         for s in self._servers():
-            if s["name"] == name and (s.get("metadata") or {}).get("sterna_migration_id") != env.get("migration_id"):
+            if s["name"] == name and (s.get("metadata") or {}).get("sterna_migration_id") != action.action_id:
                 raise InvalidInput(f"A server named '{name}' already exists at the destination")
 
     async def import_disk(
-        self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator, ctx: TransferContext
+        self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator, ctx: TransferContext,
+        action: ActionContext = NO_ACTION,
     ) -> ImportedDisk:
         import asyncio
 
         assert disk.path is not None
         path = Path(disk.path)
-        name = f"{self._name(env, export_info)}-{disk.disk_id}"
-        migration_id = str(env.get("migration_id", ""))
+        name = f"{self._name(action, export_info)}-{disk.disk_id}"
+        migration_id = action.action_id or ""
         # A retried upload starts over: Glance images can't be resumed, and a queued or
         # half-written image of an earlier attempt is deleted first.
         images = await asyncio.to_thread(self.cloud.request, "image", "GET",
@@ -365,16 +369,17 @@ class OpenStackProvider(
             "checksum": digests["md5"], "virtual_size": disk.size_bytes})
 
     def deploy_instance(
-        self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk]
+        self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk],
+        action: ActionContext = NO_ACTION,
     ) -> DeployedInstance:
         if not disks:
             raise InvalidInput("Nothing to boot: no disk was imported")
-        name = self._name(env, export_info)
+        name = self._name(action, export_info)
         disk_gb = max(1, -(-int(disks[0].details.get("virtual_size") or GiB) // GiB))
         flavor = self._flavor(env, export_info, disk_gb)
-        networks = self._networks(env, export_info)
+        networks = self._networks(action.network_map, export_info)
         groups = self._groups(env)
-        migration_id = str(env.get("migration_id", ""))
+        migration_id = action.action_id or ""
         existing = next((s for s in self._servers() if s["name"] == name
                          and (s.get("metadata") or {}).get("sterna_migration_id") == migration_id), None)
         if existing is not None:  # a retried deploy finds the server of its first attempt
@@ -445,11 +450,12 @@ class OpenStackProvider(
         disks: list[ImportedDisk],
         deployed: DeployedInstance | None,
         succeeded: bool,
+        action: ActionContext = NO_ACTION,
     ) -> list[str]:
         if succeeded:
             return []
         removed = []
-        migration_id = str(env.get("migration_id", ""))
+        migration_id = action.action_id or ""
         servers = [s for s in self._servers() if (s.get("metadata") or {}).get("sterna_migration_id") == migration_id
                    and (deployed is None or s["id"] == deployed.id)]
         for s in servers:

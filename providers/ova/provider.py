@@ -17,7 +17,12 @@ from typing import Any, ClassVar
 from core.errors import ConnectionFailed, InvalidInput, NotFound, TransferError
 from core.models import DiskInfo, DiskLocator, InstanceInfo, NicInfo, SourceSnapshot
 from diskio.base import DiskSource, Extent
-from providers.base import EndpointProvider, ExportProvider
+from providers.base import (
+    NO_ACTION,
+    ActionContext,
+    EndpointProvider,
+    ExportProvider,
+)
 from providers.ova import ovf
 from providers.ova.package import Package
 from providers.vsphere.files import FileSlice
@@ -165,7 +170,8 @@ class OvaProvider(EndpointProvider, ExportProvider):
         Package(path).open(file.href)  # raises NotFound when missing
         return file
 
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
         path, desc = self._find(instance)
         st = path.stat()
         disks = [

@@ -26,7 +26,15 @@ from core.errors import InvalidInput, ProviderError
 from core.models import DiskLocator, InstanceInfo, NetworkInfo, SourceSnapshot, StorageInfo
 from core.polling import poll_until
 from diskio.base import DiskSource, Extent
-from providers.base import ChangeTrackingSource, EndpointProvider, ExportProvider, NetworksProvider, StorageProvider
+from providers.base import (
+    NO_ACTION,
+    ActionContext,
+    ChangeTrackingSource,
+    EndpointProvider,
+    ExportProvider,
+    NetworksProvider,
+    StorageProvider,
+)
 from providers.vsphere import inventory, snapshots
 from providers.vsphere.connection import (
     CONNECTION_SCHEMA,
@@ -143,7 +151,8 @@ class VsphereProvider(EndpointProvider, ExportProvider, NetworksProvider, Storag
     # ------------------------------------------------------------------ export
 
     @translate_faults("snapshot a vSphere VM")
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
         transport = env.get("disk_transport", "nfc")
         if transport not in TRANSPORTS:
             raise InvalidInput(f"disk_transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")

@@ -10,6 +10,7 @@ not something shown here; we check that the volume names the right snapshot.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from core.errors import ProviderError
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
 from providers.aws import flavors
 from providers.aws.provider import AwsProvider
+from providers.base import ActionContext
 from tests.providers.aws.awshelpers import Ctx, export_info, make_disk, pattern
 
 MiB = 1024 * 1024
@@ -39,42 +41,46 @@ def live_instances(ec2: Any, migration: str) -> list[dict[str, Any]]:
 
 
 async def import_two_disks(
-    provider: AwsProvider, env: dict[str, Any], tmp_path: Path, firmware: str = "BIOS"
+    provider: AwsProvider, env: dict[str, Any], action: ActionContext, tmp_path: Path, firmware: str = "BIOS"
 ) -> tuple[InstanceInfo, list[ImportedDisk]]:
     disks = []
     for n in range(2):
         path = make_disk(tmp_path / f"d{n}.raw", 2 * MiB, {0: pattern(n, 700_000)})
         disks.append(DiskLocator(disk_id=f"disk-{n}", size_bytes=2 * MiB, path=str(path)))
     info = export_info(disks, firmware=firmware)
-    imported = [await provider.import_disk(env, info, d, Ctx(tmp_path).ctx) for d in disks]
+    imported = [await provider.import_disk(env, info, d, Ctx(tmp_path).ctx, action) for d in disks]
     return info, imported
 
 
 @pytest.fixture
-def env(subnet: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "migration_id": "mig-deploy",
-        "flavor_name": "m5.large",
-        "network_map": {"lan": {"subnet_id": subnet["SubnetId"], "security_group_ids": [subnet["GroupId"]]}},
-        "storage_mappings": {
+def env() -> dict[str, Any]:
+    return {"flavor_name": "m5.large"}
+
+
+@pytest.fixture
+def action(subnet: dict[str, Any]) -> ActionContext:
+    return ActionContext(
+        action_id="mig-deploy",
+        network_map={"lan": {"subnet_id": subnet["SubnetId"], "security_group_ids": [subnet["GroupId"]]}},
+        storage_mappings={
             "default": "gp3",
             "disk_mappings": [{"disk_id": "disk-1", "destination": "io2"}],
         },
-    }
+    )
 
 
 async def test_instance_runs_with_mapped_type_subnet_and_tags(
-    provider: AwsProvider, ec2: Any, env: dict[str, Any], recorder: Any, tmp_path: Path
+    provider: AwsProvider, ec2: Any, env: dict[str, Any], action: ActionContext, recorder: Any, tmp_path: Path
 ) -> None:
     subnet = {
-        "SubnetId": env["network_map"]["lan"]["subnet_id"],
-        "GroupId": env["network_map"]["lan"]["security_group_ids"][0],
+        "SubnetId": action.network_map["lan"]["subnet_id"],
+        "GroupId": action.network_map["lan"]["security_group_ids"][0],
     }
-    info, imported = await import_two_disks(provider, env, tmp_path, firmware="EFI")
-    provider.validate_destination(env, info)
+    info, imported = await import_two_disks(provider, env, action, tmp_path, firmware="EFI")
+    provider.validate_destination(env, info, action)
 
     recorder.start()
-    deployed = provider.deploy_instance(env, info, imported)
+    deployed = provider.deploy_instance(env, info, imported, action)
     recorder.stop()
 
     inst = ec2.describe_instances(InstanceIds=[deployed.id])["Reservations"][0]["Instances"][0]
@@ -119,11 +125,11 @@ async def test_instance_runs_with_mapped_type_subnet_and_tags(
     assert any(line.startswith("console: ") for line in lines[1:])
 
     # A retried deploy finds the same instance instead of launching another.
-    assert provider.deploy_instance(env, info, imported).id == deployed.id
+    assert provider.deploy_instance(env, info, imported, action).id == deployed.id
     assert len(live_instances(ec2, "mig-deploy")) == 1
 
     # Success: the AMI and the uploaded snapshots go, the instance and its volumes stay.
-    lines = provider.cleanup(env, "web01", imported, deployed, succeeded=True)
+    lines = provider.cleanup(env, "web01", imported, deployed, succeeded=True, action=action)
     assert f"deregistered image {deployed.details['image_id']}" in lines
     mine = [{"Name": "tag:sterna:migration-id", "Values": ["mig-deploy"]}]
     assert ec2.describe_images(Owners=["self"], Filters=mine)["Images"] == []
@@ -132,18 +138,19 @@ async def test_instance_runs_with_mapped_type_subnet_and_tags(
 
 
 async def test_failed_migration_cleanup_finds_everything_by_tags(
-    conn_info: dict[str, Any], provider: AwsProvider, ec2: Any, env: dict[str, Any], tmp_path: Path
+    conn_info: dict[str, Any], provider: AwsProvider, ec2: Any, env: dict[str, Any], action: ActionContext,
+    tmp_path: Path,
 ) -> None:
     def all_snapshots() -> set[str]:
         return {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
 
     before = all_snapshots()
-    info, imported = await import_two_disks(provider, env, tmp_path)
-    deployed = provider.deploy_instance(env, info, imported)
+    info, imported = await import_two_disks(provider, env, action, tmp_path)
+    deployed = provider.deploy_instance(env, info, imported, action)
     volume_id = deployed.details["volumes"]["disk-1"]
 
     # After a crash the cleanup activity knows only the migration id.
-    lines = AwsProvider(conn_info).cleanup(env, "web01", [], None, succeeded=False)
+    lines = AwsProvider(conn_info).cleanup(env, "web01", [], None, succeeded=False, action=action)
 
     assert f"terminated instance {deployed.id}" in lines
     assert f"deleted volume {volume_id}" in lines
@@ -158,12 +165,13 @@ async def test_failed_migration_cleanup_finds_everything_by_tags(
 
 
 async def test_smallest_fitting_type_when_no_flavor(
-    conn_info: dict[str, Any], provider: AwsProvider, ec2: Any, env: dict[str, Any], tmp_path: Path
+    conn_info: dict[str, Any], provider: AwsProvider, ec2: Any, env: dict[str, Any], action: ActionContext,
+    tmp_path: Path,
 ) -> None:
-    env = {**env, "flavor_name": None, "migration_id": "mig-fit"}
-    info, imported = await import_two_disks(provider, env, tmp_path)
+    env, action = {**env, "flavor_name": None}, replace(action, action_id="mig-fit")
+    info, imported = await import_two_disks(provider, env, action, tmp_path)
     info = info.model_copy(update={"num_cpu": 4, "memory_mb": 10_000})
-    deployed = provider.deploy_instance(env, info, imported)
+    deployed = provider.deploy_instance(env, info, imported, action)
     chosen = ec2.describe_instance_types(InstanceTypes=[deployed.details["instance_type"]])["InstanceTypes"][
         0
     ]
@@ -206,10 +214,10 @@ def test_smallest_fit_prefers_less_memory_then_fewer_cpus() -> None:
 
 
 async def test_verify_boot_fails_for_a_stopped_instance(
-    provider: AwsProvider, ec2: Any, env: dict[str, Any], tmp_path: Path
+    provider: AwsProvider, ec2: Any, env: dict[str, Any], action: ActionContext, tmp_path: Path
 ) -> None:
-    info, imported = await import_two_disks(provider, env, tmp_path)
-    deployed = provider.deploy_instance(env, info, imported)
+    info, imported = await import_two_disks(provider, env, action, tmp_path)
+    deployed = provider.deploy_instance(env, info, imported, action)
     ec2.stop_instances(InstanceIds=[deployed.id])
     with pytest.raises(ProviderError, match="stopped"):
         provider.verify_boot(env, deployed, timeout=5)

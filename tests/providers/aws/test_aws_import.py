@@ -26,6 +26,7 @@ from providers.aws import importer
 from providers.aws.ebs import GIB, EbsSnapshotSource, EbsSnapshotTarget, sha256_b64
 from providers.aws.importer import verify_snapshot
 from providers.aws.provider import AwsProvider
+from providers.base import ActionContext
 from tests.providers.aws.awshelpers import Ctx, export_info, local_bytes, make_disk, pattern, read_snapshot
 
 BLOCK = 512 * 1024
@@ -53,9 +54,10 @@ def disk(tmp_path: Path) -> DiskLocator:
 async def test_blocks_read_back_equal_the_imported_disk(
     provider: AwsProvider, ebs: Any, ec2: Any, disk: DiskLocator, tmp_path: Path
 ) -> None:
-    env = {"migration_id": "mig-import-1"}
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-import-1")
     ctx = Ctx(tmp_path)
-    imported = await provider.import_disk(env, export_info([disk]), disk, ctx.ctx)
+    imported = await provider.import_disk(env, export_info([disk]), disk, ctx.ctx, action)
     snapshot_id = imported.details["snapshot_id"]
     local = local_bytes(disk)
 
@@ -91,11 +93,12 @@ async def test_blocks_read_back_equal_the_imported_disk(
 async def test_resumed_upload_skips_blocks_already_written(
     provider: AwsProvider, ebs: Any, disk: DiskLocator, tmp_path: Path
 ) -> None:
-    env = {"migration_id": "mig-resume"}
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-resume")
     info = export_info([disk])
     first = Ctx(tmp_path, fail_after=1, exc=RuntimeError("worker lost"))
     with pytest.raises(RuntimeError, match="worker lost"):
-        await provider.import_disk(env, info, disk, first.ctx)
+        await provider.import_disk(env, info, disk, first.ctx, action)
     checkpoint = first.updates[-1].checkpoint
     # The disk has non-zero data in blocks 0, 2, 4 and 6; its chunks are 2 MiB (4 blocks).
     done_before = sum(1 for b in (0, 2, 4, 6) if any(o <= b * BLOCK < o + n for o, n in checkpoint))
@@ -104,7 +107,7 @@ async def test_resumed_upload_skips_blocks_already_written(
     # A fresh provider (a new worker process) resumes from the heartbeat's checkpoint,
     # which comes back from Temporal as JSON.
     second = Ctx(tmp_path, checkpoint=json.loads(json.dumps(checkpoint)))
-    imported = await AwsProvider(provider.connection_info).import_disk(env, info, disk, second.ctx)
+    imported = await AwsProvider(provider.connection_info).import_disk(env, info, disk, second.ctx, action)
 
     assert imported.details["blocks_from_checkpoint"] == done_before
     assert imported.details["blocks_written"] == 4 - done_before  # only what the checkpoint lacked
@@ -117,7 +120,7 @@ async def test_resumed_upload_skips_blocks_already_written(
 
     # A third attempt after completion reuses the finished snapshot and writes nothing.
     third = Ctx(tmp_path)
-    again = await provider.import_disk(env, info, disk, third.ctx)
+    again = await provider.import_disk(env, info, disk, third.ctx, action)
     assert again.details["snapshot_id"] == snapshot_id
     assert again.details.get("reused") is True
     assert third.updates == []
@@ -126,22 +129,23 @@ async def test_resumed_upload_skips_blocks_already_written(
 async def test_cancel_mid_upload_leaves_nothing_behind(
     provider: AwsProvider, conn_info: dict[str, Any], ec2: Any, disk: DiskLocator, tmp_path: Path
 ) -> None:
-    env = {"migration_id": "mig-cancel"}
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-cancel")
     ctx = Ctx(tmp_path, fail_after=2, exc=asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
-        await provider.import_disk(env, export_info([disk]), disk, ctx.ctx)
+        await provider.import_disk(env, export_info([disk]), disk, ctx.ctx, action)
     mine = [{"Name": "tag:sterna:migration-id", "Values": ["mig-cancel"]}]
     assert len(ec2.describe_snapshots(OwnerIds=["self"], Filters=mine)["Snapshots"]) == 1
 
     # The workflow's cleanup runs in another activity: it knows neither disks nor ids.
-    lines = AwsProvider(conn_info).cleanup(env, "web01", [], None, succeeded=False)
+    lines = AwsProvider(conn_info).cleanup(env, "web01", [], None, succeeded=False, action=action)
 
     assert any(line.startswith("deleted snapshot snap-") for line in lines)
     assert ec2.describe_snapshots(OwnerIds=["self"], Filters=mine)["Snapshots"] == []
     assert ec2.describe_images(Owners=["self"], Filters=mine)["Images"] == []
     assert [i for r in ec2.describe_instances(Filters=mine)["Reservations"] for i in r["Instances"]] == []
     # Cleanup is repeatable.
-    assert AwsProvider(conn_info).cleanup(env, "web01", [], None, succeeded=False) == []
+    assert AwsProvider(conn_info).cleanup(env, "web01", [], None, succeeded=False, action=action) == []
 
 
 async def test_bad_local_disk_is_invalid_input(provider: AwsProvider, tmp_path: Path) -> None:
@@ -179,9 +183,10 @@ def test_reader_rejects_a_block_whose_checksum_does_not_match(ebs: Any) -> None:
 async def test_upload_is_read_back_and_compared(
     provider: AwsProvider, ebs: Any, ec2: Any, disk: DiskLocator, tmp_path: Path
 ) -> None:
-    env = {"migration_id": "mig-verify"}
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-verify")
     ctx = Ctx(tmp_path)
-    imported = await provider.import_disk(env, export_info([disk]), disk, ctx.ctx)
+    imported = await provider.import_disk(env, export_info([disk]), disk, ctx.ctx, action)
     snapshot_id = imported.details["snapshot_id"]
     [event] = [e for e in ctx.events if "read back" in e]
     assert snapshot_id in event and "identical" in event, event
@@ -190,7 +195,7 @@ async def test_upload_is_read_back_and_compared(
     # A crash after CompleteSnapshot, before the read-back: the retry checks and tags, writing nothing.
     ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": "sterna:upload", "Value": "written"}])
     again = Ctx(tmp_path, checkpoint=[[0, disk.size_bytes]])
-    second = await provider.import_disk(env, export_info([disk]), disk, again.ctx)
+    second = await provider.import_disk(env, export_info([disk]), disk, again.ctx, action)
     assert second.details["snapshot_id"] == snapshot_id
     assert second.details["blocks_written"] == 0 and second.details["verified"] is True
     assert again.updates == []
@@ -226,7 +231,7 @@ async def test_waiting_and_reading_back_keep_heartbeating(
     # Without heartbeats a long read-back outlives the activity's heartbeat timeout and is retried forever.
     monkeypatch.setattr(importer, "HEARTBEAT_EVERY", 0.001)
     ctx = Ctx(tmp_path)
-    await provider.import_disk({"migration_id": "mig-beat"}, export_info([disk]), disk, ctx.ctx)
+    await provider.import_disk({}, export_info([disk]), disk, ctx.ctx, ActionContext(action_id="mig-beat"))
     # The copier reports the full checkpoint once, with its last chunk; every further one is a heartbeat.
     after_copy = [u for u in ctx.updates if u.checkpoint == [(0, disk.size_bytes)]]
     assert len(after_copy) >= 2, ctx.updates[-3:]
@@ -237,7 +242,8 @@ async def test_a_snapshot_that_fails_the_read_back_is_replaced(
     provider: AwsProvider, ebs: Any, ec2: Any, disk: DiskLocator, tmp_path: Path
 ) -> None:
     # An earlier attempt left a completed snapshot (tag "written") whose block 2 holds other bytes.
-    env = {"migration_id": "mig-bad-readback"}
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-bad-readback")
     tags = {"sterna:migration-id": "mig-bad-readback", "sterna:disk-id": "disk-0",
             "sterna:role": "import-snapshot", "sterna:upload": "written"}
     bad_id = ebs.start_snapshot(VolumeSize=1, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["SnapshotId"]
@@ -247,11 +253,11 @@ async def test_a_snapshot_that_fails_the_read_back_is_replaced(
     ebs.complete_snapshot(SnapshotId=bad_id, ChangedBlocksCount=1)
 
     with pytest.raises(IntegrityError, match="read back differs"):
-        await provider.import_disk(env, export_info([disk]), disk, Ctx(tmp_path).ctx)
+        await provider.import_disk(env, export_info([disk]), disk, Ctx(tmp_path).ctx, action)
     assert ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": [bad_id]}])["Snapshots"] == []
 
     # The retry (IntegrityError is retryable) uploads into a new snapshot, which reads back identical.
-    imported = await provider.import_disk(env, export_info([disk]), disk, Ctx(tmp_path).ctx)
+    imported = await provider.import_disk(env, export_info([disk]), disk, Ctx(tmp_path).ctx, action)
     assert imported.details["snapshot_id"] != bad_id
     assert imported.details["verified"] is True
     assert read_snapshot(ebs, imported.details["snapshot_id"], disk.size_bytes) == local_bytes(disk)

@@ -18,6 +18,7 @@ import pytest
 
 from core.errors import NotFound
 from providers.aws.provider import AwsProvider
+from providers.base import ActionContext
 
 GiB = 1024**3
 BLOCK = 512 * 1024
@@ -72,13 +73,13 @@ def test_source_snapshot_reads_back_guest_bytes(
     assert info.devices.disks[0].size_bytes == 8 * GiB
     assert info.devices.nics[0].network_name == instance["SubnetId"]
 
-    env = {"migration_id": "mig-src", "shutdown_instance": True}
+    env, action = {"shutdown_instance": True}, ActionContext(action_id="mig-src")
     workdir = tmp_path / "work"
-    snap = provider.snapshot_instance(env, "src-vm", workdir)
+    snap = provider.snapshot_instance(env, "src-vm", workdir, action)
     state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]
     assert state["State"]["Name"] == "stopped"
     # Activities run at least once: a repeat returns the same snapshot, not a new one.
-    assert provider.snapshot_instance(env, "src-vm", workdir) == snap
+    assert provider.snapshot_instance(env, "src-vm", workdir, action) == snap
     snapshot_id = snap.disks[0].details["snapshot_id"]
     tags = {
         t["Key"]: t["Value"]
@@ -119,7 +120,7 @@ def test_template_disks_are_read_in_place_and_never_deleted(
     data = b"template!" * 100_000
     guest_volumes.fill_snapshot(snapshot_id, data)
 
-    snap = provider.snapshot_instance({"migration_id": "mig-tpl"}, base_image, tmp_path / "work")
+    snap = provider.snapshot_instance({}, base_image, tmp_path / "work", ActionContext(action_id="mig-tpl"))
     assert [d.details["snapshot_id"] for d in snap.disks] == [snapshot_id]
     assert snap.disks[0].size_bytes == 15 * GiB
     source = provider.open_disk(snap, snap.disks[0])

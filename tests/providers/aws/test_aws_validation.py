@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -18,6 +19,7 @@ import requests
 from core.errors import AuthenticationFailed, InvalidInput, NotFound
 from core.models import InstanceInfo
 from providers.aws.provider import AwsProvider
+from providers.base import ActionContext
 
 VM = InstanceInfo.model_validate(
     {
@@ -91,26 +93,26 @@ def test_role_arn_is_assumed(conn_info: dict[str, Any], subnet: dict[str, Any]) 
 
 
 def test_missing_subnet_is_not_found(provider: AwsProvider) -> None:
-    env = {"flavor_name": "t3.small", "network_map": {"lan": "subnet-0000000000deadbee"}}
+    env, action = {"flavor_name": "t3.small"}, ActionContext(network_map={"lan": "subnet-0000000000deadbee"})
     with pytest.raises(NotFound, match=r"subnet 'subnet-0000000000deadbee' .*network 'lan'"):
-        provider.validate_destination(env, VM)
+        provider.validate_destination(env, VM, action)
 
 
 def test_other_destination_mistakes_are_named(provider: AwsProvider, subnet: dict[str, Any]) -> None:
-    good = {"flavor_name": "t3.small", "network_map": {"lan": subnet["SubnetId"]}}
-    provider.validate_destination(good, VM)
+    good, lan = {"flavor_name": "t3.small"}, ActionContext(network_map={"lan": subnet["SubnetId"]})
+    provider.validate_destination(good, VM, lan)
 
     with pytest.raises(InvalidInput, match="network 'lan' of instance 'web01' has no entry in network_map"):
-        provider.validate_destination({**good, "network_map": {"other": subnet["SubnetId"]}}, VM)
+        provider.validate_destination(good, VM, replace(lan, network_map={"other": subnet["SubnetId"]}))
     with pytest.raises(InvalidInput, match=r"instance type 'x9\.huge' is not offered"):
-        provider.validate_destination({**good, "flavor_name": "x9.huge"}, VM)
+        provider.validate_destination({**good, "flavor_name": "x9.huge"}, VM, lan)
     with pytest.raises(InvalidInput, match="can't host 'web01': it does not boot UEFI"):
         uefi = VM.model_copy(update={"firmware_type": "EFI"})
-        provider.validate_destination({**good, "flavor_name": "t2.micro"}, uefi)
+        provider.validate_destination({**good, "flavor_name": "t2.micro"}, uefi, lan)
     bad_group = {"lan": {"subnet_id": subnet["SubnetId"], "security_group_ids": ["sg-0000000000deadbee"]}}
     with pytest.raises(NotFound, match=r"security group.*sg-0000000000deadbee"):
-        provider.validate_destination({**good, "network_map": bad_group}, VM)
+        provider.validate_destination(good, VM, replace(lan, network_map=bad_group))
     with pytest.raises(InvalidInput, match="unknown EBS volume type 'fast'"):
-        provider.validate_destination({**good, "storage_mappings": {"default": "fast"}}, VM)
+        provider.validate_destination(good, VM, replace(lan, storage_mappings={"default": "fast"}))
     with pytest.raises(InvalidInput, match="no x86_64 instance type has 4096 vCPUs"):
-        provider.validate_destination({**good, "flavor_name": None}, VM.model_copy(update={"num_cpu": 4096}))
+        provider.validate_destination({**good, "flavor_name": None}, VM.model_copy(update={"num_cpu": 4096}), lan)

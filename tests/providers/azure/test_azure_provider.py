@@ -12,7 +12,7 @@ import pytest
 
 from core.models import DiskLocator, InstanceInfo, NicInfo
 from providers.azure.provider import AzureProvider
-from providers.base import TransferContext, TransferProgress
+from providers.base import ActionContext, TransferContext, TransferProgress
 from tests.peers.azure.fixtures import AzureCloud
 from worker.sample import build_disk
 
@@ -54,13 +54,14 @@ def _ctx(tmp_path: Path, stop_after: int | None = None) -> TransferContext:
 def test_cancel_mid_upload_revokes_the_sas_and_cleanup_removes_the_disk(cloud: AzureCloud, tmp_path: Path) -> None:
     _raw, vhd = _vhd(tmp_path)
     provider = AzureProvider(cloud.conn)
-    env = {"migration_id": "mig-cancel", "network_map": {"default": cloud.subnet_id}}
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-cancel", network_map={"default": cloud.subnet_id})
     disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(provider.import_disk(env, _info(cloud), disk, _ctx(tmp_path, stop_after=1)))
+        asyncio.run(provider.import_disk(env, _info(cloud), disk, _ctx(tmp_path, stop_after=1), action))
     [made] = cloud.arm.of_type("Microsoft.Compute/disks")
     assert made["properties"]["diskState"] != "ActiveUpload" and cloud.arm.sas_granted() == []
-    lines = provider.cleanup(env, "vm-z", [], None, succeeded=False)
+    lines = provider.cleanup(env, "vm-z", [], None, succeeded=False, action=action)
     assert cloud.arm.of_type("Microsoft.Compute/disks") == [], lines
     assert any("deleted managed disk" in line for line in lines)
 
@@ -75,7 +76,7 @@ def test_cleanup_revokes_a_sas_left_granted_even_on_success(cloud: AzureCloud) -
     clients.compute.disks.begin_grant_access(clients.rg, "left-disk", {"access": "Write",
                                                                         "durationInSeconds": 600}).result()
     assert cloud.arm.sas_granted() != []
-    lines = provider.cleanup({"migration_id": "mig-left"}, "vm", [], None, succeeded=True)
+    lines = provider.cleanup({}, "vm", [], None, succeeded=True, action=ActionContext(action_id="mig-left"))
     assert cloud.arm.sas_granted() == [] and "revoked the SAS of managed disk left-disk" in lines
     assert len(cloud.arm.of_type("Microsoft.Compute/disks")) == 1, "a succeeded migration keeps its disks"
 
@@ -109,8 +110,9 @@ def test_a_retry_after_a_crash_mid_upload_starts_over_and_ends_identical(cloud: 
     raw, vhd = _vhd(tmp_path, seed=4)
     provider = AzureProvider(cloud.conn)
     clients = provider.clients()
-    env = {"migration_id": "mig-crash"}
-    name = disk_name(env, _info(cloud), "disk-0")
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-crash")
+    name = disk_name(action, _info(cloud), "disk-0")
     body = {"location": cloud.conn["location"], "tags": {"sterna-migration-id": "mig-crash"},
             "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": vhd.stat().st_size}}}
     clients.compute.disks.begin_create_or_update(clients.rg, name, body).result()
@@ -119,7 +121,7 @@ def test_a_retry_after_a_crash_mid_upload_starts_over_and_ends_identical(cloud: 
     ctx = _ctx(tmp_path)
     ctx.event = events.append
     disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
-    imported = asyncio.run(provider.import_disk(env, _info(cloud), disk, ctx))
+    imported = asyncio.run(provider.import_disk(env, _info(cloud), disk, ctx, action))
     assert any("left ActiveUpload by an earlier attempt" in e for e in events), events
     assert cloud.arm.sas_granted() == []
     made = cloud.arm.get(imported.details["managed_disk_id"])

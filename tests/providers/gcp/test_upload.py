@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from core.models import DiskLocator, InstanceInfo
-from providers.base import TransferContext, TransferProgress
+from providers.base import ActionContext, TransferContext, TransferProgress
 from providers.gcp.provider import GcpProvider
 from tests.peers.gcp import gce, gcp_conn_info, gcs_download, gcs_objects, gcs_url
 
@@ -45,7 +45,8 @@ async def test_upload_resumes_from_what_gcs_holds(gcp_conn_info: dict[str, Any],
     raw = _disk(tmp_path / "disk.raw")
     disk = DiskLocator(disk_id="disk-0", size_bytes=len(raw), path=str(tmp_path / "disk.raw"))
     info = InstanceInfo(id="vm", name="vm", num_cpu=1, memory_mb=1024)
-    env = {"migration_id": "mig-resume", "network_map": {"default": "app"}}
+    env: dict[str, Any] = {}
+    action = ActionContext(action_id="mig-resume", network_map={"default": "app"})
     events: list[str] = []
     beats: list[TransferProgress] = []
 
@@ -57,7 +58,7 @@ async def test_upload_resumes_from_what_gcs_holds(gcp_conn_info: dict[str, Any],
     first = TransferContext(workdir=tmp_path, progress=dies_at_first_beat, bandwidth_limit=MIB,
                             event=events.append)
     with pytest.raises(WorkerDied):
-        await GcpProvider(gcp_conn_info).import_disk(env, info, disk, first)
+        await GcpProvider(gcp_conn_info).import_disk(env, info, disk, first, action)
     assert 0 < beats[-1].bytes_done < beats[-1].bytes_total
     assert not gcs_objects(gcs_url, gcp_conn_info["bucket"]), "no object before the upload is complete"
 
@@ -65,7 +66,7 @@ async def test_upload_resumes_from_what_gcs_holds(gcp_conn_info: dict[str, Any],
         await asyncio.sleep(0)
 
     second = TransferContext(workdir=tmp_path, progress=beat, event=events.append)
-    imported = await GcpProvider(gcp_conn_info).import_disk(env, info, disk, second)
+    imported = await GcpProvider(gcp_conn_info).import_disk(env, info, disk, second, action)
     resumed = imported.details["resumed_bytes"]
     print(f"resumed after {resumed:,} of {imported.details['tarball_bytes']:,} tarball bytes")
     assert resumed > 0, events
@@ -91,7 +92,7 @@ async def test_cancel_stops_the_upload_and_leaves_no_object(gcp_conn_info: dict[
 
     ctx = TransferContext(workdir=tmp_path, progress=cancelled, bandwidth_limit=2 * MIB)
     with pytest.raises(asyncio.CancelledError):
-        await GcpProvider(gcp_conn_info).import_disk({"migration_id": "mig-cancel"}, info, disk, ctx)
+        await GcpProvider(gcp_conn_info).import_disk({}, info, disk, ctx, ActionContext(action_id="mig-cancel"))
     [state] = (tmp_path / "gcs-upload").glob("*.json")
     session = json.loads(state.read_text())["session"]
     status = await asyncio.to_thread(requests.put, session, data=b"", headers={"Content-Range": "bytes */*"},

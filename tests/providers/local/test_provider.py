@@ -6,12 +6,14 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.errors import InvalidInput, NotFound
 from core.models import ImportedDisk
 from core.settings import get_settings, reset_settings
+from providers.base import ActionContext
 from providers.local.domain import FLAVORS, stable_mac
 from providers.local.provider import LocalProvider
 from worker.sample import create_vm
@@ -61,13 +63,13 @@ def test_deploy_writes_domain_with_flavor_and_mapped_network(inventory: Path, da
     dest_root.mkdir()
     p = LocalProvider({"path": str(dest_root)})
     info = LocalProvider({"path": str(inventory)}).get_instance({}, "vm-a")
-    env = {"migration_id": "m1", "flavor_name": "m1.medium", "network_map": {"VM Network": "br-int"}}
-    p.validate_destination(env, info)
+    env, action = {"flavor_name": "m1.medium"}, ActionContext(action_id="m1", network_map={"VM Network": "br-int"})
+    p.validate_destination(env, info, action)
     (dest_root / "vm-a").mkdir()
     (dest_root / "vm-a" / ".sterna-migration").write_text("m1")
     disk = ImportedDisk(disk_id="disk-0", details={"path": str(dest_root / "vm-a" / "disk-0.qcow2"),
                                                    "format": "qcow2"})
-    deployed = p.deploy_instance(env, info, [disk])
+    deployed = p.deploy_instance(env, info, [disk], action)
     xml = (dest_root / "vm-a" / "domain.xml").read_text()
     cpus, mem = FLAVORS["m1.medium"]
     assert f"<vcpu>{cpus}</vcpu>" in xml and f'<memory unit="MiB">{mem}</memory>' in xml
@@ -75,7 +77,7 @@ def test_deploy_writes_domain_with_flavor_and_mapped_network(inventory: Path, da
     vm = json.loads((dest_root / "vm-a" / "vm.json").read_text())
     assert vm["num_cpu"] == cpus and deployed.id == "vm-a"
     # Cleanup after failure removes only what this migration created.
-    assert p.cleanup(env, "vm-a", [disk], deployed, succeeded=False)
+    assert p.cleanup(env, "vm-a", [disk], deployed, succeeded=False, action=action)
     assert not (dest_root / "vm-a").exists()
 
 
@@ -83,8 +85,8 @@ def test_destination_refuses_an_existing_instance(inventory: Path) -> None:
     p = LocalProvider({"path": str(inventory)})
     info = p.get_instance({}, "vm-a")
     with pytest.raises(InvalidInput, match="already exists"):
-        p.validate_destination({"migration_id": "m2"}, info)
-    assert p.cleanup({"migration_id": "m2"}, "vm-a", [], None, succeeded=False) == []
+        p.validate_destination({}, info, ActionContext(action_id="m2"))
+    assert p.cleanup({}, "vm-a", [], None, succeeded=False, action=ActionContext(action_id="m2")) == []
     assert (inventory / "vm-a" / "vm.json").exists()
 
 
@@ -172,15 +174,16 @@ def test_qcow2_snapshots_rotate_one_dirty_bitmap_per_transfer(inventory: Path, t
     meta["disks"] = [{"id": "disk-0", "file": "disk-0.qcow2", "format": "qcow2"}]
     (vm / "vm.json").write_text(json.dumps(meta))
     p = LocalProvider({"path": str(inventory)})
-    env = {"change_tracking": "t1"}
+    env: dict[str, Any] = {}
+    action = ActionContext(change_tracking="t1")
 
-    first = p.snapshot_instance(env, "vm-q", tmp_path / "run1")
+    first = p.snapshot_instance(env, "vm-q", tmp_path / "run1", action)
     marker = first.disks[0].details["change_marker"]
     assert bitmaps.bitmaps(disk) == [marker]
-    assert p.snapshot_instance(env, "vm-q", tmp_path / "run1").disks[0].details["change_marker"] == marker
+    assert p.snapshot_instance(env, "vm-q", tmp_path / "run1", action).disks[0].details["change_marker"] == marker
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 7 8M 64k", str(disk)], check=True, capture_output=True)
 
-    second = p.snapshot_instance(env, "vm-q", tmp_path / "run2")
+    second = p.snapshot_instance(env, "vm-q", tmp_path / "run2", action)
     newer = second.disks[0].details["change_marker"]
     assert newer != marker and bitmaps.bitmaps(disk) == [newer], "older bitmaps leave the source"
     assert p.changed_extents(second, second.disks[0], marker) == [Extent(8 * 1024**2, 64 * 1024)]
@@ -188,5 +191,5 @@ def test_qcow2_snapshots_rotate_one_dirty_bitmap_per_transfer(inventory: Path, t
     # A migration (no change tracking) adds nothing to the source.
     assert "change_marker" not in p.snapshot_instance({}, "vm-q", tmp_path / "run3").disks[0].details
     assert bitmaps.bitmaps(disk) == [newer]
-    assert p.release_tracking(env, "vm-q") == [f"Removed dirty bitmap {newer} from {disk}"]
-    assert bitmaps.bitmaps(disk) == [] and p.release_tracking(env, "vm-q") == []
+    assert p.release_tracking(env, "vm-q", "t1") == [f"Removed dirty bitmap {newer} from {disk}"]
+    assert bitmaps.bitmaps(disk) == [] and p.release_tracking(env, "vm-q", "t1") == []

@@ -13,7 +13,7 @@ import pytest
 
 from core.errors import AuthenticationFailed, InvalidInput
 from core.models import Devices, DiskInfo, DiskLocator, InstanceInfo, NicInfo
-from providers.base import TransferContext, TransferProgress
+from providers.base import ActionContext, TransferContext, TransferProgress
 from providers.openstack.provider import OpenStackProvider
 from tests.peers.openstack.fixtures import OpenStackCloud
 
@@ -39,7 +39,8 @@ def export_info(name: str) -> InstanceInfo:
                                         nics=[NicInfo(network_name="VM Network", mac_address="00:11:22:33:44:55")]))
 
 
-def upload(provider: OpenStackProvider, env: dict[str, Any], info: InstanceInfo, disk: Path, tmp: Path) -> Any:
+def upload(provider: OpenStackProvider, env: dict[str, Any], info: InstanceInfo, disk: Path, tmp: Path,
+           action: ActionContext) -> Any:
     seen: list[TransferProgress] = []
 
     async def progress(p: TransferProgress) -> None:
@@ -47,7 +48,7 @@ def upload(provider: OpenStackProvider, env: dict[str, Any], info: InstanceInfo,
 
     ctx = TransferContext(workdir=tmp, progress=progress)
     loc = DiskLocator(disk_id="disk-0", size_bytes=4 * 1024 * 1024, format="qcow2", path=str(disk))
-    imported = asyncio.run(provider.import_disk(env, info, loc, ctx))
+    imported = asyncio.run(provider.import_disk(env, info, loc, ctx, action))
     assert seen and seen[-1].bytes_done == disk.stat().st_size
     return imported
 
@@ -73,15 +74,15 @@ def test_upload_is_checksummed_and_the_server_gets_the_mapped_flavor_networks_an
     p = OpenStackProvider(creds(openstack))
     disk = qcow2(tmp_path / "disk-0.qcow2", os.urandom(1024 * 1024))
     info = export_info("vm-up")
-    env = {"migration_id": "m-up", "flavor_name": "m1.medium", "network_map": {"VM Network": "public"},
-           "security_groups": ["web"]}
-    p.validate_destination(env, info)
-    imported = upload(p, env, info, disk, tmp_path)
+    env = {"flavor_name": "m1.medium", "security_groups": ["web"]}
+    action = ActionContext(action_id="m-up", network_map={"VM Network": "public"})
+    p.validate_destination(env, info, action)
+    imported = upload(p, env, info, disk, tmp_path, action)
     local_md5 = hashlib.md5(disk.read_bytes(), usedforsecurity=False).hexdigest()
     image = p.cloud.request("image", "GET", f"/v2/images/{imported.details['image_id']}")
     assert image["status"] == "active" and image["checksum"] == local_md5 == imported.details["checksum"]
     assert image["disk_format"] == "qcow2"
-    deployed = p.deploy_instance(env, info, [imported])
+    deployed = p.deploy_instance(env, info, [imported], action)
     sent = next(c for c in openstack.nova.created if c["id"] == deployed.id)["body"]["server"]
     assert sent["flavorRef"] == "3"  # m1.medium
     assert sent["networks"] == [{"uuid": "0b9c4a52-3b6a-4bd3-9b6e-1c9b9a000002"}]  # public
@@ -91,7 +92,7 @@ def test_upload_is_checksummed_and_the_server_gets_the_mapped_flavor_networks_an
     assert any("login:" in line for line in evidence)
     assert any(local_md5 in line for line in p.cloud.request(
         "compute", "POST", f"/servers/{deployed.id}/action", json={"os-getConsoleOutput": {}})["output"].splitlines())
-    removed = p.cleanup(env, "vm-up", [imported], deployed, succeeded=False)
+    removed = p.cleanup(env, "vm-up", [imported], deployed, succeeded=False, action=action)
     assert any("server" in r for r in removed) and any("image" in r for r in removed)
     assert deployed.id not in openstack.nova.servers
 
@@ -100,26 +101,26 @@ def test_boot_from_volume_and_flavor_chosen_by_size(openstack: OpenStackCloud, t
     p = OpenStackProvider(creds(openstack))
     disk = qcow2(tmp_path / "disk-0.qcow2", b"bfv" * 1000)
     info = export_info("vm-bfv").model_copy(update={"num_cpu": 2, "memory_mb": 3000})
-    env = {"migration_id": "m-bfv", "boot_from_volume": True, "volume_size_gb": 3,
-           "network_map": {"VM Network": "private"}}
-    imported = upload(p, env, info, disk, tmp_path)
-    deployed = p.deploy_instance(env, info, [imported])
+    env = {"boot_from_volume": True, "volume_size_gb": 3}
+    action = ActionContext(action_id="m-bfv", network_map={"VM Network": "private"})
+    imported = upload(p, env, info, disk, tmp_path, action)
+    deployed = p.deploy_instance(env, info, [imported], action)
     sent = next(c for c in openstack.nova.created if c["id"] == deployed.id)["body"]["server"]
     assert sent["flavorRef"] == "3"  # the smallest with 2 vCPU and >= 3000 MiB
     assert "imageRef" not in sent
     assert sent["block_device_mapping_v2"] == [{
         "boot_index": 0, "uuid": imported.details["image_id"], "source_type": "image",
         "destination_type": "volume", "delete_on_termination": True, "volume_size": 3}]
-    p.cleanup(env, "vm-bfv", [imported], deployed, succeeded=False)
+    p.cleanup(env, "vm-bfv", [imported], deployed, succeeded=False, action=action)
 
 
 def test_unknown_network_or_group_is_refused_before_anything_is_created(openstack: OpenStackCloud) -> None:
     p = OpenStackProvider(creds(openstack))
     with pytest.raises(InvalidInput, match="network"):
-        p.validate_destination({"network_map": {"VM Network": "nope"}}, export_info("vm-x"))
+        p.validate_destination({}, export_info("vm-x"), ActionContext(network_map={"VM Network": "nope"}))
     with pytest.raises(InvalidInput, match="security group"):
-        p.validate_destination({"network_map": {"VM Network": "private"}, "security_groups": ["nope"]},
-                               export_info("vm-x"))
+        p.validate_destination({"security_groups": ["nope"]}, export_info("vm-x"),
+                               ActionContext(network_map={"VM Network": "private"}))
 
 
 def test_source_server_exports_through_a_glance_snapshot(openstack: OpenStackCloud, tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ class LocalProvider(
             target = LocalFileTarget(final, source.size)
             try:
                 await copy_disk(source, target, checkpoint=ctx.checkpoint, on_progress=ctx.progress,
-                                bandwidth_limit=ctx.bandwidth_limit)
+                                bandwidth_limit=ctx.bandwidth_limit, durable=ctx.durable)
             finally:
                 source.close()
                 target.close()

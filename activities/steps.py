@@ -227,9 +227,11 @@ class MigrationActivities:
             # The provider's target is remote or its own: it decides whether the checkpoint still holds.
             file = checkpoint_file(Path(step.workdir) / "upload", _safe(inp.disk.disk_id),
                                    f"upload {step.task.migration_id} {inp.disk.disk_id} {inp.disk.path}")
+            started = file.path.exists()  # an earlier attempt began this copy, even if it claims nothing yet
             checkpoint = await asyncio.to_thread(resume_ranges, file, _previous_heartbeat())
             ctx = TransferContext(
-                workdir=Path(step.workdir), progress=reporter.transfer, checkpoint=checkpoint or None,
+                workdir=Path(step.workdir), progress=reporter.transfer,
+                checkpoint=checkpoint if checkpoint or started else None,
                 bandwidth_limit=bandwidth_limit(step.destination_environment, "destination_environment"),
                 event=rec.event, durable=Checkpointer(file),
             )

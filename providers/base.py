@@ -69,7 +69,8 @@ class ProviderType(enum.IntFlag):
 class TransferContext:
     """What a data-moving call gets from the activity that runs it.
 
-    ``checkpoint`` holds the done ranges of a previous attempt (resume from there);
+    ``checkpoint`` holds the done ranges of a previous attempt (resume from there; an empty
+    list: an attempt began the copy and finished no chunk, None: no attempt began it);
     awaiting ``progress`` heartbeats to Temporal and records Coriolis progress updates,
     and raises ``asyncio.CancelledError`` once the migration is cancelled. ``durable`` keeps the
     done ranges in a checkpoint file in scratch as chunks complete (pass it to ``copy_disk``):

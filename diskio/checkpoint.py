@@ -118,7 +118,8 @@ class Checkpointer:
     ``offer`` (done ranges, as chunks complete) replaces the same-boot ``written`` claim where the
     target's writes outlive the process, and at most every ``sync_every`` seconds starts a
     background renewal of the ``synced`` claim: it takes the ranges offered *before* it syncs the
-    target, so it never claims a byte that was not on stable storage. ``finish`` waits for it.
+    target, so it never claims a byte that was not on stable storage. ``finish`` waits for it and
+    makes the last offer durable: a kill between the copy's end and the step's end redoes nothing.
     """
 
     def __init__(self, file: CheckpointFile, *, sync_every: float = SYNC_EVERY) -> None:
@@ -130,6 +131,8 @@ class Checkpointer:
         self._target: DiskTarget | None = None
         #: the durable claim, as last fsynced (carried along by the per-chunk writes)
         self._synced: list[Range] = []
+        #: the last ranges offered
+        self._offered: list[Range] = []
         #: the background renewal in flight, if any: at most one at a time
         self._renewal: asyncio.Future[None] | None = None
         #: when the last renewal started
@@ -140,7 +143,7 @@ class Checkpointer:
 
     async def begin(self, target: DiskTarget, ranges: list[Range]) -> None:
         self._target = target
-        claim = merge(ranges)
+        claim = self._offered = merge(ranges)
         await asyncio.to_thread(self._renew, claim, claim)
         self._last = time.monotonic()
 
@@ -148,6 +151,7 @@ class Checkpointer:
         target = self._target
         if target is None:
             raise RuntimeError("Checkpointer.offer before begin")
+        self._offered = ranges
         if target.writes_survive_exit:
             self.file.save(self._synced, ranges, durable=False)
             self.writes += 1
@@ -164,6 +168,9 @@ class Checkpointer:
     async def finish(self) -> None:
         if self._renewal is not None:
             await asyncio.shield(self._renewal)
+        if self._target is not None and self._offered != self._synced:
+            written = self._offered if self._target.writes_survive_exit else []
+            await asyncio.to_thread(self._renew, self._offered, written)
 
     def _renew(self, claim: list[Range], written: list[Range]) -> None:
         assert self._target is not None

@@ -14,6 +14,7 @@ from temporalio import activity
 from activities.failures import to_application_error
 from activities.metrics import BYTES_MOVED, labels
 from activities.services import Services
+from diskio.checkpoint import boot_id
 from providers.base import TransferProgress
 from workflows.types import Heartbeat, Status, TaskRef
 
@@ -54,7 +55,8 @@ class ProgressReporter:
 
     async def transfer(self, p: TransferProgress) -> None:
         self._count(p.bytes_done)
-        activity.heartbeat(Heartbeat(bytes_done=p.bytes_done, bytes_total=p.bytes_total, checkpoint=p.checkpoint))
+        activity.heartbeat(Heartbeat(bytes_done=p.bytes_done, bytes_total=p.bytes_total, checkpoint=p.checkpoint,
+                                     boot=boot_id()))
         await self._record(p.bytes_done, p.bytes_total)
         # Yield to the loop so a cancel delivered with the heartbeat response lands here.
         await asyncio.sleep(0)

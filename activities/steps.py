@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 
 from activities import names
+from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env, source_env, step_context
 from activities.recording import TaskRecorder, heartbeating, task_running
 from activities.services import Services
@@ -39,6 +40,7 @@ from workflows.types import (
 )
 
 if TYPE_CHECKING:
+    from diskio.checkpoint import CheckpointFile
     from diskio.copier import CopyResult
 
 
@@ -53,10 +55,6 @@ def _previous_heartbeat() -> Heartbeat | None:
     return Heartbeat.model_validate(details[0])
 
 
-def _previous_checkpoint() -> list[tuple[int, int]] | None:
-    """Done ``(offset, length)`` ranges heartbeated by the previous attempt, if any."""
-    beat = _previous_heartbeat()
-    return [(int(a), int(b)) for a, b in beat.checkpoint] or None if beat else None
 
 
 class MigrationActivities:
@@ -122,12 +120,13 @@ class MigrationActivities:
         async with task_running(self.services, step.task) as rec:
             source = await self._source(step)
             out = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
-            out.parent.mkdir(parents=True, exist_ok=True)
+            durable = checkpoint_file(out.parent, out.name, f"export {step.snapshot.snapshot_id} {inp.disk.disk_id}")
             # A checkpoint is only worth something if the partial file it describes survived.
-            beat = _previous_heartbeat() if out.exists() else None
-            checkpoint = [(int(a), int(b)) for a, b in beat.checkpoint] if beat and beat.checkpoint else None
+            checkpoint = await asyncio.to_thread(resume_ranges, durable, _previous_heartbeat(), out)
             async with source_slot(self.services, source, step.snapshot, rec, _previous_heartbeat()):
-                result, size = await self._copy(inp, rec, source, out, beat, checkpoint)
+                result, size, resumed = await self._copy(inp, rec, source, out, checkpoint or None, durable)
+            # Done: the next step never resumes this copy, and scratch keeps no leftovers.
+            await asyncio.to_thread(durable.remove)
             await rec.aevent(
                 f"Exported {inp.disk.disk_id}: read {result.bytes_read} bytes, wrote {result.bytes_written}, "
                 f"skipped {result.bytes_skipped_zero} zero bytes, resumed {result.chunks_resumed} chunk(s); "
@@ -136,35 +135,41 @@ class MigrationActivities:
             return DiskStepResult(
                 disk=DiskLocator(disk_id=inp.disk.disk_id, size_bytes=size, format="raw", path=str(out)),
                 bytes_read=result.bytes_read, bytes_written=result.bytes_written,
-                resumed_bytes=beat.bytes_done if beat and checkpoint else 0,
+                resumed_bytes=resumed,
             )
 
     async def _copy(self, inp: DiskStepInput, rec: TaskRecorder, source: ExportProvider, out: Path,
-                    beat: Heartbeat | None, checkpoint: list[tuple[int, int]] | None) -> tuple[CopyResult, int]:
+                    checkpoint: list[tuple[int, int]] | None,
+                    durable: CheckpointFile) -> tuple[CopyResult, int, int]:
+        """(the copy's result, the disk's size, allocated bytes the checkpoint let it skip)."""
+        from diskio.checkpoint import Checkpointer
         from diskio.copier import copy_disk
         from diskio.local import LocalFileTarget
+        from diskio.ranges import subtract, total
 
         step = inp.step
         assert step.snapshot is not None
         src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
         dst = LocalFileTarget(out, src.size)
         try:
-            allocated = sum(e.length for e in await asyncio.to_thread(src.extents))
-            if beat and checkpoint:
+            extents = [(e.offset, e.length) for e in await asyncio.to_thread(src.extents)]
+            allocated = total(extents)
+            # A new (empty) target holds nothing an earlier attempt wrote: the copier drops the checkpoint.
+            resumed = allocated - total(subtract(extents, checkpoint)) if checkpoint and not dst.zero_initialized else 0
+            if resumed:
                 await rec.aevent(f"Resuming export of {inp.disk.disk_id} from its checkpoint: "
-                                 f"{beat.bytes_done} of {allocated} bytes already copied")
-            reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated,
-                                          beat.bytes_done if beat and checkpoint else 0)
+                                 f"{resumed} of {allocated} bytes already copied")
+            reporter = await rec.progress(f"Exporting disk {inp.disk.disk_id}", allocated, resumed)
             limit = bandwidth_limit(step.source_environment, "source_environment")
             chunk_size, lanes = _pacing(limit)
             result = await copy_disk(
                 src, dst, checkpoint=checkpoint, on_progress=reporter.transfer, bandwidth_limit=limit,
-                chunk_size=chunk_size, lanes=lanes,
+                chunk_size=chunk_size, lanes=lanes, durable=Checkpointer(durable),
             )
         finally:
             await asyncio.to_thread(src.close)
             await asyncio.to_thread(dst.close)
-        return result, src.size
+        return result, src.size, resumed
 
     @activity.defn(name=names.OS_MORPHING)
     async def os_morphing(self, inp: MorphInput) -> MorphResult:
@@ -207,18 +212,28 @@ class MigrationActivities:
 
     @activity.defn(name=names.UPLOAD_DISK)
     async def upload_disk(self, inp: DiskStepInput) -> UploadResult:
+        from diskio.checkpoint import Checkpointer
+
         step = inp.step
         assert step.export_info is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
             dest = await self._destination(step)
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
+            # The provider's target is remote or its own: it decides whether the checkpoint still holds.
+            file = checkpoint_file(Path(step.workdir) / "upload", _safe(inp.disk.disk_id),
+                                   f"upload {step.task.migration_id} {inp.disk.disk_id} {inp.disk.path}")
+            started = file.path.exists()  # an earlier attempt began this copy, even if it claims nothing yet
+            checkpoint = await asyncio.to_thread(resume_ranges, file, _previous_heartbeat())
             ctx = TransferContext(
-                workdir=Path(step.workdir), progress=reporter.transfer, checkpoint=_previous_checkpoint(),
+                workdir=Path(step.workdir), progress=reporter.transfer,
+                checkpoint=checkpoint if checkpoint or started else None,
                 bandwidth_limit=bandwidth_limit(step.destination_environment, "destination_environment"),
-                event=rec.event,
+                event=rec.event, durable=Checkpointer(file),
             )
             action = await step_context(self.services, step)
             imported = await dest.import_disk(dest_env(step), step.export_info, inp.disk, ctx, action)
+            await asyncio.to_thread(file.remove)
+            await asyncio.to_thread(_remove_if_empty, file.path.parent)
             # The destination holds the disk now: the raw export that convert read from can go.
             export = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
             if str(export) != inp.disk.path:

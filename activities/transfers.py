@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio import activity
 
 from activities import names
 from activities.changes import changed_since
+from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
 from activities.recording import task_running
 from activities.services import Services
@@ -46,6 +48,9 @@ from workflows.transfer_types import (
 )
 from workflows.types import DiskStepInput
 
+if TYPE_CHECKING:
+    from diskio.checkpoint import CheckpointFile
+
 
 def _plan(row: Migration, execution_id: str, transfer_id: str) -> ActionPlan:
     return ActionPlan(
@@ -58,20 +63,30 @@ def _plan(row: Migration, execution_id: str, transfer_id: str) -> ActionPlan:
     )
 
 
-def _sync_plan(known: ReplicaDisk | None, path: Path, size: int, execution_id: str) -> tuple[bytes | None, int]:
+def _sync_plan(known: ReplicaDisk | None, path: Path, size: int, execution_id: str,
+               file: CheckpointFile | None) -> tuple[bytes | None, int]:
     """(digest map to compare with or None for a full sync, byte offset to resume from).
 
     A map is usable when the replica was trusted, or when it is this execution's own retry: every
     chunk an earlier attempt wrote came from the same snapshot, so comparing with the map from
     before the execution still tells which chunks differ. The same reasoning lets a retry resume
-    at its last heartbeat, and keeps a full sync's zero chunks zero (no attempt writes them).
+    where its checkpoint file (or its last heartbeat, if further) says the sync was, and keeps a
+    full sync's zero chunks zero (no attempt writes them).
     """
     if known is None or not path.exists() or known.chunk_size != REPLICA_CHUNK or known.size_bytes != size:
         return None, 0
     own_retry = known.last_execution_id == execution_id and not known.trusted
     usable = known.digests is not None and (known.trusted or own_retry)
-    beat = _previous_heartbeat() if own_retry else None
-    return (known.digests if usable else None), (beat.bytes_done if beat else 0)
+    resume = 0
+    if own_retry:
+        beat = _previous_heartbeat()
+        if beat is not None and not beat.checkpoint and beat.bytes_done:
+            # an attempt from before the sync's heartbeat named its prefix as a range
+            beat = beat.model_copy(update={"checkpoint": [(0, beat.bytes_done)]})
+        done = resume_ranges(file, beat, path) if file is not None else (
+            [(0, beat.bytes_done)] if beat else [])
+        resume = done[0][1] if done and done[0][0] == 0 else 0
+    return (known.digests if usable else None), resume
 
 
 class TransferActivities:
@@ -136,6 +151,7 @@ class TransferActivities:
 
     @activity.defn(name=names.REPLICATE_DISK)
     async def replicate_disk(self, inp: DiskStepInput) -> ReplicaResult:
+        from diskio.checkpoint import Checkpointer
         from diskio.local import LocalFileTarget
         from diskio.replica import sync_replica
 
@@ -162,7 +178,12 @@ class TransferActivities:
                 assert replica.path is not None
                 known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
                 path = Path(replica.path)
-                previous, resume = _sync_plan(known, path, src.size, task.execution_id)
+                # In this host's scratch, beside the snapshot that the sync reads (the replica may be
+                # on an endpoint's storage, which is not ours to leave files in).
+                file = (checkpoint_file(Path(step.workdir) / "replica", _safe(inp.disk.disk_id),
+                                        f"replica {task.execution_id} {inp.disk.disk_id} {path} {src.size}")
+                        if step.workdir else None)
+                previous, resume = _sync_plan(known, path, src.size, task.execution_id, file)
                 # From here until trust_replica, the replica is not trusted: a failure or a cancel
                 # leaves it marked, and the next execution re-syncs it in full.
                 await asyncio.to_thread(
@@ -181,21 +202,25 @@ class TransferActivities:
                                               resume or 0)
 
                 async def progress(done: int, total: int) -> None:
-                    await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total))
+                    await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total,
+                                                             checkpoint=[(0, done)]))
 
                 target = await asyncio.to_thread(LocalFileTarget, path, src.size)
                 try:
                     limit = bandwidth_limit(step.source_environment, "source_environment")
                     result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
                                                 digest_size=DIGEST_SIZE, on_progress=progress,
-                                                bandwidth_limit=limit,
-                                                resume_from=resume, changed=changed)
+                                                bandwidth_limit=limit, resume_from=resume, changed=changed,
+                                                durable=Checkpointer(file) if file is not None else None)
                 finally:
                     await asyncio.to_thread(target.close)
             finally:
                 await asyncio.to_thread(src.close)
             await asyncio.to_thread(store.trust_replica, task.migration_id, task.instance, inp.disk.disk_id,
                                     result.digests, task.execution_id, inp.disk.details.get("change_marker"))
+            if file is not None:
+                # Trusted: the next attempt, if any, starts from the map; scratch keeps no leftovers.
+                await asyncio.to_thread(file.remove)
             how = ("full" if previous is None else "incremental, digests" if changed is None
                    else "incremental, changed areas")
             await rec.aevent(

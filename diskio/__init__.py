@@ -5,6 +5,8 @@
 - ``diskio.local``: ``open_local_source`` (raw via SEEK_DATA/SEEK_HOLE, other formats via
   ``diskio.qemu``) and ``LocalFileTarget`` (a sparse raw file).
 - ``diskio.copier``: ``copy_disk`` -> ``CopyResult``; ``diskio.progress.TransferProgress``.
+- ``diskio.checkpoint``: ``CheckpointFile`` and ``Checkpointer``, the resume point kept in a file beside
+  the work as chunks complete (synced claims, and written ones that hold on the same boot).
 - ``diskio.digest``: the engine's digest (BLAKE3), tagged with its algorithm; replica map codec.
 - ``diskio.verify``: ``compare_digests``, the per-disk digest recomputed on both sides.
 - ``diskio.convert``: ``convert_image``, ``qemu-img convert`` with progress.

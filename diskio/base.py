@@ -70,6 +70,10 @@ class DiskTarget(ABC):
     zero_initialized: bool = False
     #: preferred write size (0: whole chunks); see ``DiskSource.io_size``
     io_size: int = 0
+    #: a completed write outlives the process that made it (the kernel's page cache holds it, or a
+    #: remote API acknowledged it): a same-boot checkpoint may claim it before ``sync``. False where
+    #: a helper that dies with the worker buffers writes (qemu-nbd's caches): only ``sync`` keeps them
+    writes_survive_exit: bool = False
 
     @property
     @abstractmethod
@@ -109,6 +113,12 @@ class DiskTarget(ABC):
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Make written data durable (fsync, complete multipart, ...)."""
+
+    def sync(self) -> None:
+        """Make every completed write survive a crash, mid-copy: a durable checkpoint claims only
+        what was written before this call. ``flush`` by default; targets whose ``flush`` does more
+        (completes an upload) override it."""
+        self.flush()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release handles."""

@@ -4,7 +4,8 @@ It reads only allocated extents, skips all-zero chunks, copies ``lanes`` chunks 
 in worker threads with bounded memory (two buffers of one I/O step per lane, see
 ``diskio.lane``), records each chunk's BLAKE3 digest (``diskio.digest``), reads written
 chunks back and compares them when the target is readable, reports
-a compact checkpoint after each chunk, and resumes from such a checkpoint.
+a compact checkpoint after each chunk (and, given a ``diskio.checkpoint.Checkpointer``, keeps it
+in a file that survives the worker), and resumes from such a checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TextIO
 from core.errors import IntegrityError, TransferError
 from diskio import digest
 from diskio.base import DiskSource, DiskTarget
+from diskio.checkpoint import Checkpointer
 from diskio.lane import ChunkMover, Outcome
 from diskio.limiter import RateLimiter
 from diskio.plan import Chunk, DiskDigest, align_extents, cut_chunks, target_block
@@ -130,6 +132,7 @@ async def copy_disk(
     verify: bool = True,
     final_check: bool = False,
     chunk_log: str | Path | None = None,
+    durable: Checkpointer | None = None,
 ) -> CopyResult:
     """Copy the allocated bytes of ``source`` onto ``target``.
 
@@ -147,6 +150,10 @@ async def copy_disk(
     hashed. ``final_check`` also re-reads the whole target after ``flush`` and recomputes the
     per-disk digest from it (``CopyResult.target_digest``); chunks whose hash differs are
     copied again once, and an ``IntegrityError`` is raised if they still differ.
+
+    ``durable`` keeps the done ranges in a checkpoint file as chunks complete, before
+    ``on_progress`` reports them (so a recorded progress never runs ahead of the file); the
+    caller reads it back on a retry and removes it once the step is done.
     """
     if target.size < source.size:
         raise TransferError(f"target holds {target.size} bytes, the source {source.size}")
@@ -161,13 +168,16 @@ async def copy_disk(
         extents = await loop.run_in_executor(pool, source.extents)
         work = align_extents(extents, source.size, block)
         chunks = cut_chunks(work, chunk_size)
+        stale = bool(checkpoint) and target.zero_initialized
+        done_before = [] if stale else merge(checkpoint or [])
+        if durable is not None:
+            # Before the first write: a file that claims more (a stale one) is replaced now.
+            await durable.begin(target, done_before)
         if checkpoint is None and not target.zero_initialized:
             # A reused target may hold old bytes in what are holes of the source.
             for off, length in subtract([(0, source.size)], work):
                 await loop.run_in_executor(pool, target.write_zeroes, off, length)
         keep = final_check and target.readable
-        stale = bool(checkpoint) and target.zero_initialized
-        done_before = [] if stale else merge(checkpoint or [])
         run = _Run(chunks, source.size, work, done_before, keep_shas=keep)
         run.result.checkpoint_discarded = stale
         mover = ChunkMover(
@@ -178,10 +188,13 @@ async def copy_disk(
             verify=verify,
             limiter=RateLimiter(bandwidth_limit) if bandwidth_limit else None,
         )
-        await _drive(loop, pool, mover, chunks, run, lanes=lanes, log=log, on_progress=on_progress)
+        await _drive(loop, pool, mover, chunks, run, lanes=lanes, log=log, on_progress=on_progress,
+                     durable=durable)
         if not chunks and on_progress is not None:
             await on_progress(run.progress())
         await loop.run_in_executor(pool, target.flush)
+        if durable is not None:
+            await durable.finish()
         if keep:
             run.result.target_digest = await _final_check(loop, pool, mover, chunks, run, lanes=lanes)
     finally:
@@ -204,6 +217,7 @@ async def _drive(
     lanes: int,
     log: TextIO | None,
     on_progress: ProgressCallback | None,
+    durable: Checkpointer | None,
 ) -> None:
     todo = iter(chunks)
     inflight: set[asyncio.Future[Outcome]] = set()
@@ -223,8 +237,11 @@ async def _drive(
                 raise errors[0]  # every finished future's outcome is retrieved: no stray warnings
             for fut in finished:
                 run.record(fut.result(), log)
+            progress = run.progress()
+            if durable is not None:
+                await durable.offer(progress.checkpoint)
             if on_progress is not None:
-                await on_progress(run.progress())
+                await on_progress(progress)
     finally:
         for fut in inflight:
             fut.cancel()

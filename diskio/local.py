@@ -104,6 +104,8 @@ class LocalFileTarget(DiskTarget):
     alignment = 512
     max_write = 64 * 1024 * 1024
     io_size = LOCAL_IO_SIZE
+    # pwrite hands the bytes to the page cache, which outlives a killed worker
+    writes_survive_exit = True
 
     def __init__(self, path: str | Path, size: int, *, fsync: bool = False) -> None:
         self.path = Path(path)
@@ -164,6 +166,10 @@ class LocalFileTarget(DiskTarget):
         self._grow()
         if self._fsync:
             os.fdatasync(self._fd)
+
+    def sync(self) -> None:
+        # Unlike ``flush``, always: a durable checkpoint must never claim bytes a crash can lose.
+        os.fdatasync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from diskio import digest
 from diskio.base import DiskSource, DiskTarget, Extent
+from diskio.checkpoint import Checkpointer
 
 
 @dataclass
@@ -115,6 +116,7 @@ async def sync_replica(
     batch_chunks: int = 64,
     resume_from: int = 0,
     changed: list[Extent] | None = None,
+    durable: Checkpointer | None = None,
 ) -> ReplicaSync:
     """``previous`` None (or a map that ``diskio.digest.decode_map`` refuses) means a full sync into a
     fresh, empty ``dst``.
@@ -124,9 +126,14 @@ async def sync_replica(
 
     ``resume_from`` (bytes) continues an attempt of the same sync that stopped there: the chunks
     below it are not read from the source again, only hashed from the replica.
+
+    ``durable`` keeps the prefix done in a checkpoint file after every batch, before
+    ``on_progress`` reports it; the caller reads it back into ``resume_from`` on a retry.
     """
     sync = _Sync(src, dst, previous, chunk_size, digest_size, changed)
     first = min(sync.count, resume_from // chunk_size)
+    if durable is not None:
+        await durable.begin(dst, [(0, min(src.size, first * chunk_size))])
     for start in range(0, first, batch_chunks * 4):
         await asyncio.to_thread(sync.recompute, start, min(first, start + batch_chunks * 4))
         await on_progress(min(src.size, min(first, start + batch_chunks * 4) * chunk_size), src.size)
@@ -134,6 +141,8 @@ async def sync_replica(
     for start in range(first, sync.count, batch_chunks):
         stop = min(sync.count, start + batch_chunks)
         await asyncio.to_thread(sync.batch, start, stop)
+        if durable is not None:
+            await durable.offer([(0, min(src.size, stop * chunk_size))])
         await on_progress(min(src.size, stop * chunk_size), src.size)
         if bandwidth_limit:
             # Pace on bytes read from the source, the cost a source endpoint feels.
@@ -141,5 +150,7 @@ async def sync_replica(
             if ahead > 0:
                 await asyncio.sleep(ahead)
     await asyncio.to_thread(dst.flush)
+    if durable is not None:
+        await durable.finish()
     sync.result.digests = digest.encode_map(bytes(sync.out), digest_size)
     return sync.result

@@ -49,6 +49,7 @@ from diskio.progress import TransferProgress as TransferProgress
 
 if TYPE_CHECKING:
     from diskio.base import DiskSource, DiskTarget, Extent
+    from diskio.checkpoint import Checkpointer
 
 
 class ProviderType(enum.IntFlag):
@@ -69,9 +70,12 @@ class ProviderType(enum.IntFlag):
 class TransferContext:
     """What a data-moving call gets from the activity that runs it.
 
-    ``checkpoint`` holds the done ranges of a previous attempt (resume from there);
+    ``checkpoint`` holds the done ranges of a previous attempt (resume from there; an empty
+    list: an attempt began the copy and finished no chunk, None: no attempt began it);
     awaiting ``progress`` heartbeats to Temporal and records Coriolis progress updates,
-    and raises ``asyncio.CancelledError`` once the migration is cancelled.
+    and raises ``asyncio.CancelledError`` once the migration is cancelled. ``durable`` keeps the
+    done ranges in a checkpoint file in scratch as chunks complete (pass it to ``copy_disk``):
+    heartbeats reach the server too rarely to resume from.
     """
 
     workdir: Path
@@ -79,6 +83,7 @@ class TransferContext:
     checkpoint: list[tuple[int, int]] | None = None
     bandwidth_limit: int | None = None
     event: Callable[[str], None] = field(default=lambda _msg: None)
+    durable: Checkpointer | None = None
 
 
 @dataclass(frozen=True)

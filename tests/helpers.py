@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from client.sdk import SternaClient
+from core.settings import Settings
 from tests.conftest import RunningStack
 from worker.sample import create_vm
 
@@ -58,3 +61,28 @@ def start_slow_migration(api: SternaClient, src: Path, dst: Path, *, limit_mib: 
                              source_environment={"bandwidth_limit": limit_mib * 1024 * 1024}, **fields)
     wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0, 60, 0.1, "export under way")
     return m
+
+
+@contextmanager
+def default_heartbeat_timeout(stack: RunningStack) -> Iterator[None]:
+    """Migrations started meanwhile get the default 30 s heartbeat timeout (the API sets it per workflow).
+
+    The stack's 4 s makes the SDK send heartbeat details every 3.2 s, which hides how rarely they reach
+    the server by default: every 24 s. The API is restarted with the default and then without it.
+    """
+    from worker.launcher import wait_port
+
+    def restart_api(timeout: str) -> None:
+        proc = stack.stack.procs["api"]
+        proc.terminate()
+        proc.wait(30)
+        stack.stack.env["STERNA_HEARTBEAT_TIMEOUT"] = timeout
+        stack.stack.restart("api")
+        wait_port("127.0.0.1", stack.settings.api_port, 60, stack.stack.procs["api"], "api")
+
+    fast = stack.stack.env["STERNA_HEARTBEAT_TIMEOUT"]
+    restart_api(str(Settings.model_fields["heartbeat_timeout"].default))
+    try:
+        yield
+    finally:
+        restart_api(fast)

@@ -209,6 +209,9 @@ class Heartbeat(BaseModel):
     bytes_done: int
     bytes_total: int
     checkpoint: list[tuple[int, int]] = Field(default_factory=list)
+    #: the boot id of the host that heartbeated: ``checkpoint`` names bytes written, not synced, which
+    #: hold only while that boot's page cache does (see ``diskio.checkpoint``); empty before it was sent
+    boot: str = ""
 
 
 class EndpointCall(BaseModel):

@@ -165,6 +165,8 @@ class EbsSnapshotTarget(DiskTarget):
     # Not ``zero_initialized``: a resumed upload writes into the snapshot an earlier attempt
     # started, so its checkpoint must be honoured. Zeros are never written (see write_zeroes).
     zero_initialized = False
+    # AWS has the block once PutSnapshotBlock returns: nothing to sync before a checkpoint claims it
+    writes_survive_exit = True
 
     def __init__(
         self,
@@ -248,6 +250,9 @@ class EbsSnapshotTarget(DiskTarget):
     @property
     def changed_blocks_count(self) -> int:
         return self.previously_written + len(self.written)
+
+    def sync(self) -> None:
+        """Nothing: every acknowledged PutSnapshotBlock is durable (``flush`` completes the snapshot)."""
 
     def flush(self) -> None:
         """CompleteSnapshot. The aggregate checksum is left out on purpose: per-block SHA-256

@@ -143,6 +143,7 @@ async def import_disk(
                 bandwidth_limit=ctx.bandwidth_limit,
                 chunk_size=EBS_CHUNK_SIZE,
                 lanes=EBS_LANES,
+                durable=ctx.durable,
             )
             await asyncio.to_thread(_tag_upload, clients, snapshot_id, t.UPLOAD_WRITTEN)
         # Waiting for AWS and reading the snapshot back take minutes on a large disk: the activity

@@ -57,6 +57,8 @@ class PageBlobTarget(DiskTarget):
     # Always a disk just created for upload (a crashed upload is never resumed, see importer): it
     # reads as zeros, so zero chunks are skipped and any checkpoint is stale.
     zero_initialized = True
+    # Azure has the page once Put Page returns (``flush``, hence ``sync``, is a no-op)
+    writes_survive_exit = True
 
     def __init__(self, sas_url: str, size: int, *, verify: str | bool = True,
                  secrets: Iterable[str | None] = (), name: str = "disk") -> None:

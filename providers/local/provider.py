@@ -232,13 +232,15 @@ class LocalProvider(
             size = final.stat().st_size
             await ctx.progress(TransferProgress(bytes_done=size, bytes_total=size, checkpoint=[(0, size)]))
             ctx.event(f"Moved {disk.disk_id} into {final}")
-        elif not final.exists() or ctx.checkpoint:
+        elif not final.exists() or ctx.checkpoint is not None:
+            # An existing file and no checkpoint at all: an attempt that died after finishing it (the copier
+            # writes its checkpoint file before its first write; an empty list means a copy was begun).
             # The image file is copied as bytes: qcow2 is sparse-friendly and resumable this way.
             source = open_local_source(src_path, "raw")
             target = LocalFileTarget(final, source.size)
             try:
                 await copy_disk(source, target, checkpoint=ctx.checkpoint, on_progress=ctx.progress,
-                                bandwidth_limit=ctx.bandwidth_limit)
+                                bandwidth_limit=ctx.bandwidth_limit, durable=ctx.durable)
             finally:
                 source.close()
                 target.close()

@@ -393,14 +393,19 @@ def test_force_cancel_terminates_and_still_releases(stack: RunningStack) -> None
         assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))
 
 
-def data_midpoint(path: Path) -> int:
-    """The disk offset with half of the allocated bytes before it (``qemu-img map``)."""
+def data_extents(path: Path) -> list[dict[str, int]]:
+    """The allocated extents of a raw image (``qemu-img map``)."""
     import json
     import subprocess
 
-    extents = [e for e in json.loads(subprocess.run(["qemu-img", "map", "--output=json", "-f", "raw", str(path)],
-                                                    check=True, capture_output=True, text=True).stdout) if e["data"]]
-    remaining = sum(e["length"] for e in extents) // 2
+    return [e for e in json.loads(subprocess.run(["qemu-img", "map", "--output=json", "-f", "raw", str(path)],
+                                                 check=True, capture_output=True, text=True).stdout) if e["data"]]
+
+
+def data_midpoint(path: Path, fraction: float = 0.5) -> int:
+    """The disk offset with ``fraction`` (half) of the allocated bytes before it."""
+    extents = data_extents(path)
+    remaining = int(sum(e["length"] for e in extents) * fraction)
     for e in extents:
         if e["length"] >= remaining:
             return int(e["start"] + remaining)
@@ -438,6 +443,45 @@ def test_worker_killed_mid_replication_resumes_from_checkpoint(stack: RunningSta
     read = int(re.search(r"read (\d+) bytes", next(m for m in events if m.startswith("Replica of"))).group(1))  # type: ignore[union-attr]
     assert read < 48 * MiB, f"the resumed attempt re-read everything ({read} bytes)"
     assert same_bytes(src / "vm-a" / "disk-0.raw", replica_of(dst, t["id"]))
+
+
+def test_worker_killed_at_90_percent_of_replication_rereads_at_most_the_rest(stack: RunningStack) -> None:
+    """Issue 11: at the default 30 s heartbeat timeout the server held only the sync's first heartbeat; the
+    checkpoint file in scratch keeps up with every batch of chunks, the sync's unit of progress."""
+    import signal
+
+    from tests.helpers import default_heartbeat_timeout
+    from workflows.transfer_types import REPLICA_CHUNK
+
+    batch = 64 * REPLICA_CHUNK  # diskio.replica.sync_replica's default batch: its lane's unit of work
+    src, dst = inventories(stack, ["vm-a"], data_mib=64)
+    disk = src / "vm-a" / "disk-0.raw"
+    allocated = sum(e["length"] for e in data_extents(disk))
+    at_90 = data_midpoint(disk, 0.9)  # progress is a position on the disk: 90 % of the data lies before it
+    with default_heartbeat_timeout(stack), stack.client() as api:
+        t = new_transfer(api, src, dst, source_environment={"bandwidth_limit": 8 * MiB})
+        e = api.execute_transfer(t["id"])
+
+        def position() -> int:
+            task = task_of(api.get_execution(t["id"], e["id"]), "REPLICATE_DISKS")
+            return task["progress_updates"][-1]["current_step"] if task["progress_updates"] else 0
+
+        wait_for(lambda: position() >= at_90, 120, 0.05, "90 % of the disk's data replicated")
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        stack.stack.restart("worker")
+        final = api.wait_execution(t["id"], e["id"], 240)
+    assert final["status"] == "COMPLETED", final
+    events = [ev["message"] for ev in task_of(final, "REPLICATE_DISKS")["events"]]
+    resumed = [m for m in events if m.startswith("Resuming the sync")]
+    assert resumed, f"the sync finished before the kill: {events}"
+    already = int(re.search(r"checkpoint: (\d+) of", resumed[-1]).group(1))  # type: ignore[union-attr]
+    read = int(re.search(r"read (\d+) bytes", [m for m in events if m.startswith("Replica of")][-1]).group(1))  # type: ignore[union-attr]
+    print(f"killed past offset {at_90}; the retry resumed at {already} and re-read {read} of {allocated} bytes")
+    assert already >= at_90
+    assert read <= allocated // 10 + batch, (read, allocated, batch)
+    assert same_bytes(disk, replica_of(dst, t["id"]))
 
 
 def test_lists_page_with_marker_limit_and_sort_keys(stack: RunningStack) -> None:

@@ -53,6 +53,25 @@ def test_a_cancel_stops_a_capped_export_well_before_its_end(stack: RunningStack)
     assert not (dst / "vm-a").exists()
 
 
+def test_a_cancel_stops_a_capped_replication_well_before_its_end(stack: RunningStack) -> None:
+    src, dst = inventories(stack, ["vm-a"], data_mib=24)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        t = api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                skip_os_morphing=True, destination_environment={"verify_boot": False},
+                                source_environment={"bandwidth_limit": MiB})
+        e = api.execute_transfer(t["id"])
+        replica = dst / ".sterna-replicas" / t["id"] / "vm-a" / "disk-0.raw"
+        wait_for(lambda: replica.exists() and replica.stat().st_blocks > 0, 60, 0.1, "replication under way")
+        api.cancel_execution(t["id"], e["id"])
+        final = api.wait_execution(t["id"], e["id"], 120)
+    assert final["status"] == "CANCELED"
+    # A full sync writes only the source's data into a sparse replica: what it holds is what was written.
+    written = replica.stat().st_blocks * 512
+    assert 0 < written < 12 * MiB, f"{written} of 24 MiB written: the sync ran on after the cancel"
+    assert not (Path(stack.settings.scratch) / t["id"]).exists()
+
+
 class SlowDisk:
     """A VM whose disk file is a FIFO fed slowly by a thread: the snapshot's ``cp`` lasts until we stop it."""
 

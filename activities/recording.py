@@ -112,6 +112,17 @@ async def heartbeating(every: float | None = None,
             await beater
 
 
+def _why_stopped() -> str:
+    """The event of a cancelled attempt. Temporal cancels an attempt it gave up on (heartbeat timeout,
+    terminated workflow) too, at its next heartbeat: say which, for whoever reads the task's events."""
+    details = activity.cancellation_details()
+    if details is not None and details.not_found:
+        return "Temporal no longer runs this attempt (it timed out, or its workflow was terminated): stopped"
+    if details is not None and details.worker_shutdown:
+        return "The worker is shutting down: stopped"
+    return "Cancellation requested: stopped"
+
+
 @asynccontextmanager
 async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskRecorder]:
     """Mark the task RUNNING on this host; COMPLETED on success.
@@ -133,7 +144,7 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
     try:
         yield recorder
     except asyncio.CancelledError:
-        await asyncio.shield(recorder.aevent("Cancellation requested: stopped", "WARNING"))
+        await asyncio.shield(recorder.aevent(_why_stopped(), "WARNING"))
         raise
     except Exception as exc:
         err = to_application_error(exc)

@@ -90,7 +90,9 @@ async def heartbeating(every: float | None = None,
     within one heartbeat timeout instead of the step's whole start-to-close timeout.
     """
     timeout = activity.info().heartbeat_timeout
-    period = every or (timeout.total_seconds() / 4 if timeout else 5.0)
+    # Every second at most: a heartbeat call is local (the worker sends one per throttle interval), and
+    # the sent one is what a cancel answers, so a snapshot copy stops within seconds of it.
+    period = every or min(timeout.total_seconds() / 4 if timeout else 5.0, 1.0)
 
     async def beat() -> None:
         while True:

@@ -88,7 +88,8 @@ def kill_children_using(path: Path) -> list[int]:
     A cancelled step's provider call keeps running in its thread, and so does the ``cp`` it
     started; this ends the child, so that the thread returns and the step can clean up.
     """
-    me, mark = os.getpid(), str(path).encode()
+    me, exact = os.getpid(), str(path).encode()
+    under = exact.rstrip(b"/") + b"/"
     killed = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -98,7 +99,10 @@ def kill_children_using(path: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) != me or mark not in cmdline:
+        if int(stat.rsplit(")", 1)[1].split()[1]) != me:
+            continue
+        # whole arguments: /scratch/m/vm-a must not match a sibling's /scratch/m/vm-ab
+        if not any(arg == exact or arg.startswith(under) for arg in cmdline.split(b"\0")):
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(entry.name), signal.SIGKILL)

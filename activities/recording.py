@@ -92,7 +92,9 @@ async def heartbeating(every: float | None = None,
     within one heartbeat timeout instead of the step's whole start-to-close timeout.
     """
     timeout = activity.info().heartbeat_timeout
-    period = every or (timeout.total_seconds() / 4 if timeout else 5.0)
+    # Every second at most: a heartbeat call is local (the worker sends one per throttle interval), and
+    # the sent one is what a cancel answers, so a snapshot copy stops within seconds of it.
+    period = every or min(timeout.total_seconds() / 4 if timeout else 5.0, 1.0)
 
     async def beat() -> None:
         while True:
@@ -112,6 +114,17 @@ async def heartbeating(every: float | None = None,
         beater.cancel()
         with suppress(asyncio.CancelledError):
             await beater
+
+
+def _why_stopped() -> str:
+    """The event of a cancelled attempt. Temporal cancels an attempt it gave up on (heartbeat timeout,
+    terminated workflow) too, at its next heartbeat: say which, for whoever reads the task's events."""
+    details = activity.cancellation_details()
+    if details is not None and details.not_found:
+        return "Temporal no longer runs this attempt (it timed out, or its workflow was terminated): stopped"
+    if details is not None and details.worker_shutdown:
+        return "The worker is shutting down: stopped"
+    return "Cancellation requested: stopped"
 
 
 @asynccontextmanager
@@ -135,7 +148,7 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
     try:
         yield recorder
     except asyncio.CancelledError:
-        await asyncio.shield(recorder.aevent("Cancellation requested: stopped", "WARNING"))
+        await asyncio.shield(recorder.aevent(_why_stopped(), "WARNING"))
         raise
     except Exception as exc:
         err = to_application_error(exc)

@@ -37,7 +37,7 @@ async def source_slot(services: Services, source: ExportProvider, snapshot: Sour
     # A holder that died keeps its slot at most this long: a few missed heartbeats.
     ttl = max(3 * services.settings.heartbeat_timeout, 10.0)
     waited = False
-    while (slot := await asyncio.to_thread(slots.acquire, host, limit, holder, ttl)) is None:
+    while (slot := await _take(slots, host, limit, holder, ttl)) is None:
         if not waited:
             waited = True
             await rec.aevent(f"Waiting for one of the {limit} transfer slots of source host {host}")
@@ -59,3 +59,17 @@ async def source_slot(services: Services, source: ExportProvider, snapshot: Sour
         with suppress(asyncio.CancelledError):
             await renewer
         await asyncio.shield(asyncio.to_thread(slots.release, host, slot, holder))
+
+
+async def _take(slots: SourceHostSlots, host: str, limit: int, holder: str, ttl: float) -> int | None:
+    """One try for a slot. A cancel that lands while the DB call runs gives back what it got: the
+    slot would stay taken until its lease ran out otherwise."""
+    trying = asyncio.ensure_future(asyncio.to_thread(slots.acquire, host, limit, holder, ttl))
+    try:
+        return await asyncio.shield(trying)
+    except asyncio.CancelledError:
+        with suppress(Exception):
+            got = await trying
+            if got is not None:
+                await asyncio.to_thread(slots.release, host, got, holder)
+        raise

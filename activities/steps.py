@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 
@@ -21,6 +21,7 @@ from activities.context import dest_env, source_env, step_context
 from activities.recording import TaskRecorder, heartbeating, task_running
 from activities.services import Services
 from activities.slots import source_slot
+from core.children import kill_children_using
 from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
 from core.models import DeployedInstance, DiskLocator
@@ -35,6 +36,7 @@ from workflows.types import (
     MorphResult,
     SnapshotResult,
     StepInput,
+    TaskRef,
     UploadResult,
     ValidateResult,
 )
@@ -42,6 +44,8 @@ from workflows.types import (
 if TYPE_CHECKING:
     from diskio.checkpoint import CheckpointFile
     from diskio.copier import CopyResult
+
+T = TypeVar("T")
 
 
 def _previous_heartbeat() -> Heartbeat | None:
@@ -96,22 +100,24 @@ class MigrationActivities:
         """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
         async with task_running(self.services, inp.task) as rec, heartbeating():
             source = await self._source(inp)
-            workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
+            workdir = scratch_dir(self.services.settings.scratch, inp.task)
+            host_queue = self.services.settings.host_task_queue
+            # Recorded before anything is written, so that a force-cancel (which skips the workflow's
+            # cleanup) finds a partial copy too.
+            for key, value in (("workdir", str(workdir)), ("host_queue", host_queue)):
+                await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
+                                        inp.task.instance, key, value)
             workdir.mkdir(parents=True, exist_ok=True)
             env, action = source_env(inp), await step_context(self.services, inp)
             if inp.source_environment.get("shutdown_instances"):
                 await asyncio.to_thread(source.shutdown_instance, env, inp.task.instance)
                 await rec.aevent("Source instance shut down")
-            snap = await asyncio.to_thread(source.snapshot_instance, env, inp.task.instance, workdir, action)
+            snap = await _stoppable(workdir, source.snapshot_instance, env, inp.task.instance, workdir, action)
             await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
                              f"on host {self.services.settings.worker_host_id}")
-            # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
-            for key, value in (("snapshot", snap.model_dump(mode="json")), ("workdir", str(workdir)),
-                               ("host_queue", self.services.settings.host_task_queue)):
-                await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
-                                        inp.task.instance, key, value)
-            return SnapshotResult(snapshot=snap, host_queue=self.services.settings.host_task_queue,
-                                  workdir=str(workdir))
+            await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
+                                    inp.task.instance, "snapshot", snap.model_dump(mode="json"))
+            return SnapshotResult(snapshot=snap, host_queue=host_queue, workdir=str(workdir))
 
     @activity.defn(name=names.EXPORT_DISK)
     async def export_disk(self, inp: DiskStepInput) -> DiskStepResult:
@@ -300,11 +306,14 @@ class MigrationActivities:
                     await rec.aevent(line)
             finally:
                 # Scratch is ours, not a provider's: it goes even when an endpoint can no longer be used
-                # (e.g. its path is now outside STERNA_LOCAL_ROOTS).
-                if step.workdir:
-                    await asyncio.to_thread(shutil.rmtree, step.workdir, True)
-                    await rec.aevent(f"Scratch space {step.workdir} removed")
-                    await asyncio.to_thread(_remove_if_empty, Path(step.workdir).parent)
+                # (e.g. its path is now outside STERNA_LOCAL_ROOTS). Before the snapshot step returned,
+                # the workflow has no workdir: the one its ids give is where that step writes.
+                workdir = Path(step.workdir) if step.workdir else scratch_dir(self.services.settings.scratch,
+                                                                             step.task)
+                if workdir.exists():
+                    await asyncio.to_thread(shutil.rmtree, workdir, True)
+                    await rec.aevent(f"Scratch space {workdir} removed")
+                await asyncio.to_thread(_remove_if_empty, workdir.parent)
 
 
 async def _checked_boot(rec: TaskRecorder, dest: BootVerifier, env: Mapping[str, Any], deployed: DeployedInstance,
@@ -339,6 +348,35 @@ def _remove_if_empty(folder: Path) -> None:
     """The migration's scratch folder, once its last instance is cleaned up (others may still be running)."""
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+def scratch_dir(root: Path, task: TaskRef) -> Path:
+    """An instance's scratch folder on this host: from its ids alone, so it is known before the snapshot
+    starts and a cancel at any moment finds what the steps left there."""
+    return root / task.migration_id / _safe(task.instance)
+
+
+async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any) -> T:
+    """A blocking provider call that writes into ``workdir`` (a snapshot copy), stopped by a cancel.
+
+    A thread can't be interrupted, and the ``cp`` it runs would go on to the end: on a cancel, its
+    children that write there are killed, the thread is waited for, and what it wrote is removed,
+    unless the worker is only shutting down (a retry here reuses finished copies).
+    """
+    running = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        while not running.done():  # the call may start a next child after a kill
+            await asyncio.to_thread(kill_children_using, workdir)
+            await asyncio.wait({running}, timeout=0.5)
+        if not running.cancelled():
+            running.exception()  # the killed child's error: the cancel is what propagates
+        details = activity.cancellation_details()
+        if details is None or not details.worker_shutdown:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await asyncio.to_thread(_remove_if_empty, workdir.parent)
+        raise
 
 
 def _safe(name: str) -> str:

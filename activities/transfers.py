@@ -20,7 +20,7 @@ from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
 from activities.recording import task_running
 from activities.services import Services
-from activities.steps import _previous_heartbeat, _safe
+from activities.steps import _previous_heartbeat, _safe, scratch_dir
 from core.errors import Conflict, InvalidInput
 from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo
@@ -237,7 +237,7 @@ class TransferActivities:
         """
         step = inp.step
         async with task_running(self.services, step.task) as rec:
-            workdir = self.services.settings.scratch / step.task.migration_id / _safe(step.task.instance)
+            workdir = scratch_dir(self.services.settings.scratch, step.task)
             (workdir / "overlay").mkdir(parents=True, exist_ok=True)
             # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
             for name, value in (("workdir", str(workdir)), ("host_queue", self.services.settings.host_task_queue)):

@@ -17,6 +17,7 @@ from api.listing import ACTION_SORT, flag, page, status_filter
 from api.schedules import drop_schedules
 from api.transfer_schemas import TransferCreate, TransferUpdate
 from api.views import unmask
+from core.limits import bandwidth_limit
 from core.models import CHANGE_TRACKING
 from providers.base import ExportProvider, ImportProvider, ReplicaProvider, SnapshotReplicaProvider
 from providers.registry import provider_class
@@ -45,9 +46,16 @@ def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple
     return origin.id, dest.id, environments.marked(origin.type, dest.type)
 
 
+def _check_limits(source_env: dict[str, Any], dest_env: dict[str, Any]) -> None:
+    """A bad ``bandwidth_limit`` is a 400 now, not a failed execution later (as for migrations)."""
+    bandwidth_limit(source_env, "source_environment")
+    bandwidth_limit(dest_env, "destination_environment")
+
+
 def _create(d: Deps, ctx: RequestContext, req: TransferCreate) -> Migration:
     environments.check(source_environment=req.source_environment,
                        destination_environment=req.destination_environment)
+    _check_limits(req.source_environment or {}, req.destination_environment or {})
     origin_id, dest_id, marked = _check_endpoints(d, ctx, req)
     return d.store.create_action({
         "type": "transfer", "scenario": req.scenario or "replica", "project_id": ctx.project_id,
@@ -120,6 +128,7 @@ def _merge(row: Migration, req: TransferUpdate) -> dict[str, Any]:
     for name in ("notes", "clone_disks", "skip_os_morphing"):
         if getattr(req, name) is not None:
             fields[name] = getattr(req, name)
+    _check_limits(fields.get("source_environment", {}), fields.get("destination_environment", {}))
     return fields
 
 

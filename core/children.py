@@ -80,3 +80,31 @@ def sweep(scope: Path) -> list[int]:
             os.kill(int(entry.name), signal.SIGKILL)
             killed.append(int(entry.name))
     return killed
+
+
+def kill_children_using(path: Path) -> list[int]:
+    """Kill this process's own children whose command line names ``path`` (or a file under it).
+
+    A cancelled step's provider call keeps running in its thread, and so does the ``cp`` it
+    started; this ends the child, so that the thread returns and the step can clean up.
+    """
+    me, exact = os.getpid(), str(path).encode()
+    under = exact.rstrip(b"/") + b"/"
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != me:
+            continue
+        # whole arguments: /scratch/m/vm-a must not match a sibling's /scratch/m/vm-ab
+        if not any(arg == exact or arg.startswith(under) for arg in cmdline.split(b"\0")):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed.append(int(entry.name))
+    return killed

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     max_transfers_per_source_host: int = 8
     # Temporal timeouts, in seconds; inputs rather than constants so tests can shorten them.
     heartbeat_timeout: float = 30.0
+    #: most seconds between two heartbeats the SDK sends (it sends the latest at that pace). A cancel
+    #: reaches an activity only in a heartbeat's response: the SDK's own 0.8 x heartbeat timeout
+    #: (24 s) let a cancelled copy run on that long.
+    heartbeat_throttle: float = 1.0
     transfer_timeout: float = 24 * 3600.0
     host_schedule_to_start_timeout: float = 3600.0
     retry_max_interval: float = 30.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from diskio.ranges import Range, RangeSet, covers, merge, subtract, total
 
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 DEFAULT_LANES = 4
+#: seconds between two progress calls while the lanes are alive but no chunk completes
+TICK = 1.0
 
 ProgressCallback = Callable[[TransferProgress], Awaitable[None]]
 
@@ -141,10 +144,13 @@ async def copy_disk(
     target is new (``zero_initialized``), e.g. a retry on another host whose scratch file
     does not exist: then the checkpoint is stale and everything is copied. ``on_progress``
     is awaited after every completed chunk, with merged done ranges; if it raises (e.g.
-    ``asyncio.CancelledError``), the lanes finish the chunk they hold, nothing more is
-    started, and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
+    ``asyncio.CancelledError``), nothing more is started, the lanes stop at their next I/O
+    step (or bandwidth wait), and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
     second for this transfer. ``chunk_log`` receives one line per chunk:
-    ``offset length blake3:<hex> [zero]`` (the algorithm is named on every line).
+    ``offset length blake3:<hex> [zero]`` (the algorithm is named on every line). While no
+    chunk completes but the lanes are alive (moving bytes, or waiting for their bandwidth
+    share), ``on_progress`` is awaited again every ``TICK`` seconds with the same progress: the
+    caller heartbeats, and a cancel (which arrives only with a heartbeat response) gets in.
 
     ``verify`` reads every written step back and compares it with the bytes that were
     hashed. ``final_check`` also re-reads the whole target after ``flush`` and recomputes the
@@ -162,6 +168,7 @@ async def copy_disk(
     block = target_block(target.alignment, target.granularity)
     chunk_size = max(block, chunk_size // block * block)
     loop = asyncio.get_running_loop()
+    stop = threading.Event()
     pool = concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="diskio-lane")
     log = open(chunk_log, "a", encoding="ascii") if chunk_log is not None else None  # noqa: SIM115
     try:
@@ -187,6 +194,7 @@ async def copy_disk(
             block=block,
             verify=verify,
             limiter=RateLimiter(bandwidth_limit) if bandwidth_limit else None,
+            stop=stop,
         )
         await _drive(loop, pool, mover, chunks, run, lanes=lanes, log=log, on_progress=on_progress,
                      durable=durable)
@@ -198,6 +206,7 @@ async def copy_disk(
         if keep:
             run.result.target_digest = await _final_check(loop, pool, mover, chunks, run, lanes=lanes)
     finally:
+        stop.set()
         await _stop(loop, pool)
         if log is not None:
             log.close()
@@ -231,7 +240,12 @@ async def _drive(
                 inflight.add(loop.run_in_executor(pool, work, chunk))
             if not inflight:
                 break
-            finished, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            finished, inflight = await asyncio.wait(inflight, timeout=TICK, return_when=asyncio.FIRST_COMPLETED)
+            if not finished:
+                # A stuck lane stays silent, so Temporal's heartbeat timeout still catches it.
+                if on_progress is not None and mover.alive():
+                    await on_progress(run.progress())
+                continue
             errors = [exc for fut in finished if (exc := fut.exception()) is not None]
             if errors:
                 raise errors[0]  # every finished future's outcome is retrieved: no stray warnings

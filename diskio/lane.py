@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from core.errors import IntegrityError, TransferError
 from diskio import digest
 from diskio.base import DiskSource, DiskTarget
-from diskio.limiter import RateLimiter
+from diskio.limiter import RateLimiter, Stopped
 from diskio.plan import Chunk
 
 #: zero runs are skipped in units of this size (or the step, if smaller), keeping writes large
@@ -74,8 +74,15 @@ class ChunkMover:
         block: int,
         verify: bool,
         limiter: RateLimiter | None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.source = source
+        #: set when the transfer ends early (cancel, error): lanes give up between two I/O steps
+        self.stop = stop or threading.Event()
+        #: liveness, not a count: changes with every I/O step (see ``alive``)
+        self._steps = 0
+        self._seen_steps = 0
+        self._waiting = 0
         self.target = target
         self.verify = verify and target.readable
         self.limiter = limiter
@@ -89,6 +96,18 @@ class ChunkMover:
         self._pool: queue.SimpleQueue[_Buffers] = queue.SimpleQueue()
 
     # -- helpers -------------------------------------------------------------------------
+    def _check(self) -> None:
+        # A thread cannot be cancelled: a lane checks between steps, so a cancelled copy lets go
+        # of its source and target within one I/O step instead of finishing its chunk.
+        if self.stop.is_set():
+            raise Stopped("the transfer was stopped")
+        self._steps += 1
+
+    def alive(self) -> bool:
+        """Whether a lane moved a step since the last call, or waits for its bandwidth share now."""
+        moved, self._seen_steps = self._steps != self._seen_steps, self._steps
+        return moved or self._waiting > 0
+
     def _take(self) -> _Buffers:
         try:
             return self._pool.get_nowait()
@@ -134,6 +153,7 @@ class ChunkMover:
         try:
             sha, zeros = digest.new(), 0
             for pos in range(0, chunk.length, self.step):
+                self._check()
                 n = min(self.step, chunk.length - pos)
                 view = memoryview(bufs.data)[:n]
                 if self.target.readinto(chunk.offset + pos, view) != n:
@@ -154,13 +174,20 @@ class ChunkMover:
 
     def _copy(self, chunk: Chunk, bufs: _Buffers, repair: bool) -> Outcome:
         if self.limiter is not None:
-            self.limiter.acquire(chunk.length)
+            with self._lock:
+                self._waiting += 1
+            try:
+                self.limiter.acquire(chunk.length, self.stop)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
         out = Outcome(chunk, b"")
         sha = digest.new()
         data, step, target = bufs.data, self.step, self.target
         split_zero_runs = self.zero_run < step
         zeros = 0  # zero bytes not yet fed to the hash: an all-zero chunk is never hashed
         for pos in range(0, chunk.length, step):
+            self._check()
             n = min(step, chunk.length - pos)
             offset = chunk.offset + pos
             view = bufs.view if n == step else bufs.view[:n]

@@ -6,6 +6,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from core.errors import TransferError
+
+
+class Stopped(TransferError):
+    """The transfer was told to stop (cancelled, or its attempt ended) while this lane waited or worked."""
+
 
 class RateLimiter:
     """Paces callers to ``rate`` bytes per second on average.
@@ -33,14 +39,24 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._next = clock()
 
-    def acquire(self, nbytes: int) -> float:
-        """Block until ``nbytes`` may move; returns the seconds slept."""
+    def acquire(self, nbytes: int, stop: threading.Event | None = None) -> float:
+        """Block until ``nbytes`` may move; returns the seconds slept.
+
+        With ``stop``, the wait ends as soon as it is set, with ``Stopped``: a cancelled transfer
+        does not sleep out the time its lanes had booked.
+        """
         with self._lock:
             now = self._clock()
             start = max(self._next, now - self.burst)
             self._next = start + nbytes / self.rate
             wait = start - now
-        if wait > 0:
+        if stop is not None and stop.is_set():
+            raise Stopped("the transfer was stopped")
+        if wait <= 0:
+            return 0.0
+        if stop is None:
             self._sleep(wait)
-            return wait
-        return 0.0
+        elif stop.wait(wait):
+            raise Stopped("the transfer was stopped while waiting for its bandwidth share")
+        return wait
+

@@ -13,6 +13,7 @@ and where a cancel lands.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from diskio import digest
 from diskio.base import DiskSource, DiskTarget, Extent
 from diskio.checkpoint import Checkpointer
+from diskio.limiter import Stopped
 
 
 @dataclass
@@ -59,6 +61,12 @@ class _Sync:
                           else None)
         self._zero: dict[tuple[int, bool], bytes] = {}
         self.result = ReplicaSync(digests=b"")
+        #: set when the sync ends early (a cancel): the batch thread stops at its next chunk
+        self.stop = threading.Event()
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise Stopped("the replica sync was stopped")
 
     def zero_digest(self, length: int, old: bool = False) -> bytes:
         key = (length, old)
@@ -69,12 +77,14 @@ class _Sync:
     def recompute(self, start: int, stop: int) -> None:
         """Digests of chunks an earlier attempt already brought across, read back from the replica."""
         for i in range(start, stop):
+            self._check()
             offset = i * self.chunk
             length = min(self.chunk, self.src.size - offset)
             self.out[i * self.ds:(i + 1) * self.ds] = self.hash(self.dst.read(offset, length))
 
     def batch(self, start: int, stop: int) -> None:
         for i in range(start, stop):
+            self._check()
             if self.candidate is not None and not self.candidate[i]:
                 assert self.previous is not None
                 self.out[i * self.ds:(i + 1) * self.ds] = self.previous[i * self.ds:(i + 1) * self.ds]
@@ -131,16 +141,20 @@ async def sync_replica(
     ``on_progress`` reports it; the caller reads it back into ``resume_from`` on a retry.
     """
     sync = _Sync(src, dst, previous, chunk_size, digest_size, changed)
+    if bandwidth_limit:
+        # Batches of about a quarter second of the cap: progress (the heartbeat that carries a
+        # cancel) keeps coming, and the pause after a batch is short.
+        batch_chunks = max(1, min(batch_chunks, bandwidth_limit // 4 // chunk_size))
     first = min(sync.count, resume_from // chunk_size)
     if durable is not None:
         await durable.begin(dst, [(0, min(src.size, first * chunk_size))])
     for start in range(0, first, batch_chunks * 4):
-        await asyncio.to_thread(sync.recompute, start, min(first, start + batch_chunks * 4))
+        await _in_thread(sync, sync.recompute, start, min(first, start + batch_chunks * 4))
         await on_progress(min(src.size, min(first, start + batch_chunks * 4) * chunk_size), src.size)
     started = time.monotonic()
     for start in range(first, sync.count, batch_chunks):
         stop = min(sync.count, start + batch_chunks)
-        await asyncio.to_thread(sync.batch, start, stop)
+        await _in_thread(sync, sync.batch, start, stop)
         if durable is not None:
             await durable.offer([(0, min(src.size, stop * chunk_size))])
         await on_progress(min(src.size, stop * chunk_size), src.size)
@@ -154,3 +168,19 @@ async def sync_replica(
         await durable.finish()
     sync.result.digests = digest.encode_map(bytes(sync.out), digest_size)
     return sync.result
+
+
+async def _in_thread(sync: _Sync, work: Callable[[int, int], None], start: int, stop: int) -> None:
+    """Run one batch in a thread; on a cancel, stop it at its next chunk and wait for it.
+
+    Returning while the thread still writes would let the caller close the replica under it.
+    """
+    running = asyncio.ensure_future(asyncio.to_thread(work, start, stop))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        sync.stop.set()
+        await asyncio.wait({running})
+        if not running.cancelled():
+            running.exception()  # retrieved (``Stopped``, most likely): the cancel is what propagates
+        raise

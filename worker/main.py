@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from temporalio.worker import Worker
@@ -79,19 +80,21 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     ]
     executor = ThreadPoolExecutor(max_workers=16)
     interceptors = [Observability(), SecretEnvironments(services)]
+    throttle = timedelta(seconds=settings.heartbeat_throttle)
+    beats: dict[str, Any] = dict(max_heartbeat_throttle_interval=throttle, default_heartbeat_throttle_interval=throttle)
     workers = [
         Worker(client, task_queue=settings.task_queue,
                workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow, ForcedCleanupWorkflow,
                           TransferExecutionWorkflow, TransferInstanceWorkflow, DeploymentWorkflow,
                           DeploymentInstanceWorkflow],
-               activities=light, activity_executor=executor, interceptors=interceptors),
+               activities=light, activity_executor=executor, interceptors=interceptors, **beats),
         Worker(client, task_queue=settings.data_task_queue,
                activities=[steps.snapshot, steps.cleanup, steps.release_snapshot, transfers.create_overlay],
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,
-               interceptors=interceptors),
+               interceptors=interceptors, **beats),
         Worker(client, task_queue=settings.host_task_queue, activities=disk,
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,
-               interceptors=interceptors),
+               interceptors=interceptors, **beats),
     ]
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

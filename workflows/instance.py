@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows.failures import failure_message
     from workflows.shield import shielded
-    from workflows.steps import Steps, retry
+    from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, retry
     from workflows.types import (
         CleanupInput,
         DeployInput,
@@ -97,7 +97,8 @@ class InstanceMigrationWorkflow:
         hardened = workflow.patched(HARDENED_TIMEOUTS)
         failover = workflow.patched(HOST_FAILOVER)
         steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat) if hardened else None,
-                      disk_attempts=DISK_ATTEMPTS if hardened else 0)
+                      disk_attempts=DISK_ATTEMPTS if hardened else 0,
+                      snapshot_waits=workflow.patched(SNAPSHOT_CANCEL_WAITS))
         step = StepInput.for_task(m, self._ref(inp, TaskType.VALIDATE))
         imported: list[ImportedDisk] = []
         deployed: DeployedInstance | None = None

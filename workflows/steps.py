@@ -40,6 +40,17 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
+#: A cancel waits for the snapshot step to stop its copy and remove it (issue 11, reproducer 6); before,
+#: the cleanup ran while the copy went on, and knew no folder to remove.
+SNAPSHOT_CANCEL_WAITS = "snapshot-cancel-waits"
+
+
+def snapshot_cancellation(patched: bool) -> workflow.ActivityCancellationType:
+    """How a cancel treats the snapshot step; ``patched``: ``workflow.patched(SNAPSHOT_CANCEL_WAITS)``."""
+    return (workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED if patched
+            else workflow.ActivityCancellationType.TRY_CANCEL)
+
+
 def retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
     return RetryPolicy(
         initial_interval=timedelta(seconds=1),
@@ -60,6 +71,8 @@ class Steps:
     disk_attempts: int
     #: attempts of the shielded cleanup
     cleanup_attempts: int = 10
+    #: a cancel waits for the snapshot step to end (False only for histories from before that patch)
+    snapshot_waits: bool = False
 
     def _host(self, queue: str) -> dict[str, Any]:
         """A step pinned to the host that holds the instance's scratch files; a cancel waits for it."""
@@ -79,7 +92,7 @@ class Steps:
             names.SNAPSHOT_INSTANCE, step, result_type=SnapshotResult, summary=summary,
             task_queue=workflow.info().task_queue + "-data",
             start_to_close_timeout=timedelta(seconds=self.t.transfer), heartbeat_timeout=self.heartbeat,
-            retry_policy=retry(self.t, 5),
+            retry_policy=retry(self.t, 5), cancellation_type=snapshot_cancellation(self.snapshot_waits),
         )
         return result
 

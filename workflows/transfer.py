@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         record_failure,
         shielded,
     )
+    from workflows.steps import SNAPSHOT_CANCEL_WAITS, snapshot_cancellation
     from workflows.transfer_types import (
         ActionPlan,
         AutoDeployment,
@@ -135,6 +136,7 @@ class TransferInstanceWorkflow:
                 start_to_close_timeout=timedelta(seconds=t.transfer), retry_policy=_retry(t, 5),
                 # A snapshot copy can take long: a dead worker's attempt is retried after this, not hours.
                 heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
+                cancellation_type=snapshot_cancellation(workflow.patched(SNAPSHOT_CANCEL_WAITS)),
             )
             host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
 

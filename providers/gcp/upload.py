@@ -33,7 +33,7 @@ import google_crc32c
 
 from core.errors import IntegrityError, InvalidInput, ProviderTransient
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
-from diskio.limiter import RateLimiter
+from diskio.limiter import RateLimiter, Stopped
 from diskio.local import open_local_source
 from diskio.sparsetar import SparseTarStream, rechunk
 from providers.base import ActionContext, TransferContext, TransferProgress
@@ -124,7 +124,10 @@ class _Upload:
                 data = pending[offset - pos:]
                 while True:
                     if self.limiter:
-                        self.limiter.acquire(len(data))
+                        try:
+                            self.limiter.acquire(len(data), self.stop)
+                        except Stopped:
+                            return  # cancelled while waiting for its bandwidth share
                     persisted = self._put(data, offset, total)
                     self.sent += len(data)
                     if persisted >= end:

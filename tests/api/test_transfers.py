@@ -138,10 +138,20 @@ def test_bad_input_gets_4xx_and_writes_nothing(stack: RunningStack) -> None:
         pool = {"transfer": {"origin_endpoint_id": origin, "destination_endpoint_id": dest, "instances": ["vm-a"],
                              "origin_minion_pool_id": "5d0f4e7a-0000-4000-8000-000000000000"}}
         assert "minion pools" in error_of(api.http.post("/transfers", json=pool), 400)
+        # Issue 11, reproducers 9 and 10: a tiny, negative or non-numeric limit is refused up front.
+        for value in (1, -1, "fast"):
+            tiny = {"transfer": {"origin_endpoint_id": origin, "destination_endpoint_id": dest, "instances": ["vm-a"],
+                                 "source_environment": {"bandwidth_limit": value}}}
+            message = error_of(api.http.post("/transfers", json=tiny), 400)
+            assert "source_environment.bandwidth_limit must be an integer" in message
         assert counts(stack, api) == before
 
         t = api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"])
         before = counts(stack, api)
+        tiny_update = {"transfer": {"destination_environment": {"bandwidth_limit": 1}}}
+        r = api.http.put(f"/transfers/{t['id']}", json=tiny_update)
+        assert "destination_environment.bandwidth_limit must be an integer" in error_of(r, 400)
+        assert "bandwidth_limit" not in api.get_transfer(t["id"])["destination_environment"]
         message = error_of(api.http.post("/deployments", json={"deployment": {"transfer_id": t["id"]}}), 400)
         assert "no completed execution" in message
         for field, value in (("minute", 60), ("hour", 24), ("dom", 0), ("month", 13), ("dow", 7)):

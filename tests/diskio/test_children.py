@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.children import sweep
+from core.children import kill_children_using, sweep
 
 
 def _alive(pid: int) -> bool:
@@ -76,3 +76,26 @@ def test_sweep_kills_what_a_dead_worker_left_and_nothing_else(tmp_path: Path) ->
             proc.kill()
             proc.wait()
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_cancelled_step_kills_only_its_own_children_writing_into_its_folder(tmp_path: Path) -> None:
+    # Reproducer 6: a cancelled snapshot's cp ran on to the end in its thread.
+    mine, sibling = tmp_path / "m" / "vm-a", tmp_path / "m" / "vm-ab"
+    for folder in (mine, sibling):
+        folder.mkdir(parents=True)
+        (folder / "x.partial").touch()
+    # ``tail -f`` names a file under the folder in its arguments, as ``cp src <folder>/x.partial`` does.
+    ours = subprocess.Popen(["tail", "-f", str(mine / "x.partial")], stderr=subprocess.DEVNULL)
+    theirs = subprocess.Popen(["tail", "-f", str(sibling / "x.partial")], stderr=subprocess.DEVNULL)
+    try:
+        for proc in (ours, theirs):  # a just-spawned child shows its command line once exec is done
+            deadline = time.monotonic() + 10
+            while not Path(f"/proc/{proc.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert kill_children_using(mine) == [ours.pid]
+        assert ours.wait(10) == -signal.SIGKILL
+        assert theirs.poll() is None, "a sibling instance's child was killed"
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()

@@ -442,3 +442,46 @@ async def test_checkpoint_against_a_new_target_is_ignored_not_trusted(
     assert result.checkpoint_discarded
     assert result.chunks_resumed == 0 and result.bytes_read == 4 * MiB
     assert same_bytes(src, tmp_path / "elsewhere.raw")
+
+
+async def test_a_cancel_stops_lanes_waiting_for_their_bandwidth_share(disk: DiskFactory, tmp_path: Path) -> None:
+    # Issue 11, reproducers 7 and 9: 4 lanes of 8 MiB chunks under 1 MiB/s book half a minute of
+    # the timeline ahead; a cancelled copy used to sleep that out, and read the chunks after it.
+    src = disk(size=64 * MiB, runs=[(0, 64 * MiB)])
+    source = CountingSource(src)
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    first = asyncio.Event()
+
+    async def progress(p: TransferProgress) -> None:
+        first.set()
+
+    task = asyncio.ensure_future(
+        copy_disk(source, target, chunk_size=8 * MiB, lanes=4, on_progress=progress, bandwidth_limit=MiB)
+    )
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The first chunk passes on the limiter's burst; the three lanes booked behind it read nothing.
+    assert source.bytes_read <= 8 * MiB, source.bytes_read
+    assert not [t for t in threading.enumerate() if t.name.startswith("diskio-lane")]
+    source.close()
+    target.close()
+
+
+async def test_lanes_waiting_for_bandwidth_keep_the_progress_calls_coming(
+    disk: DiskFactory, tmp_path: Path
+) -> None:
+    # A chunk that waits longer than a heartbeat period for its share must not silence the caller:
+    # its heartbeat is what a cancel answers, and what keeps the attempt from timing out.
+    src = disk(size=8 * MiB, runs=[(0, 4 * MiB)])
+    calls: list[int] = []
+
+    async def progress(p: TransferProgress) -> None:
+        calls.append(p.bytes_done)
+
+    await copy_file(src, tmp_path / "dst.raw", chunk_size=2 * MiB, lanes=1, on_progress=progress,
+                    bandwidth_limit=MiB)
+    # Two chunks: the second waits ~2 s for its share; the copier reports the unchanged progress meanwhile.
+    assert calls.count(2 * MiB) >= 2, calls
+    assert calls[-1] == 4 * MiB

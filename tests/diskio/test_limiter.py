@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from diskio.limiter import RateLimiter
+from diskio.limiter import RateLimiter, Stopped
 
 
 class FakeClock:
@@ -54,3 +54,35 @@ def test_idle_time_does_not_accumulate_beyond_the_burst() -> None:
     # Only 0.5 s of credit: 5 chunks go at once, the rest are paced.
     assert waits[:6] == [0.0] * 6
     assert abs(waits[-1] - 0.4) < 1e-9
+
+
+def test_a_stopped_wait_ends_at_once_with_stopped() -> None:
+    # Issue 11, reproducer 9: a lane of a tiny limit slept out its booked time inside the worker.
+    limiter = RateLimiter(1, burst=0.0)
+    stop = threading.Event()
+    outcome: list[BaseException | float] = []
+
+    def lane() -> None:
+        try:
+            outcome.append(limiter.acquire(10**6, stop))  # booked: 10^6 s from now
+            outcome.append(limiter.acquire(10**6, stop))
+        except Stopped as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=lane)
+    t.start()
+    stop.set()
+    t.join(timeout=60)
+    assert not t.is_alive(), "the lane still sleeps out its booked time"
+    assert isinstance(outcome[-1], Stopped), outcome
+
+
+def test_a_stopped_transfer_gets_no_more_bandwidth() -> None:
+    limiter = RateLimiter(1000)
+    stop = threading.Event()
+    stop.set()
+    try:
+        limiter.acquire(100, stop)
+    except Stopped:
+        return
+    raise AssertionError("acquire went on after stop")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import threading
 from pathlib import Path
+
+import pytest
 
 from diskio import digest
 from diskio.base import Extent
@@ -121,3 +124,44 @@ def test_changed_areas_limit_what_is_read_and_keep_the_other_digests(tmp_path: P
     assert again.digests == _sync(src, tmp_path / "fresh.raw", None).digests
     # Without a previous map the changed areas say nothing: a full sync.
     assert _sync(src, tmp_path / "other.raw", None, changed=[]).bytes_written > 0
+
+
+class GatedSource(RawFileSource):
+    """A real file source whose second read waits at a gate: a sync is cancelled while its thread reads."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads = 0
+        self.reached = threading.Event()
+        self.gate = threading.Event()
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.reads += 1
+        if self.reads == 2:
+            self.reached.set()
+            self.gate.wait(30)
+        return super().read(offset, length)
+
+
+def test_a_cancelled_sync_stops_its_thread_before_it_returns(tmp_path: Path) -> None:
+    # Issue 11, reproducer 7: the batch thread read (and wrote) on after the activity was cancelled.
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)
+    source, target = GatedSource(src), LocalFileTarget(dst, SIZE)
+
+    async def run() -> int:
+        task = asyncio.ensure_future(sync_replica(source, target, None, chunk_size=CHUNK, digest_size=16,
+                                                  on_progress=_noop))
+        await asyncio.to_thread(source.reached.wait, 30)
+        task.cancel()
+        asyncio.get_running_loop().call_later(0.2, source.gate.set)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return source.reads
+
+    try:
+        at_return = asyncio.run(run())  # asyncio.run also waits for every executor thread to end
+    finally:
+        source.close()
+        target.close()
+    assert at_return == source.reads == 2, (at_return, source.reads)

@@ -1,0 +1,196 @@
+"""Issue 11's trials: a worker kill and a cancel inside every step, each followed by an inventory.
+
+A kill (SIGKILL of the worker, then a restart) during snapshot, export, convert, upload, deploy or
+cleanup must end COMPLETED, with the step run again and a destination disk identical to the
+source. A cancel during each of those steps must end CANCELED with nothing left: no scratch
+files, no destination files, no qemu-img/qemu-nbd/cp process, no open workflow
+(``tests.leftovers``).
+
+Landing inside a step: export is slowed by its bandwidth limit and convert by a rate-limited
+``qemu-img`` (``convert_rate`` of the test-only ``gated-local`` provider); the other steps take
+milliseconds, so that provider holds them at a gate until the test lets them go
+(``tests.peers.gated``). A step counts as under way when Temporal lists its activity as pending
+for the instance's workflow and the step shows it (gate reached, or progress past zero).
+
+The trials of a phase run concurrently; one worker kill serves several kill trials. Kill trials
+run in two rounds: their held steps and running copies would otherwise need more disk-activity
+slots (``max_disk_activities``) than the worker has.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activities import names
+from client.sdk import SternaClient
+from tests.conftest import RunningStack, task, wait_final, wait_for
+from tests.helpers import identical, inventories
+from tests.leftovers import leftovers, pending_activities
+from tests.peers.gated import PLATFORM
+from tests.peers.gated import STEPS as GATED
+from workflows import ids
+from workflows.types import TaskType
+
+pytestmark = pytest.mark.slow
+
+MiB = 1024 * 1024
+#: step -> (its activity, its Coriolis task)
+STEP = {
+    "snapshot": (names.SNAPSHOT_INSTANCE, TaskType.SNAPSHOT),
+    "export": (names.EXPORT_DISK, TaskType.EXPORT),
+    "convert": (names.CONVERT_DISK, TaskType.CONVERT),
+    "upload": (names.UPLOAD_DISK, TaskType.UPLOAD),
+    "deploy": (names.DEPLOY_INSTANCE, TaskType.BOOT),
+    "cleanup": (names.CLEANUP_INSTANCE, TaskType.CLEANUP),
+}
+#: kill rounds: at most four steps on the host's queue at once (export, convert, upload, deploy, cleanup run there)
+KILL_ROUNDS = (("snapshot", "export", "convert", "upload"), ("deploy", "cleanup"))
+
+
+@dataclass
+class Trial:
+    stack: RunningStack
+    step: str
+    api: SternaClient
+    src: Path
+    dst: Path
+    gates: Path
+    migration_id: str = ""
+    final: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+
+    @property
+    def task_type(self) -> str:
+        return STEP[self.step][1].value
+
+    def release(self) -> None:
+        (self.gates / self.step).unlink(missing_ok=True)
+
+    def in_step(self) -> bool:
+        """The step's activity is pending in Temporal and the step itself is under way."""
+        pending = pending_activities(self.stack, ids.instance(self.migration_id, "vm-a"))
+        if STEP[self.step][0] not in {name for name, _ in pending}:
+            return False
+        if self.step in GATED:
+            return (self.gates / f"{self.step}.entered").exists()
+        t = task(self.api.get_migration(self.migration_id), "vm-a", self.task_type)
+        p = t["progress_updates"]
+        return t["status"] == "RUNNING" and bool(p) and 0 < p[-1]["current_step"] < (p[-1]["total_steps"] or 0)
+
+    def events(self, task_type: str | None = None) -> list[str]:
+        return [e["message"] for e in task(self.final, "vm-a", task_type or self.task_type)["events"]]
+
+
+def start(stack: RunningStack, step: str) -> Trial:
+    """A one-VM migration between gated endpoints, its gate at ``step`` closed (for a gated step)."""
+    src, dst = inventories(stack, ["vm-a"], data_mib={"export": 48, "convert": 24}.get(step, 4))
+    gates = stack.root / "gates" / src.name
+    gates.mkdir(parents=True)
+    if step in GATED:
+        (gates / step).touch()
+    api = stack.client()
+    trial = Trial(stack, step, api, src, dst, gates)
+    origin = api.create_endpoint(f"src-{src.name}", PLATFORM, {"path": str(src), "gates": str(gates)})
+    dest_info: dict[str, Any] = {"path": str(dst), "gates": str(gates)}
+    if step == "convert":
+        dest_info["convert_rate"] = 4 * MiB  # 24 MiB of data: ~6 s of qemu-img
+    dest = api.create_endpoint(f"dst-{dst.name}", PLATFORM, dest_info)
+    env = {"bandwidth_limit": 4 * MiB} if step == "export" else {}  # 48 MiB: ~12 s of copy
+    trial.migration_id = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
+                                              instances=["vm-a"], source_environment=env)["id"]
+    return trial
+
+
+def kill_round(stack: RunningStack, steps: tuple[str, ...]) -> list[Trial]:
+    """Hold every trial of the round inside its step, kill the worker once, restart it, let them go on."""
+    held = [start(stack, s) for s in steps if s in GATED]
+    wait_for(lambda: all(t.in_step() for t in held), 180, 0.3, f"{[t.step for t in held]} held")
+    # Copies last seconds, not indefinitely: they start once the held steps are in place.
+    moving = [start(stack, s) for s in steps if s not in GATED]
+    wait_for(lambda: all(t.in_step() for t in moving), 120, 0.2, f"{[t.step for t in moving]} under way")
+    worker = stack.stack.procs["worker"]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    trials = held + moving
+    for t in trials:
+        t.release()
+    stack.stack.restart("worker")
+    for t in trials:
+        try:
+            t.final = wait_final(t.api, t.migration_id, timeout=240)
+        except BaseException as err:
+            t.error = err
+    return trials
+
+
+def cancel_trial(stack: RunningStack, step: str) -> Trial:
+    trial = start(stack, step)
+    try:
+        wait_for(trial.in_step, 180, 0.2, f"{step} under way")
+        trial.api.cancel_migration(trial.migration_id)
+        if step in GATED and step != "cleanup":
+            # The held step itself must see the cancel (the cleanup is shielded from it by design).
+            wait_for(lambda: any("Cancellation requested" in e["message"] for e in task(
+                trial.api.get_migration(trial.migration_id), "vm-a", trial.task_type)["events"]),
+                60, 0.3, f"the cancel to reach the held {step}")
+        trial.release()
+        trial.final = wait_final(trial.api, trial.migration_id, timeout=120)
+    except BaseException as err:
+        trial.error = err
+    finally:
+        trial.release()
+    return trial
+
+
+def _close(trials: list[Trial]) -> None:
+    for t in trials:
+        t.api.close()
+
+
+@pytest.fixture(scope="module")
+def killed(stack: RunningStack) -> Iterator[dict[str, Trial]]:
+    trials = [t for steps in KILL_ROUNDS for t in kill_round(stack, steps)]
+    yield {t.step: t for t in trials}
+    _close(trials)
+
+
+@pytest.fixture(scope="module")
+def cancelled(stack: RunningStack) -> Iterator[dict[str, Trial]]:
+    with ThreadPoolExecutor(len(STEP)) as pool:
+        trials = list(pool.map(lambda s: cancel_trial(stack, s), STEP))
+    yield {t.step: t for t in trials}
+    _close(trials)
+
+
+@pytest.mark.parametrize("step", list(STEP))
+def test_worker_killed_during_step_completes_identical(killed: dict[str, Trial], step: str) -> None:
+    t = killed[step]
+    if t.error is not None:
+        raise t.error
+    assert t.final["last_execution_status"] == "COMPLETED", [(x["task_type"], x["exception_details"])
+                                                              for x in t.final["tasks"]]
+    # The kill landed inside the step: a new attempt of it ran on the restarted worker.
+    assert any(e.startswith("Attempt ") and " on host " in e for e in t.events()), t.events()
+    assert identical(t.src / "vm-a" / "disk-0.raw", t.dst / "vm-a" / "disk-0.qcow2")
+    assert leftovers(t.stack, t.final, t.src, t.dst, kept=frozenset({"vm-a"})) == []
+
+
+@pytest.mark.parametrize("step", list(STEP))
+def test_cancel_during_step_leaves_nothing(cancelled: dict[str, Trial], step: str) -> None:
+    t = cancelled[step]
+    if t.error is not None:
+        raise t.error
+    assert t.final["last_execution_status"] == "CANCELED", [(x["task_type"], x["status"]) for x in t.final["tasks"]]
+    if step != "cleanup":
+        assert task(t.final, "vm-a", t.task_type)["status"] == "CANCELED"
+        assert "Cancellation requested: stopped" in " ".join(t.events())
+    assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
+    assert leftovers(t.stack, t.final, t.src, t.dst) == []
+    assert (t.src / "vm-a" / "disk-0.raw").exists(), "the source is untouched"

@@ -21,7 +21,7 @@ from activities.services import Services
 from activities.slots import source_slot
 from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
-from core.models import DeployedInstance, DiskLocator
+from core.models import DeployedInstance, DiskLocator, SourceSnapshot
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
 from workflows.types import (
     CleanupInput,
@@ -107,18 +107,26 @@ class MigrationActivities:
             source = await self._source(inp)
             workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
             workdir.mkdir(parents=True, exist_ok=True)
-            if inp.source_environment.get("shutdown_instances"):
-                await asyncio.to_thread(source.shutdown_instance, inp.source_environment, inp.task.instance)
-                await rec.aevent("Source instance shut down")
-            snap = await asyncio.to_thread(source.snapshot_instance, inp.source_environment, inp.task.instance,
-                                           workdir)
-            await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
-                             f"on host {self.services.settings.worker_host_id}")
-            # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
-            for key, value in (("snapshot", snap.model_dump(mode="json")), ("workdir", str(workdir)),
-                               ("host_queue", self.services.settings.host_task_queue)):
-                await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
-                                        inp.task.instance, key, value)
+            snap: SourceSnapshot | None = None
+            try:
+                if inp.source_environment.get("shutdown_instances"):
+                    await asyncio.to_thread(source.shutdown_instance, inp.source_environment, inp.task.instance)
+                    await rec.aevent("Source instance shut down")
+                snap = await asyncio.to_thread(source.snapshot_instance, inp.source_environment,
+                                               inp.task.instance, workdir)
+                await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
+                                 f"on host {self.services.settings.worker_host_id}")
+                # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
+                for key, value in (("snapshot", snap.model_dump(mode="json")), ("workdir", str(workdir)),
+                                   ("host_queue", self.services.settings.host_task_queue)):
+                    await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
+                                            inp.task.instance, key, value)
+            except asyncio.CancelledError:
+                # The workflow learns the scratch folder and the snapshot only from this step's result, so
+                # its cleanup can't find what a cancelled snapshot made: remove it here (issue 11). A
+                # provider thread still copying writes into the removed folder's files, which go when it ends.
+                await asyncio.shield(asyncio.to_thread(_discard, source, snap, workdir))
+                raise
             return SnapshotResult(snapshot=snap, host_queue=self.services.settings.host_task_queue,
                                   workdir=str(workdir))
 
@@ -324,6 +332,16 @@ def retry_once(exc: BootInconclusive, attempt: int) -> BootInconclusive | BootFa
     if attempt >= 2:
         return BootFailed(f"{exc.message} (attempt {attempt}: not retried again)")
     return exc
+
+
+def _discard(source: ExportProvider, snapshot: SourceSnapshot | None, workdir: Path) -> None:
+    """What a cancelled snapshot step made: the source snapshot, the scratch space (and the migration's
+    folder if it is left empty)."""
+    if snapshot is not None:
+        with contextlib.suppress(Exception):  # best effort: the step ends cancelled either way
+            source.delete_snapshot(snapshot)
+    shutil.rmtree(workdir, ignore_errors=True)
+    _remove_if_empty(workdir.parent)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -110,13 +110,13 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "STERNA_SECRET_KEY": "8wQjO5X0Qm3h2dT0FZ5y0Y6xHkGv1tq3N4j9w8m0a0E=",
             "STERNA_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
             "STERNA_TEMPORAL_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-            # Test-only providers (``tests.peers.gated``), registered for the stack's processes alone.
-            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(plugin_path(root))])),
         }
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         settings = Settings()
-        stack = Stack(settings, env=env)
+        # Test-only providers (``tests.peers.gated``): registered for the stack's processes alone.
+        plugins = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(plugin_path(root))]))
+        stack = Stack(settings, env={**env, "PYTHONPATH": plugins})
         try:
             stack.start()
             yield RunningStack(stack, settings, f"http://127.0.0.1:{settings.api_port}", request.param, root)

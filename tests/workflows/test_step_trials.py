@@ -50,8 +50,10 @@ STEP = {
     "deploy": (names.DEPLOY_INSTANCE, TaskType.BOOT),
     "cleanup": (names.CLEANUP_INSTANCE, TaskType.CLEANUP),
 }
+#: the kill trial of a cancel's cleanup (issue 11: a kill there made the cancel take 10 minutes)
+CANCELLED_CLEANUP = "cleanup of a cancel"
 #: kill rounds: at most four steps on the host's queue at once (export, convert, upload, deploy, cleanup run there)
-KILL_ROUNDS = (("snapshot", "export", "convert", "upload"), ("deploy", "cleanup"))
+KILL_ROUNDS = (("snapshot", "export", "convert", "upload"), ("deploy", "cleanup", CANCELLED_CLEANUP))
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Trial:
     src: Path
     dst: Path
     gates: Path
+    key: str = ""
     migration_id: str = ""
     final: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
@@ -88,15 +91,16 @@ class Trial:
         return [e["message"] for e in task(self.final, "vm-a", task_type or self.task_type)["events"]]
 
 
-def start(stack: RunningStack, step: str) -> Trial:
-    """A one-VM migration between gated endpoints, its gate at ``step`` closed (for a gated step)."""
+def start(stack: RunningStack, step: str, *, also: tuple[str, ...] = (), key: str = "") -> Trial:
+    """A one-VM migration between gated endpoints, its gate at ``step`` closed (for a gated step),
+    and those of ``also``."""
     src, dst = inventories(stack, ["vm-a"], data_mib={"export": 48, "convert": 24}.get(step, 4))
     gates = stack.root / "gates" / src.name
     gates.mkdir(parents=True)
-    if step in GATED:
-        (gates / step).touch()
+    for gated in {step, *also} & set(GATED):
+        (gates / gated).touch()
     api = stack.client()
-    trial = Trial(stack, step, api, src, dst, gates)
+    trial = Trial(stack, step, api, src, dst, gates, key or step)
     origin = api.create_endpoint(f"src-{src.name}", PLATFORM, {"path": str(src), "gates": str(gates)})
     dest_info: dict[str, Any] = {"path": str(dst), "gates": str(gates)}
     if step == "convert":
@@ -108,12 +112,28 @@ def start(stack: RunningStack, step: str) -> Trial:
     return trial
 
 
+def cancel_reached(trial: Trial, task_type: str) -> bool:
+    return any("Cancellation requested" in e["message"]
+               for e in task(trial.api.get_migration(trial.migration_id), "vm-a", task_type)["events"])
+
+
+def cancelled_into_cleanup(stack: RunningStack) -> Trial:
+    """A migration cancelled in its held snapshot, on its way to the (held) cleanup that the cancel runs."""
+    trial = start(stack, "cleanup", also=("snapshot",), key=CANCELLED_CLEANUP)
+    wait_for((trial.gates / "snapshot.entered").exists, 180, 0.2, "the snapshot held")
+    trial.api.cancel_migration(trial.migration_id)
+    wait_for(lambda: cancel_reached(trial, TaskType.SNAPSHOT.value), 60, 0.3, "the cancel to reach the snapshot")
+    (trial.gates / "snapshot").unlink()
+    return trial
+
+
 def kill_round(stack: RunningStack, steps: tuple[str, ...]) -> list[Trial]:
     """Hold every trial of the round inside its step, kill the worker once, restart it, let them go on."""
-    held = [start(stack, s) for s in steps if s in GATED]
+    held = [cancelled_into_cleanup(stack) if s == CANCELLED_CLEANUP else start(stack, s)
+            for s in steps if s in GATED or s == CANCELLED_CLEANUP]
     wait_for(lambda: all(t.in_step() for t in held), 180, 0.3, f"{[t.step for t in held]} held")
     # Copies last seconds, not indefinitely: they start once the held steps are in place.
-    moving = [start(stack, s) for s in steps if s not in GATED]
+    moving = [start(stack, s) for s in steps if s not in GATED and s != CANCELLED_CLEANUP]
     wait_for(lambda: all(t.in_step() for t in moving), 120, 0.2, f"{[t.step for t in moving]} under way")
     worker = stack.stack.procs["worker"]
     worker.send_signal(signal.SIGKILL)
@@ -137,9 +157,7 @@ def cancel_trial(stack: RunningStack, step: str) -> Trial:
         trial.api.cancel_migration(trial.migration_id)
         if step in GATED and step != "cleanup":
             # The held step itself must see the cancel (the cleanup is shielded from it by design).
-            wait_for(lambda: any("Cancellation requested" in e["message"] for e in task(
-                trial.api.get_migration(trial.migration_id), "vm-a", trial.task_type)["events"]),
-                60, 0.3, f"the cancel to reach the held {step}")
+            wait_for(lambda: cancel_reached(trial, trial.task_type), 60, 0.3, f"the cancel to reach the held {step}")
         trial.release()
         trial.final = wait_final(trial.api, trial.migration_id, timeout=120)
     except BaseException as err:
@@ -157,7 +175,7 @@ def _close(trials: list[Trial]) -> None:
 @pytest.fixture(scope="module")
 def killed(stack: RunningStack) -> Iterator[dict[str, Trial]]:
     trials = [t for steps in KILL_ROUNDS for t in kill_round(stack, steps)]
-    yield {t.step: t for t in trials}
+    yield {t.key: t for t in trials}
     _close(trials)
 
 
@@ -194,3 +212,13 @@ def test_cancel_during_step_leaves_nothing(cancelled: dict[str, Trial], step: st
     assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
     assert leftovers(t.stack, t.final, t.src, t.dst) == []
     assert (t.src / "vm-a" / "disk-0.raw").exists(), "the source is untouched"
+
+
+def test_worker_killed_during_a_cancels_cleanup_ends_canceled_with_nothing_left(killed: dict[str, Trial]) -> None:
+    t = killed[CANCELLED_CLEANUP]
+    if t.error is not None:
+        raise t.error
+    assert t.final["last_execution_status"] == "CANCELED", [(x["task_type"], x["status"]) for x in t.final["tasks"]]
+    assert any(e.startswith("Attempt ") and " on host " in e for e in t.events()), t.events()
+    assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
+    assert leftovers(t.stack, t.final, t.src, t.dst) == []

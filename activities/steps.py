@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,12 +109,15 @@ class MigrationActivities:
             workdir = self.services.settings.scratch / inp.task.migration_id / _safe(inp.task.instance)
             workdir.mkdir(parents=True, exist_ok=True)
             snap: SourceSnapshot | None = None
+            making: asyncio.Future[SourceSnapshot] | None = None
             try:
                 if inp.source_environment.get("shutdown_instances"):
                     await asyncio.to_thread(source.shutdown_instance, inp.source_environment, inp.task.instance)
                     await rec.aevent("Source instance shut down")
-                snap = await asyncio.to_thread(source.snapshot_instance, inp.source_environment,
-                                               inp.task.instance, workdir)
+                # Shielded, so that a cancel leaves us the handle of the thread, which goes on.
+                making = asyncio.ensure_future(asyncio.to_thread(
+                    source.snapshot_instance, inp.source_environment, inp.task.instance, workdir))
+                snap = await asyncio.shield(making)
                 await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
                                  f"on host {self.services.settings.worker_host_id}")
                 # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.
@@ -123,9 +127,11 @@ class MigrationActivities:
                                             inp.task.instance, key, value)
             except asyncio.CancelledError:
                 # The workflow learns the scratch folder and the snapshot only from this step's result, so
-                # its cleanup can't find what a cancelled snapshot made: remove it here (issue 11). A
-                # provider thread still copying writes into the removed folder's files, which go when it ends.
+                # its cleanup can't find what a cancelled snapshot made: remove it here (issue 11), and
+                # again when the provider's thread ends (it may recreate the folder or finish a snapshot).
                 await asyncio.shield(asyncio.to_thread(_discard, source, snap, workdir))
+                if making is not None and not making.done():
+                    making.add_done_callback(functools.partial(_discard_when_done, source, workdir))
                 raise
             return SnapshotResult(snapshot=snap, host_queue=self.services.settings.host_task_queue,
                                   workdir=str(workdir))
@@ -342,6 +348,12 @@ def _discard(source: ExportProvider, snapshot: SourceSnapshot | None, workdir: P
             source.delete_snapshot(snapshot)
     shutil.rmtree(workdir, ignore_errors=True)
     _remove_if_empty(workdir.parent)
+
+
+def _discard_when_done(source: ExportProvider, workdir: Path, made: asyncio.Future[SourceSnapshot]) -> None:
+    """Done-callback of a cancelled snapshot's thread: what it made after the cancel goes too."""
+    snapshot = None if made.cancelled() or made.exception() is not None else made.result()
+    asyncio.get_running_loop().run_in_executor(None, _discard, source, snapshot, workdir)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -29,6 +29,8 @@ from providers.local.provider import LocalProvider
 PLATFORM = "gated-local"
 #: the steps a gate can hold, each at a point where it has done its work but not yet returned
 STEPS = ("snapshot", "upload", "deploy", "cleanup")
+#: the gate that holds a snapshot before its copy starts
+SNAPSHOT_START = "snapshot-start"
 POLL = 0.1
 
 
@@ -77,6 +79,7 @@ class GatedLocalProvider(LocalProvider):
             time.sleep(POLL)
 
     def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+        self._hold(SNAPSHOT_START)
         snapshot = super().snapshot_instance(env, instance, workdir)
         self._hold("snapshot")  # the copy is in scratch; the workflow does not know it yet
         return snapshot

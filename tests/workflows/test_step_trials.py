@@ -33,7 +33,7 @@ from client.sdk import SternaClient
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
 from tests.leftovers import leftovers, pending_activities
-from tests.peers.gated import PLATFORM
+from tests.peers.gated import PLATFORM, SNAPSHOT_START
 from tests.peers.gated import STEPS as GATED
 from workflows import ids
 from workflows.types import TaskType
@@ -50,6 +50,8 @@ STEP = {
     "deploy": (names.DEPLOY_INSTANCE, TaskType.BOOT),
     "cleanup": (names.CLEANUP_INSTANCE, TaskType.CLEANUP),
 }
+#: the cancel trial of a snapshot held before its copy: the copy is made after the cancel
+EARLY_SNAPSHOT = "snapshot, before its copy"
 #: the kill trial of a cancel's cleanup (issue 11: a kill there made the cancel take 10 minutes)
 CANCELLED_CLEANUP = "cleanup of a cancel"
 #: kill rounds: at most four steps on the host's queue at once (export, convert, upload, deploy, cleanup run there)
@@ -65,6 +67,8 @@ class Trial:
     dst: Path
     gates: Path
     key: str = ""
+    #: the closed gate that holds this trial in its step (none for export and convert)
+    gate: str | None = None
     migration_id: str = ""
     final: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
@@ -74,15 +78,16 @@ class Trial:
         return STEP[self.step][1].value
 
     def release(self) -> None:
-        (self.gates / self.step).unlink(missing_ok=True)
+        if self.gate:
+            (self.gates / self.gate).unlink(missing_ok=True)
 
     def in_step(self) -> bool:
         """The step's activity is pending in Temporal and the step itself is under way."""
         pending = pending_activities(self.stack, ids.instance(self.migration_id, "vm-a"))
         if STEP[self.step][0] not in {name for name, _ in pending}:
             return False
-        if self.step in GATED:
-            return (self.gates / f"{self.step}.entered").exists()
+        if self.gate:
+            return (self.gates / f"{self.gate}.entered").exists()
         t = task(self.api.get_migration(self.migration_id), "vm-a", self.task_type)
         p = t["progress_updates"]
         return t["status"] == "RUNNING" and bool(p) and 0 < p[-1]["current_step"] < (p[-1]["total_steps"] or 0)
@@ -91,16 +96,18 @@ class Trial:
         return [e["message"] for e in task(self.final, "vm-a", task_type or self.task_type)["events"]]
 
 
-def start(stack: RunningStack, step: str, *, also: tuple[str, ...] = (), key: str = "") -> Trial:
-    """A one-VM migration between gated endpoints, its gate at ``step`` closed (for a gated step),
-    and those of ``also``."""
+def start(stack: RunningStack, step: str, *, also: tuple[str, ...] = (), key: str = "",
+          gate: str | None = None) -> Trial:
+    """A one-VM migration between gated endpoints, held at ``gate`` (by default the gate of ``step``,
+    for a gated step); the gates of ``also`` are closed too."""
+    gate = gate or (step if step in GATED else None)
     src, dst = inventories(stack, ["vm-a"], data_mib={"export": 48, "convert": 24}.get(step, 4))
     gates = stack.root / "gates" / src.name
     gates.mkdir(parents=True)
-    for gated in {step, *also} & set(GATED):
-        (gates / gated).touch()
+    for closed in {gate, *also} - {None}:
+        (gates / str(closed)).touch()
     api = stack.client()
-    trial = Trial(stack, step, api, src, dst, gates, key or step)
+    trial = Trial(stack, step, api, src, dst, gates, key or step, gate)
     origin = api.create_endpoint(f"src-{src.name}", PLATFORM, {"path": str(src), "gates": str(gates)})
     dest_info: dict[str, Any] = {"path": str(dst), "gates": str(gates)}
     if step == "convert":
@@ -150,12 +157,13 @@ def kill_round(stack: RunningStack, steps: tuple[str, ...]) -> list[Trial]:
     return trials
 
 
-def cancel_trial(stack: RunningStack, step: str) -> Trial:
-    trial = start(stack, step)
+def cancel_trial(stack: RunningStack, key: str) -> Trial:
+    step, gate = ("snapshot", SNAPSHOT_START) if key == EARLY_SNAPSHOT else (key, None)
+    trial = start(stack, step, key=key, gate=gate)
     try:
         wait_for(trial.in_step, 180, 0.2, f"{step} under way")
         trial.api.cancel_migration(trial.migration_id)
-        if step in GATED and step != "cleanup":
+        if trial.gate and step != "cleanup":
             # The held step itself must see the cancel (the cleanup is shielded from it by design).
             wait_for(lambda: cancel_reached(trial, trial.task_type), 60, 0.3, f"the cancel to reach the held {step}")
         trial.release()
@@ -181,9 +189,10 @@ def killed(stack: RunningStack) -> Iterator[dict[str, Trial]]:
 
 @pytest.fixture(scope="module")
 def cancelled(stack: RunningStack) -> Iterator[dict[str, Trial]]:
-    with ThreadPoolExecutor(len(STEP)) as pool:
-        trials = list(pool.map(lambda s: cancel_trial(stack, s), STEP))
-    yield {t.step: t for t in trials}
+    keys = [*STEP, EARLY_SNAPSHOT]
+    with ThreadPoolExecutor(len(keys)) as pool:
+        trials = list(pool.map(lambda key: cancel_trial(stack, key), keys))
+    yield {t.key: t for t in trials}
     _close(trials)
 
 
@@ -200,9 +209,10 @@ def test_worker_killed_during_step_completes_identical(killed: dict[str, Trial],
     assert leftovers(t.stack, t.final, t.src, t.dst, kept=frozenset({"vm-a"})) == []
 
 
-@pytest.mark.parametrize("step", list(STEP))
-def test_cancel_during_step_leaves_nothing(cancelled: dict[str, Trial], step: str) -> None:
-    t = cancelled[step]
+@pytest.mark.parametrize("key", [*STEP, EARLY_SNAPSHOT])
+def test_cancel_during_step_leaves_nothing(cancelled: dict[str, Trial], key: str) -> None:
+    t = cancelled[key]
+    step = t.step
     if t.error is not None:
         raise t.error
     assert t.final["last_execution_status"] == "CANCELED", [(x["task_type"], x["status"]) for x in t.final["tasks"]]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -36,6 +37,16 @@ def pending_activities(stack: RunningStack, workflow_id: str) -> list[tuple[str,
                 return []
             raise
         return [(a.activity_type.name, a.attempt) for a in desc.raw_description.pending_activities]
+
+    return asyncio.run(read())
+
+
+def cancel_requested(stack: RunningStack, workflow_id: str) -> bool:
+    """Whether a cancel request reached the workflow (its history records it)."""
+
+    async def read() -> bool:
+        history = await (await temporal(stack)).get_workflow_handle(workflow_id).fetch_history()
+        return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED for e in history.events)
 
     return asyncio.run(read())
 

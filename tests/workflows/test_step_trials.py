@@ -32,7 +32,7 @@ from activities import names
 from client.sdk import SternaClient
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
-from tests.leftovers import leftovers, pending_activities
+from tests.leftovers import cancel_requested, leftovers, pending_activities
 from tests.peers.gated import PLATFORM, SNAPSHOT_START
 from tests.peers.gated import STEPS as GATED
 from workflows import ids
@@ -127,27 +127,37 @@ def cancel_reached(trial: Trial, task_type: str) -> bool:
 def cancelled_into_cleanup(stack: RunningStack) -> Trial:
     """A migration cancelled in its held snapshot, on its way to the (held) cleanup that the cancel runs."""
     trial = start(stack, "cleanup", also=("snapshot",), key=CANCELLED_CLEANUP)
-    wait_for((trial.gates / "snapshot.entered").exists, 180, 0.2, "the snapshot held")
-    trial.api.cancel_migration(trial.migration_id)
-    wait_for(lambda: cancel_reached(trial, TaskType.SNAPSHOT.value), 60, 0.3, "the cancel to reach the snapshot")
-    (trial.gates / "snapshot").unlink()
+    try:
+        wait_for((trial.gates / "snapshot.entered").exists, 180, 0.2, "the snapshot held")
+        trial.api.cancel_migration(trial.migration_id)
+        wait_for(lambda: cancel_reached(trial, TaskType.SNAPSHOT.value), 60, 0.3, "the cancel to reach the snapshot")
+    except BaseException:
+        trial.release()
+        raise
+    finally:
+        (trial.gates / "snapshot").unlink()
     return trial
 
 
 def kill_round(stack: RunningStack, steps: tuple[str, ...]) -> list[Trial]:
     """Hold every trial of the round inside its step, kill the worker once, restart it, let them go on."""
-    held = [cancelled_into_cleanup(stack) if s == CANCELLED_CLEANUP else start(stack, s)
-            for s in steps if s in GATED or s == CANCELLED_CLEANUP]
-    wait_for(lambda: all(t.in_step() for t in held), 180, 0.3, f"{[t.step for t in held]} held")
-    # Copies last seconds, not indefinitely: they start once the held steps are in place.
-    moving = [start(stack, s) for s in steps if s not in GATED and s != CANCELLED_CLEANUP]
-    wait_for(lambda: all(t.in_step() for t in moving), 120, 0.2, f"{[t.step for t in moving]} under way")
-    worker = stack.stack.procs["worker"]
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    trials = held + moving
-    for t in trials:
-        t.release()
+    trials: list[Trial] = []
+    try:
+        for s in steps:
+            if s in GATED or s == CANCELLED_CLEANUP:
+                trials.append(cancelled_into_cleanup(stack) if s == CANCELLED_CLEANUP else start(stack, s))
+        wait_for(lambda: all(t.in_step() for t in trials), 180, 0.3, f"{[t.key for t in trials]} held")
+        # Copies last seconds, not indefinitely: they start once the held steps are in place.
+        moving = [start(stack, s) for s in steps if s not in GATED and s != CANCELLED_CLEANUP]
+        trials += moving
+        wait_for(lambda: all(t.in_step() for t in moving), 120, 0.2, f"{[t.step for t in moving]} under way")
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    finally:
+        # Also when a trial never got into its step: held migrations would keep worker slots for good.
+        for t in trials:
+            t.release()
     stack.stack.restart("worker")
     for t in trials:
         try:
@@ -163,8 +173,12 @@ def cancel_trial(stack: RunningStack, key: str) -> Trial:
     try:
         wait_for(trial.in_step, 180, 0.2, f"{step} under way")
         trial.api.cancel_migration(trial.migration_id)
-        if trial.gate and step != "cleanup":
-            # The held step itself must see the cancel (the cleanup is shielded from it by design).
+        if step == "cleanup":
+            # The cleanup is shielded from the cancel by design; the instance's workflow must have it.
+            wait_for(lambda: cancel_requested(stack, ids.instance(trial.migration_id, "vm-a")), 60, 0.3,
+                     "the cancel to reach the instance's workflow")
+        elif trial.gate:
+            # The held step itself must see the cancel.
             wait_for(lambda: cancel_reached(trial, trial.task_type), 60, 0.3, f"the cancel to reach the held {step}")
         trial.release()
         trial.final = wait_final(trial.api, trial.migration_id, timeout=120)

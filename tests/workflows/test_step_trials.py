@@ -19,6 +19,7 @@ slots (``max_disk_activities``) than the worker has.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from activities import names
 from client.sdk import SternaClient
@@ -36,6 +40,8 @@ from tests.leftovers import cancel_requested, leftovers, pending_activities
 from tests.peers.gated import PLATFORM, SNAPSHOT_START
 from tests.peers.gated import STEPS as GATED
 from workflows import ids
+from workflows.instance import InstanceMigrationWorkflow
+from workflows.migration import MigrationWorkflow
 from workflows.types import TaskType
 
 pytestmark = pytest.mark.slow
@@ -246,3 +252,24 @@ def test_worker_killed_during_a_cancels_cleanup_ends_canceled_with_nothing_left(
     assert any(e.startswith("Attempt ") and " on host " in e for e in t.events()), t.events()
     assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
     assert leftovers(t.stack, t.final, t.src, t.dst) == []
+
+
+def test_trial_histories_replay(stack: RunningStack, killed: dict[str, Trial], cancelled: dict[str, Trial]) -> None:
+    """The histories of kills, retries and cancels in every step replay with today's workflow code."""
+
+    async def replay(trials: list[Trial]) -> int:
+        client = await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace,
+                                      data_converter=pydantic_data_converter)
+        replayer = Replayer(workflows=[MigrationWorkflow, InstanceMigrationWorkflow],
+                            data_converter=pydantic_data_converter)
+        count = 0
+        for t in trials:
+            for wid in (ids.migration(t.migration_id), ids.instance(t.migration_id, "vm-a")):
+                result = await replayer.replay_workflow(await client.get_workflow_handle(wid).fetch_history(),
+                                                        raise_on_replay_failure=False)
+                assert result.replay_failure is None, (t.key, wid, result.replay_failure)
+                count += 1
+        return count
+
+    trials = [*killed.values(), *cancelled.values()]
+    assert asyncio.run(replay(trials)) == 2 * len(trials)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from core.models import DeployedInstance, DiskLocator, ImportedDisk, InstanceInfo, SourceSnapshot
+from core.models import DeployedInstance, ImportedDisk, SourceSnapshot
 from providers.base import TransferContext, TransferProgress
 from providers.local.provider import LocalProvider
 
@@ -78,31 +78,31 @@ class GatedLocalProvider(LocalProvider):
         while gate is not None and gate.exists():
             time.sleep(POLL)
 
-    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+    # The overrides pass their arguments through as they come: the base signatures grow (an action
+    # context, for one) and these gates don't depend on them.
+    def snapshot_instance(self, *args: Any, **kwargs: Any) -> SourceSnapshot:
         self._hold(SNAPSHOT_START)
-        snapshot = super().snapshot_instance(env, instance, workdir)
+        snapshot = super().snapshot_instance(*args, **kwargs)
         self._hold("snapshot")  # the copy is in scratch; the workflow does not know it yet
         return snapshot
 
-    async def import_disk(self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
-                          ctx: TransferContext) -> ImportedDisk:
-        imported = await super().import_disk(env, export_info, disk, ctx)
+    async def import_disk(self, *args: Any, **kwargs: Any) -> ImportedDisk:
+        imported = await super().import_disk(*args, **kwargs)
         # The disk is in the destination; the activity has not returned. Upload heartbeats only
         # through its progress, so the wait reports some.
+        ctx = next(a for a in (*args, *kwargs.values()) if isinstance(a, TransferContext))
         gate = self._gate("upload")
         while gate is not None and gate.exists():
             await ctx.progress(TransferProgress(bytes_done=0, bytes_total=0, checkpoint=[]))
             await asyncio.sleep(POLL)
         return imported
 
-    def deploy_instance(self, env: Mapping[str, Any], export_info: InstanceInfo,
-                        disks: list[ImportedDisk]) -> DeployedInstance:
-        deployed = super().deploy_instance(env, export_info, disks)
+    def deploy_instance(self, *args: Any, **kwargs: Any) -> DeployedInstance:
+        deployed = super().deploy_instance(*args, **kwargs)
         self._hold("deploy")  # domain.xml and vm.json are written
         return deployed
 
-    def cleanup(self, env: Mapping[str, Any], instance: str, disks: list[ImportedDisk],
-                deployed: DeployedInstance | None, succeeded: bool) -> list[str]:
-        removed = super().cleanup(env, instance, disks, deployed, succeeded)
+    def cleanup(self, *args: Any, **kwargs: Any) -> list[str]:
+        removed = super().cleanup(*args, **kwargs)
         self._hold("cleanup")  # the source snapshot is gone, the scratch space not yet
         return removed

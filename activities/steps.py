@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ from activities.slots import source_slot
 from core.children import kill_children_using
 from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
-from core.models import DeployedInstance, DiskLocator
+from core.models import DeployedInstance, DiskLocator, SourceSnapshot
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
 from workflows.types import (
     CleanupInput,
@@ -112,11 +113,17 @@ class MigrationActivities:
             if inp.source_environment.get("shutdown_instances"):
                 await asyncio.to_thread(source.shutdown_instance, env, inp.task.instance)
                 await rec.aevent("Source instance shut down")
-            snap = await _stoppable(workdir, source.snapshot_instance, env, inp.task.instance, workdir, action)
-            await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
-                             f"on host {self.services.settings.worker_host_id}")
-            await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
-                                    inp.task.instance, "snapshot", snap.model_dump(mode="json"))
+            snap = await _stoppable(workdir, source.snapshot_instance, env, inp.task.instance, workdir, action,
+                                    undo=functools.partial(_discard, source, workdir=workdir))
+            try:
+                await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
+                                 f"on host {self.services.settings.worker_host_id}")
+                await asyncio.to_thread(self.services.store.set_instance_info, inp.task.migration_id,
+                                        inp.task.instance, "snapshot", snap.model_dump(mode="json"))
+            except asyncio.CancelledError:
+                # Not recorded yet: the workflow's cleanup could not find this source snapshot.
+                await asyncio.shield(asyncio.to_thread(_discard, source, snap, workdir))
+                raise
             return SnapshotResult(snapshot=snap, host_queue=host_queue, workdir=str(workdir))
 
     @activity.defn(name=names.EXPORT_DISK)
@@ -344,6 +351,16 @@ def retry_once(exc: BootInconclusive, attempt: int) -> BootInconclusive | BootFa
     return exc
 
 
+def _discard(source: ExportProvider, snapshot: SourceSnapshot | None, workdir: Path) -> None:
+    """What a cancelled snapshot step made: the source snapshot, the scratch space (and the migration's
+    folder if it is left empty)."""
+    if snapshot is not None:
+        with contextlib.suppress(Exception):  # best effort: the step ends cancelled either way
+            source.delete_snapshot(snapshot)
+    shutil.rmtree(workdir, ignore_errors=True)
+    _remove_if_empty(workdir.parent)
+
+
 def _remove_if_empty(folder: Path) -> None:
     """The migration's scratch folder, once its last instance is cleaned up (others may still be running)."""
     with contextlib.suppress(OSError):
@@ -356,12 +373,14 @@ def scratch_dir(root: Path, task: TaskRef) -> Path:
     return root / task.migration_id / _safe(task.instance)
 
 
-async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any) -> T:
+async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any,
+                     undo: Callable[[T | None], None] | None = None) -> T:
     """A blocking provider call that writes into ``workdir`` (a snapshot copy), stopped by a cancel.
 
     A thread can't be interrupted, and the ``cp`` it runs would go on to the end: on a cancel, its
     children that write there are killed, the thread is waited for, and what it wrote is removed,
-    unless the worker is only shutting down (a retry here reuses finished copies).
+    unless the worker is only shutting down (a retry here reuses finished copies). ``undo`` gets what
+    the call made (None if it failed), e.g. a source snapshot that finished despite the cancel.
     """
     running = asyncio.ensure_future(asyncio.to_thread(call, *args))
     try:
@@ -370,10 +389,13 @@ async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any) -> T:
         while not running.done():  # the call may start a next child after a kill
             await asyncio.to_thread(kill_children_using, workdir)
             await asyncio.wait({running}, timeout=0.5)
-        if not running.cancelled():
-            running.exception()  # the killed child's error: the cancel is what propagates
+        made = None
+        if not running.cancelled() and running.exception() is None:  # else the killed child's error
+            made = running.result()
         details = activity.cancellation_details()
         if details is None or not details.worker_shutdown:
+            if undo is not None:
+                await asyncio.to_thread(undo, made)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
             await asyncio.to_thread(_remove_if_empty, workdir.parent)
         raise

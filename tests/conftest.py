@@ -16,6 +16,7 @@ import pytest
 from client.sdk import SternaClient
 from core.settings import Settings
 from tests.peers import free_port, postgres_database
+from tests.peers.gated import plugin_path
 from worker.guest import cache_root
 from worker.launcher import Stack
 
@@ -113,7 +114,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         settings = Settings()
-        stack = Stack(settings, env=env)
+        # Test-only providers (``tests.peers.gated``): registered for the stack's processes alone.
+        plugins = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(plugin_path(root))]))
+        stack = Stack(settings, env={**env, "PYTHONPATH": plugins})
         try:
             stack.start()
             yield RunningStack(stack, settings, f"http://127.0.0.1:{settings.api_port}", request.param, root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +40,8 @@ HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
 HOST_FAILOVER = "host-failover"
 #: How many times one VM may change hosts that way before it ends ERROR.
 HOST_FAILOVERS = 2
+#: A cancel during the final cleanup removes the deployed instance, so a CANCELED migration leaves none (issue 11).
+CANCEL_DURING_CLEANUP = "cancel-during-cleanup-removes-instance"
 
 
 def _summary(inp: InstanceInput, task: TaskType) -> str:
@@ -146,8 +149,19 @@ class InstanceMigrationWorkflow:
                 await _record(names.RECORD_TASK, TaskUpdate(task=self._ref(inp, TaskType.CLEANUP),
                                                             status=Status.ERROR, message=failure_message(err)), t)
 
-            await steps.cleanup(cleanup, self._host_queue, on_failure=cleanup_failed,
-                                summary=_summary(inp, TaskType.CLEANUP))
+            try:
+                await steps.cleanup(cleanup, self._host_queue, on_failure=cleanup_failed,
+                                    summary=_summary(inp, TaskType.CLEANUP))
+            except asyncio.CancelledError:
+                # A cancel during the cleanup of a deployed instance ends the migration CANCELED: the
+                # instance goes too, as after a cancel in any earlier step.
+                if succeeded and workflow.patched(CANCEL_DURING_CLEANUP):
+                    await steps.cleanup(cleanup.model_copy(update={"succeeded": False}), self._host_queue,
+                                        on_failure=cleanup_failed, summary=_summary(inp, TaskType.CLEANUP))
+                    await _record(names.RECORD_TASK, TaskUpdate(
+                        task=self._ref(inp, TaskType.BOOT), status=Status.CANCELED,
+                        message="Canceled by user request during the cleanup: the deployed instance was removed"), t)
+                raise
 
     async def _disk_steps(self, steps: Steps, step: StepInput,
                           inp: InstanceInput) -> tuple[MorphResult, list[ImportedDisk]]:

@@ -232,6 +232,10 @@ class LocalProvider(
             size = final.stat().st_size
             await ctx.progress(TransferProgress(bytes_done=size, bytes_total=size, checkpoint=[(0, size)]))
             ctx.event(f"Moved {disk.disk_id} into {final}")
+        elif not src_path.exists() and final.exists():
+            # An earlier attempt moved it, and was killed before it could return; its heartbeat may
+            # carry a checkpoint, but there is nothing left to copy from.
+            ctx.event(f"{disk.disk_id} was already moved into {final} by an earlier attempt")
         elif not final.exists() or ctx.checkpoint is not None:
             # An existing file and no checkpoint at all: an attempt that died after finishing it (the copier
             # writes its checkpoint file before its first write; an empty list means a copy was begun).

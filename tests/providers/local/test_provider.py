@@ -193,3 +193,38 @@ def test_qcow2_snapshots_rotate_one_dirty_bitmap_per_transfer(inventory: Path, t
     assert bitmaps.bitmaps(disk) == [newer]
     assert p.release_tracking(env, "vm-q", "t1") == [f"Removed dirty bitmap {newer} from {disk}"]
     assert bitmaps.bitmaps(disk) == [] and p.release_tracking(env, "vm-q", "t1") == []
+
+
+def test_upload_retried_after_its_move_with_the_moves_checkpoint_keeps_the_disk(inventory: Path, data_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    # A worker killed after the converted image was moved in, before the upload returned: the retry gets
+    # the move's heartbeat (a full checkpoint) and no source file. It failed with FileNotFoundError.
+    import asyncio
+    import subprocess
+
+    from core.models import DiskLocator
+    from providers.base import ActionContext, TransferContext, TransferProgress
+
+    dest_root = data_dir / "inventories" / "dest"
+    dest_root.mkdir(parents=True)
+    p = LocalProvider({"path": str(dest_root)})
+    info = LocalProvider({"path": str(inventory)}).get_instance({}, "vm-a")
+    image = tmp_path / "convert" / "disk-0.qcow2"
+    image.parent.mkdir()
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(inventory / "vm-a" / "disk-0.raw"),
+                    str(image)], check=True)
+    expected = image.read_bytes()
+    beats: list[TransferProgress] = []
+
+    async def progress(p: TransferProgress) -> None:
+        beats.append(p)
+
+    disk = DiskLocator(disk_id="disk-0", size_bytes=info.devices.disks[0].size_bytes, format="qcow2", path=str(image))
+    env: dict[str, str] = {}
+    action = ActionContext(action_id="m-1", instance="vm-a")
+    first = asyncio.run(p.import_disk(env, info, disk, TransferContext(workdir=tmp_path, progress=progress), action))
+    assert not image.exists() and beats[-1].checkpoint
+    again = asyncio.run(p.import_disk(env, info, disk, TransferContext(
+        workdir=tmp_path, progress=progress, checkpoint=list(beats[-1].checkpoint)), action))
+    assert again == first
+    assert Path(first.details["path"]).read_bytes() == expected

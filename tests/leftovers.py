@@ -1,0 +1,109 @@
+"""What a migration may leave behind: scratch files, destination files, child processes, open workflows.
+
+``leftovers`` is the inventory the step trials (``tests/workflows/test_step_trials.py``) take after
+each migration ends; an empty list means nothing was left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from tests.conftest import RunningStack
+from workflows import ids
+
+#: the child processes a migration starts on the worker's host
+CHILDREN = frozenset({"qemu-nbd", "qemu-img", "cp"})
+
+
+async def temporal(stack: RunningStack) -> Client:
+    return await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace)
+
+
+def pending_activities(stack: RunningStack, workflow_id: str) -> list[tuple[str, int]]:
+    """(activity type, attempt) of each activity the workflow is waiting for (``temporal workflow describe``)."""
+
+    async def read() -> list[tuple[str, int]]:
+        try:
+            desc = await (await temporal(stack)).get_workflow_handle(workflow_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:  # not started yet
+                return []
+            raise
+        return [(a.activity_type.name, a.attempt) for a in desc.raw_description.pending_activities]
+
+    return asyncio.run(read())
+
+
+def cancel_requested(stack: RunningStack, workflow_id: str) -> bool:
+    """Whether a cancel request reached the workflow (its history records it)."""
+
+    async def read() -> bool:
+        history = await (await temporal(stack)).get_workflow_handle(workflow_id).fetch_history()
+        return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED for e in history.events)
+
+    return asyncio.run(read())
+
+
+def open_workflows(stack: RunningStack, migration_id: str) -> list[str]:
+    """Ids of the migration's workflows (its own, its instances', a forced cleanup's) still running."""
+
+    async def read() -> list[str]:
+        client = await temporal(stack)
+        query = f'WorkflowId STARTS_WITH "{ids.migration(migration_id)}"'
+        found = [w async for w in client.list_workflows(query)]
+        # Visibility lags behind; describe each execution for its current status.
+        running = []
+        for w in found:
+            desc = await client.get_workflow_handle(w.id, run_id=w.run_id).describe()
+            if desc.status == WorkflowExecutionStatus.RUNNING:
+                running.append(w.id)
+        return running
+
+    return asyncio.run(read())
+
+
+def child_processes(marks: list[str]) -> list[str]:
+    """Command lines of qemu-nbd, qemu-img and cp processes that mention any of ``marks``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if args and Path(args[0]).name in CHILDREN and any(m in a for a in args for m in marks):
+            found.append(" ".join(args))
+    return found
+
+
+def leftovers(stack: RunningStack, migration: dict[str, Any], src: Path, dst: Path, *,
+              kept: frozenset[str] = frozenset(), settle: float = 30) -> list[str]:
+    """What the ended ``migration`` left: files in its scratch, destination entries beyond ``kept``,
+    child processes mentioning its paths, and its workflows still open.
+
+    Processes and workflows get ``settle`` seconds to end: the record DB shows the final status
+    just before the workflow returns.
+    """
+    mid = migration["id"]
+    marks = [mid, str(src), str(dst)]
+    deadline = time.monotonic() + settle
+    while True:
+        found = []
+        scratch = Path(stack.settings.scratch) / mid
+        if scratch.exists():
+            found += [f"scratch: {p}" for p in sorted(scratch.rglob("*"))] or [f"scratch: {scratch} (empty)"]
+        found += [f"destination: {p}" for p in sorted(dst.iterdir()) if p.name not in kept]
+        found += [f"process: {c}" for c in child_processes(marks)]
+        found += [f"workflow: {w}" for w in open_workflows(stack, mid)]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)

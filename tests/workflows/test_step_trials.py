@@ -1,0 +1,275 @@
+"""Issue 11's trials: a worker kill and a cancel inside every step, each followed by an inventory.
+
+A kill (SIGKILL of the worker, then a restart) during snapshot, export, convert, upload, deploy or
+cleanup must end COMPLETED, with the step run again and a destination disk identical to the
+source. A cancel during each of those steps must end CANCELED with nothing left: no scratch
+files, no destination files, no qemu-img/qemu-nbd/cp process, no open workflow
+(``tests.leftovers``).
+
+Landing inside a step: export is slowed by its bandwidth limit and convert by a rate-limited
+``qemu-img`` (``convert_rate`` of the test-only ``gated-local`` provider); the other steps take
+milliseconds, so that provider holds them at a gate until the test lets them go
+(``tests.peers.gated``). A step counts as under way when Temporal lists its activity as pending
+for the instance's workflow and the step shows it (gate reached, or progress past zero).
+
+The trials of a phase run concurrently; one worker kill serves several kill trials. Kill trials
+run in two rounds: their held steps and running copies would otherwise need more disk-activity
+slots (``max_disk_activities``) than the worker has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from activities import names
+from client.sdk import SternaClient
+from tests.conftest import RunningStack, task, wait_final, wait_for
+from tests.helpers import identical, inventories
+from tests.leftovers import cancel_requested, leftovers, pending_activities
+from tests.peers.gated import PLATFORM, SNAPSHOT_START
+from tests.peers.gated import STEPS as GATED
+from workflows import ids
+from workflows.instance import InstanceMigrationWorkflow
+from workflows.migration import MigrationWorkflow
+from workflows.types import TaskType
+
+pytestmark = pytest.mark.slow
+
+MiB = 1024 * 1024
+#: step -> (its activity, its Coriolis task)
+STEP = {
+    "snapshot": (names.SNAPSHOT_INSTANCE, TaskType.SNAPSHOT),
+    "export": (names.EXPORT_DISK, TaskType.EXPORT),
+    "convert": (names.CONVERT_DISK, TaskType.CONVERT),
+    "upload": (names.UPLOAD_DISK, TaskType.UPLOAD),
+    "deploy": (names.DEPLOY_INSTANCE, TaskType.BOOT),
+    "cleanup": (names.CLEANUP_INSTANCE, TaskType.CLEANUP),
+}
+#: the cancel trial of a snapshot held before its copy: the copy is made after the cancel
+EARLY_SNAPSHOT = "snapshot, before its copy"
+#: the kill trial of a cancel's cleanup (issue 11: a kill there made the cancel take 10 minutes)
+CANCELLED_CLEANUP = "cleanup of a cancel"
+#: kill rounds: at most four steps on the host's queue at once (export, convert, upload, deploy, cleanup run there)
+KILL_ROUNDS = (("snapshot", "export", "convert", "upload"), ("deploy", "cleanup", CANCELLED_CLEANUP))
+
+
+@dataclass
+class Trial:
+    stack: RunningStack
+    step: str
+    api: SternaClient
+    src: Path
+    dst: Path
+    gates: Path
+    key: str = ""
+    #: the closed gate that holds this trial in its step (none for export and convert)
+    gate: str | None = None
+    migration_id: str = ""
+    final: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+
+    @property
+    def task_type(self) -> str:
+        return STEP[self.step][1].value
+
+    def release(self) -> None:
+        if self.gate:
+            (self.gates / self.gate).unlink(missing_ok=True)
+
+    def in_step(self) -> bool:
+        """The step's activity is pending in Temporal and the step itself is under way."""
+        pending = pending_activities(self.stack, ids.instance(self.migration_id, "vm-a"))
+        if STEP[self.step][0] not in {name for name, _ in pending}:
+            return False
+        if self.gate:
+            return (self.gates / f"{self.gate}.entered").exists()
+        t = task(self.api.get_migration(self.migration_id), "vm-a", self.task_type)
+        p = t["progress_updates"]
+        return t["status"] == "RUNNING" and bool(p) and 0 < p[-1]["current_step"] < (p[-1]["total_steps"] or 0)
+
+    def events(self, task_type: str | None = None) -> list[str]:
+        return [e["message"] for e in task(self.final, "vm-a", task_type or self.task_type)["events"]]
+
+
+def start(stack: RunningStack, step: str, *, also: tuple[str, ...] = (), key: str = "",
+          gate: str | None = None) -> Trial:
+    """A one-VM migration between gated endpoints, held at ``gate`` (by default the gate of ``step``,
+    for a gated step); the gates of ``also`` are closed too."""
+    gate = gate or (step if step in GATED else None)
+    src, dst = inventories(stack, ["vm-a"], data_mib={"export": 48, "convert": 24}.get(step, 4))
+    gates = stack.root / "gates" / src.name
+    gates.mkdir(parents=True)
+    for closed in {gate, *also} - {None}:
+        (gates / str(closed)).touch()
+    api = stack.client()
+    trial = Trial(stack, step, api, src, dst, gates, key or step, gate)
+    origin = api.create_endpoint(f"src-{src.name}", PLATFORM, {"path": str(src), "gates": str(gates)})
+    dest_info: dict[str, Any] = {"path": str(dst), "gates": str(gates)}
+    if step == "convert":
+        dest_info["convert_rate"] = 4 * MiB  # 24 MiB of data: ~6 s of qemu-img
+    dest = api.create_endpoint(f"dst-{dst.name}", PLATFORM, dest_info)
+    env = {"bandwidth_limit": 4 * MiB} if step == "export" else {}  # 48 MiB: ~12 s of copy
+    trial.migration_id = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
+                                              instances=["vm-a"], source_environment=env)["id"]
+    return trial
+
+
+def cancel_reached(trial: Trial, task_type: str) -> bool:
+    return any("Cancellation requested" in e["message"]
+               for e in task(trial.api.get_migration(trial.migration_id), "vm-a", task_type)["events"])
+
+
+def cancelled_into_cleanup(stack: RunningStack) -> Trial:
+    """A migration cancelled in its held snapshot, on its way to the (held) cleanup that the cancel runs."""
+    trial = start(stack, "cleanup", also=("snapshot",), key=CANCELLED_CLEANUP)
+    try:
+        wait_for((trial.gates / "snapshot.entered").exists, 180, 0.2, "the snapshot held")
+        trial.api.cancel_migration(trial.migration_id)
+        wait_for(lambda: cancel_reached(trial, TaskType.SNAPSHOT.value), 60, 0.3, "the cancel to reach the snapshot")
+    except BaseException:
+        trial.release()
+        raise
+    finally:
+        (trial.gates / "snapshot").unlink()
+    return trial
+
+
+def kill_round(stack: RunningStack, steps: tuple[str, ...]) -> list[Trial]:
+    """Hold every trial of the round inside its step, kill the worker once, restart it, let them go on."""
+    trials: list[Trial] = []
+    try:
+        for s in steps:
+            if s in GATED or s == CANCELLED_CLEANUP:
+                trials.append(cancelled_into_cleanup(stack) if s == CANCELLED_CLEANUP else start(stack, s))
+        wait_for(lambda: all(t.in_step() for t in trials), 180, 0.3, f"{[t.key for t in trials]} held")
+        # Copies last seconds, not indefinitely: they start once the held steps are in place.
+        moving = [start(stack, s) for s in steps if s not in GATED and s != CANCELLED_CLEANUP]
+        trials += moving
+        wait_for(lambda: all(t.in_step() for t in moving), 120, 0.2, f"{[t.step for t in moving]} under way")
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    finally:
+        # Also when a trial never got into its step: held migrations would keep worker slots for good.
+        for t in trials:
+            t.release()
+    stack.stack.restart("worker")
+    for t in trials:
+        try:
+            t.final = wait_final(t.api, t.migration_id, timeout=240)
+        except BaseException as err:
+            t.error = err
+    return trials
+
+
+def cancel_trial(stack: RunningStack, key: str) -> Trial:
+    step, gate = ("snapshot", SNAPSHOT_START) if key == EARLY_SNAPSHOT else (key, None)
+    trial = start(stack, step, key=key, gate=gate)
+    try:
+        wait_for(trial.in_step, 180, 0.2, f"{step} under way")
+        trial.api.cancel_migration(trial.migration_id)
+        if step == "cleanup":
+            # The cleanup is shielded from the cancel by design; the instance's workflow must have it.
+            wait_for(lambda: cancel_requested(stack, ids.instance(trial.migration_id, "vm-a")), 60, 0.3,
+                     "the cancel to reach the instance's workflow")
+        elif trial.gate:
+            # The held step itself must see the cancel.
+            wait_for(lambda: cancel_reached(trial, trial.task_type), 60, 0.3, f"the cancel to reach the held {step}")
+        trial.release()
+        trial.final = wait_final(trial.api, trial.migration_id, timeout=120)
+    except BaseException as err:
+        trial.error = err
+    finally:
+        trial.release()
+    return trial
+
+
+def _close(trials: list[Trial]) -> None:
+    for t in trials:
+        t.api.close()
+
+
+@pytest.fixture(scope="module")
+def killed(stack: RunningStack) -> Iterator[dict[str, Trial]]:
+    trials = [t for steps in KILL_ROUNDS for t in kill_round(stack, steps)]
+    yield {t.key: t for t in trials}
+    _close(trials)
+
+
+@pytest.fixture(scope="module")
+def cancelled(stack: RunningStack) -> Iterator[dict[str, Trial]]:
+    keys = [*STEP, EARLY_SNAPSHOT]
+    with ThreadPoolExecutor(len(keys)) as pool:
+        trials = list(pool.map(lambda key: cancel_trial(stack, key), keys))
+    yield {t.key: t for t in trials}
+    _close(trials)
+
+
+@pytest.mark.parametrize("step", list(STEP))
+def test_worker_killed_during_step_completes_identical(killed: dict[str, Trial], step: str) -> None:
+    t = killed[step]
+    if t.error is not None:
+        raise t.error
+    assert t.final["last_execution_status"] == "COMPLETED", [(x["task_type"], x["exception_details"])
+                                                              for x in t.final["tasks"]]
+    # The kill landed inside the step: a new attempt of it ran on the restarted worker.
+    assert any(e.startswith("Attempt ") and " on host " in e for e in t.events()), t.events()
+    assert identical(t.src / "vm-a" / "disk-0.raw", t.dst / "vm-a" / "disk-0.qcow2")
+    assert leftovers(t.stack, t.final, t.src, t.dst, kept=frozenset({"vm-a"})) == []
+
+
+@pytest.mark.parametrize("key", [*STEP, EARLY_SNAPSHOT])
+def test_cancel_during_step_leaves_nothing(cancelled: dict[str, Trial], key: str) -> None:
+    t = cancelled[key]
+    step = t.step
+    if t.error is not None:
+        raise t.error
+    assert t.final["last_execution_status"] == "CANCELED", [(x["task_type"], x["status"]) for x in t.final["tasks"]]
+    if step != "cleanup":
+        assert task(t.final, "vm-a", t.task_type)["status"] == "CANCELED"
+        assert "Cancellation requested: stopped" in " ".join(t.events())
+    assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
+    assert leftovers(t.stack, t.final, t.src, t.dst) == []
+    assert (t.src / "vm-a" / "disk-0.raw").exists(), "the source is untouched"
+
+
+def test_worker_killed_during_a_cancels_cleanup_ends_canceled_with_nothing_left(killed: dict[str, Trial]) -> None:
+    t = killed[CANCELLED_CLEANUP]
+    if t.error is not None:
+        raise t.error
+    assert t.final["last_execution_status"] == "CANCELED", [(x["task_type"], x["status"]) for x in t.final["tasks"]]
+    assert any(e.startswith("Attempt ") and " on host " in e for e in t.events()), t.events()
+    assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
+    assert leftovers(t.stack, t.final, t.src, t.dst) == []
+
+
+def test_trial_histories_replay(stack: RunningStack, killed: dict[str, Trial], cancelled: dict[str, Trial]) -> None:
+    """The histories of kills, retries and cancels in every step replay with today's workflow code."""
+
+    async def replay(trials: list[Trial]) -> int:
+        client = await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace,
+                                      data_converter=pydantic_data_converter)
+        replayer = Replayer(workflows=[MigrationWorkflow, InstanceMigrationWorkflow],
+                            data_converter=pydantic_data_converter)
+        count = 0
+        for t in trials:
+            for wid in (ids.migration(t.migration_id), ids.instance(t.migration_id, "vm-a")):
+                result = await replayer.replay_workflow(await client.get_workflow_handle(wid).fetch_history(),
+                                                        raise_on_replay_failure=False)
+                assert result.replay_failure is None, (t.key, wid, result.replay_failure)
+                count += 1
+        return count
+
+    trials = [*killed.values(), *cancelled.values()]
+    assert asyncio.run(replay(trials)) == 2 * len(trials)

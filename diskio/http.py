@@ -27,6 +27,16 @@ from diskio.base import DiskSource, Extent
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+def tls_context(verify: bool | str = True) -> ssl.SSLContext:
+    """Certificate checks as an endpoint's ``allow_untrusted``/``cafile`` ask: ``True`` (the system
+    CAs), ``False`` (none) or the path of a CA bundle."""
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class _Transient(Exception):
     """A failure worth retrying; ``final`` is what to raise when the retries are spent."""
 
@@ -52,14 +62,14 @@ class HttpRangeSource(DiskSource):
         size: int | None = None,
         extents: list[Extent] | None = None,
         headers: Mapping[str, str] | None = None,
-        verify_tls: bool = True,
+        verify_tls: bool | str = True,
         timeout: float = 60.0,
         retries: int = 4,
         backoff: float = 0.5,
     ) -> None:
         self.url = url
         self._headers = dict(headers or {})
-        self._verify_tls = verify_tls
+        self._tls = tls_context(verify_tls)
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
@@ -73,7 +83,7 @@ class HttpRangeSource(DiskSource):
     def _client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = httpx.Client(headers=self._headers, verify=self._verify_tls, timeout=self._timeout)
+            client = httpx.Client(headers=self._headers, verify=self._tls, timeout=self._timeout)
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
@@ -144,11 +154,8 @@ class HttpRangeSource(DiskSource):
         if conn is not None:
             conn.close()
         if parts.scheme == "https":
-            ctx = ssl.create_default_context()
-            if not self._verify_tls:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self._timeout, context=ctx)
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self._timeout,
+                                               context=self._tls)
         else:
             conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self._timeout)
         self._local.conn, self._local.key = conn, key

@@ -2,7 +2,8 @@
 
 Templates are images: an image name or id is exported as it is, and never deleted. The image
 id is kept in the workdir, so a repeated ``snapshot_instance`` reuses the image (and the
-download) of the first attempt instead of taking another.
+download, resumed where it stopped) of the first attempt instead of taking another. The download
+is paced by the source environment's ``bandwidth_limit``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import contextlib
 import json
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from core.errors import NotFound, ProviderError
+from core.errors import NotFound
+from core.limits import bandwidth_limit
 from core.models import DiskLocator, SourceSnapshot
 from diskio.base import DiskSource
 from providers.openstack import glance
@@ -32,7 +35,7 @@ def shutdown_instance(cloud: Cloud, instance: str) -> None:
         "compute", "GET", f"/servers/{server['id']}")["server"], {"shutoff"}, {"error"}, 600)
 
 
-def snapshot_instance(cloud: Cloud, instance: str, workdir: Path) -> SourceSnapshot:
+def snapshot_instance(cloud: Cloud, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
     snap_dir = workdir / "snapshot"
     snap_dir.mkdir(parents=True, exist_ok=True)
     marker = snap_dir / "snapshot.json"
@@ -57,11 +60,7 @@ def snapshot_instance(cloud: Cloud, instance: str, workdir: Path) -> SourceSnaps
     fmt = image.get("disk_format") or "raw"
     target = snap_dir / f"root.{fmt}"
     if not target.exists():
-        md5 = glance.download(cloud, image_id, target)
-        if image.get("checksum") and md5 != image["checksum"]:
-            target.unlink()
-            raise ProviderError(f"Image {image_id} downloaded with checksum {md5}, Glance has "
-                                f"{image['checksum']}")
+        glance.download(cloud, image, target, bandwidth_limit=bandwidth_limit(env, "source_environment"))
     from diskio.local import open_local_source
 
     src = open_local_source(target, fmt)

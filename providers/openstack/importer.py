@@ -44,7 +44,7 @@ async def import_disk(cloud: Cloud, export_info: InstanceInfo, disk: DiskLocator
     size = path.stat().st_size
     digests = await glance.upload(cloud, image["id"], path, on_progress=ctx.progress,
                                   bandwidth_limit=ctx.bandwidth_limit)
-    final = await _wait_active(cloud, image["id"], ctx, TransferProgress(size, size, [(0, size)]))
+    final = await wait_active(cloud, image["id"], ctx, TransferProgress(size, size, [(0, size)]))
     glance.verify(final, digests, size)
     ctx.event(f"Uploaded {disk.disk_id} to Glance image {image['id']}: {size} bytes, md5 {digests['md5']} "
               "(matches Glance's checksum)")
@@ -53,7 +53,7 @@ async def import_disk(cloud: Cloud, export_info: InstanceInfo, disk: DiskLocator
         "checksum": digests["md5"], "virtual_size": disk.size_bytes})
 
 
-async def _wait_active(cloud: Cloud, image_id: str, ctx: TransferContext, sent: TransferProgress) -> dict[str, Any]:
+async def wait_active(cloud: Cloud, image_id: str, ctx: TransferContext, sent: TransferProgress) -> dict[str, Any]:
     """Glance's image once ``active``, heartbeating the finished upload meanwhile; a cancel stops the poll."""
     stop = threading.Event()
 

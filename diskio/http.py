@@ -50,7 +50,8 @@ class HttpRangeSource(DiskSource):
 
     Each read is one ``Range`` request, retried ``retries`` times with backoff on network
     errors and transient statuses (408, 429, 5xx); redirects are followed. ``size`` defaults
-    to the ``Content-Length`` of a ``HEAD``.
+    to the ``Content-Length`` of a ``HEAD``. ``auth``, if given, is asked for more headers before
+    each request: a token that expires during a long read is renewed (Keystone's, for Glance).
     """
 
     io_size = 0  # one request per chunk: round trips cost more than cache misses
@@ -62,6 +63,7 @@ class HttpRangeSource(DiskSource):
         size: int | None = None,
         extents: list[Extent] | None = None,
         headers: Mapping[str, str] | None = None,
+        auth: Callable[[], Mapping[str, str]] | None = None,
         verify_tls: bool | str = True,
         timeout: float = 60.0,
         retries: int = 4,
@@ -69,6 +71,7 @@ class HttpRangeSource(DiskSource):
     ) -> None:
         self.url = url
         self._headers = dict(headers or {})
+        self._auth = auth
         self._tls = tls_context(verify_tls)
         self._timeout = timeout
         self._retries = retries
@@ -90,11 +93,15 @@ class HttpRangeSource(DiskSource):
         return client
 
     def _head_size(self) -> int:
-        response = self._retrying(lambda: self._client().head(self.url, follow_redirects=True))
+        response = self._retrying(lambda: self._client().head(self.url, headers=self._auth_headers(),
+                                                              follow_redirects=True))
         length = response.headers.get("content-length")
         if length is None:
             raise TransferError(f"{self._safe_url()} gives no Content-Length; pass the disk size")
         return int(length)
+
+    def _auth_headers(self) -> Mapping[str, str]:
+        return self._auth() if self._auth is not None else {}
 
     def _safe_url(self) -> str:
         # never log query strings: they carry signatures and tokens (SAS, signed URLs)
@@ -180,7 +187,7 @@ class HttpRangeSource(DiskSource):
                 target += "?" + parts.query
             conn = self._conn(url)
             try:
-                conn.request("GET", target, headers={**self._headers, **headers})
+                conn.request("GET", target, headers={**self._headers, **self._auth_headers(), **headers})
                 response = conn.getresponse()
                 status = response.status
                 if status in (301, 302, 303, 307, 308) and response.getheader("location"):

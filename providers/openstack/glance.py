@@ -43,17 +43,18 @@ class WholeFile(RawFileSource):
         return [Extent(0, self.size)] if self.size else []
 
 
-def _file_url(cloud: Cloud, image_id: str) -> tuple[str, dict[str, str]]:
-    return f"{cloud.endpoint('image')}/v2/images/{image_id}/file", {"X-Auth-Token": cloud.token()}
+def _file_url(cloud: Cloud, image_id: str) -> str:
+    return f"{cloud.endpoint('image')}/v2/images/{image_id}/file"
 
 
 async def upload(cloud: Cloud, image_id: str, path: Path, *, on_progress: ProgressCallback,
                  bandwidth_limit: int | None = None) -> dict[str, str]:
     """Stream ``path`` into the queued image; returns the ``md5`` and ``sha512`` of what was sent."""
-    url, headers = await asyncio.to_thread(_file_url, cloud, image_id)
+    url = await asyncio.to_thread(_file_url, cloud, image_id)
+    # One request: Glance checks the token when it starts, however long the body takes.
+    headers = {"X-Auth-Token": await asyncio.to_thread(cloud.token), "Content-Type": "application/octet-stream"}
     source = await asyncio.to_thread(WholeFile, path)
-    target = HttpStreamTarget(url, source.size, headers={**headers, "Content-Type": "application/octet-stream"},
-                              verify_tls=cloud.verify_tls, hashes=DIGESTS)
+    target = HttpStreamTarget(url, source.size, headers=headers, verify_tls=cloud.verify_tls, hashes=DIGESTS)
     try:
         await copy_disk(source, target, on_progress=on_progress, bandwidth_limit=bandwidth_limit,
                         chunk_size=CHUNK, lanes=1)
@@ -83,7 +84,7 @@ def download(cloud: Cloud, image: dict[str, Any], target: Path, *, bandwidth_lim
     # The checkpoint is only worth something if the partial file it describes survived.
     checkpoint = ([(int(a), int(b)) for a, b in json.loads(done_file.read_text())]
                   if done_file.exists() and partial.exists() else None)
-    url = f"{cloud.endpoint('image')}/v2/images/{image['id']}/file"
+    url = _file_url(cloud, image["id"])
 
     async def record(progress: TransferProgress) -> None:
         done_file.write_text(json.dumps(progress.checkpoint))

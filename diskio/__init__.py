@@ -14,4 +14,6 @@
   with the engine's digest (``diskio.imagemap`` reads the image in place via ``qemu-img map``).
 - ``diskio.qemu``/``diskio.nbd``: images in any qemu format through ``qemu-nbd``.
 - ``diskio.http``: ``HttpRangeSource``, a disk read with HTTP Range requests (datastore, lease, Glance, GCS).
+- ``diskio.stream``: ``HttpStreamTarget``, a disk sent as one request body, in order (Glance's upload).
+- ``diskio.keepalive``: ``beating``, progress reported while a transfer waits on work that moves no bytes.
 """

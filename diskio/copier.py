@@ -22,6 +22,7 @@ from core.errors import IntegrityError, TransferError
 from diskio import digest
 from diskio.base import DiskSource, DiskTarget
 from diskio.checkpoint import Checkpointer
+from diskio.keepalive import beating
 from diskio.lane import ChunkMover, Outcome
 from diskio.limiter import RateLimiter
 from diskio.plan import Chunk, DiskDigest, align_extents, cut_chunks, target_block
@@ -200,7 +201,7 @@ async def copy_disk(
                      durable=durable)
         if not chunks and on_progress is not None:
             await on_progress(run.progress())
-        await loop.run_in_executor(pool, target.flush)
+        await _flush(loop, pool, target, run.progress(), on_progress)
         if durable is not None:
             await durable.finish()
         if keep:
@@ -214,6 +215,22 @@ async def copy_disk(
     result.verified = mover.verify
     result.digest = run.digest.hexdigest(len(chunks)) if run.digest_complete else None
     return result
+
+
+async def _flush(
+    loop: asyncio.AbstractEventLoop,
+    pool: concurrent.futures.ThreadPoolExecutor,
+    target: DiskTarget,
+    last: TransferProgress,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """``target.flush``, reporting the last progress meanwhile: completing a remote object (an EBS
+    snapshot, a streamed upload's answer) can outlast a heartbeat timeout."""
+    flushing = loop.run_in_executor(pool, target.flush)
+    if on_progress is None:
+        await flushing
+    else:
+        await beating(lambda: on_progress(last), flushing)
 
 
 async def _drive(

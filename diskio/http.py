@@ -27,6 +27,16 @@ from diskio.base import DiskSource, Extent
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+def tls_context(verify: bool | str = True) -> ssl.SSLContext:
+    """Certificate checks as an endpoint's ``allow_untrusted``/``cafile`` ask: ``True`` (the system
+    CAs), ``False`` (none) or the path of a CA bundle."""
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class _Transient(Exception):
     """A failure worth retrying; ``final`` is what to raise when the retries are spent."""
 
@@ -40,7 +50,8 @@ class HttpRangeSource(DiskSource):
 
     Each read is one ``Range`` request, retried ``retries`` times with backoff on network
     errors and transient statuses (408, 429, 5xx); redirects are followed. ``size`` defaults
-    to the ``Content-Length`` of a ``HEAD``.
+    to the ``Content-Length`` of a ``HEAD``. ``auth``, if given, is asked for more headers before
+    each request: a token that expires during a long read is renewed (Keystone's, for Glance).
     """
 
     io_size = 0  # one request per chunk: round trips cost more than cache misses
@@ -52,14 +63,16 @@ class HttpRangeSource(DiskSource):
         size: int | None = None,
         extents: list[Extent] | None = None,
         headers: Mapping[str, str] | None = None,
-        verify_tls: bool = True,
+        auth: Callable[[], Mapping[str, str]] | None = None,
+        verify_tls: bool | str = True,
         timeout: float = 60.0,
         retries: int = 4,
         backoff: float = 0.5,
     ) -> None:
         self.url = url
         self._headers = dict(headers or {})
-        self._verify_tls = verify_tls
+        self._auth = auth
+        self._tls = tls_context(verify_tls)
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
@@ -73,18 +86,22 @@ class HttpRangeSource(DiskSource):
     def _client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = httpx.Client(headers=self._headers, verify=self._verify_tls, timeout=self._timeout)
+            client = httpx.Client(headers=self._headers, verify=self._tls, timeout=self._timeout)
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
         return client
 
     def _head_size(self) -> int:
-        response = self._retrying(lambda: self._client().head(self.url, follow_redirects=True))
+        response = self._retrying(lambda: self._client().head(self.url, headers=self._auth_headers(),
+                                                              follow_redirects=True))
         length = response.headers.get("content-length")
         if length is None:
             raise TransferError(f"{self._safe_url()} gives no Content-Length; pass the disk size")
         return int(length)
+
+    def _auth_headers(self) -> Mapping[str, str]:
+        return self._auth() if self._auth is not None else {}
 
     def _safe_url(self) -> str:
         # never log query strings: they carry signatures and tokens (SAS, signed URLs)
@@ -144,11 +161,8 @@ class HttpRangeSource(DiskSource):
         if conn is not None:
             conn.close()
         if parts.scheme == "https":
-            ctx = ssl.create_default_context()
-            if not self._verify_tls:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self._timeout, context=ctx)
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self._timeout,
+                                               context=self._tls)
         else:
             conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self._timeout)
         self._local.conn, self._local.key = conn, key
@@ -173,7 +187,7 @@ class HttpRangeSource(DiskSource):
                 target += "?" + parts.query
             conn = self._conn(url)
             try:
-                conn.request("GET", target, headers={**self._headers, **headers})
+                conn.request("GET", target, headers={**self._headers, **self._auth_headers(), **headers})
                 response = conn.getresponse()
                 status = response.status
                 if status in (301, 302, 303, 307, 308) and response.getheader("location"):

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from core.errors import IntegrityError, InvalidInput
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
 from diskio.base import DiskSource
 from diskio.copier import CopyResult, copy_disk
+from diskio.keepalive import beating
+from diskio.keepalive import in_thread as _in_thread
 from diskio.local import open_local_source
 from diskio.plan import align_extents
 from diskio.ranges import covers, merge
@@ -181,26 +183,9 @@ async def import_disk(
     )
 
 
-def _in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    # An executor future, not asyncio.to_thread: cancelling it does not pretend the thread stopped,
-    # so _beating can wait for the thread before the file it reads is closed.
-    return asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
 async def _beating(ctx: TransferContext, progress: TransferProgress, work: Awaitable[T]) -> T:
-    """Await ``work`` while heartbeating ``progress`` every few seconds; a cancel stops the wait."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
-            if done:
-                return task.result()
-            await ctx.progress(progress)
-    finally:
-        if not task.done():
-            task.cancel()
-            # a thread can't be interrupted: let it finish before the source is closed
-            await asyncio.wait({task})
+    """Await ``work`` while heartbeating ``progress`` every ``HEARTBEAT_EVERY`` seconds; a cancel stops the wait."""
+    return await beating(lambda: ctx.progress(progress), work, every=HEARTBEAT_EVERY)
 
 
 async def verify_snapshot(source: DiskSource, target: EbsSnapshotTarget, disk_id: str) -> str:

@@ -7,6 +7,7 @@ bodies and exact control of what is sent, and every call here is one HTTP reques
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from core.errors import (
     NotFound,
     ProviderError,
     ProviderTransient,
+    TransferError,
 )
 from core.polling import poll_until
 
@@ -59,6 +61,12 @@ class Cloud:
         self.session = make_session(info)
         self.region = info.get("region_name")
         self.interface = info.get("interface", "public")
+
+    @property
+    def verify_tls(self) -> bool | str:
+        """The session's certificate check (``allow_untrusted``, ``cafile``), for the image data path."""
+        verify: bool | str = self.session.verify
+        return verify
 
     def endpoint(self, service_type: str) -> str:
         from keystoneauth1 import exceptions as ks_exc
@@ -127,12 +135,17 @@ class Cloud:
         raise ProviderError(f"{what} failed (HTTP {r.status_code}): {message}")
 
     def wait(self, what: str, get: Any, ready: set[str], failed: set[str], timeout: float,
-             interval: float = 1.0) -> dict[str, Any]:
-        """Poll ``get()`` until its ``status`` is in ``ready``; raise on ``failed`` or timeout."""
+             interval: float = 1.0, stop: threading.Event | None = None) -> dict[str, Any]:
+        """Poll ``get()`` until its ``status`` is in ``ready``; raise on ``failed`` or timeout.
+
+        ``stop`` set (the activity was cancelled) ends the wait at the next poll.
+        """
         status = ""
 
         def arrived() -> dict[str, Any] | None:
             nonlocal status
+            if stop is not None and stop.is_set():
+                raise TransferError(f"stopped waiting for {what}: cancelled")
             obj: dict[str, Any] = get()
             status = str(obj.get("status", "")).lower()
             if status in ready:

@@ -1,83 +1,122 @@
-"""Glance image data: a streamed, checksummed upload and download (image API v2).
+"""Glance image data through the disk engine (image API v2), checked against Glance's checksums.
 
-The upload is a chunked ``PUT /v2/images/{id}/file`` from an async generator: the file is
-never held in memory, and between chunks the activity heartbeats (and so sees a cancel).
+Upload: the converted file's bytes are the body of one ``PUT /v2/images/{id}/file``
+(``diskio.stream.HttpStreamTarget``), driven by ``copy_disk`` with one lane: the shared
+bandwidth limiter, progress and heartbeats of every transfer. Glance cannot take data at an
+offset, so a retried upload starts over into a new image.
+
+Download: ``Range`` reads of ``GET /v2/images/{id}/file`` (``diskio.http.HttpRangeSource``) into
+a local file, several lanes at a time. The done ranges are kept next to the partial file, so a
+retried snapshot on the same host resumes the download instead of starting over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
 from pathlib import Path
 from typing import Any
 
-from core.errors import IntegrityError, ProviderTransient
+from core.errors import IntegrityError
+from diskio.base import Extent
+from diskio.copier import ProgressCallback, copy_disk
+from diskio.http import HttpRangeSource
+from diskio.local import LocalFileTarget, RawFileSource
+from diskio.progress import TransferProgress
+from diskio.stream import HttpStreamTarget
 from providers.openstack.cloud import Cloud
 
-CHUNK = 4 * 1024 * 1024
+#: the unit of progress (and of the download's checkpoint): one range request per chunk
+CHUNK = 8 * 1024 * 1024
+#: parallel range requests of a download (one kept-alive connection each)
+DOWNLOAD_LANES = 4
+#: the digests Glance computes (``checksum`` and the default ``os_hash_algo``)
+DIGESTS = ("md5", "sha512")
 
 
-async def upload(cloud: Cloud, image_id: str, path: Path, *,
-                 on_progress: Callable[[int, int], Awaitable[None]],
+class WholeFile(RawFileSource):
+    """The file's own bytes, whatever its format (Glance stores the image file as it is), holes
+    included: all of them go into the body, so all of them count as progress."""
+
+    def extents(self) -> list[Extent]:
+        return [Extent(0, self.size)] if self.size else []
+
+
+def _file_url(cloud: Cloud, image_id: str) -> str:
+    return f"{cloud.endpoint('image')}/v2/images/{image_id}/file"
+
+
+async def upload(cloud: Cloud, image_id: str, path: Path, *, on_progress: ProgressCallback,
                  bandwidth_limit: int | None = None) -> dict[str, str]:
-    """Stream ``path`` into the queued image; returns the local ``md5`` and ``sha512`` digests."""
-    import httpx
-
-    base = await asyncio.to_thread(cloud.endpoint, "image")
-    token = await asyncio.to_thread(cloud.token)
-    total = path.stat().st_size
-    md5, sha512 = hashlib.md5(usedforsecurity=False), hashlib.sha512()
-
-    async def body() -> AsyncIterator[bytes]:
-        done, started = 0, time.monotonic()
-        with open(path, "rb") as f:
-            while block := await asyncio.to_thread(f.read, CHUNK):
-                md5.update(block)
-                sha512.update(block)
-                done += len(block)
-                if bandwidth_limit:
-                    ahead = done / bandwidth_limit - (time.monotonic() - started)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-                yield block
-                await on_progress(done, total)
-
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=3600.0)) as http:
-        r = await http.put(f"{base}/v2/images/{image_id}/file", content=body(),
-                           headers={"X-Auth-Token": token, "Content-Type": "application/octet-stream"})
-    if r.status_code not in (200, 201, 204):
-        raise ProviderTransient(f"Glance refused the data of image {image_id} (HTTP {r.status_code})")
-    return {"md5": md5.hexdigest(), "sha512": sha512.hexdigest()}
+    """Stream ``path`` into the queued image; returns the ``md5`` and ``sha512`` of what was sent."""
+    url = await asyncio.to_thread(_file_url, cloud, image_id)
+    # One request: Glance checks the token when it starts, however long the body takes.
+    headers = {"X-Auth-Token": await asyncio.to_thread(cloud.token), "Content-Type": "application/octet-stream"}
+    source = await asyncio.to_thread(WholeFile, path)
+    target = HttpStreamTarget(url, source.size, headers=headers, verify_tls=cloud.verify_tls, hashes=DIGESTS)
+    try:
+        await copy_disk(source, target, on_progress=on_progress, bandwidth_limit=bandwidth_limit,
+                        chunk_size=CHUNK, lanes=1)
+    finally:
+        await asyncio.to_thread(source.close)
+        await asyncio.to_thread(target.close)
+    return target.hexdigests()
 
 
 def verify(image: dict[str, Any], digests: dict[str, str], size: int) -> None:
-    """Glance's own checksum, multihash and size must equal what was sent."""
+    """Glance's own checksum, multihash and size must equal those of the bytes on this side."""
     if image.get("checksum") and image["checksum"] != digests["md5"]:
-        raise IntegrityError(f"Glance image {image['id']} has checksum {image['checksum']}, sent {digests['md5']}")
+        raise IntegrityError(f"Glance image {image['id']} has checksum {image['checksum']}, "
+                             f"this side {digests['md5']}")
     if image.get("os_hash_algo") == "sha512" and image.get("os_hash_value") != digests["sha512"]:
-        raise IntegrityError(f"Glance image {image['id']}: sha512 differs from what was sent")
+        raise IntegrityError(f"Glance image {image['id']}: sha512 differs from this side's")
     if image.get("size") is not None and int(image["size"]) != size:
-        raise IntegrityError(f"Glance image {image['id']} holds {image['size']} bytes, sent {size}")
+        raise IntegrityError(f"Glance image {image['id']} holds {image['size']} bytes, this side {size}")
 
 
-def download(cloud: Cloud, image_id: str, target: Path, on_chunk: Callable[[int], None] | None = None) -> str:
-    """Stream an image's data to ``target`` (written under a temporary name); returns its md5."""
-    import httpx
-
-    base, token = cloud.endpoint("image"), cloud.token()
+def download(cloud: Cloud, image: dict[str, Any], target: Path, *, bandwidth_limit: int | None = None) -> None:
+    """The image's data into ``target`` (written under a temporary name), checked against Glance's
+    checksums. Blocking: it runs the copier in an event loop of its own."""
     partial = target.with_suffix(target.suffix + ".partial")
-    md5 = hashlib.md5(usedforsecurity=False)
-    with httpx.stream("GET", f"{base}/v2/images/{image_id}/file", headers={"X-Auth-Token": token},
-                      timeout=httpx.Timeout(60.0, read=3600.0)) as r:
-        if r.status_code != 200:
-            raise ProviderTransient(f"Glance could not send image {image_id} (HTTP {r.status_code})")
-        with open(partial, "wb") as f:
-            for chunk in r.iter_bytes(CHUNK):
-                md5.update(chunk)
-                f.write(chunk)
-                if on_chunk:
-                    on_chunk(len(chunk))
+    done_file = target.with_suffix(target.suffix + ".done.json")
+    size = int(image.get("size") or 0)
+    # The checkpoint is only worth something if the partial file it describes survived.
+    checkpoint = ([(int(a), int(b)) for a, b in json.loads(done_file.read_text())]
+                  if done_file.exists() and partial.exists() else None)
+    url = _file_url(cloud, image["id"])
+
+    async def record(progress: TransferProgress) -> None:
+        done_file.write_text(json.dumps(progress.checkpoint))
+
+    # The token is asked for before each range: the session renews it when a long download outlives it.
+    source = HttpRangeSource(url, size=size, auth=lambda: {"X-Auth-Token": cloud.token()}, verify_tls=cloud.verify_tls)
+    try:
+        dst = LocalFileTarget(partial, size)
+        try:
+            # verify=False: the whole file is checked against Glance's checksums below, a stronger check
+            # than reading each chunk back as it is written.
+            asyncio.run(copy_disk(source, dst, checkpoint=checkpoint, on_progress=record, verify=False,
+                                  bandwidth_limit=bandwidth_limit, chunk_size=CHUNK, lanes=DOWNLOAD_LANES))
+        finally:
+            dst.close()
+    finally:
+        source.close()
+    try:
+        verify(image, file_digests(partial), size)
+    except IntegrityError:
+        partial.unlink()
+        done_file.unlink(missing_ok=True)
+        raise
     partial.rename(target)
-    return md5.hexdigest()
+    done_file.unlink(missing_ok=True)
+
+
+def file_digests(path: Path) -> dict[str, str]:
+    """The ``DIGESTS`` of a local file, in one pass."""
+    hashes = {name: hashlib.new(name, usedforsecurity=False) for name in DIGESTS}
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            for h in hashes.values():
+                h.update(block)
+    return {name: h.hexdigest() for name, h in hashes.items()}

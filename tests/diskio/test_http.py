@@ -31,6 +31,7 @@ class DiskServer(ThreadingHTTPServer):
         self.path = path
         self.fail_next = 0  # answer this many GETs with 503 first
         self.token = "secret"
+        self.rotate = False  # a new token after each range: one that expires during a long read
         self.ranges_served = 0
         self.lock = threading.Lock()
 
@@ -74,6 +75,8 @@ class RangeHandler(BaseHTTPRequestHandler):
             body = f.read(end - start + 1)
         with self.server.lock:
             self.server.ranges_served += 1
+            if self.server.rotate:
+                self.server.token = f"secret-{self.server.ranges_served}"
         self.send_response(206)
         self.send_header("Content-Range", f"bytes {start}-{end}/{self.server.path.stat().st_size}")
         self.send_header("Content-Length", str(len(body)))
@@ -143,3 +146,25 @@ def test_bad_credentials_fail_fast_without_leaking_the_url_query(
     with pytest.raises(AuthenticationFailed) as info:
         HttpRangeSource(url_of(server), headers={"Authorization": "Bearer wrong"})
     assert "do-not-log" not in str(info.value)
+
+
+async def test_auth_is_asked_before_each_range_so_a_renewed_token_is_used(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(size=4 * MiB, runs=[(0, 4 * MiB)])
+    server = serve(src)
+    server.rotate = True
+    # What a session's get_token does: the identity service's current token, not the one of the first call.
+    source = HttpRangeSource(url_of(server), size=4 * MiB, auth=lambda: {"Authorization": f"Bearer {server.token}"})
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    await copy_disk(source, target, chunk_size=MiB, lanes=1)  # one lane: each token is used before it rotates
+    source.close()
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    assert server.ranges_served == 4
+    # The same read with the first token only fails once that token is replaced.
+    stale = HttpRangeSource(url_of(server), size=4 * MiB, headers={"Authorization": f"Bearer {server.token}"})
+    stale.read(0, MiB)
+    with pytest.raises(AuthenticationFailed):
+        stale.read(MiB, MiB)
+    stale.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from core.errors import AuthenticationFailed, InvalidInput
+from core.errors import AuthenticationFailed, IntegrityError, InvalidInput
 from core.models import Devices, DiskInfo, DiskLocator, InstanceInfo, NicInfo
 from providers.base import ActionContext, TransferContext, TransferProgress
+from providers.openstack import glance, importer
 from providers.openstack.provider import OpenStackProvider
 from tests.peers.openstack.fixtures import OpenStackCloud
 
@@ -162,3 +164,70 @@ def test_a_template_is_an_image_exported_as_it_is(openstack: OpenStackCloud, tmp
     p.delete_snapshot(snap)  # the template itself is not ours to delete
     assert p.cloud.request("image", "GET", f"/v2/images/{image['id']}")["status"] == "active"
     p.cloud.request("image", "DELETE", f"/v2/images/{image['id']}")
+
+
+def put_image(p: OpenStackProvider, name: str, data: bytes) -> dict[str, Any]:
+    import httpx
+
+    image: dict[str, Any] = p.cloud.request("image", "POST", "/v2/images", json={
+        "name": name, "disk_format": "raw", "container_format": "bare"})
+    httpx.put(f"{p.cloud.endpoint('image')}/v2/images/{image['id']}/file", content=data,
+              headers={"X-Auth-Token": p.cloud.token(), "Content-Type": "application/octet-stream"},
+              timeout=60).raise_for_status()
+    return image
+
+
+def test_a_download_resumes_from_its_checkpoint_and_glance_checksums_judge_the_result(
+        openstack: OpenStackCloud, tmp_path: Path) -> None:
+    p = OpenStackProvider(creds(openstack))
+    data = os.urandom(2 * glance.CHUNK + 4096)
+    image = put_image(p, "resume-template", data)
+    work = tmp_path / "work"
+    snap_dir = work / "snapshot"
+    snap_dir.mkdir(parents=True)
+    partial, done = snap_dir / "root.raw.partial", snap_dir / "root.raw.done.json"
+    try:
+        # An earlier attempt on this host stopped after the first chunk, whose bytes were then damaged:
+        # the resumed download does not fetch that chunk again, and Glance's checksum catches it.
+        partial.write_bytes(b"\xff" * glance.CHUNK)
+        done.write_text(json.dumps([[0, glance.CHUNK]]))
+        with pytest.raises(IntegrityError, match=image["id"]):
+            p.snapshot_instance({}, "resume-template", work)
+        assert not partial.exists() and not done.exists()
+        # The same checkpoint over sound bytes: the rest is downloaded and the image is whole.
+        partial.write_bytes(data[:glance.CHUNK])
+        done.write_text(json.dumps([[0, glance.CHUNK]]))
+        snap = p.snapshot_instance({}, "resume-template", work)
+        assert Path(snap.disks[0].path or "").read_bytes() == data
+        assert not partial.exists() and not done.exists()
+    finally:
+        p.cloud.request("image", "DELETE", f"/v2/images/{image['id']}")
+
+
+def test_waiting_for_an_image_heartbeats_and_a_cancel_stops_the_poll(openstack: OpenStackCloud,
+                                                                     tmp_path: Path) -> None:
+    # A queued image (no data) never becomes active: the wait must keep heartbeating the finished upload,
+    # and a cancel (which arrives through a heartbeat) must end the poll, not leave it running for minutes.
+    p = OpenStackProvider(creds(openstack))
+    image = p.cloud.request("image", "POST", "/v2/images", json={
+        "name": "never-active", "disk_format": "raw", "container_format": "bare"})
+    sent = TransferProgress(4096, 4096, [(0, 4096)])
+    beats: list[TransferProgress] = []
+
+    async def progress(beat: TransferProgress) -> None:
+        beats.append(beat)
+        if len(beats) == 2:
+            raise asyncio.CancelledError
+
+    async def wait() -> None:
+        # A poll left running would end only after ACTIVE_TIMEOUT (600 s): this bound turns it into a
+        # TimeoutError. asyncio.run returns once the poll's thread has ended (it shuts the executor down).
+        await asyncio.wait_for(importer.wait_active(p.cloud, image["id"], TransferContext(tmp_path, progress), sent),
+                               60)
+
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(wait())
+    finally:
+        p.cloud.request("image", "DELETE", f"/v2/images/{image['id']}")
+    assert beats == [sent, sent]

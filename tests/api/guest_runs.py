@@ -11,7 +11,10 @@ What runs:
 * ``kvm_morphed`` / ``kvm_plain``: the plain guest, its marker service removed, -> local, with and
   without morphing, both boot-checked; ``kvm_by_device``: its variant that mounts its root as /dev/sda2,
   unmorphed, boot-checked (it fails in the initramfs);
-* ``vsphere``: the plain guest on a simulator VM -> local, unmorphed, boot-checked.
+* ``vsphere``: the plain guest on a simulator VM -> local, unmorphed, boot-checked;
+* ``deployments``: the marker-less guest as a transfer -> local, executed, then deployed twice from its
+  replica: with OS morphing (boot-checked with DHCP), then, that instance torn down, without
+  (boot-checked). A chain: each step needs the one before it, so it runs in a thread of its own.
 
 The moto account and the simulator here are this fixture's own: the per-test ``conn_info`` fixture
 resets moto, and the simulator fixtures are per module, either of which would pull the ground from
@@ -23,9 +26,11 @@ under a migration that runs across several tests.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,10 +71,48 @@ class GuestRuns:
     #: migration ids by run name
     ids: dict[str, str]
     vsphere_snapshots: Any = field(repr=False)
+    #: the ``deployments`` chain's outcome (see ``_deploy_twice``)
+    deployments: Future[DeployedTwice] = field(repr=False)
 
     def wait(self, run: str) -> dict[str, Any]:
         with self.stack.client() as api:
             return wait_final(api, self.ids[run], timeout=TIMEOUT)
+
+
+@dataclass
+class DeployedTwice:
+    transfer: dict[str, Any]
+    execution: dict[str, Any]
+    #: the morphed deployment, then the unmorphed one
+    first: dict[str, Any]
+    second: dict[str, Any]
+    #: SHA-256 of the replica disk before the first deployment, after it, and after the second
+    replica_digests: list[str]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 * 1024**2):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _deploy_twice(stack: RunningStack, transfer_id: str, dst: Path) -> DeployedTwice:
+    """Execute the transfer, deploy it with OS morphing, tear that down, deploy it again without."""
+    with stack.client() as api:
+        execution = api.wait_execution(transfer_id, api.execute_transfer(transfer_id)["id"], TIMEOUT)
+        if execution["status"] != "COMPLETED":
+            return DeployedTwice(api.get_transfer(transfer_id), execution, {}, {}, [])
+        replica = dst / ".sterna-replicas" / transfer_id / "debian-vm" / "disk-0.raw"
+        digests = [_sha256(replica)]
+        first = api.wait_deployment(api.create_deployment(transfer_id, skip_os_morphing=False)["id"], TIMEOUT)
+        digests.append(_sha256(replica))
+        # A test failover torn down; then the real one, from the same replica.
+        shutil.rmtree(dst / "debian-vm", ignore_errors=True)
+        second = api.wait_deployment(api.create_deployment(transfer_id, skip_os_morphing=True)["id"], TIMEOUT)
+        digests.append(_sha256(replica))
+        return DeployedTwice(api.get_transfer(transfer_id), execution, first, second, digests)
 
 
 def _aws_account(moto_url: str) -> AwsAccount:
@@ -141,6 +184,15 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
                 origin_endpoint_id=a2["id"], destination_endpoint_id=d["id"], instances=["debian-vm"],
                 skip_os_morphing=True, destination_environment=BOOT_CHECKED)["id"]
 
+            deploy_dst = stack.inventory("kvm-deployed")
+            e = api.create_endpoint("kvm-4", "local", {"path": str(deploy_dst)})
+            transfer = api.create_transfer(
+                origin_endpoint_id=a["id"], destination_endpoint_id=e["id"], instances=["debian-vm"],
+                network_map={"VM Network": "default"},
+                destination_environment={"boot_timeout": BOOT_TIMEOUT, "boot_network_grace": 600})
+            chain = ThreadPoolExecutor(1, thread_name_prefix="deploy-twice")
+            deployments = chain.submit(_deploy_twice, stack, transfer["id"], deploy_dst)
+
             vm = _stage_vsphere(si, plain, tmp_path_factory.mktemp("vsphere-debian"))
             vc = api.create_endpoint("vc-debian", "vmware_vsphere", {
                 "host": server.host, "username": server.user, "password": server.password,
@@ -149,10 +201,12 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             ids["vsphere"] = api.create_migration(
                 origin_endpoint_id=vc["id"], destination_endpoint_id=kvm["id"], instances=[VSPHERE_VM],
                 skip_os_morphing=True, destination_environment=BOOT_CHECKED)["id"]
-        runs = GuestRuns(stack, aws, ids, lambda: snapshot_count(si, vm))
+        runs = GuestRuns(stack, aws, ids, lambda: snapshot_count(si, vm), deployments)
         yield runs
         # The simulator goes away with this fixture: let its migration end first, whatever its test did.
         runs.wait("vsphere")
+        deployments.result(TIMEOUT)
+        chain.shutdown()
     finally:
         Disconnect(si)
         server.stop()

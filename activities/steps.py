@@ -74,7 +74,7 @@ class MigrationActivities:
 
     @activity.defn(name=names.VALIDATE_INSTANCE)
     async def validate(self, inp: StepInput) -> ValidateResult:
-        async with task_running(self.services, inp.task) as rec:
+        async with task_running(self.services, inp.task) as rec, heartbeating():
             source = await self._source(inp)
             export_info = await asyncio.to_thread(source.validate_source, source_env(inp), inp.task.instance)
             await rec.aevent(

@@ -18,7 +18,7 @@ from activities import names
 from activities.changes import changed_since
 from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
-from activities.recording import task_running
+from activities.recording import heartbeating, task_running
 from activities.services import Services
 from activities.steps import _previous_heartbeat, _safe, scratch_dir
 from core.errors import Conflict, InvalidInput
@@ -236,7 +236,7 @@ class TransferActivities:
         With ``clone`` False, the replica disks themselves (Coriolis ``clone_disks: false``).
         """
         step = inp.step
-        async with task_running(self.services, step.task) as rec:
+        async with task_running(self.services, step.task) as rec, heartbeating():
             workdir = scratch_dir(self.services.settings.scratch, step.task)
             (workdir / "overlay").mkdir(parents=True, exist_ok=True)
             # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.

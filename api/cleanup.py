@@ -28,7 +28,7 @@ async def start_forced_cleanup(d: Deps, action_id: str, *, task_type: str, succe
         items.append(CleanupInput(step=step, succeeded=succeeded))
         queues.append(info.get("host_queue") or d.settings.data_task_queue)
     await d.temporal.start_workflow(
-        ForcedCleanupWorkflow.run, ForcedCleanup(items=items, queues=queues),
+        ForcedCleanupWorkflow.run, ForcedCleanup(items=items, queues=queues, heartbeat=d.settings.heartbeat_timeout),
         id=ids.forced_cleanup(row.id, kind=row.type, execution_id=execution_id), task_queue=d.settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows import ids
     from workflows.shared import _retry, at, finish, first_step, gather_instances, record_failure
-    from workflows.steps import Steps
+    from workflows.steps import Steps, short_step_heartbeat
     from workflows.transfer_types import (
         ActionPlan,
         DeploymentInput,
@@ -100,6 +100,7 @@ class DeploymentInstanceWorkflow:
                              transfer_id=plan.transfer_id),
                 result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
+                heartbeat_timeout=short_step_heartbeat(t),
             )
             host_queue, step.workdir, disks = o.host_queue, o.workdir, o.disks
 

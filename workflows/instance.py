@@ -38,6 +38,9 @@ DISK_ATTEMPTS = 8
 HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
 #: A VM whose host never takes its next disk step starts its disk steps again on another host (issue 18).
 HOST_FAILOVER = "host-failover"
+#: A VM that ends ERROR because its host was lost is cleaned up from the shared data queue; before,
+#: the cleanup waited ``host_schedule_to_start`` (1 h) on the lost host's queue first.
+CLEANUP_OFF_LOST_HOST = "cleanup-off-lost-host"
 #: How many times one VM may change hosts that way before it ends ERROR.
 HOST_FAILOVERS = 2
 #: A cancel during the final cleanup removes the deployed instance, so a CANCELED migration leaves none (issue 11).
@@ -119,6 +122,9 @@ class InstanceMigrationWorkflow:
                     # The host holding this VM's scratch copy never came back: start its disk steps again
                     # from a new snapshot, on whichever host takes it from the shared data queue.
                     if not (failover and _host_lost(err) and failovers < HOST_FAILOVERS):
+                        if _host_lost(err) and workflow.patched(CLEANUP_OFF_LOST_HOST):
+                            # Its queue has no worker: the cleanup (destination resources) runs anywhere.
+                            self._host_queue = None
                         raise
                     failovers += 1
                     await _record(names.RECORD_TASK, TaskUpdate(

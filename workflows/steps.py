@@ -43,6 +43,14 @@ with workflow.unsafe.imports_passed_through():
 #: A cancel waits for the snapshot step to stop its copy and remove it (issue 11, reproducer 6); before,
 #: the cleanup ran while the copy went on, and knew no folder to remove.
 SNAPSHOT_CANCEL_WAITS = "snapshot-cancel-waits"
+#: Validation and a deployment's overlay heartbeat too, so a worker killed during them is noticed
+#: within a heartbeat timeout, not after ``Timeouts.short`` (600 s).
+SHORT_STEPS_HEARTBEAT = "short-steps-heartbeat"
+
+
+def short_step_heartbeat(t: Timeouts) -> timedelta | None:
+    """The heartbeat timeout of a short step, for histories recorded since ``SHORT_STEPS_HEARTBEAT``."""
+    return timedelta(seconds=t.heartbeat) if workflow.patched(SHORT_STEPS_HEARTBEAT) else None
 
 
 def snapshot_cancellation(patched: bool) -> workflow.ActivityCancellationType:
@@ -84,6 +92,7 @@ class Steps:
         result: ValidateResult = await workflow.execute_activity(
             names.VALIDATE_INSTANCE, step, result_type=ValidateResult, summary=summary,
             start_to_close_timeout=timedelta(seconds=self.t.short), retry_policy=retry(self.t, 5),
+            heartbeat_timeout=short_step_heartbeat(self.t),
         )
         return result
 

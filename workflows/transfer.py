@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         record_failure,
         shielded,
     )
-    from workflows.steps import SNAPSHOT_CANCEL_WAITS, snapshot_cancellation
+    from workflows.steps import SNAPSHOT_CANCEL_WAITS, short_step_heartbeat, snapshot_cancellation
     from workflows.transfer_types import (
         ActionPlan,
         AutoDeployment,
@@ -126,6 +126,7 @@ class TransferInstanceWorkflow:
             v: ValidateResult = await workflow.execute_activity(
                 names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
+                heartbeat_timeout=short_step_heartbeat(t),
             )
             step.export_info = v.export_info
 

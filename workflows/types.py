@@ -237,3 +237,5 @@ class ForcedCleanup(BaseModel):
 
     items: list[CleanupInput]
     queues: list[str]
+    #: heartbeat timeout of each cleanup, seconds (the default is for inputs recorded before it)
+    heartbeat: float = 30.0

@@ -226,6 +226,9 @@ async def test_a_vm_whose_hosts_keep_getting_lost_ends_error(temporal: WorkflowE
     assert [u.status for u in updates[:HOST_FAILOVERS]] == [Status.RUNNING] * HOST_FAILOVERS
     assert updates[HOST_FAILOVERS] == TaskUpdate(task=_ref(inp, TaskType.EXPORT), status=Status.ERROR,
                                                  message=str(cause))
+    # No worker polls the lost host's queue: the cleanup runs from the shared data queue instead.
+    [cleanup] = stubs.of(names.CLEANUP_INSTANCE)
+    assert cleanup.queue == stubs.of(names.SNAPSHOT_INSTANCE)[0].queue, cleanup.queue
 
 
 async def _processed_cancel(handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:

@@ -16,6 +16,7 @@ from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
 from api.errors import ApiError
 from api.schemas import EndpointCreate, EndpointUpdate
 from core.keystone import needs_keystone
+from core.secrets import refuse_references, seal_inline
 from providers.base import EndpointProvider
 from providers.registry import provider_class
 from workflows.types import EndpointCall
@@ -117,8 +118,12 @@ async def _call(request: Request, operation: str, **extra: Any) -> Any:
     ctx, d = await context(request, f"migration:endpoints:{_RULES[operation]}"), deps(request)
     endpoint_id = request.path_params["id"]
     await db(d.store.get_endpoint, ctx.scope, endpoint_id)
+    env = _env(request)
+    refuse_references(env, "'env'")
+    # The call's input is in the workflow history: its secrets travel there encrypted, never as they are.
+    sealed = seal_inline(env, lambda value: d.store.box.seal({"value": value}))
     return await _trusted_call(d, ctx, EndpointCall(endpoint_id=endpoint_id, operation=operation,
-                                                    env=_env(request), **extra))
+                                                    env=sealed, **extra))
 
 
 async def _trusted_call(d: Deps, ctx: RequestContext, call: EndpointCall) -> Any:

@@ -116,6 +116,18 @@ def seal_tree(value: Any, owner: str, marked: Collection[str] = ()) -> tuple[Any
     return walk(value), found
 
 
+#: a reference that carries its value, encrypted with the service's key: for the environment of a
+#: call that is never stored (an endpoint's options or instances), so it has no row to point at
+INLINE = "inline:"
+
+
+def seal_inline(value: Any, encrypt: Callable[[Any], str], marked: Collection[str] = ()) -> Any:
+    """``value`` with each secret replaced by an ``INLINE`` reference holding ``encrypt(secret)``."""
+    sealed, found = seal_tree(value, "inline", marked)
+    tokens = {ref: INLINE + encrypt(secret) for ref, secret in found.items()}
+    return resolve_tree(sealed, lambda ref: {MARKER: tokens[ref]})
+
+
 def references(value: Any) -> Iterator[str]:
     """Every reference in ``value``, at any depth."""
     if is_reference(value):

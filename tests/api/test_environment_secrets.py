@@ -152,3 +152,26 @@ def test_clients_may_not_send_secret_references(stack: RunningStack, ran: dict[s
         assert r.status_code == 400, r.text
         assert "$sterna_secret" in r.json()["error"]["message"]
         assert api.get_transfer(ran["transfer"])["destination_environment"].get("x") is None
+
+
+def test_an_endpoint_calls_env_travels_encrypted(stack: RunningStack) -> None:
+    """``GET …/endpoints/{id}/instances?env=`` runs as a workflow: its secrets must not be in that history."""
+    import base64
+    import json
+
+    secret, plain = f"pw-{uuid.uuid4().hex}", f"plain-{uuid.uuid4().hex}"
+    src, _ = inventories(stack, ["vm-a"], data_mib=1)
+    raw = json.dumps({"password": secret, "note": plain, "nested": {"api_key": secret + "-2"}})
+    with stack.client() as api:
+        endpoint = api.create_endpoint(f"env-call-{uuid.uuid4().hex[:8]}", "local", {"path": str(src)})
+        r = api.http.get(f"/endpoints/{endpoint['id']}/instances",
+                         params={"env": base64.urlsafe_b64encode(raw.encode()).decode()})
+        assert r.status_code == 200, r.text
+        assert "vm-a" in r.text
+        forged = json.dumps({"password": {"$sterna_secret": "inline:forged"}})
+        refused = api.http.get(f"/endpoints/{endpoint['id']}/instances",
+                               params={"env": base64.urlsafe_b64encode(forged.encode()).decode()})
+        assert refused.status_code == 400, refused.text
+    histories = asyncio.run(_histories(stack, [endpoint["id"]]))
+    assert histories and any(plain.encode() in h for h in histories.values()), "the call's env is in its history"
+    assert not [wid for wid, h in histories.items() if secret.encode() in h], "a secret is in plain text"

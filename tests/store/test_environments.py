@@ -87,3 +87,16 @@ def test_plain_values_of_an_older_version_are_sealed_after_upgrade(store: Store)
     row = store.get_action("transfer", None, old.id)
     values = store.environment_secrets(references(row.source_environment))
     assert sorted(values.values()) == ["auth-plain-2", "pwd-plain-1"]
+
+
+def test_an_endpoint_calls_inline_secrets_resolve_for_its_activity(store: Store) -> None:
+    from core.secrets import seal_inline
+    from workflows.types import EndpointCall
+
+    env = {"region": "r-plain", "password": "inline-plain-6", "nested": [{"token": "inline-plain-7"}]}
+    sealed = seal_inline(env, lambda value: store.box.seal({"value": value}))
+    call = EndpointCall(endpoint_id="e", operation="list_instances", env=sealed)
+    assert "inline-plain-6" not in call.model_dump_json() and "inline-plain-7" not in call.model_dump_json()
+    assert sealed["region"] == "r-plain" and set(sealed["password"]) == {MARKER}
+    [resolved] = resolve_args(store, [call])
+    assert resolved.env == env

@@ -46,7 +46,7 @@ bench: sysdeps $(STAMP)
 ## lint: ruff, mypy, and the import contracts of pyproject.toml (layers, sandbox, no cycles)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy api workflows activities worker store client core providers diskio bench osmorphing
+	$(VENV)/bin/mypy api workflows activities worker devstack store client core providers diskio bench osmorphing
 	$(VENV)/bin/lint-imports
 
 clean:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from activities.recording import TaskRecorder
+from activities.task_recorder import TaskRecorder
 from core.errors import InvalidInput
 from core.models import InstanceInfo
 from core.settings import Settings

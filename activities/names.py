@@ -21,7 +21,7 @@ CLEANUP_INSTANCE: Final = "cleanup_instance"
 #: the source snapshot of a host that died for good, before the VM starts again elsewhere
 RELEASE_SNAPSHOT: Final = "release_snapshot"
 
-# activities.record.RecordActivities: outcomes only the workflow knows
+# activities.outcomes.RecordActivities: outcomes only the workflow knows
 RECORD_TASK: Final = "record_task"
 RECORD_UNFINISHED_TASKS: Final = "record_unfinished_tasks"
 RECORD_MIGRATION_STATUS: Final = "record_migration_status"

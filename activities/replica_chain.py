@@ -13,8 +13,8 @@ from typing import Any
 
 from activities.changes import changed_since
 from activities.context import dest_env
-from activities.recording import heartbeating
 from activities.services import Services
+from activities.task_recorder import heartbeating
 from core.limits import bandwidth_limit
 from core.models import DiskLocator
 from diskio.base import DiskSource

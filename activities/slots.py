@@ -13,8 +13,8 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.recording import TaskRecorder
 from activities.services import Services
+from activities.task_recorder import TaskRecorder
 from core.models import SourceSnapshot
 from providers.base import ExportProvider
 from store.slots import SourceHostSlots

@@ -19,9 +19,9 @@ from temporalio import activity
 from activities import names
 from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env, source_env, step_context
-from activities.recording import TaskRecorder, heartbeating, task_running
 from activities.services import Services
 from activities.slots import source_slot
+from activities.task_recorder import TaskRecorder, heartbeating, task_running
 from core.children import kill_children_using
 from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit

@@ -18,9 +18,9 @@ from activities import names
 from activities.changes import changed_since
 from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
-from activities.recording import heartbeating, task_running
 from activities.services import Services
 from activities.steps import _previous_heartbeat, _safe, scratch_dir
+from activities.task_recorder import heartbeating, task_running
 from core.errors import Conflict, InvalidInput
 from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo

@@ -98,7 +98,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if args.command == "up":
-        from worker.launcher import up
+        from devstack.launcher import up
 
         return up(settings)
     if args.command == "api":
@@ -126,7 +126,7 @@ def cmd_server(args: argparse.Namespace) -> int:
               + (f"; environment secrets of {sealed} action(s) sealed" if sealed else ""))
         return 0
     if args.command == "demo":
-        from worker.demo import run_demo
+        from devstack.demo import run_demo
 
         return run_demo(settings, exit_after=args.exit, bootable=args.bootable)
     raise AssertionError(args.command)

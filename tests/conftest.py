@@ -15,10 +15,10 @@ import pytest
 
 from client.sdk import SternaClient
 from core.settings import Settings
+from devstack.guest import cache_root
+from devstack.launcher import Stack
 from tests.peers import free_port, postgres_database
 from tests.peers.gated import plugin_path
-from worker.guest import cache_root
-from worker.launcher import Stack
 
 # libguestfs builds its appliance (supermin) on first use, then reuses it while the host's packages are
 # unchanged. Keeping it beside the guest images makes "a fresh machine" one folder: ~/.cache/sterna.

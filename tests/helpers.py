@@ -11,8 +11,8 @@ from typing import Any
 
 from client.sdk import SternaClient
 from core.settings import Settings
+from devstack.sample import create_vm
 from tests.conftest import RunningStack
-from worker.sample import create_vm
 
 
 def inventories(stack: RunningStack, vms: list[str], data_mib: int = 16) -> tuple[Path, Path]:
@@ -70,7 +70,7 @@ def default_heartbeat_timeout(stack: RunningStack) -> Iterator[None]:
     The stack's 4 s makes the SDK send heartbeat details every 3.2 s, which hides how rarely they reach
     the server by default: every 24 s. The API is restarted with the default and then without it.
     """
-    from worker.launcher import wait_port
+    from devstack.launcher import wait_port
 
     def restart_api(timeout: str) -> None:
         proc = stack.stack.procs["api"]

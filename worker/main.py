@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 
 from activities.endpoint import EndpointActivities
 from activities.environments import SecretEnvironments
-from activities.record import RecordActivities
+from activities.outcomes import RecordActivities
 from activities.services import Services
 from activities.steps import MigrationActivities
 from activities.transfers import TransferActivities

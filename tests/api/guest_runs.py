@@ -39,12 +39,12 @@ import pytest
 import requests
 from pyVim.connect import Disconnect
 
+from devstack.sample import create_vmware_vm
 from tests.conftest import RunningStack, wait_final
 from tests.guests.debian import build_debian_guest, foreign_variants
 from tests.peers.moto import REGION, _client
 from tests.peers.vcsim import vcsim
 from tests.peers.vcsim.arrange import admin_session, find_vm, snapshot_count, stage_disk
-from worker.sample import create_vmware_vm
 
 #: how long a test waits for its migration; they share two cores with three others
 TIMEOUT = 2700

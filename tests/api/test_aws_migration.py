@@ -72,7 +72,7 @@ def test_local_to_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any, 
 
 def test_aws_to_local_byte_for_byte(stack: RunningStack, conn_info: dict[str, Any], ec2: Any,
                                    guest_volumes: Any, tmp_path: Path) -> None:
-    from worker.sample import build_disk
+    from devstack.sample import build_disk
 
     image = tmp_path / "guest.raw"
     build_disk(image, size=64 * 1024**2, data_mib=2, seed=21)
@@ -167,8 +167,8 @@ def test_aws_endpoint_errors_are_clear(stack: RunningStack, conn_info: dict[str,
 
 def test_ova_to_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any, ebs: Any,
                     subnet: dict[str, Any]) -> None:
+    from devstack.sample import build_disk
     from tests.providers.ova.packages import build_vmware_ova
-    from worker.sample import build_disk
 
     library, _ = inventories(stack, [], 1)
     raw = stack.root / "ova-aws.raw"

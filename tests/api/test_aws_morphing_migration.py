@@ -1,6 +1,6 @@
 """The Debian test guest, as a VMware export, migrated to AWS (moto) with OS morphing, through the REST API.
 
-The guest (``worker/guest.py`` with cloud-init: VMware-made, ``ens192`` static, open-vm-tools) is
+The guest (``devstack/guest.py`` with cloud-init: VMware-made, ``ens192`` static, open-vm-tools) is
 adapted for AWS, converted to raw and uploaded with the EBS direct APIs. The test then reads the
 snapshot back itself and looks inside it: the AWS changes are there (NVMe and ENA in the initramfs,
 cloud-init's Ec2 datasource) and the disk boots with its root disk on an NVMe controller, the way a

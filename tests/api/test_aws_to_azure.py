@@ -25,7 +25,7 @@ MIB = 1024 * 1024
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_aws_to_azure_disk_identical(stack: RunningStack, conn_info: dict[str, Any], ec2: Any,
                                      guest_volumes: Any, azure_cloud: AzureCloud, tmp_path: Path) -> None:
-    from worker.sample import build_disk
+    from devstack.sample import build_disk
 
     image = tmp_path / "guest.raw"
     build_disk(image, size=64 * MIB, data_mib=2, seed=31)

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.sample import build_disk
 from tests.api.test_transfers import task_of
 from tests.conftest import RunningStack
 from tests.helpers import inventories
 from tests.peers.moto import REGION, Recorder, conn_info, ebs, ec2, guest_volumes, moto_url, subnet
-from worker.sample import build_disk
 
 pytestmark = pytest.mark.slow
 __all__ = ["REGION", "conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]

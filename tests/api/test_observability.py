@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.launcher import wait_port
 from tests.conftest import RunningStack, wait_final, wait_for
 from tests.helpers import identical, inventories
 from tests.peers import free_port
-from worker.launcher import wait_port
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from devstack.sample import build_disk
 from tests.conftest import RunningStack, wait_final
 from tests.helpers import identical, inventories
 from tests.providers.ova.packages import build_vmware_ova
-from worker.sample import build_disk
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
+from devstack.sample import build_disk
 from tests.api.guest_runs import VSPHERE_VM, GuestRuns
 from tests.conftest import RunningStack, task, wait_final
 from tests.helpers import identical, inventories
 from tests.peers.vcsim.arrange import find_vm, snapshot_count, stage_disk
 from tests.peers.vcsim.fixtures import vcsim_admin, vcsim_server, vsphere_connection_info
-from worker.sample import build_disk
 
 pytestmark = pytest.mark.slow
 __all__ = ["vcsim_admin", "vcsim_server", "vsphere_connection_info"]

@@ -1,4 +1,4 @@
-"""The bootable Debian test guest; the builder lives in ``worker/guest.py`` (the demo uses it too).
+"""The bootable Debian test guest; the builder lives in ``devstack/guest.py`` (the demo uses it too).
 
 On a fresh machine each variant takes minutes to build (debootstrap, then GRUB in a TCG appliance).
 ``prebuild`` starts the missing variants in one background thread when the session begins, and the
@@ -18,9 +18,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from tests import phases
-from worker import guest
-from worker.guest import (
+from devstack import guest
+from devstack.guest import (
     OLD_NIC,
     ROOT_UUID,
     VMWARE_MAC,
@@ -28,6 +27,7 @@ from worker.guest import (
     export_stream_optimized_vmdk,
     recipe_hash,
 )
+from tests import phases
 
 __all__ = ["OLD_NIC", "ROOT_UUID", "VMWARE_MAC", "build_debian_guest", "cached_debian_guest",
            "export_stream_optimized_vmdk", "prebuild", "recipe_hash"]

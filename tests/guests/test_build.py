@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.guest import ROOT_START_SECTOR, recipe
 from tests.guests.debian import ROOT_UUID, from_empty
-from worker.guest import ROOT_START_SECTOR, recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"

@@ -33,7 +33,7 @@ def postgres_database() -> Iterator[str]:
 
 
 def temporal_cli(address: str, *args: str) -> str:
-    from worker.launcher import temporal_binary
+    from devstack.launcher import temporal_binary
 
     out = subprocess.run([temporal_binary(), *args, "--address", address], capture_output=True, text=True,
                          check=True, timeout=60)

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.launcher import wait_port
 from tests.conftest import wait_for
 from tests.peers import free_port
-from worker.launcher import wait_port
 
 pytestmark = pytest.mark.slow
 

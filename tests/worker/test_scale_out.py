@@ -23,11 +23,11 @@ import httpx
 import pytest
 
 from core.settings import Settings
+from devstack.launcher import temporal_command, wait_port
+from devstack.sample import create_vm
 from tests.conftest import FINAL, wait_for
 from tests.helpers import identical
 from tests.peers import free_port, postgres_database
-from worker.launcher import temporal_command, wait_port
-from worker.sample import create_vm
 
 pytestmark = pytest.mark.slow
 

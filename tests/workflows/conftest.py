@@ -8,7 +8,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from worker.launcher import temporal_binary
+from devstack.launcher import temporal_binary
 
 
 @pytest.fixture(scope="module")

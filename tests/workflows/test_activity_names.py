@@ -9,7 +9,7 @@ from temporalio import activity
 
 from activities import names
 from activities.endpoint import EndpointActivities
-from activities.record import RecordActivities
+from activities.outcomes import RecordActivities
 from activities.steps import MigrationActivities
 from activities.transfers import TransferActivities
 from activities.trusts import TrustActivities

@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from activities.steps import _pacing
+from devstack.launcher import wait_port
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import (
     default_heartbeat_timeout,
@@ -17,7 +18,6 @@ from tests.helpers import (
     inventories,
     start_slow_migration,
 )
-from worker.launcher import wait_port
 
 pytestmark = pytest.mark.slow
 

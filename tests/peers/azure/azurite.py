@@ -62,7 +62,7 @@ class Azurite:
 @contextmanager
 def running_azurite(workdir: Path, port: int) -> Iterator[Azurite]:
     """Start ``azurite-blob`` on 127.0.0.1:``port`` in memory; stop it (by its pid) afterwards."""
-    from worker.launcher import wait_port
+    from devstack.launcher import wait_port
 
     exe = ensure_azurite()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,11 @@ import pytest
 
 from client.sdk import SternaClient
 from core.settings import Settings
+from devstack.launcher import Stack
 from tests.conftest import RunningStack
 from tests.peers import free_port
 from tests.peers.openstack.fake_nova import FakeNova
 from tests.peers.openstack.servers import ADMIN_PASSWORD, OpenStackPeers
-from worker.launcher import Stack
 
 SERVICE_PASSWORD = "sterna-service-pw"
 REPO = Path(__file__).resolve().parents[3]

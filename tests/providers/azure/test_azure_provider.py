@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from core.models import DiskLocator, InstanceInfo, NicInfo
+from devstack.sample import build_disk
 from providers.azure.provider import AzureProvider
 from providers.base import ActionContext, TransferContext, TransferProgress
 from tests.peers.azure.fixtures import AzureCloud
-from worker.sample import build_disk
 
 MIB = 1024 * 1024
 

@@ -13,10 +13,10 @@ import pytest
 from core.errors import InvalidInput, NotFound
 from core.models import ImportedDisk
 from core.settings import get_settings, reset_settings
+from devstack.sample import create_vm
 from providers.base import ActionContext
 from providers.local.domain import FLAVORS, stable_mac
 from providers.local.provider import LocalProvider
-from worker.sample import create_vm
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import random
 import tarfile
 from pathlib import Path
 
-from worker.guest import export_stream_optimized_vmdk
+from devstack.guest import export_stream_optimized_vmdk
 
 VMWARE_OVF = """<?xml version="1.0" encoding="UTF-8"?>
 <Envelope vmw:buildId="build-1" xmlns="http://schemas.dmtf.org/ovf/envelope/1"
@@ -102,7 +102,7 @@ def guest_disk(path: Path, size: int, seed: int) -> None:
 
 
 def stream_optimized(raw: Path, vmdk: Path) -> None:
-    """``raw`` as the streamOptimized VMDK vSphere exports (one recipe, in ``worker.guest``)."""
+    """``raw`` as the streamOptimized VMDK vSphere exports (one recipe, in ``devstack.guest``)."""
     export_stream_optimized_vmdk(raw, vmdk)
 
 

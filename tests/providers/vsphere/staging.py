@@ -6,8 +6,8 @@ import random
 import subprocess
 from pathlib import Path
 
+from devstack.guest import export_stream_optimized_vmdk
 from diskio.base import DiskSource
-from worker.guest import export_stream_optimized_vmdk
 
 MiB = 1024 * 1024
 
@@ -29,7 +29,7 @@ def write_at(path: Path, offset: int, data: bytes) -> None:
 
 
 def to_stream_optimized(raw: Path, vmdk: Path) -> None:
-    """``raw`` as the streamOptimized VMDK vSphere exports (one recipe, in ``worker.guest``)."""
+    """``raw`` as the streamOptimized VMDK vSphere exports (one recipe, in ``devstack.guest``)."""
     export_stream_optimized_vmdk(raw, vmdk)
 
 

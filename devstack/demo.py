@@ -11,9 +11,9 @@ import time
 from client.sdk import SternaClient
 from client.watch import watch
 from core.settings import Settings
-from worker.guest import build_debian_guest, cached_debian_guest
-from worker.launcher import Stack, temporal_binary
-from worker.sample import create_vm, create_vmware_vm
+from devstack.guest import build_debian_guest, cached_debian_guest
+from devstack.launcher import Stack, temporal_binary
+from devstack.sample import create_vm, create_vmware_vm
 from workflows import ids
 
 PROJECT = "demo"

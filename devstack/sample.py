@@ -62,7 +62,7 @@ def build_disk(path: Path, *, size: int = 2 * 1024**3, data_mib: int = 64, seed:
 
 def create_vmware_vm(inventory: Path, name: str, raw_guest: Path) -> Path:
     """A ``local`` entry holding ``raw_guest`` as the streamOptimized VMDK a vSphere export produces."""
-    from worker.guest import VMWARE_MAC, export_stream_optimized_vmdk
+    from devstack.guest import VMWARE_MAC, export_stream_optimized_vmdk
 
     vm_dir = inventory / name
     vm_dir.mkdir(parents=True, exist_ok=True)

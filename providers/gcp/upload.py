@@ -33,6 +33,7 @@ import google_crc32c
 
 from core.errors import IntegrityError, InvalidInput, ProviderTransient
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
+from diskio.keepalive import beating, in_thread
 from diskio.limiter import RateLimiter, Stopped
 from diskio.local import open_local_source
 from diskio.sparsetar import SparseTarStream, rechunk
@@ -219,26 +220,18 @@ def _resume_point(session: Any, state_file: Path, name: str) -> tuple[str | None
 async def _run_beating(ctx: TransferContext, upload: _Upload, conn: GcpConnection,
                        stream: SparseTarStream) -> None:
     """Run the upload thread, heartbeating progress; a cancel stops it and deletes the session."""
-    loop = asyncio.get_running_loop()
-    task = loop.run_in_executor(None, upload.run)
+    async def report() -> None:
+        await ctx.progress(TransferProgress(stream.source_done, stream.source_total, []))
+
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
-            if done:
-                with gcp_errors("uploading the disk tarball", conn.secrets):
-                    task.result()
-                return
-            await ctx.progress(TransferProgress(stream.source_done, stream.source_total, []))
+        with gcp_errors("uploading the disk tarball", conn.secrets):
+            await beating(report, in_thread(upload.run), every=HEARTBEAT_EVERY, on_cancel=upload.stop.set)
     except asyncio.CancelledError:
-        upload.stop.set()
-        await asyncio.wait({task})
         # GCS deletes an upload session on DELETE (HTTP 499): no object will ever appear.
         await asyncio.to_thread(_cancel_session, upload)
         raise
     finally:
         upload.stop.set()
-        if not task.done():
-            await asyncio.wait({task})
 
 
 def _cancel_session(upload: _Upload) -> None:

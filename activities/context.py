@@ -1,9 +1,10 @@
 """The engine's side of a provider call, split from the user's: an ``ActionContext`` and the user's
 environments as the user gave them.
 
-Workflows put a few engine-owned values into a step's environments (``StepInput.for_task`` and the
-transfer workflow do). They are part of the recorded histories, so they stay there; this module is
-the one place that takes them back out, so that no provider reads them from ``env``.
+The engine's options travel in ``StepInput``'s own fields. Inputs that workflows scheduled before
+those fields existed (still running at an upgrade) carried them inside the environments: this
+module is the one place that reads them from there too and takes them out, so that no provider
+reads them from ``env``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from core.models import CHANGE_TRACKING
 from providers.base import ActionContext
 from workflows.types import StepInput
 
-#: what workflows add to ``source_environment`` and ``destination_environment``
+#: what older workflows added to ``source_environment`` and ``destination_environment``
 ENGINE_SOURCE_KEYS = frozenset({"shutdown_instances", CHANGE_TRACKING})
 ENGINE_DEST_KEYS = frozenset({"network_map", "storage_mappings", "replica_only"})
 
@@ -44,10 +45,16 @@ def action_context(step: StepInput, project_id: str | None = None) -> ActionCont
     return ActionContext(
         action_id=step.task.migration_id, instance=step.task.instance, execution_id=step.task.execution_id,
         instance_name=str(name) if name else None, project_id=project_id,
-        network_map=dict(dst.get("network_map") or {}), storage_mappings=dict(dst.get("storage_mappings") or {}),
-        change_tracking=str(src[CHANGE_TRACKING]) if src.get(CHANGE_TRACKING) else None,
-        replica_only=bool(dst.get("replica_only")),
+        network_map=dict(step.network_map or dst.get("network_map") or {}),
+        storage_mappings=dict(step.storage_mappings or dst.get("storage_mappings") or {}),
+        change_tracking=step.change_tracking or (str(src[CHANGE_TRACKING]) if src.get(CHANGE_TRACKING) else None),
+        replica_only=step.replica_only or bool(dst.get("replica_only")),
     )
+
+
+def shutdown_requested(step: StepInput) -> bool:
+    """Whether the source instance is shut down before its snapshot (``shutdown_instances``)."""
+    return step.shutdown_instances or bool(step.source_environment.get("shutdown_instances"))
 
 
 async def step_context(services: Services, step: StepInput) -> ActionContext:

@@ -18,7 +18,7 @@ from temporalio import activity
 
 from activities import names
 from activities.checkpoints import checkpoint_file, resume_ranges
-from activities.context import dest_env, source_env, step_context
+from activities.context import dest_env, shutdown_requested, source_env, step_context
 from activities.services import Services
 from activities.slots import source_slot
 from activities.task_recorder import TaskRecorder, heartbeating, task_running
@@ -110,7 +110,7 @@ class MigrationActivities:
                                         inp.task.instance, key, value)
             workdir.mkdir(parents=True, exist_ok=True)
             env, action = source_env(inp), await step_context(self.services, inp)
-            if inp.source_environment.get("shutdown_instances"):
+            if shutdown_requested(inp):
                 await asyncio.to_thread(source.shutdown_instance, env, inp.task.instance)
                 await rec.aevent("Source instance shut down")
             snap = await _stoppable(workdir, source.snapshot_instance, env, inp.task.instance, workdir, action,

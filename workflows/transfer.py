@@ -15,7 +15,6 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
-    from core.models import CHANGE_TRACKING
     from workflows import ids
     from workflows.deployment import DeploymentWorkflow
     from workflows.shared import (
@@ -117,9 +116,9 @@ class TransferInstanceWorkflow:
         step = first_step(p, TransferTask.VALIDATE)
         # Replication deploys nothing: an instance of the same name at the destination (an
         # earlier deployment, a test failover) is a deployment's concern, not this execution's.
-        step.destination_environment["replica_only"] = True
+        step.replica_only = True
         # The snapshot also starts tracking changes for the next execution (where the source can).
-        step.source_environment[CHANGE_TRACKING] = p.plan.transfer_id
+        step.change_tracking = p.plan.transfer_id
         host_queue: str | None = None
         try:
             self._current = TransferTask.VALIDATE

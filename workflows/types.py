@@ -114,22 +114,35 @@ class StepInput(BaseModel):
     workdir: str | None = None
     #: validation then skips the checks that only OS morphing needs (Windows drivers)
     skip_os_morphing: bool = False
+    # The engine's own options travel beside the user's environments, never inside them (inputs
+    # recorded before these fields had them in the environments: ``activities.context`` reads both).
+    #: Coriolis ``network_map`` and ``storage_mappings`` of the action
+    network_map: dict[str, Any] = Field(default_factory=dict)
+    storage_mappings: dict[str, Any] = Field(default_factory=dict)
+    #: shut the source instance down before its snapshot
+    shutdown_instances: bool = False
+    #: a transfer id: the snapshot also tracks changes for that transfer's next execution
+    change_tracking: str | None = None
+    #: a transfer execution writes replica disks only: no instance is deployed
+    replica_only: bool = False
 
     @classmethod
     def for_task(cls, plan: MigrationPlan, task: TaskRef, **known: Any) -> StepInput:
-        """The one place that puts the migration's options where providers read them.
+        """The one place that builds a step's input from an action's options.
 
         ``known`` is what earlier steps found (``export_info``, ``snapshot``, ``workdir``).
-        The key order of the environments is part of workflow histories: keep it.
+        The environments stay the user's, as given.
         """
         return cls(
             task=task,
             origin_endpoint_id=plan.origin_endpoint_id,
             destination_endpoint_id=plan.destination_endpoint_id,
-            source_environment={**(plan.source_environment or {}), "shutdown_instances": plan.shutdown_instances},
-            destination_environment={**(plan.destination_environment or {}), "network_map": plan.network_map or {},
-                                     "storage_mappings": plan.storage_mappings or {}},
+            source_environment=dict(plan.source_environment or {}),
+            destination_environment=dict(plan.destination_environment or {}),
             skip_os_morphing=bool(getattr(plan, "skip_os_morphing", False)),
+            network_map=dict(plan.network_map or {}),
+            storage_mappings=dict(plan.storage_mappings or {}),
+            shutdown_instances=bool(plan.shutdown_instances),
             **known,
         )
 

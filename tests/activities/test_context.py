@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from activities.context import action_context, dest_env, source_env
+from activities.context import action_context, dest_env, shutdown_requested, source_env
 from core.models import CHANGE_TRACKING, InstanceInfo
 from providers.aws import tags as aws_tags
 from providers.azure import tags as azure_tags
@@ -30,18 +30,31 @@ def test_the_engine_values_leave_the_environments_for_the_context() -> None:
     assert action == ActionContext(action_id="m1", instance="vm-a", execution_id="x1", instance_name="web01",
                                    project_id="p", network_map={"VM Network": "br0"},
                                    storage_mappings={"default": "gp3"})
-    # The step keeps what its workflow history recorded.
-    assert step.destination_environment["network_map"] == {"VM Network": "br0"}
+    assert shutdown_requested(step)
+    # The engine's values never enter the user's environments.
+    assert "network_map" not in step.destination_environment and "shutdown_instances" not in step.source_environment
+
+
+def test_a_step_scheduled_before_the_fields_still_gives_its_values() -> None:
+    # Such a step had the engine's values inside its environments (a workflow running at an upgrade).
+    new = _step()
+    old = StepInput(task=new.task, origin_endpoint_id="o", destination_endpoint_id="d",
+                    source_environment={"a": 1, "shutdown_instances": True, CHANGE_TRACKING: "t1"},
+                    destination_environment={"flavor_name": "small", "network_map": {"VM Network": "br0"},
+                                             "storage_mappings": {"default": "gp3"}, "replica_only": True})
+    assert source_env(old) == {"a": 1} and dest_env(old) == {"flavor_name": "small"}
+    assert shutdown_requested(old)
+    action = action_context(old)
+    assert (action.network_map, action.storage_mappings) == ({"VM Network": "br0"}, {"default": "gp3"})
+    assert (action.change_tracking, action.replica_only) == ("t1", True)
 
 
 def test_a_transfer_step_tracks_changes_and_writes_replicas_only() -> None:
     step = _step()
-    # What workflows.transfer puts into the step of an execution.
-    step.source_environment[CHANGE_TRACKING] = "t1"
-    step.destination_environment["replica_only"] = True
+    # What workflows.transfer sets on the step of an execution.
+    step.change_tracking, step.replica_only = "t1", True
     action = action_context(step)
     assert (action.change_tracking, action.replica_only, action.instance_name) == ("t1", True, None)
-    assert CHANGE_TRACKING not in source_env(step) and "replica_only" not in dest_env(step)
 
 
 def test_a_name_the_user_chose_names_the_destination_instance() -> None:

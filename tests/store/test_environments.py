@@ -47,7 +47,7 @@ def test_values_are_sealed_at_rest_and_resolved_for_an_activity(store: Store) ->
     assert not [p for p in PLAIN if p in cleanup.model_dump_json()], "the activity input holds a plain value"
     resolved, untouched = resolve_args(store, [cleanup, "no model"])
     assert untouched == "no model"
-    assert resolved.step.source_environment == {**SOURCE, "shutdown_instances": False}
+    assert resolved.step.source_environment == SOURCE
     assert {k: resolved.step.destination_environment[k] for k in DEST} == DEST
 
 

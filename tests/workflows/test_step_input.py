@@ -33,8 +33,11 @@ def test_workflow_and_forced_cleanup_build_the_same_step() -> None:
     # A record DB row has the same attributes (and may hold NULLs in its JSON columns).
     from_row = StepInput.for_task(SimpleNamespace(**options), TASK, workdir="/w")
     assert from_row == from_workflow.model_copy(update={"workdir": "/w"})
-    assert from_workflow.source_environment == {"a": 1, "shutdown_instances": True}
-    assert list(from_workflow.destination_environment) == ["b", "network_map", "storage_mappings"]
+    # The environments stay the user's; the engine's options are fields of their own.
+    assert from_workflow.source_environment == {"a": 1}
+    assert from_workflow.destination_environment == {"b": 2}
+    assert (from_workflow.network_map, from_workflow.storage_mappings) == ({"n": "br0"}, {"default": "x"})
+    assert from_workflow.shutdown_instances is True
     empty = SimpleNamespace(**{**options, "network_map": None, "destination_environment": None})
-    assert StepInput.for_task(empty, TASK).destination_environment == {"network_map": {},
-                                                                      "storage_mappings": {"default": "x"}}
+    built = StepInput.for_task(empty, TASK)
+    assert (built.destination_environment, built.network_map, built.storage_mappings) == ({}, {}, {"default": "x"})

@@ -11,8 +11,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, ProviderTransient
 from core.models import DeployedInstance, ImportedDisk, InstanceInfo
+from core.polling import poll_until
 from providers.base import ActionContext
 from providers.gcp.connection import GcpConnection, gcp_errors
 from providers.gcp.upload import safe
@@ -113,26 +114,28 @@ def create_image(conn: GcpConnection, info: InstanceInfo, disk: ImportedDisk, mi
         labels={MIGRATION_LABEL: migration, ROLE_LABEL: "image"},
         description=f"Sterna import of disk {disk.disk_id} of {info.name}"[:2048],
     )
-    deadline = time.monotonic() + 3600
-    while True:
+
+    def insert() -> Any:
+        """The insert operation; ``name`` if an earlier attempt's image is READY; None to try again."""
         try:
             with gcp_errors(f"creating image {name}", conn.secrets):
-                op = client.insert_unary(project=conn.project, image_resource=image)
-            break
-        except InvalidInput:
+                return client.insert_unary(project=conn.project, image_resource=image)
+        except InvalidInput as exists:
             # 409 alreadyExists: an earlier attempt's image. Ours (by label) → wait until it is READY.
             try:
                 with gcp_errors(f"reading image {name}", conn.secrets):
                     existing = client.get(project=conn.project, image=name)
             except NotFound:
-                continue  # its failed insert just removed it: insert again
-            if existing.labels.get(MIGRATION_LABEL) != migration:
-                raise
-            if existing.status == "READY":
-                return name
-            if existing.status != "PENDING" or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+                return None  # its failed insert just removed it: insert again
+            if existing.labels.get(MIGRATION_LABEL) != migration or existing.status not in ("READY", "PENDING"):
+                raise exists
+            return name if existing.status == "READY" else None
+
+    op = poll_until(time.monotonic() + 3600, 2, insert)
+    if op is None:
+        raise ProviderTransient(f"image {name} of an earlier attempt was not READY within an hour")
+    if isinstance(op, str):
+        return op
     conn.wait(op, f"creating image {name} from {disk.details['source']}")
     return name
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -373,31 +374,52 @@ def scratch_dir(root: Path, task: TaskRef) -> Path:
     return root / task.migration_id / _safe(task.instance)
 
 
+#: seconds a cancelled snapshot waits for its provider call once its children are killed; a call that
+#: blocks without a child (a cloud API's snapshot) is left to finish, and undone when it does
+STOP_WAIT = 10.0
+
+
 async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any,
                      undo: Callable[[T | None], None] | None = None) -> T:
     """A blocking provider call that writes into ``workdir`` (a snapshot copy), stopped by a cancel.
 
     A thread can't be interrupted, and the ``cp`` it runs would go on to the end: on a cancel, its
-    children that write there are killed, the thread is waited for, and what it wrote is removed,
-    unless the worker is only shutting down (a retry here reuses finished copies). ``undo`` gets what
-    the call made (None if it failed), e.g. a source snapshot that finished despite the cancel.
+    children that write there are killed, the thread is waited for (``STOP_WAIT`` at most), and what
+    it wrote is removed, unless the worker is only shutting down (a retry here reuses finished
+    copies). ``undo`` gets what the call made (None if it failed), e.g. a source snapshot that
+    finished despite the cancel; a call still running then is undone when it ends.
     """
     running = asyncio.ensure_future(asyncio.to_thread(call, *args))
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:
-        while not running.done():  # the call may start a next child after a kill
+        deadline = time.monotonic() + STOP_WAIT
+        while not running.done() and time.monotonic() < deadline:  # the call may start a next child after a kill
             await asyncio.to_thread(kill_children_using, workdir)
             await asyncio.wait({running}, timeout=0.5)
-        made = None
-        if not running.cancelled() and running.exception() is None:  # else the killed child's error
-            made = running.result()
         details = activity.cancellation_details()
-        if details is None or not details.worker_shutdown:
+        if details is not None and details.worker_shutdown:
+            raise
+
+        def discard(made: T | None) -> None:
             if undo is not None:
-                await asyncio.to_thread(undo, made)
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
-            await asyncio.to_thread(_remove_if_empty, workdir.parent)
+                undo(made)
+            shutil.rmtree(workdir, ignore_errors=True)
+            _remove_if_empty(workdir.parent)
+
+        if running.done():
+            # else the killed child's error: the cancel is what propagates
+            ok = not running.cancelled() and running.exception() is None
+            await asyncio.to_thread(discard, running.result() if ok else None)
+        else:
+            loop = asyncio.get_running_loop()
+
+            def when_done(f: asyncio.Future[T]) -> None:
+                ok = not f.cancelled() and f.exception() is None
+                loop.run_in_executor(None, discard, f.result() if ok else None)
+
+            running.add_done_callback(when_done)
+            await asyncio.to_thread(discard, None)  # what is there already goes now
         raise
 
 

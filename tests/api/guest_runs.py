@@ -189,7 +189,9 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             transfer = api.create_transfer(
                 origin_endpoint_id=a["id"], destination_endpoint_id=e["id"], instances=["debian-vm"],
                 network_map={"VM Network": "default"},
-                destination_environment={"boot_timeout": BOOT_TIMEOUT, "boot_network_grace": 600})
+                # verify_boot forced: the unmorphed deployment has no morph to say the disk is bootable
+                destination_environment={"verify_boot": True, "boot_timeout": BOOT_TIMEOUT,
+                                         "boot_network_grace": 600})
             chain = ThreadPoolExecutor(1, thread_name_prefix="deploy-twice")
             deployments = chain.submit(_deploy_twice, stack, transfer["id"], deploy_dst)
 

@@ -110,6 +110,8 @@ def _deploy_twice(stack: RunningStack, transfer_id: str, dst: Path) -> DeployedT
         digests.append(_sha256(replica))
         # A test failover torn down; then the real one, from the same replica.
         shutil.rmtree(dst / "debian-vm", ignore_errors=True)
+        # As the unmorphed migration's check (kvm_plain): no long wait for a DHCP that never comes.
+        api.update_transfer(transfer_id, destination_environment=BOOT_CHECKED)
         second = api.wait_deployment(api.create_deployment(transfer_id, skip_os_morphing=True)["id"], TIMEOUT)
         digests.append(_sha256(replica))
         return DeployedTwice(api.get_transfer(transfer_id), execution, first, second, digests)

@@ -81,6 +81,7 @@ async def snapshot_overlay(services: Services, inp: OverlayInput, rec: TaskRecor
         await asyncio.to_thread(src.close)
         await asyncio.to_thread(target.close)
     overlay = workdir / "overlay" / f"{name}.qcow2"
+    overlay.parent.mkdir(parents=True, exist_ok=True)
     overlay.unlink(missing_ok=True)
     await asyncio.to_thread(subprocess.run, [
         "qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay),

@@ -198,9 +198,15 @@ class MigrationActivities:
 
     @activity.defn(name=names.CONVERT_DISK)
     async def convert_disk(self, inp: DiskStepInput) -> DiskLocator:
+        from activities.replica_deploy import is_snapshot_delta
         from diskio.convert import convert_image
 
         step = inp.step
+        if is_snapshot_delta(inp.disk):
+            async with task_running(self.services, step.task) as rec:
+                await rec.aevent(f"{inp.disk.disk_id} goes up as a child of its replica snapshot, with only the "
+                                 "blocks the deployment changed: nothing to convert")
+                return inp.disk
         assert step.workdir is not None and inp.disk.path is not None
         async with task_running(self.services, step.task) as rec:
             dest = await self._destination(step)
@@ -226,13 +232,19 @@ class MigrationActivities:
 
     @activity.defn(name=names.UPLOAD_DISK)
     async def upload_disk(self, inp: DiskStepInput) -> UploadResult:
+        from activities.replica_deploy import is_snapshot_delta, upload_delta
         from diskio.checkpoint import Checkpointer
 
         step = inp.step
         assert step.export_info is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
-            dest = await self._destination(step)
+            limit = bandwidth_limit(step.destination_environment, "destination_environment")
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
+            if is_snapshot_delta(inp.disk):
+                # No checkpoint: a retry writes the delta again, whole (see providers.aws.delta).
+                return await upload_delta(self.services, inp, rec, TransferContext(
+                    workdir=Path(step.workdir), progress=reporter.transfer, bandwidth_limit=limit, event=rec.event))
+            dest = await self._destination(step)
             # The provider's target is remote or its own: it decides whether the checkpoint still holds.
             file = checkpoint_file(Path(step.workdir) / "upload", _safe(inp.disk.disk_id),
                                    f"upload {step.task.migration_id} {inp.disk.disk_id} {inp.disk.path}")
@@ -241,8 +253,7 @@ class MigrationActivities:
             ctx = TransferContext(
                 workdir=Path(step.workdir), progress=reporter.transfer,
                 checkpoint=checkpoint if checkpoint or started else None,
-                bandwidth_limit=bandwidth_limit(step.destination_environment, "destination_environment"),
-                event=rec.event, durable=Checkpointer(file),
+                bandwidth_limit=limit, event=rec.event, durable=Checkpointer(file),
             )
             action = await step_context(self.services, step)
             imported = await dest.import_disk(dest_env(step), step.export_info, inp.disk, ctx, action)

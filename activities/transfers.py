@@ -36,6 +36,7 @@ from workflows import ids
 from workflows.transfer_types import (
     DIGEST_SIZE,
     REPLICA_CHUNK,
+    SNAPSHOT_FORMATS,
     ActionPlan,
     AutoDeployment,
     BeginExecution,
@@ -233,7 +234,8 @@ class TransferActivities:
     async def create_overlay(self, inp: OverlayInput) -> OverlayResult:
         """qcow2 overlays on the replica disks: OS morphing writes there, never into the replica.
 
-        With ``clone`` False, the replica disks themselves (Coriolis ``clone_disks: false``).
+        With ``clone`` False, the replica disks themselves (Coriolis ``clone_disks: false``). A replica
+        kept as a snapshot is read down first (``activities.replica_deploy``).
         """
         step = inp.step
         async with task_running(self.services, step.task) as rec, heartbeating():
@@ -245,9 +247,11 @@ class TransferActivities:
                                         step.task.instance, name, value)
             out = []
             for disk in inp.disks:
-                if disk.format == "ebs-snapshot":
-                    # TODO(issue 13 §4): a child snapshot holding the morph's changed blocks.
-                    raise InvalidInput("Deployments from replicas kept as EBS snapshots are not implemented yet")
+                if disk.format in SNAPSHOT_FORMATS:
+                    from activities.replica_deploy import snapshot_overlay
+
+                    out.append(await snapshot_overlay(self.services, inp, rec, workdir, disk, _safe(disk.disk_id)))
+                    continue
                 if disk.path is None or not Path(disk.path).exists():
                     raise InvalidInput(f"Replica disk {disk.disk_id} is missing: execute the transfer anew")
                 if not inp.clone:

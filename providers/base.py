@@ -390,5 +390,24 @@ class SnapshotReplicaProvider(BaseProvider):
         """Delete a snapshot this transfer started (tolerates a missing one)."""
 
     @abstractmethod
+    def open_replica_snapshot(self, env: Mapping[str, Any], snapshot_id: str, size_bytes: int) -> DiskSource:
+        """The whole disk a replica snapshot stands for (its chain composed), read-only; blocking to open.
+
+        A deployment reads it into local scratch, the base that OS morphing's overlay sits on."""
+
+    @abstractmethod
+    async def import_replica_delta(self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
+                                   view: DiskSource | None, changed: list[Extent], ctx: TransferContext,
+                                   action: ActionContext = NO_ACTION) -> ImportedDisk:
+        """A deployment's disk: a new child of replica snapshot ``disk.details["replica_snapshot"]``
+        holding ``view``'s bytes in the ``changed`` areas (the whole snapshot blocks around them) and
+        nothing else, so it reads as the replica with the deployment's changes. ``changed`` empty: a
+        child with no blocks of its own (``view`` may then be None).
+
+        The replica snapshot itself is never written. The child is the deployment's, like any
+        imported disk: ``cleanup`` removes it by the same rules. Idempotent for the same action and disk.
+        """
+
+    @abstractmethod
     def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
         """Remove every replica snapshot of a transfer; returns what was removed. Idempotent."""

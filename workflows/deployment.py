@@ -3,7 +3,9 @@
 Per instance: qcow2 overlay on each replica -> OS morphing on the overlay -> flatten and import
 -> deploy (and boot check) -> cleanup. The replica's bytes never change, unless the deployment
 was asked not to clone (``clone_disks: false``): then it works on the replica itself and the
-replica is marked consumed (the next execution re-syncs it in full).
+replica is marked consumed (the next execution re-syncs it in full). A replica kept as a snapshot
+chain (EBS) is read down under the overlay, and "flatten and import" writes only the overlay's
+changes, as a child of the replica snapshot (``activities.replica_deploy``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.shared import _retry, at, finish, first_step, gather_instances, record_failure
     from workflows.steps import Steps, short_step_heartbeat
     from workflows.transfer_types import (
+        SNAPSHOT_FORMATS,
         ActionPlan,
         DeploymentInput,
         DeployTask,
@@ -94,13 +97,17 @@ class DeploymentInstanceWorkflow:
         succeeded = False
         try:
             self._current = DeployTask.OVERLAY
+            replicas = plan.replicas.get(p.instance, [])
+            beat = short_step_heartbeat(t)
+            # A replica kept as a snapshot is read down to this host first: a disk's worth of time, which
+            # its progress heartbeats keep in check (a timeout is a scheduling option, not a command).
+            reads = beat is not None and any(d.format in SNAPSHOT_FORMATS for d in replicas)
             o: OverlayResult = await workflow.execute_activity(
                 names.CREATE_REPLICA_OVERLAY,
-                OverlayInput(step=step, disks=plan.replicas.get(p.instance, []), clone=plan.clone_disks,
-                             transfer_id=plan.transfer_id),
+                OverlayInput(step=step, disks=replicas, clone=plan.clone_disks, transfer_id=plan.transfer_id),
                 result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
-                start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
-                heartbeat_timeout=short_step_heartbeat(t),
+                start_to_close_timeout=timedelta(seconds=t.transfer if reads else t.short),
+                retry_policy=_retry(t, 5), heartbeat_timeout=beat,
             )
             host_queue, step.workdir, disks = o.host_queue, o.workdir, o.disks
 

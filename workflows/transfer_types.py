@@ -23,6 +23,9 @@ from workflows.types import Status, StepInput, Timeouts
 REPLICA_CHUNK = 64 * 1024
 #: bytes of each chunk digest in a replica map (BLAKE3, see diskio.digest)
 DIGEST_SIZE = 16
+#: formats of replica disks kept as a destination's snapshot (``path`` is its id), not as a local file:
+#: a deployment reads them down before OS morphing, and writes its changes back as a child snapshot
+SNAPSHOT_FORMATS = frozenset({"ebs-snapshot"})
 
 
 class TransferExecutionInput(BaseModel):

@@ -99,6 +99,10 @@ class EbsSnapshotSource(DiskSource):
     def extents(self) -> list[Extent]:
         return blocks_to_extents(self._block_tokens(), self._size)
 
+    def block_indexes(self) -> set[int]:
+        """Indexes of the blocks the snapshot lists (the rest read as zeros)."""
+        return set(self._block_tokens())
+
     def _get_block(self, index: int) -> bytes:
         tokens = self._block_tokens()
         if index not in tokens:

@@ -24,8 +24,8 @@ from core.models import (
     StorageInfo,
 )
 from diskio.base import DiskSource, DiskTarget, Extent
+from providers.aws import chain, delta, deploy, flavors, importer, instances, options, replica, source
 from providers.aws import cleanup as cleanup_mod
-from providers.aws import deploy, flavors, importer, instances, options, replica, source
 from providers.aws.ebs import EBS_BLOCK_SIZE
 from providers.aws.mapping import VOLUME_TYPES, plan_nics, volume_type_for
 from providers.aws.session import CONNECTION_INFO_SCHEMA, AwsClients, AwsConnection
@@ -232,6 +232,16 @@ class AwsProvider(
 
     def delete_replica_disks(self, env: Mapping[str, Any], transfer_id: str) -> list[str]:
         return replica.delete_all(self._clients(env), transfer_id)
+
+    def open_replica_snapshot(self, env: Mapping[str, Any], snapshot_id: str, size_bytes: int) -> DiskSource:
+        return chain.open_chain(self._clients(env), snapshot_id, size_bytes)
+
+    async def import_replica_delta(self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
+                                   view: DiskSource | None, changed: list[Extent], ctx: TransferContext,
+                                   action: ActionContext = NO_ACTION) -> ImportedDisk:
+        parent = str(disk.details["replica_snapshot"])
+        return await delta.import_delta(self._clients(env), env, export_info, disk, parent, view, changed, ctx,
+                                        action)
 
     def release_tracking(self, env: Mapping[str, Any], instance: str, transfer_id: str) -> list[str]:
         return source.release_tracking(self._clients(env), transfer_id) if transfer_id else []

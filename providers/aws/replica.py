@@ -21,17 +21,21 @@ ROLE_REPLICA = "replica"
 
 class ChildSnapshotTarget(EbsSnapshotTarget):
     """An EBS snapshot being written as a child: an all-zero block must be written, not skipped,
-    since the parent's block would show through otherwise."""
+    since the parent's block would show through otherwise.
 
-    def __init__(self, clients: AwsClients, snapshot_id: str, size: int, *, has_parent: bool) -> None:
+    ``flush`` completes it and tags it ``done_state`` with the number of blocks written
+    (``tags.BLOCKS_TAG``, read by ``providers.aws.chain``)."""
+
+    def __init__(self, clients: AwsClients, snapshot_id: str, size: int, *, has_parent: bool,
+                 done_state: str = t.UPLOAD_COMPLETE) -> None:
         super().__init__(clients.ebs, snapshot_id, size, secrets=clients.conn.secrets)
-        self.clients, self.has_parent = clients, has_parent
+        self.clients, self.has_parent, self.done_state = clients, has_parent, done_state
 
     def flush(self) -> None:
         super().flush()
-        with aws_errors(f"tagging replica snapshot {self.snapshot_id}", self.clients.conn.secrets):
-            self.clients.ec2.create_tags(Resources=[self.snapshot_id],
-                                         Tags=[{"Key": t.UPLOAD_TAG, "Value": t.UPLOAD_COMPLETE}])
+        done = {t.UPLOAD_TAG: self.done_state, t.BLOCKS_TAG: str(self.changed_blocks_count)}
+        with aws_errors(f"tagging snapshot {self.snapshot_id}", self.clients.conn.secrets):
+            self.clients.ec2.create_tags(Resources=[self.snapshot_id], Tags=t.tag_list(done))
 
     def write(self, offset: int, data: bytes) -> None:
         if not self.has_parent:
@@ -61,6 +65,7 @@ def start(clients: AwsClients, transfer_id: str, instance: str, disk_id: str, si
                               "Description": f"Sterna replica of disk {disk_id} of {instance}"[:255], "Timeout": 60}
     if parent:
         kwargs["ParentSnapshotId"] = parent
+        kwargs["Tags"] = t.tag_list({**tags, t.PARENT_TAG: parent})
     with aws_errors(f"starting a replica snapshot of disk {disk_id}", clients.conn.secrets):
         snapshot_id = str(clients.ebs.start_snapshot(**kwargs)["SnapshotId"])
     return snapshot_id, ChildSnapshotTarget(clients, snapshot_id, size_bytes, has_parent=bool(parent))

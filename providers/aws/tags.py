@@ -12,6 +12,10 @@ ROLE_TAG = "sterna:role"
 DISK_TAG = "sterna:disk-id"
 SOURCE_INSTANCE_TAG = "sterna:source-instance"
 UPLOAD_TAG = "sterna:upload"
+#: on a snapshot written as a child (``ParentSnapshotId``): its parent, and the number of blocks written
+#: into it, which is how a reader of the chain tells whether the service lists inherited blocks
+PARENT_TAG = "sterna:parent-snapshot"
+BLOCKS_TAG = "sterna:blocks-written"
 
 # Values of ROLE_TAG. Destination cleanup only touches the destination roles, so that an
 # AWS-to-AWS migration never deletes the source side's snapshots from the wrong place.

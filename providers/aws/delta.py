@@ -1,0 +1,110 @@
+"""A deployment's disk on AWS: a child of the replica snapshot holding only what the deployment changed.
+
+The child is tagged as an upload of the deployment (role ``import-snapshot``, the deployment's id),
+so the destination cleanup treats it as any uploaded snapshot: on failure or cancel it goes; on
+success it goes with the AMI unless ``keep_image``. The replica snapshot is never written (EBS
+snapshots are immutable) and no AMI names it, so no deployment's cleanup can reach it.
+
+Blocks go through ``ChildSnapshotTarget`` (512 KiB blocks, SHA-256 per PutSnapshotBlock, zero blocks
+written since the parent's would show through). A retry returns a child that a previous attempt
+completed and checked; an unfinished one is deleted and the delta written again: a deployment's
+delta is OS morphing's changes, small next to the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from core.errors import IntegrityError
+from core.models import DiskLocator, ImportedDisk, InstanceInfo
+from diskio.base import DiskSource, Extent
+from diskio.limiter import RateLimiter
+from providers.aws import tags as t
+from providers.aws.ebs import EBS_BLOCK_SIZE, GIB, sha256_b64, volume_size_gib
+from providers.aws.errors import aws_errors
+from providers.aws.importer import DEFAULT_SNAPSHOT_TIMEOUT_MIN, EBS_LANES, find_import_snapshot
+from providers.aws.replica import ChildSnapshotTarget, discard
+from providers.aws.session import AwsClients
+from providers.base import ActionContext, TransferContext, TransferProgress
+
+
+def block_indexes(changed: list[Extent], size: int) -> list[int]:
+    """The snapshot blocks that ``changed`` touches, within a disk of ``size`` bytes."""
+    out: set[int] = set()
+    for e in changed:
+        out.update(range(e.offset // EBS_BLOCK_SIZE, min(-(-e.end // EBS_BLOCK_SIZE), -(-size // EBS_BLOCK_SIZE))))
+    return sorted(out)
+
+
+def _start(clients: AwsClients, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
+           parent: str, gib: int, action: ActionContext) -> str:
+    tags = {"Name": f"sterna {export_info.name} {disk.disk_id}", **t.action_tags(action), t.DISK_TAG: disk.disk_id,
+            t.ROLE_TAG: t.ROLE_IMPORT_SNAPSHOT, t.SOURCE_INSTANCE_TAG: export_info.name,
+            t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS, t.PARENT_TAG: parent}
+    timeout = int(env.get("snapshot_timeout_minutes") or DEFAULT_SNAPSHOT_TIMEOUT_MIN)
+    with aws_errors(f"starting the deployment snapshot of disk {disk.disk_id}", clients.conn.secrets):
+        return str(clients.ebs.start_snapshot(
+            VolumeSize=gib, ParentSnapshotId=parent, Tags=t.tag_list(tags), Timeout=max(10, min(timeout, 4320)),
+            Description=f"Sterna deployment of disk {disk.disk_id} of {export_info.name}"[:255],
+        )["SnapshotId"])
+
+
+def _finish(clients: AwsClients, target: ChildSnapshotTarget, sums: dict[int, str], check: bool) -> None:
+    """Wait until AWS completed the child; read what was written back and compare; tag it complete."""
+    sid = target.snapshot_id
+    with aws_errors(f"waiting for snapshot {sid} to complete", clients.conn.secrets):
+        clients.wait("snapshot_completed", delay=5, timeout=3600, SnapshotIds=[sid])
+    bad = [i for i in sorted(sums) if check and
+           sha256_b64(target.read(i * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE).ljust(EBS_BLOCK_SIZE, b"\0")) != sums[i]]
+    if bad:
+        discard(clients, sid)  # a completed snapshot takes no more writes: the retry starts a new one
+        raise IntegrityError(f"snapshot {sid} read back differs in {len(bad)} block(s): {bad[:5]}")
+    with aws_errors(f"tagging snapshot {sid}", clients.conn.secrets):
+        clients.ec2.create_tags(Resources=[sid], Tags=t.tag_list({t.UPLOAD_TAG: t.UPLOAD_COMPLETE}))
+
+
+async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
+                       parent: str, view: DiskSource | None, changed: list[Extent], ctx: TransferContext,
+                       action: ActionContext) -> ImportedDisk:
+    """See ``providers.base.SnapshotReplicaProvider.import_replica_delta``."""
+    gib = volume_size_gib(disk.size_bytes)
+    existing = await asyncio.to_thread(find_import_snapshot, clients, action.action_id, disk.disk_id)
+    if existing and t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
+        ctx.event(f"disk {disk.disk_id}: child snapshot {existing['SnapshotId']} of {parent} was already written")
+        return ImportedDisk(disk_id=disk.disk_id, details={
+            "snapshot_id": existing["SnapshotId"], "volume_size_gib": int(existing["VolumeSize"]),
+            "parent_snapshot_id": parent, "reused": True})
+    if existing:
+        await asyncio.to_thread(discard, clients, str(existing["SnapshotId"]))
+    indexes = block_indexes(changed, disk.size_bytes)
+    if indexes and view is None:
+        raise ValueError("changed blocks without a view to read them from")
+    sid = await asyncio.to_thread(_start, clients, env, export_info, disk, parent, gib, action)
+    ctx.event(f"disk {disk.disk_id}: writing {len(indexes)} changed block(s) into snapshot {sid}, a child of "
+              f"replica snapshot {parent}")
+    target = ChildSnapshotTarget(clients, sid, gib * GIB, has_parent=True, done_state=t.UPLOAD_WRITTEN)
+    limiter = RateLimiter(ctx.bandwidth_limit) if ctx.bandwidth_limit else None
+    sums: dict[int, str] = {}
+
+    def put(index: int) -> None:
+        assert view is not None
+        if limiter is not None:
+            limiter.acquire(EBS_BLOCK_SIZE)
+        block = view.read(index * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE).ljust(EBS_BLOCK_SIZE, b"\0")
+        target.write(index * EBS_BLOCK_SIZE, block)
+        sums[index] = sha256_b64(block)
+
+    total = len(indexes) * EBS_BLOCK_SIZE
+    await ctx.progress(TransferProgress(0, total))
+    for start in range(0, len(indexes), EBS_LANES):
+        # A batch of blocks in flight at once; between batches the progress call heartbeats and a cancel lands.
+        await asyncio.gather(*(asyncio.to_thread(put, i) for i in indexes[start:start + EBS_LANES]))
+        await ctx.progress(TransferProgress(min(total, (start + EBS_LANES) * EBS_BLOCK_SIZE), total))
+    await asyncio.to_thread(target.flush)
+    await asyncio.to_thread(_finish, clients, target, sums, bool(env.get("verify_upload", True)))
+    ctx.event(f"disk {disk.disk_id}: snapshot {sid} complete: {len(indexes)} block(s) over replica snapshot "
+              f"{parent}" + (", read back and compared" if env.get("verify_upload", True) and indexes else ""))
+    return ImportedDisk(disk_id=disk.disk_id, details={
+        "snapshot_id": sid, "volume_size_gib": gib, "parent_snapshot_id": parent, "blocks_written": len(indexes)})

@@ -9,6 +9,7 @@ its own: its own peers, stacks and temporary folders. Run without ``-n``, nothin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 
 import pytest
@@ -23,6 +24,10 @@ FIRST_GROUPS = ("tcg", "stack-sqlite", "stack-postgresql")
 #: session fixtures several modules share, started once in the worker that takes their group
 SHARED_PEERS = {"openstack": "openstack", "keystone_stack": "openstack",
                 "windows_sources": "windows", "windows_base_images": "windows"}
+
+
+#: the TCG worker's niceness: its QEMU and appliances take what the other workers leave
+TCG_NICENESS = 10
 
 
 def group_of(item: pytest.Item) -> str | None:
@@ -70,3 +75,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tcg = [item for item in items if item.get_closest_marker("tcg")]
     if tcg:
         items[:] = [item for item in items if not item.get_closest_marker("tcg")] + tcg
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Lower the TCG worker's priority before its first test starts its stack, QEMU and appliances.
+
+    The TCG runs are throughput: minutes of emulation that can use every idle cycle. The stack tests
+    are latency: a heartbeat, a kill, a cancel that must land while a copy runs. At equal priority
+    the TCG work starves them (a load of 15 on 2 cores). Children inherit the niceness, so the
+    worker's stack, QEMU and libguestfs run behind the other workers' tests, in their idle time.
+    """
+    if xdist_worker(item.config) and item.get_closest_marker("tcg") and os.getpriority(os.PRIO_PROCESS, 0) == 0:
+        os.nice(TCG_NICENESS)

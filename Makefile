@@ -5,6 +5,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 ARGS    ?=
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers: one for the TCG guests, one per record-DB backend's stack (tests/scheduling.py)
+TEST_WORKERS ?= 3
+XDIST   := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: demo test test-fast up lint bench sysdeps peers clean
 
@@ -28,12 +31,12 @@ demo: sysdeps $(STAMP)
 ## test: install every test peer, lint, type-check and run the whole suite
 test: sysdeps $(STAMP) peers
 	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 ## test-fast: the development loop: lint and every test but the TCG guest builds, morphs and boots
 test-fast: sysdeps $(STAMP) peers
 	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest --durations=10 -m "not tcg" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) --durations=10 -m "not tcg" $(PYTEST_ARGS)
 
 ## up: Temporal dev server + worker + API in the foreground (data in ~/.sterna unless STERNA_DATA_DIR)
 up: sysdeps $(STAMP)

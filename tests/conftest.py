@@ -27,7 +27,7 @@ Path(os.environ["LIBGUESTFS_CACHEDIR"]).mkdir(parents=True, exist_ok=True)
 
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
 # Keystone, Barbican, Glance and the fake compute API; Azurite and the fake ARM: for the tests that ask for them.
-pytest_plugins = ["tests.peers.openstack.fixtures", "tests.peers.azure.fixtures", "tests.phases"]
+pytest_plugins = ["tests.peers.openstack.fixtures", "tests.peers.azure.fixtures", "tests.phases", "tests.scheduling"]
 
 
 class PipelineClient(SternaClient):
@@ -48,26 +48,30 @@ class PipelineClient(SternaClient):
         return super()._call(method, path, json, params)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """TCG tests run last, so the guests they need build in the background meanwhile (``prebuilt_guests``)."""
-    tcg = [item for item in items if item.get_closest_marker("tcg")]
-    if tcg:
-        items[:] = [item for item in items if not item.get_closest_marker("tcg")] + tcg
-
-
-@pytest.fixture(scope="session", autouse=True)
-def prebuilt_guests(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Start building the Debian test guests at session start when a selected test will need one.
+@pytest.fixture(scope="session")
+def guest_builds(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start building the Debian test guests in the background (``tests/guests/debian.py``).
 
     The cloud-init variant first: the first TCG test in the suite's order (AWS morphing) needs it.
     """
-    if any(item.get_closest_marker("tcg") for item in request.session.items):
-        from tests.guests.debian import prebuild
+    from tests.guests.debian import prebuild
 
-        prebuild(True, False, empty_cache=tmp_path_factory.mktemp("guest-cache-from-empty"))
-    if any("openstack" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        # Keystone's, Barbican's and Glance's venv (minutes of pip on a fresh machine) installs meanwhile.
+    prebuild(True, False, empty_cache=tmp_path_factory.mktemp("guest-cache-from-empty"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prebuilt_guests(request: pytest.FixtureRequest) -> None:
+    """Start at session start what the selected tests will wait for: guest builds, OpenStack's venv.
+
+    Under xdist the worker that takes the TCG group isn't known here; it takes that group first, so its
+    first test starts the builds (``guest_builds``) at once anyway.
+    """
+    items = request.session.items
+    if not hasattr(request.config, "workerinput") and any(item.get_closest_marker("tcg") for item in items):
+        request.getfixturevalue("guest_builds")
+    if any("openstack" in getattr(item, "fixturenames", ()) for item in items):
+        # Keystone's, Barbican's and Glance's venv (minutes of pip on a fresh machine) installs meanwhile;
+        # under xdist every worker asks, and one installs while the others wait (``ensure_venv``).
         from tests.peers.openstack.servers import ensure_venv
 
         threading.Thread(target=ensure_venv, name="openstack-venv", daemon=True).start()

@@ -5,6 +5,8 @@ README's figures and the next test's budget come from the run itself, not from m
 
     suite: 2100 s in all; peers set-up 300 s, guest builds 400 s, tests 1400 s
 
+Under pytest-xdist (``make test``) the controller prints the wall time, then one such line per worker.
+
 Peers are the fixtures defined under ``tests/peers`` plus the embedded ``stack``; a guest build is
 time a test spent waiting in ``tests.guests.debian.build_debian_guest`` (a cache hit costs nothing;
 builds started in the background at session start overlap the tests and are shown apart); the rest
@@ -23,6 +25,8 @@ import pytest
 PEER_FIXTURES = {"stack"}
 _spent: defaultdict[str, float] = defaultdict(float)
 _started = time.monotonic()
+#: each xdist worker's phases, by worker id (the controller's view)
+_workers: dict[str, dict[str, float]] = {}
 
 
 def record(phase: str, seconds: float) -> None:
@@ -47,12 +51,34 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Gen
     _spent["peers set-up"] += time.monotonic() - start - (_spent["guest builds"] - guest_before)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # An xdist worker hands its figures to the controller, which prints them (``pytest_testnodedown``).
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["phases"] = {**_spent, "in all": time.monotonic() - _started}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    phases = getattr(node, "workeroutput", {}).get("phases")
+    if phases:
+        _workers[node.gateway.id] = phases
+
+
+def _line(total: float, spent: dict[str, float]) -> str:
+    peers, guests = spent.get("peers set-up", 0.0), spent.get("guest builds", 0.0)
+    background = spent.get("background guest builds", 0.0)
+    return (f"{total:.0f} s in all; peers set-up {peers:.0f} s, guest builds {guests:.0f} s, "
+            f"tests {total - peers - guests:.0f} s"
+            + (f" (guest builds in the background, overlapping the tests: {background:.0f} s)" if background else ""))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
     total = time.monotonic() - _started
-    peers, guests = _spent["peers set-up"], _spent["guest builds"]
-    background = _spent["background guest builds"]
-    terminalreporter.write_line(
-        f"suite: {total:.0f} s in all; peers set-up {peers:.0f} s, guest builds {guests:.0f} s, "
-        f"tests {total - peers - guests:.0f} s"
-        + (f" (guest builds in the background, overlapping the tests: {background:.0f} s)" if background else "")
-    )
+    if not _workers:
+        terminalreporter.write_line(f"suite: {_line(total, _spent)}")
+        return
+    terminalreporter.write_line(f"suite: {total:.0f} s in all, on {len(_workers)} pytest-xdist workers; each worker:")
+    for name, spent in sorted(_workers.items()):
+        terminalreporter.write_line(f"  {name}: {_line(spent['in all'], spent)}")

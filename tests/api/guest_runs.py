@@ -137,7 +137,8 @@ def _stage_vsphere(si: Any, raw: Path, work: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestRuns]:
+def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.TempPathFactory,
+               guest_builds: None) -> Iterator[GuestRuns]:
     if shutil.which("qemu-img") is None:
         pytest.fail("qemu-img (qemu-utils) is required: run make sysdeps")
     try:

@@ -17,7 +17,8 @@ import pytest
 from devstack.guest import ROOT_START_SECTOR, recipe
 from tests.guests.debian import ROOT_UUID, from_empty
 
-pytestmark = [pytest.mark.slow, pytest.mark.tcg]
+# guest_builds: under xdist, this worker's first TCG test starts the builds
+pytestmark = [pytest.mark.slow, pytest.mark.tcg, pytest.mark.usefixtures("guest_builds")]
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 #: boot.img keeps the LBA of core.img's first sector here (GRUB_BOOT_MACHINE_KERNEL_SECTOR)
 KERNEL_SECTOR_OFFSET = 0x5C

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) across processes.
+
+    ``make test`` runs pytest-xdist workers, which are processes: a cache one of them fills (a venv, a
+    built binary) the others must wait for, not fill a second time beside it. A thread lock can't
+    see the other workers; ``flock`` can, and the kernel drops it if the holder dies.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def free_port() -> int:

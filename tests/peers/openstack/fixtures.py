@@ -107,6 +107,10 @@ def keystone_stack(openstack: OpenStackCloud, tmp_path_factory: pytest.TempPathF
         "STERNA_KEYSTONE_PASSWORD": SERVICE_PASSWORD,
         "STERNA_KEYSTONE_PROJECT_NAME": "service",
         "STERNA_POLICY_FILE": str(policy),
+        # Its own ports: a ``stack`` fixture of the same pytest process has put its ports in os.environ,
+        # which this stack's processes inherit (its worker then died on "Address already in use").
+        "STERNA_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "STERNA_TEMPORAL_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
     }
     # Settings read the environment; the processes get ``env`` explicitly, so restore at once.
     old = {k: os.environ.get(k) for k in env}

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from tests.peers import free_port
+from tests.peers import cache_lock, free_port
 
 VERSIONS = ["keystone==30.0.0", "barbican==23.0.0", "glance==33.0.0", "gunicorn==27.0.1"]
 ADMIN_PASSWORD = "s3cret-admin"
@@ -44,10 +44,11 @@ _venv_lock = threading.Lock()
 def ensure_venv() -> Path:
     """Create the servers' venv once; a stamp naming the versions marks it complete.
 
-    Thread-safe: the suite starts it in the background at session start (``tests/conftest.py``), and
-    the fixture that needs it waits here for that install instead of starting a second one.
+    Thread- and process-safe: each pytest-xdist worker starts it in the background at session start
+    (``tests/conftest.py``), and the fixture that needs it waits here for that install instead of
+    starting a second one.
     """
-    with _venv_lock:
+    with _venv_lock, cache_lock(venv_path().parent / "openstack-venv.lock"):
         return _ensure_venv()
 
 

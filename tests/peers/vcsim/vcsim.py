@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tests.peers import cache_lock
+
 SOURCE = Path(__file__).with_name("main.go")
 GOCODE = Path("/usr/share/gocode")
 CACHE = Path(os.environ.get("STERNA_CACHE_DIR", Path.home() / ".cache" / "sterna")) / "vcsimx"
@@ -37,6 +39,17 @@ def build() -> Path:
     if shutil.which("go") is None or not (GOCODE / "src/github.com/vmware/govmomi").is_dir():
         raise VcsimUnavailable("needs golang-go and golang-github-vmware-govmomi-dev (apt)")
     CACHE.mkdir(parents=True, exist_ok=True)
+    with cache_lock(CACHE / "build.lock"):  # pytest-xdist workers: one builds, the others wait for it
+        if binary.exists():
+            return binary
+        _build(binary)
+    for old in CACHE.glob("vcsimx-*"):  # builds of earlier main.go versions
+        if old != binary and old.suffix != ".tmp":
+            old.unlink(missing_ok=True)
+    return binary
+
+
+def _build(binary: Path) -> None:
     with tempfile.TemporaryDirectory(dir=CACHE) as gopath:
         pkg = Path(gopath, "src", "vcsimx")
         pkg.mkdir(parents=True)
@@ -51,11 +64,7 @@ def build() -> Path:
         )
         tmp = binary.with_suffix(".tmp")
         subprocess.run(["go", "build", "-o", str(tmp), "."], cwd=pkg, env=env, check=True)
-        tmp.rename(binary)  # atomic: a concurrent build never sees half a binary
-    for old in CACHE.glob("vcsimx-*"):  # builds of earlier main.go versions
-        if old != binary and old.suffix != ".tmp":
-            old.unlink(missing_ok=True)
-    return binary
+        tmp.rename(binary)  # atomic: a server started meanwhile never sees half a binary
 
 
 @dataclass

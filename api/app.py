@@ -127,5 +127,8 @@ def main() -> None:
     settings = get_settings()
     setup_logging("api")
     # Our middleware writes one structured line per request; uvicorn's access log would be a second one.
+    # Keep-alive 75 s (nginx's default), not uvicorn's 5 s: clients that poll (``--watch``, the SDK's
+    # waits, coriolis-web) reuse a connection between polls, and a poll sent just as the server closes
+    # an idle one fails with "Server disconnected" (seen on a loaded machine, polls 7 s apart).
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None,
-                access_log=False)
+                access_log=False, timeout_keep_alive=75)

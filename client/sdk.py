@@ -41,7 +41,14 @@ class SternaClient:
         self.http.close()
 
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        r = self.http.request(method, path, json=json, params=params)
+        try:
+            r = self.http.request(method, path, json=json, params=params)
+        except httpx.RemoteProtocolError:
+            # A pooled connection the server closed as we sent on it (an idle keep-alive timing out):
+            # the request never reached the application. Only a GET is sent again; it changes nothing.
+            if method != "GET":
+                raise
+            r = self.http.request(method, path, json=json, params=params)
         if r.status_code >= 400:
             try:
                 message = r.json()["error"]["message"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from diskio.base import DiskSource, Extent
 from diskio.plan import align_extents
+from diskio.qemu import add_extent
 
 
 def own_extents(overlay: str | Path) -> list[Extent]:
@@ -24,11 +25,7 @@ def own_extents(overlay: str | Path) -> list[Extent]:
     for entry in json.loads(out):
         if entry.get("depth", 0) != 0 or not entry.get("present", True):
             continue
-        start, length = int(entry["start"]), int(entry["length"])
-        if extents and extents[-1].end == start:
-            extents[-1] = Extent(extents[-1].offset, extents[-1].length + length)
-        else:
-            extents.append(Extent(start, length))
+        add_extent(extents, int(entry["start"]), int(entry["length"]))
     return extents
 
 

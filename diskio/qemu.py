@@ -39,12 +39,16 @@ def qemu_img_map(path: str | Path, fmt: str) -> list[Extent]:
     for entry in json.loads(out):
         # "zero" means reads as zeros whatever "data" says (fixed VHD reports both).
         if entry.get("data") and not entry.get("zero"):
-            start, length = int(entry["start"]), int(entry["length"])
-            if extents and extents[-1].end == start:
-                extents[-1] = Extent(extents[-1].offset, extents[-1].length + length)
-            else:
-                extents.append(Extent(start, length))
+            add_extent(extents, int(entry["start"]), int(entry["length"]))
     return extents
+
+
+def add_extent(extents: list[Extent], start: int, length: int) -> None:
+    """Append an area of ``qemu-img map``'s output, joined to the last one when they touch."""
+    if extents and extents[-1].end == start:
+        extents[-1] = Extent(extents[-1].offset, extents[-1].length + length)
+    else:
+        extents.append(Extent(start, length))
 
 
 def qemu_img_info(path: str | Path, fmt: str) -> dict[str, object]:

@@ -50,7 +50,9 @@ from tests.peers.vcsim.arrange import admin_session, find_vm, snapshot_count, st
 TIMEOUT = 2700
 #: the boot checks' own limit: a TCG boot takes 1-2 min alone, and here up to four share two cores
 BOOT_TIMEOUT = 1500
-BOOT_CHECKED = {"verify_boot": True, "boot_timeout": BOOT_TIMEOUT}
+# The grace is the provider's default, spelled out: a transfer update merges its environment key by key
+# (as Coriolis's does), so the deployment chain's second check must override its first one's 600 s.
+BOOT_CHECKED = {"verify_boot": True, "boot_timeout": BOOT_TIMEOUT, "boot_network_grace": 120}
 VSPHERE_VM = "DC0_H0_VM1"
 
 

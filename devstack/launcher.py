@@ -86,7 +86,12 @@ class Stack:
         # The API runs the schema upgrade; start it first so the worker finds the tables.
         api = self._spawn("api", [*sterna, "api"])
         wait_port("127.0.0.1" if s.api_host in ("0.0.0.0", "") else s.api_host, s.api_port, 60, api, "api")
-        self._spawn("worker", [*sterna, "worker"])
+        worker = self._spawn("worker", [*sterna, "worker"])
+        if s.worker_metrics_address:
+            # Its metrics port opens once it has connected and bound its ports: a worker that dies at start
+            # (a port in use, Temporal unreachable) is reported here, not as a test's timeout much later.
+            mhost, mport = s.worker_metrics_address.rsplit(":", 1)
+            wait_port(mhost, int(mport), 60, worker, "worker")
 
     def restart(self, name: str) -> subprocess.Popen[bytes]:
         """Start a part again with the same command (after a crash or a kill)."""

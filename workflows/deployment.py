@@ -15,12 +15,23 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows import ids
-    from workflows.shared import _retry, at, finish, first_step, gather_instances, record_failure
+    from workflows.shared import (
+        _retry,
+        at,
+        failure_message,
+        finish,
+        first_step,
+        gather_instances,
+        record_failure,
+        record_task,
+        ref,
+    )
     from workflows.steps import Steps, short_step_heartbeat
     from workflows.transfer_types import (
         SNAPSHOT_FORMATS,
@@ -36,8 +47,13 @@ with workflow.unsafe.imports_passed_through():
         DeployInput,
         MorphInput,
         Status,
+        TaskUpdate,
         UploadResult,
     )
+
+#: A failed cleanup is recorded on its task and leaves the deployment's outcome as it was; a cancel during
+#: the cleanup of a deployed instance removes it. Both as migrations do (``workflows.instance``).
+CLEANUP_AS_MIGRATIONS = "deployment-cleanup-as-migrations"
 
 
 @workflow.defn
@@ -139,5 +155,23 @@ class DeploymentInstanceWorkflow:
             self._current = DeployTask.CLEANUP
             # On failure the destination provider removes the half-made instance; the overlay
             # goes with the scratch space. The replica is never touched.
-            await steps.cleanup(CleanupInput(step=at(step, p, DeployTask.CLEANUP), disks=imported,
-                                             deployed=deployed, succeeded=succeeded), host_queue)
+            cleanup = CleanupInput(step=at(step, p, DeployTask.CLEANUP), disks=imported,
+                                   deployed=deployed, succeeded=succeeded)
+            patched = workflow.patched(CLEANUP_AS_MIGRATIONS)
+
+            async def cleanup_failed(err: ActivityError) -> None:
+                # Leftover scratch is a leak to report, not the deployment's outcome (as for migrations).
+                await record_task(TaskUpdate(task=ref(p, DeployTask.CLEANUP), status=Status.ERROR,
+                                             message=failure_message(err)), t)
+
+            try:
+                await steps.cleanup(cleanup, host_queue, on_failure=cleanup_failed if patched else None)
+            except asyncio.CancelledError:
+                # A cancel during the cleanup of a deployed instance ends CANCELED: the instance goes too.
+                if succeeded and patched:
+                    await steps.cleanup(cleanup.model_copy(update={"succeeded": False}), host_queue,
+                                        on_failure=cleanup_failed)
+                    await record_task(TaskUpdate(
+                        task=ref(p, DeployTask.FINALIZE), status=Status.CANCELED,
+                        message="Canceled by user request during the cleanup: the deployed instance was removed"), t)
+                raise

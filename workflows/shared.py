@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.instance import record_failure as _record_failure
     from workflows.shield import shielded as _shield
     from workflows.transfer_types import FinishExecution, InstancePlan
-    from workflows.types import Status, StepInput, TaskRef, Timeouts
+    from workflows.types import Status, StepInput, TaskRef, TaskUpdate, Timeouts
 
 __all__ = [  # the helpers instance.py already has, shared rather than written twice
     "_retry", "at", "failure_message", "first_step", "gather_instances", "ref", "shielded",
@@ -46,6 +46,11 @@ def at(step: StepInput, p: InstancePlan, task: str) -> StepInput:
 
 def first_step(p: InstancePlan, task: str) -> StepInput:
     return StepInput.for_task(p.plan, ref(p, task))
+
+
+async def record_task(update: TaskUpdate, t: Timeouts) -> None:
+    """One task's status and message, shielded like every record."""
+    await shielded(names.RECORD_TASK, update, t)
 
 
 async def record_failure(p: InstancePlan, current: str | None, err: BaseException) -> None:

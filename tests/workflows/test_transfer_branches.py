@@ -6,11 +6,13 @@ on a dev server, every activity is a stub under its real name (``stubs``).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -168,3 +170,73 @@ async def test_a_cancelled_deployment_cancels_the_import_cleans_up_and_ends_canc
     assert stubs.events.index("cancelled " + names.UPLOAD_DISK) < stubs.events.index(names.CLEANUP_INSTANCE)
     assert CleanupInput.model_validate(stubs.args(names.CLEANUP_INSTANCE)[0]).succeeded is False
     _assert_finished_last(stubs, ref, Status.CANCELED)
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+async def test_a_failed_deployment_cleanup_is_recorded_and_leaves_the_outcome_as_it_was(
+        temporal: WorkflowEnvironment, outcome: str) -> None:
+    behaviours = {names.CLEANUP_INSTANCE: fails(InvalidInput("/etc is not under an allowed root"))}
+    if outcome == "failed":
+        behaviours[names.DEPLOY_INSTANCE] = fails(InvalidInput("flavor m1.tiny is too small"))
+    stubs = Stubs(behaviours=behaviours)
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_deployment(temporal.client, queue)
+        if outcome == "completed":
+            assert await handle.result() == Status.COMPLETED.value
+        else:
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+            # the deploy's error, not the cleanup's
+            cause = await _instance_failure(temporal.client, ref)
+            assert isinstance(cause, ApplicationError) and cause.message == "flavor m1.tiny is too small", cause
+
+    cleanup_error = TaskUpdate(task=_at(ref, DeployTask.CLEANUP), status=Status.ERROR,
+                               message="/etc is not under an allowed root")
+    deploy_error = TaskUpdate(task=_at(ref, DeployTask.FINALIZE), status=Status.ERROR,
+                              message="flavor m1.tiny is too small")
+    assert _updates(stubs, names.RECORD_TASK) == ([cleanup_error] if outcome == "completed"
+                                                  else [deploy_error, cleanup_error])
+    assert len(stubs.of(names.CLEANUP_INSTANCE)) == 1
+    finished = FinishExecution.model_validate(stubs.args(names.FINISH_TRANSFER_EXECUTION)[0])
+    assert finished.status == (Status.COMPLETED if outcome == "completed" else Status.ERROR)
+
+
+async def test_a_cancel_during_a_deployed_instances_cleanup_removes_it_and_ends_canceled(
+        temporal: WorkflowEnvironment) -> None:
+    cleanup = Blocking()
+    stubs = Stubs(behaviours={names.CLEANUP_INSTANCE: cleanup})
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_deployment(temporal.client, queue)
+        await asyncio.wait_for(cleanup.started.wait(), 30)
+        await handle.cancel()
+        assert ref.execution_id is not None
+        child = temporal.client.get_workflow_handle(ids.execution_instance(ref.execution_id, ref.instance))
+        await _cancel_seen(child)
+        # The shielded cleanup was not asked to stop; it ends, and the cancel is honoured after it.
+        cleanup.release.set()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+
+    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert not cleanup.cancelled.is_set()
+    first, second = (CleanupInput.model_validate(a) for a in stubs.args(names.CLEANUP_INSTANCE))
+    assert first.succeeded and first.deployed is not None
+    # the second cleanup removes the deployed instance, as after a cancel in any earlier step
+    assert not second.succeeded and second.deployed == first.deployed
+    assert TaskUpdate(task=_at(ref, DeployTask.FINALIZE), status=Status.CANCELED,
+                      message="Canceled by user request during the cleanup: the deployed instance was removed") \
+        in _updates(stubs, names.RECORD_TASK)
+    finished = FinishExecution.model_validate(stubs.args(names.FINISH_TRANSFER_EXECUTION)[0])
+    assert finished.status == Status.CANCELED
+
+
+async def _cancel_seen(handle: WorkflowHandle[Any, Any]) -> None:
+    """Until a workflow task has run after the cancel request reached ``handle``'s workflow."""
+    for _ in range(300):
+        events = [e.event_type async for e in handle.fetch_history_events()]
+        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
+            after = events[events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED):]
+            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the workflow never took the cancel request: {events}")

@@ -15,16 +15,19 @@ from __future__ import annotations
 import http.client
 import ssl
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from core.errors import AuthenticationFailed, ConnectionFailed, ProviderTransient, TransferError
 from diskio.base import DiskSource, Extent
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+T = TypeVar("T")
 
 
 def tls_context(verify: bool | str = True) -> ssl.SSLContext:
@@ -107,22 +110,30 @@ class HttpRangeSource(DiskSource):
         # never log query strings: they carry signatures and tokens (SAS, signed URLs)
         return self.url.split("?", 1)[0]
 
+    def _retried(self, call: Callable[[], T]) -> T:
+        """``call`` again after a transient failure (``_Transient``), ``backoff`` doubling from one
+        try to the next; once the tries are spent, the failure's ``final`` error is raised."""
+        policy = Retrying(stop=stop_after_attempt(self._retries + 1),
+                          wait=wait_exponential(multiplier=self._backoff, min=0, max=3600),
+                          retry=retry_if_exception_type(_Transient), reraise=True)
+        try:
+            return policy(call)
+        except _Transient as exc:
+            raise exc.final from None
+
     def _retrying(self, call: Callable[[], httpx.Response]) -> httpx.Response:
-        for attempt in range(self._retries + 1):
+        def once() -> httpx.Response:
             try:
-                response: httpx.Response = call()
+                response = call()
             except httpx.TransportError as exc:
-                if attempt == self._retries:
-                    raise ConnectionFailed(f"{self._safe_url()}: {type(exc).__name__}") from None
-            else:
-                if response.status_code in (401, 403):
-                    raise AuthenticationFailed(f"{self._safe_url()}: HTTP {response.status_code}")
-                if response.status_code not in _TRANSIENT_STATUS:
-                    return response
-                if attempt == self._retries:
-                    raise ProviderTransient(f"{self._safe_url()}: HTTP {response.status_code}")
-            time.sleep(self._backoff * 2**attempt)
-        raise AssertionError("unreachable")
+                raise _Transient(ConnectionFailed(f"{self._safe_url()}: {type(exc).__name__}")) from None
+            if response.status_code in (401, 403):
+                raise AuthenticationFailed(f"{self._safe_url()}: HTTP {response.status_code}")
+            if response.status_code in _TRANSIENT_STATUS:
+                raise _Transient(ProviderTransient(f"{self._safe_url()}: HTTP {response.status_code}"))
+            return response
+
+        return self._retried(once)
 
     @property
     def size(self) -> int:
@@ -142,14 +153,7 @@ class HttpRangeSource(DiskSource):
             return 0
         # identity: the raw body is the disk's bytes (iter_raw does not decode)
         headers = {"Range": f"bytes={offset}-{offset + n - 1}", "Accept-Encoding": "identity"}
-        for attempt in range(self._retries + 1):
-            try:
-                return self._get_into(headers, offset, view[:n])
-            except _Transient as exc:
-                if attempt == self._retries:
-                    raise exc.final from None
-            time.sleep(self._backoff * 2**attempt)
-        raise AssertionError("unreachable")
+        return self._retried(lambda: self._get_into(headers, offset, view[:n]))
 
     def _conn(self, url: str) -> http.client.HTTPConnection:
         """This thread's kept-alive connection to ``url``'s host (a new one after a redirect)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import AuthenticationFailed
+from core.errors import AuthenticationFailed, ConnectionFailed, ProviderTransient
 from diskio.base import Extent
 from diskio.copier import copy_disk
 from diskio.http import HttpRangeSource
@@ -168,3 +168,30 @@ async def test_auth_is_asked_before_each_range_so_a_renewed_token_is_used(
     with pytest.raises(AuthenticationFailed):
         stale.read(MiB, MiB)
     stale.close()
+
+
+def test_transient_answers_are_retried_with_backoff_then_reported(
+    disk: DiskFactory, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(size=MiB, runs=[(0, MiB)])
+    server = serve(src)
+    auth = {"Authorization": "Bearer secret"}
+    # Two 503s, then the range: the read succeeds on its third request.
+    server.fail_next = 2
+    source = HttpRangeSource(url_of(server), size=MiB, headers=auth, retries=2, backoff=0.01)
+    assert source.read(0, 4096) == src.read_bytes()[:4096]
+    assert (server.fail_next, server.ranges_served) == (0, 1)
+    # More 503s than tries: the transient error names the status, and the URL without its query.
+    server.fail_next = 10
+    with pytest.raises(ProviderTransient, match="HTTP 503") as info:
+        source.read(0, 4096)
+    assert "do-not-log" not in str(info.value)
+    assert server.fail_next == 10 - 3, "retries=2 means three requests in all"
+    source.close()
+    # Nothing listens: a connection failure after the same tries.
+    server.shutdown()
+    server.server_close()
+    gone = HttpRangeSource(url_of(server), size=MiB, headers=auth, retries=1, backoff=0.01)
+    with pytest.raises(ConnectionFailed):
+        gone.read(0, 4096)
+    gone.close()

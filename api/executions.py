@@ -106,7 +106,7 @@ async def cancel_execution(d: Deps, row: Execution, force: bool, what: str, show
     if row.status == Status.CANCELLING and not force:
         raise ApiError(400, f"{what} {name} is already being cancelled; use force to terminate it")
     if row.workflow_id is None:
-        raise ApiError(409, f"{what} {name} has not started yet")
+        raise ApiError(400, f"{what} {name} has not started yet")
     handle: WorkflowHandle[Any, Any] = d.temporal.get_workflow_handle(row.workflow_id)
     try:
         if force:

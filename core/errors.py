@@ -4,6 +4,8 @@
     ├── InvalidInput                  bad user input (API 400, activity: non-retryable)
     ├── NotFound                      unknown id or instance (API 404, non-retryable)
     ├── Conflict                      wrong state for the request (API 409, non-retryable)
+    │   ├── InvalidState              the resource's state refuses it: busy, not final (API 400, as Coriolis)
+    │   └── InUse                     still used by others, e.g. an endpoint (API 403, as Coriolis)
     ├── ProviderError                 a cloud/provider call failed
     │   ├── ConnectionFailed          endpoint unreachable, TLS, DNS (retryable)
     │   ├── AuthenticationFailed      bad credentials (API 400, non-retryable)
@@ -53,6 +55,20 @@ class NotFound(SternaError):
 class Conflict(SternaError):
     code = "Conflict"
     http_status = 409
+
+
+class InvalidState(Conflict):
+    """Coriolis's ``Invalid*State`` (400): an execution while another runs, deleting an active action."""
+
+    code = "InvalidState"
+    http_status = 400
+
+
+class InUse(Conflict):
+    """Coriolis answers a delete that would orphan others with 403 ("N transfers would be orphaned!")."""
+
+    code = "InUse"
+    http_status = 403
 
 
 class ProviderError(SternaError):

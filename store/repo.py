@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.crypto import SecretBox
-from core.errors import Conflict, NotFound
+from core.errors import InUse, InvalidState, NotFound
 from core.statuses import FINAL_STATUSES, Status
 from store.db import Database
 from store.environments import Marked
@@ -88,7 +88,7 @@ class Store(TransferRecords):
                 )
             ).all()
             if users:
-                raise Conflict(f"{len(users)} migrations would be orphaned!")
+                raise InUse(f"{len(users)} transfers would be orphaned!")
             row.deleted, row.deleted_at = True, utcnow()
 
     def connection_info(self, endpoint_id: str) -> dict[str, Any]:
@@ -242,7 +242,7 @@ class Store(TransferRecords):
                     or (project_id is not None and mig.project_id != project_id)):
                 raise NotFound(f"Migration {migration_id} could not be found")
             if mig.last_execution_status not in FINAL_STATUSES:
-                raise Conflict(
+                raise InvalidState(
                     f"Migration {migration_id} is {mig.last_execution_status}; only COMPLETED, ERROR or "
                     "CANCELED migrations can be deleted. Cancel it first."
                 )

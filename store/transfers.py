@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import InvalidInput, InvalidState, NotFound
 from core.statuses import FINAL_STATUSES, Status
 from core.tasks import ON_ERROR_TASKS, deploy_tasks
 from store.db import Database
@@ -99,7 +99,7 @@ class TransferRecords(EnvironmentSecrets):
     def _refuse_if_busy(self, s: Session, row: Migration) -> None:
         busy = self._busy(s, row.id)
         if busy:
-            raise Conflict(f"Transfer {row.id} has an active {busy}; wait for it or cancel it first")
+            raise InvalidState(f"Transfer {row.id} has an active {busy}; wait for it or cancel it first")
 
     def check_idle(self, transfer_id: str) -> None:
         with self.db.session() as s:
@@ -129,7 +129,7 @@ class TransferRecords(EnvironmentSecrets):
         with self.db.session() as s:
             row = self._action(s, "deployment", project_id, deployment_id)
             if row.last_execution_status in ACTIVE_STATUSES:
-                raise Conflict(f"Deployment {deployment_id} is {row.last_execution_status}; cancel it first")
+                raise InvalidState(f"Deployment {deployment_id} is {row.last_execution_status}; cancel it first")
             row.deleted, row.deleted_at = True, utcnow()
 
     # -- executions -------------------------------------------------------------------------
@@ -230,7 +230,7 @@ class TransferRecords(EnvironmentSecrets):
             if row is None or row.deleted or row.action_id != action_id:
                 raise NotFound(f"Execution with ID '{execution_id}' could not be found")
             if row.status in ACTIVE_STATUSES:
-                raise Conflict(f"Execution {execution_id} is {row.status}; cancel it first")
+                raise InvalidState(f"Execution {execution_id} is {row.status}; cancel it first")
             row.deleted, row.deleted_at = True, utcnow()
 
     def set_execution_status(self, action_id: str, execution_id: str, status: str) -> None:
@@ -300,7 +300,8 @@ class TransferRecords(EnvironmentSecrets):
                 ReplicaDisk.transfer_id == transfer_id, ReplicaDisk.instance == instance,
                 ReplicaDisk.disk_id == disk_id, ReplicaDisk.deleted.is_(False))).one()
             if row.last_execution_id != execution_id:
-                raise Conflict(f"Replica {disk_id} of {instance} is now written by execution {row.last_execution_id}")
+                raise InvalidState(
+                    f"Replica {disk_id} of {instance} is now written by execution {row.last_execution_id}")
             row.digests, row.trusted, row.change_marker = digests, True, change_marker
             row.updated_at = utcnow()
 

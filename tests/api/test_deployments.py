@@ -40,7 +40,7 @@ def test_cancelled_deployment_leaves_no_instance_and_an_intact_replica(stack: Ru
         wait_for(finalizing, 120, 0.1, "the deployment's instance created, its boot check under way")
         assert (dst / "vm-a" / "domain.xml").exists()
         assert "active deployment" in error_of(api.http.post(f"/transfers/{t['id']}/executions",
-                                                             json={"execution": {}}), 409)
+                                                             json={"execution": {}}), 400)
         api.cancel_deployment(d["id"])
         final = api.wait_deployment(d["id"], 120)
         assert final["last_execution_status"] == "CANCELED", final

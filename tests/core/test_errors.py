@@ -13,7 +13,9 @@ from core.errors import (
     Conflict,
     ConnectionFailed,
     IntegrityError,
+    InUse,
     InvalidInput,
+    InvalidState,
     NotFound,
     ProviderError,
     ProviderTransient,
@@ -40,6 +42,16 @@ def test_retryability_and_statuses() -> None:
         "ProviderError": (True, 500), "ConnectionFailed": (True, 500), "AuthenticationFailed": (False, 400),
         "ProviderTransient": (True, 500), "TransferError": (True, 500), "IntegrityError": (True, 500),
     }
+
+
+def test_state_refusals_answer_as_coriolis_does() -> None:
+    # Coriolis: Invalid*State -> 400, an endpoint delete that would orphan transfers -> 403 (NotAuthorized).
+    # Both stay Conflicts for the code that catches "refused by state" (a scheduled run that finds its
+    # transfer busy), and non-retryable.
+    assert (InvalidState.http_status, InUse.http_status) == (400, 403)
+    assert issubclass(InvalidState, Conflict) and issubclass(InUse, Conflict)
+    assert not InvalidState.retryable and not InUse.retryable
+    assert to_application_error(InvalidState("busy")).non_retryable
 
 
 def test_non_retryable_lists() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
@@ -189,6 +190,19 @@ async def cancel_during(handle: WorkflowHandle[Any, Any],
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
     return failed.value.cause, (await handle.describe()).status
+
+
+async def cancel_processed(handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:
+    """The history once a workflow task has run after the cancel request (the workflow has seen it)."""
+    events: list[EventType.ValueType] = []
+    for _ in range(300):
+        events = [e.event_type async for e in handle.fetch_history_events()]
+        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
+            after = events[events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED):]
+            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
+                return events
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the workflow never took the cancel request: {events}")
 
 
 @asynccontextmanager

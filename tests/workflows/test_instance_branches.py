@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import names
 from core.errors import InvalidInput, ProviderTransient
-from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, fails, workers
+from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, cancel_processed, fails, workers
 from workflows import ids
 from workflows.failures import root_cause
 from workflows.instance import DISK_ATTEMPTS, HOST_FAILOVERS, InstanceMigrationWorkflow
@@ -231,18 +231,6 @@ async def test_a_vm_whose_hosts_keep_getting_lost_ends_error(temporal: WorkflowE
     assert cleanup.queue == stubs.of(names.SNAPSHOT_INSTANCE)[0].queue, cleanup.queue
 
 
-async def _processed_cancel(handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:
-    """The history once a workflow task has run after the cancel request (the workflow has seen it)."""
-    for _ in range(300):
-        events = [e.event_type async for e in handle.fetch_history_events()]
-        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
-            after = events[events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED):]
-            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
-                return events
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the workflow never took the cancel request: {events}")
-
-
 async def test_a_cancel_during_the_cleanup_waits_for_it(temporal: WorkflowEnvironment) -> None:
     inp = _input()
     cleanup = Blocking()
@@ -252,7 +240,7 @@ async def test_a_cancel_during_the_cleanup_waits_for_it(temporal: WorkflowEnviro
         handle = await _start(temporal, queue, inp)
         await asyncio.wait_for(cleanup.started.wait(), 30)
         await handle.cancel()
-        events = await _processed_cancel(handle)
+        events = await cancel_processed(handle)
         # The workflow took the cancel but neither ended nor asked the cleanup to stop.
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         assert EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED not in events

@@ -12,14 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities import names
 from core.errors import InvalidInput, NotFound
-from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, fails, workers
+from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, cancel_processed, fails, workers
 from workflows import ids
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
 from workflows.failures import root_cause
@@ -211,7 +210,7 @@ async def test_a_cancel_during_a_deployed_instances_cleanup_removes_it_and_ends_
         await handle.cancel()
         assert ref.execution_id is not None
         child = temporal.client.get_workflow_handle(ids.execution_instance(ref.execution_id, ref.instance))
-        await _cancel_seen(child)
+        await cancel_processed(child)
         # The shielded cleanup was not asked to stop; it ends, and the cancel is honoured after it.
         cleanup.release.set()
         with pytest.raises(WorkflowFailureError) as failed:
@@ -229,14 +228,3 @@ async def test_a_cancel_during_a_deployed_instances_cleanup_removes_it_and_ends_
     finished = FinishExecution.model_validate(stubs.args(names.FINISH_TRANSFER_EXECUTION)[0])
     assert finished.status == Status.CANCELED
 
-
-async def _cancel_seen(handle: WorkflowHandle[Any, Any]) -> None:
-    """Until a workflow task has run after the cancel request reached ``handle``'s workflow."""
-    for _ in range(300):
-        events = [e.event_type async for e in handle.fetch_history_events()]
-        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
-            after = events[events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED):]
-            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the workflow never took the cancel request: {events}")

@@ -14,17 +14,19 @@ delta is OS morphing's changes, small next to the disk.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from core.errors import IntegrityError
 from core.models import DiskLocator, ImportedDisk, InstanceInfo
 from diskio.base import DiskSource, Extent
+from diskio.keepalive import beating, in_thread
 from diskio.limiter import RateLimiter
 from providers.aws import tags as t
 from providers.aws.ebs import EBS_BLOCK_SIZE, GIB, sha256_b64, volume_size_gib
 from providers.aws.errors import aws_errors
-from providers.aws.importer import DEFAULT_SNAPSHOT_TIMEOUT_MIN, EBS_LANES, find_import_snapshot
+from providers.aws.importer import DEFAULT_SNAPSHOT_TIMEOUT_MIN, EBS_LANES, wait_completed, find_import_snapshot
 from providers.aws.replica import ChildSnapshotTarget, discard
 from providers.aws.session import AwsClients
 from providers.base import ActionContext, TransferContext, TransferProgress
@@ -51,11 +53,11 @@ def _start(clients: AwsClients, env: Mapping[str, Any], export_info: InstanceInf
         )["SnapshotId"])
 
 
-def _finish(clients: AwsClients, target: ChildSnapshotTarget, sums: dict[int, str], check: bool) -> None:
+def _finish(clients: AwsClients, target: ChildSnapshotTarget, sums: dict[int, str], check: bool,
+            stop: threading.Event) -> None:
     """Wait until AWS completed the child; read what was written back and compare; tag it complete."""
     sid = target.snapshot_id
-    with aws_errors(f"waiting for snapshot {sid} to complete", clients.conn.secrets):
-        clients.wait("snapshot_completed", delay=5, timeout=3600, SnapshotIds=[sid])
+    wait_completed(clients, sid, stop)
     bad = [i for i in sorted(sums) if check and
            sha256_b64(target.read(i * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE).ljust(EBS_BLOCK_SIZE, b"\0")) != sums[i]]
     if bad:
@@ -103,7 +105,11 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
         await asyncio.gather(*(asyncio.to_thread(put, i) for i in indexes[start:start + EBS_LANES]))
         await ctx.progress(TransferProgress(min(total, (start + EBS_LANES) * EBS_BLOCK_SIZE), total))
     await asyncio.to_thread(target.flush)
-    await asyncio.to_thread(_finish, clients, target, sums, bool(env.get("verify_upload", True)))
+    # Completing a snapshot can take minutes: heartbeat meanwhile, and let a cancel stop the wait.
+    stop, done = threading.Event(), TransferProgress(total, total)
+    await beating(lambda: ctx.progress(done), in_thread(_finish, clients, target, sums,
+                                                        bool(env.get("verify_upload", True)), stop),
+                  on_cancel=stop.set)
     ctx.event(f"disk {disk.disk_id}: snapshot {sid} complete: {len(indexes)} block(s) over replica snapshot "
               f"{parent}" + (", read back and compared" if env.get("verify_upload", True) and indexes else ""))
     return ImportedDisk(disk_id=disk.disk_id, details={

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from core.errors import IntegrityError, InvalidInput
@@ -151,7 +152,8 @@ async def import_disk(
         # Waiting for AWS and reading the snapshot back take minutes on a large disk: the activity
         # keeps heartbeating (and so stays cancellable) with the upload's final checkpoint.
         uploaded = TransferProgress(allocated, allocated, [(0, source.size)])
-        await _beating(ctx, uploaded, _in_thread(_wait_completed, clients, snapshot_id))
+        stop = threading.Event()
+        await _beating(ctx, uploaded, _in_thread(wait_completed, clients, snapshot_id, stop), on_cancel=stop.set)
         verified = ""
         if env.get("verify_upload", True):
             try:
@@ -183,9 +185,11 @@ async def import_disk(
     )
 
 
-async def _beating(ctx: TransferContext, progress: TransferProgress, work: Awaitable[T]) -> T:
-    """Await ``work`` while heartbeating ``progress`` every ``HEARTBEAT_EVERY`` seconds; a cancel stops the wait."""
-    return await beating(lambda: ctx.progress(progress), work, every=HEARTBEAT_EVERY)
+async def _beating(ctx: TransferContext, progress: TransferProgress, work: Awaitable[T],
+                   on_cancel: Callable[[], None] | None = None) -> T:
+    """Await ``work`` while heartbeating ``progress`` every ``HEARTBEAT_EVERY`` seconds; a cancel stops the wait
+    (``on_cancel`` tells a thread to stop early)."""
+    return await beating(lambda: ctx.progress(progress), work, every=HEARTBEAT_EVERY, on_cancel=on_cancel)
 
 
 async def verify_snapshot(source: DiskSource, target: EbsSnapshotTarget, disk_id: str) -> str:
@@ -255,9 +259,9 @@ def _start_snapshot(
     return str(resp["SnapshotId"])
 
 
-def _wait_completed(clients: AwsClients, snapshot_id: str) -> None:
+def wait_completed(clients: AwsClients, snapshot_id: str, stop: threading.Event | None = None) -> None:
     with aws_errors(f"waiting for snapshot {snapshot_id} to complete", clients.conn.secrets):
-        clients.wait("snapshot_completed", delay=5, timeout=3600, SnapshotIds=[snapshot_id])
+        clients.wait_snapshots([snapshot_id], delay=5, timeout=3600, stop=stop)
 
 
 def _delete_snapshot(clients: AwsClients, snapshot_id: str) -> None:

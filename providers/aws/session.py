@@ -10,6 +10,7 @@ one-hour STS session keep working.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,7 +25,8 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, ProviderError, ProviderTransient, TransferError
+from core.polling import poll_until
 
 # Several connection_info spellings are in use (Coriolis' own, boto's, the CLI's).
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -207,6 +209,32 @@ class AwsClients:
         step = self.poll_delay if self.poll_delay is not None else delay
         attempts = max(1, int(timeout / max(step, 0.01)))
         self.ec2.get_waiter(waiter).wait(**kwargs, WaiterConfig={"Delay": step, "MaxAttempts": attempts})
+
+    def wait_snapshots(self, snapshot_ids: list[str], *, delay: float, timeout: float,
+                       stop: threading.Event | None = None) -> None:
+        """Until every snapshot is ``completed``; one in ``error`` fails the wait.
+
+        Not the EC2 waiter: a waiter can't be interrupted, and completing a snapshot can take
+        minutes. ``stop`` set (the activity was cancelled) ends the wait at the next poll.
+        """
+        step = self.poll_delay if self.poll_delay is not None else delay
+        pending: list[str] = list(snapshot_ids)
+
+        def completed() -> bool | None:
+            nonlocal pending
+            if stop is not None and stop.is_set():
+                raise TransferError("stopped waiting for the snapshots to complete: cancelled")
+            snaps = self.ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]
+            for snap in snaps:
+                if snap.get("State") == "error":
+                    raise ProviderError(f"snapshot {snap['SnapshotId']} failed: "
+                                        f"{snap.get('StateMessage') or 'state error'}")
+            done = {snap["SnapshotId"] for snap in snaps if snap.get("State") == "completed"}
+            pending = [sid for sid in snapshot_ids if sid not in done]
+            return None if pending else True
+
+        if poll_until(time.monotonic() + timeout, step, completed) is None:
+            raise ProviderTransient(f"snapshot(s) {', '.join(pending)} not completed after {timeout:.0f}s")
 
     @property
     def ec2(self) -> Any:

@@ -95,12 +95,7 @@ def snapshot_instance(
                 )
             )
         with aws_errors("waiting for the source snapshots", secrets):
-            clients.wait(
-                "snapshot_completed",
-                delay=10,
-                timeout=10800,
-                SnapshotIds=[d.details["snapshot_id"] for d in disks],
-            )
+            clients.wait_snapshots([d.details["snapshot_id"] for d in disks], delay=10, timeout=10800)
         snap = SourceSnapshot(
             instance=instance,
             snapshot_id=",".join(d.details["snapshot_id"] for d in disks),

@@ -253,6 +253,24 @@ class LibguestfsGuest(Guest):
     def run_appliance_script(self, script: str) -> str:
         return self.session.appliance_sh(script)
 
+    def boot_disk_ptuuid(self) -> str | None:
+        mounted = {mp: dev for dev, mp in self.g.mountpoints().items()}
+        device = mounted.get("/boot") or mounted.get("/")
+        if device is None:
+            return None
+        try:
+            disk = str(self.g.part_to_dev(device))  # fails for LVM and RAID: no single disk to name
+            table = str(self.g.part_get_parttype(disk))
+            if table == "gpt":
+                return str(self.g.part_get_disk_guid(disk)).lower() or None
+            if table == "msdos":
+                # the disk signature, spelt as blkid (and so udev's ID_PART_TABLE_UUID) spells it
+                signature = int.from_bytes(bytes(self.g.pread_device(disk, 4, 440)), "little")
+                return f"{signature:08x}" if signature else None
+        except RuntimeError:
+            return None
+        return None
+
     def device_uuid(self, device: str) -> str | None:
         """UUID of the filesystem the guest calls ``device``: its n-th disk's m-th partition here."""
         m = _GUEST_DEVICE.match(device)

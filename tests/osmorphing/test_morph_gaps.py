@@ -173,34 +173,23 @@ def test_an_agent_already_there_is_left_alone(make_guest: Callable[[str], Direct
     assert not any("qemu-guest-agent" in w for w in report.warnings)
 
 
-def _ext4_disk(path: Path, label: str) -> str:
-    """A 64 MiB disk with one ext4 partition under a ``label`` (gpt or dos) table; returns sfdisk's disk id,
-    spelt as blkid spells PTUUID."""
+
+def test_mbr_signature_is_spelt_as_blkid_spells_ptuuid(tmp_path: Path) -> None:
+    """The udev rule matches ID_PART_TABLE_UUID, which is blkid's PTUUID: for an MBR, its signature.
+    (The GPT disk GUID comes from libguestfs; tests/client/test_cli.py sees it end to end.)"""
     import subprocess
 
-    with open(path, "wb") as f:
-        f.truncate(64 * 1024**2)
-    subprocess.run(["sfdisk", "-q", str(path)], input=f"label: {label}\nstart=2048, type=linux\n", text=True,
-                   check=True, capture_output=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", f"offset={2048 * 512}", str(path), f"{60 * 1024}k"],
-                   check=True, capture_output=True)
-    disk_id = subprocess.run(["sfdisk", "--disk-id", str(path)], check=True, capture_output=True, text=True)
-    return disk_id.stdout.strip().lower().removeprefix("0x")
+    from osmorphing.libguestfs_guest import MBR_SIGNATURE_OFFSET, mbr_ptuuid
 
-
-def test_boot_disk_partition_table_uuid_read_from_a_real_image(tmp_path: Path) -> None:
-    """libguestfs reads the GPT disk GUID, and the MBR signature, of the disk holding /boot (else /)."""
-    from osmorphing.libguestfs_guest import ImageSession, LibguestfsGuest
-
-    gpt, dos = tmp_path / "gpt.raw", tmp_path / "dos.raw"
-    gpt_id, dos_id = _ext4_disk(gpt, "gpt"), _ext4_disk(dos, "dos")
-    assert len(gpt_id) == 36 and len(dos_id) == 8
-    with ImageSession(str(gpt), "raw", readonly=False, extra_disks=(str(dos),)) as session:
-        g = session.g
-        first, second = g.list_partitions()
-        g.mount(first, "/")
-        guest = LibguestfsGuest(session)
-        assert guest.boot_disk_ptuuid() == gpt_id
-        g.mkdir_p("/boot")
-        g.mount(second, "/boot")  # a separate /boot on the MBR disk: GRUB's boot code goes there
-        assert guest.boot_disk_ptuuid() == dos_id
+    disk = tmp_path / "dos.raw"
+    with open(disk, "wb") as f:
+        f.truncate(8 * 1024**2)
+    subprocess.run(["sfdisk", "-q", str(disk)], input="label: dos\nstart=2048, type=83\n", text=True, check=True,
+                   capture_output=True)
+    blkid = subprocess.run(["blkid", "-p", "-s", "PTUUID", "-o", "value", str(disk)], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    with open(disk, "rb") as f:
+        f.seek(MBR_SIGNATURE_OFFSET)
+        assert mbr_ptuuid(f.read(4)) == blkid
+    assert len(blkid) == 8
+    assert mbr_ptuuid(b"\0\0\0\0") is None

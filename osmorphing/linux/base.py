@@ -351,7 +351,7 @@ class LinuxMorpher:
         if "cloud-init" not in self.info.agents:
             self.editor.warn(
                 f"cloud-init is not installed; the instance will not read {self.target.name} "
-                "metadata (Sterna does not install packages offline)"
+                "metadata (OS morphing installs only the platform's own agent, not cloud-init)"
             )
             return
         body = [

@@ -104,9 +104,8 @@ def run_demo(settings: Settings, *, exit_after: bool, quick: bool = False) -> in
             code = watch(api, m["id"])  # ends with the task table and each task's last event
             if code != 0:
                 return 1
-            _say("Verifying the migrated disk against the source" if guest is None
-                 else "The boot check of the migrated guest (QEMU, virtio disk and NIC, DHCP)")
             if guest is None:
+                _say("Verifying the migrated disk against the source")
                 out = subprocess.run(
                     ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(source / "sample-vm" / "disk-0.raw"),
                      str(dest / "sample-vm" / "disk-0.qcow2")], capture_output=True, text=True, check=False,
@@ -117,12 +116,13 @@ def run_demo(settings: Settings, *, exit_after: bool, quick: bool = False) -> in
             else:
                 # OS morphing changed the guest on purpose: the proof is the boot check, not equality.
                 tasks = {t["task_type"]: t for t in api.get_migration(m["id"])["tasks"]}
-                for event in tasks["DEPLOY_INSTANCE_RESOURCES"]["events"]:
-                    print(f"  {event['message']}")
                 _say("What OS morphing changed in the guest (each change is one of the task's events)")
                 for event in tasks["OS_MORPHING"]["events"]:
                     print(f"  {event['message']}")
+                _say("The boot check of the migrated guest (QEMU, virtio disk and NIC, DHCP): its evidence")
                 boot = tasks["DEPLOY_INSTANCE_RESOURCES"]
+                for event in boot["events"]:
+                    print(f"  {event['message']}")
                 if not any(e["message"].startswith("Boot check: Booted") for e in boot["events"]):
                     return 1
             print(f"libvirt domain: {dest / 'sample-vm' / 'domain.xml'}")

@@ -24,7 +24,8 @@ sysdeps:
 peers: sysdeps $(STAMP)
 	$(PY) -m tests.peers.azure.azurite
 
-## demo: start the embedded stack and migrate a real sample VM (ARGS=--exit to stop after verifying)
+## demo: start the embedded stack and migrate the Debian guest, morphed and boot-checked (ARGS=--exit to stop after
+##       verifying; ARGS=--quick for a small disk without an OS: no guest build, no morph, no boot check)
 demo: sysdeps $(STAMP)
 	STERNA_DATA_DIR=$(CURDIR)/.demo $(VENV)/bin/sterna demo $(ARGS)
 

@@ -81,6 +81,12 @@ class Guest(ABC):
     def device_uuid(self, device: str) -> str | None:
         """Filesystem UUID of a guest device name as the guest's fstab spells it (``/dev/sda2``)."""
 
+    def boot_disk_ptuuid(self) -> str | None:
+        """The partition-table UUID (blkid's PTUUID: the GPT disk GUID, or the MBR disk signature as 8 hex
+        digits) of the disk holding ``/boot`` (``/`` when it is not separate): the disk whose boot code a
+        BIOS GRUB install writes. ``None`` when it cannot be told (LVM, RAID, no partition table)."""
+        return None
+
     def glob(self, directory: str, suffix: str = "", prefix: str = "") -> list[str]:
         """Full paths of entries in ``directory`` whose names start/end as given."""
         return [
@@ -109,14 +115,17 @@ class DirectoryGuest(Guest):
 
     Symlinks are resolved inside ``root`` (an absolute link target means the guest's root), so a tree
     copied from a real system reads as it would when booted. Commands are recorded in ``commands`` and
-    return ``""``. ``devices`` maps guest device names to filesystem UUIDs for ``device_uuid``.
+    return ``""``. ``devices`` maps guest device names to filesystem UUIDs for ``device_uuid``;
+    ``boot_ptuuid`` is what ``boot_disk_ptuuid`` answers.
     """
 
     executes_commands = False
 
-    def __init__(self, root: Path | str, devices: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path | str, devices: dict[str, str] | None = None,
+                 boot_ptuuid: str | None = None) -> None:
         self.root = Path(root)
         self.devices = dict(devices or {})
+        self.boot_ptuuid = boot_ptuuid
         self.commands: list[list[str]] = []
         self.scripts: list[str] = []
         self.appliance_scripts: list[str] = []
@@ -214,3 +223,6 @@ class DirectoryGuest(Guest):
 
     def device_uuid(self, device: str) -> str | None:
         return self.devices.get(device)
+
+    def boot_disk_ptuuid(self) -> str | None:
+        return self.boot_ptuuid

@@ -24,6 +24,14 @@ BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
 _GUEST_DEVICE = re.compile(r"^/dev/(?:(?:sd|vd|xvd|hd)([a-z]+)(\d*)|nvme(\d+)n\d+(?:p(\d+))?)$")
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _READ_FILE_LIMIT = 2 * 1024 * 1024
+MBR_SIGNATURE_OFFSET = 440
+
+
+def mbr_ptuuid(signature: bytes) -> str | None:
+    """An MBR's disk signature (4 bytes at offset 440) spelt as blkid's PTUUID, and so udev's
+    ``ID_PART_TABLE_UUID``: 8 lower-case hex digits of the little-endian number; ``None`` when unset."""
+    value = int.from_bytes(signature, "little")
+    return f"{value:08x}" if value else None
 
 
 def load_guestfs() -> ModuleType:
@@ -252,6 +260,22 @@ class LibguestfsGuest(Guest):
 
     def run_appliance_script(self, script: str) -> str:
         return self.session.appliance_sh(script)
+
+    def boot_disk_ptuuid(self) -> str | None:
+        mounted = {mp: dev for dev, mp in self.g.mountpoints().items()}
+        device = mounted.get("/boot") or mounted.get("/")
+        if device is None:
+            return None
+        try:
+            disk = str(self.g.part_to_dev(device))  # fails for LVM and RAID: no single disk to name
+            table = str(self.g.part_get_parttype(disk))
+            if table == "gpt":
+                return str(self.g.part_get_disk_guid(disk)).lower() or None
+            if table == "msdos":
+                return mbr_ptuuid(bytes(self.g.pread_device(disk, 4, MBR_SIGNATURE_OFFSET)))
+        except RuntimeError:
+            return None
+        return None
 
     def device_uuid(self, device: str) -> str | None:
         """UUID of the filesystem the guest calls ``device``: its n-th disk's m-th partition here."""

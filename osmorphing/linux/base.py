@@ -73,7 +73,7 @@ class LinuxMorpher:
     def morph(self) -> None:
         """All steps, in order: agents, network, fstab, kernel command line, cloud-init, initramfs."""
         self.remove_source_agents()
-        self.warn_missing_target_agents()
+        self.install_target_agents()
         self.configure_network()
         self.rewrite_fstab()
         self.configure_kernel_cmdline()
@@ -125,13 +125,68 @@ class LinuxMorpher:
                 if self.guest.is_symlink(link):
                     self.editor.delete(link, f"disable {unit}: {why}")
 
-    def warn_missing_target_agents(self) -> None:
+    def install_target_agents(self) -> None:
+        """Install the target's agents the guest lacks, from what its own package manager can reach.
+
+        The appliance gives the guest no network, so a package can come only from the guest's package
+        cache or a local (``file:``) repository; otherwise an event says why not and how to install it.
+        """
         for agent in self.target.agents:
-            if agent not in self.info.agents and agent != "hyperv-daemons":
+            if agent in self.info.agents or agent == "hyperv-daemons":  # Hyper-V drivers are in-kernel
+                continue
+            package = self.agent_package(agent)
+            cached = self.cached_package(package)
+            local = self.local_repositories()
+            if cached is None and not local:
+                remote = self.remote_repositories()
                 self.editor.warn(
-                    f"{agent} is not installed in the guest; Sterna does not install packages "
-                    f"offline, so install it for full {self.target.name} integration"
+                    f"{agent} not installed for {self.target.name}: no {package} package in the guest's "
+                    "package cache and no local repository, and "
+                    + (f"its repositories ({'; '.join(remote)}) need the network, which OS morphing does not "
+                       "give the guest" if remote else "it has no repository configured")
+                    + f"; install {package} on the running instance"
                 )
+                continue
+            origin = f"the guest's package cache ({cached})" if cached else f"its local repository ({local[0]})"
+            argv = self.install_packages_command(cached or package, cache_only=cached is not None)
+            if self.editor.run(argv, f"install {agent} for {self.target.name} from {origin}", check=False) is None:
+                self.editor.warn(f"{agent} not installed for {self.target.name}: the guest's package manager could "
+                                 f"not install it from {origin} (its output is in the event above)")
+
+    def agent_package(self, agent: str) -> str:
+        """The family's package name for a target agent."""
+        return self.packages[agent]
+
+    def cached_package(self, package: str) -> str | None:
+        """A package file for ``package`` in the guest's package cache (guest path), or ``None``."""
+        return None
+
+    def local_repositories(self) -> list[str]:
+        """The guest's repositories that need no network (``file:`` URLs)."""
+        return []
+
+    def remote_repositories(self) -> list[str]:
+        """The guest's other repositories, for the event that says why an agent was not installed."""
+        return []
+
+    def install_packages_command(self, package: str, *, cache_only: bool) -> list[str]:
+        raise NotImplementedError
+
+    def find_in_cache(self, roots: tuple[str, ...], package: str, separator: str, suffix: str,
+                      depth: int = 4) -> str | None:
+        """The newest-named ``<package><separator><version>…<suffix>`` file under ``roots`` (guest paths)."""
+        found: list[str] = []
+        pending = [(root, 0) for root in roots]
+        while pending:
+            directory, level = pending.pop()
+            for name in self.guest.listdir(directory):
+                path = f"{directory}/{name}"
+                rest = name[len(package) + len(separator):]
+                if name.startswith(package + separator) and name.endswith(suffix) and rest[:1].isdigit():
+                    found.append(path)
+                elif level < depth and self.guest.is_dir(path) and not self.guest.is_symlink(path):
+                    pending.append((path, level + 1))
+        return max(found) if found else None
 
     # -- network ---------------------------------------------------------------------------------
     def choose_network_style(self, styles_in_use: list[str]) -> str:
@@ -296,7 +351,7 @@ class LinuxMorpher:
         if "cloud-init" not in self.info.agents:
             self.editor.warn(
                 f"cloud-init is not installed; the instance will not read {self.target.name} "
-                "metadata (Sterna does not install packages offline)"
+                "metadata (OS morphing installs only the platform's own agent, not cloud-init)"
             )
             return
         body = [

@@ -483,3 +483,45 @@ def build_tree(name: str, root: Path) -> dict[str, str]:
     if name in WINDOWS_VERSIONS:
         return windows(root, name)
     return BUILDERS[name](root)
+
+
+#: debconf's answer as grub-pc's installation on a VMware guest leaves it (its disk has no by-id link)
+GRUB_PC_DEBCONF = (
+    "Name: grub-pc/install_devices\nTemplate: grub-pc/install_devices\nValue: /dev/sda\nOwners: grub-pc\n"
+    "Flags: seen\n\n"
+)
+
+
+def build_os_disk(path: Path, size: int = 256 * 1024**2) -> str:
+    """A raw GPT disk whose ext4 root holds the synthetic Debian tree, without a kernel, with grub-pc.
+
+    libguestfs finds the OS and morphing runs on it for real (its in-guest commands fail: the tree has
+    no shell, and they are allowed to), but with no kernel there is no initramfs to rebuild and nothing
+    to boot: a real morph for the price of one appliance launch. Returns the disk's partition-table
+    UUID (the GPT disk GUID, as blkid spells it).
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        debian(root)
+        for kernel_file in (root / "boot").glob("*-" + KERNELS["debian"]):
+            kernel_file.unlink()
+        shutil.rmtree(root / "lib/modules")
+        (root / "etc/default/grub").unlink()
+        _w(root, "/etc/fstab", "LABEL=rootfs / ext4 errors=remount-ro 0 1\n")
+        status = root / "var/lib/dpkg/status"
+        status.write_text(status.read_text() + "Package: grub-pc\nStatus: install ok installed\n\n")
+        _w(root, "/var/cache/debconf/config.dat", GRUB_PC_DEBCONF)
+        with open(path, "wb") as f:
+            f.truncate(size)
+        # the filesystem exactly as large as its partition: one larger does not mount
+        sectors = size // 512 - 2 * 2048
+        subprocess.run(["sfdisk", "-q", str(path)], input=f"label: gpt\nstart=2048, size={sectors}, type=linux\n",
+                       text=True, check=True, capture_output=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", tmp, "-E", f"offset={2048 * 512}",
+                        str(path), f"{sectors // 2}k"], check=True, capture_output=True)
+    disk_id = subprocess.run(["sfdisk", "--disk-id", str(path)], check=True, capture_output=True, text=True)
+    return disk_id.stdout.strip().lower()

@@ -80,7 +80,7 @@ export function schemaForm(schema, idPrefix, legend) {
     input.setAttribute("aria-describedby", [hint && hint.id, error.id].filter(Boolean).join(" "));
     if (required.has(name)) input.setAttribute("aria-required", "true");
     box.append(el("div", { class: "field" },
-      el("label", { for: id }, name, required.has(name) ? el("span", { class: "req", title: "required" }, " *") : null),
+      el("label", { for: id }, free ? "JSON" : name, required.has(name) ? el("span", { class: "req", title: "required" }, " *") : null),
       input, hint, error));
     fields.set(name, { prop, input, error });
   };

@@ -111,9 +111,9 @@ def task_status(page: Any, panel: str, task_type: str) -> Any:
 def test_transfer_wizard_execute_deploy_and_cancel(stack: RunningStack, page: Any) -> None:
     from playwright.sync_api import expect
 
-    # 24 MiB read at 3 MiB/s: each execution replicates for ~8 s, time to see it run and cancel it.
+    # 24 MiB read at 2 MiB/s: each execution replicates for ~12 s, time to see it run and cancel it.
     src, dst = inventories(stack, ["vm-a"], data_mib=24)
-    limit = 3 * MiB
+    limit = 2 * MiB
     project = log_in(page, stack)
     tag = src.name.removeprefix("src-")
     names = {"source": f"src-{tag}", "destination": f"dst-{tag}"}

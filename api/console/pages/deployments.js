@@ -37,13 +37,13 @@ export async function deploymentPage(main, [id], ctx) {
   const step = async () => {
     const { deployment: d } = await get(`/deployments/${id}`);
     const item = (k, v) => [el("dt", {}, k), el("dd", {}, v)];
-    info.replaceChildren(
+    info.replaceChildren(...[
       item("Id", el("code", {}, d.id)),
       item("Transfer", el("a", { href: `#/transfers/${d.transfer_id}` }, short(d.transfer_id))),
       item("Instances", d.instances.join(", ")),
       item("Clone disks", String(d.clone_disks)),
       item("Skip OS morphing", String(d.skip_os_morphing)),
-      item("Result", el("code", {}, JSON.stringify(d.transfer_result))));
+      item("Result", el("code", {}, JSON.stringify(d.transfer_result)))].flat());
     const running = !FINAL.has(d.last_execution_status);
     remove.hidden = running; // deleting is for finished deployments only
     panel.update({ ...d, status: d.last_execution_status, created_at: d.created_at, updated_at: d.updated_at },

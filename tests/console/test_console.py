@@ -11,11 +11,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import RunningStack
 from tests.helpers import identical, inventories
+from tests.peers.openstack.fixtures import KeystoneStack
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +50,16 @@ def page(browser: Any) -> Iterator[Any]:
     context.set_default_timeout(30_000)
     page = context.new_page()
     errors: list[str] = []
+    paths: set[str] = set()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda request: paths.add(urlsplit(request.url).path))
     try:
         yield page
     finally:
         context.close()
     assert not errors, f"uncaught errors in the console's scripts: {errors}"
+    # The console's own files, and the public REST API: nothing a script could not call too.
+    assert paths and all(p.startswith(("/console/", "/v1/")) for p in paths), sorted(paths)
 
 
 def shot(page: Any, name: str) -> None:
@@ -61,15 +67,18 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def log_in(page: Any, stack: RunningStack) -> str:
-    """A project of the test's own (noauth trusts the id), so every list starts empty."""
+def log_in(page: Any, stack: RunningStack, project: str | None = None, token: str | None = None,
+           heading: str = "Endpoints") -> str:
+    """By default a project of the test's own (noauth trusts the id), so every list starts empty."""
     from playwright.sync_api import expect
 
-    project = f"console-{uuid.uuid4().hex[:8]}"
+    project = project or f"console-{uuid.uuid4().hex[:8]}"
     page.goto(f"{stack.url}/console/")
     page.get_by_label("Project id").fill(project)
+    if token:
+        page.get_by_label("Keystone token").fill(token)
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Endpoints")
+    expect(page.get_by_role("heading", level=1)).to_have_text(heading)
     return project
 
 
@@ -194,3 +203,36 @@ def test_transfer_wizard_execute_deploy_and_cancel(stack: RunningStack, page: An
         assert e2["number"] == 2 and e2["status"] == "CANCELED"
         assert next(x for x in e2["tasks"] if x["task_type"] == "REPLICATE_DISKS")["status"] == "CANCELED"
         assert api.get_transfer(transfer_id)["last_execution_status"] == "CANCELED"
+
+
+def test_keystone_user_of_one_project_sees_nothing_of_another(keystone_stack: KeystoneStack, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    assert keystone_stack.cloud is not None
+    peers = keystone_stack.cloud.peers
+    alice, bob = peers.users["alice"], peers.users["bob"]
+    src, _ = inventories(keystone_stack, ["vm-a"], data_mib=1)
+    log_in(page, keystone_stack, alice.project_id, peers.token("alice"))
+    create_local_endpoint(page, f"alice-{src.name}", str(src))
+    expect(page.locator("#endpoint-rows")).to_contain_text(f"alice-{src.name}")
+    with keystone_stack.as_user("alice") as api:
+        endpoint_id = next(e["id"] for e in api.list_endpoints() if e["name"] == f"alice-{src.name}")
+    page.get_by_role("button", name="Log out").click()
+
+    log_in(page, keystone_stack, bob.project_id, peers.token("bob"))
+    expect(page.locator("#endpoint-rows")).to_contain_text("No endpoints yet.")
+    with keystone_stack.as_user("bob") as api:
+        assert api.list_endpoints() == []
+        # Alice's endpoint by its id: the API's 404, shown as it is.
+        r = api.http.get(f"/endpoints/{endpoint_id}")
+        assert r.status_code == 404, r.text
+        page.goto(f"{keystone_stack.url}/console/#/endpoints/{endpoint_id}/instances")
+        expect(page.get_by_role("alert")).to_have_text(r.json()["error"]["message"])
+        shot(page, "keystone-not-found")
+        # Bob's token on Alice's project: the API refuses it, and so does the console.
+        r = api.http.get(f"{keystone_stack.url}/v1/{alice.project_id}/endpoints")
+        assert r.status_code == 403, r.text
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, keystone_stack, alice.project_id, peers.token("bob"), heading="Something went wrong")
+    expect(page.get_by_role("alert")).to_have_text(r.json()["error"]["message"])
+    expect(page.get_by_text(f"alice-{src.name}")).to_have_count(0)

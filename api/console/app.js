@@ -4,6 +4,7 @@ import { logIn, logOut, session } from "./api.js";
 import { alertBox, el } from "./dom.js";
 import { endpointsPage, instancesPage } from "./pages/endpoints.js";
 import { deploymentPage, deploymentsPage } from "./pages/deployments.js";
+import { migrationPage, migrationsPage } from "./pages/migrations.js";
 import { transferPage, transfersPage } from "./pages/transfers.js";
 import { wizardPage } from "./pages/wizard.js";
 
@@ -15,6 +16,8 @@ const ROUTES = [
   [/^#\/transfers\/([^/]+)$/, transferPage],
   [/^#\/deployments$/, deploymentsPage],
   [/^#\/deployments\/([^/]+)$/, deploymentPage],
+  [/^#\/migrations$/, migrationsPage],
+  [/^#\/migrations\/([^/]+)$/, migrationPage],
 ];
 
 const main = document.getElementById("main");

@@ -204,6 +204,64 @@ def test_transfer_wizard_execute_deploy_and_cancel(stack: RunningStack, page: An
         assert next(x for x in e2["tasks"] if x["task_type"] == "REPLICATE_DISKS")["status"] == "CANCELED"
         assert api.get_transfer(transfer_id)["last_execution_status"] == "CANCELED"
 
+        # Schedules: a bad hour gets the API's message beside the field and creates nothing.
+        page.fill("#schedule-hour", "24")
+        page.click("#schedule-create")
+        hour_error = page.locator("#schedule-hour-error")
+        r = api.http.post(f"/transfers/{transfer_id}/schedules", json={"schedule": {"hour": 24}, "enabled": True,
+                                                                        "auto_deploy": False, "expiration_date": None})
+        assert r.status_code == 400, r.text
+        expect(hour_error).to_have_text(r.json()["error"]["message"])
+        assert api.list_schedules(transfer_id, show_expired=True) == []
+        page.fill("#schedule-minute", "0")
+        page.fill("#schedule-hour", "3")
+        page.uncheck("#schedule-enabled")  # a paused schedule: it never fires during the test
+        page.click("#schedule-create")
+        row = page.locator("#schedules tbody tr[data-schedule-id]")
+        expect(row).to_have_count(1)
+        expect(row.locator("code").nth(1)).to_have_text("0 3 * * *")
+        expect(row.locator(".schedule-enabled")).to_have_text("disabled")
+        shot(page, "schedules")
+        (schedule,) = api.list_schedules(transfer_id, show_expired=True)
+        assert schedule["enabled"] is False and schedule["auto_deploy"] is False
+        assert (schedule["schedule"]["minute"], schedule["schedule"]["hour"]) == (0, 3)
+        assert row.get_attribute("data-schedule-id") == schedule["id"]
+        row.get_by_role("button", name="Delete").click()
+        page.get_by_role("dialog").get_by_role("button", name="Delete schedule").click()
+        expect(page.locator("#schedules tbody")).to_have_text("No schedules.")
+        assert api.list_schedules(transfer_id, show_expired=True) == []
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_one_shot_migration_from_the_wizard(stack: RunningStack, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    src, dst = inventories(stack, ["vm-a"], data_mib=4)
+    project = log_in(page, stack)
+    with stack.client(project) as api:
+        # The endpoint form has its own tests above: these two come from the API.
+        a = api.create_endpoint(f"src-{src.name}", "local", {"path": str(src)})
+        b = api.create_endpoint(f"dst-{dst.name}", "local", {"path": str(dst)})
+        page.goto(f"{stack.url}/console/#/transfers/new")
+        page.select_option("#origin", a["id"])
+        page.get_by_label("vm-a —").check()
+        page.select_option("#destination", b["id"])
+        page.select_option("#destination-env-verify_boot", "false")
+        page.check("#skip-os-morphing")
+        page.click("#create-migration")
+        expect(page.get_by_role("heading", level=1)).to_contain_text("Migration ")
+        migration_id = page.evaluate("location.hash").removeprefix("#/migrations/")
+        expect(page.locator("#migration-status")).to_contain_text("COMPLETED", timeout=SLOW_MS)
+        expect(page.locator("#migration-progress-text")).to_have_text("100 %")
+        shot(page, "migration")
+        m = api.get_migration(migration_id)
+        assert m["last_execution_status"] == "COMPLETED" and m["instances"] == ["vm-a"]
+        assert (m["origin_endpoint_id"], m["destination_endpoint_id"]) == (a["id"], b["id"])
+        assert m["tasks"] and {t["status"] for t in m["tasks"]} == {"COMPLETED"}
+        assert api.list_transfers() == [], "a one-shot migration, not a transfer"
+        page.get_by_role("link", name="Migrations").click()
+        expect(page.locator(f"#migrations tr[data-migration-id='{migration_id}']")).to_contain_text("COMPLETED")
+
 
 def test_keystone_user_of_one_project_sees_nothing_of_another(keystone_stack: KeystoneStack, page: Any) -> None:
     from playwright.sync_api import expect

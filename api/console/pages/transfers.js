@@ -4,6 +4,7 @@ import { del, get, post } from "../api.js";
 import { alertBox, confirmAction, el, short, status, when } from "../dom.js";
 import { FINAL } from "../progress.js";
 import { poller, runPanel } from "./runs.js";
+import { schedulesSection } from "./schedules.js";
 
 export async function transfersPage(main) {
   const [{ transfers }, { endpoints }] = await Promise.all([get("/transfers"), get("/endpoints")]);
@@ -47,6 +48,7 @@ export async function transferPage(main, [id], ctx) {
   const summarySlot = el("div", {});
   const execRows = el("tbody", {});
   const panel = runPanel("execution", "Execution");
+  const schedules = schedulesSection(id);
   panel.hidden = true;
   let selected = null;
   let kick = () => {};
@@ -127,7 +129,8 @@ export async function transferPage(main, [id], ctx) {
     el("table", { id: "executions" }, el("caption", {}, "Executions"),
       el("thead", {}, el("tr", {}, ["Number", "Type", "Status", "Started", ""].map((h) => el("th", { scope: "col" }, h)))),
       execRows),
-    panel);
+    panel,
+    schedules.node);
   kick = poller(ctx, step, (e) => error.show(e.message));
-  await kick();
+  await Promise.all([kick(), schedules.refresh().catch((e) => error.show(e.message))]);
 }

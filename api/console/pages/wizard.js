@@ -124,12 +124,14 @@ export async function wizardPage(main) {
     el("fieldset", {}, el("legend", {}, "4. Storage"),
       el("div", { class: "field" }, el("label", { for: "storage-default" }, "Default storage backend"), storage)),
     el("fieldset", {}, el("legend", {}, "5. Environments"), destSlot, srcSlot),
-    el("fieldset", {}, el("legend", {}, "6. Scenario and options"),
+    el("fieldset", {}, el("legend", {}, "6. Scenario (transfers) and options"),
       el("div", { class: "field" }, el("label", { for: "scenario" }, "Scenario"), scenario),
       el("div", { class: "check" }, skipMorphing, el("label", { for: "skip-os-morphing" }, "Skip OS morphing")),
       el("div", { class: "field" }, el("label", { for: "notes" }, "Notes"), notes)),
     formError,
-    el("button", { type: "submit", id: "create-transfer" }, "Create transfer"));
+    el("div", { class: "buttons" },
+      el("button", { type: "submit", id: "create-transfer", value: "transfer" }, "Create transfer"),
+      el("button", { type: "submit", id: "create-migration", value: "migration" }, "Migrate once (one-shot migration)")));
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -147,15 +149,21 @@ export async function wizardPage(main) {
     }
     const network_map = {};
     for (const [name, select] of netSelects) if (select.value) network_map[name] = select.value;
-    const transfer = {
+    const fields = {
       origin_endpoint_id: origin.value, destination_endpoint_id: destination.value, instances: chosen(),
-      scenario: scenario.value, destination_environment, source_environment, network_map,
+      destination_environment, source_environment, network_map,
       storage_mappings: storage.value ? { default: storage.value } : {},
       skip_os_morphing: skipMorphing.checked, notes: notes.value.trim() || null,
     };
     try {
-      const created = await post("/transfers", { transfer });
-      location.hash = `#/transfers/${created.transfer.id}`;
+      if (event.submitter?.value === "migration") {
+        // The same choices as a one-shot migration: no replica kept, no scenario.
+        const created = await post("/migrations", { migration: fields });
+        location.hash = `#/migrations/${created.migration.id}`;
+      } else {
+        const created = await post("/transfers", { transfer: { ...fields, scenario: scenario.value } });
+        location.hash = `#/transfers/${created.transfer.id}`;
+      }
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
       // An environment's key named in the message: shown at that field too.

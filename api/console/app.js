@@ -38,7 +38,10 @@ function loginPage() {
     event.preventDefault();
     if (!project.value.trim()) return error.show("A project id is needed.");
     logIn(project.value.trim(), token.value.trim());
-    location.hash = "#/endpoints";
+    // A deep link opened before logging in is where the user wanted to go.
+    const target = location.hash && location.hash !== "#/login" ? location.hash : "#/endpoints";
+    if (location.hash === target) render();
+    else location.hash = target;
   });
   main.replaceChildren(el("h1", { tabindex: -1 }, "Log in to Sterna"), form);
   project.focus();

@@ -99,9 +99,10 @@ export function schemaForm(schema, idPrefix, legend) {
       return out;
     },
     clearErrors() {
-      for (const { error } of fields.values()) {
+      for (const { error, input } of fields.values()) {
         error.hidden = true;
         error.textContent = "";
+        input.removeAttribute("aria-invalid");
       }
     },
     /** Put ``message`` beside each field it names; true when it named one. */

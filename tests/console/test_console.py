@@ -112,6 +112,43 @@ def test_endpoint_form_shows_the_api_error_beside_the_field_and_creates_nothing(
     expect(page.locator("#endpoint-rows")).to_contain_text("No endpoints yet.")
 
 
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_endpoint_instances_search_validate_and_delete(stack: RunningStack, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    src, _ = inventories(stack, ["vm-a", "vm-b"], data_mib=1)
+    project = log_in(page, stack)
+    create_local_endpoint(page, "lab", str(src))
+    row = page.locator("#endpoint-rows tr", has_text="lab")
+    expect(row).to_have_count(1)
+    with stack.client(project) as api:
+        (endpoint,) = api.list_endpoints()
+        row.get_by_role("button", name="Validate").click()
+        expect(row.locator(".validation")).to_have_text("valid")
+        assert api.validate_endpoint(endpoint["id"])["valid"] is True
+
+        # Instances, all and then searched: the page lists what the API lists.
+        row.get_by_role("link", name="Instances").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Instances of lab")
+        expect(page.locator("#instances li")).to_have_count(2)
+        page.get_by_label("Name contains").fill("-B")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#instances li")).to_have_count(1)
+        expect(page.locator("#instances li")).to_contain_text("vm-b —")
+        assert [i["name"] for i in api.list_instances(endpoint["id"], name="-B")] == ["vm-b"]
+
+        # Delete asks first; going back keeps the endpoint.
+        page.get_by_role("link", name="Endpoints").click()
+        row.get_by_role("button", name="Delete").click()
+        page.get_by_role("dialog").get_by_role("button", name="Go back").click()
+        expect(row).to_have_count(1)
+        assert len(api.list_endpoints()) == 1
+        row.get_by_role("button", name="Delete").click()
+        page.get_by_role("dialog").get_by_role("button", name="Delete endpoint").click()
+        expect(page.locator("#endpoint-rows")).to_contain_text("No endpoints yet.")
+        assert api.list_endpoints() == []
+
+
 def task_status(page: Any, panel: str, task_type: str) -> Any:
     return page.locator(f"#{panel}-tasks tr[data-task-type={task_type}] .task-status")
 

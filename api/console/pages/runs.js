@@ -9,24 +9,30 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 export const POLL_MS = 1000;
 
 /**
- * Run ``step`` every POLL_MS while it returns true and the page is still shown; ``kick()`` starts it
- * again after a user action (only one loop at a time).
+ * Run ``step`` every POLL_MS while it returns true and the page is still shown. ``kick()`` after a
+ * user action: it starts the loop, or, when a step is under way (whose answer may predate the
+ * action), makes the loop run one more step at once whatever that step returns.
  */
 export function poller(ctx, step, onError) {
   let running = false;
+  let again = false;
   const kick = async () => {
-    if (running) return;
+    if (running) {
+      again = true;
+      return;
+    }
     running = true;
     try {
       while (ctx.alive()) {
-        let again = true;
+        again = false;
+        let more = true;
         try {
-          again = await step();
+          more = await step();
         } catch (e) {
           onError(e);
         }
-        if (!again || !ctx.alive()) break;
-        await sleep(POLL_MS);
+        if (!ctx.alive() || (!more && !again)) break;
+        if (!again) await sleep(POLL_MS);
       }
     } finally {
       running = false;

@@ -53,11 +53,12 @@ export async function transferPage(main, [id], ctx) {
   let selected = null;
   let kick = () => {};
 
-  const execute = el("button", { type: "button", id: "execute" }, "Execute");
+  // Disabled until the first answer says whether an execution is running.
+  const execute = el("button", { type: "button", id: "execute", disabled: true }, "Execute");
   const cloneDisks = el("input", { type: "checkbox", id: "deploy-clone-disks", checked: true });
   const deploySkip = el("input", { type: "checkbox", id: "deploy-skip-os-morphing" });
-  const deploy = el("button", { type: "submit", id: "deploy" }, "Deploy");
-  const remove = el("button", { type: "button", id: "delete-transfer", class: "danger" }, "Delete transfer");
+  const deploy = el("button", { type: "submit", id: "deploy", disabled: true }, "Deploy");
+  const remove = el("button", { type: "button", id: "delete-transfer", class: "danger", hidden: true }, "Delete transfer");
 
   execute.addEventListener("click", async () => {
     error.show("");

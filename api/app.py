@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from api import endpoints, health, migrations, openapi, providers, transfer_routes
 from api.auth import NoAuth
@@ -33,6 +35,8 @@ from store.db import Database
 from store.repo import Store
 
 V = "/v1/{project_id}"
+#: the web console: static HTML and JS modules that call the public REST API above, nothing else
+CONSOLE = Path(__file__).parent / "console"
 
 
 async def versions(_request: Request) -> JSONResponse:
@@ -104,7 +108,8 @@ def create_app(settings: Settings) -> Starlette:
         database.dispose()
 
     return Starlette(
-        routes=ROUTES,
+        # The console is no API route: it stays out of ROUTES, hence out of the OpenAPI document.
+        routes=[*ROUTES, Mount("/console", StaticFiles(directory=CONSOLE, html=True), name="console")],
         lifespan=lifespan,
         middleware=[Middleware(Observe),
                     Middleware(RequestLimits, max_body=settings.api_max_body_bytes,

@@ -26,7 +26,7 @@ from diskio.limiter import RateLimiter
 from providers.aws import tags as t
 from providers.aws.ebs import EBS_BLOCK_SIZE, GIB, sha256_b64, volume_size_gib
 from providers.aws.errors import aws_errors
-from providers.aws.importer import DEFAULT_SNAPSHOT_TIMEOUT_MIN, EBS_LANES, wait_completed, find_import_snapshot
+from providers.aws.importer import DEFAULT_SNAPSHOT_TIMEOUT_MIN, EBS_LANES, find_import_snapshot, wait_completed
 from providers.aws.replica import ChildSnapshotTarget, discard
 from providers.aws.session import AwsClients
 from providers.base import ActionContext, TransferContext, TransferProgress

@@ -16,7 +16,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute import models as cm
 from azure.storage.blob import BlobClient
 
-from tests.conftest import RunningStack, task, wait_final
+from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
 from tests.peers.azure.fixtures import SECRET, AzureCloud
 
@@ -177,3 +177,33 @@ def test_azure_errors_are_clear(stack: RunningStack, azure_cloud: AzureCloud) ->
         text = log.read_text(errors="replace")
         assert SECRET not in text and "not-the-secret-9" not in text, f"a secret in {log.name}"
         assert not re.search(r"sig=(?!REDACTED)[A-Za-z0-9%]", text), f"a SAS signature in {log.name}"
+
+
+def test_cancel_mid_upload_leaves_nothing_and_no_sas(stack: RunningStack, azure_cloud: AzureCloud) -> None:
+    cloud = azure_cloud
+    with stack.client() as api:
+        origin, dest, _src = _endpoints(api, stack, cloud)
+        m = api.create_migration(
+            origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+            destination_environment={"vm_size": "Standard_B2s", "bandwidth_limit": 1024 * 1024},
+            network_map={"VM Network": cloud.subnet_id},
+        )
+
+        def uploading() -> bool:
+            t = task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")
+            p = t["progress_updates"]
+            return t["status"] == "RUNNING" and bool(p and p[-1]["current_step"]) and bool(cloud.arm.sas_granted())
+
+        wait_for(uploading, 120, 0.2, "upload under way, its write SAS granted")
+        [disk] = _mine(cloud, "Microsoft.Compute/disks", m["id"])
+        assert disk["properties"]["diskState"] == "ActiveUpload"
+        api.cancel_migration(m["id"])
+        final = wait_final(api, m["id"], timeout=120)
+    assert final["last_execution_status"] == "CANCELED"
+    assert task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
+    for rtype in ("Microsoft.Compute/virtualMachines", "Microsoft.Network/networkInterfaces",
+                  "Microsoft.Compute/disks", "Microsoft.Compute/snapshots"):
+        assert cloud.arm.of_type(rtype) == [], f"{rtype} left behind after the cancel"
+    assert cloud.arm.sas_granted() == []
+    # The disk's blob (and with it any URL a SAS granted on it) is gone from Azurite too.
+    assert not cloud.arm.blobs.get_container_client(disk["_container"]).exists()

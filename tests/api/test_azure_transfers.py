@@ -1,5 +1,6 @@
-"""Azure as a transfer source through the REST API: a VM of the fake ARM whose managed disk's bytes
-live in Azurite, replicated to a local destination, changed by 64 MiB, and replicated again.
+"""Azure as a source through the REST API: a VM of the fake ARM whose managed disk's bytes live in
+Azurite, replicated to a local destination, changed by 64 MiB, and replicated again; and a
+migration from it cancelled while its snapshot is read.
 
 The second execution reads every allocated page of the new snapshot and writes only the chunks
 whose digest changed: Azure's page-range diff against the previous snapshot (``prevsnapshot``)
@@ -18,8 +19,8 @@ from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
 
 from tests.api.test_transfers import task_of
-from tests.conftest import RunningStack
-from tests.helpers import inventories
+from tests.conftest import RunningStack, wait_final, wait_for
+from tests.helpers import export_progress, inventories
 from tests.peers.azure.fixtures import AzureCloud
 
 pytestmark = pytest.mark.slow
@@ -124,3 +125,29 @@ def _written(execution: dict[str, Any]) -> int:
     found = [int(m.group(1)) for e in events if (m := re.search(r"wrote (\d+) bytes", e))]
     assert found, events
     return sum(found)
+
+
+# SQLite only (~10 s): test_azure_migration cancels an upload on both backends.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_cancel_mid_read_from_azure_leaves_no_snapshot_and_no_sas(stack: RunningStack,
+                                                                   azure_cloud: AzureCloud) -> None:
+    cloud = azure_cloud
+    source_vm(cloud, "az-slow", 16 * MiB, seed=23)
+    _, dst = inventories(stack, [], 1)
+    with stack.client() as api:
+        a = api.create_endpoint(f"az-slow-{dst.name}", "azure", cloud.conn)
+        b = api.create_endpoint(f"kvm-slow-{dst.name}", "local", {"path": str(dst)})
+        m = api.create_migration(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["az-slow"],
+                                 source_environment={"bandwidth_limit": 1024 * 1024}, skip_os_morphing=True)
+        wait_for(lambda: export_progress(api.get_migration(m["id"]))[0] > 0 and bool(cloud.arm.sas_granted()),
+                 120, 0.2, "the read under way, the snapshot's read SAS granted")
+        [snap] = cloud.arm.of_type("Microsoft.Compute/snapshots")
+        assert snap["properties"]["diskState"] == "ActiveSAS"
+        api.cancel_migration(m["id"])
+        final = wait_final(api, m["id"], timeout=120)
+    assert final["last_execution_status"] == "CANCELED"
+    assert cloud.arm.of_type("Microsoft.Compute/snapshots") == [], "the source snapshot is removed"
+    assert cloud.arm.sas_granted() == []
+    assert not cloud.arm.blobs.get_container_client(snap["_container"]).exists()
+    [disk] = cloud.arm.of_type("Microsoft.Compute/disks")
+    assert disk["properties"]["diskState"] == "Attached", "the source VM's own disk is untouched"

@@ -149,17 +149,23 @@ def test_azure_errors_are_clear(stack: RunningStack, azure_cloud: AzureCloud) ->
         assert "not-the-secret-9" not in result["message"]
 
         origin, dest, _src = _endpoints(api, stack, cloud)
-        sized = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
-                                     destination_environment={"vm_size": "Standard_Nope_v9"},
-                                     network_map={"VM Network": cloud.subnet_id})
+        # The validation errors come at create time, as a 400 in Coriolis's format, and nothing is written.
         missing = f"{cloud.vnet_id}/subnets/no-such-subnet"
-        subnet = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
-                                      network_map={"VM Network": missing})
-        for mig, needle in ((sized, "Standard_Nope_v9"), (subnet, "no-such-subnet")):
-            final = wait_final(api, mig["id"])
-            assert final["last_execution_status"] == "ERROR"
-            details = task(final, "vm-a", "VALIDATE_MIGRATION_INPUTS")["exception_details"] or ""
-            assert needle in details and "Traceback" not in details and SECRET not in details, details
+        before = len(api.list_migrations())
+        for endpoint, env, nmap, needle in (
+                (bad["id"], {}, {"VM Network": cloud.subnet_id}, "client secret is wrong"),
+                (dest, {"vm_size": "Standard_Nope_v9"}, {"VM Network": cloud.subnet_id}, "Standard_Nope_v9"),
+                (dest, {}, {"VM Network": missing}, "no-such-subnet"),
+                (dest, {"network_security_group_id": f"{cloud.group_id}/providers/Microsoft.Network/"
+                        "networkSecurityGroups/no-such-nsg"}, {"VM Network": cloud.subnet_id}, "no-such-nsg")):
+            r = api.http.post("/migrations", json={"migration": {
+                "origin_endpoint_id": origin, "destination_endpoint_id": endpoint, "instances": ["vm-a"],
+                "destination_environment": env, "network_map": nmap}})
+            assert r.status_code == 400, (needle, r.status_code, r.text)
+            error = r.json()["error"]
+            assert error["code"] == 400 and needle in error["message"], (needle, error)
+            assert SECRET not in r.text and "not-the-secret-9" not in r.text and "Traceback" not in r.text
+        assert len(api.list_migrations()) == before, "a refused migration writes nothing"
 
         # A quota error from ARM comes at deploy time, after the upload: cleanup removes everything.
         cloud.arm.state.core_quota = 1

@@ -187,3 +187,33 @@ def random_bytes(n: int, seed: int) -> bytes:
     import random
 
     return random.Random(seed).randbytes(n)
+
+
+def test_a_kept_sas_that_no_longer_grants_access_makes_the_upload_start_over(cloud: AzureCloud,
+                                                                             tmp_path: Path) -> None:
+    """A killed attempt kept its SAS in scratch and left the disk ActiveUpload, but the SAS is refused
+    now (expired, as a tampered signature is refused): the retry can't resume, and starts over."""
+    from providers.azure.importer import _keep_sas, _sas_file, disk_name, grant
+
+    raw, vhd = _vhd(tmp_path, seed=5)
+    provider = AzureProvider(cloud.conn)
+    clients = provider.clients()
+    action = ActionContext(action_id="mig-stale")
+    name = disk_name(action, _info(cloud), "disk-0")
+    body = {"location": cloud.conn["location"], "tags": {"sterna-migration-id": "mig-stale"},
+            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": vhd.stat().st_size}}}
+    clients.compute.disks.begin_create_or_update(clients.rg, name, body).result()
+    ctx = _ctx(tmp_path)
+    ctx.checkpoint = [(0, 4 * MIB)]
+    granted = grant(clients, name, "Write")
+    _keep_sas(_sas_file(ctx, name), granted.replace("sig=", "sig=0000"))
+    events: list[str] = []
+    ctx.event = events.append
+    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
+    imported = asyncio.run(provider.import_disk({}, _info(cloud), disk, ctx, action))
+    assert not any("resuming" in e for e in events), events
+    assert any("left ActiveUpload by an earlier attempt" in e for e in events), events
+    made = cloud.arm.get(imported.details["managed_disk_id"])
+    assert made is not None and cloud.arm.sas_granted() == []
+    assert cloud.arm.blob(made).download_blob(offset=0, length=64 * MIB).readall() == raw.read_bytes()
+    assert not _sas_file(ctx, name).exists()

@@ -149,7 +149,7 @@ async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env:
                                                  env=sealed))
     except ApiError as exc:
         if exc.status < 500:
-            raise ApiError(400, f"The destination environment was refused: {exc.message}") from exc
+            raise ApiError(400, f"The destination refused the migration: {exc.message}") from exc
         raise
 
 

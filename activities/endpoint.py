@@ -15,6 +15,7 @@ from core.models import CHANGE_TRACKING
 from providers.base import (
     DestinationOptionsProvider,
     EndpointProvider,
+    ImportProvider,
     InstancesProvider,
     NetworksProvider,
     SourceOptionsProvider,
@@ -43,6 +44,11 @@ class EndpointActivities:
         op = call.operation
         if op == "validate":
             get_provider(endpoint.type, info, EndpointProvider).validate_connection()
+            return {"valid": True}
+        if op == "check_destination_environment":
+            env = dict(call.env)
+            network_map = env.pop("network_map", None) or {}
+            get_provider(endpoint.type, info, ImportProvider).check_destination_environment(env, network_map)
             return {"valid": True}
         if op == "list_instances":
             inventory = get_provider(endpoint.type, info, InstancesProvider)

@@ -16,7 +16,7 @@ from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
 from api.errors import ApiError
 from api.schemas import EndpointCreate, EndpointUpdate
 from core.keystone import needs_keystone
-from core.secrets import refuse_references, seal_inline
+from core.secrets import refuse_references, schema_secret_keys, seal_inline
 from providers.base import EndpointProvider
 from providers.registry import provider_class
 from workflows.types import EndpointCall
@@ -124,6 +124,33 @@ async def _call(request: Request, operation: str, **extra: Any) -> Any:
     sealed = seal_inline(env, lambda value: d.store.box.seal({"value": value}))
     return await _trusted_call(d, ctx, EndpointCall(endpoint_id=endpoint_id, operation=operation,
                                                     env=sealed, **extra))
+
+
+async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env: dict[str, Any],
+                            network_map: dict[str, Any]) -> None:
+    """A destination that can check its environment against its cloud (``CHECKS_AT_CREATE``) does it
+    now, on a worker: a bad secret, an unknown size or a missing subnet is a 400 before anything is
+    written or started. The destination's own failures (unreachable, throttled) stay 502.
+    """
+    from providers.base import ImportProvider
+    from providers.registry import provider_class
+
+    endpoint = await db(d.store.get_endpoint, ctx.scope, endpoint_id)
+    cls = provider_class(endpoint.type)
+    if not issubclass(cls, ImportProvider) or not cls.CHECKS_AT_CREATE:
+        return
+    whole = {**env, "network_map": network_map}
+    refuse_references(whole, "'destination_environment'")
+    # The call's input is in the workflow history: secrets travel there encrypted, as for _call.
+    sealed = seal_inline(whole, lambda value: d.store.box.seal({"value": value}),
+                         schema_secret_keys(cls.destination_environment_schema()))
+    try:
+        await _trusted_call(d, ctx, EndpointCall(endpoint_id=endpoint_id, operation="check_destination_environment",
+                                                 env=sealed))
+    except ApiError as exc:
+        if exc.status < 500:
+            raise ApiError(400, f"The destination refused the migration: {exc.message}") from exc
+        raise
 
 
 async def _trusted_call(d: Deps, ctx: RequestContext, call: EndpointCall) -> Any:

@@ -11,7 +11,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api import deployments, environments, transfer_views, views
+from api import deployments, endpoints, environments, transfer_views, views
 from api.cleanup import start_forced_cleanup
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
@@ -149,6 +149,11 @@ async def create(request: Request) -> JSONResponse:
         return await deployments.create(request)
     ctx, d = await context(request, "migration:migrations:create"), deps(request)
     req = await body(request, "migration", MigrationCreate)
+    if req.destination_endpoint_id is not None:
+        # An inline destination has no stored endpoint to call yet: its first task checks it.
+        dest_env = dict(req.destination_environment or {})
+        await endpoints.check_destination(d, ctx, req.destination_endpoint_id, dest_env,
+                                          dict(req.network_map or dest_env.pop("network_map", None) or {}))
     migration_id = str(uuid.uuid4())
     # Tokens expire during multi-hour copies: the activities act through a trust instead,
     # created now with the caller's token and deleted when the workflow ends.

@@ -290,11 +290,18 @@ class ImportProvider(BaseProvider):
     TARGET_PLATFORM: ClassVar[str] = "kvm"
     #: Windows conversion target when it differs from TARGET_PLATFORM (openstack: its metadata service)
     WINDOWS_TARGET: ClassVar[str | None] = None
+    #: ``check_destination_environment`` asks the destination something: the API runs it on a worker
+    #: when a migration is created (a round trip it spares the providers that check nothing then)
+    CHECKS_AT_CREATE: ClassVar[bool] = False
 
     @classmethod
     def destination_environment_schema(cls) -> dict[str, Any]:
         """JSON schema of ``destination_environment``."""
         return {"type": "object"}
+
+    def check_destination_environment(self, env: Mapping[str, Any], network_map: Mapping[str, Any]) -> None:
+        """What can be checked before any instance is known (credentials, the size and networks
+        named), at create time: ``InvalidInput`` or ``AuthenticationFailed`` makes it a 400."""
 
     def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
                              action: ActionContext = NO_ACTION) -> None:

@@ -57,24 +57,41 @@ def plan_nics(clients: AzureClients, env: Mapping[str, Any], network_map: Mappin
     networks = [n.network_name for n in export_info.devices.nics] or ["default"]
     plan = [_entry(env, network_map, n) for n in networks]
     for subnet, nsg in plan:
-        ids = t.parse_id(subnet)
-        if not {"resourcegroups", "virtualnetworks", "subnets"} <= ids.keys():
-            raise InvalidInput(f"'{subnet}' is not a subnet resource id "
-                               "(/subscriptions/…/virtualNetworks/<vnet>/subnets/<subnet>)")
-        try:
-            with azure_errors(f"looking up subnet {subnet}", clients.conn.secrets):
-                clients.network.subnets.get(ids["resourcegroups"], ids["virtualnetworks"], ids["subnets"])
-        except NotFound:
-            raise InvalidInput(f"subnet '{subnet}' does not exist") from None
-        if nsg:
-            nids = t.parse_id(nsg)
-            try:
-                with azure_errors(f"looking up network security group {nsg}", clients.conn.secrets):
-                    clients.network.network_security_groups.get(
-                        nids.get("resourcegroups", ""), nids.get("networksecuritygroups", ""))
-            except NotFound:
-                raise InvalidInput(f"network security group '{nsg}' does not exist") from None
+        check_network(clients, subnet, nsg)
     return plan
+
+
+def check_network(clients: AzureClients, subnet: str, nsg: str | None) -> None:
+    """The subnet (and NSG, if any) exist: ``InvalidInput`` naming the missing one otherwise."""
+    ids = t.parse_id(subnet)
+    if not {"resourcegroups", "virtualnetworks", "subnets"} <= ids.keys():
+        raise InvalidInput(f"'{subnet}' is not a subnet resource id "
+                           "(/subscriptions/…/virtualNetworks/<vnet>/subnets/<subnet>)")
+    try:
+        with azure_errors(f"looking up subnet {subnet}", clients.conn.secrets):
+            clients.network.subnets.get(ids["resourcegroups"], ids["virtualnetworks"], ids["subnets"])
+    except NotFound:
+        raise InvalidInput(f"subnet '{subnet}' does not exist") from None
+    if nsg:
+        nids = t.parse_id(nsg)
+        try:
+            with azure_errors(f"looking up network security group {nsg}", clients.conn.secrets):
+                clients.network.network_security_groups.get(
+                    nids.get("resourcegroups", ""), nids.get("networksecuritygroups", ""))
+        except NotFound:
+            raise InvalidInput(f"network security group '{nsg}' does not exist") from None
+
+
+def check_environment(clients: AzureClients, env: Mapping[str, Any], network_map: Mapping[str, Any]) -> None:
+    """At create time, no instance known yet: the size named, and every subnet and NSG named."""
+    wanted = env.get("vm_size") or env.get("flavor_name")
+    if wanted:
+        sizes = {s.name for s in vm_sizes(clients)}
+        if wanted not in sizes:
+            raise InvalidInput(f"VM size '{wanted}' is not offered in {clients.conn.location}; "
+                               f"offered: {', '.join(sorted(sizes))}")
+    for network in network_map:
+        check_network(clients, *_entry(env, network_map, network))
 
 
 def vm_name(env: Mapping[str, Any], export_info: InstanceInfo) -> str:

@@ -7,9 +7,16 @@ becomes Unattached and usable). The SAS is revoked whatever happens, also on err
 
 The disk's name derives from the migration and disk ids, and it is tagged with them: a
 retried activity finds it again. Marked complete → returned as is. Still ReadyToUpload → the
-upload starts into it. ActiveUpload (an attempt died holding the SAS, which is never recorded:
-it is a credential) or sealed without the mark → revoked, deleted and uploaded again; Azure
-grants no second write SAS on a disk, so a crashed upload cannot resume mid-way.
+upload starts into it. ActiveUpload with this host's copy of its write SAS (see below) and a
+checkpoint → the upload resumes into it from the checkpoint. ActiveUpload otherwise, or sealed
+without the mark → revoked, deleted and uploaded again: Azure grants no second write SAS on a disk
+(the fake's reading of the state machine), so without the first one a crashed upload starts over.
+
+The write SAS is a credential. It never reaches Temporal, the record DB or a log; it is kept only
+in the migration's scratch folder on the host doing the upload (a file of mode 0600 beside the
+upload's checkpoint, in the folder that already holds the guest's disk image it grants writing
+from), so that a worker killed mid-upload can resume on the same host. The file goes when the
+SAS is revoked; cleanup revokes any SAS by tag whatever happens.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput, NotFound
@@ -106,11 +114,15 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
     if existing is not None and (existing.tags or {}).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
         ctx.event(f"disk {disk.disk_id}: managed disk {name} was already uploaded")
         return _imported(disk, existing, name, reused=True)
-    if existing is not None and state != "ReadyToUpload":
-        # ActiveUpload: an earlier attempt died holding a SAS that nobody has any more (it is never
-        # recorded), and Azure grants no second write SAS; revoking seals the disk half-written.
-        # Sealed without our "complete" mark: its bytes can't be trusted or added to. Either way the
-        # upload starts over into a new disk.
+    kept = _sas_file(ctx, name)
+    sas = None
+    if existing is not None and state == "ActiveUpload" and ctx.checkpoint is not None:
+        sas = await asyncio.to_thread(_kept_sas, kept, clients)
+    if existing is not None and state != "ReadyToUpload" and sas is None:
+        # ActiveUpload without this host's copy of the SAS (another host, or it was lost): Azure
+        # grants no second write SAS, and revoking seals the disk half-written. Sealed without our
+        # "complete" mark: its bytes can't be trusted or added to. Either way the upload starts
+        # over into a new disk.
         if state == "ActiveUpload":
             await asyncio.to_thread(revoke, clients, name)
         await asyncio.to_thread(delete_disk, clients, name)
@@ -120,39 +132,78 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
     # A disk still ReadyToUpload has had no byte written: the upload starts from the beginning.
     if existing is None:
         existing = await asyncio.to_thread(_create_disk, clients, name, size, tags)
-
-    sas = await asyncio.to_thread(grant, clients, name, "Write")
+    resuming = sas is not None
+    if sas is None:
+        sas = await asyncio.to_thread(grant, clients, name, "Write")
+        await asyncio.to_thread(_keep_sas, kept, sas)
     source = open_local_source(str(disk.path))
     try:
         target = PageBlobTarget(sas, size, verify=clients.conn.verify, secrets=clients.conn.secrets, name=name)
+        # A resumed disk holds the earlier attempt's pages: the copier must trust the checkpoint
+        # rather than take the disk for a new, empty one (zero chunks stay unsent either way: the
+        # same source never had data there).
+        target.zero_initialized = not resuming
         allocated = sum(e.length for e in await asyncio.to_thread(source.extents))
-        ctx.event(f"disk {disk.disk_id}: uploading to managed disk {name} ({size:,} bytes, {allocated:,} allocated)")
+        ctx.event(f"disk {disk.disk_id}: uploading to managed disk {name} ({size:,} bytes, {allocated:,} allocated)"
+                  + (", resuming from the checkpoint of an attempt that ended holding its SAS" if resuming else ""))
         result = await copy_disk(
             source, target, on_progress=ctx.progress, bandwidth_limit=ctx.bandwidth_limit,
             chunk_size=MAX_PUT_PAGE, lanes=LANES, verify=bool(env.get("verify_upload", True)),
+            checkpoint=ctx.checkpoint if resuming else None, durable=ctx.durable,
         )
     finally:
         source.close()
         # Revoking seals the upload; it runs on error and cancel too, so no SAS outlives the activity.
-        await asyncio.shield(asyncio.to_thread(_revoke_quietly, clients, name, ctx))
+        await asyncio.shield(asyncio.to_thread(_revoke_quietly, clients, name, ctx, kept))
     await asyncio.to_thread(_mark_complete, clients, name, size, tags)
     await ctx.progress(TransferProgress(allocated, allocated, [(0, size)]))
     ctx.event(
         f"disk {disk.disk_id}: managed disk {name} uploaded: {target.bytes_sent:,} bytes sent in "
         f"{target.pages_put} Put Page calls, {allocated:,} bytes allocated in the VHD of {size:,} bytes "
-        f"({result.chunks_total} chunks)"
+        f"({result.chunks_total} chunks, {result.chunks_resumed} resumed from the checkpoint)"
     )
     final = await asyncio.to_thread(_get_disk, clients, name)
     return _imported(disk, final, name, bytes_sent=target.bytes_sent, bytes_allocated=allocated,
                      put_page_calls=target.pages_put)
 
 
-def _revoke_quietly(clients: AzureClients, name: str, ctx: TransferContext) -> None:
+def _revoke_quietly(clients: AzureClients, name: str, ctx: TransferContext, kept: Path) -> None:
     try:
         revoke(clients, name)
     except Exception as exc:  # reported; cleanup revokes again by tag
         ctx.event(f"could not revoke the SAS of {name} yet: {getattr(exc, 'message', exc)} "
                   f"({error_code(exc) or type(exc).__name__})")
+    else:
+        kept.unlink(missing_ok=True)
+
+
+def _sas_file(ctx: TransferContext, name: str) -> Path:
+    return ctx.workdir / "upload" / f"{name}.write-sas"
+
+
+def _keep_sas(path: Path, sas: str) -> None:
+    """Written before the first Put Page, readable by the worker's user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(sas)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _kept_sas(path: Path, clients: AzureClients) -> str | None:
+    """The SAS an earlier attempt on this host kept, if it still grants access (not expired, not
+    revoked by a cleanup that ran meanwhile)."""
+    from azure.storage.blob import BlobClient
+
+    try:
+        sas = path.read_text(encoding="ascii").strip()
+        BlobClient.from_blob_url(sas, connection_verify=clients.conn.verify).get_blob_properties()
+    except Exception:  # unreadable file, refused or expired SAS: the upload starts over
+        return None
+    return sas or None
 
 
 def _imported(disk: DiskLocator, found: Any, name: str, **extra: Any) -> ImportedDisk:

@@ -74,6 +74,7 @@ class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksPr
     TARGET_DISK_FORMAT = "vpc"
     TARGET_DISK_OPTIONS: ClassVar[list[str]] = ["subformat=fixed", "force_size=on"]
     TARGET_PLATFORM = "azure"
+    CHECKS_AT_CREATE = True
 
     def __init__(self, connection_info: Mapping[str, Any]) -> None:
         super().__init__(connection_info)
@@ -137,6 +138,11 @@ class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksPr
         source.delete_snapshot(self.clients(), snapshot)
 
     # -- destination ------------------------------------------------------------------------
+
+    def check_destination_environment(self, env: Mapping[str, Any], network_map: Mapping[str, Any]) -> None:
+        """Credentials, subscription and role, then the VM size and the subnets/NSGs named."""
+        self.validate_connection()
+        deploy.check_environment(self.clients(), env, network_map)
 
     def validate_destination(self, env: Mapping[str, Any], export_info: InstanceInfo,
                              action: ActionContext = NO_ACTION) -> None:

@@ -152,3 +152,68 @@ def test_validate_connection_names_the_cause_without_the_secret(cloud: AzureClou
         message = caught.value.message
         assert needle in message, (change, message)
         assert info["client_secret"] not in message and "Traceback" not in message
+
+
+def test_source_reads_ahead_within_allocated_ranges_only(cloud: AzureCloud) -> None:
+    """64 KiB chunk reads (a replica sync's) cost one GET per 4 MiB of an allocated range; holes are
+    never fetched, and what comes back is the blob's bytes."""
+    from providers.azure.importer import grant, revoke
+    from providers.azure.pageblob import PageBlobSource, PageBlobTarget
+
+    provider = AzureProvider(cloud.conn)
+    clients = provider.clients()
+    body = {"location": cloud.conn["location"], "properties": {
+        "creationData": {"createOption": "Upload", "uploadSizeBytes": 32 * MIB + 512}}}
+    clients.compute.disks.begin_create_or_update(clients.rg, "ahead", body).result()
+    data = {0: random_bytes(6 * MIB, 1), 20 * MIB: random_bytes(MIB, 2)}  # 6 MiB, a hole, 1 MiB
+    writer = PageBlobTarget(grant(clients, "ahead", "Write"), 32 * MIB + 512)
+    for off, piece in data.items():
+        writer.write(off, piece)
+    revoke(clients, "ahead")
+    source = PageBlobSource(grant(clients, "ahead", "Read"), 32 * MIB)
+    try:
+        chunk = 64 * 1024
+        allocated = source.extents()
+        got = {e.offset: b"".join(source.read(o, chunk) for o in range(e.offset, e.end, chunk)) for e in allocated}
+        assert got == data
+        assert source.gets == 3, "6 MiB in two windows (4 + 2 MiB), 1 MiB in one"
+        assert source.bytes_fetched == 7 * MIB, "nothing beyond the allocated ranges"
+        assert source.read(10 * MIB, chunk) == bytes(chunk) and source.bytes_fetched == 7 * MIB + chunk
+    finally:
+        revoke(clients, "ahead")
+
+
+def random_bytes(n: int, seed: int) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(n)
+
+
+def test_a_kept_sas_that_no_longer_grants_access_makes_the_upload_start_over(cloud: AzureCloud,
+                                                                             tmp_path: Path) -> None:
+    """A killed attempt kept its SAS in scratch and left the disk ActiveUpload, but the SAS is refused
+    now (expired, as a tampered signature is refused): the retry can't resume, and starts over."""
+    from providers.azure.importer import _keep_sas, _sas_file, disk_name, grant
+
+    raw, vhd = _vhd(tmp_path, seed=5)
+    provider = AzureProvider(cloud.conn)
+    clients = provider.clients()
+    action = ActionContext(action_id="mig-stale")
+    name = disk_name(action, _info(cloud), "disk-0")
+    body = {"location": cloud.conn["location"], "tags": {"sterna-migration-id": "mig-stale"},
+            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": vhd.stat().st_size}}}
+    clients.compute.disks.begin_create_or_update(clients.rg, name, body).result()
+    ctx = _ctx(tmp_path)
+    ctx.checkpoint = [(0, 4 * MIB)]
+    granted = grant(clients, name, "Write")
+    _keep_sas(_sas_file(ctx, name), granted.replace("sig=", "sig=0000"))
+    events: list[str] = []
+    ctx.event = events.append
+    disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
+    imported = asyncio.run(provider.import_disk({}, _info(cloud), disk, ctx, action))
+    assert not any("resuming" in e for e in events), events
+    assert any("left ActiveUpload by an earlier attempt" in e for e in events), events
+    made = cloud.arm.get(imported.details["managed_disk_id"])
+    assert made is not None and cloud.arm.sas_granted() == []
+    assert cloud.arm.blob(made).download_blob(offset=0, length=64 * MIB).readall() == raw.read_bytes()
+    assert not _sas_file(ctx, name).exists()

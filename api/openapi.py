@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute, Route
 
 from api import deployments, endpoints, executions, migrations, schedules, transfers
+from api.listing import ACTION_SORT, EXECUTION_SORT, EXECUTION_STATUSES
 from api.schemas import CancelArgs, EndpointCreate, EndpointUpdate, MigrationCreate
 from api.transfer_schemas import (
     DeploymentCreate,
@@ -56,6 +57,60 @@ ACTIONS: dict[Callable[..., Any], dict[str, Any]] = {
     deployments.actions: _CANCEL,
     transfers.actions: {"delete-disks": {"type": "null"}},
     endpoints.actions: {"validate-connection": {"type": "null"}},
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _repeated(name: str, values: Iterable[str], description: str) -> dict[str, Any]:
+    return {**_query(name, {"type": "array", "items": {"type": "string", "enum": sorted(values)}}, description),
+            "style": "form", "explode": True}
+
+
+def _flag(name: str, description: str) -> dict[str, Any]:
+    return _query(name, {"type": "boolean"}, description + " (true or false; 1/0 and yes/no too)")
+
+
+_MARKER = _query("marker", {"type": "string"}, "the id of the last item of the previous page")
+_LIMIT = _query("limit", {"type": "integer", "minimum": 0}, "at most this many items")
+_EXECUTION_STATUS = _query("status", {"type": "string", "enum": sorted(EXECUTION_STATUSES)},
+                           "only items whose (last) execution has this status")
+
+
+def _page(sort: Iterable[str]) -> list[dict[str, Any]]:
+    keys = sorted(sort)
+    return [_MARKER, _LIMIT,
+            _repeated("sort_key", keys, "sort by these keys, in order (default created_at)"),
+            _repeated("sort_dir", ["asc", "desc"], "the direction of each sort_key, in order (default desc)")]
+
+
+_ACTION_LIST = [*_page(ACTION_SORT), _EXECUTION_STATUS, _flag("show_deleted", "include deleted items"),
+                _flag("include_task_info", "add each instance's replica state (``info``)")]
+_MIGRATION_LIST = [_query("status", {"type": "string"}, "only migrations whose last execution has this status"),
+                   _MARKER, _LIMIT]
+_ENV = _query("env", {"type": "string"}, "URL-safe base64 of a JSON object: the environment the provider lists in "
+              "(a region, a resource group…)")
+# Handlers that read a query string: the parameters they read (api/listing.py and the handlers).
+QUERIES: dict[Callable[..., Any], list[dict[str, Any]]] = {
+    migrations.index: _MIGRATION_LIST,
+    migrations.detail: _MIGRATION_LIST,
+    transfers.index: _ACTION_LIST,
+    transfers.detail: _ACTION_LIST,
+    deployments.index: _ACTION_LIST,
+    deployments.detail: _ACTION_LIST,
+    executions.index: [*_page(EXECUTION_SORT), _EXECUTION_STATUS],
+    executions.detail: [*_page(EXECUTION_SORT), _EXECUTION_STATUS],
+    schedules.index: [_flag("show_expired", "include schedules past their expiration_date")],
+    endpoints.instances: [
+        _query("name", {"type": "string"}, "only instances whose name matches (each provider's filter)"),
+        _MARKER, _LIMIT, _ENV],
+    endpoints.instance: [_ENV],
+    endpoints.networks: [_ENV],
+    endpoints.storage: [_ENV],
+    endpoints.destination_options: [_ENV],
+    endpoints.source_options: [_ENV],
 }
 MODELS: tuple[type[BaseModel], ...] = (
     MigrationCreate, EndpointCreate, EndpointUpdate, TransferCreate, TransferUpdate, ExecutionCreate,
@@ -112,6 +167,7 @@ def _operation(route: Route, path: str, method: str) -> dict[str, Any]:
             "default": {"description": "A server error, in the Coriolis error format", "content": _json(ERROR)},
         },
     }
+    params += [dict(q) for q in QUERIES.get(route.endpoint, [])]
     if params:
         op["parameters"] = params
     body = _body(route.endpoint, path)

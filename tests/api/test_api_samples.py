@@ -4,7 +4,7 @@ One scenario drives the real API (record DB, Temporal, worker) through every ope
 document: endpoints, a migration and two cancelled ones, a transfer with executions, schedules, a
 deployment, the same again through the ``/replicas`` alias, and the service routes. Each call's
 request and answer is recorded. The test fails when an operation of the document has no sample, when
-a request body breaks the document's schema, when an error body is not the documented Coriolis error,
+a request's body or query breaks the document, when an error body is not the documented Coriolis error,
 or when the committed ``docs/api-samples.json`` (what ``make docs`` renders) no longer matches what the
 API answers: another status, or other fields. ``STERNA_WRITE_API_SAMPLES=1`` rewrites the file from the
 run instead, so the docs are refreshed by running this test, never by hand.
@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jsonschema
@@ -176,9 +177,9 @@ def _transfer_scenario(rec: Recorder, base: str, key: str, origin: str, dest: st
         expect=200)
     rec("DELETE", f"{base}/{{transfer_id}}/schedules/{{id}}", transfer_id=transfer, id=schedule, expect=204)
 
-    rec("GET", base, expect=200)
+    rec("GET", base, query={"include_task_info": "true", "sort_key": "created_at", "sort_dir": "asc"}, expect=200)
     rec("GET", f"{base}/detail", expect=200)
-    rec("GET", f"{base}/{{id}}", query={"include_task_info": "true"}, id=transfer, expect=200)
+    rec("GET", f"{base}/{{id}}", id=transfer, expect=200)
     update = rec("PUT", f"{base}/{{id}}", {key: {"notes": "nightly sync, 03:00"}}, id=transfer,
                  expect=200).json()["execution"]["id"]
     _wait_execution(rec, base, transfer, update)
@@ -239,6 +240,8 @@ def test_every_operation_has_a_sample_from_a_real_run(stack: RunningStack) -> No
     assert set(rec.records) == set(operations), set(operations) ^ set(rec.records)
     for op_id, record in rec.records.items():
         op, request, response = operations[op_id], record["request"], record["response"]
+        declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        assert set(parse_qs(urlsplit(request["path"]).query)) <= declared, (op_id, request["path"])
         if request["body"] is not None:
             _validate(doc, op["requestBody"]["content"]["application/json"]["schema"], request["body"])
         if response["status"] >= 400:

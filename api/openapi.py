@@ -87,7 +87,7 @@ def _page(sort: Iterable[str]) -> list[dict[str, Any]]:
 
 
 _ACTION_LIST = [*_page(ACTION_SORT), _EXECUTION_STATUS, _flag("show_deleted", "include deleted items"),
-                _flag("include_task_info", "add each instance's replica state (``info``)")]
+                _flag("include_task_info", "add each instance's replica state (info)")]
 _MIGRATION_LIST = [_query("status", {"type": "string"}, "only migrations whose last execution has this status"),
                    _MARKER, _LIMIT]
 _ENV = _query("env", {"type": "string"}, "URL-safe base64 of a JSON object: the environment the provider lists in "
@@ -147,9 +147,39 @@ def _body(handler: Callable[..., Any], path: str) -> dict[str, Any] | None:
     return None
 
 
-def _summary(handler: Callable[..., Any]) -> str:
+# Summaries of the handlers every resource has, by handler name: {0} is the resource group (its tag).
+_VERBS = {
+    "index": "List the {0}", "detail": "List the {0}, each with its tasks", "show": "Show one of the {0}",
+    "create": "Create one of the {0}", "update": "Update one of the {0}", "delete": "Delete one of the {0}",
+    "actions": "Run an action on one of the {0}",
+}
+_NAMED = {"healthz": "Liveness: answers while the process runs",
+          "readyz": "Readiness: the record DB and Temporal answer",
+          "metrics": "Prometheus metrics of this API process", "openapi_json": "This OpenAPI document",
+          "versions": "The API versions served", "instances": "List the instances an endpoint sees",
+          "instance": "Show one instance of an endpoint (its id, URL-safe base64, in the path)",
+          "networks": "List the networks of an endpoint", "storage": "List the storage of an endpoint",
+          "destination_options": "The destination environment options of an endpoint",
+          "source_options": "The source environment options of an endpoint",
+          "schemas": "A provider's JSON schema: 16 connection info, 4 destination, 8 source environment"}
+
+
+def _summary(handler: Callable[..., Any], path: str) -> str:
     doc = (handler.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else handler.__name__.replace("_", " ").capitalize()
+    if doc:
+        return doc.splitlines()[0]
+    name, group = handler.__name__, handler.__module__.rsplit(".", 1)[-1]
+    if name in _NAMED:
+        return _NAMED[name]
+    if name in _VERBS:
+        summary = _VERBS[name].format(group)
+        # The seed's singular ``/action`` route and the ``/replicas`` paths are aliases of the current ones.
+        if path.endswith("/action"):
+            summary += " (the seed's /action alias of /actions)"
+        elif "/replicas" in path:
+            summary += " (/replicas, the pre-2024 name of /transfers)"
+        return summary
+    return name.replace("_", " ").capitalize()
 
 
 def _operation(route: Route, path: str, method: str) -> dict[str, Any]:
@@ -159,7 +189,7 @@ def _operation(route: Route, path: str, method: str) -> dict[str, Any]:
     ]
     op: dict[str, Any] = {
         "operationId": f"{method}:{path}",
-        "summary": _summary(route.endpoint),
+        "summary": _summary(route.endpoint, path),
         "tags": [route.endpoint.__module__.rsplit(".", 1)[-1]],
         "responses": {
             "2XX": {"description": "Success (a JSON object, or no content for 204)"},

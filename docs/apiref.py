@@ -44,10 +44,11 @@ def _type(schema: dict[str, Any]) -> str:
         return f"array of {_type(schema.get('items', {}))}"
     if kind == "object" and "properties" in schema:
         return "object {" + ", ".join(f"``{k}``" for k in schema["properties"]) + "}"
-    extra = [f"{k} {schema[k]}" for k in ("format", "minimum", "maximum", "maxLength", "pattern") if k in schema]
+    extra = [_esc(f"{k} {schema[k]}") for k in ("format", "minimum", "maximum", "maxLength", "pattern")
+             if k in schema]
     if "enum" in schema:
         extra.append("one of " + ", ".join(f"``{v}``" for v in schema["enum"]))
-    return f"``{kind}``" + (f" ({_esc('; '.join(str(e) for e in extra))})" if extra else "")
+    return f"``{kind}``" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -86,7 +87,7 @@ def _sample(sample: dict[str, Any]) -> list[str]:
 
 def _operation(path: str, method: str, op: dict[str, Any], sample: dict[str, Any]) -> list[str]:
     out = [f".. _{_anchor(op['operationId'])}:", "", *_title(f"{method.upper()} {path}", "~")]
-    out += [_esc(op["summary"]) + ".", ""]
+    out += [_esc(op["summary"].rstrip(".")) + ".", ""]
     params = op.get("parameters", [])
     if params:
         out += ["**Parameters**", ""]
@@ -110,13 +111,14 @@ def _operation(path: str, method: str, op: dict[str, Any], sample: dict[str, Any
 def _schema(name: str, schema: dict[str, Any]) -> list[str]:
     out = [f".. _{_anchor('schema ' + name)}:", "", *_title(name, "~")]
     if schema.get("description"):
-        out += [_esc(schema["description"]), ""]
+        # The models' docstrings: reST already.
+        out += [schema["description"], ""]
     required = set(schema.get("required", []))
     rows = []
     for field, prop in schema.get("properties", {}).items():
         default = f"``{json.dumps(prop['default'])}``" if "default" in prop else ""
         rows.append([f"``{field}``", _type(prop), "yes" if field in required else "no", default,
-                     _esc(prop.get("description", ""))])
+                     prop.get("description", "")])
     if rows:
         out += _table(["field", "type", "required", "default", "meaning"], rows)
     return out

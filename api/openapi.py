@@ -3,7 +3,10 @@
 Every route the app serves becomes an operation: its path parameters are declared from the route's
 path (``{name}`` or ``{name:int}``), its request body comes from the pydantic model its handler
 validates, and its responses are described. A route added to the app appears here without an edit;
-a handler that takes a body needs an entry in :data:`BODIES` (or :data:`ACTIONS`).
+a handler that takes a body needs an entry in :data:`BODIES` (or :data:`ACTIONS`), one that reads a
+query string an entry in :data:`QUERIES`. Answers are described by the models of ``api.response_models``
+(which forbid undeclared fields; the views build the answers, and the suite reads real answers against
+these schemas), errors by the Coriolis error body.
 """
 
 from __future__ import annotations
@@ -17,6 +20,16 @@ from starlette.routing import BaseRoute, Route
 
 from api import deployments, endpoints, executions, migrations, schedules, transfers
 from api.listing import ACTION_SORT, EXECUTION_SORT, EXECUTION_STATUSES
+from api.response_models import (
+    VIEWS,
+    DeploymentView,
+    DisksDeletedView,
+    EndpointView,
+    ExecutionView,
+    MigrationView,
+    ScheduleView,
+    TransferView,
+)
 from api.schemas import CancelArgs, EndpointCreate, EndpointUpdate, MigrationCreate
 from api.transfer_schemas import (
     DeploymentCreate,
@@ -112,9 +125,102 @@ QUERIES: dict[Callable[..., Any], list[dict[str, Any]]] = {
     endpoints.destination_options: [_ENV],
     endpoints.source_options: [_ENV],
 }
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _wrapped(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [key], "properties": {key: schema}, "additionalProperties": False}
+
+
+def _many(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": schema}
+
+
+_OBJECT: dict[str, Any] = {"type": "object"}
+# ``/migrations`` also shows the deployments old clients made through it (``migration deploy replica``).
+_MIGRATION = {"anyOf": [_ref(MigrationView), _ref(DeploymentView)]}
+_READY = {"type": "object", "required": ["status", "checks"], "properties": {
+    "status": {"type": "string", "enum": ["ready", "not ready"]},
+    "checks": {"type": "object", "additionalProperties": {"type": "string"}}}}
+# What each handler answers with a 200, by (module, handler name): "one"/"many" wrap a resource under
+# its key, singular or plural (a transfer's key is ``replica`` on the ``/replicas`` paths); "raw" is as is.
+_ANSWERS: dict[tuple[str, str], tuple[str, str | None, dict[str, Any]]] = {
+    ("app", "versions"): ("raw", None, _wrapped("versions", _many(_OBJECT))),
+    ("app", "openapi_json"): ("raw", None, _OBJECT),
+    ("health", "healthz"): ("raw", None, {"type": "object", "required": ["status"],
+                                         "properties": {"status": {"type": "string", "enum": ["ok"]}}}),
+    ("providers", "list_providers"): ("one", "providers", _OBJECT),
+    ("providers", "schemas"): ("one", "schemas", _OBJECT),
+    ("endpoints", "index"): ("many", "endpoint", _ref(EndpointView)),
+    ("endpoints", "create"): ("one", "endpoint", _ref(EndpointView)),
+    ("endpoints", "show"): ("one", "endpoint", _ref(EndpointView)),
+    ("endpoints", "update"): ("one", "endpoint", _ref(EndpointView)),
+    ("endpoints", "actions"): ("one", "validate-connection", {
+        "type": "object", "required": ["valid", "message"],
+        "properties": {"valid": {"type": "boolean"}, "message": {"type": ["string", "null"]}}}),
+    ("endpoints", "instances"): ("one", "instances", _many(_OBJECT)),
+    ("endpoints", "instance"): ("one", "instance", _OBJECT),
+    ("endpoints", "networks"): ("one", "networks", _many(_OBJECT)),
+    ("endpoints", "storage"): ("one", "storage", _OBJECT),
+    ("endpoints", "destination_options"): ("one", "destination_options", _many(_OBJECT)),
+    ("endpoints", "source_options"): ("one", "source_options", _many(_OBJECT)),
+    ("migrations", "index"): ("many", "migration", _MIGRATION),
+    ("migrations", "detail"): ("many", "migration", _MIGRATION),
+    ("migrations", "create"): ("one", "migration", _MIGRATION),
+    ("migrations", "show"): ("one", "migration", _MIGRATION),
+    ("transfers", "index"): ("many", "transfer", _ref(TransferView)),
+    ("transfers", "detail"): ("many", "transfer", _ref(TransferView)),
+    ("transfers", "create"): ("one", "transfer", _ref(TransferView)),
+    ("transfers", "show"): ("one", "transfer", _ref(TransferView)),
+    # An update runs as an execution of its own (``transfer_update``); delete-disks too.
+    ("transfers", "update"): ("one", "execution", _ref(ExecutionView)),
+    ("transfers", "actions"): ("one", "execution", _ref(DisksDeletedView)),
+    ("executions", "index"): ("many", "execution", _ref(ExecutionView)),
+    ("executions", "detail"): ("many", "execution", _ref(ExecutionView)),
+    ("executions", "create"): ("one", "execution", _ref(ExecutionView)),
+    ("executions", "show"): ("one", "execution", _ref(ExecutionView)),
+    ("schedules", "index"): ("many", "schedule", _ref(ScheduleView)),
+    ("schedules", "create"): ("one", "schedule", _ref(ScheduleView)),
+    ("schedules", "show"): ("one", "schedule", _ref(ScheduleView)),
+    ("schedules", "update"): ("one", "schedule", _ref(ScheduleView)),
+    ("deployments", "index"): ("many", "deployment", _ref(DeploymentView)),
+    ("deployments", "detail"): ("many", "deployment", _ref(DeploymentView)),
+    ("deployments", "create"): ("one", "deployment", _ref(DeploymentView)),
+    ("deployments", "show"): ("one", "deployment", _ref(DeploymentView)),
+}
+# Handlers that answer 204 and no body: deletes and cancels.
+_NO_CONTENT = {("migrations", "delete"), ("migrations", "actions"), ("endpoints", "delete"),
+               ("transfers", "delete"), ("executions", "delete"), ("executions", "actions"),
+               ("schedules", "delete"), ("deployments", "delete"), ("deployments", "actions")}
+
+
+def _success(handler: Callable[..., Any], path: str) -> dict[str, Any]:
+    """The success responses of a handler: its 200 body's schema, or its 204."""
+    which = (handler.__module__.rsplit(".", 1)[-1], handler.__name__)
+    if which in _NO_CONTENT:
+        return {"204": {"description": "Done; no content"}}
+    if which == ("health", "metrics"):
+        return {"200": {"description": "Prometheus text exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    if which == ("health", "readyz"):
+        return {"200": {"description": "Ready", "content": _json(_READY)},
+                "503": {"description": "Not ready: the checks say which peer failed", "content": _json(_READY)}}
+    if which not in _ANSWERS:
+        return {"2XX": {"description": "Success (a JSON object, or no content for 204)"}}
+    kind, key, schema = _ANSWERS[which]
+    if kind != "raw" and key is not None:
+        key = _wrapper(key, path)
+        if kind == "many":
+            key, schema = key + "s", _many(schema)
+        schema = _wrapped(key, schema)
+    return {"200": {"description": "Success", "content": _json(schema)}}
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     MigrationCreate, EndpointCreate, EndpointUpdate, TransferCreate, TransferUpdate, ExecutionCreate,
-    DeploymentCreate, ScheduleCreate, ScheduleUpdate, CancelArgs,
+    DeploymentCreate, ScheduleCreate, ScheduleUpdate, CancelArgs, *VIEWS,
 )
 
 
@@ -192,7 +298,7 @@ def _operation(route: Route, path: str, method: str) -> dict[str, Any]:
         "summary": _summary(route.endpoint, path),
         "tags": [route.endpoint.__module__.rsplit(".", 1)[-1]],
         "responses": {
-            "2XX": {"description": "Success (a JSON object, or no content for 204)"},
+            **_success(route.endpoint, path),
             "4XX": {"description": "A client error, in the Coriolis error format", "content": _json(ERROR)},
             "default": {"description": "A server error, in the Coriolis error format", "content": _json(ERROR)},
         },

@@ -40,10 +40,12 @@ def _type(schema: dict[str, Any]) -> str:
     if "anyOf" in schema:
         return " or ".join(_type(s) for s in schema["anyOf"])
     kind = schema.get("type", "any")
+    if isinstance(kind, list):
+        return " or ".join(_type({**schema, "type": k}) for k in kind)
     if kind == "array":
         return f"array of {_type(schema.get('items', {}))}"
     if kind == "object" and "properties" in schema:
-        return "object {" + ", ".join(f"``{k}``" for k in schema["properties"]) + "}"
+        return "object {" + ", ".join(f"``{k}``: {_type(v)}" for k, v in schema["properties"].items()) + "}"
     extra = [_esc(f"{k} {schema[k]}") for k in ("format", "minimum", "maximum", "maxLength", "pattern")
              if k in schema]
     if "enum" in schema:

@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 XDIST   := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: demo test test-fast up lint bench sysdeps peers clean
+.PHONY: demo test test-fast up lint bench sysdeps peers docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,5 +53,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy api workflows activities worker devstack store client core providers diskio bench osmorphing
 	$(VENV)/bin/lint-imports
 
+## docs: the Sphinx site in docs/_build/html: operator and provider guides, the API reference generated from
+## the OpenAPI document with the samples tests/api/test_api_samples.py recorded; any warning fails it
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache docs/_build docs/_generated

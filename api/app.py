@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> Starlette:
             store.seal_plain_environments()
         # Clients are per process ("clients do not work across forks"), so they live here. Lazy: the API
         # starts (and /healthz answers, /readyz says why not) while Temporal is still down.
-        temporal = await connect(settings, lazy=True)
+        temporal = await connect(settings, lazy=True, service="sterna-api")
         auth = auth_strategy(settings)
         app.state.deps = Deps(settings=settings, store=store, temporal=temporal,
                               auth=auth, policy=Policy.from_file(settings.policy_file),

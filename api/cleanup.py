@@ -30,6 +30,7 @@ async def start_forced_cleanup(d: Deps, action_id: str, *, task_type: str, succe
     await d.temporal.start_workflow(
         ForcedCleanupWorkflow.run, ForcedCleanup(items=items, queues=queues, heartbeat=d.settings.heartbeat_timeout),
         id=ids.forced_cleanup(row.id, kind=row.type, execution_id=execution_id), task_queue=d.settings.task_queue,
+        static_summary=f"forced cleanup of {row.type} {row.id}",
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 

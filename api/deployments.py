@@ -48,6 +48,7 @@ async def start(d: Deps, deployment_id: str) -> None:
         await d.temporal.start_workflow(
             DeploymentWorkflow.run, DeploymentInput(deployment_id=deployment_id, timeouts=timeouts(d)),
             id=ids.deployment(deployment_id), task_queue=d.settings.task_queue,
+            static_summary=f"deployment {deployment_id}",
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
     except RPCError as exc:

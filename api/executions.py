@@ -17,6 +17,7 @@ from api.deps import Deps, body, context, db, deps, json_body, timeouts
 from api.errors import ApiError
 from api.listing import EXECUTION_SORT, page, status_filter
 from api.schemas import CancelArgs
+from core import summary
 from store.models import Execution
 from workflows import ids
 from workflows.transfer import TransferExecutionWorkflow
@@ -44,6 +45,8 @@ async def create(request: Request) -> JSONResponse:
     try:
         await d.temporal.start_workflow(TransferExecutionWorkflow.run, inp, id=workflow_id,
                                         task_queue=d.settings.task_queue,
+                                        static_summary=summary.workflow("transfer execution",
+                                                                        list(transfer.instances)),
                                         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
     except RPCError as exc:
         await db(d.store.set_execution_status, transfer.id, execution_id, Status.ERROR)

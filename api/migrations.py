@@ -17,6 +17,7 @@ from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
 from api.schemas import CancelArgs, MigrationCreate
+from core import summary
 from core.errors import NotFound
 from core.limits import bandwidth_limit
 from providers.base import EndpointProvider, ExportProvider, ImportProvider
@@ -166,6 +167,8 @@ async def create(request: Request) -> JSONResponse:
     try:
         await d.temporal.start_workflow(
             MigrationWorkflow.run, inp, id=ids.migration(migration_id), task_queue=d.settings.task_queue,
+            static_summary=summary.workflow("migration", inp.instances,
+                                            f"{inp.origin_type} -> {inp.destination_type}"),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(search.PROJECT_ID, ctx.project_id),

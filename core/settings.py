@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     worker_metrics_address: str | None = None
     #: ``host:port`` where the worker's Temporal SDK runtime serves its own Prometheus metrics; unset: off
     temporal_metrics_address: str | None = None
+    #: OTLP/HTTP endpoint (``http://collector:4318/v1/traces``) the API and workers send traces to; unset: off
+    otlp_traces_endpoint: str | None = None
     #: concurrent disk activities per worker host
     max_disk_activities: int = 4
     #: exports reading from one source host (ESXi host, hypervisor) at once, across all workers; 0: no limit

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.endpoint import EndpointActivities
 from activities.environments import SecretEnvironments
@@ -29,6 +30,7 @@ from activities.services import Services
 from activities.steps import MigrationActivities
 from activities.transfers import TransferActivities
 from activities.trusts import TrustActivities
+from core import tracing
 from core.children import mark_children, sweep
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -62,7 +64,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.warning("killed %d process(es) left by a previous worker: %s", len(killed), killed)
     mark_children(settings.scratch)
     _log_windows_sources(settings)
-    client = await connect(settings, runtime=runtime(settings))
+    client = await connect(settings, runtime=runtime(settings), service="sterna-worker")
     serve_metrics(settings)
     services = Services.create(settings)
     steps = MigrationActivities(services)
@@ -87,7 +89,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                workflows=[MigrationWorkflow, InstanceMigrationWorkflow, EndpointCallWorkflow, ForcedCleanupWorkflow,
                           TransferExecutionWorkflow, TransferInstanceWorkflow, DeploymentWorkflow,
                           DeploymentInstanceWorkflow],
-               activities=light, activity_executor=executor, interceptors=interceptors, **beats),
+               activities=light, activity_executor=executor, interceptors=interceptors,
+               workflow_runner=tracing.workflow_runner(SandboxedWorkflowRunner(), settings), **beats),
         Worker(client, task_queue=settings.data_task_queue,
                activities=[steps.snapshot, steps.cleanup, steps.release_snapshot, transfers.create_overlay],
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities import names
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
+    from core.summary import CHILD_SUMMARIES
     from workflows import ids
     from workflows.shared import (
         _retry,
@@ -72,11 +73,14 @@ class DeploymentWorkflow:
             names.BEGIN_DEPLOYMENT, inp, result_type=ActionPlan,
             start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 10),
         )
+        # A summary is part of the child's start command: runs begun before it replay without one.
+        summaries = workflow.patched(CHILD_SUMMARIES)
         try:
             self._status = await gather_instances([
                 workflow.execute_child_workflow(
                     DeploymentInstanceWorkflow.run, InstancePlan(plan=plan, instance=instance, timeouts=t),
                     id=ids.execution_instance(plan.execution_id, instance), task_queue=workflow.info().task_queue,
+                    static_summary=f"{instance}: deployment" if summaries else None,
                 )
                 for instance in plan.instances
             ])

@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from core.summary import CHILD_SUMMARIES
     from workflows import ids
     from workflows.instance import InstanceMigrationWorkflow
     from workflows.search import MIGRATION_STATE
@@ -33,12 +34,15 @@ class MigrationWorkflow:
 
     @workflow.run
     async def run(self, inp: MigrationInput) -> str:
+        # A summary is part of the child's start command: runs begun before it replay without one.
+        summaries = workflow.patched(CHILD_SUMMARIES)
         children = [
             workflow.execute_child_workflow(
                 InstanceMigrationWorkflow.run,
                 InstanceInput(migration=inp, instance=instance),
                 id=ids.instance(inp.migration_id, instance),
                 task_queue=workflow.info().task_queue,
+                static_summary=f"{instance}: migration" if summaries else None,
             )
             for instance in inp.instances
         ]

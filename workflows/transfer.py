@@ -15,6 +15,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from core.summary import CHILD_SUMMARIES
     from workflows import ids
     from workflows.deployment import DeploymentWorkflow
     from workflows.shared import (
@@ -66,11 +67,14 @@ class TransferExecutionWorkflow:
         if plan.refused:
             workflow.logger.info("scheduled execution skipped: %s", plan.refused)
             return "SKIPPED"
+        # A summary is part of the child's start command: runs begun before it replay without one.
+        summaries = workflow.patched(CHILD_SUMMARIES)
         try:
             self._status = await gather_instances([
                 workflow.execute_child_workflow(
                     TransferInstanceWorkflow.run, InstancePlan(plan=plan, instance=instance, timeouts=t),
                     id=ids.execution_instance(execution_id, instance), task_queue=workflow.info().task_queue,
+                    static_summary=f"{instance}: transfer execution" if summaries else None,
                 )
                 for instance in plan.instances
             ])

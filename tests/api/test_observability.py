@@ -165,7 +165,8 @@ def test_logs_are_structured_carry_ids_and_no_secret(stack: RunningStack, migrat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-async def test_activities_carry_summaries_for_the_temporal_ui(stack: RunningStack, migrated: dict[str, Any]) -> None:
+async def test_workflows_and_activities_carry_summaries_for_the_temporal_ui(stack: RunningStack,
+                                                                         migrated: dict[str, Any]) -> None:
     from temporalio.client import Client
     from temporalio.converter import default
 
@@ -176,5 +177,9 @@ async def test_activities_carry_summaries_for_the_temporal_ui(stack: RunningStac
         if event.HasField("activity_task_scheduled_event_attributes") and event.user_metadata.HasField("summary"):
             summaries.append(default().payload_converter.from_payload(event.user_metadata.summary, str))
     assert "vm-a: REPLICATE_DISKS disk-0" in summaries, summaries
+    # The workflows too: the migration says what it moves, each VM's child names its VM.
+    parent = await client.get_workflow_handle(f"migration-{migrated['migration']['id']}").describe()
+    assert await parent.static_summary() == "migration of vm-a: local -> local"
+    assert await (await handle.describe()).static_summary() == "vm-a: migration"
     assert {"vm-a: VALIDATE_MIGRATION_INPUTS", "vm-a: CREATE_SOURCE_SNAPSHOT",
             "vm-a: CLEANUP_MIGRATION_RESOURCES"} <= set(summaries), summaries

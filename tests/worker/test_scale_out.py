@@ -32,7 +32,7 @@ from tests.peers import free_port, postgres_database
 pytestmark = pytest.mark.slow
 
 HOSTS = ["alpha", "bravo", "charlie"]
-VMS = [f"vm-{i}" for i in range(6)]
+VMS = [f"vm-{i}" for i in range(8)]
 WAIT_FOR_HOST = 10
 SOURCE_SLOTS = 2
 
@@ -54,7 +54,7 @@ class Topology:
             "STERNA_RETRY_MAX_INTERVAL": "1",
             "STERNA_HOST_SCHEDULE_TO_START_TIMEOUT": str(WAIT_FOR_HOST),
             "STERNA_MAX_DISK_ACTIVITIES": "2",
-            # All the VMs live in one local inventory, one source host: 2 of the 6 exports read at once.
+            # All the VMs live in one local inventory, one source host: 2 of the 8 exports read at once.
             "STERNA_MAX_TRANSFERS_PER_SOURCE_HOST": str(SOURCE_SLOTS),
             "STERNA_API_HOST": "127.0.0.1",
         }

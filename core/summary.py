@@ -1,0 +1,23 @@
+"""One-line summaries the Temporal UI shows for a workflow: what it moves, at a glance (issue 18).
+
+Pure and stdlib-only: the workflows call it in the sandbox, the API when it starts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: the ``workflow.patched`` id of the child workflows' summaries (their start commands changed)
+CHILD_SUMMARIES = "ui-child-summaries"
+#: instances named in a summary before "and N more": the UI shows one line
+SHOWN = 3
+
+
+def instances(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    return f"{shown} and {len(names) - SHOWN} more" if len(names) > SHOWN else shown
+
+
+def workflow(kind: str, names: Sequence[str], detail: str = "") -> str:
+    """``<kind> of <instances>[: <detail>]``, e.g. ``migration of vm-a, vm-b: vmware_vsphere -> aws``."""
+    return f"{kind} of {instances(names)}" + (f": {detail}" if detail else "")

@@ -99,10 +99,16 @@ class TarballDiskSource(DiskSource):
             lo, hi = max(ext.offset, keep_from), min(ext.end, offset)
             if lo >= hi:
                 continue
-            self._file.seek(lo)
+            self._skip_to(lo)
             self._kept.append(_Kept(lo, self._read_exact(hi - lo)))
-        self._file.seek(offset)
-        self._pos = offset
+            self._pos = hi
+        self._skip_to(offset)
+
+    def _skip_to(self, offset: int) -> None:
+        # A member of a stream cannot seek (tarfile's stream has no ``seekable``): read and drop.
+        # In a sparse member's holes tarfile makes up the zeros without inflating anything.
+        while self._pos < offset:
+            self._pos += len(self._read_exact(min(offset - self._pos, _BUFSIZE * 8)))
         # Bound memory whatever the read pattern: the oldest kept data goes first.
         while sum(len(k.data) - k.used for k in self._kept) > 2 * KEEP:
             self._kept.pop(0)

@@ -57,6 +57,7 @@ def gcp_conn_info(gce: FakeComputeEngine, gcs_url: str) -> dict[str, Any]:
         "bucket": bucket,
         "compute_endpoint": gce.url,
         "storage_endpoint": gcs_url,
+        "cloudbuild_endpoint": gce.url,
     }
 
 
@@ -71,3 +72,8 @@ def gcs_download(gcs_url: str, bucket: str, name: str) -> bytes:
                      params={"alt": "media"}, timeout=60)
     r.raise_for_status()
     return r.content
+
+
+def gcs_upload(gcs_url: str, bucket: str, name: str, data: bytes) -> None:
+    requests.post(f"{gcs_url}/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
+                  data=data, headers={"Content-Type": "application/gzip"}, timeout=120).raise_for_status()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tarfile
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -26,6 +27,34 @@ from diskio.base import DiskSource, Extent
 #: how much inflated data before a read is kept for the lanes that asked for it later
 KEEP = 96 * 1024 * 1024
 _BUFSIZE = 1024 * 1024
+
+
+class _Gunzip:
+    """A gzip stream inflated at most ``n`` bytes at a time. tarfile's own ``r|gz`` inflates a whole input
+    buffer at once and slices what it made again and again: a buffer of compressed zeros (a disk's holes
+    in a regular member) inflates to hundreds of MiB, which makes its reads quadratic."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._z = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
+        self._tail = b""
+
+    def read(self, n: int) -> bytes:
+        out = []
+        while n > 0:
+            if not self._tail:
+                self._tail = self._raw.read(_BUFSIZE)
+                if not self._tail:
+                    break
+            data = self._z.decompress(self._tail, n)
+            if self._z.eof:  # a member ends; what follows is the next one (gzip streams concatenate)
+                self._tail = self._z.unused_data
+                self._z = zlib.decompressobj(wbits=47)
+            else:
+                self._tail = self._z.unconsumed_tail
+            out.append(data)
+            n -= len(data)
+        return b"".join(out)
 
 
 @dataclass
@@ -62,9 +91,9 @@ class TarballDiskSource(DiskSource):
         self._stream = self._open_stream()
         try:
             # Kept open across reads on purpose: the stream is this source's position.
-            self._tar = tarfile.open(fileobj=self._stream, mode="r|gz", bufsize=_BUFSIZE)  # noqa: SIM115
+            self._tar = tarfile.open(fileobj=_Gunzip(self._stream), mode="r|", bufsize=_BUFSIZE)  # noqa: SIM115
             member = self._tar.next()
-        except (tarfile.TarError, OSError, EOFError) as e:
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise InvalidInput(f"{self._what} is not a gzip'd tar ({e})") from None
         if member is None or member.name.lstrip("./") != "disk.raw" or not member.isreg():
             raise InvalidInput(f"{self._what} does not hold disk.raw as its first member")

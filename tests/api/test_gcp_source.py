@@ -28,8 +28,9 @@ GIB = 1024**3
 
 def _source_instance(conn_info: dict[str, Any], gcs_url: str, tmp_path: Path, name: str) -> Path:
     """A 1 GiB sample disk (2 MiB of data) as the boot disk of instance ``name``; returns the disk."""
-    from devstack.sample import build_disk
     from google.cloud import compute_v1
+
+    from devstack.sample import build_disk
 
     disk = tmp_path / "disk.raw"
     build_disk(disk, size=GIB, data_mib=2, seed=17)

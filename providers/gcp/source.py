@@ -22,6 +22,7 @@ it by name, so a retry finds what an earlier attempt made and cleanup leaves not
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -139,12 +140,26 @@ def _wait_ready(get: Any, what: str) -> None:
 
 def snapshot_instance(conn: GcpConnection, env: Mapping[str, Any], instance: str, workdir: Path,
                       action: ActionContext) -> SourceSnapshot:
-    from google.cloud import compute_v1
-
+    """Snapshot, image and export of every disk. A failure removes what this call made: the workflow
+    only knows a snapshot that was returned, and a retry makes it all again from its derived names."""
     zone = zone_of(conn, env)
     bucket = bucket_of(conn, env)
     act = action.action_id or "adhoc"
     inst = _instance(conn, zone, instance)
+    names = [resource_name(act, instance, att.source.rsplit("/", 1)[-1]) for att in inst.disks]
+    try:
+        return _snapshot(conn, zone, bucket, act, inst, instance, workdir)
+    except Exception:
+        with contextlib.suppress(Exception):
+            delete_snapshot(conn, SourceSnapshot(instance=instance, snapshot_id="partial", disks=[],
+                                                 details={"bucket": bucket, "resources": names}))
+        raise
+
+
+def _snapshot(conn: GcpConnection, zone: str, bucket: str, act: str, inst: Any, instance: str,
+              workdir: Path) -> SourceSnapshot:
+    from google.cloud import compute_v1
+
     snapshots, images = conn.compute("SnapshotsClient"), conn.compute("ImagesClient")
     disks, made = [], []
     for att in inst.disks:

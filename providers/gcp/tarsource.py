@@ -14,6 +14,7 @@ over-approximate"), and the copier skips the zero chunks it reads.
 
 from __future__ import annotations
 
+import io
 import tarfile
 import threading
 import zlib
@@ -29,17 +30,23 @@ KEEP = 96 * 1024 * 1024
 _BUFSIZE = 1024 * 1024
 
 
-class _Gunzip:
+class _Gunzip(io.RawIOBase):
     """A gzip stream inflated at most ``n`` bytes at a time. tarfile's own ``r|gz`` inflates a whole input
     buffer at once and slices what it made again and again: a buffer of compressed zeros (a disk's holes
     in a regular member) inflates to hundreds of MiB, which makes its reads quadratic."""
 
     def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
         self._raw = raw
         self._z = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
         self._tail = b""
 
-    def read(self, n: int) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            raise ValueError("read the stream a piece at a time")
         out = []
         while n > 0:
             if not self._tail:
@@ -143,7 +150,10 @@ class TarballDiskSource(DiskSource):
             self._kept.pop(0)
 
     def _read_exact(self, length: int) -> bytes:
-        data = self._file.read(length)
+        try:
+            data = self._file.read(length)
+        except (tarfile.TarError, zlib.error, EOFError) as e:
+            raise IntegrityError(f"{self._what} cannot be read on: the tarball is truncated or corrupt ({e})") from None
         if len(data) != length:
             raise IntegrityError(f"{self._what} ended early: the tarball is truncated")
         return bytes(data)

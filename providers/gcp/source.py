@@ -247,8 +247,14 @@ def export(conn: GcpConnection, bucket: str, image: str, obj: str, state: Path) 
         raise ProviderTransient(f"the export of image {image} (build {build_id}) did not end in {EXPORT_TIMEOUT} s")
     if build["status"] != "SUCCESS":
         detail = (build.get("failureInfo") or {}).get("detail") or build.get("statusDetail") or ""
-        raise ProviderError(f"the export of image {image} to gs://{bucket}/{obj} ended {build['status']} "
-                            f"(Cloud Build {build_id}): {redact(detail, conn.secrets)}")
+        message = (f"the export of image {image} to gs://{bucket}/{obj} ended {build['status']} "
+                   f"(Cloud Build {build_id}): {redact(detail, conn.secrets)}")
+        if build["status"] in ("INTERNAL_ERROR", "TIMEOUT", "EXPIRED"):
+            raise ProviderTransient(message)
+        # A failed step is almost always configuration (the Cloud Build account's roles, an
+        # org policy), which no retry fixes: said at once, with what to check.
+        raise InvalidInput(f"{message}; the project's Cloud Build service account needs roles/compute.admin "
+                           "and roles/iam.serviceAccountUser for image exports")
     state.unlink(missing_ok=True)
 
 

@@ -77,3 +77,28 @@ def test_gcp_to_local_identical(stack: RunningStack, gcp_conn_info: dict[str, An
     assert build["status"] == "SUCCESS" and "gce_vm_image_export" in build["steps"][0]["name"]
     assert not proj.snapshots and list(proj.images) == ["base"]
     assert not gcs_objects(gcs_url, gcp_conn_info["bucket"], prefix=f"sterna/{m['id']}/")
+
+
+def test_gcp_source_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: FakeComputeEngine,
+                                     gcs_url: str, tmp_path: Path) -> None:
+    _source_instance(gcp_conn_info, gcs_url, tmp_path, "web-gcp")
+    proj = gce.projects[gcp_conn_info["project_id"]]
+    proj.cloudbuild_roles.discard("roles/compute.admin")
+    secret = gcp_conn_info["service_account"]["private_key"].splitlines()[1]
+    _, dst = inventories(stack, [], 1)
+    with stack.client() as api:
+        a = api.create_endpoint("gcp-src-err", "gcp", gcp_conn_info)
+        b = api.create_endpoint("kvm-gcp-err", "local", {"path": str(dst)})
+        m = api.create_migration(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["nope"])
+        final = wait_final(api, m["id"])
+        details = " ".join(t["exception_details"] or "" for t in final["tasks"])
+        assert final["last_execution_status"] == "ERROR" and "instances/nope" in details, details
+        m = api.create_migration(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["web-gcp"])
+        final = wait_final(api, m["id"])
+    details = " ".join(t["exception_details"] or "" for t in final["tasks"])
+    assert final["last_execution_status"] == "ERROR"
+    assert "ended FAILURE" in details and "lacks roles/compute.admin" in details, details
+    assert "Traceback" not in details and secret not in details
+    # The failed snapshot step removed its snapshot and image; only the user's own image is left.
+    assert not proj.snapshots and list(proj.images) == ["base"]
+    assert not gcs_objects(gcs_url, gcp_conn_info["bucket"], prefix=f"sterna/{m['id']}/")

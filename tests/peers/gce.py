@@ -34,12 +34,13 @@ How faithful it is:
   ``gcr.io/compute-image-tools/gce_vm_image_export`` Daisy workflow. The fake serves Cloud
   Build's ``v1/projects/P/builds`` (create → a long-running operation naming the build;
   get; ``:cancel``) with statuses QUEUED → WORKING → SUCCESS/FAILURE/CANCELLED and
-  ``failureInfo`` as Cloud Build reports them. A build with that step reads the
-  ``-source_image``'s bytes and writes ``-destination_uri`` into the GCS emulator as Daisy's
-  ``gce_export`` does: a gzip'd tar (GNU format) whose one member ``disk.raw`` is a *regular*
-  file of the whole disk (Go's archive/tar writes no sparse files), so holes are stored as
-  compressed zeros. Any other build step fails the build. Not modelled: Cloud Build's own
-  service account and its roles, build logs, the scratch VM Daisy boots.
+  ``failureInfo`` as Cloud Build reports them; a project's Cloud Build service account without
+  ``roles/compute.admin`` and ``roles/iam.serviceAccountUser`` fails the export, as Daisy does.
+  A build with that step reads the ``-source_image``'s bytes and writes ``-destination_uri`` into
+  the GCS emulator as Daisy's ``gce_export`` does: a gzip'd tar (GNU format) whose one member
+  ``disk.raw`` is a *regular* file of the whole disk (Go's archive/tar writes no sparse files), so
+  holes are stored as compressed zeros. Any other build step fails the build. Not modelled: Cloud
+  Build's own service account and its roles, build logs, the scratch VM Daisy boots.
 * **Quotas.** a project's ``cpu_quota`` (per region, like ``CPUS``) makes an instance insert whose
   operation ends in ``QUOTA_EXCEEDED``, as GCE reports it.
 
@@ -131,6 +132,10 @@ class Project:
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)  # Cloud Build builds by id
     #: "images/N", "snapshots/N", "disks/ZONE/N" -> the rawDisk tarball URL holding their bytes
     contents: dict[str, str] = field(default_factory=dict)
+    #: roles of the project's Cloud Build service account (PROJECT_NUMBER@cloudbuild.gserviceaccount.com);
+    #: the image export needs these two, as gcloud tells the user to grant
+    cloudbuild_roles: set[str] = field(default_factory=lambda: {"roles/compute.admin",
+                                                                 "roles/iam.serviceAccountUser"})
 
 
 def new_service_account(project: str, name: str = "sterna-test") -> dict[str, Any]:
@@ -467,6 +472,11 @@ class FakeComputeEngine:
             image = args.get("source_image", "").rsplit("/", 1)[-1]
             if args.get("format"):
                 raise ValueError(f"the fake exports only the default format (tar.gz), not {args['format']}")
+            for role in ("roles/compute.admin", "roles/iam.serviceAccountUser"):
+                if role not in proj.cloudbuild_roles:
+                    # Daisy's words when the build's account may not make its scratch VM and disks
+                    raise ValueError(f"step import-image failed: Required 'compute.instances.create' permission "
+                                     f"for 'projects/{proj.name}': the Cloud Build service account lacks {role}")
             with self.lock:
                 source = proj.contents.get(f"images/{image}")
             if source is None:

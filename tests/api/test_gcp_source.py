@@ -9,58 +9,31 @@ compared with the sample disk itself.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from providers.gcp.provider import GcpProvider
 from tests.conftest import RunningStack, wait_final
 from tests.helpers import identical, inventories
 from tests.peers.gce import FakeComputeEngine
-from tests.peers.gcp import gce, gcp_conn_info, gcs_objects, gcs_upload, gcs_url
+from tests.peers.gcp import gce, gcp_conn_info, gcs_objects, gcs_url, source_instance
 
 pytestmark = pytest.mark.slow
 __all__ = ["gce", "gcp_conn_info", "gcs_url"]
 GIB = 1024**3
 
 
-def _source_instance(conn_info: dict[str, Any], gcs_url: str, tmp_path: Path, name: str) -> Path:
-    """A 1 GiB sample disk (2 MiB of data) as the boot disk of instance ``name``; returns the disk."""
-    from google.cloud import compute_v1
-
-    from devstack.sample import build_disk
-
-    disk = tmp_path / "disk.raw"
-    build_disk(disk, size=GIB, data_mib=2, seed=17)
-    subprocess.run(["tar", "--format=gnu", "-cSzf", str(tmp_path / "disk.tar.gz"), "-C", str(tmp_path),
-                    "disk.raw"], check=True)
-    bucket = conn_info["bucket"]
-    gcs_upload(gcs_url, bucket, "base/disk.tar.gz", (tmp_path / "disk.tar.gz").read_bytes())
-    conn = GcpProvider(conn_info).conn
-    op = conn.compute("ImagesClient").insert_unary(project=conn.project, image_resource=compute_v1.Image(
-        name="base", raw_disk=compute_v1.RawDisk(source=f"https://storage.googleapis.com/{bucket}/base/disk.tar.gz")))
-    conn.wait(op, "image")
-    op = conn.compute("InstancesClient").insert_unary(project=conn.project, zone=conn.zone, instance_resource=(
-        compute_v1.Instance(name=name, machine_type=f"zones/{conn.zone}/machineTypes/e2-medium",
-                            disks=[compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=(
-                                compute_v1.AttachedDiskInitializeParams(
-                                    source_image=f"projects/{conn.project}/global/images/base")))],
-                            network_interfaces=[compute_v1.NetworkInterface(subnetwork="app")])))
-    conn.wait(op, "instance")
-    return disk
-
-
 def test_gcp_to_local_identical(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: FakeComputeEngine,
                                 gcs_url: str, tmp_path: Path) -> None:
-    disk = _source_instance(gcp_conn_info, gcs_url, tmp_path, "web-gcp")
+    disk = source_instance(gcp_conn_info, gcs_url, tmp_path, "web-gcp")
     _, dst = inventories(stack, [], 1)
     with stack.client() as api:
         a = api.create_endpoint("gcp-src", "gcp", gcp_conn_info)
         b = api.create_endpoint("kvm-gcp", "local", {"path": str(dst)})
         listed = api.http.get(f"/endpoints/{a['id']}/instances").json()["instances"]
         [web] = [i for i in listed if i["name"] == "web-gcp"]
+        assert {4, 8, 16, 32} <= set(api.providers()["gcp"]["types"])
         assert (web["num_cpu"], web["memory_mb"], web["devices"]["disks"][0]["size_bytes"]) == (2, 4096, GIB)
         m = api.create_migration(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"],
                                  instances=["web-gcp"], shutdown_instances=True)
@@ -81,7 +54,7 @@ def test_gcp_to_local_identical(stack: RunningStack, gcp_conn_info: dict[str, An
 
 def test_gcp_source_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: FakeComputeEngine,
                                      gcs_url: str, tmp_path: Path) -> None:
-    _source_instance(gcp_conn_info, gcs_url, tmp_path, "web-gcp")
+    source_instance(gcp_conn_info, gcs_url, tmp_path, "web-gcp")
     proj = gce.projects[gcp_conn_info["project_id"]]
     proj.cloudbuild_roles.discard("roles/compute.admin")
     secret = gcp_conn_info["service_account"]["private_key"].splitlines()[1]

@@ -40,7 +40,7 @@ How faithful it is:
   the GCS emulator as Daisy's ``gce_export`` does: a gzip'd tar (GNU format) whose one member
   ``disk.raw`` is a *regular* file of the whole disk (Go's archive/tar writes no sparse files), so
   holes are stored as compressed zeros. Any other build step fails the build. Not modelled: Cloud
-  Build's own service account and its roles, build logs, the scratch VM Daisy boots.
+  Build IAM beyond those two roles, build logs, the scratch VM Daisy boots.
 * **Quotas.** a project's ``cpu_quota`` (per region, like ``CPUS``) makes an instance insert whose
   operation ends in ``QUOTA_EXCEEDED``, as GCE reports it.
 

@@ -498,9 +498,27 @@ class FakeComputeEngine:
         build["finishTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _export_tarball(self, source: str) -> bytes:
-        """What Daisy's ``gce_export`` writes: gzip'd GNU tar, ``disk.raw`` a regular file of the whole disk."""
-        comp = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip member
-        out = io.BytesIO()
+        """What Daisy's ``gce_export`` writes: gzip'd GNU tar, ``disk.raw`` a regular file of the whole disk.
+
+        Deflated in full-flushed pieces, so that an all-zero piece (most of a disk) is deflated once and
+        its bytes repeated: the same stream a single deflate would inflate to, at a fraction of its cost.
+        """
+        piece = 8 * 1024 * 1024
+        zeros = bytes(piece)
+
+        def deflated(data: bytes) -> bytes:
+            c = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate: the gzip wrapper is written here
+            return c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+
+        zero_piece = deflated(zeros)
+        out, crc, total = io.BytesIO(), 0, 0
+
+        def put(data: bytes) -> None:
+            nonlocal crc, total
+            out.write(zero_piece if data == zeros else deflated(data))
+            crc, total = zlib.crc32(data, crc), total + len(data)
+
+        out.write(b"\x1f\x8b\x08\x00" + int(time.time()).to_bytes(4, "little") + b"\x00\xff")  # gzip header
         with self._open_tar(source) as tf:
             member = tf.next()
             assert member is not None
@@ -508,11 +526,12 @@ class FakeComputeEngine:
             assert reader is not None
             header = tarfile.TarInfo("disk.raw")
             header.size, header.mode, header.mtime = member.size, 0o600, int(time.time())
-            out.write(comp.compress(header.tobuf(format=tarfile.GNU_FORMAT)))
-            while chunk := reader.read(8 * 1024 * 1024):
-                out.write(comp.compress(chunk))
-            out.write(comp.compress(b"\0" * ((-member.size) % 512 + 1024)))
-        out.write(comp.flush())
+            put(header.tobuf(format=tarfile.GNU_FORMAT))
+            while chunk := reader.read(piece):
+                put(chunk)
+            put(b"\0" * ((-member.size) % 512 + 1024))
+        out.write(zlib.compressobj(1, zlib.DEFLATED, -15).flush())  # the final (empty) block
+        out.write(crc.to_bytes(4, "little") + (total % 2**32).to_bytes(4, "little"))
         return out.getvalue()
 
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any, email: str) -> Any:

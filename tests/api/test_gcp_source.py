@@ -9,6 +9,7 @@ compared with the sample disk itself.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,22 @@ def test_gcp_source_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[st
     # The failed snapshot step removed its snapshot and image; only the user's own image is left.
     assert not proj.snapshots and list(proj.images) == ["base"]
     assert not gcs_objects(gcs_url, gcp_conn_info["bucket"], prefix=f"sterna/{m['id']}/")
+
+
+def test_gcp_to_local_transfer_execution(stack: RunningStack, gcp_conn_info: dict[str, Any], gcs_url: str,
+                                         gce: FakeComputeEngine, tmp_path: Path) -> None:
+    """A transfer's execution reads through the same export; GCP has no change tracking here, so each
+    execution is a full read (the replica is compared with the disk, not the bytes written)."""
+    disk = source_instance(gcp_conn_info, gcs_url, tmp_path, "web-gcp")
+    _, dst = inventories(stack, [], 1)
+    with stack.client() as api:
+        a = api.create_endpoint("gcp-src-t", "gcp", gcp_conn_info)
+        b = api.create_endpoint("kvm-gcp-t", "local", {"path": str(dst)})
+        t = api.create_transfer(origin_endpoint_id=a["id"], destination_endpoint_id=b["id"], instances=["web-gcp"],
+                                skip_os_morphing=True, destination_environment={"verify_boot": False})
+        e = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)
+        assert e["status"] == "COMPLETED", [x["exception_details"] for x in e["tasks"]]
+    [replica] = (dst / ".sterna-replicas" / t["id"] / "web-gcp").glob("*.raw")
+    assert subprocess.run(["cmp", "-s", str(disk), str(replica)], check=False).returncode == 0
+    proj = gce.projects[gcp_conn_info["project_id"]]
+    assert not proj.snapshots and list(proj.images) == ["base"]

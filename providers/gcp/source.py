@@ -121,7 +121,7 @@ def _insert_or_take(insert: Any, get: Any, what: str, action: str) -> Any:
         try:
             existing = get()
         except NotFound:
-            raise ProviderTransient(f"{what} was being deleted; try again") from None
+            raise exists from None  # not a 409 (a 400 maps to InvalidInput too): the insert's own error
         if existing.labels.get(MIGRATION_LABEL) != action:
             raise InvalidInput(f"{what} exists and is not this migration's: {exists}") from None
         return None

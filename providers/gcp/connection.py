@@ -38,6 +38,7 @@ CONNECTION_INFO_SCHEMA: dict[str, Any] = {
         "bucket": {"type": "string", "description": "GCS bucket where disk tarballs are staged for import"},
         "compute_endpoint": {"type": "string", "description": "Compute API root (tests, Private Service Connect)"},
         "storage_endpoint": {"type": "string", "description": "Cloud Storage API root"},
+        "cloudbuild_endpoint": {"type": "string", "description": "Cloud Build API root (image export, as a source)"},
     },
     "required": ["service_account"],
 }
@@ -64,6 +65,7 @@ class GcpConnection:
     compute_endpoint: str | None
     storage_endpoint: str | None
     secrets: tuple[str, ...]
+    cloudbuild_endpoint: str = "https://cloudbuild.googleapis.com"
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _credentials: Any = None
     _clients: dict[str, Any] = field(default_factory=dict)
@@ -88,7 +90,8 @@ class GcpConnection:
         secrets = (str(key["private_key"]), str(key.get("private_key_id") or ""))
         return cls(project=project, zone=str(info.get("zone") or "us-central1-a"), bucket=info.get("bucket"),
                    info=dict(key), compute_endpoint=info.get("compute_endpoint"),
-                   storage_endpoint=info.get("storage_endpoint"), secrets=secrets)
+                   storage_endpoint=info.get("storage_endpoint"), secrets=secrets,
+                   cloudbuild_endpoint=str(info.get("cloudbuild_endpoint") or cls.cloudbuild_endpoint))
 
     @property
     def credentials(self) -> Any:

@@ -1,14 +1,16 @@
-"""``GcpProvider``: Google Cloud as a migration destination (Compute Engine + Cloud Storage).
+"""``GcpProvider``: Google Cloud as a migration destination and source (Compute Engine + Cloud Storage).
 
 Control-plane calls use ``google-cloud-compute`` over REST and ``google-cloud-storage``;
 ``import_disk`` streams the disk into GCS (``upload``), ``deploy_instance`` makes images and
-the instance (``deploy``). Failures surface as ``core.errors`` through ``connection.gcp_errors``.
+the instance (``deploy``); as a source, disks are snapshotted and exported to GCS as images,
+then streamed back (``source``). Failures surface as ``core.errors`` through ``connection.gcp_errors``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidInput, NotFound
 from core.models import (
@@ -18,6 +20,7 @@ from core.models import (
     InstanceInfo,
     NetworkInfo,
     OptionValues,
+    SourceSnapshot,
     StorageInfo,
 )
 from core.models import StorageBackend as Backend
@@ -26,14 +29,18 @@ from providers.base import (
     ActionContext,
     DestinationOptionsProvider,
     EndpointProvider,
+    ExportProvider,
     ImportProvider,
     NetworksProvider,
     StorageProvider,
     TransferContext,
 )
 from providers.gcp import cleanup as cleanup_mod
-from providers.gcp import deploy, upload
+from providers.gcp import deploy, source, upload
 from providers.gcp.connection import CONNECTION_INFO_SCHEMA, GcpConnection, gcp_errors
+
+if TYPE_CHECKING:
+    from diskio.base import DiskSource
 
 DESTINATION_SCHEMA: dict[str, Any] = {
     "$schema": "http://cloudbase.it/coriolis/schemas/gcp_destination_env#",
@@ -54,9 +61,20 @@ DESTINATION_SCHEMA: dict[str, Any] = {
     "required": ["network_map"],
 }
 
+SOURCE_SCHEMA: dict[str, Any] = {
+    "$schema": "http://cloudbase.it/coriolis/schemas/gcp_source_env#",
+    "type": "object",
+    "properties": {
+        "zone": {"type": "string", "description": "the instances' zone (default: the endpoint's)"},
+        "bucket": {"type": "string", "description": "where disk images are exported (default: the endpoint's)"},
+    },
+}
 
-class GcpProvider(EndpointProvider, ImportProvider, NetworksProvider, StorageProvider, DestinationOptionsProvider):
-    """Google Compute Engine endpoint: sparse-tarball import through GCS, image, instance."""
+
+class GcpProvider(EndpointProvider, ImportProvider, ExportProvider, NetworksProvider, StorageProvider,
+                  DestinationOptionsProvider):
+    """Google Compute Engine endpoint: sparse-tarball import through GCS, image, instance; as a source,
+    snapshot → image → export to GCS, streamed back."""
 
     PLUGIN_NAME = "gcp"
     TARGET_DISK_FORMAT = "raw"
@@ -79,6 +97,10 @@ class GcpProvider(EndpointProvider, ImportProvider, NetworksProvider, StoragePro
     @classmethod
     def destination_environment_schema(cls) -> dict[str, Any]:
         return DESTINATION_SCHEMA
+
+    @classmethod
+    def source_environment_schema(cls) -> dict[str, Any]:
+        return SOURCE_SCHEMA
 
     # -- endpoint ---------------------------------------------------------------------------
 
@@ -146,3 +168,24 @@ class GcpProvider(EndpointProvider, ImportProvider, NetworksProvider, StoragePro
     def cleanup(self, env: Mapping[str, Any], instance: str, disks: list[ImportedDisk],
                 deployed: DeployedInstance | None, succeeded: bool, action: ActionContext = NO_ACTION) -> list[str]:
         return cleanup_mod.cleanup(self.conn, env, disks, deployed, succeeded, action.action_id or "")
+
+    # -- source -----------------------------------------------------------------------------
+
+    def list_instances(self, env: Mapping[str, Any], name_filter: str | None = None) -> list[InstanceInfo]:
+        return source.list_instances(self.conn, env, name_filter)
+
+    def get_instance(self, env: Mapping[str, Any], instance: str) -> InstanceInfo:
+        return source.get_instance(self.conn, env, instance)
+
+    def shutdown_instance(self, env: Mapping[str, Any], instance: str) -> None:
+        source.shutdown_instance(self.conn, env, instance)
+
+    def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
+                          action: ActionContext = NO_ACTION) -> SourceSnapshot:
+        return source.snapshot_instance(self.conn, env, instance, workdir, action)
+
+    def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
+        return source.open_disk(self.conn, snapshot, disk)
+
+    def delete_snapshot(self, snapshot: SourceSnapshot) -> None:
+        source.delete_snapshot(self.conn, snapshot)

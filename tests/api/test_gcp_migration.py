@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -90,6 +92,52 @@ def test_local_to_gcp(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: F
     assert stored <= allocated and len(tarball) < allocated + 1024 * 1024
 
 
+def _unpacks_to(tarball: bytes, converted: Path, tmp_path: Path) -> None:
+    """The tarball's disk.raw is ``converted``, zero-extended (qemu-img compare allows a zero tail)."""
+    (tmp_path / "disk.tar.gz").write_bytes(tarball)
+    subprocess.run(["tar", "-xSzf", str(tmp_path / "disk.tar.gz"), "-C", str(tmp_path)], check=True)
+    out = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(converted), str(tmp_path / "disk.raw")],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_worker_killed_mid_upload_resumes_the_gcs_session(stack: RunningStack, gcp_conn_info: dict[str, Any],
+                                                          gce: FakeComputeEngine, gcs_url: str,
+                                                          tmp_path: Path) -> None:
+    """A SIGKILL runs no handler: the next attempt finds the upload session in scratch, asks GCS how much
+    it holds, and sends only the rest; the image's tarball is still the converted disk."""
+    src, _ = inventories(stack, ["vm-a"], data_mib=4)
+    with stack.client() as api:
+        origin = api.create_endpoint("inv-gcp-kill", "local", {"path": str(src)})
+        dest = api.create_endpoint("gcp-kill", "gcp", gcp_conn_info)
+        m = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
+                                 instances=["vm-a"], network_map={"VM Network": "app"},
+                                 destination_environment={"bandwidth_limit": 1024 * 1024, "keep_tarball": True,
+                                                          "keep_image": True})
+
+        def a_third_sent() -> bool:
+            p = task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")["progress_updates"]
+            return bool(p and p[-1]["total_steps"] and p[-1]["current_step"] > p[-1]["total_steps"] // 3)
+
+        wait_for(a_third_sent, 120, 0.2, "a third of the upload")
+        worker = stack.stack.procs["worker"]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        stack.stack.restart("worker")
+        final = wait_final(api, m["id"], timeout=240)
+    assert final["last_execution_status"] == "COMPLETED", _errors(final)
+    events = [e["message"] for e in task(final, "vm-a", "IMPORT_DISKS")["events"]]
+    done = next((e for e in events if " complete: tarball " in e), "")
+    counts = re.search(r"\(([\d,]+) bytes sent now, ([\d,]+) resumed", done)
+    assert counts, events
+    sent, resumed = (int(g.replace(",", "")) for g in counts.groups())
+    assert resumed > 0, f"the upload started over: {done}"
+    print(f"after the kill: {resumed:,} bytes resumed from the GCS session, {sent:,} sent")
+    [image] = gce.projects[gcp_conn_info["project_id"]].images.values()
+    bucket, name = re.fullmatch(r"https://storage.googleapis.com/([^/]+)/(.+)", image["rawDisk"]["source"]).groups()
+    _unpacks_to(gcs_download(gcs_url, bucket, name), src / "vm-a" / "disk-0.raw", tmp_path)
+
+
 def test_gcp_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: FakeComputeEngine) -> None:
     key = gcp_conn_info["service_account"]
     # The right account, the wrong private key (as after a key rotation).
@@ -125,6 +173,15 @@ def test_gcp_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any]
         assert "unknown machine type 'e9-enormous' in zone us-central1-a" in validate
         assert "Traceback" not in validate and key["private_key"].splitlines()[1] not in validate
 
+        # A zone the project does not have, named in the migration rather than the endpoint.
+        m = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
+                                 instances=["vm-a"], network_map={"VM Network": "app"},
+                                 destination_environment={"zone": "mars-north1-a"})
+        final = wait_final(api, m["id"])
+        validate = task(final, "vm-a", "VALIDATE_MIGRATION_INPUTS")["exception_details"] or ""
+        assert final["last_execution_status"] == "ERROR" and "unknown zone 'mars-north1-a'" in validate, validate
+        assert "Traceback" not in validate and key["private_key"].splitlines()[1] not in validate
+
         # A quota error from GCE, reported on the instance's operation, after the upload.
         gce.projects[gcp_conn_info["project_id"]].cpu_quota["us-central1"] = 1
         m = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
@@ -134,6 +191,7 @@ def test_gcp_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any]
     assert final["last_execution_status"] == "ERROR"
     details = " ".join(_errors(final))
     assert "Quota 'CPUS' exceeded" in details and "QUOTA_EXCEEDED" in details, details
+    assert key["private_key"].splitlines()[1] not in details and key["private_key_id"] not in details
     # Nothing is left behind by the failed migration: no instance, image or object.
     proj = gce.projects[gcp_conn_info["project_id"]]
     assert not proj.instances.get("us-central1-a") and not proj.images

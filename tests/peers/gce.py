@@ -24,12 +24,29 @@ How faithful it is:
   checks it as GCE's importer does: a gzip'd tar whose first member is ``disk.raw``, a regular
   or GNU sparse file whose size is a whole number of GiB; the image's ``diskSizeGb`` and
   ``archiveSizeBytes`` come from it, and ``image_bytes`` gives the tests the disk back.
+* **Disks keep their bytes by reference.** A disk made from an image, a snapshot of a disk
+  (``disks.createSnapshot``) and an image made from a snapshot (``sourceSnapshot``) all hold
+  the bytes of the tarball the first image was imported from: no guest runs, so no disk is
+  ever written, and a reference is what "the same bytes" costs nothing to model. Deleting
+  that tarball from the emulator would break them (GCE copies; the fake does not).
+* **Image export, as ``gcloud compute images export`` does it.** Compute v1 has no export
+  call; gcloud submits a Cloud Build build whose one step is the
+  ``gcr.io/compute-image-tools/gce_vm_image_export`` Daisy workflow. The fake serves Cloud
+  Build's ``v1/projects/P/builds`` (create → a long-running operation naming the build;
+  get; ``:cancel``) with statuses QUEUED → WORKING → SUCCESS/FAILURE/CANCELLED and
+  ``failureInfo`` as Cloud Build reports them; a project's Cloud Build service account without
+  ``roles/compute.admin`` and ``roles/iam.serviceAccountUser`` fails the export, as Daisy does.
+  A build with that step reads the ``-source_image``'s bytes and writes ``-destination_uri`` into
+  the GCS emulator as Daisy's ``gce_export`` does: a gzip'd tar (GNU format) whose one member
+  ``disk.raw`` is a *regular* file of the whole disk (Go's archive/tar writes no sparse files), so
+  holes are stored as compressed zeros. Any other build step fails the build. Not modelled: Cloud
+  Build IAM beyond those two roles, build logs, the scratch VM Daisy boots.
 * **Quotas.** a project's ``cpu_quota`` (per region, like ``CPUS``) makes an instance insert whose
   operation ends in ``QUOTA_EXCEEDED``, as GCE reports it.
 
-Not modelled: IAM beyond project membership, pagination (everything fits in one page),
-``filter`` beyond ``labels.KEY = VALUE``, regions' own operations, instances actually booting
-(no serial output), billing, and any real scheduling of capacity.
+Not modelled: IAM beyond project membership, instance stop/start beyond its status, pagination
+(everything fits in one page), ``filter`` beyond ``labels.KEY = VALUE``, regions' own operations,
+instances actually booting (no serial output), billing, and any real scheduling of capacity.
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import io
 import itertools
 import json
 import re
@@ -44,6 +62,7 @@ import tarfile
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,6 +128,14 @@ class Project:
     operations: dict[str, Operation] = field(default_factory=dict)
     subnetworks: dict[str, dict[str, str]] = field(default_factory=dict)  # region -> name -> network
     cpu_quota: dict[str, int] = field(default_factory=dict)  # region -> vCPUs (GCE's CPUS quota)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    builds: dict[str, dict[str, Any]] = field(default_factory=dict)  # Cloud Build builds by id
+    #: "images/N", "snapshots/N", "disks/ZONE/N" -> the rawDisk tarball URL holding their bytes
+    contents: dict[str, str] = field(default_factory=dict)
+    #: roles of the project's Cloud Build service account (PROJECT_NUMBER@cloudbuild.gserviceaccount.com);
+    #: the image export needs these two, as gcloud tells the user to grant
+    cloudbuild_roles: set[str] = field(default_factory=lambda: {"roles/compute.admin",
+                                                                 "roles/iam.serviceAccountUser"})
 
 
 def new_service_account(project: str, name: str = "sterna-test") -> dict[str, Any]:
@@ -164,7 +191,7 @@ class FakeComputeEngine:
 
     def image_bytes(self, project: str, image: str) -> bytes:
         """The ``disk.raw`` an image was created from (read again from the GCS object)."""
-        source = self.projects[project].images[image]["rawDisk"]["source"]
+        source = self.projects[project].contents[f"images/{image}"]
         with self._open_tar(source) as tf:
             member = tf.next()
             assert member is not None
@@ -249,8 +276,6 @@ class FakeComputeEngine:
             raise ApiError(400, f"The resource '{source}' of type 'Google Cloud Storage object' was not found.",
                            "invalid")
         r.raise_for_status()
-        import io
-
         return tarfile.open(fileobj=gzip.GzipFile(fileobj=io.BytesIO(r.content)), mode="r|")
 
     def _import_image(self, body: dict[str, Any]) -> None:
@@ -313,6 +338,8 @@ class FakeComputeEngine:
                 image = (params.get("sourceImage") or "").rsplit("/", 1)[-1]
                 dtype = (params.get("diskType") or "pd-balanced").rsplit("/", 1)[-1]
                 size = params.get("diskSizeGb") or (proj.images[image]["diskSizeGb"] if image else "10")
+                if image:
+                    proj.contents[f"disks/{zone}/{dname}"] = proj.contents[f"images/{image}"]
                 proj.disks.setdefault(zone, {})[dname] = {
                     "kind": "compute#disk", "id": str(next(_ids)), "name": dname, "sizeGb": str(size),
                     "zone": f"{base}/zones/{zone}", "status": "READY",
@@ -356,7 +383,160 @@ class FakeComputeEngine:
 
         return self._operation(proj, "zone", zone, f"zones/{zone}/instances/{name}", "delete", work)
 
+    def _stop_instance(self, proj: Project, zone: str, name: str) -> dict[str, Any]:
+        inst = proj.instances.get(zone, {}).get(name)
+        if inst is None:
+            raise _not_found(f"projects/{proj.name}/zones/{zone}/instances/{name}")
+        inst["status"] = "STOPPING"
+
+        def work() -> None:
+            inst["status"] = "TERMINATED"  # GCE's word for a stopped instance
+
+        return self._operation(proj, "zone", zone, f"zones/{zone}/instances/{name}", "stop", work)
+
+    def _create_snapshot(self, proj: Project, zone: str, disk: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("name", "")
+        if not _NAME.match(name):
+            raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", "invalid")
+        if name in proj.snapshots:
+            raise ApiError(409, f"The resource 'projects/{proj.name}/global/snapshots/{name}' already exists",
+                           "alreadyExists")
+        base = f"{self.url}/compute/v1/projects/{proj.name}"
+        snap = {"kind": "compute#snapshot", "id": str(next(_ids)), "name": name, "status": "CREATING",
+                "diskSizeGb": disk["sizeGb"], "sourceDisk": disk["selfLink"], "labels": body.get("labels") or {},
+                "description": body.get("description", ""), "selfLink": f"{base}/global/snapshots/{name}"}
+        proj.snapshots[name] = snap
+        content = proj.contents.get(f"disks/{zone}/{disk['name']}")
+
+        def work() -> None:
+            if content is None:
+                raise ApiError(400, f"disk {disk['name']} holds no bytes the fake knows", "invalid")
+            proj.contents[f"snapshots/{name}"] = content
+            snap["status"] = "READY"
+
+        return self._operation(proj, "zone", zone, f"zones/{zone}/disks/{disk['name']}", "createSnapshot", work)
+
+    def _snapshots(self, proj: Project, method: str, rest: list[str], query: dict[str, list[str]]) -> Any:
+        if not rest:
+            items = list(proj.snapshots.values())
+            flt = (query.get("filter") or [""])[0]
+            m = re.fullmatch(r"\s*labels\.([a-z0-9_-]+)\s*=\s*\"?([^\"]*)\"?\s*", flt)
+            if m:
+                items = [i for i in items if (i.get("labels") or {}).get(m.group(1)) == m.group(2)]
+            return {"items": items}
+        name = rest[0]
+        if name not in proj.snapshots:
+            raise _not_found(f"projects/{proj.name}/global/snapshots/{name}")
+        if method == "DELETE":
+            def delete() -> None:
+                proj.snapshots.pop(name, None)
+                proj.contents.pop(f"snapshots/{name}", None)
+
+            return self._operation(proj, "global", "global", f"global/snapshots/{name}", "delete", delete)
+        return proj.snapshots[name]
+
+    # -- Cloud Build (only the image-export build gcloud submits) ------------------------------
+
+    def _cloud_build(self, method: str, p: list[str], body: Any, email: str) -> Any:
+        proj = self._project(p[0], email, "cloudbuild.builds.create" if method == "POST" else "cloudbuild.builds.get")
+        if p[1:] == ["builds"] and method == "POST":
+            build_id = str(uuid.uuid4())
+            build = {"id": build_id, "projectId": proj.name, "status": "QUEUED", "steps": body.get("steps") or [],
+                     "tags": body.get("tags") or [], "createTime": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "logUrl": f"{self.url}/cloud-build/{build_id}"}
+            proj.builds[build_id] = build
+            threading.Thread(target=self._run_build, args=(proj, build), daemon=True).start()
+            return {"name": f"operations/build/{proj.name}/{base64.b64encode(build_id.encode()).decode()}",
+                    "metadata": {"@type": "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata",
+                                 "build": build}}
+        if len(p) == 3 and p[1] == "builds":
+            build_id, _, verb = p[2].partition(":")
+            build = proj.builds.get(build_id)
+            if build is None:
+                raise ApiError(404, f"Build {build_id} not found", "notFound")
+            if verb == "cancel" and method == "POST" and build["status"] in ("QUEUED", "WORKING"):
+                build["status"] = "CANCELLED"
+            return build
+        raise ApiError(404, f"fake Cloud Build does not serve {method} /v1/projects/{'/'.join(p)}", "notFound")
+
+    def _run_build(self, proj: Project, build: dict[str, Any]) -> None:
+        time.sleep(self.op_delay)
+        if build["status"] == "CANCELLED":
+            return
+        build["status"] = "WORKING"
+        try:
+            steps = build["steps"]
+            if len(steps) != 1 or "gce_vm_image_export" not in steps[0].get("name", ""):
+                raise ValueError("the fake runs only the gce_vm_image_export step")
+            args = dict(a.lstrip("-").partition("=")[::2] for a in steps[0].get("args") or [])
+            image = args.get("source_image", "").rsplit("/", 1)[-1]
+            if args.get("format"):
+                raise ValueError(f"the fake exports only the default format (tar.gz), not {args['format']}")
+            for role in ("roles/compute.admin", "roles/iam.serviceAccountUser"):
+                if role not in proj.cloudbuild_roles:
+                    # Daisy's words when the build's account may not make its scratch VM and disks
+                    raise ValueError(f"step import-image failed: Required 'compute.instances.create' permission "
+                                     f"for 'projects/{proj.name}': the Cloud Build service account lacks {role}")
+            with self.lock:
+                source = proj.contents.get(f"images/{image}")
+            if source is None:
+                raise ValueError(f"The resource 'projects/{proj.name}/global/images/{image}' was not found")
+            m = re.fullmatch(r"gs://([^/]+)/(.+)", args.get("destination_uri", ""))
+            if not m:
+                raise ValueError(f"-destination_uri is not a gs:// URI: {args.get('destination_uri')!r}")
+            data = self._export_tarball(source)
+            if build["status"] == "CANCELLED":
+                return
+            r = requests.post(f"{self.storage_url}/upload/storage/v1/b/{m.group(1)}/o",
+                              params={"uploadType": "media", "name": m.group(2)}, data=data,
+                              headers={"Content-Type": "application/gzip"}, timeout=120)
+            r.raise_for_status()
+            build["status"] = "SUCCESS"
+        except Exception as e:
+            build.update(status="FAILURE", statusDetail=f"Build step 0 failed: {e}",
+                         failureInfo={"type": "USER_BUILD_STEP", "detail": str(e)})
+        build["finishTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _export_tarball(self, source: str) -> bytes:
+        """What Daisy's ``gce_export`` writes: gzip'd GNU tar, ``disk.raw`` a regular file of the whole disk.
+
+        Deflated in full-flushed pieces, so that an all-zero piece (most of a disk) is deflated once and
+        its bytes repeated: the same stream a single deflate would inflate to, at a fraction of its cost.
+        """
+        piece = 8 * 1024 * 1024
+        zeros = bytes(piece)
+
+        def deflated(data: bytes) -> bytes:
+            c = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate: the gzip wrapper is written here
+            return c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+
+        zero_piece = deflated(zeros)
+        out, crc, total = io.BytesIO(), 0, 0
+
+        def put(data: bytes) -> None:
+            nonlocal crc, total
+            out.write(zero_piece if data == zeros else deflated(data))
+            crc, total = zlib.crc32(data, crc), total + len(data)
+
+        out.write(b"\x1f\x8b\x08\x00" + int(time.time()).to_bytes(4, "little") + b"\x00\xff")  # gzip header
+        with self._open_tar(source) as tf:
+            member = tf.next()
+            assert member is not None
+            reader = tf.extractfile(member)
+            assert reader is not None
+            header = tarfile.TarInfo("disk.raw")
+            header.size, header.mode, header.mtime = member.size, 0o600, int(time.time())
+            put(header.tobuf(format=tarfile.GNU_FORMAT))
+            while chunk := reader.read(piece):
+                put(chunk)
+            put(b"\0" * ((-member.size) % 512 + 1024))
+        out.write(zlib.compressobj(1, zlib.DEFLATED, -15).flush())  # the final (empty) block
+        out.write(crc.to_bytes(4, "little") + (total % 2**32).to_bytes(4, "little"))
+        return out.getvalue()
+
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any, email: str) -> Any:
+        if path.startswith("/v1/projects/"):
+            return self._cloud_build(method, path.removeprefix("/v1/projects/").split("/"), body, email)
         p = path.removeprefix("/compute/v1/projects/").split("/")
         proj = self._project(p[0], email, "compute.projects.get" if len(p) == 1 else f"compute.{p[-1]}.list")
         rest, base = p[1:], f"{self.url}/compute/v1/projects/{proj.name}"
@@ -419,13 +599,24 @@ class FakeComputeEngine:
                     return {"items": list(proj.instances.get(zone, {}).values())}
                 if method == "DELETE":
                     return self._delete_instance(proj, zone, rest[3])
+                if method == "POST" and rest[4:] == ["stop"]:
+                    return self._stop_instance(proj, zone, rest[3])
                 inst = proj.instances.get(zone, {}).get(rest[3])
                 if inst is None:
                     raise _not_found(f"projects/{proj.name}/zones/{zone}/instances/{rest[3]}")
                 return inst
             if rest[0] == "zones" and rest[2] == "disks":
                 self._zone(rest[1])
-                return {"items": list(proj.disks.get(rest[1], {}).values())}
+                if len(rest) == 3:
+                    return {"items": list(proj.disks.get(rest[1], {}).values())}
+                disk = proj.disks.get(rest[1], {}).get(rest[3])
+                if disk is None:
+                    raise _not_found(f"projects/{proj.name}/zones/{rest[1]}/disks/{rest[3]}")
+                if rest[4:] == ["createSnapshot"] and method == "POST":
+                    return self._create_snapshot(proj, rest[1], disk, body or {})
+                return disk
+            if rest[:2] == ["global", "snapshots"]:
+                return self._snapshots(proj, method, rest[2:], query)
         if op is not None:
             if rest[-1] == "wait":
                 op.done.wait(self.wait_timeout)
@@ -441,15 +632,23 @@ class FakeComputeEngine:
             if name in proj.images:
                 raise ApiError(409, f"The resource 'projects/{proj.name}/global/images/{name}' already exists",
                                "alreadyExists")
-            if not (body.get("rawDisk") or {}).get("source"):
+            snapshot = (body.get("sourceSnapshot") or "").rsplit("/", 1)[-1]
+            if not (body.get("rawDisk") or {}).get("source") and not snapshot:
                 raise ApiError(400, "Required field 'resource.rawDisk.source' not specified", "required")
+            if snapshot and snapshot not in proj.snapshots:
+                raise _not_found(f"projects/{proj.name}/global/snapshots/{snapshot}")
             image = {**body, "kind": "compute#image", "id": str(next(_ids)), "status": "PENDING",
                      "selfLink": f"{self.url}/compute/v1/projects/{proj.name}/global/images/{name}"}
             proj.images[name] = image
 
             def work() -> None:
                 try:
-                    self._import_image(image)
+                    if snapshot:
+                        image.update(status="READY", diskSizeGb=proj.snapshots[snapshot]["diskSizeGb"])
+                        proj.contents[f"images/{name}"] = proj.contents[f"snapshots/{snapshot}"]
+                    else:
+                        self._import_image(image)
+                        proj.contents[f"images/{name}"] = image["rawDisk"]["source"]
                 except Exception:
                     # As on GCE, an insert whose operation failed leaves no image behind.
                     with self.lock:
@@ -470,6 +669,7 @@ class FakeComputeEngine:
         if method == "DELETE":
             def delete() -> None:
                 proj.images.pop(name, None)
+                proj.contents.pop(f"images/{name}", None)
 
             return self._operation(proj, "global", "global", f"global/images/{name}", "delete", delete)
         return proj.images[name]

@@ -9,8 +9,10 @@ bucket and a fresh service-account key registered for that project.
 from __future__ import annotations
 
 import logging
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +22,8 @@ from gcp_storage_emulator.server import create_server
 
 from tests.peers import free_port
 from tests.peers.gce import FakeComputeEngine, new_service_account
+
+GIB = 1024**3
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +61,7 @@ def gcp_conn_info(gce: FakeComputeEngine, gcs_url: str) -> dict[str, Any]:
         "bucket": bucket,
         "compute_endpoint": gce.url,
         "storage_endpoint": gcs_url,
+        "cloudbuild_endpoint": gce.url,
     }
 
 
@@ -71,3 +76,36 @@ def gcs_download(gcs_url: str, bucket: str, name: str) -> bytes:
                      params={"alt": "media"}, timeout=60)
     r.raise_for_status()
     return r.content
+
+
+def gcs_upload(gcs_url: str, bucket: str, name: str, data: bytes) -> None:
+    requests.post(f"{gcs_url}/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
+                  data=data, headers={"Content-Type": "application/gzip"}, timeout=120).raise_for_status()
+
+
+def source_instance(conn_info: dict[str, Any], gcs_url: str, tmp_path: Path, name: str) -> Path:
+    """A 1 GiB sample disk (2 MiB of data) as the boot disk of instance ``name``; returns the disk."""
+    from google.cloud import compute_v1
+
+    from devstack.sample import build_disk
+
+    disk = tmp_path / "disk.raw"
+    build_disk(disk, size=GIB, data_mib=2, seed=17)
+    subprocess.run(["tar", "--format=gnu", "-cSzf", str(tmp_path / "disk.tar.gz"), "-C", str(tmp_path),
+                    "disk.raw"], check=True)
+    bucket = conn_info["bucket"]
+    gcs_upload(gcs_url, bucket, "base/disk.tar.gz", (tmp_path / "disk.tar.gz").read_bytes())
+    from providers.gcp.provider import GcpProvider
+
+    conn = GcpProvider(conn_info).conn
+    op = conn.compute("ImagesClient").insert_unary(project=conn.project, image_resource=compute_v1.Image(
+        name="base", raw_disk=compute_v1.RawDisk(source=f"https://storage.googleapis.com/{bucket}/base/disk.tar.gz")))
+    conn.wait(op, "image")
+    op = conn.compute("InstancesClient").insert_unary(project=conn.project, zone=conn.zone, instance_resource=(
+        compute_v1.Instance(name=name, machine_type=f"zones/{conn.zone}/machineTypes/e2-medium",
+                            disks=[compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=(
+                                compute_v1.AttachedDiskInitializeParams(
+                                    source_image=f"projects/{conn.project}/global/images/base")))],
+                            network_interfaces=[compute_v1.NetworkInterface(subnetwork="app")])))
+    conn.wait(op, "instance")
+    return disk

@@ -419,11 +419,7 @@ class FakeComputeEngine:
     def _snapshots(self, proj: Project, method: str, rest: list[str], query: dict[str, list[str]]) -> Any:
         if not rest:
             items = list(proj.snapshots.values())
-            flt = (query.get("filter") or [""])[0]
-            m = re.fullmatch(r"\s*labels\.([a-z0-9_-]+)\s*=\s*\"?([^\"]*)\"?\s*", flt)
-            if m:
-                items = [i for i in items if (i.get("labels") or {}).get(m.group(1)) == m.group(2)]
-            return {"items": items}
+            return {"items": _labelled(items, query)}
         name = rest[0]
         if name not in proj.snapshots:
             raise _not_found(f"projects/{proj.name}/global/snapshots/{name}")
@@ -658,11 +654,7 @@ class FakeComputeEngine:
             return self._operation(proj, "global", "global", f"global/images/{name}", "insert", work)
         if not rest:
             items = list(proj.images.values())
-            flt = (query.get("filter") or [""])[0]
-            m = re.fullmatch(r"\s*labels\.([a-z0-9_-]+)\s*=\s*\"?([^\"]*)\"?\s*", flt)
-            if m:
-                items = [i for i in items if (i.get("labels") or {}).get(m.group(1)) == m.group(2)]
-            return {"items": items}
+            return {"items": _labelled(items, query)}
         name = rest[0]
         if name not in proj.images:
             raise _not_found(f"projects/{proj.name}/global/images/{name}")
@@ -732,3 +724,11 @@ class FakeComputeEngine:
                 self._handle("DELETE")
 
         return Handler
+
+
+def _labelled(items: list[dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """``items`` that match a list call's ``filter``; only ``labels.<key> = <value>`` is understood."""
+    m = re.fullmatch(r"\s*labels\.([a-z0-9_-]+)\s*=\s*\"?([^\"]*)\"?\s*", (query.get("filter") or [""])[0])
+    if not m:
+        return items
+    return [i for i in items if (i.get("labels") or {}).get(m.group(1)) == m.group(2)]

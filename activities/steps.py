@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -115,7 +116,7 @@ class MigrationActivities:
                 await asyncio.to_thread(source.shutdown_instance, env, inp.task.instance)
                 await rec.aevent("Source instance shut down")
             snap = await _stoppable(workdir, source.snapshot_instance, env, inp.task.instance, workdir, action,
-                                    undo=functools.partial(_discard, source, workdir=workdir))
+                                    undo=functools.partial(_discard, source, workdir=workdir), stop=action.stop)
             try:
                 await rec.aevent(f"Snapshot {snap.snapshot_id} of {len(snap.disks)} disk(s) created "
                                  f"on host {self.services.settings.worker_host_id}")
@@ -391,19 +392,22 @@ STOP_WAIT = 10.0
 
 
 async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any,
-                     undo: Callable[[T | None], None] | None = None) -> T:
+                     undo: Callable[[T | None], None] | None = None, stop: threading.Event | None = None) -> T:
     """A blocking provider call that writes into ``workdir`` (a snapshot copy), stopped by a cancel.
 
     A thread can't be interrupted, and the ``cp`` it runs would go on to the end: on a cancel, its
     children that write there are killed, the thread is waited for (``STOP_WAIT`` at most), and what
     it wrote is removed, unless the worker is only shutting down (a retry here reuses finished
     copies). ``undo`` gets what the call made (None if it failed), e.g. a source snapshot that
-    finished despite the cancel; a call still running then is undone when it ends.
+    finished despite the cancel; a call still running then is undone when it ends. ``stop`` is set at
+    once: a call that checks it (a download, a wait for a cloud) ends within ``STOP_WAIT`` too.
     """
     running = asyncio.ensure_future(asyncio.to_thread(call, *args))
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:
+        if stop is not None:
+            stop.set()
         deadline = time.monotonic() + STOP_WAIT
         while not running.done() and time.monotonic() < deadline:  # the call may start a next child after a kill
             await asyncio.to_thread(kill_children_using, workdir)

@@ -27,6 +27,7 @@ Rules every provider follows:
 from __future__ import annotations
 
 import enum
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -112,6 +113,9 @@ class ActionContext:
     change_tracking: str | None = None
     #: a transfer execution writes replica disks only: no instance is deployed
     replica_only: bool = False
+    #: set when the step is cancelled: a long blocking call (a download, a wait for a cloud's snapshot)
+    #: checks it and ends early, since a thread can't be interrupted from outside
+    stop: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     @property
     def tags(self) -> dict[str, str]:

@@ -95,7 +95,8 @@ def snapshot_instance(
                 )
             )
         with aws_errors("waiting for the source snapshots", secrets):
-            clients.wait_snapshots([d.details["snapshot_id"] for d in disks], delay=10, timeout=10800)
+            clients.wait_snapshots([d.details["snapshot_id"] for d in disks], delay=10, timeout=10800,
+                                   stop=action.stop)
         snap = SourceSnapshot(
             instance=instance,
             snapshot_id=",".join(d.details["snapshot_id"] for d in disks),

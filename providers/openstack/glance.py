@@ -13,12 +13,15 @@ retried snapshot on the same host resumes the download instead of starting over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from core.errors import IntegrityError
+from core.errors import IntegrityError, TransferError
 from diskio.base import Extent
 from diskio.copier import ProgressCallback, copy_disk
 from diskio.http import HttpRangeSource
@@ -33,6 +36,10 @@ CHUNK = 8 * 1024 * 1024
 DOWNLOAD_LANES = 4
 #: the digests Glance computes (``checksum`` and the default ``os_hash_algo``)
 DIGESTS = ("md5", "sha512")
+#: seconds between looks at a download's stop signal
+STOP_POLL = 0.25
+
+T = TypeVar("T")
 
 
 class WholeFile(RawFileSource):
@@ -75,9 +82,11 @@ def verify(image: dict[str, Any], digests: dict[str, str], size: int) -> None:
         raise IntegrityError(f"Glance image {image['id']} holds {image['size']} bytes, this side {size}")
 
 
-def download(cloud: Cloud, image: dict[str, Any], target: Path, *, bandwidth_limit: int | None = None) -> None:
+def download(cloud: Cloud, image: dict[str, Any], target: Path, *, bandwidth_limit: int | None = None,
+             stop: threading.Event | None = None) -> None:
     """The image's data into ``target`` (written under a temporary name), checked against Glance's
-    checksums. Blocking: it runs the copier in an event loop of its own."""
+    checksums. Blocking: it runs the copier in an event loop of its own, which ``stop`` cancels (the
+    partial file and its checkpoint stay: a retry resumes from them)."""
     partial = target.with_suffix(target.suffix + ".partial")
     done_file = target.with_suffix(target.suffix + ".done.json")
     size = int(image.get("size") or 0)
@@ -96,8 +105,9 @@ def download(cloud: Cloud, image: dict[str, Any], target: Path, *, bandwidth_lim
         try:
             # verify=False: the whole file is checked against Glance's checksums below, a stronger check
             # than reading each chunk back as it is written.
-            asyncio.run(copy_disk(source, dst, checkpoint=checkpoint, on_progress=record, verify=False,
-                                  bandwidth_limit=bandwidth_limit, chunk_size=CHUNK, lanes=DOWNLOAD_LANES))
+            asyncio.run(_until_stopped(copy_disk(
+                source, dst, checkpoint=checkpoint, on_progress=record, verify=False,
+                bandwidth_limit=bandwidth_limit, chunk_size=CHUNK, lanes=DOWNLOAD_LANES), stop))
         finally:
             dst.close()
     finally:
@@ -110,6 +120,19 @@ def download(cloud: Cloud, image: dict[str, Any], target: Path, *, bandwidth_lim
         raise
     partial.rename(target)
     done_file.unlink(missing_ok=True)
+
+
+async def _until_stopped(work: Coroutine[Any, Any, T], stop: threading.Event | None) -> T:
+    """``work``, cancelled once ``stop`` is set: the copier then stops its lanes at their next I/O."""
+    task = asyncio.ensure_future(work)
+    while stop is not None and not task.done():
+        await asyncio.wait({task}, timeout=STOP_POLL)
+        if stop.is_set() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise TransferError("Glance download stopped: the step was cancelled")
+    return await task
 
 
 def file_digests(path: Path) -> dict[str, str]:

@@ -107,7 +107,7 @@ class OpenStackProvider(
 
     def snapshot_instance(self, env: Mapping[str, Any], instance: str, workdir: Path,
                           action: ActionContext = NO_ACTION) -> SourceSnapshot:
-        return source.snapshot_instance(self.cloud, env, instance, workdir)
+        return source.snapshot_instance(self.cloud, env, instance, workdir, stop=action.stop)
 
     def open_disk(self, snapshot: SourceSnapshot, disk: DiskLocator) -> DiskSource:
         return source.open_disk(disk)

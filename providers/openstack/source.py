@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import threading
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +36,8 @@ def shutdown_instance(cloud: Cloud, instance: str) -> None:
         "compute", "GET", f"/servers/{server['id']}")["server"], {"shutoff"}, {"error"}, 600)
 
 
-def snapshot_instance(cloud: Cloud, env: Mapping[str, Any], instance: str, workdir: Path) -> SourceSnapshot:
+def snapshot_instance(cloud: Cloud, env: Mapping[str, Any], instance: str, workdir: Path,
+                      stop: threading.Event | None = None) -> SourceSnapshot:
     snap_dir = workdir / "snapshot"
     snap_dir.mkdir(parents=True, exist_ok=True)
     marker = snap_dir / "snapshot.json"
@@ -56,11 +58,11 @@ def snapshot_instance(cloud: Cloud, env: Mapping[str, Any], instance: str, workd
         marker.write_text(json.dumps(state))
     image_id = state["image_id"]
     image = cloud.wait(f"snapshot image {image_id}", lambda: cloud.request(
-        "image", "GET", f"/v2/images/{image_id}"), {"active"}, {"killed", "deleted"}, 3600)
+        "image", "GET", f"/v2/images/{image_id}"), {"active"}, {"killed", "deleted"}, 3600, stop=stop)
     fmt = image.get("disk_format") or "raw"
     target = snap_dir / f"root.{fmt}"
     if not target.exists():
-        glance.download(cloud, image, target, bandwidth_limit=bandwidth_limit(env, "source_environment"))
+        glance.download(cloud, image, target, bandwidth_limit=bandwidth_limit(env, "source_environment"), stop=stop)
     from diskio.local import open_local_source
 
     src = open_local_source(target, fmt)

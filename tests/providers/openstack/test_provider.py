@@ -7,12 +7,14 @@ import hashlib
 import json
 import os
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.errors import AuthenticationFailed, IntegrityError, InvalidInput
+from core.errors import AuthenticationFailed, IntegrityError, InvalidInput, TransferError
 from core.models import Devices, DiskInfo, DiskLocator, InstanceInfo, NicInfo
 from providers.base import ActionContext, TransferContext, TransferProgress
 from providers.openstack import glance, importer
@@ -200,6 +202,39 @@ def test_a_download_resumes_from_its_checkpoint_and_glance_checksums_judge_the_r
         snap = p.snapshot_instance({}, "resume-template", work)
         assert Path(snap.disks[0].path or "").read_bytes() == data
         assert not partial.exists() and not done.exists()
+    finally:
+        p.cloud.request("image", "DELETE", f"/v2/images/{image['id']}")
+
+
+def _downloaded(checkpoint: Path) -> int:
+    """Bytes a download's checkpoint says are done (0 while it is absent or being rewritten)."""
+    try:
+        return sum(b - a for a, b in json.loads(checkpoint.read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
+def test_a_stopped_download_ends_at_once_and_the_retry_resumes_it(openstack: OpenStackCloud, tmp_path: Path) -> None:
+    # 8 chunks at 1 MiB/s would take a minute: the step's stop signal must end the download at the next
+    # chunk, with its partial file and checkpoint kept for the retry, which then finishes the image whole.
+    p = OpenStackProvider(creds(openstack))
+    data = os.urandom(8 * glance.CHUNK)
+    image = put_image(p, "stopped-template", data)
+    work = tmp_path / "work"
+    done = work / "snapshot" / "root.raw.done.json"
+    action = ActionContext(action_id="m-stop", instance="stopped-template")
+    env = {"bandwidth_limit": 1024 * 1024}
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(p.snapshot_instance, env, "stopped-template", work, action)
+            while _downloaded(done) == 0 and not running.done():
+                time.sleep(0.1)
+            action.stop.set()
+            with pytest.raises(TransferError, match="stopped"):
+                running.result(timeout=30)
+        assert 0 < _downloaded(done) < len(data)
+        snap = p.snapshot_instance({}, "stopped-template", work)
+        assert Path(snap.disks[0].path or "").read_bytes() == data
     finally:
         p.cloud.request("image", "DELETE", f"/v2/images/{image['id']}")
 

@@ -183,6 +183,4 @@ async def actions(request: Request) -> JSONResponse:
         except ApiError as exc:  # the replica is gone either way; say what stays at the source
             removed.append(f"Could not release the change tracking of {instance} at the source: {exc}")
     execution = await db(d.store.record_done_execution, row.id, str(uuid.uuid4()), "transfer_disks_delete")
-    view = views.execution(execution, with_tasks=True)
-    view["removed"] = removed
-    return JSONResponse({"execution": view})
+    return JSONResponse({"execution": views.disks_deleted(execution, removed)})

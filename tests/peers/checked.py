@@ -19,18 +19,15 @@ from core.errors import InvalidInput
 from core.secrets import is_reference
 from providers.local.domain import FLAVORS
 from providers.local.provider import LocalProvider
+from tests.peers import provider_plugins
 
 PLATFORM = "checked-local"
 
 
 def plugin_path(root: Path) -> Path:
     """A folder to put on a process's ``PYTHONPATH``: its dist-info registers this provider."""
-    folder = root / "checked-plugin"
-    info = folder / "sterna_test_checked-0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sterna-test-checked\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(f"[sterna.providers]\n{PLATFORM} = {__name__}:CheckedLocalProvider\n")
-    return folder
+    return provider_plugins(root / "checked-plugin", "sterna_test_checked",
+                            {PLATFORM: f"{__name__}:CheckedLocalProvider"})
 
 
 class CheckedLocalProvider(LocalProvider):

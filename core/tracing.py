@@ -7,7 +7,9 @@ not OpenTelemetry's global one, so nothing else in the process changes when trac
 ``opentelemetry`` packages (the ``tracing`` extra) are imported only then.
 
 Spans leave in batches (every 5 s, OpenTelemetry's default): a process that stops must call
-:func:`shutdown`, or the spans of its last seconds, often the interesting ones, are lost.
+:func:`shutdown`, or the spans of its last seconds, often the interesting ones, are lost. The
+provider's own flush at exit (``atexit``) is not enough: uvicorn, once shut down, raises the SIGTERM
+it handled again, and the API dies of it without running ``atexit`` handlers.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from api.errors import (
 from api.limits import RequestLimits
 from api.observe import Observe
 from api.policy import Policy
+from core import tracing
 from core.crypto import SecretBox
 from core.errors import SternaError
 from core.settings import Settings
@@ -105,6 +107,8 @@ def create_app(settings: Settings) -> Starlette:
                               auth=auth, policy=Policy.from_file(settings.policy_file),
                               keystone=getattr(auth, "service", None))
         yield
+        # uvicorn runs this on SIGTERM, after the last request: the spans of those requests leave now.
+        await asyncio.to_thread(tracing.shutdown)
         database.dispose()
 
     return Starlette(
@@ -130,7 +134,8 @@ def main() -> None:
     from core.settings import get_settings
 
     settings = get_settings()
-    setup_logging("api")
+    # The host id a worker on this host would use (the hostname unless STERNA_WORKER_HOST_ID says otherwise).
+    setup_logging("api", settings.worker_host_id)
     # Our middleware writes one structured line per request; uvicorn's access log would be a second one.
     # Keep-alive 75 s (nginx's default), not uvicorn's 5 s: clients that poll (``--watch``, the SDK's
     # waits, coriolis-web) reuse a connection between polls, and a poll sent just as the server closes

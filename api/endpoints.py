@@ -127,10 +127,14 @@ async def _call(request: Request, operation: str, **extra: Any) -> Any:
 
 
 async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env: dict[str, Any],
-                            network_map: dict[str, Any]) -> None:
+                            network_map: dict[str, Any], *, what: str = "migration", stored: bool = False) -> None:
     """A destination that can check its environment against its cloud (``CHECKS_AT_CREATE``) does it
     now, on a worker: a bad secret, an unknown size or a missing subnet is a 400 before anything is
     written or started. The destination's own failures (unreachable, throttled) stay 502.
+
+    ``stored``: ``env`` is an action's stored environment with a client's changes merged in (a
+    transfer's update). Its references are then the store's own, and the worker resolves them; the
+    client's part was refused references before the merge (``environments.check``).
     """
     from providers.base import ImportProvider
     from providers.registry import provider_class
@@ -140,7 +144,8 @@ async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env:
     if not issubclass(cls, ImportProvider) or not cls.CHECKS_AT_CREATE:
         return
     whole = {**env, "network_map": network_map}
-    refuse_references(whole, "'destination_environment'")
+    if not stored:
+        refuse_references(whole, "'destination_environment'")
     # The call's input is in the workflow history: secrets travel there encrypted, as for _call.
     sealed = seal_inline(whole, lambda value: d.store.box.seal({"value": value}),
                          schema_secret_keys(cls.destination_environment_schema()))
@@ -149,7 +154,7 @@ async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env:
                                                  env=sealed))
     except ApiError as exc:
         if exc.status < 500:
-            raise ApiError(400, f"The destination refused the migration: {exc.message}") from exc
+            raise ApiError(400, f"The destination refused the {what}: {exc.message}") from exc
         raise
 
 

@@ -1,10 +1,11 @@
-"""The answers' shapes, as pydantic models: the OpenAPI document's response schemas.
+"""The answers' shapes, as pydantic models: the OpenAPI document's response schemas, and every answer's mold.
 
-``api/views.py`` and ``api/transfer_views.py`` build the answers; these models say what they hold,
-field by field, and forbid any other field, so that a view that gains a field without the document
-fails the checks that read answers against it (schemathesis in tests/api/test_openapi.py, the
-recorded samples in tests/api/test_api_samples.py). A field that a view emits only on some routes
-(``tasks`` on a show, ``info`` with ``include_task_info``) is optional here.
+``api/views.py`` and ``api/transfer_views.py`` gather a resource's fields and pass them through
+:func:`answer`, once per resource: these models say what an answer holds, field by field, strictly
+typed, and forbid any other field. A view that gains a field the document does not have, lacks one,
+or gives one another type fails where it is built (a 500, loud in every test), instead of leaking.
+A field that a view emits only on some routes (``tasks`` on a show, ``info`` with
+``include_task_info``) is optional here, and left out of the answer when the view leaves it out.
 """
 
 from __future__ import annotations
@@ -14,8 +15,27 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 
+def answer(model: type[BaseModel], view: dict[str, Any]) -> dict[str, Any]:
+    """``view`` checked against ``model`` and dumped from it, in the view's own key order.
+
+    The views list their fields in Coriolis's order (what ``coriolis ... show -f json`` prints); the
+    models group shared fields in base classes, which would reorder them. Values come from the model.
+    """
+    shaped: dict[str, Any] = _ordered(model.model_validate(view).model_dump(mode="json", exclude_unset=True), view)
+    return shaped
+
+
+def _ordered(dumped: Any, view: Any) -> Any:
+    if isinstance(dumped, dict) and isinstance(view, dict):
+        return {k: _ordered(dumped[k], view[k]) for k in view}
+    if isinstance(dumped, list) and isinstance(view, list):
+        return [_ordered(d, v) for d, v in zip(dumped, view, strict=True)]
+    return dumped
+
+
 class _View(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a view that hands over "3" for an int is a bug to see, not a value to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str
     created_at: str | None
@@ -85,8 +105,8 @@ class DisksDeletedView(ExecutionView):
     removed: list[str]
 
 
-class MigrationView(_View):
-    """A migration (``/migrations``); ``tasks`` on a show and in ``detail`` lists."""
+class _Action(_View):
+    """What a migration, a transfer and a deployment all are: instances moved between two endpoints."""
 
     user_id: str | None
     project_id: str | None
@@ -98,61 +118,50 @@ class MigrationView(_View):
     instance_osmorphing_minion_pool_mappings: dict[str, Any]
     instances: list[str]
     notes: str | None
-    status: str | None
     last_execution_status: str | None
     source_environment: dict[str, Any]
     destination_environment: dict[str, Any]
     network_map: dict[str, Any]
     storage_mappings: dict[str, Any]
     user_scripts: dict[str, Any]
-    shutdown_instances: bool | None
     skip_os_morphing: bool | None
+    reservation_id: None
+
+
+class MigrationView(_Action):
+    """A migration (``/migrations``); ``tasks`` on a show and in ``detail`` lists."""
+
+    status: str | None
+    shutdown_instances: bool | None
     replication_count: int | None
     replica_id: None
     transfer_id: None
-    reservation_id: None
     clone_disks: bool
     transfer_result: dict[str, Any]
     executions: list[ExecutionView]
     tasks: list[TaskView] | None = None
 
 
-class _ActionView(_View):
+class _TransferAction(_Action):
+    """A transfer or a deployment of its replicas (Coriolis's ``BaseTransferAction``)."""
+
     base_id: str
-    user_id: str | None
-    project_id: str | None
-    origin_endpoint_id: str | None
-    destination_endpoint_id: str | None
-    origin_minion_pool_id: None
-    destination_minion_pool_id: None
-    instance_osmorphing_minion_pool_mappings: dict[str, Any]
-    instances: list[str]
-    notes: str | None
-    last_execution_status: str | None
-    source_environment: dict[str, Any]
-    destination_environment: dict[str, Any]
-    network_map: dict[str, Any]
-    storage_mappings: dict[str, Any]
-    user_scripts: dict[str, Any]
     clone_disks: bool | None
-    skip_os_morphing: bool | None
     clustered: bool
-    reservation_id: None
     trust_id: str | None
     transfer_result: dict[str, Any] | None
-    type: str
-    #: per instance, its task info and replica disks (``include_task_info``, and always on a transfer's show)
+    #: per instance, its task info and replica disks (``include_task_info``, and always on a show)
     info: dict[str, Any] | None = None
 
 
-class TransferView(_ActionView):
+class TransferView(_TransferAction):
     """A transfer (``/transfers``, or ``/replicas`` for old clients)."""
 
     scenario: str | None
     executions: list[ExecutionView] | None = None
 
 
-class DeploymentView(_ActionView):
+class DeploymentView(_TransferAction):
     """A deployment of a transfer's replicas; ``tasks`` on a show and in ``detail`` lists."""
 
     transfer_id: str | None

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.views import _base, mask_secrets, task, ts
+from api.response_models import DeploymentView, DisksDeletedView, ExecutionView, ScheduleView, TransferView, answer
+from api.views import _base, execution_fields, mask_secrets, task, ts
 from store.models import Execution, Migration, ReplicaDisk, TransferSchedule
 
 
-def execution(row: Execution, *, with_tasks: bool) -> dict[str, Any]:
-    view = {**_base(row), "action_id": row.action_id, "status": row.status, "number": row.number,
-            "type": row.type}
+def _execution(row: Execution, *, with_tasks: bool) -> dict[str, Any]:
+    view = execution_fields(row)
     if with_tasks:
         # Coriolis hides the on-error-only tasks that never had to run; Sterna has none.
         view["tasks"] = [task(t) for t in sorted(row.tasks, key=lambda t: t.index)]
     return view
+
+
+def execution(row: Execution, *, with_tasks: bool) -> dict[str, Any]:
+    return answer(ExecutionView, _execution(row, with_tasks=with_tasks))
+
+
+def disks_deleted(row: Execution, removed: list[str]) -> dict[str, Any]:
+    """The ``delete-disks`` action's execution, with what it removed (or could not)."""
+    return answer(DisksDeletedView, {**_execution(row, with_tasks=True), "removed": removed})
 
 
 def _info(row: Migration, replicas: list[ReplicaDisk]) -> dict[str, Any]:
@@ -64,10 +73,10 @@ def transfer(row: Migration, executions: list[Execution], *, info: list[ReplicaD
              with_executions: bool = True) -> dict[str, Any]:
     view = {**_action(row), "type": "transfer", "scenario": row.scenario}
     if with_executions:
-        view["executions"] = [execution(e, with_tasks=False) for e in sorted(executions, key=lambda e: e.number)]
+        view["executions"] = [execution_fields(e) for e in sorted(executions, key=lambda e: e.number)]
     if info is not None:
         view["info"] = _info(row, info)
-    return view
+    return answer(TransferView, view)
 
 
 def deployment(row: Migration, *, with_tasks: bool, info: list[ReplicaDisk] | None = None) -> dict[str, Any]:
@@ -80,17 +89,17 @@ def deployment(row: Migration, *, with_tasks: bool, info: list[ReplicaDisk] | No
         "transfer_scenario_type": row.scenario,
         "deployer_id": row.deployer_id,
         "shutdown_instances": row.shutdown_instances,
-        "executions": [execution(e, with_tasks=False) for e in row.executions],
+        "executions": [execution_fields(e) for e in row.executions],
     }
     if with_tasks:
         view["tasks"] = [task(t) for e in row.executions for t in sorted(e.tasks, key=lambda t: t.index)]
     if info is not None:
         view["info"] = _info(row, info)
-    return view
+    return answer(DeploymentView, view)
 
 
 def schedule(row: TransferSchedule) -> dict[str, Any]:
-    return {
+    return answer(ScheduleView, {
         **_base(row),
         "transfer_id": row.transfer_id,
         "replica_id": row.transfer_id,
@@ -100,4 +109,4 @@ def schedule(row: TransferSchedule) -> dict[str, Any]:
         "shutdown_instance": row.shutdown_instance,
         "auto_deploy": row.auto_deploy,
         "trust_id": None,
-    }
+    })

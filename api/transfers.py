@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api import environments
+from api import endpoints, environments
 from api import transfer_views as views
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
@@ -52,11 +52,15 @@ def _check_limits(source_env: dict[str, Any], dest_env: dict[str, Any]) -> None:
     bandwidth_limit(dest_env, "destination_environment")
 
 
-def _create(d: Deps, ctx: RequestContext, req: TransferCreate) -> Migration:
+def _check_create(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple[str, str, dict[str, set[str]]]:
     environments.check(source_environment=req.source_environment,
                        destination_environment=req.destination_environment)
     _check_limits(req.source_environment or {}, req.destination_environment or {})
-    origin_id, dest_id, marked = _check_endpoints(d, ctx, req)
+    return _check_endpoints(d, ctx, req)
+
+
+def _create(d: Deps, ctx: RequestContext, req: TransferCreate, origin_id: str, dest_id: str,
+            marked: dict[str, set[str]]) -> Migration:
     return d.store.create_action({
         "type": "transfer", "scenario": req.scenario or "replica", "project_id": ctx.project_id,
         "user_id": ctx.user_id, "origin_endpoint_id": origin_id, "destination_endpoint_id": dest_id,
@@ -77,7 +81,11 @@ def _view(d: Deps, row: Migration, *, info: bool = False) -> dict[str, Any]:
 async def create(request: Request) -> JSONResponse:
     ctx, d = await context(request, "migration:transfers:create"), deps(request)
     req = await body(request, key(request), TransferCreate)
-    row = await db(_create, d, ctx, req)
+    origin_id, dest_id, marked = await db(_check_create, d, ctx, req)
+    # As for a migration: a destination that checks its environment does it before anything is written.
+    await endpoints.check_destination(d, ctx, dest_id, dict(req.destination_environment or {}),
+                                      dict(req.network_map or {}), what="transfer")
+    row = await db(_create, d, ctx, req, origin_id, dest_id, marked)
     return JSONResponse({key(request): await db(_view, d, row)})
 
 
@@ -132,14 +140,18 @@ def _merge(row: Migration, req: TransferUpdate) -> dict[str, Any]:
     return fields
 
 
-def _update(d: Deps, ctx: RequestContext, transfer_id: str, req: TransferUpdate) -> dict[str, Any]:
+def _merged(d: Deps, ctx: RequestContext, transfer_id: str, req: TransferUpdate) -> tuple[Migration, dict[str, Any]]:
     environments.check(source_environment=req.source_environment,
                        destination_environment=req.destination_environment)
     row = d.store.get_action("transfer", ctx.scope, transfer_id)
+    return row, _merge(row, req)
+
+
+def _update(d: Deps, ctx: RequestContext, row: Migration, fields: dict[str, Any]) -> dict[str, Any]:
     marked = environments.marked(d.store.get_endpoint(None, row.origin_endpoint_id).type,
                                  d.store.get_endpoint(None, row.destination_endpoint_id).type)
-    d.store.update_transfer(ctx.scope, transfer_id, _merge(row, req), marked)
-    execution = d.store.record_done_execution(transfer_id, str(uuid.uuid4()), "transfer_update")
+    d.store.update_transfer(ctx.scope, row.id, fields, marked)
+    execution = d.store.record_done_execution(row.id, str(uuid.uuid4()), "transfer_update")
     return views.execution(execution, with_tasks=True)
 
 
@@ -151,7 +163,14 @@ async def update(request: Request) -> JSONResponse:
             if fixed in raw[key(request)]:
                 raise ApiError(400, f"'{fixed}' of a transfer can't be changed")
     req = await body(request, key(request), TransferUpdate)
-    return JSONResponse({"execution": await db(_update, d, ctx, request.path_params["id"], req)})
+    row, fields = await db(_merged, d, ctx, request.path_params["id"], req)
+    if "destination_environment" in fields or "network_map" in fields:
+        # The environment the next executions will use, stored secrets included, checked as at create.
+        await endpoints.check_destination(d, ctx, row.destination_endpoint_id,
+                                          fields.get("destination_environment", row.destination_environment or {}),
+                                          fields.get("network_map", row.network_map or {}),
+                                          what="transfer", stored=True)
+    return JSONResponse({"execution": await db(_update, d, ctx, row, fields)})
 
 
 async def delete(request: Request) -> Response:
@@ -183,6 +202,4 @@ async def actions(request: Request) -> JSONResponse:
         except ApiError as exc:  # the replica is gone either way; say what stays at the source
             removed.append(f"Could not release the change tracking of {instance} at the source: {exc}")
     execution = await db(d.store.record_done_execution, row.id, str(uuid.uuid4()), "transfer_disks_delete")
-    view = views.execution(execution, with_tasks=True)
-    view["removed"] = removed
-    return JSONResponse({"execution": view})
+    return JSONResponse({"execution": views.disks_deleted(execution, removed)})

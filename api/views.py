@@ -1,12 +1,17 @@
-"""Coriolis resource views: every documented field present, ``null`` when unknown."""
+"""Coriolis resource views: every documented field present, ``null`` when unknown.
+
+A public builder gives one resource's answer, through its model (``api.response_models.answer``);
+the parts nested in it (tasks, executions) are checked with the resource that holds them.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from api.response_models import EndpointView, MigrationView, answer
 from core.secrets import REFERENCE_KEYS, is_reference, is_secret_key
-from store.models import Endpoint, Migration, Task
+from store.models import Endpoint, Execution, Migration, Task
 
 #: substrings that mask a value by its key's name (older than ``core.secrets``' rule, which adds to it)
 SECRET_WORDS = ("password", "secret", "token", "key", "credential", "private", "pkey", "passphrase")
@@ -62,7 +67,7 @@ def unmask(new: Any, old: Any) -> Any:
 
 
 def endpoint(row: Endpoint, connection_info: dict[str, Any]) -> dict[str, Any]:
-    return {
+    return answer(EndpointView, {
         **_base(row),
         "user_id": row.user_id,
         "project_id": row.project_id,
@@ -71,7 +76,12 @@ def endpoint(row: Endpoint, connection_info: dict[str, Any]) -> dict[str, Any]:
         "description": row.description,
         "connection_info": mask_secrets(connection_info),
         "mapped_regions": list(row.mapped_regions or []),
-    }
+    })
+
+
+def execution_fields(row: Execution) -> dict[str, Any]:
+    """An execution without its tasks: a part of its action's view, or the start of its own."""
+    return {**_base(row), "action_id": row.action_id, "status": row.status, "number": row.number, "type": row.type}
 
 
 def task(row: Task) -> dict[str, Any]:
@@ -128,11 +138,8 @@ def migration(row: Migration, *, with_tasks: bool) -> dict[str, Any]:
         "reservation_id": None,
         "clone_disks": True,
         "transfer_result": {name: data.get("deployed") for name, data in info.items() if data.get("deployed")},
-        "executions": [
-            {**_base(e), "action_id": e.action_id, "status": e.status, "number": e.number, "type": e.type}
-            for e in row.executions
-        ],
+        "executions": [execution_fields(e) for e in row.executions],
     }
     if with_tasks:
         view["tasks"] = [task(t) for e in row.executions for t in e.tasks]
-    return view
+    return answer(MigrationView, view)

@@ -109,7 +109,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.command == "worker":
         from core.logs import setup_logging
 
-        setup_logging("worker")
+        setup_logging("worker", settings.worker_host_id)
         from worker.main import main as worker_main
 
         worker_main()

@@ -122,10 +122,13 @@ INLINE = "inline:"
 
 
 def seal_inline(value: Any, encrypt: Callable[[Any], str], marked: Collection[str] = ()) -> Any:
-    """``value`` with each secret replaced by an ``INLINE`` reference holding ``encrypt(secret)``."""
+    """``value`` with each secret replaced by an ``INLINE`` reference holding ``encrypt(secret)``.
+
+    References already in ``value`` (a stored environment merged with an update) stay as they are.
+    """
     sealed, found = seal_tree(value, "inline", marked)
     tokens = {ref: INLINE + encrypt(secret) for ref, secret in found.items()}
-    return resolve_tree(sealed, lambda ref: {MARKER: tokens[ref]})
+    return resolve_tree(sealed, lambda ref: {MARKER: tokens.get(ref, ref)})
 
 
 def references(value: Any) -> Iterator[str]:

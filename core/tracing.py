@@ -5,6 +5,11 @@ opens a span for each workflow it starts and passes its context in the workflow'
 continues the trace in the workflow and in each activity. The tracer provider is the process's own,
 not OpenTelemetry's global one, so nothing else in the process changes when tracing is on; the
 ``opentelemetry`` packages (the ``tracing`` extra) are imported only then.
+
+Spans leave in batches (every 5 s, OpenTelemetry's default): a process that stops must call
+:func:`shutdown`, or the spans of its last seconds, often the interesting ones, are lost. The
+provider's own flush at exit (``atexit``) is not enough: uvicorn, once shut down, raises the SIGTERM
+it handled again, and the API dies of it without running ``atexit`` handlers.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from typing import TYPE_CHECKING, Any
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from temporalio.worker import WorkflowRunner
+
+#: the tracer providers this process made, for :func:`shutdown`
+_providers: list[TracerProvider] = []
 
 
 def enabled(settings: Settings) -> bool:
@@ -43,7 +52,15 @@ def interceptors(settings: Settings, service: str, exporter: SpanExporter | None
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_traces_endpoint)))
     else:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _providers.append(provider)
     return [TracingInterceptor(provider.get_tracer("sterna"))]
+
+
+def shutdown() -> None:
+    """Export the spans still batched and stop tracing; nothing to do when tracing is off. Blocking:
+    each exporter gets its own timeout (OTLP's 10 s) to deliver, then gives up."""
+    while _providers:
+        _providers.pop().shutdown()
 
 
 def workflow_runner(runner: WorkflowRunner, settings: Settings) -> WorkflowRunner:

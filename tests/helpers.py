@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 from client.sdk import SternaClient
 from core.settings import Settings
+from devstack.launcher import Stack
 from devstack.sample import create_vm
 from tests.conftest import RunningStack
 
@@ -86,3 +88,33 @@ def default_heartbeat_timeout(stack: RunningStack) -> Iterator[None]:
         yield
     finally:
         restart_api(fast)
+
+
+@contextmanager
+def own_api_and_worker(stack: RunningStack, root: Path, **env: str) -> Iterator[Stack]:
+    """An API and a worker of their own, on the stack's Temporal server and record DB, stopped (SIGTERM) on exit.
+
+    Their own task queue and host id keep the stack's workflows off this worker and this worker's off
+    the stack's; their own data folder keeps their scratch apart (a worker sweeps its scratch at start).
+    The stack's inventories stay allowed, so ``inventories(stack, ...)`` serves them too. ``env`` adds
+    settings. Their logs are ``<root>/logs/api.log`` and ``worker.log``.
+    """
+    from tests.peers import free_port
+
+    tag = uuid.uuid4().hex[:8]
+    settings = stack.settings.model_copy(update={
+        "data_dir": root, "api_port": free_port(), "task_queue": f"own-{tag}", "worker_host_id": f"own-{tag}",
+        "worker_metrics_address": f"127.0.0.1:{free_port()}", "temporal_metrics_address": f"127.0.0.1:{free_port()}"})
+    own = Stack(settings, log_dir=root / "logs", env={
+        **stack.stack.env, "STERNA_DATA_DIR": str(root), "STERNA_API_PORT": str(settings.api_port),
+        "STERNA_TASK_QUEUE": settings.task_queue, "STERNA_WORKER_HOST_ID": settings.worker_host_id,
+        "STERNA_WORKER_METRICS_ADDRESS": str(settings.worker_metrics_address),
+        "STERNA_TEMPORAL_METRICS_ADDRESS": str(settings.temporal_metrics_address),
+        "STERNA_LOCAL_ROOTS": json.dumps([str(stack.root / "inventories")]),
+        # The stack's API keeps the schema; a second upgrade at once would race it for nothing.
+        "STERNA_DB_UPGRADE_ON_START": "false", **env})
+    try:
+        own.start(with_temporal=False)
+        yield own
+    finally:
+        own.stop()

@@ -112,6 +112,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*runs, return_exceptions=True)
     executor.shutdown(wait=False)
+    await asyncio.to_thread(tracing.shutdown)
 
 
 def main() -> None:

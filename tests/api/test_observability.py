@@ -2,18 +2,23 @@
 
 The first tests run an API process of its own against a Temporal address where nothing listens: that
 is "Temporal is down" for real, without stopping the shared stack's server. The others run one
-migration on the real stack and read what the API and the worker exposed about it.
+migration on the real stack and read what the API and the worker exposed about it; the last ones
+run an API and a worker of their own from start to SIGTERM, tracing on, and read all they left.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ import pytest
 
 from devstack.launcher import wait_port
 from tests.conftest import RunningStack, wait_final, wait_for
-from tests.helpers import identical, inventories
+from tests.helpers import identical, inventories, own_api_and_worker
 from tests.peers import free_port
 
 
@@ -152,6 +157,11 @@ def test_logs_are_structured_carry_ids_and_no_secret(stack: RunningStack, migrat
         assert secret not in text, f"{name}.log holds an endpoint's secret"
         for line in text.splitlines():
             assert line.startswith("{") and json.loads(line)["msg"] is not None, f"{name}.log: {line!r}"
+    # Every line, the stack's start-up included, says which process wrote it and on which host.
+    for name in ("api", "worker"):
+        for entry in _lines(stack, name):
+            assert entry["service"] == name and entry["host_id"] == stack.settings.worker_host_id, entry
+            assert entry["process_id"].startswith(f"{name}-"), entry
     api_lines = _lines(stack, "api")
     create = [x for x in api_lines if x.get("request_id") == migrated["request_id"]]
     assert create and create[-1]["route"] == "/v1/{project_id}/migrations" and create[-1]["status"] == 200
@@ -183,3 +193,113 @@ async def test_workflows_and_activities_carry_summaries_for_the_temporal_ui(stac
     assert await (await handle.describe()).static_summary() == "vm-a: migration"
     assert {"vm-a: VALIDATE_MIGRATION_INPUTS", "vm-a: CREATE_SOURCE_SNAPSHOT",
             "vm-a: CLEANUP_MIGRATION_RESOURCES"} <= set(summaries), summaries
+
+
+class _Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP trace receiver: the (service, span name) pairs the exporters delivered."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.spans: list[tuple[str, str]] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/v1/traces"
+
+
+class _Receive(BaseHTTPRequestHandler):
+    server: _Collector
+
+    def do_POST(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        for spans in request.resource_spans:
+            service = next(a.value.string_value for a in spans.resource.attributes if a.key == "service.name")
+            self.server.spans += [(service, s.name) for scope in spans.scope_spans for s in scope.spans]
+        answer = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def stopped_run(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An API and a worker of their own, tracing to a collector, from start to SIGTERM: two endpoint
+    validations (one fails) with a secret in each endpoint, then the logs and spans they left."""
+    root = tmp_path_factory.mktemp("own-run")
+    secret, request_id = "s3cret-" + uuid.uuid4().hex, "own-" + uuid.uuid4().hex
+    src, _ = inventories(stack, [])
+    collector = _Collector()
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        # Batches leave every 10 minutes: the spans can only reach the collector through the flush at shutdown.
+        with own_api_and_worker(stack, root, STERNA_OTLP_TRACES_ENDPOINT=collector.url,
+                                OTEL_BSP_SCHEDULE_DELAY="600000") as own, \
+                httpx.Client(base_url=f"http://127.0.0.1:{own.settings.api_port}/v1/own-run", timeout=120) as http:
+            checked = {}
+            for name, info in (("good", {"path": str(src), "password": secret}),
+                               ("missing", {"path": str(src / "missing"), "api_key": secret})):
+                created = http.post("/endpoints", json={"endpoint": {"name": f"{name}-{src.name}", "type": "local",
+                                                                     "connection_info": info}})
+                assert created.status_code == 200, created.text
+                answer = http.post(f"/endpoints/{created.json()['endpoint']['id']}/actions",
+                                   json={"validate-connection": None}, headers={"X-Request-Id": request_id})
+                assert answer.status_code == 200, answer.text
+                checked[name] = answer.json()["validate-connection"]["valid"]
+            assert checked == {"good": True, "missing": False}
+        # Both stopped by themselves on SIGTERM, not killed after the grace period (-9). uvicorn, once shut
+        # down, raises the SIGTERM it caught again: the API dies of it, past any atexit handler (which is
+        # why OpenTelemetry's own flush at exit never ran there).
+        assert {name: proc.returncode for name, proc in own.procs.items()} == {"api": -signal.SIGTERM, "worker": 0}
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    logs = {name: (root / "logs" / f"{name}.log").read_text() for name in ("api", "worker")}
+    return {"secret": secret, "request_id": request_id, "host_id": own.settings.worker_host_id, "logs": logs,
+            "spans": collector.spans}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_spans_still_batched_leave_at_shutdown(stopped_run: dict[str, Any]) -> None:
+    """The API's flush is its lifespan's (it dies of the SIGTERM uvicorn re-raises); the worker exits
+    normally, so OpenTelemetry's atexit flush would cover it too, and ours comes first."""
+    spans = set(stopped_run["spans"])
+    assert ("sterna-api", "StartWorkflow:EndpointCallWorkflow") in spans, spans
+    assert ("sterna-worker", "RunWorkflow:EndpointCallWorkflow") in spans, spans
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_every_line_from_start_up_to_shutdown_carries_ids_and_no_secret(stopped_run: dict[str, Any]) -> None:
+    for name, text in stopped_run["logs"].items():
+        assert stopped_run["secret"] not in text, f"{name}.log holds an endpoint's secret"
+        lines = text.splitlines()
+        for line in lines:
+            assert line.startswith("{"), f"{name}.log: {line!r}"
+        entries = [json.loads(line) for line in lines]
+        # One process wrote the file, and every line says which, on which host.
+        assert {(e["service"], e["host_id"]) for e in entries} == {(name, stopped_run["host_id"])}
+        assert len({e["process_id"] for e in entries}) == 1 and entries[0]["process_id"].startswith(f"{name}-")
+        messages = [e["msg"] for e in entries]
+        first, last = {"api": ("Application startup complete.", "Application shutdown complete."),
+                       "worker": ("worker polling", "worker shutting down")}[name]
+        assert any(m.startswith(first) for m in messages) and any(m.startswith(last) for m in messages), messages
+    api = [json.loads(line) for line in stopped_run["logs"]["api"].splitlines()]
+    access = [e for e in api if e["logger"] == "sterna.api.access"]
+    assert access and all(e.get("request_id") for e in access)
+    assert [e["route"] for e in access if e["request_id"] == stopped_run["request_id"]] == [
+        "/v1/{project_id}/endpoints/{id}/actions"] * 2
+    worker = [json.loads(line) for line in stopped_run["logs"]["worker"].splitlines()]
+    for entry in worker:
+        if "activity_id" in entry or "workflow_type" in entry:
+            assert entry.get("workflow_id", "").startswith("endpoint-"), entry

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import shutil
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from client.sdk import SternaClient
 from tests.conftest import RunningStack, wait_final, wait_for
-from tests.helpers import endpoints, identical, inventories
+from tests.helpers import endpoints, identical, inventories, own_api_and_worker
+from tests.peers import checked
 
 pytestmark = pytest.mark.slow
 
@@ -163,6 +167,39 @@ def test_bad_input_gets_4xx_and_writes_nothing(stack: RunningStack) -> None:
         assert api.list_schedules(t["id"], show_expired=True) == []
         assert error_of(api.http.get("/transfers", params={"status": "BOGUS"}), 400).startswith("Invalid status")
         assert counts(stack, api) == before
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_a_destination_that_checks_at_create_refuses_a_transfer_before_anything_is_written(
+        stack: RunningStack, tmp_path: Path) -> None:
+    """``CHECKS_AT_CREATE`` (Azure's VM size, subnets, credentials) holds for transfers as for migrations:
+    at create, and at an update that changes the destination environment, whose stored secrets the
+    worker resolves for the check. On an API and worker of their own that know ``checked-local``."""
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    plugins = os.pathsep.join([stack.stack.env["PYTHONPATH"], str(checked.plugin_path(tmp_path))])
+    secret = "pw-" + uuid.uuid4().hex
+    with own_api_and_worker(stack, tmp_path / "own", PYTHONPATH=plugins) as own, \
+            SternaClient(f"http://127.0.0.1:{own.settings.api_port}", "checked-project") as api:
+        origin = api.create_endpoint(f"src-{src.name}", "local", {"path": str(src)})["id"]
+        dest = api.create_endpoint(f"dst-{dst.name}", checked.PLATFORM, {"path": str(dst)})["id"]
+        fields = {"origin_endpoint_id": origin, "destination_endpoint_id": dest, "instances": ["vm-a"]}
+        before = counts(stack, api)
+        bad = {"transfer": {**fields, "destination_environment": {"flavor_name": "m1.galactic"}}}
+        message = error_of(api.http.post("/transfers", json=bad), 400)
+        assert "refused the transfer" in message and "m1.galactic" in message, message
+        assert counts(stack, api) == before, "a refused transfer writes nothing"
+
+        t = api.create_transfer(**fields, destination_environment={"flavor_name": "m1.small", "admin_password": secret})
+        before = counts(stack, api)
+        r = api.http.put(f"/transfers/{t['id']}", json={"transfer": {"destination_environment": {
+            "flavor_name": "m1.galactic"}}})
+        assert "m1.galactic" in error_of(r, 400)
+        assert api.get_transfer(t["id"])["destination_environment"]["flavor_name"] == "m1.small"
+        assert counts(stack, api) == before, "a refused update records no execution"
+        # The stored secret reaches the check as its value (the check refuses a reference).
+        api.update_transfer(t["id"], destination_environment={"flavor_name": "m1.medium"})
+        shown = api.get_transfer(t["id"])["destination_environment"]
+        assert shown == {"flavor_name": "m1.medium", "admin_password": "***"}, shown
 
 
 def test_cancel_mid_execution_then_next_execution_resyncs(stack: RunningStack) -> None:

@@ -32,6 +32,17 @@ def cache_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def provider_plugins(folder: Path, dist: str, providers: dict[str, str]) -> Path:
+    """``folder``, to put on a process's ``PYTHONPATH``: a dist-info named ``dist`` whose entry points
+    register ``providers`` (platform: ``module:Class``) in the ``sterna.providers`` group."""
+    info = folder / f"{dist}-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: 0\n")
+    entries = "".join(f"{platform} = {target}\n" for platform, target in providers.items())
+    (info / "entry_points.txt").write_text(f"[sterna.providers]\n{entries}")
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,6 +25,7 @@ from typing import Any
 from core.models import DeployedInstance, ImportedDisk, SourceSnapshot
 from providers.base import TransferContext, TransferProgress
 from providers.local.provider import LocalProvider
+from tests.peers import provider_plugins
 
 PLATFORM = "gated-local"
 #: the steps a gate can hold, each at a point where it has done its work but not yet returned
@@ -36,12 +37,7 @@ POLL = 0.1
 
 def plugin_path(root: Path) -> Path:
     """A folder to put on the stack's ``PYTHONPATH``: its dist-info registers this provider."""
-    folder = root / "test-plugins"
-    info = folder / "sterna_test_peers-0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sterna-test-peers\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(f"[sterna.providers]\n{PLATFORM} = {__name__}:GatedLocalProvider\n")
-    return folder
+    return provider_plugins(root / "test-plugins", "sterna_test_peers", {PLATFORM: f"{__name__}:GatedLocalProvider"})
 
 
 class GatedLocalProvider(LocalProvider):

@@ -100,3 +100,18 @@ def test_an_endpoint_calls_inline_secrets_resolve_for_its_activity(store: Store)
     assert sealed["region"] == "r-plain" and set(sealed["password"]) == {MARKER}
     [resolved] = resolve_args(store, [call])
     assert resolved.env == env
+
+
+def test_a_stored_environment_merged_with_new_secrets_resolves_whole_for_an_endpoint_call(store: Store) -> None:
+    """A transfer update's destination check: stored references stay, the update's secrets go inline."""
+    from core.secrets import seal_inline
+    from workflows.types import EndpointCall
+
+    row = store.get_action("transfer", None, _transfer(store))
+    merged = {**row.destination_environment, "api_key": "inline-plain-8"}
+    sealed = seal_inline(merged, lambda value: store.box.seal({"value": value}))
+    assert sealed["adminPassword"] == row.destination_environment["adminPassword"]
+    call = EndpointCall(endpoint_id="e", operation="check_destination_environment", env=sealed)
+    assert "inline-plain-8" not in call.model_dump_json()
+    [resolved] = resolve_args(store, [call])
+    assert resolved.env == {**DEST, "api_key": "inline-plain-8"}

@@ -169,12 +169,12 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
                guest_builds: None) -> Iterator[GuestRuns]:
     if shutil.which("qemu-img") is None:
         pytest.fail("qemu-img (qemu-utils) is required: run make sysdeps")
+    wanted, ids = selected_runs(), dict[str, str]()
     try:
         server = vcsim.start()
     except vcsim.VcsimUnavailable as exc:
         pytest.fail(f"the vSphere simulator could not be built or started: {exc}")
     si = admin_session(server)
-    wanted, ids = selected_runs(), dict[str, str]()
 
     def start(api: Any, run: str, **fields: Any) -> None:
         if run in wanted:

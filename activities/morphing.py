@@ -16,6 +16,7 @@ from temporalio import activity
 from activities.task_recorder import TaskRecorder
 from core.errors import InvalidInput
 from core.models import InstanceInfo
+from core.morph_options import skip_network
 from core.settings import Settings
 from providers.base import ImportProvider
 from workflows.types import MorphInput, MorphResult
@@ -75,6 +76,7 @@ async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, r
     env = inp.step.destination_environment
     options = MorphOptions(
         keep_static_ip=bool(env.get("keep_static_ip", False)),
+        skip_network=skip_network(env),
         user_scripts=inp.user_scripts or None,
         instance_name=inp.step.task.instance,
         nics=[TargetNic(network_name=nic.network_name) for nic in (info.devices.nics if info else [])],

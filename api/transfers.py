@@ -19,6 +19,7 @@ from api.transfer_schemas import TransferCreate, TransferUpdate
 from api.views import unmask
 from core.limits import bandwidth_limit
 from core.models import CHANGE_TRACKING
+from core.morph_options import skip_network
 from providers.base import ExportProvider, ImportProvider, ReplicaProvider, SnapshotReplicaProvider
 from providers.registry import provider_class
 from store.models import Migration
@@ -47,9 +48,11 @@ def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple
 
 
 def _check_limits(source_env: dict[str, Any], dest_env: dict[str, Any]) -> None:
-    """A bad ``bandwidth_limit`` is a 400 now, not a failed execution later (as for migrations)."""
+    """A bad ``bandwidth_limit`` or morph option is a 400 now, not a failed execution or deployment later
+    (as for migrations)."""
     bandwidth_limit(source_env, "source_environment")
     bandwidth_limit(dest_env, "destination_environment")
+    skip_network(dest_env, "destination_environment")
 
 
 def _check_create(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple[str, str, dict[str, set[str]]]:

@@ -94,6 +94,10 @@ class MorphOptions(BaseModel):
     ``nics``: the target's NICs; their count sets how many ``ethN`` get a DHCP config, and their MACs
     (when given) are written where the guest pins names to MACs.
     ``remove_source_tools``: uninstall the source platform's agents (default true).
+    ``skip_network``: leave the guest's network alone (``destination_environment.skip_os_morphing_network``):
+    no interface configuration written or retired, MAC pins kept, and no interface-naming arguments
+    (``net.ifnames``, ``biosdevname``) added to or removed from the kernel command line. On Windows, no
+    static address is re-applied at first boot. Every other step runs.
     """
 
     keep_static_ip: bool = False
@@ -101,6 +105,7 @@ class MorphOptions(BaseModel):
     instance_name: str | None = None
     nics: list[TargetNic] = Field(default_factory=list)
     remove_source_tools: bool = True
+    skip_network: bool = False
     serial_console: str = "ttyS0,115200n8"
 
 

@@ -209,6 +209,12 @@ class WindowsConverter:
 
     # -- first boot ---------------------------------------------------------------------------
     def _static_nics(self, system: Hive, cs: str) -> list[StaticNic]:
+        if self.options.skip_network:
+            # Windows keeps its own adapter settings; re-applying statics is this converter's only network step.
+            self.editor.event("network step skipped at the user's request (destination_environment."
+                              "skip_os_morphing_network): no static address re-applied at first boot"
+                              + ("; keep_static_ip has no effect" if self.options.keep_static_ip else ""))
+            return []
         if not self.options.keep_static_ip:
             return []
         base = f"{cs}\\Services\\Tcpip\\Parameters\\Interfaces"

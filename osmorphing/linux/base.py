@@ -33,6 +33,8 @@ AGENT_UNITS: dict[str, tuple[str, ...]] = {
     ),
     "qemu-guest-agent": ("qemu-guest-agent.service",),
 }
+#: kernel arguments that name interfaces ``ethN``, as the network step's configuration expects: part of that step
+NAMING_ARGS = ("net.ifnames=0", "biosdevname=0")
 CLOUD_INIT_UNITS = (
     "cloud-init-local.service",
     "cloud-init.service",
@@ -220,6 +222,9 @@ class LinuxMorpher:
 
     def configure_network(self) -> None:
         state = read_network(self.guest)
+        if self.options.skip_network:
+            self.skip_network(state.interfaces, state.config_files, state.pin_files)
+            return
         in_use = sorted({i.style for i in state.interfaces}, key=state.styles.index)
         style = self.choose_network_style(in_use)
         new = self.target_interfaces(state.interfaces)
@@ -251,6 +256,21 @@ class LinuxMorpher:
             self.editor.retire(path, "pins interface names to the source platform's MAC addresses")
         for path, (content, mode) in files.items():
             self.editor.write(path, content, f"{style}: {summary} (was: {old_summary})", mode)
+
+    def skip_network(self, interfaces: list[NetworkInterface], configs: list[str], pins: list[str]) -> None:
+        """Say what the skipped step leaves as it is: on new NICs, that may be no network at all."""
+        found = ", ".join(f"{i.name} {i.mode}" + (f" (MAC {i.mac_address})" if i.mac_address else "")
+                          for i in interfaces) or "none"
+        self.editor.event(
+            "network step skipped at the user's request (destination_environment.skip_os_morphing_network): "
+            f"interfaces left as configured: {found} ({', '.join(configs) or 'no configuration file'})"
+            + (f"; MAC pins kept: {', '.join(pins)}" if pins else "")
+            + "; interface names left to the guest; on the target's NICs it has only the network this "
+            "configuration gives it"
+        )
+        if self.options.keep_static_ip:
+            self.editor.warn("keep_static_ip has no effect: the network step it belongs to was skipped "
+                             "(skip_os_morphing_network)")
 
     # -- fstab -----------------------------------------------------------------------------------
     def rewrite_fstab(self) -> None:
@@ -284,7 +304,13 @@ class LinuxMorpher:
 
     # -- kernel command line ---------------------------------------------------------------------
     def kernel_args(self) -> list[str]:
-        return ["console=tty0", f"console={self.options.serial_console}", "net.ifnames=0", "biosdevname=0"]
+        args = ["console=tty0", f"console={self.options.serial_console}"]
+        return args if self.options.skip_network else [*args, *NAMING_ARGS]
+
+    def replaced_naming_args(self) -> tuple[str, ...]:
+        """The interface-naming arguments (``name=``) that ``kernel_args`` replaces: none when the network
+        step is skipped, which leaves the guest's own naming, whatever it is."""
+        return () if self.options.skip_network else tuple(a.split("=", 1)[0] + "=" for a in NAMING_ARGS)
 
     def configure_kernel_cmdline(self) -> None:
         if not self.guest.is_file(GRUB_DEFAULT):
@@ -308,7 +334,7 @@ class LinuxMorpher:
             return pattern.sub(lambda _m: line, src, count=1) if m else src.rstrip("\n") + f"\n{line}\n"
 
         def cmdline(old: str) -> str:
-            drop = ("console=", "net.ifnames=", "biosdevname=", "cloud-init=disabled")
+            drop = ("console=", *self.replaced_naming_args(), "cloud-init=disabled")
             words = [w for w in shlex.split(old) if not w.startswith(drop)]
             out = []
             for word in words:
@@ -323,7 +349,7 @@ class LinuxMorpher:
             return " ".join(out + self.kernel_args())
 
         def default_cmdline(old: str) -> str:
-            drop = ("console=ttyS", "net.ifnames=", "biosdevname=", "cloud-init=disabled")
+            drop = ("console=ttyS", *self.replaced_naming_args(), "cloud-init=disabled")
             return " ".join(w for w in shlex.split(old) if not w.startswith(drop))
 
         new = edit_var(text, "GRUB_CMDLINE_LINUX", cmdline)
@@ -342,7 +368,8 @@ class LinuxMorpher:
                 new,
                 "kernel command line: "
                 + " ".join(self.kernel_args())
-                + " (serial console, eth* names); GRUB on console and serial"
+                + (" (serial console)" if self.options.skip_network else " (serial console, eth* names)")
+                + "; GRUB on console and serial"
                 + ("; " + "; ".join(notes) if notes else ""),
             )
 
@@ -358,7 +385,8 @@ class LinuxMorpher:
             f"# Written by Sterna OS morphing for target platform {self.target.name}",
             f"datasource_list: [ {', '.join(self.target.datasources)} ]",
         ]
-        if self.options.keep_static_ip:
+        keep_static = self.options.keep_static_ip and not self.options.skip_network
+        if keep_static:
             body.append(
                 "network: {config: disabled}  # static addresses were kept; cloud-init must not replace them"
             )
@@ -366,7 +394,7 @@ class LinuxMorpher:
             CLOUD_CFG,
             "\n".join(body) + "\n",
             f"cloud-init datasource {', '.join(self.target.datasources)}"
-            + ("; network config disabled (keep_static_ip)" if self.options.keep_static_ip else ""),
+            + ("; network config disabled (keep_static_ip)" if keep_static else ""),
         )
         if self.guest.exists("/etc/cloud/cloud-init.disabled"):
             self.editor.delete("/etc/cloud/cloud-init.disabled", "it kept cloud-init from running")

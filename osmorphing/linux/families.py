@@ -291,7 +291,7 @@ class RedHatMorpher(LinuxMorpher):
                 [
                     "grubby",
                     "--update-kernel=ALL",
-                    "--remove-args=console net.ifnames biosdevname",
+                    "--remove-args=" + " ".join(["console", *(a.rstrip("=") for a in self.replaced_naming_args())]),
                     f"--args={' '.join(self.kernel_args())}",
                 ]
             )

@@ -171,7 +171,7 @@ def boot_check(
                 if expect_network and state.userspace_started:
                     waited = now - state.stages["userspace"][0]
                     if waited > network_grace:
-                        outcome, reason = "booted-without-network", _no_network_reason(net, network_grace)
+                        outcome, reason = "booted-without-network", no_network_reason(net, network_grace)
                         break
                 if net.evidence.address and not net.evidence.complete and now - last_probe > 3:
                     last_probe = now
@@ -232,7 +232,9 @@ def boot_verdict(result: BootResult) -> list[str]:
     return lines
 
 
-def _no_network_reason(net: PcapWatch, grace: float) -> str:
+def no_network_reason(net: PcapWatch, grace: float) -> str:
+    """Why a guest in userspace has no network, from the host-side signals of its NIC alone: its configuration
+    does not cover the NIC (no DHCP request), the exchange stopped half-way, or the lease went unused."""
     ev = net.evidence
     if "dhcp-request" not in ev.signals:
         why = (f"the guest never asked for an address on its NIC ({ev.mac}): no DHCP request in {grace:.0f}s "

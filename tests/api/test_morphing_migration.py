@@ -1,7 +1,8 @@
 """The real proof through the service: a VMware-style Debian guest migrates local -> local with OS
 morphing and is proven booted with DHCP from host-side signals; the same disk without morphing boots
 without network, and says why; a VMware-made variant booting its root as /dev/sda2 fails in the
-initramfs, and the check ends on that line, once.
+initramfs, and the check ends on that line, once. The same disk morphed but for its network
+(``skip_os_morphing_network``) boots without network too, and both the morph and the check say why.
 
 The guest (tests/guests/debian.py: debootstrap, GPT, GRUB, open-vm-tools, ifupdown pinned to ``ens192``
 and a VMware MAC) is exported as the streamOptimized VMDK vSphere produces, with its marker service
@@ -75,3 +76,35 @@ def test_morphed_guest_boots_with_dhcp_and_unmorphed_does_not(stack: RunningStac
     assert [e for e in dev_events if e.startswith("Attempt ")] == [
         next(e for e in dev_events if e.startswith("Attempt 1 failed: "))], dev_events
     assert any(alert in e for e in dev_events if e.startswith("Attempt 1 failed: ")), dev_events
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_guest_morphed_but_for_its_network_boots_without_network_and_says_why(
+        stack: RunningStack, guest_runs: GuestRuns) -> None:
+    """Issue 15: the marker-less guest, morphed with ``skip_os_morphing_network`` (``kvm_nic_skipped``)."""
+    done = guest_runs.wait("kvm_nic_skipped")
+    assert done["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in done["tasks"]]
+
+    morph = _events(done, "OS_MORPHING")
+    [skipped] = [e for e in morph if e.startswith("network step skipped at the user's request")]
+    assert OLD_NIC in skipped and f"10-{OLD_NIC}.link" in skipped, skipped
+    # No change touched a network file (configuration, MAC pin, or their backups) ...
+    changes = [e.split(":", 1)[0] for e in morph if e.startswith(("created ", "modified ", "deleted "))]
+    assert changes and not [c for c in changes if "/network/" in c], changes
+    assert not any("net.ifnames" in e for e in morph), morph
+    # ... and every other step ran.
+    for needle in ("purge open-vm-tools", "/etc/default/grub", "/etc/initramfs-tools/modules",
+                   "update-initramfs -u -k all", "update-grub"):
+        assert any(needle in e for e in morph), (needle, morph)
+
+    deploy = task(done, "debian-vm", "DEPLOY_INSTANCE_RESOURCES")
+    assert deploy["status"] == "COMPLETED", deploy["exception_details"]
+    boot = _events(done, "DEPLOY_INSTANCE_RESOURCES")
+    assert any(e.startswith("Boot check: userspace at ") and "console:" in e for e in boot), boot
+    # The check's own verdict, one attempt: booted, no network, and why; not a timeout.
+    assert not [e for e in boot if e.startswith("Attempt ")], boot
+    reason = "the guest never asked for an address on its NIC"
+    assert any(e.startswith(f"Boot check: ended: booted without network: {reason}") for e in boot), boot
+    assert any(e.startswith("Boot check: Booted without network: userspace at ")
+               and reason in e and "its network configuration does not cover this interface" in e
+               for e in boot), boot

@@ -3,14 +3,17 @@ non-retryable error quoting the line; no verdict is retryable; a boot without ne
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
 
 from activities.failures import to_application_error
 from core.errors import BootFailed, BootInconclusive
-from providers.local.boot import BootResult, boot_verdict
+from providers.local.boot import BootResult, boot_verdict, no_network_reason
+from providers.local.netwatch import PcapWatch
 
+MAC = "52:54:00:12:34:56"
 ALERT = "ALERT!  /dev/sda2 does not exist.  Dropping to a shell!"
 
 
@@ -66,3 +69,33 @@ def test_an_inconclusive_check_is_retried_once_only() -> None:
     again = retry_once(first, 2)
     assert isinstance(again, BootFailed) and "attempt 2: not retried again" in again.message
     assert to_application_error(again).non_retryable
+
+
+def _recorded_until(signals: list[str], folder: Path) -> PcapWatch:
+    """A watch over the longest prefix of the recorded DHCP exchange (``test_netwatch.py``) whose frames show
+    exactly ``signals``: the NIC as the host saw it when a boot check stopped waiting at that point."""
+    data = (Path(__file__).parent / "data" / "dhclient-dhcp.pcap").read_bytes()
+    ends, pos = [24], 24
+    while pos + 16 <= len(data):
+        pos += 16 + struct.unpack("<I", data[pos + 8:pos + 12])[0]
+        ends.append(pos)
+    chosen = None
+    for n, end in enumerate(ends):
+        (folder / f"{n}.pcap").write_bytes(data[:end])
+        watch = PcapWatch(folder / f"{n}.pcap", MAC)
+        watch.poll()
+        if list(watch.evidence.signals) == signals:
+            chosen = watch
+    assert chosen is not None, signals
+    return chosen
+
+
+@pytest.mark.parametrize(("signals", "why"), [
+    ([], f"the guest never asked for an address on its NIC ({MAC}): no DHCP request in 120s after userspace, "
+         "so its network configuration does not cover this interface"),
+    (["dhcp-request"], f"the guest asked for an address by DHCP but never completed the exchange ({MAC})"),
+    (["dhcp-request", "address"], f"10.0.2.15 was leased to {MAC} but the guest never used it or answered the "
+                                  "host's probe in 120s"),
+])
+def test_no_network_reason_follows_how_far_the_nic_got(tmp_path: Path, signals: list[str], why: str) -> None:
+    assert no_network_reason(_recorded_until(signals, tmp_path), 120) == f"booted without network: {why}"

@@ -13,11 +13,11 @@ from core.errors import InUse, InvalidState, NotFound
 from core.statuses import FINAL_STATUSES, Status
 from store.db import Database
 from store.environments import Marked
+from store.live_migrations import LiveMigrationRecords
 from store.models import Endpoint, Execution, Migration, Task, TaskEvent, TaskProgressUpdate, utcnow
-from store.transfers import TransferRecords
 
 
-class Store(TransferRecords):
+class Store(LiveMigrationRecords):
     def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self.box = box

@@ -81,6 +81,40 @@ def test_migration_is_a_live_migration_transfer_deployed_once(on_transfers: Runn
     assert not (dst / REPLICAS).exists()
 
 
+def test_seed_inline_form_runs_four_instances_in_parallel(on_transfers: RunningStack) -> None:
+    """Four instances record their export_info on the one transfer row at once; each deploys from it."""
+    stack = on_transfers
+    vms = ["vm-a", "vm-b", "vm-c", "vm-d"]
+    src, dst = inventories(stack, vms, data_mib=24)
+    body = {
+        "origin": {"type": "local", "connection_info": {"path": str(src)}},
+        "destination": {"type": "local", "connection_info": {"path": str(dst)},
+                        "target_environment": {"flavor_name": "m1.small", "network_map": {"VM Network": "private"}}},
+        "instances": vms,
+        "source_environment": {"bandwidth_limit": 8 * 1024 * 1024},
+    }
+    with stack.client() as api:
+        m = api._call("POST", "/migrations", {"migration": body})["migration"]
+        peak = 0
+
+        def all_replicating() -> bool:
+            nonlocal peak
+            cur = api.get_migration(m["id"])
+            running = {t["instance"] for t in cur["tasks"]
+                       if t["task_type"] == "REPLICATE_DISKS" and t["status"] == "RUNNING"}
+            peak = max(peak, len(running))
+            return peak == len(vms) or cur["last_execution_status"] != "RUNNING"
+
+        wait_for(all_replicating, 120, 0.1, "four replications running at once")
+        final = wait_final(api, m["id"])
+    assert peak == 4, f"at most {peak} instances replicated at the same time"
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    for vm in vms:
+        assert identical(src / vm / "disk-0.raw", dst / vm / "disk-0.qcow2")
+        assert 'network="private"' in (dst / vm / "domain.xml").read_text()
+    assert not (dst / REPLICAS).exists()
+
+
 def test_cancel_during_replication_cleans_up_and_allows_delete(on_transfers: RunningStack) -> None:
     stack = on_transfers
     src, dst = inventories(stack, ["vm-a"], data_mib=48)

@@ -125,7 +125,18 @@ class TransferActivities:
         spent = await asyncio.to_thread(store.spent_replicas, inp.action_id, inp.status)
         if spent is not None:
             await self._drop_replicas(spent)
+            await self._release_trust(spent)
         await asyncio.to_thread(store.set_execution_status, inp.action_id, inp.execution_id, inp.status)
+
+    async def _release_trust(self, transfer: Migration) -> None:
+        """The migration has ended: its Keystone trust goes, as the one-shot workflow's did at its end."""
+        keystone = self.services.keystone
+        if not transfer.trust_id or keystone is None:
+            return
+        existed = await asyncio.to_thread(keystone.delete_trust, transfer.trust_id)
+        await asyncio.to_thread(self.services.store.clear_live_migration_trust, transfer.id)
+        activity.logger.info("migration %s: Keystone trust %s", transfer.id,
+                             "deleted" if existed else "was already gone")
 
     async def _drop_replicas(self, transfer: Migration) -> None:
         """Best effort: a replica left behind is a leak to report, not the migration's outcome

@@ -26,6 +26,7 @@ from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo
 from providers.base import (
     BaseProvider,
+    ChangeTrackingSource,
     ExportProvider,
     ReplicaProvider,
     SnapshotReplicaProvider,
@@ -116,8 +117,44 @@ class TransferActivities:
 
     @activity.defn(name=names.FINISH_TRANSFER_EXECUTION)
     async def finish_execution(self, inp: FinishExecution) -> None:
-        await asyncio.to_thread(self.services.store.set_execution_status, inp.action_id, inp.execution_id,
-                                inp.status)
+        store = self.services.store
+        # A migration that runs as a transfer (api.live_migrations) leaves no replica behind, as the
+        # one-shot migration left no scratch copy. Done here, in an activity every such run already
+        # calls, so that running workflows need no new command; and before the status, so that a
+        # migration reads as ended once nothing of it is left.
+        spent = await asyncio.to_thread(store.spent_replicas, inp.action_id, inp.status)
+        if spent is not None:
+            await self._drop_replicas(spent)
+            await self._release_trust(spent)
+        await asyncio.to_thread(store.set_execution_status, inp.action_id, inp.execution_id, inp.status)
+
+    async def _release_trust(self, transfer: Migration) -> None:
+        """The migration has ended: its Keystone trust goes, as the one-shot workflow's did at its end."""
+        keystone = self.services.keystone
+        if not transfer.trust_id or keystone is None:
+            return
+        existed = await asyncio.to_thread(keystone.delete_trust, transfer.trust_id)
+        await asyncio.to_thread(self.services.store.clear_live_migration_trust, transfer.id)
+        activity.logger.info("migration %s: Keystone trust %s", transfer.id,
+                             "deleted" if existed else "was already gone")
+
+    async def _drop_replicas(self, transfer: Migration) -> None:
+        """Best effort: a replica left behind is a leak to report, not the migration's outcome
+        (``DELETE /migrations/{id}`` removes what is left)."""
+        store = self.services.store
+        try:
+            dest = await self.services.provider(transfer.destination_endpoint_id, BaseProvider, transfer.id)
+            if isinstance(dest, (ReplicaProvider, SnapshotReplicaProvider)):
+                await asyncio.to_thread(dest.delete_replica_disks, transfer.destination_environment or {},
+                                        transfer.id)
+                await asyncio.to_thread(store.forget_replicas, transfer.id)
+            source = await self.services.provider(transfer.origin_endpoint_id, BaseProvider, transfer.id)
+            if isinstance(source, ChangeTrackingSource):
+                for instance in transfer.instances:
+                    await asyncio.to_thread(source.release_tracking, transfer.source_environment or {},
+                                            instance, transfer.id)
+        except Exception as exc:  # reported; the DELETE of the migration tries again
+            activity.logger.warning("migration %s: its replica disks were not all removed: %s", transfer.id, exc)
 
     @activity.defn(name=names.BEGIN_DEPLOYMENT)
     async def begin_deployment(self, inp: DeploymentInput) -> ActionPlan:

@@ -11,19 +11,17 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api import deployments, endpoints, environments, transfer_views, views
+from api import deployments, endpoints, live_migrations, transfer_views, views
+from api import live_migration_views as live_views
 from api.cleanup import start_forced_cleanup
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, json_body
 from api.errors import ApiError
-from api.schemas import CancelArgs, MigrationCreate
+from api.executions import cancel_args
+from api.migration_fields import prepare
+from api.schemas import MigrationCreate
 from core import summary
 from core.errors import NotFound
-from core.limits import bandwidth_limit
-from core.morph_options import skip_network
-from providers.base import EndpointProvider, ExportProvider, ImportProvider
-from providers.registry import provider_class
-from store.models import Endpoint
 from workflows import ids, search
 from workflows.migration import MigrationWorkflow
 from workflows.types import (
@@ -36,79 +34,21 @@ from workflows.types import (
 )
 
 
-def _check_role(platform: str, capability: type[Any], role: str) -> None:
-    cls = provider_class(platform)
-    if not issubclass(cls, capability):
-        raise ApiError(400, f"Provider '{platform}' can't be a migration {role}")
-
-
-def _check_connection_info(platform: str, info: dict[str, Any], role: str) -> None:
-    """The schema's required keys, checked before anything is written (full validation runs on a worker)."""
-    cls = provider_class(platform)
-    schema = cls.connection_info_schema() if issubclass(cls, EndpointProvider) else {}
-    missing = [k for k in schema.get("required", []) if k not in info]
-    if missing:
-        raise ApiError(400, f"The {role}'s connection_info for '{platform}' lacks: {', '.join(missing)}")
-
-
-def _side(d: Deps, ctx: RequestContext, endpoint_id: str | None, inline: Any, capability: type[Any],
-          role: str, migration_id: str) -> tuple[str, str, Endpoint | None]:
-    """Resolve one side to (endpoint id, platform, new internal endpoint row or None)."""
-    if endpoint_id is not None:
-        endpoint = d.store.get_endpoint(ctx.scope, endpoint_id)
-        _check_role(endpoint.type, capability, role)
-        return endpoint.id, endpoint.type, None
-    _check_role(inline.type, capability, role)
-    _check_connection_info(inline.type, inline.connection_info or {}, role)
-    row = d.store.new_endpoint_row(
-        connection_info=inline.connection_info or {}, project_id=ctx.project_id, user_id=ctx.user_id,
-        name=f"migration-{migration_id}-{role}", type=inline.type, internal=True,
-        description=f"Inline {role} of migration {migration_id}",
-    )
-    row.id = str(uuid.uuid4())
-    return row.id, inline.type, row
-
-
 def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: str,
              trust_id: str | None = None) -> MigrationInput:
-    origin_id, origin_type, origin_row = _side(d, ctx, req.origin_endpoint_id, req.origin, ExportProvider,
-                                               "origin", migration_id)
-    dest_id, dest_type, dest_row = _side(d, ctx, req.destination_endpoint_id, req.destination, ImportProvider,
-                                         "destination", migration_id)
-    if origin_id == dest_id:
-        raise ApiError(400, "SameDestination: the origin and destination endpoints must differ")
-    source_env = dict(req.source_environment or (req.origin.source_environment if req.origin else None) or {})
-    dest_env = dict(req.destination_environment
-                    or (req.destination.target_environment if req.destination else None) or {})
-    # Checked here too, so that a bad value is a 400 now rather than a failed migration later.
-    bandwidth_limit(source_env, "source_environment")
-    bandwidth_limit(dest_env, "destination_environment")
-    skip_network(dest_env, "destination_environment")
-    environments.check(source_environment=source_env, destination_environment=dest_env)
-    network_map = dict(req.network_map or dest_env.pop("network_map", None) or {})
-    storage_mappings = dict(req.storage_mappings or dest_env.pop("storage_mappings", None) or {})
-    fields = dict(
-        project_id=ctx.project_id, user_id=ctx.user_id, origin_endpoint_id=origin_id,
-        destination_endpoint_id=dest_id, instances=req.instances, source_environment=source_env,
-        destination_environment=dest_env, network_map=network_map, storage_mappings=storage_mappings,
-        user_scripts=req.user_scripts or {}, notes=req.notes, shutdown_instances=bool(req.shutdown_instances),
-        skip_os_morphing=bool(req.skip_os_morphing), replication_count=req.replication_count or 1,
-        last_execution_status=Status.RUNNING, workflow_id=ids.migration(migration_id), trust_id=trust_id,
-        # What Coriolis calls it since 2024: a transfer's live migration, executed once and deployed.
-        scenario="live_migration",
-    )
+    p = prepare(d, ctx, req, migration_id, trust_id)
     plan = [(instance, task.value) for instance in req.instances for task in TASK_ORDER]
-    row = d.store.create_migration(fields=fields, plan=plan, migration_id=migration_id,
-                                   new_endpoints=[r for r in (origin_row, dest_row) if r is not None],
-                                   marked=environments.marked(origin_type, dest_type))
+    row = d.store.create_migration(fields={**p.fields, "workflow_id": ids.migration(migration_id)}, plan=plan,
+                                   migration_id=migration_id, new_endpoints=p.new_endpoints, marked=p.marked)
     s = d.settings
     # The environments as stored: secret values are references there, and so in the workflow's history.
     return MigrationInput(
-        migration_id=migration_id, project_id=ctx.project_id, origin_endpoint_id=origin_id,
-        destination_endpoint_id=dest_id, origin_type=origin_type, destination_type=dest_type,
+        migration_id=migration_id, project_id=ctx.project_id, origin_endpoint_id=row.origin_endpoint_id,
+        destination_endpoint_id=row.destination_endpoint_id, origin_type=p.origin_type,
+        destination_type=p.destination_type,
         instances=req.instances, source_environment=row.source_environment,
         destination_environment=row.destination_environment,
-        network_map=network_map, storage_mappings=storage_mappings, user_scripts=req.user_scripts or {},
+        network_map=row.network_map, storage_mappings=row.storage_mappings, user_scripts=req.user_scripts or {},
         skip_os_morphing=row.skip_os_morphing, shutdown_instances=row.shutdown_instances,
         timeouts=Timeouts(heartbeat=s.heartbeat_timeout, transfer=s.transfer_timeout,
                           host_schedule_to_start=s.host_schedule_to_start_timeout,
@@ -162,6 +102,9 @@ async def create(request: Request) -> JSONResponse:
     # created now with the caller's token and deleted when the workflow ends.
     trust_id = await db(_create_trust, d, ctx)
     try:
+        if await db(live_migrations.applies, d, ctx, req):
+            # A live_migration transfer, executed once with auto_deploy (issue 13).
+            return await live_migrations.create(d, ctx, req, migration_id, trust_id)
         inp = await db(_prepare, d, ctx, req, migration_id, trust_id)
     except BaseException:
         await db(_delete_trust, d, trust_id)
@@ -189,13 +132,13 @@ async def create(request: Request) -> JSONResponse:
     return JSONResponse({"migration": views.migration(row, with_tasks=True)})
 
 
-def _filter(request: Request, rows: list[Any]) -> list[Any]:
+def _filter(request: Request, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     status = request.query_params.get("status")
     if status:
-        rows = [r for r in rows if r.last_execution_status == status]
+        rows = [r for r in rows if r["last_execution_status"] == status]
     marker = request.query_params.get("marker")
     if marker:
-        ids = [r.id for r in rows]
+        ids = [r["id"] for r in rows]
         rows = rows[ids.index(marker) + 1:] if marker in ids else []
     limit = request.query_params.get("limit")
     if limit:
@@ -205,17 +148,25 @@ def _filter(request: Request, rows: list[Any]) -> list[Any]:
     return rows
 
 
+def _list(d: Deps, scope: str | None, detail: bool) -> list[dict[str, Any]]:
+    """Migrations of both kinds (one-shot rows, and transfers made by this API), newest first."""
+    rows = [views.migration(d.store.get_migration(None, r.id) if detail else r, with_tasks=detail)
+            for r in d.store.list_migrations(scope)]
+    rows += [live_views.migration(p, with_tasks=detail) for p in d.store.list_live_migrations(scope)]
+    # The views' timestamps sort as they read (zero-padded, fixed width).
+    return sorted(rows, key=lambda v: (v["created_at"] or "", v["id"]), reverse=True)
+
+
 async def index(request: Request) -> JSONResponse:
     ctx, d = await context(request, "migration:migrations:list"), deps(request)
-    rows = _filter(request, await db(d.store.list_migrations, ctx.scope))
-    return JSONResponse({"migrations": [views.migration(r, with_tasks=False) for r in rows]})
+    rows = _filter(request, await db(_list, d, ctx.scope, False))
+    return JSONResponse({"migrations": rows})
 
 
 async def detail(request: Request) -> JSONResponse:
     ctx, d = await context(request, "migration:migrations:list"), deps(request)
-    rows = _filter(request, await db(d.store.list_migrations, ctx.scope))
-    full = [await db(d.store.get_migration, None, r.id) for r in rows]
-    return JSONResponse({"migrations": [views.migration(r, with_tasks=True) for r in full]})
+    rows = _filter(request, await db(_list, d, ctx.scope, True))
+    return JSONResponse({"migrations": rows})
 
 
 async def show(request: Request) -> JSONResponse:
@@ -225,6 +176,9 @@ async def show(request: Request) -> JSONResponse:
         info = await db(d.store.replicas, row.transfer_id or "")
         return JSONResponse({"migration": transfer_views.deployment(row, with_tasks=True, info=info)})
     ctx, d = await context(request, "migration:migrations:show"), deps(request)
+    if await db(d.store.is_live_migration, request.path_params["id"]):
+        parts = await db(d.store.live_migration, ctx.scope, request.path_params["id"])
+        return JSONResponse({"migration": live_views.migration(parts, with_tasks=True)})
     row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
     return JSONResponse({"migration": views.migration(row, with_tasks=True)})
 
@@ -233,6 +187,11 @@ async def delete(request: Request) -> Response:
     if await _deployment_id(request):
         return await deployments.delete(request)
     ctx, d = await context(request, "migration:migrations:delete"), deps(request)
+    if await db(d.store.is_live_migration, request.path_params["id"]):
+        parts = await live_migrations.delete(d, ctx, request.path_params["id"])
+        # The legacy workflow releases its trust as it ends; a transfer's lives as long as the transfer.
+        await db(_delete_trust, d, parts.transfer.trust_id)
+        return Response(status_code=204)
     await db(d.store.delete_migration, ctx.scope, request.path_params["id"])
     return Response(status_code=204)
 
@@ -241,14 +200,12 @@ async def actions(request: Request) -> Response:
     if await _deployment_id(request):
         return await deployments.actions(request)
     ctx, d = await context(request, "migration:migrations:cancel"), deps(request)
+    if await db(d.store.is_live_migration, request.path_params["id"]):
+        parts = await db(d.store.live_migration, ctx.scope, request.path_params["id"])
+        await live_migrations.cancel(d, parts, await cancel_args(request))
+        return Response(status_code=204)
     row = await db(d.store.get_migration, ctx.scope, request.path_params["id"])
-    data = await json_body(request)
-    if not isinstance(data, dict) or "cancel" not in data:
-        raise ApiError(400, 'Unknown action: expected {"cancel": null} or {"cancel": {"force": true}}')
-    raw = data["cancel"]
-    if raw is not None and not isinstance(raw, dict):
-        raise ApiError(400, '"cancel" takes null or {"force": bool}')
-    force = CancelArgs.model_validate(raw or {}).force
+    force = await cancel_args(request)
     if row.last_execution_status in FINAL_STATUSES:
         raise ApiError(400, f"Migration {row.id} is {row.last_execution_status}: there is nothing to cancel")
     if row.last_execution_status == Status.CANCELLING and not force:

@@ -93,8 +93,11 @@ async def create(request: Request) -> JSONResponse:
 
 
 def _list(d: Deps, ctx: RequestContext, request: Request, detail: bool) -> list[dict[str, Any]]:
+    # Coriolis lists a migration's live_migration transfer with the others (one-shot migrations *are*
+    # transfers since 2024-08); clients of /replicas predate that and list migrations apart.
     rows = d.store.list_actions("transfer", ctx.scope, show_deleted=flag(request, "show_deleted"),
-                                status=status_filter(request), page=page(request, ACTION_SORT))
+                                status=status_filter(request), page=page(request, ACTION_SORT),
+                                hide_migrations=key(request) == "replica")
     info = flag(request, "include_task_info")
     return [_view(d, r, info=info) for r in rows]
 
@@ -183,18 +186,15 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def actions(request: Request) -> JSONResponse:
-    ctx, d = await context(request, "migration:transfers:delete_disks"), deps(request)
-    data = await json_body(request)
-    if not isinstance(data, dict) or "delete-disks" not in data:
-        raise ApiError(400, 'Unknown action: expected {"delete-disks": null}')
-    row = await db(d.store.get_action, "transfer", ctx.scope, request.path_params["id"])
-    await db(d.store.check_idle, row.id)
-    if not await db(d.store.replicas, row.id):
-        raise ApiError(400, f"Transfer {row.id} has no replica disks to delete")
-    removed = await endpoint_call(d, EndpointCall(endpoint_id=row.destination_endpoint_id,
-                                                  operation="delete_replica_disks",
-                                                  env=row.destination_environment or {}, instance=row.id))
+async def remove_replicas(d: Deps, row: Migration) -> list[str]:
+    """Delete a transfer's replica disks at its destination, then forget them; returns what was removed.
+
+    Also used when a migration that ran as a transfer is deleted (``api.live_migrations``).
+    """
+    removed: list[str] = await endpoint_call(d, EndpointCall(endpoint_id=row.destination_endpoint_id,
+                                                             operation="delete_replica_disks",
+                                                             env=row.destination_environment or {},
+                                                             instance=row.id))
     await db(d.store.forget_replicas, row.id)
     # The source's change tracking for this transfer (bitmaps, baseline snapshots) is no use any more.
     for instance in row.instances:
@@ -204,5 +204,18 @@ async def actions(request: Request) -> JSONResponse:
                 env={**(row.source_environment or {}), CHANGE_TRACKING: row.id}, instance=instance))
         except ApiError as exc:  # the replica is gone either way; say what stays at the source
             removed.append(f"Could not release the change tracking of {instance} at the source: {exc}")
+    return removed
+
+
+async def actions(request: Request) -> JSONResponse:
+    ctx, d = await context(request, "migration:transfers:delete_disks"), deps(request)
+    data = await json_body(request)
+    if not isinstance(data, dict) or "delete-disks" not in data:
+        raise ApiError(400, 'Unknown action: expected {"delete-disks": null}')
+    row = await db(d.store.get_action, "transfer", ctx.scope, request.path_params["id"])
+    await db(d.store.check_idle, row.id)
+    if not await db(d.store.replicas, row.id):
+        raise ApiError(400, f"Transfer {row.id} has no replica disks to delete")
+    removed = await remove_replicas(d, row)
     execution = await db(d.store.record_done_execution, row.id, str(uuid.uuid4()), "transfer_disks_delete")
     return JSONResponse({"execution": views.disks_deleted(execution, removed)})

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, true
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -85,6 +85,9 @@ class Migration(_Row, Base):
     #: deployments: the transfer they deploy, and the transfer execution that triggered them (auto_deploy)
     transfer_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     deployer_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    #: a ``live_migration`` transfer that a ``POST /migrations`` created: it *is* that migration (same
+    #: id), shown by ``/migrations`` in the legacy shape (``api.live_migrations``), hidden from ``/replicas``
+    from_migrations_api: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     executions: Mapped[list[Execution]] = relationship(
         back_populates="migration", order_by="Execution.number", lazy="selectin"

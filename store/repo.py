@@ -13,11 +13,11 @@ from core.errors import InUse, InvalidState, NotFound
 from core.statuses import FINAL_STATUSES, Status
 from store.db import Database
 from store.environments import Marked
+from store.live_migrations import LiveMigrationRecords
 from store.models import Endpoint, Execution, Migration, Task, TaskEvent, TaskProgressUpdate, utcnow
-from store.transfers import TransferRecords
 
 
-class Store(TransferRecords):
+class Store(LiveMigrationRecords):
     def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self.box = box
@@ -226,6 +226,12 @@ class Store(TransferRecords):
 
     def set_instance_info(self, migration_id: str, instance: str, key: str, value: Any) -> None:
         with self.db.session() as s:
+            # The instances of one action write here concurrently, each a read-modify-write of the
+            # whole JSON: a no-op UPDATE first takes the row's write lock (PostgreSQL's row lock,
+            # SQLite's database write lock), so no writer reads what another is about to replace.
+            # Without it, one of four parallel instances lost its export_info (issue 13).
+            s.execute(update(Migration).where(Migration.id == migration_id)
+                      .values(updated_at=Migration.updated_at).execution_options(synchronize_session=False))
             mig = s.get(Migration, migration_id)
             if mig is None:
                 raise NotFound(f"Migration {migration_id} could not be found")

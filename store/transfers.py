@@ -60,9 +60,12 @@ class TransferRecords(EnvironmentSecrets):
 
     def list_actions(self, kind: str, project_id: str | None, *, show_deleted: bool = False,
                      status: str | None = None, transfer_id: str | None = None,
-                     page: Page | None = None) -> list[Migration]:
+                     page: Page | None = None, hide_migrations: bool = False) -> list[Migration]:
+        """``hide_migrations``: leave out the transfers that ``POST /migrations`` made (``/replicas``)."""
         with self.db.session() as s:
             q = select(Migration).where(Migration.type == kind)
+            if hide_migrations:
+                q = q.where(Migration.from_migrations_api.is_(False))
             if not show_deleted:
                 q = q.where(Migration.deleted.is_(False))
             if project_id is not None:
@@ -199,6 +202,8 @@ class TransferRecords(EnvironmentSecrets):
                 skip_os_morphing=bool(options.get("skip_os_morphing")),
                 clone_disks=bool(options.get("clone_disks", True)), info=info, scenario=transfer.scenario,
                 last_execution_status=Status.RUNNING, workflow_id=None,
+                # The transfer's Keystone trust, when it has one (a migration's: ``api.live_migrations``).
+                trust_id=transfer.trust_id,
             )
             s.add(row)
             s.flush()

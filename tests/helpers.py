@@ -66,28 +66,42 @@ def start_slow_migration(api: SternaClient, src: Path, dst: Path, *, limit_mib: 
 
 
 @contextmanager
+def api_env(stack: RunningStack, **env: str) -> Iterator[None]:
+    """The API restarted with ``env`` added to its environment, then restarted as it was.
+
+    Only the API process changes; the worker and the workflows it runs keep going.
+    """
+    from devstack.launcher import wait_port
+
+    def restart_api(values: dict[str, str | None]) -> None:
+        proc = stack.stack.procs["api"]
+        proc.terminate()
+        proc.wait(30)
+        for key, value in values.items():
+            if value is None:
+                stack.stack.env.pop(key, None)
+            else:
+                stack.stack.env[key] = value
+        stack.stack.restart("api")
+        wait_port("127.0.0.1", stack.settings.api_port, 60, stack.stack.procs["api"], "api")
+
+    before = {key: stack.stack.env.get(key) for key in env}
+    restart_api(dict(env))
+    try:
+        yield
+    finally:
+        restart_api(before)
+
+
+@contextmanager
 def default_heartbeat_timeout(stack: RunningStack) -> Iterator[None]:
     """Migrations started meanwhile get the default 30 s heartbeat timeout (the API sets it per workflow).
 
     The stack's 4 s makes the SDK send heartbeat details every 3.2 s, which hides how rarely they reach
     the server by default: every 24 s. The API is restarted with the default and then without it.
     """
-    from devstack.launcher import wait_port
-
-    def restart_api(timeout: str) -> None:
-        proc = stack.stack.procs["api"]
-        proc.terminate()
-        proc.wait(30)
-        stack.stack.env["STERNA_HEARTBEAT_TIMEOUT"] = timeout
-        stack.stack.restart("api")
-        wait_port("127.0.0.1", stack.settings.api_port, 60, stack.stack.procs["api"], "api")
-
-    fast = stack.stack.env["STERNA_HEARTBEAT_TIMEOUT"]
-    restart_api(str(Settings.model_fields["heartbeat_timeout"].default))
-    try:
+    with api_env(stack, STERNA_HEARTBEAT_TIMEOUT=str(Settings.model_fields["heartbeat_timeout"].default)):
         yield
-    finally:
-        restart_api(fast)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ connection_info: ``{"path": "/var/lib/sterna/vms"}``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -346,4 +347,8 @@ class LocalProvider(
         if not folder.exists():
             return []
         shutil.rmtree(folder, ignore_errors=True)
+        # The last transfer's replicas gone, the inventory holds only instances again (a migration
+        # that ran as a transfer leaves nothing but its instance).
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
         return [f"Removed replica disks {folder}"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
 from tests.conftest import wait_final, wait_for
-from tests.helpers import endpoints, export_progress, inventories
+from tests.helpers import api_env, endpoints, export_progress, inventories
 from tests.peers.openstack.fixtures import KeystoneStack, register_cli
 
 pytestmark = pytest.mark.slow
@@ -88,8 +90,19 @@ def test_registration_is_idempotent_and_the_catalog_finds_the_api(keystone_stack
         f"{keystone_stack.url}/v1/{cloud.peers.users['alice'].project_id}"
 
 
-def test_a_keystone_session_script_creates_watches_and_cancels(keystone_stack: KeystoneStack) -> None:
+@pytest.fixture(params=["one-shot", "on-transfers"])
+def migration_path(request: pytest.FixtureRequest, keystone_stack: KeystoneStack) -> Iterator[KeystoneStack]:
+    """The one-shot migration workflow, or the API restarted to run migrations as transfers (issue 13)."""
+    if request.param == "one-shot":
+        yield keystone_stack
+        return
+    with api_env(keystone_stack, STERNA_MIGRATIONS_ON_TRANSFERS="1"):
+        yield keystone_stack
+
+
+def test_a_keystone_session_script_creates_watches_and_cancels(migration_path: KeystoneStack) -> None:
     """What a Coriolis client does: find the API in the catalog, authenticate with the session only."""
+    keystone_stack = migration_path
     assert keystone_stack.cloud is not None
     cloud = keystone_stack.cloud
     src, dst = inventories(keystone_stack, ["vm-a"], data_mib=48)
@@ -137,8 +150,9 @@ def _trust_of(stack: KeystoneStack, migration_id: str) -> str | None:
     return Store(Database(stack.settings.db_url), SecretBox(stack.settings)).migration_trust(migration_id)
 
 
-def test_force_cancel_still_deletes_the_trust(keystone_stack: KeystoneStack) -> None:
+def test_force_cancel_still_deletes_the_trust(migration_path: KeystoneStack) -> None:
     """Terminate skips the workflow's own release: the forced cleanup does it."""
+    keystone_stack = migration_path
     assert keystone_stack.cloud is not None
     cloud = keystone_stack.cloud
     src, dst = inventories(keystone_stack, ["vm-f"], data_mib=48)

@@ -12,6 +12,9 @@ What runs:
   without morphing, both boot-checked; ``kvm_by_device``: its variant that mounts its root as /dev/sda2,
   unmorphed, boot-checked (it fails in the initramfs);
 * ``vsphere``: the plain guest on a simulator VM -> local, unmorphed, boot-checked;
+* ``azure`` / ``gcp``: the cloud-init guest, as for ``aws``, -> Azure (Azurite and the ARM fake) and
+  -> GCP (the GCS emulator and the GCE fake), morphed for each (``tests/api/cloud_guest_runs.py``,
+  which also says how ``STERNA_GUEST_RUNS`` starts only some runs while developing);
 * ``deployments``: the marker-less guest as a transfer -> local, executed, then deployed twice from its
   replica: with OS morphing (boot-checked with DHCP), then, that instance torn down, without
   (boot-checked). A chain: each step needs the one before it, so it runs in a thread of its own.
@@ -40,6 +43,7 @@ import requests
 from pyVim.connect import Disconnect
 
 from devstack.sample import create_vmware_vm
+from tests.api.cloud_guest_runs import CLOUD_RUNS, CloudAccounts, cloud_init_source, selected_runs, start_cloud_runs
 from tests.conftest import RunningStack, wait_final
 from tests.guests.debian import build_debian_guest, foreign_variants
 from tests.peers.moto import REGION, _client
@@ -140,9 +144,16 @@ def _stage_vsphere(si: Any, raw: Path, work: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.TempPathFactory,
-               guest_builds: None) -> Iterator[GuestRuns]:
+               request: pytest.FixtureRequest, cloud_accounts: CloudAccounts) -> Iterator[GuestRuns]:
     if shutil.which("qemu-img") is None:
         pytest.fail("qemu-img (qemu-utils) is required: run make sysdeps")
+    only = selected_runs()
+    if only is not None and only <= set(CLOUD_RUNS):
+        with stack.client() as api:
+            ids = start_cloud_runs(api, cloud_init_source(stack, api), cloud_accounts, only)
+        yield GuestRuns(stack, None, ids, None, None)  # type: ignore[arg-type]  # only cloud runs to wait for
+        return
+    request.getfixturevalue("guest_builds")
     try:
         server = vcsim.start()
     except vcsim.VcsimUnavailable as exc:
@@ -164,6 +175,7 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
                                          "security_group_ids": [aws.subnet["GroupId"]]},
                 network_map={"VM Network": aws.subnet["SubnetId"]},
             )["id"]
+            ids.update(start_cloud_runs(api, a["id"], cloud_accounts, CLOUD_RUNS if only is None else only))
 
             plain = build_debian_guest()
             variants = foreign_variants(plain, tmp_path_factory.mktemp("guest-variants"))

@@ -12,12 +12,11 @@ temporary files) in an overlay it throws away, so the disk that is inspected is 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from osmorphing.system import import_system
+from osmorphing.libguestfs_guest import ImageSession
 
 #: cloud-init's reading of its configuration, as ``cloud-init init`` does it before choosing a datasource
 _DATASOURCES = ("python3 -c 'import json; from cloudinit import util; "
@@ -44,12 +43,9 @@ def _module_names(listing: str) -> set[str]:
 
 
 def look_inside(disk: Path, fmt: str) -> Inside:
-    guestfs = import_system("guestfs", "python3-guestfs")
-    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
-        g.add_drive_opts(str(disk), format=fmt, readonly=True)
-        g.launch()
+    # The project's own appliance set-up: the direct backend, TCG forced (this machine's KVM is unusable).
+    with ImageSession(str(disk), fmt, readonly=True) as session:
+        g = session.g
         [root] = g.inspect_os()
         mounts = g.inspect_get_mountpoints(root)
         for point in sorted(mounts, key=len):
@@ -65,6 +61,3 @@ def look_inside(disk: Path, fmt: str) -> Inside:
             inside.listed_modules = [line.split()[0] for line in g.cat("/etc/initramfs-tools/modules").splitlines()
                                      if line.strip() and not line.lstrip().startswith("#")]
         return inside
-    finally:
-        g.shutdown()
-        g.close()

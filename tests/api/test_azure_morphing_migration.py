@@ -7,7 +7,7 @@ looks inside: the Hyper-V drivers are in the initrd and cloud-init reads the Azu
 boots that disk under QEMU with the local boot check.
 
 What the fakes can't show, and Azure would: the VM booting on Hyper-V (QEMU has no VMBus, so the boot
-here uses virtio devices and proves only that the morph broke nothing QEMU can see), and the Azure
+here uses virtio-scsi and virtio-net and proves only that the morph broke nothing QEMU can see), and the Azure
 datasource talking to the wireserver. Slow: a TCG morph (the initramfs rebuilt in the appliance) and
 a TCG boot.
 """
@@ -85,8 +85,13 @@ def test_debian_guest_to_azure_is_morphed_for_azure_and_still_boots(
     assert not HYPER_V - set(inside.listed_modules), inside.listed_modules  # loaded at boot, not only packed
     assert inside.datasources is not None and inside.datasources[0] == "Azure", inside.datasources
 
-    # QEMU has no VMBus: the disk boots on virtio. Userspace starts, and DHCP configures the NIC, seen
-    # from the host (the lease and the guest's use of the address).
-    result = boot_check(str(vhd), "vpc", timeout=BOOT_TIMEOUT, workdir=tmp_path / "boot", network_grace=600)
+    # QEMU has no VMBus: the disk boots as a SCSI disk (sd, as Hyper-V's storvsc presents it) on a
+    # virtio-scsi controller, the NIC is virtio-net. Userspace starts, and DHCP configures the NIC, seen
+    # from the host (the lease and the guest's use of the address). Not virtio-blk: the morph lists no
+    # virtio driver for Azure, and this guest rebuilds its initrd with MODULES=dep, which adds the
+    # appliance's own root driver (virtio_scsi) but not virtio_blk, so a virtio-blk boot stops in the
+    # initramfs (root device missing). On Azure that driver is never needed.
+    result = boot_check(str(vhd), "vpc", timeout=BOOT_TIMEOUT, workdir=tmp_path / "boot", network_grace=600,
+                        disk_bus="virtio-scsi")
     assert result.outcome == "booted", (result.reason, result.stages, result.network)
     assert result.userspace_started and result.address, (result.reason, result.stages, result.network)

@@ -9,8 +9,12 @@ The accounts are this fixture's own, for the same reason as the AWS run's: the p
 (on the shared Azurite); the GCE fake has no reset, so a project of its own is enough.
 
 ``STERNA_GUEST_RUNS`` (a comma-separated list of run names, for development only) makes
-``guest_runs`` start only the runs it names: named cloud runs alone start without the vSphere
-simulator, the other guests and their background builds. Unset, every run starts, as ``make test`` wants.
+``guest_runs`` start only some runs: the cloud runs it names, and the others (they share the vSphere
+simulator and the guest variants) all together when it names any of them. Named cloud runs alone start
+without the simulator, the other guests or the background guest builds. Unset, every run starts, as
+``make test`` wants. E.g. ``STERNA_GUEST_RUNS=azure,gcp pytest -n 1 tests/api/test_azure_morphing_migration.py
+tests/api/test_gcp_morphing_migration.py`` (``-n 1``: alone, ``tests/conftest.py`` would start the
+background guest builds for any TCG test).
 """
 
 from __future__ import annotations

@@ -76,15 +76,21 @@ def qemu_command(
     """QEMU command line: TCG, the target's virtio disk and NIC, user-mode networking, serial to a file.
 
     ``disk_bus="nvme"`` attaches the disk as an NVMe controller instead, the way AWS Nitro instances
-    see their EBS volumes. ``pcap`` dumps the NIC's frames there; ``probe_port`` forwards that host
+    see their EBS volumes; ``"virtio-scsi"`` as a SCSI disk on a virtio-scsi controller, the way GCE
+    attaches persistent disks. ``pcap`` dumps the NIC's frames there; ``probe_port`` forwards that host
     loopback port to the guest's TCP port 22 (the host's probe).
     """
-    if disk_bus not in ("virtio", "nvme"):
-        raise ValueError(f"unknown disk bus {disk_bus!r}; expected virtio or nvme")
     # snapshot=on: the checked disk is never written; guest writes go to a discarded overlay.
     drive = f"file={disk_path},format={fmt},snapshot=on,cache=unsafe"
-    disk = (["-drive", f"{drive},if=virtio"] if disk_bus == "virtio"
-            else ["-drive", f"{drive},if=none,id=disk0", "-device", "nvme,drive=disk0,serial=sterna-boot"])
+    buses = {
+        "virtio": ["-drive", f"{drive},if=virtio"],
+        "nvme": ["-drive", f"{drive},if=none,id=disk0", "-device", "nvme,drive=disk0,serial=sterna-boot"],
+        "virtio-scsi": ["-device", "virtio-scsi-pci,id=scsi0", "-drive", f"{drive},if=none,id=disk0",
+                        "-device", "scsi-hd,drive=disk0,bus=scsi0.0"],
+    }
+    if disk_bus not in buses:
+        raise ValueError(f"unknown disk bus {disk_bus!r}; expected one of {', '.join(buses)}")
+    disk = buses[disk_bus]
     netdev = "user,id=net0"
     if probe_port is not None:
         netdev += f",hostfwd=tcp:127.0.0.1:{probe_port}-:{GUEST_PORT}"

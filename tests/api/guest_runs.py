@@ -14,13 +14,17 @@ What runs:
 * ``vsphere``: the plain guest on a simulator VM -> local, unmorphed, boot-checked;
 * ``kvm_nic_skipped``: the marker-less guest -> local, morphed but for its network
   (``skip_os_morphing_network``), boot-checked: its NIC config still names ``ens192``;
+* ``azure`` / ``gcp``: the cloud-init guest, as for ``aws``, -> Azure (Azurite and the ARM fake) and
+  -> GCP (the GCS emulator and the GCE fake), morphed for each (``tests/api/cloud_guest_runs.py``);
 * ``deployments``: the marker-less guest as a transfer -> local, executed, then deployed twice from its
   replica: with OS morphing (boot-checked with DHCP), then, that instance torn down, without
   (boot-checked). A chain: each step needs the one before it, so it runs in a thread of its own.
 
 ``STERNA_GUEST_RUNS=kvm_nic_skipped,deployments`` (names as above, comma-separated) starts only those
 runs, for a developer who needs one of them and not the minutes of the others; unset, all of them
-start. A test whose run was not started fails and says so.
+start. A test whose run was not started fails and says so. Cloud runs alone (``azure,gcp``) need
+neither the simulator nor the foreign variants: run them with ``-n 1``, as ``tests/conftest.py``
+otherwise starts the background guest builds for any TCG test.
 
 The moto account and the simulator here are this fixture's own: the per-test ``conn_info`` fixture
 resets moto, and the simulator fixtures are per module, either of which would pull the ground from
@@ -47,6 +51,7 @@ import requests
 from pyVim.connect import Disconnect
 
 from devstack.sample import create_vmware_vm
+from tests.api.cloud_guest_runs import CLOUD_RUNS, CloudAccounts, cloud_init_source, start_cloud_runs
 from tests.conftest import RunningStack, wait_final
 from tests.guests.debian import build_debian_guest, foreign_variants
 from tests.peers.moto import REGION, _client
@@ -61,7 +66,8 @@ BOOT_TIMEOUT = 1500
 # (as Coriolis's does), so the deployment chain's second check must override its first one's 600 s.
 BOOT_CHECKED = {"verify_boot": True, "boot_timeout": BOOT_TIMEOUT, "boot_network_grace": 120}
 VSPHERE_VM = "DC0_H0_VM1"
-RUNS = ("aws", "kvm_morphed", "kvm_plain", "kvm_by_device", "kvm_nic_skipped", "deployments", "vsphere")
+RUNS = ("aws", *CLOUD_RUNS, "kvm_morphed", "kvm_plain", "kvm_by_device", "kvm_nic_skipped", "deployments",
+        "vsphere")
 
 
 def selected_runs() -> set[str]:
@@ -166,10 +172,16 @@ def _stage_vsphere(si: Any, raw: Path, work: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.TempPathFactory,
-               guest_builds: None) -> Iterator[GuestRuns]:
+               request: pytest.FixtureRequest, cloud_accounts: CloudAccounts) -> Iterator[GuestRuns]:
     if shutil.which("qemu-img") is None:
         pytest.fail("qemu-img (qemu-utils) is required: run make sysdeps")
     wanted, ids = selected_runs(), dict[str, str]()
+    if wanted <= set(CLOUD_RUNS):
+        with stack.client() as api:
+            ids.update(start_cloud_runs(api, cloud_init_source(stack, api), cloud_accounts, wanted))
+        yield GuestRuns(stack, None, ids, None, None)  # type: ignore[arg-type]  # only cloud runs to wait for
+        return
+    request.getfixturevalue("guest_builds")
     try:
         server = vcsim.start()
     except vcsim.VcsimUnavailable as exc:
@@ -185,7 +197,7 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
         with stack.client() as api:
             # The cloud-init variant first: it is the first one the background builds finish.
             cloud_src = stack.inventory("vmware-export-cloud-init")
-            if "aws" in wanted:  # a streamOptimized export only this run reads
+            if wanted & {"aws", *CLOUD_RUNS}:  # a streamOptimized export only these runs read
                 create_vmware_vm(cloud_src, "debian-vm", build_debian_guest(cloud_init=True))
             a = api.create_endpoint("vmware-export-ci", "local", {"path": str(cloud_src)})
             b = api.create_endpoint("aws", "aws", aws.conn_info)
@@ -196,6 +208,7 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
                                          "security_group_ids": [aws.subnet["GroupId"]]},
                 network_map={"VM Network": aws.subnet["SubnetId"]},
             )
+            ids.update(start_cloud_runs(api, a["id"], cloud_accounts, wanted))
 
             plain = build_debian_guest()
             variants = foreign_variants(plain, tmp_path_factory.mktemp("guest-variants"))

@@ -20,10 +20,9 @@ import pytest
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import inventories
 from tests.peers.gce import FakeComputeEngine, new_service_account
-from tests.peers.gcp import gce, gcp_conn_info, gcs_download, gcs_objects, gcs_url
+from tests.peers.gcp import gcs_download, gcs_objects
 
 pytestmark = pytest.mark.slow
-__all__ = ["gce", "gcp_conn_info", "gcs_url"]
 GIB = 1024**3
 
 

@@ -18,10 +18,9 @@ import pytest
 from tests.conftest import RunningStack, wait_final
 from tests.helpers import identical, inventories
 from tests.peers.gce import FakeComputeEngine
-from tests.peers.gcp import gce, gcp_conn_info, gcs_objects, gcs_url, source_instance
+from tests.peers.gcp import gcs_objects, source_instance
 
 pytestmark = pytest.mark.slow
-__all__ = ["gce", "gcp_conn_info", "gcs_url"]
 GIB = 1024**3
 
 

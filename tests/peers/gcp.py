@@ -45,6 +45,10 @@ def gce(gcs_url: str) -> Iterator[FakeComputeEngine]:
 
 @pytest.fixture
 def gcp_conn_info(gce: FakeComputeEngine, gcs_url: str) -> dict[str, Any]:
+    return new_project(gce, gcs_url)
+
+
+def new_project(gce: FakeComputeEngine, gcs_url: str) -> dict[str, Any]:
     """A new project with its bucket, and the connection_info a user would give for it."""
     project = f"proj-{uuid.uuid4().hex[:10]}"
     gce.add_project(project)

@@ -46,8 +46,12 @@ class AzureCloud:
 
 @pytest.fixture
 def azure_cloud(fake_arm_server: FakeArm) -> AzureCloud:
-    arm = fake_arm_server
-    arm.reset()
+    fake_arm_server.reset()
+    return seed_cloud(fake_arm_server)
+
+
+def seed_cloud(arm: FakeArm) -> AzureCloud:
+    """What a user has before migrating: a principal with a role, a resource group, a VNet, an NSG."""
     arm.add_principal(TENANT, CLIENT_ID, SECRET, SUBSCRIPTION)
     rg = arm.add_group(SUBSCRIPTION, GROUP, LOCATION)
     vnet = arm.put(f"{rg}/providers/Microsoft.Network/virtualNetworks/vnet1", {

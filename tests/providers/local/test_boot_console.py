@@ -130,3 +130,11 @@ def test_qemu_can_attach_the_disk_as_nvme_like_a_nitro_instance(tmp_path: Path) 
     assert not any("if=virtio" in a for a in argv)
     with pytest.raises(ValueError, match="unknown disk bus"):
         qemu_command("/d/disk.raw", "raw", tmp_path / "serial.log", disk_bus="scsi")
+
+
+def test_qemu_can_attach_the_disk_to_virtio_scsi_like_gce(tmp_path: Path) -> None:
+    argv = qemu_command("/d/disk.raw", "raw", tmp_path / "serial.log", disk_bus="virtio-scsi")
+    assert "virtio-scsi-pci,id=scsi0" in argv
+    assert "file=/d/disk.raw,format=raw,snapshot=on,cache=unsafe,if=none,id=disk0" in argv
+    assert "scsi-hd,drive=disk0,bus=scsi0.0" in argv
+    assert not any("if=virtio" in a for a in argv)

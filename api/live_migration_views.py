@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from api.views import _base, mask_secrets, task
+from api.views import _base, execution_fields, migration_view, task
 from core.statuses import FINAL_STATUSES, Status
 from core.tasks import DeployTask, TransferTask
 from store.live_migrations import LiveMigration
@@ -115,44 +115,14 @@ def _executions(parts: LiveMigration) -> list[dict[str, Any]]:
         rows.append(parts.execution)
     if parts.deployment is not None:
         rows += parts.deployment.executions
-    return [{**_base(e), "action_id": e.action_id, "status": e.status, "number": e.number, "type": e.type}
-            for e in rows]
+    return [execution_fields(e) for e in rows]
 
 
 def migration(parts: LiveMigration, *, with_tasks: bool) -> dict[str, Any]:
     row: Migration = parts.transfer
-    deployed = (parts.deployment.info or {}) if parts.deployment is not None else {}
-    status = parts.status
-    view: dict[str, Any] = {
-        **_base(row),
-        "user_id": row.user_id,
-        "project_id": row.project_id,
-        "type": "migration",
-        "origin_endpoint_id": row.origin_endpoint_id,
-        "destination_endpoint_id": row.destination_endpoint_id,
-        "origin_minion_pool_id": None,
-        "destination_minion_pool_id": None,
-        "instance_osmorphing_minion_pool_mappings": {},
-        "instances": list(row.instances),
-        "notes": row.notes,
-        "status": status,
-        "last_execution_status": status,
-        "source_environment": mask_secrets(row.source_environment or {}),
-        "destination_environment": mask_secrets(row.destination_environment or {}),
-        "network_map": row.network_map or {},
-        "storage_mappings": row.storage_mappings or {},
-        "user_scripts": row.user_scripts or {},
-        "shutdown_instances": row.shutdown_instances,
-        "skip_os_morphing": row.skip_os_morphing,
-        "replication_count": row.replication_count,
-        "replica_id": None,
+    return migration_view(
+        row, status=parts.status,
         # The migration is this transfer (same id): /transfers/{id} shows it in today's shape.
-        "transfer_id": row.id,
-        "reservation_id": None,
-        "clone_disks": row.clone_disks,
-        "transfer_result": {name: data.get("deployed") for name, data in deployed.items() if data.get("deployed")},
-        "executions": _executions(parts),
-    }
-    if with_tasks:
-        view["tasks"] = tasks(parts)
-    return view
+        transfer_id=row.id, clone_disks=row.clone_disks is not False,
+        deployed=(parts.deployment.info or {}) if parts.deployment is not None else {},
+        executions=_executions(parts), tasks=tasks(parts) if with_tasks else None)

@@ -135,7 +135,8 @@ class MigrationView(_Action):
     shutdown_instances: bool | None
     replication_count: int | None
     replica_id: None
-    transfer_id: None
+    #: the transfer a migration runs as (``STERNA_MIGRATIONS_ON_TRANSFERS``), else null
+    transfer_id: str | None
     clone_disks: bool
     transfer_result: dict[str, Any]
     executions: list[ExecutionView]

@@ -6,6 +6,7 @@ the parts nested in it (tasks, executions) are checked with the resource that ho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -110,7 +111,17 @@ def task(row: Task) -> dict[str, Any]:
 
 
 def migration(row: Migration, *, with_tasks: bool) -> dict[str, Any]:
-    info = row.info or {}
+    return migration_view(
+        row, status=row.last_execution_status, transfer_id=None, clone_disks=True, deployed=row.info or {},
+        executions=[execution_fields(e) for e in row.executions],
+        tasks=[task(t) for e in row.executions for t in e.tasks] if with_tasks else None)
+
+
+def migration_view(row: Migration, *, status: str | None, transfer_id: str | None, clone_disks: bool,
+                   deployed: Mapping[str, Any], executions: list[dict[str, Any]],
+                   tasks: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The legacy ``/migrations`` shape, whichever engine ran the migration: its own workflow (above),
+    or a transfer's execution and deployment (``api.live_migration_views``), which say what differs."""
     view: dict[str, Any] = {
         **_base(row),
         "user_id": row.user_id,
@@ -123,8 +134,8 @@ def migration(row: Migration, *, with_tasks: bool) -> dict[str, Any]:
         "instance_osmorphing_minion_pool_mappings": {},
         "instances": list(row.instances),
         "notes": row.notes,
-        "status": row.last_execution_status,
-        "last_execution_status": row.last_execution_status,
+        "status": status,
+        "last_execution_status": status,
         "source_environment": mask_secrets(row.source_environment or {}),
         "destination_environment": mask_secrets(row.destination_environment or {}),
         "network_map": row.network_map or {},
@@ -134,12 +145,12 @@ def migration(row: Migration, *, with_tasks: bool) -> dict[str, Any]:
         "skip_os_morphing": row.skip_os_morphing,
         "replication_count": row.replication_count,
         "replica_id": None,
-        "transfer_id": None,
+        "transfer_id": transfer_id,
         "reservation_id": None,
-        "clone_disks": True,
-        "transfer_result": {name: data.get("deployed") for name, data in info.items() if data.get("deployed")},
-        "executions": [execution_fields(e) for e in row.executions],
+        "clone_disks": clone_disks,
+        "transfer_result": {name: data.get("deployed") for name, data in deployed.items() if data.get("deployed")},
+        "executions": executions,
     }
-    if with_tasks:
-        view["tasks"] = [task(t) for e in row.executions for t in e.tasks]
+    if tasks is not None:
+        view["tasks"] = tasks
     return answer(MigrationView, view)

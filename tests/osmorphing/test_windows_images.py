@@ -1,6 +1,7 @@
 """Windows conversion on synthetic NTFS disks, read back with libguestfs and hivex.
 
-Seven Windows versions by kvm, openstack and aws: each target's seven disks converted in one libguestfs
+Seven Windows versions for kvm (``TARGETS``; openstack and aws go through the REST API in
+``test_windows_migration``, with the same checks): each target's seven disks converted in one libguestfs
 appliance (as ``morph_image`` does one), then opened read-only in another and checked
 (``windows_checks``): the driver files of that
 version's virtio-win directory (or AWS's packages), the boot-start service keys, the
@@ -28,8 +29,11 @@ from tests.osmorphing import windows_checks as checks
 from tests.osmorphing.conftest import VERSIONS
 from tests.osmorphing.windows_checks import USER_SCRIPTS
 
-#: every target converts every version in an appliance of its own (a minute or two of TCG libguestfs each)
-TARGETS = ("kvm", "openstack", "aws")
+#: Each target converts every version in an appliance of its own (2-5 min of TCG libguestfs). openstack and
+#: aws pass here too (all 70 of their rows, run once), but their every version goes through the REST API in
+#: test_windows_migration, with these same checks on the disk the destination received: their rows here
+#: would spend ~5 min more of the suite checking the same conversion again.
+TARGETS = ("kvm",)
 OPTIONS = MorphOptions(keep_static_ip=True, instance_name="win-vm", user_scripts=USER_SCRIPTS)
 
 

@@ -72,7 +72,8 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
                        action: ActionContext) -> ImportedDisk:
     """See ``providers.base.SnapshotReplicaProvider.import_replica_delta``."""
     gib = volume_size_gib(disk.size_bytes)
-    existing = await asyncio.to_thread(find_import_snapshot, clients, action.action_id, disk.disk_id)
+    existing = await asyncio.to_thread(find_import_snapshot, clients, action.action_id, export_info.name,
+                                       disk.disk_id)
     if existing and t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
         ctx.event(f"disk {disk.disk_id}: child snapshot {existing['SnapshotId']} of {parent} was already written")
         return ImportedDisk(disk_id=disk.disk_id, details={

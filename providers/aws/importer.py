@@ -47,18 +47,21 @@ EBS_CHUNK_SIZE = 4 * EBS_BLOCK_SIZE
 EBS_LANES = 8
 
 
-def find_import_snapshot(clients: AwsClients, migration: str | None, disk_id: str) -> dict[str, Any] | None:
-    """The newest non-failed import snapshot for this migration and disk, if any."""
+def find_import_snapshot(
+    clients: AwsClients, migration: str | None, instance: str, disk_id: str
+) -> dict[str, Any] | None:
+    """The newest non-failed import snapshot for this migration, instance and disk, if any.
+
+    Keyed by the instance too: the instances of one migration often share disk ids (``disk-0``),
+    and one of them must never resume into, or reuse, another's snapshot.
+    """
     if not migration:
         return None
     secrets = clients.conn.secrets
-    with aws_errors(f"looking for the upload snapshot of disk {disk_id}", secrets):
-        found = clients.ec2.describe_snapshots(
-            OwnerIds=["self"],
-            Filters=t.filters(
-                {t.MIGRATION_TAG: migration, t.DISK_TAG: disk_id, t.ROLE_TAG: t.ROLE_IMPORT_SNAPSHOT}
-            ),
-        )["Snapshots"]
+    keys = {t.MIGRATION_TAG: migration, t.SOURCE_INSTANCE_TAG: instance, t.DISK_TAG: disk_id,
+            t.ROLE_TAG: t.ROLE_IMPORT_SNAPSHOT}
+    with aws_errors(f"looking for the upload snapshot of disk {disk_id} of {instance}", secrets):
+        found = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
     for snap in sorted(found, key=lambda s: s["StartTime"], reverse=True):
         if snap["State"] == "error":
             with aws_errors(f"deleting failed snapshot {snap['SnapshotId']}", secrets):
@@ -97,7 +100,7 @@ async def import_disk(
     size = max(disk.size_bytes, local_size)
     gib = volume_size_gib(size)
 
-    existing = await asyncio.to_thread(find_import_snapshot, clients, migration, disk.disk_id)
+    existing = await asyncio.to_thread(find_import_snapshot, clients, migration, export_info.name, disk.disk_id)
     state = t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) if existing else None
     if existing and state == t.UPLOAD_COMPLETE:
         ctx.event(f"disk {disk.disk_id}: snapshot {existing['SnapshotId']} was already uploaded")

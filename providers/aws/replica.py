@@ -53,8 +53,9 @@ class ChildSnapshotTarget(EbsSnapshotTarget):
 def start(clients: AwsClients, transfer_id: str, instance: str, disk_id: str, size_bytes: int,
           parent: str | None) -> tuple[str, ChildSnapshotTarget]:
     # Children an interrupted execution left unfinished (a killed worker): never part of the chain.
-    keys = {t.MIGRATION_TAG: transfer_id, t.ROLE_TAG: ROLE_REPLICA, t.DISK_TAG: disk_id,
-            t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS}
+    # This instance's only: another instance of the transfer may be writing its own disk of that id now.
+    keys = {t.MIGRATION_TAG: transfer_id, t.ROLE_TAG: ROLE_REPLICA, t.SOURCE_INSTANCE_TAG: instance,
+            t.DISK_TAG: disk_id, t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS}
     with aws_errors("listing unfinished replica snapshots", clients.conn.secrets):
         stale = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
     for snap in stale:

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from osmorphing.system import import_system
-from providers.aws.ebs import EBS_BLOCK_SIZE
 from providers.local.boot import boot_check
 from tests.api.guest_runs import GuestRuns
 from tests.conftest import RunningStack, task
+from tests.providers.aws.awshelpers import snapshot_to_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
 TAG = "sterna:migration-id"
@@ -31,25 +31,6 @@ TAG = "sterna:migration-id"
 
 def _events(migration: dict[str, Any], task_type: str) -> list[str]:
     return [e["message"] for e in task(migration, "debian-vm", task_type)["events"]]
-
-
-def _snapshot_to_file(ebs: Any, snapshot_id: str, size: int, path: Path) -> int:
-    """Write the snapshot's blocks into a sparse raw file; returns the number of blocks."""
-    kwargs: dict[str, Any] = {"SnapshotId": snapshot_id}
-    blocks = 0
-    with open(path, "wb") as out:
-        out.truncate(size)
-        while True:
-            page = ebs.list_snapshot_blocks(**kwargs)
-            for b in page["Blocks"]:
-                data = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=b["BlockIndex"],
-                                              BlockToken=b["BlockToken"])["BlockData"].read()
-                out.seek(b["BlockIndex"] * EBS_BLOCK_SIZE)
-                out.write(data)
-                blocks += 1
-            if not page.get("NextToken"):
-                return blocks
-            kwargs["NextToken"] = page["NextToken"]
 
 
 def _look_inside(disk: Path) -> dict[str, str]:
@@ -98,7 +79,7 @@ def test_debian_guest_to_aws_is_morphed_for_aws(stack: RunningStack, guest_runs:
 
     # The snapshot, read back by the test: the morphed, converted disk, with the AWS changes in it.
     disk = tmp_path / "from-ebs.raw"
-    blocks = _snapshot_to_file(ebs, snap["SnapshotId"], snap["VolumeSize"] * 1024**3, disk)
+    blocks = snapshot_to_file(ebs, snap["SnapshotId"], snap["VolumeSize"] * 1024**3, disk)
     assert blocks > 100
     inside = _look_inside(disk)
     assert "datasource_list: [ Ec2, None ]" in inside["cloud_cfg"], inside

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core.models import DiskLocator, InstanceInfo
-from providers.aws.ebs import EbsSnapshotSource
+from providers.aws.ebs import EBS_BLOCK_SIZE, EbsSnapshotSource
 from providers.base import TransferContext, TransferProgress
 
 BLOCK = 512 * 1024
@@ -68,6 +68,25 @@ class Ctx:
 
 def local_bytes(disk: DiskLocator) -> bytes:
     return Path(disk.path or "").read_bytes()
+
+
+def snapshot_to_file(ebs: Any, snapshot_id: str, size: int, path: Path) -> int:
+    """Write the snapshot's blocks into a sparse raw file of ``size`` bytes; returns the number of blocks."""
+    kwargs: dict[str, Any] = {"SnapshotId": snapshot_id}
+    blocks = 0
+    with open(path, "wb") as out:
+        out.truncate(size)
+        while True:
+            page = ebs.list_snapshot_blocks(**kwargs)
+            for b in page["Blocks"]:
+                data = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=b["BlockIndex"],
+                                              BlockToken=b["BlockToken"])["BlockData"].read()
+                out.seek(b["BlockIndex"] * EBS_BLOCK_SIZE)
+                out.write(data)
+                blocks += 1
+            if not page.get("NextToken"):
+                return blocks
+            kwargs["NextToken"] = page["NextToken"]
 
 
 def read_snapshot(ebs: Any, snapshot_id: str, size: int) -> bytes:

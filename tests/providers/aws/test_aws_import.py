@@ -244,7 +244,7 @@ async def test_a_snapshot_that_fails_the_read_back_is_replaced(
     # An earlier attempt left a completed snapshot (tag "written") whose block 2 holds other bytes.
     env: dict[str, Any] = {}
     action = ActionContext(action_id="mig-bad-readback")
-    tags = {"sterna:migration-id": "mig-bad-readback", "sterna:disk-id": "disk-0",
+    tags = {"sterna:migration-id": "mig-bad-readback", "sterna:source-instance": "web01", "sterna:disk-id": "disk-0",
             "sterna:role": "import-snapshot", "sterna:upload": "written"}
     bad_id = ebs.start_snapshot(VolumeSize=1, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["SnapshotId"]
     block = pattern(99, BLOCK)
@@ -261,3 +261,22 @@ async def test_a_snapshot_that_fails_the_read_back_is_replaced(
     assert imported.details["snapshot_id"] != bad_id
     assert imported.details["verified"] is True
     assert read_snapshot(ebs, imported.details["snapshot_id"], disk.size_bytes) == local_bytes(disk)
+
+
+async def test_instances_of_one_migration_with_the_same_disk_id_get_snapshots_of_their_own(
+    provider: AwsProvider, ebs: Any, disk: DiskLocator, tmp_path: Path
+) -> None:
+    """A migration's instances share disk ids (``disk-0``): none resumes into or reuses another's upload."""
+    other = DiskLocator(disk_id=disk.disk_id, size_bytes=disk.size_bytes,
+                        path=str(make_disk(tmp_path / "other.raw", disk.size_bytes, {0: pattern(9, 3 * BLOCK)})))
+    action = ActionContext(action_id="mig-two-instances")
+    first, second = export_info([disk]), export_info([other]).model_copy(update={"name": "web02", "id": "vm-2"})
+    a = await provider.import_disk({}, first, disk, Ctx(tmp_path).ctx, action)
+    b = await provider.import_disk({}, second, other, Ctx(tmp_path).ctx, action)
+    assert b.details["snapshot_id"] != a.details["snapshot_id"]
+    assert not b.details.get("reused")
+    assert read_snapshot(ebs, a.details["snapshot_id"], disk.size_bytes) == local_bytes(disk)
+    assert read_snapshot(ebs, b.details["snapshot_id"], other.size_bytes) == local_bytes(other)
+    # ... and a retry of either still finds its own.
+    again = await provider.import_disk({}, second, other, Ctx(tmp_path).ctx, action)
+    assert again.details["snapshot_id"] == b.details["snapshot_id"] and again.details["reused"] is True

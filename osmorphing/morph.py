@@ -56,6 +56,10 @@ def check_supported(info: OsInfo, target_platform: str) -> None:
         raise UnsupportedOS(
             f"{name} is older than the oldest supported {info.distribution} ({'.'.join(map(str, minimum))})"
         )
+    if info.architecture == "unknown" and not info.kernels:
+        # A tree with an os-release but no kernel and no program to tell its architecture by (a data
+        # disk, a container's root): nothing boots from it, so there is nothing to adapt.
+        raise InspectionError(f"{name}: no kernel and no program to tell the architecture by: not a bootable OS")
     if info.architecture not in SUPPORTED_ARCHES:
         raise UnsupportedOS(
             f"{name}: architecture {info.architecture!r} is not supported ({SUPPORTED_ARCHES})"

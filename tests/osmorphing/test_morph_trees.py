@@ -246,6 +246,13 @@ def test_unmorphable_guests_raise_with_the_cause(tmp_path) -> None:  # type: ign
     (old / "etc/os-release").write_text('ID=centos\nVERSION_ID="6"\nPRETTY_NAME="CentOS 6"\n')
     with pytest.raises(UnsupportedOS, match="older than the oldest supported centos"):
         morph_guest(DirectoryGuest(old), target_platform="kvm", source_platform=None, options=MorphOptions())
+    # An os-release with no kernel and no program (the demo's sample disk, a data disk): nothing boots
+    # from it, so it is no OS to adapt (copied unchanged), not an unsupported one (a failed migration).
+    bare = tmp_path / "bare"
+    (bare / "etc").mkdir(parents=True)
+    (bare / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12"\n')
+    with pytest.raises(InspectionError, match="no kernel and no program"):
+        morph_guest(DirectoryGuest(bare), target_platform="kvm", source_platform=None, options=MorphOptions())
 
 
 def test_unknown_target_platform_is_refused(make_guest: Callable[[str], DirectoryGuest]) -> None:

@@ -16,7 +16,7 @@ from temporalio import activity
 from activities.task_recorder import TaskRecorder
 from core.errors import InvalidInput
 from core.models import InstanceInfo
-from core.morph_options import skip_network
+from core.morph_options import keep_static_ip, skip_network
 from core.settings import Settings
 from providers.base import ImportProvider
 from workflows.types import MorphInput, MorphResult
@@ -75,7 +75,7 @@ async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, r
     info = inp.step.export_info
     env = inp.step.destination_environment
     options = MorphOptions(
-        keep_static_ip=bool(env.get("keep_static_ip", False)),
+        keep_static_ip=keep_static_ip(env),
         skip_network=skip_network(env),
         user_scripts=inp.user_scripts or None,
         instance_name=inp.step.task.instance,

@@ -12,8 +12,8 @@ from api.context import RequestContext
 from api.deps import Deps
 from api.errors import ApiError
 from api.schemas import MigrationCreate
+from core import morph_options
 from core.limits import bandwidth_limit
-from core.morph_options import skip_network
 from providers.base import EndpointProvider, ExportProvider, ImportProvider
 from providers.registry import provider_class
 from store.environments import Marked
@@ -80,7 +80,7 @@ def prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: st
     # Checked here too, so that a bad value is a 400 now rather than a failed migration later.
     bandwidth_limit(source_env, "source_environment")
     bandwidth_limit(dest_env, "destination_environment")
-    skip_network(dest_env, "destination_environment")
+    morph_options.check(dest_env, "destination_environment")
     environments.check(source_environment=source_env, destination_environment=dest_env)
     network_map = dict(req.network_map or dest_env.pop("network_map", None) or {})
     storage_mappings = dict(req.storage_mappings or dest_env.pop("storage_mappings", None) or {})

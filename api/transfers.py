@@ -17,9 +17,9 @@ from api.listing import ACTION_SORT, flag, page, status_filter
 from api.schedules import drop_schedules
 from api.transfer_schemas import TransferCreate, TransferUpdate
 from api.views import unmask
+from core import morph_options
 from core.limits import bandwidth_limit
 from core.models import CHANGE_TRACKING
-from core.morph_options import skip_network
 from providers.base import ExportProvider, ImportProvider, ReplicaProvider, SnapshotReplicaProvider
 from providers.registry import provider_class
 from store.models import Migration
@@ -52,7 +52,7 @@ def _check_limits(source_env: dict[str, Any], dest_env: dict[str, Any]) -> None:
     (as for migrations)."""
     bandwidth_limit(source_env, "source_environment")
     bandwidth_limit(dest_env, "destination_environment")
-    skip_network(dest_env, "destination_environment")
+    morph_options.check(dest_env, "destination_environment")
 
 
 def _check_create(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple[str, str, dict[str, set[str]]]:

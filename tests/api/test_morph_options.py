@@ -11,12 +11,11 @@ from tests.helpers import endpoints, inventories
 
 pytestmark = pytest.mark.slow
 
-KEY = "skip_os_morphing_network"
-MESSAGE = f"destination_environment.{KEY} must be true or false"
-
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_skip_os_morphing_network_must_be_a_boolean(stack: RunningStack) -> None:
+@pytest.mark.parametrize("key", ["skip_os_morphing_network", "keep_static_ip"])
+def test_a_morph_flag_must_be_a_boolean(stack: RunningStack, key: str) -> None:
+    message = f"destination_environment.{key} must be true or false"
     src, dst = inventories(stack, ["vm-a"], data_mib=2)
     with stack.client() as api:
         origin, dest = endpoints(api, src, dst)
@@ -24,14 +23,14 @@ def test_skip_os_morphing_network_must_be_a_boolean(stack: RunningStack) -> None
         fields = {"origin_endpoint_id": origin, "destination_endpoint_id": dest, "instances": ["vm-a"]}
         # Strings and numbers a client may mean as booleans are refused: each reads differently in Python.
         for value in ("true", "false", 1, 0):
-            env = {"destination_environment": {KEY: value}}
-            assert MESSAGE in error_of(api.http.post("/migrations", json={"migration": {**fields, **env}}), 400)
-            assert MESSAGE in error_of(api.http.post("/transfers", json={"transfer": {**fields, **env}}), 400)
+            env = {"destination_environment": {key: value}}
+            assert message in error_of(api.http.post("/migrations", json={"migration": {**fields, **env}}), 400)
+            assert message in error_of(api.http.post("/transfers", json={"transfer": {**fields, **env}}), 400)
         assert (len(api.list_migrations()), counts(stack, api)) == (migrations, transfers)
 
-        t = api.create_transfer(**fields, destination_environment={KEY: True})
-        r = api.http.put(f"/transfers/{t['id']}", json={"transfer": {"destination_environment": {KEY: "no"}}})
-        assert MESSAGE in error_of(r, 400)
-        assert api.get_transfer(t["id"])["destination_environment"][KEY] is True
-        api.update_transfer(t["id"], destination_environment={KEY: False})
-        assert api.get_transfer(t["id"])["destination_environment"][KEY] is False
+        t = api.create_transfer(**fields, destination_environment={key: True})
+        r = api.http.put(f"/transfers/{t['id']}", json={"transfer": {"destination_environment": {key: "no"}}})
+        assert message in error_of(r, 400)
+        assert api.get_transfer(t["id"])["destination_environment"][key] is True
+        api.update_transfer(t["id"], destination_environment={key: False})
+        assert api.get_transfer(t["id"])["destination_environment"][key] is False

@@ -65,6 +65,7 @@ def check_windows_sources(settings: Settings, dest: ImportProvider, info: Instan
 
 async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, rec: TaskRecorder) -> MorphResult:
     from osmorphing import MorphOptions, morph_image
+    from osmorphing.editor import WARNING_PREFIX
     from osmorphing.errors import InspectionError
     from osmorphing.models import TargetNic
 
@@ -89,7 +90,10 @@ async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, r
     def substep(message: str) -> None:
         """Each morph event is also the step's current sub-step: a Coriolis progress update (what
         ``--watch`` shows under its bar) and the heartbeat's details. Called from the morph's thread."""
-        rec.event(message)
+        if message.startswith(WARNING_PREFIX):  # the level says it: the event keeps the warning's own text
+            rec.event(message.removeprefix(WARNING_PREFIX), "WARNING")
+        else:
+            rec.event(message)
         current["substep"] = message
         rec.services.store.start_progress(rec.task_id, f"OS morphing: {_short(message)}", None)
 
@@ -117,8 +121,6 @@ async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, r
         await rec.aevent(f"No operating system to adapt on {boot.disk_id}: {exc}; the disk is migrated "
                          "unchanged", "WARNING")
         return MorphResult(disks=inp.disks, bootable=False)
-    for warning in report.warnings:
-        await rec.aevent(warning, "WARNING")
     await rec.aevent(f"OS morphing done: {len(report.changes)} change(s) to the guest")
     os_info: dict[str, Any] = report.os_info.model_dump(mode="json")
     await asyncio.to_thread(rec.services.store.set_instance_info, rec.task.migration_id, rec.task.instance,

@@ -10,6 +10,8 @@ from osmorphing.guest import Guest
 from osmorphing.models import Change, ChangeAction
 
 BACKUP_ROOT = "/var/lib/sterna/backup"
+#: what starts a warning among the morph's events, so that the step records it at WARNING level
+WARNING_PREFIX = "warning: "
 
 
 class GuestEditor:
@@ -43,7 +45,7 @@ class GuestEditor:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        self.event(f"warning: {message}")
+        self.event(f"{WARNING_PREFIX}{message}")
 
     def write(self, path: str, content: str, detail: str, mode: int = 0o644) -> bool:
         """Create or replace ``path``; no change (and no event) when the content is already identical."""

@@ -61,3 +61,14 @@ def look_inside(disk: Path, fmt: str) -> Inside:
             inside.listed_modules = [line.split()[0] for line in g.cat("/etc/initramfs-tools/modules").splitlines()
                                      if line.strip() and not line.lstrip().startswith("#")]
         return inside
+
+
+def assert_morphed_for(inside: Inside, drivers: set[str], datasource: str) -> None:
+    """What a morph for a cloud leaves that any guest would show: each initrd packs the platform's
+    ``drivers``, ``/etc/initramfs-tools/modules`` lists them (loaded at boot, not only packed: Debian's
+    generic initrd already packs most of them), and cloud-init reads ``datasource`` first."""
+    assert inside.initrd_modules, "no initrd in /boot"
+    for initrd, modules in inside.initrd_modules.items():
+        assert not drivers - modules, (initrd, sorted(drivers - modules))
+    assert not drivers - set(inside.listed_modules), inside.listed_modules
+    assert inside.datasources is not None and inside.datasources[0] == datasource, inside.datasources

@@ -10,7 +10,7 @@ from osmorphing.errors import UnsupportedOS
 from osmorphing.guest import Guest
 from osmorphing.libguestfs_guest import ImageSession, LibguestfsGuest
 from osmorphing.models import Change, MorphOptions, MorphReport, OsInfo
-from osmorphing.morph import describe, morph_guest
+from osmorphing.morph import check_supported, describe, morph_guest
 from osmorphing.scripts import PRE_MOUNT, for_phase, scripts_for
 from osmorphing.winconvert import convert_windows
 from osmorphing.winsources import WindowsSources
@@ -62,6 +62,12 @@ def morph_image(
             return morph_windows(guest, hints, windows_target or target_platform, source_platform, options,
                                  windows_sources or WindowsSources(), emit)
         else:
+            # A look, read-only, before anything is written: a disk with no OS to adapt (a data disk)
+            # or an unsupported one must leave the appliance as it came. A read-write mount alone
+            # changes an ext4 superblock (mount count, times) and replays its journal.
+            session.mount(root, read_only=True)  # what it cannot mount, the read-write mount reports
+            check_supported(inspect_guest(guest, hints), target_platform)
+            session.unmount()
             pre_scripts = for_phase(
                 scripts_for(options.user_scripts, "linux", options.instance_name), PRE_MOUNT
             )

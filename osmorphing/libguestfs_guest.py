@@ -140,18 +140,25 @@ class ImageSession:
             return "uefi"
         return "bios"
 
-    def mount(self, root: str) -> list[str]:
-        """Mount the guest's filesystems at their mount points; returns problems (unmountable entries)."""
+    def mount(self, root: str, *, read_only: bool = False) -> list[str]:
+        """Mount the guest's filesystems at their mount points; returns problems (unmountable entries).
+
+        ``read_only`` mounts them read-only in a writable session (a look before anything is written)."""
         problems = []
         mountpoints: dict[str, str] = self.g.inspect_get_mountpoints(root)
+        mount = self.g.mount_ro if self.readonly or read_only else self.g.mount
         for mp, device in sorted(mountpoints.items(), key=lambda kv: len(kv[0])):
             try:
-                (self.g.mount_ro if self.readonly else self.g.mount)(device, mp)
+                mount(device, mp)
             except RuntimeError as exc:
                 if mp == "/":
                     raise InspectionError(f"cannot mount the root filesystem {device}: {exc}") from exc
                 problems.append(f"{mp} ({device}): {exc}")
         return problems
+
+    def unmount(self) -> None:
+        """Unmount every guest filesystem (before mounting them again another way)."""
+        self.g.umount_all()
 
     def appliance_sh(self, script: str) -> str:
         """Run a shell script in the appliance itself (guest disks attached, not necessarily mounted)."""

@@ -50,7 +50,9 @@ def build_disk(path: Path, *, size: int = 2 * 1024**3, data_mib: int = 64, seed:
         f.truncate(size)
     subprocess.run(["sfdisk", "-q", str(path)], input=f"label: gpt\nstart={ROOT_START}, type=linux\n",
                    text=True, check=True, capture_output=True)
-    root_sectors = size // SECTOR - ROOT_START - 34  # leave the backup GPT alone
+    # sfdisk rounds the partition's end down to its 1 MiB grain: ask it, don't compute it
+    table = subprocess.run(["sfdisk", "--json", str(path)], check=True, capture_output=True, text=True).stdout
+    root_sectors = json.loads(table)["partitiontable"]["partitions"][0]["size"]
     with tempfile.TemporaryDirectory() as tmp:
         _tree(Path(tmp), data_mib, seed)
         subprocess.run(

@@ -39,6 +39,8 @@ async def import_disk(cloud: Cloud, export_info: InstanceInfo, disk: DiskLocator
         "name": name, "disk_format": disk_format, "container_format": "bare",
         "visibility": "private", "tags": [t.IMAGE_TAG], t.MIGRATION_KEY: migration_id,
         t.DISK_KEY: disk.disk_id, "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
+        # Nova reads os_type: a Windows guest gets its RTC in local time and Hyper-V enlightenments
+        "os_type": "windows" if export_info.os_type == "windows" else "linux",
         **({"hw_firmware_type": "uefi"} if export_info.firmware_type == "EFI" else {}),
     })
     size = path.stat().st_size

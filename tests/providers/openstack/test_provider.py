@@ -86,6 +86,8 @@ def test_upload_is_checksummed_and_the_server_gets_the_mapped_flavor_networks_an
     image = p.cloud.request("image", "GET", f"/v2/images/{imported.details['image_id']}")
     assert image["status"] == "active" and image["checksum"] == local_md5 == imported.details["checksum"]
     assert image["disk_format"] == "qcow2"
+    # what Nova reads to boot it: virtio devices, and the guest's OS type
+    assert (image["hw_disk_bus"], image["hw_vif_model"], image["os_type"]) == ("virtio", "virtio", "linux")
     deployed = p.deploy_instance(env, info, [imported], action)
     sent = next(c for c in openstack.nova.created if c["id"] == deployed.id)["body"]["server"]
     assert sent["flavorRef"] == "3"  # m1.medium

@@ -4,7 +4,8 @@ format. The peers: the real Keystone and Glance with the fake Nova, Azurite with
 emulator with the fake Compute Engine.
 
 OS morphing is skipped (the sample disks hold no OS): what is checked is the bytes that reach the cloud.
-SQLite only: the replica records go through PostgreSQL in ``test_incremental``; nothing here depends on it.
+On SQLite (the Keystone stack's, and the ``stack`` fixture's sqlite half): the replica records go through
+PostgreSQL in ``test_incremental``, and nothing here depends on the backend.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.helpers import api_env, identical, inventories
 from tests.peers.azure.fixtures import AzureCloud
 from tests.peers.gce import FakeComputeEngine
 from tests.peers.gcp import gcs_download, gcs_objects
-from tests.peers.openstack.fixtures import OpenStackCloud
+from tests.peers.openstack.fixtures import KeystoneStack, OpenStackCloud
 from tests.providers.openstack.test_provider import creds
 
 pytestmark = pytest.mark.slow
@@ -63,16 +64,17 @@ def glance_image(cloud: OpenStackCloud, image_id: str, out: Path) -> dict[str, A
     return image
 
 
-# ~25 s with the peers up (their first start in a session: 1-2 min more).
-@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_openstack_transfer_syncs_only_changes_and_deploys_into_glance(
-        stack: RunningStack, openstack: OpenStackCloud, tmp_path: Path) -> None:
-    vm = "vm-store-os"
+# ~25 s. On the Keystone stack, whose OpenStack peers the suite starts anyway (the "openstack" xdist group).
+def test_openstack_transfer_syncs_only_changes_and_deploys_into_glance(keystone_stack: KeystoneStack,
+                                                                      tmp_path: Path) -> None:
+    stack, vm = keystone_stack, "vm-store-os"
+    assert stack.cloud is not None
     src, _ = inventories(stack, [vm], data_mib=16)
     source = src / vm / "disk-0.raw"
-    with stack.client() as api:
+    with stack.as_user("alice") as api:
         origin = api.create_endpoint(f"inv-{src.name}", "local", {"path": str(src)})["id"]
-        dest = api.create_endpoint(f"os-{src.name}", "openstack", creds(openstack))["id"]
+        # Credentials of its own: a transfer has no Keystone trust for a same-cloud endpoint to act through.
+        dest = api.create_endpoint(f"os-{src.name}", "openstack", creds(stack.cloud))["id"]
         t = api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=[vm],
                                 skip_os_morphing=True, destination_environment=OPENSTACK_ENV,
                                 network_map=OPENSTACK_NETWORKS)
@@ -91,10 +93,10 @@ def test_openstack_transfer_syncs_only_changes_and_deploys_into_glance(
         digest = sha256(replica)
         d = _deploy(api, t["id"])
         [disk] = d["transfer_result"][vm]["details"]["disks"]
-        image = glance_image(openstack, disk["image_id"], tmp_path / "from-glance.qcow2")
+        image = glance_image(stack.cloud, disk["image_id"], tmp_path / "from-glance.qcow2")
         assert image["status"] == "active" and image["disk_format"] == "qcow2"
         assert identical(source, tmp_path / "from-glance.qcow2"), "the image in Glance equals the source disk"
-        server = next(c for c in openstack.nova.created if c["id"] == d["transfer_result"][vm]["id"])
+        server = next(c for c in stack.cloud.nova.created if c["id"] == d["transfer_result"][vm]["id"])
         assert server["body"]["server"]["imageRef"] == disk["image_id"]
         assert sha256(replica) == digest, "the deployment never wrote into the replica"
 
@@ -108,14 +110,15 @@ def test_openstack_transfer_syncs_only_changes_and_deploys_into_glance(
 
 
 # ~20 s: the API is restarted twice (on, then off).
-@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_a_migration_to_openstack_runs_as_a_transfer_and_leaves_no_replica(
-        stack: RunningStack, openstack: OpenStackCloud, tmp_path: Path) -> None:
-    vm = "vm-store-mig"
+def test_a_migration_to_the_same_cloud_runs_as_a_transfer_and_leaves_no_replica(keystone_stack: KeystoneStack,
+                                                                               tmp_path: Path) -> None:
+    stack, vm = keystone_stack, "vm-store-mig"
+    assert stack.cloud is not None
     src, _ = inventories(stack, [vm], data_mib=8)
-    with api_env(stack, STERNA_MIGRATIONS_ON_TRANSFERS="1"), stack.client() as api:
+    with api_env(stack, STERNA_MIGRATIONS_ON_TRANSFERS="1"), stack.as_user("alice") as api:
         origin = api.create_endpoint(f"inv-{src.name}", "local", {"path": str(src)})["id"]
-        dest = api.create_endpoint(f"os-{src.name}", "openstack", creds(openstack))["id"]
+        # No connection_info: the caller's own cloud, through the migration's trust.
+        dest = api.create_endpoint(f"os-{src.name}", "openstack", {})["id"]
         m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=[vm],
                                  skip_os_morphing=True, destination_environment=OPENSTACK_ENV,
                                  network_map=OPENSTACK_NETWORKS)
@@ -127,7 +130,7 @@ def test_a_migration_to_openstack_runs_as_a_transfer_and_leaves_no_replica(
     assert [e["type"] for e in transfer["executions"]] == ["transfer_execution"]
     assert deployment["deployer_id"] == transfer["executions"][0]["id"]
     image_id = final["transfer_result"][vm]["details"]["disks"][0]["image_id"]
-    glance_image(openstack, image_id, tmp_path / "from-glance.qcow2")
+    glance_image(stack.cloud, image_id, tmp_path / "from-glance.qcow2")
     assert identical(src / vm / "disk-0.raw", tmp_path / "from-glance.qcow2")
     assert not store_of(stack, m["id"]).exists(), "a migration deploys once: its replica goes"
 

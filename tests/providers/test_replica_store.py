@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from api.transfers import holds_replicas
 from core.errors import InvalidInput
 from core.settings import reset_settings
 from providers.azure.provider import AzureProvider
@@ -29,6 +30,14 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     reset_settings()
     yield tmp_path / "replicas"
     reset_settings()
+
+
+def test_every_built_in_destination_holds_replica_disks() -> None:
+    """What lets every migration run as a transfer (``api.live_migrations.applies`` is the setting alone)."""
+    for platform in ("local", "aws", "openstack", "azure", "gcp"):
+        assert holds_replicas(platform), platform
+    for source_only in ("vmware_vsphere", "ova"):
+        assert not holds_replicas(source_only), source_only
 
 
 @pytest.mark.parametrize("cls", [OpenStackProvider, AzureProvider, GcpProvider])

@@ -64,9 +64,9 @@ def glance_image(cloud: OpenStackCloud, image_id: str, out: Path) -> dict[str, A
     return image
 
 
-# ~25 s. On the Keystone stack, whose OpenStack peers the suite starts anyway (the "openstack" xdist group).
-def test_openstack_transfer_syncs_only_changes_and_deploys_into_glance(keystone_stack: KeystoneStack,
-                                                                      tmp_path: Path) -> None:
+# ~30 s. On the Keystone stack, whose OpenStack peers the suite starts anyway (the "openstack" xdist group).
+def test_openstack_transfer_syncs_only_changes_deploys_into_glance_and_syncs_on(keystone_stack: KeystoneStack,
+                                                                              tmp_path: Path) -> None:
     stack, vm = keystone_stack, "vm-store-os"
     assert stack.cloud is not None
     src, _ = inventories(stack, [vm], data_mib=16)
@@ -99,6 +99,19 @@ def test_openstack_transfer_syncs_only_changes_and_deploys_into_glance(keystone_
         server = next(c for c in stack.cloud.nova.created if c["id"] == d["transfer_result"][vm]["id"])
         assert server["body"]["server"]["imageRef"] == disk["image_id"]
         assert sha256(replica) == digest, "the deployment never wrote into the replica"
+
+        # Disaster recovery goes on beside the deployed server of the same name: an execution deploys nothing.
+        scatter(source, 1 * MiB, seed=11)
+        _execute(api, t["id"])
+        assert same_bytes(source, replica)
+        # A second deployment would make a second server of that name (Nova takes it): refused, nothing left.
+        again = api.wait_deployment(api.create_deployment(t["id"], skip_os_morphing=True)["id"], 300)
+        assert again["last_execution_status"] == "ERROR"
+        assert any(f"A server named '{vm}' already exists" in (e or "") for e in _errors(again)), _errors(again)
+        assert [c["body"]["server"]["name"] for c in stack.cloud.nova.created].count(vm) == 1
+        session, glance = stack.cloud.peers.session("alice"), stack.cloud.peers.servers["glance"].url
+        images = session.get(f"{glance}/v2/images", params={"tag": "sterna"}).json()["images"]
+        assert not [i for i in images if i.get("sterna_migration_id") == again["id"]], "its image is deleted"
 
         [volume] = api.get_transfer(t["id"], include_task_info=True)["info"][vm]["volumes_info"]
         assert volume["volume_id"] == str(replica)

@@ -38,8 +38,15 @@ class EndpointActivities:
     def _run(self, call: EndpointCall) -> Any:
         store = self.services.store
         endpoint = store.get_endpoint(None, call.endpoint_id)
+        from providers.registry import get_provider, provider_class
+
+        if call.operation == "delete_replica_disks":
+            from providers.replica_store import StoredReplicas, delete_transfer
+
+            if issubclass(provider_class(endpoint.type), StoredReplicas):
+                # Sterna's own files: no credentials to resolve (a migration's trust may be gone by now).
+                return delete_transfer(call.instance or "")
         info = self.services.resolve(endpoint.type, store.connection_info(call.endpoint_id), call.trust_id)
-        from providers.registry import get_provider
 
         op = call.operation
         if op == "validate":

@@ -27,11 +27,9 @@ from api.errors import ApiError
 from api.executions import cancel_execution
 from api.migration_fields import prepare
 from api.schemas import MigrationCreate
-from api.transfers import remove_replicas
+from api.transfers import holds_replicas, remove_replicas
 from core import summary
 from core.errors import InvalidState
-from providers.base import ReplicaProvider, SnapshotReplicaProvider
-from providers.registry import provider_class
 from store.live_migrations import LiveMigration
 from workflows import ids, search
 from workflows.transfer import TransferExecutionWorkflow
@@ -39,22 +37,17 @@ from workflows.transfer_types import TransferExecutionInput, TransferTask
 from workflows.types import FINAL_STATUSES, Status
 
 
-def applies(d: Deps, ctx: RequestContext, req: MigrationCreate) -> bool:
-    """Whether this migration runs as a transfer: the setting is on and its destination keeps replicas.
-
-    The other destinations (Azure, GCP, OpenStack) have no replica disks yet, so their migrations
-    still run as the one-shot ``MigrationWorkflow``.
-    """
-    if not d.settings.migrations_on_transfers:
-        return False
-    platform = (req.destination.type if req.destination is not None
-                else d.store.get_endpoint(ctx.scope, req.destination_endpoint_id or "").type)
-    return issubclass(provider_class(platform), (ReplicaProvider, SnapshotReplicaProvider))
+def applies(d: Deps) -> bool:
+    """Whether a migration runs as a transfer: ``STERNA_MIGRATIONS_ON_TRANSFERS``. Every built-in
+    destination keeps replica disks (OpenStack, Azure and GCP in Sterna's replica store)."""
+    return d.settings.migrations_on_transfers
 
 
 def _write(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: str, execution_id: str,
            trust_id: str | None) -> tuple[LiveMigration, str, str]:
     p = prepare(d, ctx, req, migration_id, trust_id)
+    if not holds_replicas(p.destination_type):  # a third-party destination: say so before anything is written
+        raise ApiError(400, f"Provider '{p.destination_type}' can't hold the replica disks a migration is made of")
     parts = d.store.create_live_migration(
         {**p.fields, "clone_disks": True}, migration_id=migration_id, execution_id=execution_id,
         task_types=[t.value for t in TransferTask], workflow_id=ids.migration(migration_id),

@@ -102,7 +102,7 @@ async def create(request: Request) -> JSONResponse:
     # created now with the caller's token and deleted when the workflow ends.
     trust_id = await db(_create_trust, d, ctx)
     try:
-        if await db(live_migrations.applies, d, ctx, req):
+        if live_migrations.applies(d):
             # A live_migration transfer, executed once with auto_deploy (issue 13).
             return await live_migrations.create(d, ctx, req, migration_id, trust_id)
         inp = await db(_prepare, d, ctx, req, migration_id, trust_id)

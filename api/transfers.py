@@ -22,6 +22,7 @@ from core.limits import bandwidth_limit
 from core.models import CHANGE_TRACKING
 from providers.base import ExportProvider, ImportProvider, ReplicaProvider, SnapshotReplicaProvider
 from providers.registry import provider_class
+from providers.replica_store import StoredReplicas
 from store.models import Migration
 from workflows.types import EndpointCall, Status
 
@@ -41,10 +42,15 @@ def _check_endpoints(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple
         raise ApiError(400, "SameDestination: the origin and destination endpoints must differ")
     if not issubclass(provider_class(origin.type), ExportProvider):
         raise ApiError(400, f"Provider '{origin.type}' can't be a transfer source")
-    cls = provider_class(dest.type)
-    if not issubclass(cls, ImportProvider) or not issubclass(cls, (ReplicaProvider, SnapshotReplicaProvider)):
-        raise ApiError(400, f"Provider '{dest.type}' can't hold the replica disks of a transfer (yet)")
+    if not holds_replicas(dest.type):
+        raise ApiError(400, f"Provider '{dest.type}' can't hold the replica disks of a transfer")
     return origin.id, dest.id, environments.marked(origin.type, dest.type)
+
+
+def holds_replicas(platform: str) -> bool:
+    """A destination that keeps replica disks: every built-in one does, a third-party one may not."""
+    cls = provider_class(platform)
+    return issubclass(cls, ImportProvider) and issubclass(cls, (ReplicaProvider, SnapshotReplicaProvider))
 
 
 def _check_limits(source_env: dict[str, Any], dest_env: dict[str, Any]) -> None:
@@ -181,9 +187,21 @@ async def update(request: Request) -> JSONResponse:
 
 async def delete(request: Request) -> Response:
     ctx, d = await context(request, "migration:transfers:delete"), deps(request)
-    schedules = await db(d.store.delete_transfer, ctx.scope, request.path_params["id"])
+    row = await db(d.store.get_action, "transfer", ctx.scope, request.path_params["id"])
+    if await db(_in_replica_store, d, row):
+        await db(d.store.check_idle, row.id)
+        await remove_replicas(d, row)
+    schedules = await db(d.store.delete_transfer, ctx.scope, row.id)
     await drop_schedules(d, schedules)
     return Response(status_code=204)
+
+
+def _in_replica_store(d: Deps, row: Migration) -> bool:
+    """The transfer has replica disks in Sterna's own store: out of everyone's reach once the transfer is
+    deleted, so its delete removes them. A destination's own disks stay, as Coriolis leaves them
+    (``delete-disks`` removes them first)."""
+    dest = d.store.get_endpoint(None, row.destination_endpoint_id)
+    return issubclass(provider_class(dest.type), StoredReplicas) and bool(d.store.replicas(row.id))
 
 
 async def remove_replicas(d: Deps, row: Migration) -> list[str]:

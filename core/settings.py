@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     worker_host_id: str = Field(default_factory=socket.gethostname)
     #: scratch space for exported and converted disks (defaults to data_dir/scratch)
     scratch_dir: Path | None = None
+    #: where Sterna keeps the replica disks of destinations that can't keep them themselves (OpenStack,
+    #: Azure, GCP; ``providers.replica_store``), default ``data_dir/replicas``. Every worker must reach
+    #: the same directory: one worker host, or storage shared by all of them
+    replica_dir: Path | None = None
     #: directories under which ``local`` endpoints may live (default: ``data_dir/inventories``); JSON list
     local_roots: list[Path] = Field(default_factory=list)
     #: run ``sterna db upgrade`` when the API starts; turn off where an init step runs it (several API processes)
@@ -68,7 +72,6 @@ class Settings(BaseSettings):
     retry_max_interval: float = 30.0
     #: ``POST /migrations`` creates a ``live_migration`` transfer and runs one execution of it with
     #: ``auto_deploy`` (issue 13; ``api.live_migrations``). Off: the one-shot ``MigrationWorkflow``.
-    #: Destinations that can't hold replica disks (Azure, GCP, OpenStack) keep the one-shot path either way.
     migrations_on_transfers: bool = False
     # Keystone (auth_strategy = keystone). The service user validates callers' tokens, is the
     # trustee of migration trusts and reads Barbican secrets through them.
@@ -106,6 +109,10 @@ class Settings(BaseSettings):
     @property
     def scratch(self) -> Path:
         return self.scratch_dir or self.data_dir / "scratch"
+
+    @property
+    def replica_store(self) -> Path:
+        return self.replica_dir or self.data_dir / "replicas"
 
     @property
     def local_allowed_roots(self) -> list[Path]:

@@ -367,7 +367,9 @@ class ReplicaProvider(BaseProvider):
     """A transfer destination that keeps *replica disks*: raw files written in place, read back.
 
     Each transfer execution brings them up to date; each deployment takes a copy-on-write
-    view of them (so they are local files the worker can reach).
+    view of them (so they are local files the worker can reach): in the destination's own storage
+    (``local``), or in Sterna's replica store for a cloud that can't take in-place writes
+    (``providers.replica_store.StoredReplicas``).
     """
 
     @abstractmethod

@@ -37,6 +37,7 @@ from providers.base import (
     NetworksProvider,
     TransferContext,
 )
+from providers.replica_store import StoredReplicas
 
 _NETWORK_ENTRY = {
     "oneOf": [
@@ -65,9 +66,11 @@ DESTINATION_SCHEMA: dict[str, Any] = {
 }
 
 
-class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, DestinationOptionsProvider):
+class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, DestinationOptionsProvider,
+                    StoredReplicas):
     """Azure Resource Manager endpoint: managed-disk direct upload, NIC + VM deploy; VM export from
-    incremental snapshots read through a SAS."""
+    incremental snapshots read through a SAS. A transfer's replica disks are in Sterna's replica store
+    (``providers.replica_store``): a managed disk takes writes only while it is uploaded."""
 
     PLUGIN_NAME = "azure"
     #: qemu-img's name for VHD; ``TARGET_DISK_OPTIONS`` makes it the fixed VHD Azure takes

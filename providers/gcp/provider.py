@@ -38,6 +38,7 @@ from providers.base import (
 from providers.gcp import cleanup as cleanup_mod
 from providers.gcp import deploy, source, upload
 from providers.gcp.connection import CONNECTION_INFO_SCHEMA, GcpConnection, gcp_errors
+from providers.replica_store import StoredReplicas
 
 if TYPE_CHECKING:
     from diskio.base import DiskSource
@@ -72,9 +73,10 @@ SOURCE_SCHEMA: dict[str, Any] = {
 
 
 class GcpProvider(EndpointProvider, ImportProvider, ExportProvider, NetworksProvider, StorageProvider,
-                  DestinationOptionsProvider):
+                  DestinationOptionsProvider, StoredReplicas):
     """Google Compute Engine endpoint: sparse-tarball import through GCS, image, instance; as a source,
-    snapshot → image → export to GCS, streamed back."""
+    snapshot → image → export to GCS, streamed back. A transfer's replica disks are in Sterna's replica
+    store (``providers.replica_store``): images are immutable, a persistent disk is written only attached."""
 
     PLUGIN_NAME = "gcp"
     TARGET_DISK_FORMAT = "raw"

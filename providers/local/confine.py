@@ -3,7 +3,8 @@
 Its paths come from users (``connection_info.path``) and from ``vm.json`` files, and the worker may
 run as root. So an endpoint's directory must lie under a root the operator allowed
 (``STERNA_LOCAL_ROOTS``, default ``<data dir>/inventories``), disk files must stay inside their VM's
-folder, and Sterna's own data dir, key, record DB and scratch are out of reach whatever the roots say.
+folder, and Sterna's own data dir, key, record DB, scratch and replica store are out of reach whatever the
+roots say.
 Every check is on resolved paths: a symlink counts for where it points.
 """
 
@@ -23,7 +24,7 @@ def _within(path: Path, parent: Path) -> bool:
 
 
 def _protected(settings: Settings) -> list[Path]:
-    paths = [settings.data_dir, settings.scratch, settings.data_dir / "secret.key"]
+    paths = [settings.data_dir, settings.scratch, settings.replica_store, settings.data_dir / "secret.key"]
     if settings.db_url.startswith("sqlite:///"):
         paths.append(Path(settings.db_url.removeprefix("sqlite:///")))
     return [p.resolve() for p in paths]

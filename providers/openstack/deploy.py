@@ -82,6 +82,10 @@ def validate_destination(cloud: Cloud, env: Mapping[str, Any], export_info: Inst
     choose_flavor(cloud, env, export_info, disk_gb)
     map_networks(cloud, action.network_map, export_info)
     security_groups(cloud, env)
+    if action.replica_only:
+        # A transfer execution deploys nothing: a server of that name (an earlier deployment of this
+        # transfer, a test failover) is its deployment's concern (deploy_instance).
+        return
     name = instance_name(action, export_info)
     for s in servers(cloud):
         if s["name"] == name and t.server_migration(s) != action.action_id:
@@ -118,10 +122,13 @@ def deploy_instance(cloud: Cloud, env: Mapping[str, Any], export_info: InstanceI
     networks = map_networks(cloud, action.network_map, export_info)
     groups = security_groups(cloud, env)
     migration_id = t.migration_id(action)
-    existing = next((s for s in servers(cloud) if s["name"] == name
-                     and t.server_migration(s) == migration_id), None)
+    named = [s for s in servers(cloud) if s["name"] == name]
+    existing = next((s for s in named if t.server_migration(s) == migration_id), None)
     if existing is not None:  # a retried deploy finds the server of its first attempt
         server_id = existing["id"]
+    elif named:
+        # Nova allows the name twice; a migration refuses it (validate_destination), a deployment here.
+        raise InvalidInput(f"A server named '{name}' already exists at the destination")
     else:
         body: dict[str, Any] = {
             "name": name, "flavorRef": flavor["id"], "networks": networks or "none",

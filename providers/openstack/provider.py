@@ -14,6 +14,9 @@ This class is a facade over role modules: ``cloud`` (Keystone session and REST c
 ``options`` (schemas, listings), ``instances`` (inventory), ``source`` (Nova snapshot downloaded
 from Glance), ``importer`` (upload into Glance), ``deploy`` (server and boot check), ``cleanup``;
 ``glance`` moves the image bytes.
+
+A transfer's replica disks are in Sterna's replica store (``providers.replica_store``): a Glance image
+can't be written in place once active.
 """
 
 from __future__ import annotations
@@ -49,11 +52,12 @@ from providers.base import (
 from providers.openstack import cleanup as cleanup_mod
 from providers.openstack import deploy, importer, instances, options, source
 from providers.openstack.cloud import Cloud
+from providers.replica_store import StoredReplicas
 
 
 class OpenStackProvider(
     EndpointProvider, ExportProvider, ImportProvider, NetworksProvider, StorageProvider,
-    DestinationOptionsProvider, SourceOptionsProvider, BootVerifier,
+    DestinationOptionsProvider, SourceOptionsProvider, BootVerifier, StoredReplicas,
 ):
     PLUGIN_NAME = "openstack"
     TARGET_DISK_FORMAT = "qcow2"

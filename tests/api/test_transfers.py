@@ -56,8 +56,8 @@ def task_of(execution: dict[str, Any], task_type: str, instance: str = "vm-a") -
     return next(t for t in execution["tasks"] if t["task_type"] == task_type and t["instance"] == instance)
 
 
-def bytes_written(execution: dict[str, Any]) -> int:
-    events = [e["message"] for e in task_of(execution, "REPLICATE_DISKS")["events"]]
+def bytes_written(execution: dict[str, Any], instance: str = "vm-a") -> int:
+    events = [e["message"] for e in task_of(execution, "REPLICATE_DISKS", instance)["events"]]
     found = [int(m.group(1)) for e in events if (m := re.search(r"wrote (\d+) bytes", e))]
     assert found, events
     return sum(found)

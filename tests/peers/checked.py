@@ -1,11 +1,11 @@
 """A test-only ``checked-local`` provider: the local provider with a create-time destination check.
 
 Azure is the one provider whose destination checks its environment when an action is created
-(``ImportProvider.CHECKS_AT_CREATE``: credentials, VM size, subnets), and it can't hold a transfer's
-replica disks yet. This provider can, so the transfer routes' use of that check runs for real: its
-check refuses an unknown flavor (the local provider's VM size) as Azure refuses an unknown VM size,
-and refuses a secret that reaches it still a reference (the worker resolves stored secrets before
-a provider sees them). Only the processes of ``tests.helpers.own_api_and_worker`` get it
+(``ImportProvider.CHECKS_AT_CREATE``: credentials, VM size, subnets). This provider runs the transfer
+routes' use of that check on a local destination, with no cloud peer to start: its check refuses
+an unknown flavor (the local provider's VM size) as Azure refuses an unknown VM size, and refuses a
+secret that reaches it still a reference (the worker resolves stored secrets before a provider sees
+them). Only the processes of ``tests.helpers.own_api_and_worker`` get it
 (``plugin_path``): on the shared stack it would be one more platform in ``GET /providers``.
 """
 

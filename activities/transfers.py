@@ -134,7 +134,7 @@ class TransferActivities:
         if not transfer.trust_id or keystone is None:
             return
         existed = await asyncio.to_thread(keystone.delete_trust, transfer.trust_id)
-        await asyncio.to_thread(self.services.store.clear_live_migration_trust, transfer.id)
+        await asyncio.to_thread(self.services.store.clear_transfer_trust, transfer.id)
         activity.logger.info("migration %s: Keystone trust %s", transfer.id,
                              "deleted" if existed else "was already gone")
 

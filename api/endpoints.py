@@ -127,7 +127,8 @@ async def _call(request: Request, operation: str, **extra: Any) -> Any:
 
 
 async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env: dict[str, Any],
-                            network_map: dict[str, Any], *, what: str = "migration", stored: bool = False) -> None:
+                            network_map: dict[str, Any], *, what: str = "migration", stored: bool = False,
+                            trust_id: str | None = None) -> None:
     """A destination that can check its environment against its cloud (``CHECKS_AT_CREATE``) does it
     now, on a worker: a bad secret, an unknown size or a missing subnet is a 400 before anything is
     written or started. The destination's own failures (unreachable, throttled) stay 502.
@@ -135,6 +136,7 @@ async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env:
     ``stored``: ``env`` is an action's stored environment with a client's changes merged in (a
     transfer's update). Its references are then the store's own, and the worker resolves them; the
     client's part was refused references before the merge (``environments.check``).
+    ``trust_id``: the action's own trust, which the check then acts through.
     """
     from providers.base import ImportProvider
     from providers.registry import provider_class
@@ -151,7 +153,7 @@ async def check_destination(d: Deps, ctx: RequestContext, endpoint_id: str, env:
                          schema_secret_keys(cls.destination_environment_schema()))
     try:
         await _trusted_call(d, ctx, EndpointCall(endpoint_id=endpoint_id, operation="check_destination_environment",
-                                                 env=sealed))
+                                                 env=sealed, trust_id=trust_id))
     except ApiError as exc:
         if exc.status < 500:
             raise ApiError(400, f"The destination refused the {what}: {exc.message}") from exc
@@ -162,8 +164,11 @@ async def _trusted_call(d: Deps, ctx: RequestContext, call: EndpointCall) -> Any
     """Run an endpoint call; a Barbican or same-cloud endpoint gets a trust for its duration.
 
     The worker can't use the caller's token (it would have to cross Temporal), so, as for a
-    migration, it acts through a trust that exists only while the call runs.
+    migration, it acts through a trust that exists only while the call runs; or through the
+    ``call.trust_id`` of the action it checks for, which outlives the call.
     """
+    if call.trust_id is not None:
+        return await endpoint_call(d, call)
     trust_id = None
     if d.keystone is not None and ctx.auth_token and ctx.user_id and ctx.token_project_id:
         row = await db(d.store.get_endpoint, None, call.endpoint_id)

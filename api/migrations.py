@@ -11,7 +11,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api import deployments, endpoints, live_migrations, transfer_views, views
+from api import deployments, endpoints, live_migrations, transfer_views, trusts, views
 from api import live_migration_views as live_views
 from api.cleanup import start_forced_cleanup
 from api.context import RequestContext
@@ -56,17 +56,6 @@ def _prepare(d: Deps, ctx: RequestContext, req: MigrationCreate, migration_id: s
     )
 
 
-def _create_trust(d: Deps, ctx: RequestContext) -> str | None:
-    if d.keystone is None or not ctx.auth_token or not ctx.user_id or not ctx.token_project_id:
-        return None
-    return d.keystone.create_trust(ctx.auth_token, ctx.user_id, ctx.token_project_id, ctx.roles)
-
-
-def _delete_trust(d: Deps, trust_id: str | None) -> None:
-    if d.keystone is not None and trust_id:
-        d.keystone.delete_trust(trust_id)
-
-
 async def _legacy_deployment(request: Request) -> bool:
     """``{"migration": {"replica_id": ...}}``: `coriolis migration deploy replica` of clients before 1.1."""
     data = await json_body(request)
@@ -100,14 +89,14 @@ async def create(request: Request) -> JSONResponse:
     migration_id = str(uuid.uuid4())
     # Tokens expire during multi-hour copies: the activities act through a trust instead,
     # created now with the caller's token and deleted when the workflow ends.
-    trust_id = await db(_create_trust, d, ctx)
+    trust_id = await db(trusts.create, d, ctx)
     try:
         if live_migrations.applies(d):
             # A live_migration transfer, executed once with auto_deploy (issue 13).
             return await live_migrations.create(d, ctx, req, migration_id, trust_id)
         inp = await db(_prepare, d, ctx, req, migration_id, trust_id)
     except BaseException:
-        await db(_delete_trust, d, trust_id)
+        await db(trusts.delete, d, trust_id)
         raise
     try:
         await d.temporal.start_workflow(
@@ -126,7 +115,7 @@ async def create(request: Request) -> JSONResponse:
         )
     except RPCError as exc:
         await db(d.store.discard_migration, migration_id)
-        await db(_delete_trust, d, trust_id)
+        await db(trusts.delete, d, trust_id)
         raise ApiError(503, f"The execution engine is unavailable; nothing was created: {exc.message}") from exc
     row = await db(d.store.get_migration, None, migration_id)
     return JSONResponse({"migration": views.migration(row, with_tasks=True)})
@@ -190,7 +179,7 @@ async def delete(request: Request) -> Response:
     if await db(d.store.is_live_migration, request.path_params["id"]):
         parts = await live_migrations.delete(d, ctx, request.path_params["id"])
         # The legacy workflow releases its trust as it ends; a transfer's lives as long as the transfer.
-        await db(_delete_trust, d, parts.transfer.trust_id)
+        await trusts.release_transfer(d, parts.transfer.id, parts.transfer.trust_id)
         return Response(status_code=204)
     await db(d.store.delete_migration, ctx.scope, request.path_params["id"])
     return Response(status_code=204)

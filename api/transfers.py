@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api import endpoints, environments
+from api import endpoints, environments, trusts
 from api import transfer_views as views
 from api.context import RequestContext
 from api.deps import Deps, body, context, db, deps, endpoint_call, json_body
@@ -69,7 +69,7 @@ def _check_create(d: Deps, ctx: RequestContext, req: TransferCreate) -> tuple[st
 
 
 def _create(d: Deps, ctx: RequestContext, req: TransferCreate, origin_id: str, dest_id: str,
-            marked: dict[str, set[str]]) -> Migration:
+            marked: dict[str, set[str]], trust_id: str | None) -> Migration:
     return d.store.create_action({
         "type": "transfer", "scenario": req.scenario or "replica", "project_id": ctx.project_id,
         "user_id": ctx.user_id, "origin_endpoint_id": origin_id, "destination_endpoint_id": dest_id,
@@ -78,7 +78,7 @@ def _create(d: Deps, ctx: RequestContext, req: TransferCreate, origin_id: str, d
         "storage_mappings": req.storage_mappings or {}, "user_scripts": req.user_scripts or {},
         "notes": req.notes, "clone_disks": True if req.clone_disks is None else req.clone_disks,
         "skip_os_morphing": bool(req.skip_os_morphing), "last_execution_status": Status.UNEXECUTED,
-        "info": {},
+        "info": {}, "trust_id": trust_id,
     }, str(uuid.uuid4()), marked)
 
 
@@ -91,10 +91,18 @@ async def create(request: Request) -> JSONResponse:
     ctx, d = await context(request, "migration:transfers:create"), deps(request)
     req = await body(request, key(request), TransferCreate)
     origin_id, dest_id, marked = await db(_check_create, d, ctx, req)
-    # As for a migration: a destination that checks its environment does it before anything is written.
-    await endpoints.check_destination(d, ctx, dest_id, dict(req.destination_environment or {}),
-                                      dict(req.network_map or {}), what="transfer")
-    row = await db(_create, d, ctx, req, origin_id, dest_id, marked)
+    # Executions, scheduled ones (no caller at all) and deployments come long after the caller's token
+    # expired: with Keystone they act through a trust, made now and kept until the transfer is deleted.
+    # Made before the destination check so that the check acts through it too (one trust, not two).
+    trust_id = await db(trusts.create, d, ctx)
+    try:
+        # As for a migration: a destination that checks its environment does it before anything is written.
+        await endpoints.check_destination(d, ctx, dest_id, dict(req.destination_environment or {}),
+                                          dict(req.network_map or {}), what="transfer", trust_id=trust_id)
+        row = await db(_create, d, ctx, req, origin_id, dest_id, marked, trust_id)
+    except BaseException:
+        await db(trusts.delete, d, trust_id)  # a failed create leaves nothing behind
+        raise
     return JSONResponse({key(request): await db(_view, d, row)})
 
 
@@ -181,7 +189,7 @@ async def update(request: Request) -> JSONResponse:
         await endpoints.check_destination(d, ctx, row.destination_endpoint_id,
                                           fields.get("destination_environment", row.destination_environment or {}),
                                           fields.get("network_map", row.network_map or {}),
-                                          what="transfer", stored=True)
+                                          what="transfer", stored=True, trust_id=row.trust_id)
     return JSONResponse({"execution": await db(_update, d, ctx, row, fields)})
 
 
@@ -191,8 +199,10 @@ async def delete(request: Request) -> Response:
     if await db(_in_replica_store, d, row):
         await db(d.store.check_idle, row.id)
         await remove_replicas(d, row)
+    # Refused while an execution or deployment runs (they act through the trust released below).
     schedules = await db(d.store.delete_transfer, ctx.scope, row.id)
     await drop_schedules(d, schedules)
+    await trusts.release_transfer(d, row.id, row.trust_id)
     return Response(status_code=204)
 
 
@@ -207,19 +217,21 @@ def _in_replica_store(d: Deps, row: Migration) -> bool:
 async def remove_replicas(d: Deps, row: Migration) -> list[str]:
     """Delete a transfer's replica disks at its destination, then forget them; returns what was removed.
 
-    Also used when a migration that ran as a transfer is deleted (``api.live_migrations``).
+    Also used when a migration that ran as a transfer is deleted (``api.live_migrations``). A same-cloud
+    or Barbican endpoint acts through the transfer's trust (a migration's is gone by then: its own files).
     """
     removed: list[str] = await endpoint_call(d, EndpointCall(endpoint_id=row.destination_endpoint_id,
                                                              operation="delete_replica_disks",
                                                              env=row.destination_environment or {},
-                                                             instance=row.id))
+                                                             instance=row.id, trust_id=row.trust_id))
     await db(d.store.forget_replicas, row.id)
     # The source's change tracking for this transfer (bitmaps, baseline snapshots) is no use any more.
     for instance in row.instances:
         try:
             removed += await endpoint_call(d, EndpointCall(
                 endpoint_id=row.origin_endpoint_id, operation="release_change_tracking",
-                env={**(row.source_environment or {}), CHANGE_TRACKING: row.id}, instance=instance))
+                env={**(row.source_environment or {}), CHANGE_TRACKING: row.id}, instance=instance,
+                trust_id=row.trust_id))
         except ApiError as exc:  # the replica is gone either way; say what stays at the source
             removed.append(f"Could not release the change tracking of {instance} at the source: {exc}")
     return removed

@@ -118,15 +118,6 @@ class LiveMigrationRecords(TransferRecords):
                 return None
             return row
 
-    def clear_live_migration_trust(self, transfer_id: str) -> None:
-        """Forget the trust of a migration's transfer and of its deployment (which acted through it)."""
-        with self.db.session() as s:
-            rows = [s.get(Migration, transfer_id), *s.scalars(select(Migration).where(
-                Migration.type == "deployment", Migration.transfer_id == transfer_id))]
-            for row in rows:
-                if row is not None:
-                    row.trust_id = None
-
     def list_live_migrations(self, project_id: str | None) -> list[LiveMigration]:
         with self.db.session() as s:
             q = select(Migration).where(Migration.deleted.is_(False), Migration.type == "transfer",

@@ -128,6 +128,30 @@ class TransferRecords(EnvironmentSecrets):
                 sched.deleted, sched.deleted_at = True, utcnow()
             return [sched.id for sched in schedules]
 
+    def clear_transfer_trust(self, transfer_id: str) -> None:
+        """Forget a transfer's trust, on it and on its deployments (which acted through it), once deleted."""
+        with self.db.session() as s:
+            rows = [s.get(Migration, transfer_id), *s.scalars(select(Migration).where(
+                Migration.type == "deployment", Migration.transfer_id == transfer_id))]
+            for row in rows:
+                if row is not None:
+                    row.trust_id = None
+
+    def trust_owner(self, action_id: str) -> Migration | None:
+        """The row whose trust ends with an action's workflow, for the forced cleanup's release.
+
+        A one-shot migration owns its trust; a migration that runs as a transfer ends with its execution
+        or deployment, so its transfer's trust goes then. A transfer made by ``POST /transfers`` keeps its
+        trust for its next executions and deployments: only its DELETE releases it (``api.trusts``).
+        """
+        with self.db.session() as s:
+            row = s.get(Migration, action_id)
+            if row is not None and row.type == "deployment" and row.transfer_id:
+                row = s.get(Migration, row.transfer_id)
+            if row is None or (row.type == "transfer" and not row.from_migrations_api):
+                return None
+            return row
+
     def delete_deployment(self, project_id: str | None, deployment_id: str) -> None:
         with self.db.session() as s:
             row = self._action(s, "deployment", project_id, deployment_id)

@@ -72,7 +72,8 @@ def test_a_transfer_create_that_fails_after_its_trust_was_made_leaves_no_trust(k
     stack = keystone_stack
     assert stack.cloud is not None
     src, dst = inventories(stack, ["vm-trust-bad"], data_mib=1)
-    plugins = os.pathsep.join([stack.stack.env["PYTHONPATH"], str(checked.plugin_path(tmp_path))])
+    # The Keystone stack's processes take this process's PYTHONPATH (its env names none of its own).
+    plugins = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(checked.plugin_path(tmp_path))]))
     alice = stack.cloud.peers.users["alice"]
     with own_api_and_worker(stack, tmp_path / "own", PYTHONPATH=plugins) as own, \
             SternaClient(f"http://127.0.0.1:{own.settings.api_port}", alice.project_id,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -11,11 +12,15 @@ import pytest
 from client.sdk import SternaClient
 from tests.api.test_replica_store import OPENSTACK_ENV, OPENSTACK_NETWORKS, _deploy, _execute, glance_image
 from tests.api.test_transfers import error_of
+from tests.conftest import wait_for
 from tests.helpers import identical, inventories, own_api_and_worker
+from tests.leftovers import temporal
 from tests.peers import checked
 from tests.peers.openstack.fixtures import KeystoneStack, OpenStackCloud
+from workflows import ids
 
 pytestmark = pytest.mark.slow
+MiB = 1024**2
 
 
 def _trust_status(cloud: OpenStackCloud, trust_id: str) -> int:
@@ -94,3 +99,32 @@ def test_a_transfer_create_that_fails_after_its_trust_was_made_leaves_no_trust(k
         assert t["trust_id"] in _trusts_of(stack.cloud, "alice") - before
         api.delete_transfer(t["id"])
         assert t["trust_id"] not in _trusts_of(stack.cloud, "alice")
+
+
+# ~5 s: an execution slowed by its bandwidth limit is terminated, then its forced cleanup runs to its end.
+def test_a_force_cancelled_execution_leaves_the_transfer_its_trust(keystone_stack: KeystoneStack) -> None:
+    """The forced cleanup releases a *migration's* trust (terminate skipped its own release); a transfer's
+    next executions and deployments still act through the transfer's."""
+    stack, vm = keystone_stack, "vm-trust-force"
+    assert stack.cloud is not None
+    src, _ = inventories(stack, [vm], data_mib=32)
+    with stack.as_user("alice") as api:
+        origin = api.create_endpoint(f"inv-{src.name}", "local", {"path": str(src)})["id"]
+        dest = api.create_endpoint(f"os-{src.name}", "openstack", {})["id"]
+        t = api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=[vm],
+                                skip_os_morphing=True, destination_environment=OPENSTACK_ENV,
+                                network_map=OPENSTACK_NETWORKS, source_environment={"bandwidth_limit": 2 * MiB})
+        execution_id = api.execute_transfer(t["id"])["id"]
+        wait_for(lambda: any(task["status"] == "RUNNING" for task in api.get_execution(t["id"], execution_id)["tasks"]),
+                 60, 0.2, "the execution under way")
+        api.cancel_execution(t["id"], execution_id, force=True)
+        asyncio.run(_finished(stack, ids.forced_cleanup(t["id"], kind="transfer", execution_id=execution_id)))
+        assert api.get_execution(t["id"], execution_id)["status"] == "CANCELED"
+        assert _trust_status(stack.cloud, t["trust_id"]) == 200, "the forced cleanup left the transfer's trust"
+        assert api.get_transfer(t["id"])["trust_id"] == t["trust_id"]
+        api.delete_transfer(t["id"])
+    assert _trust_status(stack.cloud, t["trust_id"]) == 404
+
+
+async def _finished(stack: KeystoneStack, workflow_id: str) -> None:
+    await (await temporal(stack)).get_workflow_handle(workflow_id).result()

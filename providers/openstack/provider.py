@@ -2,7 +2,7 @@
 
 connection_info, one of:
 
-* ``{}`` — the "same cloud": the caller's own Keystone (the migration's trust). This is the
+* ``{}`` — the "same cloud": the caller's own Keystone (the migration's or transfer's trust). This is the
   seed's "no further authentication";
 * ``{"secret_ref": "<barbican href>"}`` or ``{"secret_id": "<uuid>"}`` — resolved by the
   activity into the JSON below;

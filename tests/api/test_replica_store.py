@@ -73,7 +73,7 @@ def test_openstack_transfer_syncs_only_changes_deploys_into_glance_and_syncs_on(
     source = src / vm / "disk-0.raw"
     with stack.as_user("alice") as api:
         origin = api.create_endpoint(f"inv-{src.name}", "local", {"path": str(src)})["id"]
-        # Credentials of its own: a transfer has no Keystone trust for a same-cloud endpoint to act through.
+        # Credentials of its own (a same-cloud transfer, through its trust: test_keystone_transfers).
         dest = api.create_endpoint(f"os-{src.name}", "openstack", creds(stack.cloud))["id"]
         t = api.create_transfer(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=[vm],
                                 skip_os_morphing=True, destination_environment=OPENSTACK_ENV,

@@ -19,6 +19,7 @@ from activities.changes import changed_since
 from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
 from activities.services import Services
+from activities.slots import source_slot
 from activities.steps import _previous_heartbeat, _safe, scratch_dir
 from activities.task_recorder import heartbeating, task_running
 from core.errors import Conflict, InvalidInput
@@ -66,7 +67,7 @@ def _plan(row: Migration, execution_id: str, transfer_id: str) -> ActionPlan:
 
 
 def _sync_plan(known: ReplicaDisk | None, path: Path, size: int, execution_id: str,
-               file: CheckpointFile | None) -> tuple[bytes | None, int]:
+               file: CheckpointFile | None, moved: bool = False) -> tuple[bytes | None, int]:
     """(digest map to compare with or None for a full sync, byte offset to resume from).
 
     A map is usable when the replica was trusted, or when it is this execution's own retry: every
@@ -74,11 +75,18 @@ def _sync_plan(known: ReplicaDisk | None, path: Path, size: int, execution_id: s
     before the execution still tells which chunks differ. The same reasoning lets a retry resume
     where its checkpoint file (or its last heartbeat, if further) says the sync was, and keeps a
     full sync's zero chunks zero (no attempt writes them).
+
+    ``moved``: the instance moved off a lost host to a new snapshot (``DiskStepInput.failovers``).
+    Chunks the lost host wrote came from the old snapshot, and the map does not say which: a chunk
+    the new snapshot has as it was before the execution would compare equal and keep the old
+    snapshot's bytes. So a replica this execution left untrusted is synced in full; a trusted one
+    (the lost host never wrote into it) still compares with its map. The checkpoint file is keyed
+    per snapshot by the caller, so nothing resumes across snapshots.
     """
     if known is None or not path.exists() or known.chunk_size != REPLICA_CHUNK or known.size_bytes != size:
         return None, 0
     own_retry = known.last_execution_id == execution_id and not known.trusted
-    usable = known.digests is not None and (known.trusted or own_retry)
+    usable = known.digests is not None and (known.trusted or (own_retry and not moved))
     resume = 0
     if own_retry:
         beat = _previous_heartbeat()
@@ -204,7 +212,8 @@ class TransferActivities:
                 from activities.replica_chain import replicate_to_snapshots
 
                 try:
-                    return await replicate_to_snapshots(self.services, inp, rec, source, src, dest)
+                    async with source_slot(self.services, source, step.snapshot, rec):
+                        return await replicate_to_snapshots(self.services, inp, rec, source, src, dest)
                 finally:
                     await asyncio.to_thread(src.close)
             if not isinstance(dest, ReplicaProvider):
@@ -218,10 +227,13 @@ class TransferActivities:
                 path = Path(replica.path)
                 # In this host's scratch, beside the snapshot that the sync reads (the replica may be
                 # on an endpoint's storage, which is not ours to leave files in).
-                file = (checkpoint_file(Path(step.workdir) / "replica", _safe(inp.disk.disk_id),
-                                        f"replica {task.execution_id} {inp.disk.disk_id} {path} {src.size}")
-                        if step.workdir else None)
-                previous, resume = _sync_plan(known, path, src.size, task.execution_id, file)
+                # After a failover, the key names the snapshot (its count): a host that comes back and takes
+                # the new snapshot must not resume from the lost one's checkpoint.
+                key = f"replica {task.execution_id} {inp.disk.disk_id} {path} {src.size}" + (
+                    f" snapshot {inp.failovers + 1}" if inp.failovers else "")
+                file = checkpoint_file(Path(step.workdir) / "replica", _safe(inp.disk.disk_id), key) \
+                    if step.workdir else None
+                previous, resume = _sync_plan(known, path, src.size, task.execution_id, file, inp.failovers > 0)
                 # From here until trust_replica, the replica is not trusted: a failure or a cancel
                 # leaves it marked, and the next execution re-syncs it in full.
                 await asyncio.to_thread(
@@ -246,10 +258,12 @@ class TransferActivities:
                 target = await asyncio.to_thread(LocalFileTarget, path, src.size)
                 try:
                     limit = bandwidth_limit(step.source_environment, "source_environment")
-                    result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
-                                                digest_size=DIGEST_SIZE, on_progress=progress,
-                                                bandwidth_limit=limit, resume_from=resume, changed=changed,
-                                                durable=Checkpointer(file) if file is not None else None)
+                    # The source host's transfer limit holds for replications as for exports.
+                    async with source_slot(self.services, source, step.snapshot, rec, _previous_heartbeat()):
+                        result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
+                                                    digest_size=DIGEST_SIZE, on_progress=progress,
+                                                    bandwidth_limit=limit, resume_from=resume, changed=changed,
+                                                    durable=Checkpointer(file) if file is not None else None)
                 finally:
                     await asyncio.to_thread(target.close)
             finally:

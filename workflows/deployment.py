@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from core.summary import CHILD_SUMMARIES
     from workflows import ids
+    from workflows.failover import failing_over, host_lost, moved
     from workflows.shared import (
         _retry,
         at,
@@ -29,9 +30,11 @@ with workflow.unsafe.imports_passed_through():
         finish,
         first_step,
         gather_instances,
+        of_migration,
         record_failure,
         record_task,
         ref,
+        set_migration_state,
     )
     from workflows.steps import Steps, short_step_heartbeat
     from workflows.transfer_types import (
@@ -48,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         DeployInput,
         MorphInput,
         Status,
+        StepInput,
         TaskUpdate,
         UploadResult,
     )
@@ -55,6 +59,11 @@ with workflow.unsafe.imports_passed_through():
 #: A failed cleanup is recorded on its task and leaves the deployment's outcome as it was; a cancel during
 #: the cleanup of a deployed instance removes it. Both as migrations do (``workflows.instance``).
 CLEANUP_AS_MIGRATIONS = "deployment-cleanup-as-migrations"
+#: An instance whose overlay's host never takes its next step starts again from a new overlay on another
+#: host, and one that ends on a lost host is cleaned up from the shared data queue (``workflows.failover``).
+#: Before, the deployment ended ERROR after ``host_schedule_to_start``, and its cleanup waited as long
+#: again on the lost host's queue.
+DEPLOYMENT_HOST_FAILOVER = "deployment-host-failover"
 
 
 @workflow.defn
@@ -91,6 +100,9 @@ class DeploymentWorkflow:
             self._status = Status.ERROR
             raise
         finally:
+            # The deployment of a migration on transfers ends the migration (workflows.shared).
+            if of_migration():
+                set_migration_state(self._status)
             await finish(plan.action_id, plan.execution_id, self._status, t)
         return self._status.value
 
@@ -99,6 +111,8 @@ class DeploymentWorkflow:
 class DeploymentInstanceWorkflow:
     def __init__(self) -> None:
         self._current: str | None = None
+        #: the queue of the host holding the overlay, once the overlay step has chosen it
+        self._host_queue: str | None = None
 
     @workflow.query
     def current_task(self) -> str | None:
@@ -107,52 +121,36 @@ class DeploymentInstanceWorkflow:
     @workflow.run
     async def run(self, p: InstancePlan) -> dict[str, Any]:
         t, plan = p.timeouts, p.plan
+        failover = workflow.patched(DEPLOYMENT_HOST_FAILOVER)
         # The second half of a migration's instance (workflows.instance), on the replica's view.
         steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat), disk_attempts=5, cleanup_attempts=20)
         step = first_step(p, DeployTask.OVERLAY)
         step.export_info = plan.export_info.get(p.instance)
-        host_queue: str | None = None
         deployed: DeployedInstance | None = None
         imported: list[ImportedDisk] = []
         succeeded = False
         try:
-            self._current = DeployTask.OVERLAY
-            replicas = plan.replicas.get(p.instance, [])
-            beat = short_step_heartbeat(t)
-            # A replica kept as a snapshot is read down to this host first: a disk's worth of time, which
-            # its progress heartbeats keep in check (a timeout is a scheduling option, not a command).
-            reads = beat is not None and any(d.format in SNAPSHOT_FORMATS for d in replicas)
-            o: OverlayResult = await workflow.execute_activity(
-                names.CREATE_REPLICA_OVERLAY,
-                OverlayInput(step=step, disks=replicas, clone=plan.clone_disks, transfer_id=plan.transfer_id),
-                result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
-                start_to_close_timeout=timedelta(seconds=t.transfer if reads else t.short),
-                retry_policy=_retry(t, 5), heartbeat_timeout=beat,
-            )
-            host_queue, step.workdir, disks = o.host_queue, o.workdir, o.disks
+            async def on_lost(failovers: int) -> None:
+                # The host holding the overlay never took its next step: start again from a new overlay
+                # of the replica disks (they are at the destination, not on that host), on another host.
+                await record_task(TaskUpdate(task=ref(p, self._current or DeployTask.DEPLOY), status=Status.RUNNING,
+                                             message=moved(self._host_queue, t, failovers)), t)
+                self._host_queue = None  # until the next overlay: nothing more is scheduled there
 
-            bootable = False
-            if not plan.skip_os_morphing:
-                self._current = DeployTask.OS_MORPHING
-                morphed = await steps.morph(
-                    MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
-                               user_scripts=plan.user_scripts, origin_type=plan.origin_type), host_queue)
-                disks, bootable = morphed.disks, morphed.bootable
+            bootable, imported = await failing_over(lambda _n: self._disk_steps(steps, step, p), on_lost,
+                                                    enabled=failover)
 
-            self._current = DeployTask.DEPLOY
-            here = at(step, p, DeployTask.DEPLOY)
-            # Flattened: the overlay becomes a standalone image, the replica stays where it is.
-            flat = await steps.per_disk(names.CONVERT_DISK, here, disks, host_queue, DiskLocator, flatten=True)
-            uploads = await steps.per_disk(names.UPLOAD_DISK, here, flat, host_queue, UploadResult)
-            imported = [u.disk for u in uploads]
-
+            assert self._host_queue is not None
             self._current = DeployTask.FINALIZE
             result = await steps.deploy(DeployInput(step=at(step, p, DeployTask.FINALIZE), disks=imported,
-                                                    bootable=bootable), host_queue)
+                                                    bootable=bootable), self._host_queue)
             deployed = DeployedInstance.model_validate(result)
             succeeded = True
             return result
         except BaseException as err:
+            if failover and host_lost(err):
+                # Its queue has no worker: the cleanup (destination resources) runs from any host.
+                self._host_queue = None
             await record_failure(p, self._current, err)
             raise
         finally:
@@ -169,13 +167,48 @@ class DeploymentInstanceWorkflow:
                                              message=failure_message(err)), t)
 
             try:
-                await steps.cleanup(cleanup, host_queue, on_failure=cleanup_failed if patched else None)
+                await steps.cleanup(cleanup, self._host_queue, on_failure=cleanup_failed if patched else None)
             except asyncio.CancelledError:
                 # A cancel during the cleanup of a deployed instance ends CANCELED: the instance goes too.
                 if succeeded and patched:
-                    await steps.cleanup(cleanup.model_copy(update={"succeeded": False}), host_queue,
+                    await steps.cleanup(cleanup.model_copy(update={"succeeded": False}), self._host_queue,
                                         on_failure=cleanup_failed)
                     await record_task(TaskUpdate(
                         task=ref(p, DeployTask.FINALIZE), status=Status.CANCELED,
                         message="Canceled by user request during the cleanup: the deployed instance was removed"), t)
                 raise
+
+    async def _disk_steps(self, steps: Steps, step: StepInput, p: InstancePlan) -> tuple[bool, list[ImportedDisk]]:
+        """The overlay on whichever host takes it, then OS morphing and the import on that host:
+        (bootable, the imported disks)."""
+        t, plan = p.timeouts, p.plan
+        self._current = DeployTask.OVERLAY
+        replicas = plan.replicas.get(p.instance, [])
+        beat = short_step_heartbeat(t)
+        # A replica kept as a snapshot is read down to this host first: a disk's worth of time, which
+        # its progress heartbeats keep in check (a timeout is a scheduling option, not a command).
+        reads = beat is not None and any(d.format in SNAPSHOT_FORMATS for d in replicas)
+        o: OverlayResult = await workflow.execute_activity(
+            names.CREATE_REPLICA_OVERLAY,
+            OverlayInput(step=at(step, p, DeployTask.OVERLAY), disks=replicas, clone=plan.clone_disks,
+                         transfer_id=plan.transfer_id),
+            result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
+            start_to_close_timeout=timedelta(seconds=t.transfer if reads else t.short),
+            retry_policy=_retry(t, 5), heartbeat_timeout=beat,
+        )
+        self._host_queue, step.workdir, disks = o.host_queue, o.workdir, o.disks
+
+        bootable = False
+        if not plan.skip_os_morphing:
+            self._current = DeployTask.OS_MORPHING
+            morphed = await steps.morph(
+                MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
+                           user_scripts=plan.user_scripts, origin_type=plan.origin_type), o.host_queue)
+            disks, bootable = morphed.disks, morphed.bootable
+
+        self._current = DeployTask.DEPLOY
+        here = at(step, p, DeployTask.DEPLOY)
+        # Flattened: the overlay becomes a standalone image, the replica stays where it is.
+        flat = await steps.per_disk(names.CONVERT_DISK, here, disks, o.host_queue, DiskLocator, flatten=True)
+        uploads = await steps.per_disk(names.UPLOAD_DISK, here, flat, o.host_queue, UploadResult)
+        return bootable, [u.disk for u in uploads]

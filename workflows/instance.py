@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType, is_cancelled_exception
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
+    from workflows.failover import failing_over, host_lost, moved, release_lost_snapshot
     from workflows.failures import failure_message
     from workflows.shield import shielded
     from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, retry
@@ -36,13 +37,12 @@ with workflow.unsafe.imports_passed_through():
 DISK_ATTEMPTS = 8
 #: Heartbeat timeouts on snapshot, deploy and cleanup, and bounded per-disk attempts (issue 11).
 HARDENED_TIMEOUTS = "hardening-heartbeats-and-attempts"
-#: A VM whose host never takes its next disk step starts its disk steps again on another host (issue 18).
+#: A VM whose host never takes its next disk step starts its disk steps again on another host (issue 18,
+#: ``workflows.failover``; at most ``HOST_FAILOVERS`` times).
 HOST_FAILOVER = "host-failover"
 #: A VM that ends ERROR because its host was lost is cleaned up from the shared data queue; before,
 #: the cleanup waited ``host_schedule_to_start`` (1 h) on the lost host's queue first.
 CLEANUP_OFF_LOST_HOST = "cleanup-off-lost-host"
-#: How many times one VM may change hosts that way before it ends ERROR.
-HOST_FAILOVERS = 2
 #: A cancel during the final cleanup removes the deployed instance, so a CANCELED migration leaves none (issue 11).
 CANCEL_DURING_CLEANUP = "cancel-during-cleanup-removes-instance"
 
@@ -51,11 +51,6 @@ def _summary(inp: InstanceInput, task: TaskType) -> str:
     """What the Temporal UI shows for an activity: the instance and the Coriolis step (plus the disk)."""
     return f"{inp.instance}: {task.value}"
 
-
-def _host_lost(err: ActivityError) -> bool:
-    """No worker polled the pinned host's queue within ``host_schedule_to_start``: the host is gone."""
-    cause = err.cause
-    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 _retry = retry  # the name transfers and deployments import (workflows.shared)
 
@@ -113,26 +108,24 @@ class InstanceMigrationWorkflow:
             self._current = TaskType.VALIDATE
             step.export_info = (await steps.validate(step, _summary(inp, TaskType.VALIDATE))).export_info
 
-            failovers = 0
-            while True:
-                try:
-                    morphed, imported = await self._disk_steps(steps, step, inp)
-                    break
-                except ActivityError as err:
-                    # The host holding this VM's scratch copy never came back: start its disk steps again
-                    # from a new snapshot, on whichever host takes it from the shared data queue.
-                    if not (failover and _host_lost(err) and failovers < HOST_FAILOVERS):
-                        if _host_lost(err) and workflow.patched(CLEANUP_OFF_LOST_HOST):
-                            # Its queue has no worker: the cleanup (destination resources) runs anywhere.
-                            self._host_queue = None
-                        raise
-                    failovers += 1
-                    await _record(names.RECORD_TASK, TaskUpdate(
-                        task=self._ref(inp, self._current or TaskType.EXPORT), status=Status.RUNNING,
-                        message=f"No worker of {self._host_queue} took the step within "
-                                f"{t.host_schedule_to_start:.0f} s: starting this instance's disk steps again "
-                                f"on another host ({failovers} of {HOST_FAILOVERS})"), t)
-                    await self._release_snapshot(steps, step, inp, t)
+            async def on_lost(failovers: int) -> None:
+                # The host holding this VM's scratch copy never came back: start its disk steps again
+                # from a new snapshot, on whichever host takes it from the shared data queue.
+                await _record(names.RECORD_TASK, TaskUpdate(
+                    task=self._ref(inp, self._current or TaskType.EXPORT), status=Status.RUNNING,
+                    message=moved(self._host_queue, t, failovers)), t)
+                await release_lost_snapshot(steps, self._at(step, inp, TaskType.SNAPSHOT),
+                                            lambda update: _record(names.RECORD_TASK, update, t),
+                                            _summary(inp, TaskType.SNAPSHOT))
+
+            try:
+                morphed, imported = await failing_over(lambda _n: self._disk_steps(steps, step, inp), on_lost,
+                                                       enabled=failover)
+            except ActivityError as err:
+                if host_lost(err) and workflow.patched(CLEANUP_OFF_LOST_HOST):
+                    # Its queue has no worker: the cleanup (destination resources) runs anywhere.
+                    self._host_queue = None
+                raise
 
             assert self._host_queue is not None
             self._current = TaskType.BOOT
@@ -198,15 +191,6 @@ class InstanceMigrationWorkflow:
         uploads = await steps.per_disk(names.UPLOAD_DISK, self._at(step, inp, TaskType.UPLOAD), disks,
                                        host_queue, UploadResult, summary=_summary(inp, TaskType.UPLOAD))
         return morphed, [u.disk for u in uploads]
-
-    async def _release_snapshot(self, steps: Steps, step: StepInput, inp: InstanceInput, t: Timeouts) -> None:
-        """Best effort: the lost host's source snapshot (a vSphere snapshot stays on the VM otherwise)."""
-        try:
-            await steps.release_snapshot(self._at(step, inp, TaskType.SNAPSHOT), _summary(inp, TaskType.SNAPSHOT))
-        except ActivityError as err:
-            await _record(names.RECORD_TASK, TaskUpdate(
-                task=self._ref(inp, TaskType.SNAPSHOT), status=Status.RUNNING,
-                message=f"The lost host's source snapshot was not removed: {failure_message(err)}"), t)
 
     @staticmethod
     def _ref(inp: InstanceInput, task: TaskType) -> TaskRef:

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from workflows import search
     from workflows.failures import failure_message
     from workflows.instance import _retry
     from workflows.instance import record_failure as _record_failure
@@ -25,6 +26,25 @@ with workflow.unsafe.imports_passed_through():
 __all__ = [  # the helpers instance.py already has, shared rather than written twice
     "_retry", "at", "failure_message", "first_step", "gather_instances", "ref", "shielded",
 ]
+
+#: A migration that runs on transfers (``api.live_migrations``) keeps its ``MigrationState`` search
+#: attribute true: its execution sets its end state, or hands RUNNING on to the deployment it starts
+#: (which carries the migration's search attributes), and the deployment sets its end state. Before,
+#: the API's RUNNING stayed on the execution for good. Upserts are commands: runs begun before replay
+#: without them.
+MIGRATION_STATE_ON_TRANSFERS = "migration-state-on-transfers"
+
+
+def of_migration() -> bool:
+    """Whether this run is part of a migration (it carries a ``MigrationId``), from a patched history."""
+    return (workflow.info().typed_search_attributes.get(search.MIGRATION_ID) is not None
+            and workflow.patched(MIGRATION_STATE_ON_TRANSFERS))
+
+
+def set_migration_state(status: Status | None) -> None:
+    """The migration's state as this run knows it; None: another run (its deployment) now says it."""
+    workflow.upsert_search_attributes([search.MIGRATION_STATE.value_set(status.value) if status is not None
+                                       else search.MIGRATION_STATE.value_unset()])
 
 
 async def shielded(name: str, arg: Any, t: Timeouts, result_type: type[Any] | None = None, **kw: Any) -> Any:

@@ -11,23 +11,30 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributePair
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
     from core.summary import CHILD_SUMMARIES
-    from workflows import ids
+    from workflows import ids, search
     from workflows.deployment import DeploymentWorkflow
+    from workflows.failover import failing_over, gather_or_cancel, host_lost, moved, release_lost_snapshot
     from workflows.shared import (
         _retry,
         at,
         finish,
         first_step,
         gather_instances,
+        of_migration,
         record_failure,
+        record_task,
+        ref,
+        set_migration_state,
         shielded,
     )
-    from workflows.steps import SNAPSHOT_CANCEL_WAITS, short_step_heartbeat, snapshot_cancellation
+    from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, short_step_heartbeat, snapshot_cancellation
     from workflows.transfer_types import (
         ActionPlan,
         AutoDeployment,
@@ -38,10 +45,28 @@ with workflow.unsafe.imports_passed_through():
         TransferExecutionInput,
         TransferTask,
     )
-    from workflows.types import CleanupInput, DiskStepInput, SnapshotResult, Status, Timeouts, ValidateResult
+    from workflows.types import (
+        CleanupInput,
+        DiskStepInput,
+        SnapshotResult,
+        Status,
+        StepInput,
+        TaskUpdate,
+        Timeouts,
+        ValidateResult,
+    )
 
 #: The release step heartbeats, so a worker killed during it is retried within a heartbeat timeout.
 CLEANUP_HEARTBEAT = "transfer-cleanup-heartbeat"
+#: A replication whose host never takes it starts again from a new snapshot on another host, and the
+#: release of a lost host runs from the shared data queue (``workflows.failover``). Before, the
+#: execution ended ERROR after ``host_schedule_to_start``, and its release waited as long again on the
+#: lost host's queue, then failed.
+TRANSFER_HOST_FAILOVER = "transfer-host-failover"
+#: An auto deployment runs with its execution's timeouts (the operator's settings, as a deployment
+#: started through the API does); before, it ran with the defaults, so a lost host there was waited
+#: for an hour whatever ``STERNA_HOST_SCHEDULE_TO_START_TIMEOUT`` said. Part of the child's start command.
+AUTO_DEPLOYMENT_TIMEOUTS = "auto-deployment-timeouts"
 
 
 @workflow.defn
@@ -69,6 +94,7 @@ class TransferExecutionWorkflow:
             return "SKIPPED"
         # A summary is part of the child's start command: runs begun before it replay without one.
         summaries = workflow.patched(CHILD_SUMMARIES)
+        migration = of_migration()
         try:
             self._status = await gather_instances([
                 workflow.execute_child_workflow(
@@ -85,12 +111,19 @@ class TransferExecutionWorkflow:
             self._status = Status.ERROR
             raise
         finally:
+            if migration and not (self._status == Status.COMPLETED and plan.auto_deploy):
+                set_migration_state(self._status)  # no deployment follows: the migration ends here
             await finish(plan.action_id, execution_id, self._status, t)
         if plan.auto_deploy:
-            await self._deploy(plan, t)
+            try:
+                await self._deploy(plan, t, migration)
+            except BaseException as err:
+                if migration:  # its deployment never started
+                    set_migration_state(Status.CANCELED if is_cancelled_exception(err) else Status.ERROR)
+                raise
         return self._status.value
 
-    async def _deploy(self, plan: ActionPlan, t: Timeouts) -> None:
+    async def _deploy(self, plan: ActionPlan, t: Timeouts, migration: bool = False) -> None:
         deployment_id = await workflow.execute_activity(
             names.CREATE_AUTO_DEPLOYMENT,
             AutoDeployment(transfer_id=plan.transfer_id, execution_id=plan.execution_id,
@@ -99,16 +132,25 @@ class TransferExecutionWorkflow:
         )
         # The deployment outlives this execution: it is its own workflow, started and left running.
         await workflow.start_child_workflow(
-            DeploymentWorkflow.run, DeploymentInput(deployment_id=deployment_id),
+            DeploymentWorkflow.run,
+            DeploymentInput(deployment_id=deployment_id, timeouts=t) if workflow.patched(AUTO_DEPLOYMENT_TIMEOUTS)
+            else DeploymentInput(deployment_id=deployment_id),
             id=ids.deployment(deployment_id), task_queue=workflow.info().task_queue,
             parent_close_policy=ParentClosePolicy.ABANDON,
+            # A migration's deployment is found by its MigrationId too, and says the migration's state.
+            search_attributes=workflow.info().typed_search_attributes.updated(
+                SearchAttributePair(search.MIGRATION_STATE, Status.RUNNING.value)) if migration else None,
         )
+        if migration:
+            set_migration_state(None)
 
 
 @workflow.defn
 class TransferInstanceWorkflow:
     def __init__(self) -> None:
         self._current: str | None = None
+        #: the queue of the host holding the snapshot's scratch files, once the snapshot step has chosen it
+        self._host_queue: str | None = None
 
     @workflow.query
     def current_task(self) -> str | None:
@@ -117,13 +159,14 @@ class TransferInstanceWorkflow:
     @workflow.run
     async def run(self, p: InstancePlan) -> list[ReplicaResult]:
         t = p.timeouts
+        failover = workflow.patched(TRANSFER_HOST_FAILOVER)
         step = first_step(p, TransferTask.VALIDATE)
         # Replication deploys nothing: an instance of the same name at the destination (an
         # earlier deployment, a test failover) is a deployment's concern, not this execution's.
         step.replica_only = True
         # The snapshot also starts tracking changes for the next execution (where the source can).
         step.change_tracking = p.plan.transfer_id
-        host_queue: str | None = None
+        lost = False
         try:
             self._current = TransferTask.VALIDATE
             v: ValidateResult = await workflow.execute_activity(
@@ -132,44 +175,79 @@ class TransferInstanceWorkflow:
                 heartbeat_timeout=short_step_heartbeat(t),
             )
             step.export_info = v.export_info
+            steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat), disk_attempts=5)
 
-            self._current = TransferTask.SNAPSHOT
-            s: SnapshotResult = await workflow.execute_activity(
-                names.SNAPSHOT_INSTANCE, at(step, p, TransferTask.SNAPSHOT), result_type=SnapshotResult,
-                task_queue=workflow.info().task_queue + "-data",
-                start_to_close_timeout=timedelta(seconds=t.transfer), retry_policy=_retry(t, 5),
-                # A snapshot copy can take long: a dead worker's attempt is retried after this, not hours.
-                heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
-                cancellation_type=snapshot_cancellation(workflow.patched(SNAPSHOT_CANCEL_WAITS)),
-            )
-            host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
+            async def on_lost(failovers: int) -> None:
+                # The host holding the snapshot never took the replication: replicate again from a new
+                # snapshot, on whichever host takes it from the shared data queue.
+                await record_task(TaskUpdate(task=ref(p, TransferTask.REPLICATE), status=Status.RUNNING,
+                                             message=moved(self._host_queue, t, failovers)), t)
+                await release_lost_snapshot(steps, at(step, p, TransferTask.SNAPSHOT),
+                                            lambda update: record_task(update, t))
+                self._host_queue = None  # until the next snapshot: nothing more is scheduled there
 
-            self._current = TransferTask.REPLICATE
-            here = at(step, p, TransferTask.REPLICATE)
-            # Disks of one VM sync in parallel; a retried attempt re-syncs its disk in full.
-            return list(await asyncio.gather(*(
-                workflow.execute_activity(
-                    names.REPLICATE_DISK, DiskStepInput(step=here, disk=disk), result_type=ReplicaResult,
-                    task_queue=host_queue, start_to_close_timeout=timedelta(seconds=t.transfer),
-                    heartbeat_timeout=timedelta(seconds=t.heartbeat),
-                    schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                    retry_policy=_retry(t, 5),
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                )
-                for disk in s.snapshot.disks
-            )))
+            return await failing_over(lambda n: self._replicate(step, p, n, failover), on_lost, enabled=failover)
         except BaseException as err:
+            lost = failover and host_lost(err)
             await record_failure(p, self._current, err)
             raise
         finally:
             self._current = TransferTask.RELEASE
-            # The transfer creates no destination instance: cleanup only releases the snapshot
-            # and the scratch space (succeeded=True keeps the provider from deleting anything else).
-            await shielded(names.CLEANUP_INSTANCE,
-                           CleanupInput(step=at(step, p, TransferTask.RELEASE), succeeded=True),
-                           t, task_queue=host_queue or workflow.info().task_queue + "-data",
-                           start_to_close=timedelta(seconds=t.short),
-                           schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
-                           # A worker killed mid-cleanup is noticed within a heartbeat, not t.short.
-                           heartbeat_timeout=timedelta(seconds=t.heartbeat)
-                           if workflow.patched(CLEANUP_HEARTBEAT) else None)
+            # A lost host's queue has no worker: its release (the source snapshot) runs from any host.
+            queue = None if lost else self._host_queue
+            try:
+                await self._release(step, p, queue)
+            except ActivityError as err:
+                if not (failover and queue is not None and host_lost(err)):
+                    raise
+                # The host was lost after the replication, before its release: release from any host.
+                await self._release(step, p, None)
+
+    async def _replicate(self, step: StepInput, p: InstancePlan, failovers: int,
+                         failover: bool) -> list[ReplicaResult]:
+        """Snapshot on whichever host takes it, then each disk into its replica on that host.
+
+        ``failover``: ``TRANSFER_HOST_FAILOVER`` is on, and a failed disk's siblings are cancelled."""
+        t = p.timeouts
+        self._current = TransferTask.SNAPSHOT
+        s: SnapshotResult = await workflow.execute_activity(
+            names.SNAPSHOT_INSTANCE, at(step, p, TransferTask.SNAPSHOT), result_type=SnapshotResult,
+            task_queue=workflow.info().task_queue + "-data",
+            start_to_close_timeout=timedelta(seconds=t.transfer), retry_policy=_retry(t, 5),
+            # A snapshot copy can take long: a dead worker's attempt is retried after this, not hours.
+            heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
+            cancellation_type=snapshot_cancellation(workflow.patched(SNAPSHOT_CANCEL_WAITS)),
+        )
+        self._host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
+
+        self._current = TransferTask.REPLICATE
+        here = at(step, p, TransferTask.REPLICATE)
+        # Disks of one VM sync in parallel; a retried attempt re-syncs its disk in full.
+        replications = [
+            workflow.execute_activity(
+                names.REPLICATE_DISK, DiskStepInput(step=here, disk=disk, failovers=failovers),
+                result_type=ReplicaResult,
+                task_queue=s.host_queue, start_to_close_timeout=timedelta(seconds=t.transfer),
+                heartbeat_timeout=timedelta(seconds=t.heartbeat),
+                schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+                retry_policy=_retry(t, 5),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            for disk in s.snapshot.disks
+        ]
+        if failover:
+            return await gather_or_cancel(replications)
+        return list(await asyncio.gather(*replications))
+
+    async def _release(self, step: StepInput, p: InstancePlan, queue: str | None) -> None:
+        """The transfer creates no destination instance: cleanup only releases the snapshot and the
+        scratch space (succeeded=True keeps the provider from deleting anything else)."""
+        t = p.timeouts
+        await shielded(names.CLEANUP_INSTANCE,
+                       CleanupInput(step=at(step, p, TransferTask.RELEASE), succeeded=True),
+                       t, task_queue=queue or workflow.info().task_queue + "-data",
+                       start_to_close=timedelta(seconds=t.short),
+                       schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
+                       # A worker killed mid-cleanup is noticed within a heartbeat, not t.short.
+                       heartbeat_timeout=timedelta(seconds=t.heartbeat)
+                       if workflow.patched(CLEANUP_HEARTBEAT) else None)

@@ -162,6 +162,10 @@ class DiskStepInput(BaseModel):
     disk: DiskLocator
     #: convert even to the same format (a deployment's qcow2 overlay becomes a standalone image)
     flatten: bool = False
+    #: a replication: how many times its instance moved off a lost host to a new snapshot
+    #: (``workflows.failover``). From the first, an earlier attempt of the execution may have
+    #: written the replica from another snapshot than this one.
+    failovers: int = 0
 
 
 class DiskStepResult(BaseModel):

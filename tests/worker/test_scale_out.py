@@ -5,7 +5,9 @@ VMs of one migration spread over the workers; one worker is killed for good (SIG
 while it exports a VM. That VM's next disk step waits for the dead host's queue for
 ``STERNA_HOST_SCHEDULE_TO_START_TIMEOUT`` (10 s here), then its disk steps start again from a new
 snapshot on another host, and it completes identical to its source. The source's transfer limit
-(``STERNA_MAX_TRANSFERS_PER_SOURCE_HOST``) holds across the three workers meanwhile.
+(``STERNA_MAX_TRANSFERS_PER_SOURCE_HOST``) holds across the three workers meanwhile. All of it twice:
+as the one-shot migration, and as a migration that runs on transfers (its "export" is the execution's
+replication, which fails over the same way).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ SOURCE_SLOTS = 2
 
 
 class Topology:
-    def __init__(self, root: Path, db_url: str) -> None:
+    def __init__(self, root: Path, db_url: str, on_transfers: bool = False) -> None:
         self.root = root
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.temporal = f"127.0.0.1:{free_port()}"
@@ -57,6 +59,7 @@ class Topology:
             # All the VMs live in one local inventory, one source host: 2 of the 8 exports read at once.
             "STERNA_MAX_TRANSFERS_PER_SOURCE_HOST": str(SOURCE_SLOTS),
             "STERNA_API_HOST": "127.0.0.1",
+            "STERNA_MIGRATIONS_ON_TRANSFERS": "1" if on_transfers else "0",
         }
         self.api_urls: list[str] = []
 
@@ -96,10 +99,12 @@ class Topology:
                     proc.wait()
 
 
-@pytest.fixture
-def topology(tmp_path: Path) -> Iterator[Topology]:
+# A migration runs as the one-shot MigrationWorkflow, or as a live_migration transfer whose execution
+# replicates each VM and whose deployment imports it (api.live_migrations): both fail over alike.
+@pytest.fixture(params=["one-shot", "on-transfers"])
+def topology(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
     with ExitStack() as cleanup:
-        topo = Topology(tmp_path, cleanup.enter_context(postgres_database()))
+        topo = Topology(tmp_path, cleanup.enter_context(postgres_database()), request.param == "on-transfers")
         cleanup.callback(topo.stop)
         topo.start()
         yield topo

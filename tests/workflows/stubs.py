@@ -151,6 +151,23 @@ class Stubs:
         return [c.name for c in self.calls]
 
 
+def hosts_lost(stubs: Stubs, lost: int, name: str = names.SNAPSHOT_INSTANCE) -> None:
+    """The first ``lost`` calls of ``name`` (the snapshot, or a deployment's overlay: the step that
+    chooses the host) pin the instance to a host whose worker is gone (no one polls its queue).
+    Each snapshot has its own id, ``snap-<n>``."""
+    take = stubs.answer(name)
+
+    async def first_step(arg: dict[str, Any]) -> Any:
+        r = await take(arg)
+        n = len(stubs.of(name))
+        update: dict[str, Any] = {"host_queue": r.host_queue + "-lost" if n <= lost else r.host_queue}
+        if isinstance(r, SnapshotResult):
+            update["snapshot"] = r.snapshot.model_copy(update={"snapshot_id": f"snap-{n}"})
+        return r.model_copy(update=update)
+
+    stubs.behaviours[name] = first_step
+
+
 def fails(error: SternaError) -> Behaviour:
     """A step that fails as the real activity reports ``error`` (``activities.failures``), but leaves
     ``non_retryable`` unset: the workflow's retry policy alone must decide whether to try again."""

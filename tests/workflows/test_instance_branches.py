@@ -28,15 +28,24 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import names
 from core.errors import InvalidInput, ProviderTransient
-from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, cancel_processed, fails, workers
+from tests.workflows.stubs import (
+    FAST,
+    Blocking,
+    Stubs,
+    cancel_during,
+    cancel_processed,
+    fails,
+    hosts_lost,
+    workers,
+)
 from workflows import ids
+from workflows.failover import HOST_FAILOVERS
 from workflows.failures import root_cause
-from workflows.instance import DISK_ATTEMPTS, HOST_FAILOVERS, InstanceMigrationWorkflow
+from workflows.instance import DISK_ATTEMPTS, InstanceMigrationWorkflow
 from workflows.types import (
     CleanupInput,
     InstanceInput,
     MigrationInput,
-    SnapshotResult,
     Status,
     StepInput,
     TaskRef,
@@ -179,23 +188,10 @@ async def test_a_disk_step_that_always_fails_retryably_stops_after_its_attempts(
     assert stubs.names()[-1] == names.CLEANUP_INSTANCE
 
 
-def _hosts_lost(stubs: Stubs, lost: int) -> None:
-    """The first ``lost`` snapshots pin the VM to a host whose worker is gone (no one polls its queue)."""
-    take = stubs.answer(names.SNAPSHOT_INSTANCE)
-
-    async def snapshot(arg: dict[str, Any]) -> SnapshotResult:
-        s: SnapshotResult = await take(arg)
-        n = len(stubs.of(names.SNAPSHOT_INSTANCE))
-        return s.model_copy(update={"host_queue": s.host_queue + "-lost" if n <= lost else s.host_queue,
-                                    "snapshot": s.snapshot.model_copy(update={"snapshot_id": f"snap-{n}"})})
-
-    stubs.behaviours[names.SNAPSHOT_INSTANCE] = snapshot
-
-
 async def test_a_lost_host_starts_the_disk_steps_again_elsewhere(temporal: WorkflowEnvironment) -> None:
     inp = _input(host_schedule_to_start=1)
     stubs = Stubs()
-    _hosts_lost(stubs, 1)
+    hosts_lost(stubs, 1)
     result = await _run(temporal, stubs, inp)
 
     assert result["id"] == "i-1", result
@@ -213,7 +209,7 @@ async def test_a_lost_host_starts_the_disk_steps_again_elsewhere(temporal: Workf
 async def test_a_vm_whose_hosts_keep_getting_lost_ends_error(temporal: WorkflowEnvironment) -> None:
     inp = _input(host_schedule_to_start=1)
     stubs = Stubs()
-    _hosts_lost(stubs, HOST_FAILOVERS + 1)
+    hosts_lost(stubs, HOST_FAILOVERS + 1)
     failed = await _failure(temporal, stubs, inp)
 
     assert isinstance(failed.cause, ActivityError), failed

@@ -13,14 +13,24 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, TimeoutType
 from temporalio.testing import WorkflowEnvironment
 
 from activities import names
 from core.errors import InvalidInput, NotFound
-from tests.workflows.stubs import FAST, Blocking, Stubs, cancel_during, cancel_processed, fails, workers
+from tests.workflows.stubs import (
+    FAST,
+    Blocking,
+    Stubs,
+    cancel_during,
+    cancel_processed,
+    fails,
+    hosts_lost,
+    workers,
+)
 from workflows import ids
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
+from workflows.failover import HOST_FAILOVERS
 from workflows.failures import root_cause
 from workflows.transfer import TransferExecutionWorkflow, TransferInstanceWorkflow
 from workflows.transfer_types import (
@@ -30,9 +40,13 @@ from workflows.transfer_types import (
     TransferExecutionInput,
     TransferTask,
 )
-from workflows.types import CleanupInput, Status, TaskRef, TaskUpdate
+from workflows.types import CleanupInput, DiskStepInput, Status, StepInput, TaskRef, TaskUpdate, Timeouts
 
 WORKFLOWS = [TransferExecutionWorkflow, TransferInstanceWorkflow, DeploymentWorkflow, DeploymentInstanceWorkflow]
+#: a lost host is noticed within a second
+LOSES_HOSTS = FAST.model_copy(update={"host_schedule_to_start": 1})
+#: the steps of a deployment pinned to the overlay's host
+DEPLOY_STEPS = (names.OS_MORPHING, names.CONVERT_DISK, names.UPLOAD_DISK, names.DEPLOY_INSTANCE)
 #: A workflow that would wait or retry forever fails its test instead of hanging it.
 RUN_TIMEOUT = timedelta(seconds=60)
 
@@ -49,20 +63,22 @@ def _assert_finished_last(stubs: Stubs, ref: TaskRef, status: Status) -> None:
     assert stubs.names()[-2:] == [names.CLEANUP_INSTANCE, names.FINISH_TRANSFER_EXECUTION]
 
 
-async def _start_transfer(client: Client, queue: str) -> tuple[WorkflowHandle[Any, Any], TaskRef]:
+async def _start_transfer(client: Client, queue: str,
+                          timeouts: Timeouts = FAST) -> tuple[WorkflowHandle[Any, Any], TaskRef]:
     """An execution of a one-VM transfer; and the ref of that VM's tasks, without the task type."""
     transfer, execution = f"t-{uuid.uuid4()}", f"x-{uuid.uuid4()}"
     handle = await client.start_workflow(
         TransferExecutionWorkflow.run,
-        TransferExecutionInput(transfer_id=transfer, execution_id=execution, timeouts=FAST),
+        TransferExecutionInput(transfer_id=transfer, execution_id=execution, timeouts=timeouts),
         id=ids.execution(transfer, execution), task_queue=queue, execution_timeout=RUN_TIMEOUT)
     return handle, TaskRef(migration_id=transfer, instance="vm-a", task_type="", execution_id=execution)
 
 
-async def _start_deployment(client: Client, queue: str) -> tuple[WorkflowHandle[Any, Any], TaskRef]:
+async def _start_deployment(client: Client, queue: str,
+                            timeouts: Timeouts = FAST) -> tuple[WorkflowHandle[Any, Any], TaskRef]:
     deployment = f"d-{uuid.uuid4()}"
     handle = await client.start_workflow(
-        DeploymentWorkflow.run, DeploymentInput(deployment_id=deployment, timeouts=FAST),
+        DeploymentWorkflow.run, DeploymentInput(deployment_id=deployment, timeouts=timeouts),
         id=ids.deployment(deployment), task_queue=queue, execution_timeout=RUN_TIMEOUT)
     # the execution id is the one the stub of begin_deployment gives
     return handle, TaskRef(migration_id=deployment, instance="vm-a", task_type="",
@@ -228,3 +244,109 @@ async def test_a_cancel_during_a_deployed_instances_cleanup_removes_it_and_ends_
     finished = FinishExecution.model_validate(stubs.args(names.FINISH_TRANSFER_EXECUTION)[0])
     assert finished.status == Status.CANCELED
 
+
+
+async def test_a_lost_host_replicates_again_from_a_new_snapshot_elsewhere(temporal: WorkflowEnvironment) -> None:
+    stubs = Stubs()
+    hosts_lost(stubs, 1)
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_transfer(temporal.client, queue, LOSES_HOSTS)
+        assert await handle.result() == Status.COMPLETED.value
+
+    assert [c.queue for c in stubs.of(names.SNAPSHOT_INSTANCE)] == [queue + "-data"] * 2
+    # the lost host's snapshot is released, from the shared queue; the replication ran on the second host
+    [released] = stubs.of(names.RELEASE_SNAPSHOT)
+    arg = StepInput.model_validate(released.arg)
+    assert arg.snapshot is not None and (arg.snapshot.snapshot_id, arg.task) == (
+        "snap-1", _at(ref, TransferTask.SNAPSHOT)), released
+    assert released.queue == queue + "-data"
+    [replicated] = stubs.of(names.REPLICATE_DISK)
+    sync = DiskStepInput.model_validate(replicated.arg)
+    assert replicated.queue == queue + "-host"
+    # the replica is re-synced from the second snapshot, told that the first may have written into it
+    assert sync.step.snapshot is not None and (sync.step.snapshot.snapshot_id, sync.failovers) == ("snap-2", 1)
+    [moved] = _updates(stubs, names.RECORD_TASK)
+    assert (moved.task, moved.status) == (_at(ref, TransferTask.REPLICATE), Status.RUNNING)
+    assert f"No worker of {queue}-host-lost took the step" in (moved.message or ""), moved
+    assert f"on another host (1 of {HOST_FAILOVERS})" in (moved.message or ""), moved
+    [release] = stubs.of(names.CLEANUP_INSTANCE)
+    step = CleanupInput.model_validate(release.arg).step
+    assert release.queue == queue + "-host" and step.snapshot is not None and step.snapshot.snapshot_id == "snap-2"
+    _assert_finished_last(stubs, ref, Status.COMPLETED)
+
+
+async def test_an_execution_whose_hosts_keep_getting_lost_ends_error_and_releases_from_the_shared_queue(
+        temporal: WorkflowEnvironment) -> None:
+    stubs = Stubs()
+    hosts_lost(stubs, HOST_FAILOVERS + 1)
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_transfer(temporal.client, queue, LOSES_HOSTS)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        assert ref.execution_id is not None
+        with pytest.raises(WorkflowFailureError) as failed:
+            await temporal.client.get_workflow_handle(ids.execution_instance(ref.execution_id, "vm-a")).result()
+
+    assert isinstance(failed.value.cause, ActivityError), failed.value
+    cause = failed.value.cause.cause
+    assert isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START, failed.value.cause
+    assert len(stubs.of(names.SNAPSHOT_INSTANCE)) == HOST_FAILOVERS + 1
+    assert len(stubs.of(names.RELEASE_SNAPSHOT)) == HOST_FAILOVERS
+    assert not stubs.of(names.REPLICATE_DISK), "a replication ran on no host"
+    updates = _updates(stubs, names.RECORD_TASK)
+    assert [(u.task, u.status) for u in updates[:HOST_FAILOVERS]] == [
+        (_at(ref, TransferTask.REPLICATE), Status.RUNNING)] * HOST_FAILOVERS
+    assert updates[HOST_FAILOVERS] == TaskUpdate(task=_at(ref, TransferTask.REPLICATE), status=Status.ERROR,
+                                                 message=str(cause))
+    # No worker polls the lost host's queue: the release (of the last snapshot) runs from the shared one.
+    [release] = stubs.of(names.CLEANUP_INSTANCE)
+    arg = CleanupInput.model_validate(release.arg)
+    assert release.queue == queue + "-data", release.queue
+    assert arg.succeeded and arg.step.snapshot is not None and arg.step.snapshot.snapshot_id == (
+        f"snap-{HOST_FAILOVERS + 1}")
+    _assert_finished_last(stubs, ref, Status.ERROR)
+
+
+async def test_a_lost_host_deploys_again_from_a_new_overlay_elsewhere(temporal: WorkflowEnvironment) -> None:
+    stubs = Stubs()
+    hosts_lost(stubs, 1, names.CREATE_REPLICA_OVERLAY)
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_deployment(temporal.client, queue, LOSES_HOSTS)
+        assert await handle.result() == Status.COMPLETED.value
+
+    assert [c.queue for c in stubs.of(names.CREATE_REPLICA_OVERLAY)] == [queue + "-data"] * 2
+    # every pinned step ran once, on the second overlay's host: the lost one took none
+    assert [(c.name, c.queue) for c in stubs.calls if c.name in DEPLOY_STEPS] == [
+        (name, queue + "-host") for name in DEPLOY_STEPS]
+    [moved] = _updates(stubs, names.RECORD_TASK)
+    # OS morphing is the first step on the overlay's host
+    assert (moved.task, moved.status) == (_at(ref, DeployTask.OS_MORPHING), Status.RUNNING)
+    assert f"No worker of {queue}-host-lost took the step" in (moved.message or ""), moved
+    [cleanup] = stubs.of(names.CLEANUP_INSTANCE)
+    assert cleanup.queue == queue + "-host" and CleanupInput.model_validate(cleanup.arg).succeeded
+    _assert_finished_last(stubs, ref, Status.COMPLETED)
+
+
+async def test_a_deployment_whose_hosts_keep_getting_lost_ends_error_and_cleans_up_from_the_shared_queue(
+        temporal: WorkflowEnvironment) -> None:
+    stubs = Stubs()
+    hosts_lost(stubs, HOST_FAILOVERS + 1, names.CREATE_REPLICA_OVERLAY)
+    async with workers(temporal.client, stubs, WORKFLOWS) as queue:
+        handle, ref = await _start_deployment(temporal.client, queue, LOSES_HOSTS)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        cause = await _instance_failure(temporal.client, ref)
+
+    assert isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START, cause
+    assert len(stubs.of(names.CREATE_REPLICA_OVERLAY)) == HOST_FAILOVERS + 1
+    assert not any(c.name in DEPLOY_STEPS for c in stubs.calls), "a pinned step ran on no host"
+    updates = _updates(stubs, names.RECORD_TASK)
+    assert [(u.task, u.status) for u in updates[:HOST_FAILOVERS]] == [
+        (_at(ref, DeployTask.OS_MORPHING), Status.RUNNING)] * HOST_FAILOVERS
+    assert updates[HOST_FAILOVERS] == TaskUpdate(task=_at(ref, DeployTask.OS_MORPHING), status=Status.ERROR,
+                                                 message=str(cause))
+    [cleanup] = stubs.of(names.CLEANUP_INSTANCE)
+    arg = CleanupInput.model_validate(cleanup.arg)
+    assert cleanup.queue == queue + "-data", cleanup.queue
+    assert (arg.succeeded, arg.deployed, arg.disks) == (False, None, [])
+    _assert_finished_last(stubs, ref, Status.ERROR)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -62,13 +63,21 @@ def build_disk(path: Path, *, size: int = 2 * 1024**3, data_mib: int = 64, seed:
         )
 
 
-def create_vmware_vm(inventory: Path, name: str, raw_guest: Path) -> Path:
-    """A ``local`` entry holding ``raw_guest`` as the streamOptimized VMDK a vSphere export produces."""
+def create_vmware_vm(inventory: Path, name: str, raw_guest: Path | None = None, *, vmdk: Path | None = None) -> Path:
+    """A ``local`` entry holding ``raw_guest`` as the streamOptimized VMDK a vSphere export produces.
+
+    ``vmdk`` instead: such an export made before (the tests cache theirs), copied in.
+    """
     from devstack.guest import VMWARE_MAC, export_stream_optimized_vmdk
 
     vm_dir = inventory / name
     vm_dir.mkdir(parents=True, exist_ok=True)
-    export_stream_optimized_vmdk(raw_guest, vm_dir / "disk-0.vmdk")
+    if vmdk is not None:
+        shutil.copyfile(vmdk, vm_dir / "disk-0.vmdk")
+    elif raw_guest is not None:
+        export_stream_optimized_vmdk(raw_guest, vm_dir / "disk-0.vmdk")
+    else:
+        raise ValueError("create_vmware_vm needs raw_guest or vmdk")
     vm = {"name": name, "num_cpu": 1, "memory_mb": 1024, "firmware": "BIOS", "os_type": "linux",
           "guest_id": "debian12_64Guest", "nics": [{"network_name": "VM Network", "mac_address": VMWARE_MAC}],
           "disks": [{"id": "disk-0", "file": "disk-0.vmdk", "format": "vmdk"}]}

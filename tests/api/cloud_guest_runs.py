@@ -24,7 +24,7 @@ import pytest
 from client.sdk import SternaClient
 from devstack.sample import create_vmware_vm
 from tests.conftest import RunningStack
-from tests.guests.debian import build_debian_guest
+from tests.guests.debian import exports
 from tests.peers.azure.azurite import Azurite
 from tests.peers.azure.fake_arm import FakeArm, running_fake_arm
 from tests.peers.azure.fixtures import AzureCloud, seed_cloud
@@ -60,7 +60,7 @@ def cloud_accounts(azurite: Azurite, gce: FakeComputeEngine, gcs_url: str,
 def cloud_init_source(stack: RunningStack, api: SternaClient) -> str:
     """The cloud-init guest as a VMware export, for the cloud runs started alone; its endpoint id."""
     src = stack.inventory("vmware-export-cloud-init-alone")
-    create_vmware_vm(src, "debian-vm", build_debian_guest(cloud_init=True))
+    create_vmware_vm(src, "debian-vm", vmdk=exports("cloud-init")["disk"])
     return str(api.create_endpoint("vmware-export-ci-alone", "local", {"path": str(src)})["id"])
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from pyVim.connect import Disconnect
 from devstack.sample import create_vmware_vm
 from tests.api.cloud_guest_runs import CLOUD_RUNS, CloudAccounts, cloud_init_source, start_cloud_runs
 from tests.conftest import RunningStack, wait_final
-from tests.guests.debian import build_debian_guest, foreign_variants
+from tests.guests.debian import exports
 from tests.peers.moto import REGION, _client
 from tests.peers.vcsim import vcsim
 from tests.peers.vcsim.arrange import admin_session, find_vm, snapshot_count, stage_disk
@@ -161,17 +160,14 @@ def _aws_account(moto_url: str) -> AwsAccount:
     return AwsAccount(conn_info, {**sub, "GroupId": group["GroupId"]}, ec2, ebs)
 
 
-def _stage_vsphere(si: Any, raw: Path, work: Path) -> Any:
-    vmdk = work / f"{VSPHERE_VM}.vmdk"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
-                    str(raw), str(vmdk)], check=True)
+def _stage_vsphere(si: Any, vmdk: Path) -> Any:
     vm = find_vm(si, VSPHERE_VM)
     stage_disk(si, vm, vmdk)
     return vm
 
 
 @pytest.fixture(scope="session")
-def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.TempPathFactory,
+def guest_runs(stack: RunningStack, moto_url: str,
                request: pytest.FixtureRequest, cloud_accounts: CloudAccounts) -> Iterator[GuestRuns]:
     if shutil.which("qemu-img") is None:
         pytest.fail("qemu-img (qemu-utils) is required: run make sysdeps")
@@ -198,7 +194,7 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             # The cloud-init variant first: it is the first one the background builds finish.
             cloud_src = stack.inventory("vmware-export-cloud-init")
             if wanted & {"aws", *CLOUD_RUNS}:  # a streamOptimized export only these runs read
-                create_vmware_vm(cloud_src, "debian-vm", build_debian_guest(cloud_init=True))
+                create_vmware_vm(cloud_src, "debian-vm", vmdk=exports("cloud-init")["disk"])
             a = api.create_endpoint("vmware-export-ci", "local", {"path": str(cloud_src)})
             b = api.create_endpoint("aws", "aws", aws.conn_info)
             start(api, "aws",
@@ -210,13 +206,10 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
             )
             ids.update(start_cloud_runs(api, a["id"], cloud_accounts, wanted))
 
-            plain = build_debian_guest()
-            variants = foreign_variants(plain, tmp_path_factory.mktemp("guest-variants"))
+            variants = exports("foreign")
             src, src_dev = stack.inventory("vmware-export"), stack.inventory("vmware-by-device")
-            create_vmware_vm(src, "debian-vm", variants["no-marker"])
-            create_vmware_vm(src_dev, "debian-vm", variants["root-by-device"])
-            for copy in variants.values():
-                copy.unlink()
+            create_vmware_vm(src, "debian-vm", vmdk=variants["no-marker"])
+            create_vmware_vm(src_dev, "debian-vm", vmdk=variants["root-by-device"])
             a = api.create_endpoint("vmware-export", "local", {"path": str(src)})
             a2 = api.create_endpoint("vmware-by-device", "local", {"path": str(src_dev)})
             b = api.create_endpoint("kvm-1", "local", {"path": str(stack.inventory("kvm-morphed"))})
@@ -254,8 +247,7 @@ def guest_runs(stack: RunningStack, moto_url: str, tmp_path_factory: pytest.Temp
                   skip_os_morphing=False, network_map={"VM Network": "default"},
                   destination_environment={**BOOT_CHECKED, "skip_os_morphing_network": True})
 
-            vm = (_stage_vsphere(si, plain, tmp_path_factory.mktemp("vsphere-debian"))
-                  if "vsphere" in wanted else None)
+            vm = _stage_vsphere(si, exports("vsphere")["disk"]) if "vsphere" in wanted else None
             vc = api.create_endpoint("vc-debian", "vmware_vsphere", {
                 "host": server.host, "username": server.user, "password": server.password,
                 "allow_untrusted": True})

@@ -6,6 +6,11 @@ suite runs its TCG tests last (``tests/conftest.py``), so the builds overlap the
 adding to them. ``build_debian_guest`` waits for a pending background build rather than starting a
 second one, and times what the tests spent waiting for the suite's phase summary.
 
+The VMware exports ``guest_runs`` starts its migrations from (streamOptimized VMDKs: the cloud-init
+guest, the two ``foreign_variants``, the vSphere simulator's disk) take minutes of single-threaded
+compression and an appliance; ``exports`` keeps them beside the images, keyed by the image they were made
+from and the code that made them, so a warm run copies them instead.
+
 Every run also proves that each variant builds from an empty cache (``tests/guests/test_build.py``):
 on a fresh machine the real builds are those proofs; on a warm one, ``prebuild`` builds each variant
 once more, into an empty folder, in the same background thread.
@@ -13,6 +18,9 @@ once more, into an empty folder, in the same background thread.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import shutil
 import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,14 +31,16 @@ from devstack.guest import (
     OLD_NIC,
     ROOT_UUID,
     VMWARE_MAC,
+    cache_root,
     cached_debian_guest,
     export_stream_optimized_vmdk,
     recipe_hash,
 )
 from tests import phases
+from tests.peers import cache_lock
 
 __all__ = ["OLD_NIC", "ROOT_UUID", "VMWARE_MAC", "build_debian_guest", "cached_debian_guest",
-           "export_stream_optimized_vmdk", "prebuild", "recipe_hash"]
+           "export_stream_optimized_vmdk", "exports", "prebuild", "recipe_hash"]
 
 _builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guest-build")
 _pending: dict[bool, Future[Path]] = {}
@@ -108,3 +118,52 @@ def foreign_variants(raw: Path, folder: Path) -> dict[str, Path]:
     finally:
         g.close()
     return copies
+
+
+#: the exports ``exports`` knows: name -> (cloud-init variant?, the files it writes)
+EXPORTS = {"cloud-init": (True, ("disk.vmdk",)), "foreign": (False, ("no-marker.vmdk", "root-by-device.vmdk")),
+           "vsphere": (False, ("disk.vmdk",))}
+
+
+def _vsphere_vmdk(raw: Path, dest: Path) -> None:
+    # What the simulator's VM is staged with: a streamOptimized VMDK, qemu-img's default adapter type.
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                    str(raw), str(dest)], check=True)
+
+
+def _export(name: str, raw: Path, folder: Path) -> None:
+    if name == "cloud-init":
+        export_stream_optimized_vmdk(raw, folder / "disk.vmdk")
+    elif name == "vsphere":
+        _vsphere_vmdk(raw, folder / "disk.vmdk")
+    else:
+        for variant, copy in foreign_variants(raw, folder / "raw").items():
+            export_stream_optimized_vmdk(copy, folder / f"{variant}.vmdk")
+        shutil.rmtree(folder / "raw")
+
+
+def _export_key(name: str, raw: Path) -> str:
+    """The image (its recipe, and this build of it: a rebuilt image has a new mtime) and the code used."""
+    h = hashlib.sha256(f"{name} {raw.name} {raw.parent.name} {raw.stat().st_mtime_ns}".encode())
+    for code in (_export, _vsphere_vmdk, export_stream_optimized_vmdk, foreign_variants):
+        h.update(inspect.getsource(code).encode())
+    return h.hexdigest()[:16]
+
+
+def exports(name: str) -> dict[str, Path]:
+    """The VMDK files of export ``name`` (see ``EXPORTS``), made from its guest image once per key.
+
+    Cached files are read by the caller's copies only (``create_vmware_vm(vmdk=...)`` copies them).
+    """
+    cloud_init, files = EXPORTS[name]
+    raw = build_debian_guest(cloud_init=cloud_init)
+    root = cache_root().parent / "guest-exports"
+    done = root / f"{name}-{_export_key(name, raw)}"
+    with cache_lock(root / ".lock"):
+        if not done.is_dir():
+            partial = root / f"{done.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            _export(name, raw, partial)
+            partial.rename(done)
+    return {f.removesuffix(".vmdk"): done / f for f in files}

@@ -7,7 +7,8 @@
 - ``build_images(dir, names)`` makes one raw disk per Windows version, in one libguestfs appliance: an
   MBR partition with NTFS (mkntfs), the SOFTWARE and SYSTEM hives made with hivex, ``cmd.exe`` (a PE
   header, which libguestfs inspection reads for the architecture), VMware Tools' services and
-  uninstall entry, a static IPv4 address and the page file on ``D:``.
+  uninstall entry, a static IPv4 address and the page file on ``D:``. ``cached_images`` keeps them
+  under ``~/.cache/sterna/windows-images/<key>``, keyed by what makes them, as the Debian guest is.
 - ``read_back(disks)`` opens converted disks read-only in one appliance and returns what a check needs:
   the files Sterna writes and both hives (read with hivex).
 
@@ -22,8 +23,12 @@ prints what it finds. Whether Windows then boots is only proven by booting it.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import posixpath
+import shutil
 import struct
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -31,10 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.guest import cache_root
 from osmorphing.libguestfs_guest import load_guestfs
 from osmorphing.system import import_system
+from tests.guests import trees, winhive
 from tests.guests.trees import WINDOWS_VERSIONS
 from tests.guests.winhive import make_hive
+from tests.peers import cache_lock
 
 IMAGE_BYTES = 40 * 1024 * 1024
 #: virtio-win drivers of the fixture tree: dir -> (inf/sys base name, class, class GUID, PCI device ids)
@@ -205,6 +213,36 @@ def build_images(out: Path, names: list[str], *, existing_gpo: tuple[str, ...] =
             g.shutdown()
         finally:
             g.close()
+    return paths
+
+
+def image_key(names: list[str], existing_gpo: tuple[str, ...]) -> str:
+    """What the images are made of: the names asked for, and the code that writes them (this module, the
+    hive writer, the version table). Any change to those makes a new key, so a stale image is never used."""
+    h = hashlib.sha256(json.dumps([names, sorted(existing_gpo), IMAGE_BYTES]).encode())
+    for module in (__file__, winhive.__file__, trees.__file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_images(out: Path, names: list[str], *, existing_gpo: tuple[str, ...] = ()) -> dict[str, Path]:
+    """``build_images``'s disks as sparse copies in ``out``, built once into the cache per key.
+
+    The build is an appliance under TCG (about 40 s, on each pytest-xdist worker that needs them); the
+    copies are the caller's own, so a test that writes to one leaves the cached images as built.
+    """
+    cache = cache_root().parent / "windows-images"
+    done = cache / image_key(names, existing_gpo)
+    with cache_lock(cache / ".lock"):  # xdist workers ask at once: one builds, the others wait for it
+        if not done.is_dir():
+            partial = cache / f"{done.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            build_images(partial, names, existing_gpo=existing_gpo)
+            partial.rename(done)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / f"{name}.raw" for name in names}
+    for name, path in paths.items():
+        subprocess.run(["cp", "--sparse=always", str(done / f"{name}.raw"), str(path)], check=True)
     return paths
 
 

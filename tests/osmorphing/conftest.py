@@ -11,7 +11,7 @@ import pytest
 
 from osmorphing import DirectoryGuest
 from tests.guests.trees import build_tree
-from tests.guests.windows import build_images, build_sources
+from tests.guests.windows import build_sources, cached_images
 from tests.osmorphing.windows_checks import EXISTING_GPO
 
 # libguestfs cannot use KVM on the CI hosts; the appliance runs under TCG.
@@ -47,5 +47,5 @@ def windows_sources(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="session")
 def windows_base_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One NTFS disk per version, built once per session (one appliance); tests copy them."""
-    return build_images(tmp_path_factory.mktemp("windows-images"), VERSIONS, existing_gpo=EXISTING_GPO)
+    """One NTFS disk per version, built once into ``~/.cache/sterna`` (one appliance); tests copy them."""
+    return cached_images(tmp_path_factory.mktemp("windows-images"), VERSIONS, existing_gpo=EXISTING_GPO)

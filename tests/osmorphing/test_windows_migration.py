@@ -87,7 +87,7 @@ def _supply_msi(windows_dir: Path, sources: Any) -> None:
 
 
 def _migrate_every_version(api: Any, src: Path, images: dict[str, Path], destination: str, network: str,
-                           environment: dict[str, Any], missing: Path, supply: Callable[[], None]) -> dict[str, Any]:
+                           environment: dict[str, Any], missing: Path, supply: Callable[[], object]) -> dict[str, Any]:
     """Every version from a new ``src`` inventory to ``destination`` in one migration, morphed with
     ``keep_static_ip`` and the checks' user script: refused at validation naming ``missing``, then,
     once ``supply()`` has put it there, completed. Returns the final migration."""

@@ -1,17 +1,25 @@
-"""Driver sources without an appliance: INF parsing, the virtio-win ISO, version -> directory choice."""
+"""Driver sources without an appliance: INF parsing, the virtio-win ISO, version -> directory choice,
+and what is refused when a target's sources are missing (a Windows tree in a host directory)."""
 
 from __future__ import annotations
 
 import io
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pycdlib
 import pytest
 
-from osmorphing.models import OsInfo
+from osmorphing import DirectoryGuest
+from osmorphing.errors import UnsupportedOS
+from osmorphing.image import morph_windows
+from osmorphing.models import MorphOptions, OsInfo
 from osmorphing.wininf import decode_inf, parse_inf
-from osmorphing.winsources import DriverTree, uses_critical_device_database, virtio_os_dirs
+from osmorphing.winsources import DriverTree, WindowsSources, uses_critical_device_database, virtio_os_dirs
+from tests.guests.windows import system_keys
+from tests.guests.winhive import make_hive
 
 
 def _info(version: str, build: str, kind: str, product: str) -> OsInfo:
@@ -103,3 +111,29 @@ def test_a_configured_source_that_does_not_exist_stops_the_service_at_start(
         Settings()
     monkeypatch.delenv("STERNA_CLOUDBASE_INIT_MSI")
     assert Settings().virtio_win == tmp_path
+
+
+def test_a_target_whose_drivers_are_missing_names_the_paths_looked_for(tmp_path: Path) -> None:
+    sources = WindowsSources.locate(None, None, None, tmp_path)  # nothing configured, nothing in data_dir
+    assert sources.missing("azure") == []  # Windows ships Hyper-V's drivers
+    [kvm] = sources.missing("kvm")
+    assert str(tmp_path / "windows" / "virtio-win") in kvm and "/usr/share/virtio-win" in kvm
+    openstack = sources.missing("openstack")
+    assert any(str(tmp_path / "windows" / "CloudbaseInitSetup_x64.msi") in p for p in openstack)
+    [aws] = sources.missing("aws")
+    assert str(tmp_path / "windows" / "aws") in aws
+
+
+def test_a_tree_without_this_versions_directory_is_refused_before_anything_is_written(
+        make_guest: Callable[[str], DirectoryGuest], windows_sources: Any, tmp_path: Path) -> None:
+    guest = make_guest("windows2022")
+    make_hive(guest.root / "Windows/System32/config/SYSTEM", system_keys())
+    before = {p: p.read_bytes() for p in guest.root.rglob("*") if p.is_file()}
+    partial = tmp_path / "virtio-win"
+    shutil.copytree(windows_sources.virtio_win / "viostor" / "2k16", partial / "viostor" / "2k16")
+    events: list[str] = []
+    # (2022 may fall back to 2k19, not to 2k16.)
+    with pytest.raises(UnsupportedOS, match=r"no viostor .* looked for .*viostor/2k22/amd64 and .*viostor/2k19/amd64"):
+        morph_windows(guest, {}, "kvm", None, MorphOptions(), WindowsSources(partial, None, None), events.append)
+    assert {p: p.read_bytes() for p in guest.root.rglob("*") if p.is_file()} == before
+    assert not any(e.startswith(("created ", "modified ", "deleted ")) for e in events), events

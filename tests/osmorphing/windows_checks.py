@@ -1,9 +1,9 @@
 """What a Windows disk converted for a target must hold, read back with libguestfs and hivex.
 
-One set of checks for every way a disk gets converted: in one appliance by ``test_windows_images``,
-and through the REST API by ``test_windows_migration`` (where the disk checked is the one the
-destination received: the local inventory's file, the Glance image, the EBS snapshot). Each check
-takes the read-back disk, the Windows version and the conversion target, and raises AssertionError.
+One set of checks for every target, run by ``test_windows_migration`` on the disks each destination
+received through the REST API (the local inventory's file, the Glance image, the EBS snapshot).
+Each check takes the read-back disk, the Windows version and the conversion target, and raises
+AssertionError.
 The conversions are made with ``keep_static_ip``, and ``FIRST_BOOT_SCRIPT`` as a global Windows
 ``replica_first_boot`` user script.
 """

@@ -198,6 +198,7 @@ def test_every_windows_version_to_openstack_lands_in_glance_converted(
         disk = final["transfer_result"][version]["details"]["disks"][0]
         image = session.get(f"{glance}/v2/images/{disk['image_id']}").json()
         assert image["status"] == "active" and image["disk_format"] == "qcow2", image
+        assert image["os_type"] == "windows", image  # Nova's cue for a local-time RTC and Hyper-V enlightenments
         data = session.get(f"{glance}/v2/images/{disk['image_id']}/file").content
         assert hashlib.md5(data, usedforsecurity=False).hexdigest() == image["checksum"]
         downloaded[version] = tmp_path / f"{version}-from-glance.qcow2"

@@ -19,8 +19,9 @@ from activities.changes import changed_since
 from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
 from activities.services import Services
+from activities.slots import source_slot
 from activities.steps import _previous_heartbeat, _safe, scratch_dir
-from activities.task_recorder import heartbeating, task_running
+from activities.task_recorder import TaskRecorder, heartbeating, task_running
 from core.errors import Conflict, InvalidInput
 from core.limits import bandwidth_limit
 from core.models import DiskLocator, InstanceInfo
@@ -189,6 +190,18 @@ class TransferActivities:
 
     @activity.defn(name=names.REPLICATE_DISK)
     async def replicate_disk(self, inp: DiskStepInput) -> ReplicaResult:
+        step = inp.step
+        assert step.snapshot is not None and step.task.execution_id is not None
+        async with task_running(self.services, step.task) as rec:
+            source = await self.services.provider(step.origin_endpoint_id, ExportProvider, step.task.migration_id)
+            dest = await self.services.provider(step.destination_endpoint_id, BaseProvider, step.task.migration_id)
+            # A replication reads its source as an export does: within the source host's transfer limit
+            # (STERNA_MAX_TRANSFERS_PER_SOURCE_HOST), across all workers.
+            async with source_slot(self.services, source, step.snapshot, rec, _previous_heartbeat()):
+                return await self._replicate(inp, rec, source, dest)
+
+    async def _replicate(self, inp: DiskStepInput, rec: TaskRecorder, source: ExportProvider,
+                         dest: BaseProvider) -> ReplicaResult:
         from diskio.checkpoint import Checkpointer
         from diskio.local import LocalFileTarget
         from diskio.replica import sync_replica
@@ -196,76 +209,73 @@ class TransferActivities:
         step, store = inp.step, self.services.store
         task = step.task
         assert step.snapshot is not None and task.execution_id is not None
-        async with task_running(self.services, task) as rec:
-            source = await self.services.provider(step.origin_endpoint_id, ExportProvider, step.task.migration_id)
-            dest = await self.services.provider(step.destination_endpoint_id, BaseProvider, step.task.migration_id)
-            src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
-            if isinstance(dest, SnapshotReplicaProvider):
-                from activities.replica_chain import replicate_to_snapshots
+        src = await asyncio.to_thread(source.open_disk, step.snapshot, inp.disk)
+        if isinstance(dest, SnapshotReplicaProvider):
+            from activities.replica_chain import replicate_to_snapshots
 
-                try:
-                    return await replicate_to_snapshots(self.services, inp, rec, source, src, dest)
-                finally:
-                    await asyncio.to_thread(src.close)
-            if not isinstance(dest, ReplicaProvider):
-                await asyncio.to_thread(src.close)
-                raise InvalidInput("The destination endpoint can't hold replica disks")
             try:
-                replica = await asyncio.to_thread(dest.replica_disk, dest_env(step), task.migration_id,
-                                                  task.instance, inp.disk.disk_id, src.size)
-                assert replica.path is not None
-                known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
-                path = Path(replica.path)
-                # In this host's scratch, beside the snapshot that the sync reads (the replica may be
-                # on an endpoint's storage, which is not ours to leave files in).
-                file = (checkpoint_file(Path(step.workdir) / "replica", _safe(inp.disk.disk_id),
-                                        f"replica {task.execution_id} {inp.disk.disk_id} {path} {src.size}")
-                        if step.workdir else None)
-                previous, resume = _sync_plan(known, path, src.size, task.execution_id, file)
-                # From here until trust_replica, the replica is not trusted: a failure or a cancel
-                # leaves it marked, and the next execution re-syncs it in full.
-                await asyncio.to_thread(
-                    store.distrust_replica, task.migration_id, task.instance, inp.disk.disk_id, path=str(path),
-                    fmt="raw", size_bytes=src.size, chunk_size=REPLICA_CHUNK, execution_id=task.execution_id,
-                    full=previous is None)
-                if resume:
-                    await rec.aevent(f"Resuming the sync of {inp.disk.disk_id} from its checkpoint: "
-                                     f"{resume} of {src.size} bytes already across")
-                elif previous is None:
-                    path.unlink(missing_ok=True)
-                    await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
-                changed = await changed_since(rec, source, step.snapshot, inp.disk,
-                                              known.change_marker if previous is not None and known else None)
-                reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size,
-                                              resume or 0)
-
-                async def progress(done: int, total: int) -> None:
-                    await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total,
-                                                             checkpoint=[(0, done)]))
-
-                target = await asyncio.to_thread(LocalFileTarget, path, src.size)
-                try:
-                    limit = bandwidth_limit(step.source_environment, "source_environment")
-                    result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
-                                                digest_size=DIGEST_SIZE, on_progress=progress,
-                                                bandwidth_limit=limit, resume_from=resume, changed=changed,
-                                                durable=Checkpointer(file) if file is not None else None)
-                finally:
-                    await asyncio.to_thread(target.close)
+                return await replicate_to_snapshots(self.services, inp, rec, source, src, dest)
             finally:
                 await asyncio.to_thread(src.close)
-            await asyncio.to_thread(store.trust_replica, task.migration_id, task.instance, inp.disk.disk_id,
-                                    result.digests, task.execution_id, inp.disk.details.get("change_marker"))
-            if file is not None:
-                # Trusted: the next attempt, if any, starts from the map; scratch keeps no leftovers.
-                await asyncio.to_thread(file.remove)
-            how = ("full" if previous is None else "incremental, digests" if changed is None
-                   else "incremental, changed areas")
-            await rec.aevent(
-                f"Replica of {inp.disk.disk_id} up to date: read {result.bytes_read} bytes, wrote "
-                f"{result.bytes_written} bytes in {result.chunks_written} changed chunk(s) ({how} sync)")
-            return ReplicaResult(disk=replica, bytes_read=result.bytes_read, bytes_written=result.bytes_written,
-                                 full_sync=previous is None)
+        if not isinstance(dest, ReplicaProvider):
+            await asyncio.to_thread(src.close)
+            raise InvalidInput("The destination endpoint can't hold replica disks")
+        try:
+            replica = await asyncio.to_thread(dest.replica_disk, dest_env(step), task.migration_id,
+                                              task.instance, inp.disk.disk_id, src.size)
+            assert replica.path is not None
+            known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
+            path = Path(replica.path)
+            # In this host's scratch, beside the snapshot that the sync reads (the replica may be
+            # on an endpoint's storage, which is not ours to leave files in).
+            file = (checkpoint_file(Path(step.workdir) / "replica", _safe(inp.disk.disk_id),
+                                    f"replica {task.execution_id} {inp.disk.disk_id} {path} {src.size}")
+                    if step.workdir else None)
+            previous, resume = _sync_plan(known, path, src.size, task.execution_id, file)
+            # From here until trust_replica, the replica is not trusted: a failure or a cancel
+            # leaves it marked, and the next execution re-syncs it in full.
+            await asyncio.to_thread(
+                store.distrust_replica, task.migration_id, task.instance, inp.disk.disk_id, path=str(path),
+                fmt="raw", size_bytes=src.size, chunk_size=REPLICA_CHUNK, execution_id=task.execution_id,
+                full=previous is None)
+            if resume:
+                await rec.aevent(f"Resuming the sync of {inp.disk.disk_id} from its checkpoint: "
+                                 f"{resume} of {src.size} bytes already across")
+            elif previous is None:
+                path.unlink(missing_ok=True)
+                await rec.aevent(f"Full sync of {inp.disk.disk_id}: no trusted replica to compare with")
+            changed = await changed_since(rec, source, step.snapshot, inp.disk,
+                                          known.change_marker if previous is not None and known else None)
+            reporter = await rec.progress(f"Replicating disk {inp.disk.disk_id} ({src.size} bytes)", src.size,
+                                          resume or 0)
+
+            async def progress(done: int, total: int) -> None:
+                await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total,
+                                                         checkpoint=[(0, done)]))
+
+            target = await asyncio.to_thread(LocalFileTarget, path, src.size)
+            try:
+                limit = bandwidth_limit(step.source_environment, "source_environment")
+                result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
+                                            digest_size=DIGEST_SIZE, on_progress=progress,
+                                            bandwidth_limit=limit, resume_from=resume, changed=changed,
+                                            durable=Checkpointer(file) if file is not None else None)
+            finally:
+                await asyncio.to_thread(target.close)
+        finally:
+            await asyncio.to_thread(src.close)
+        await asyncio.to_thread(store.trust_replica, task.migration_id, task.instance, inp.disk.disk_id,
+                                result.digests, task.execution_id, inp.disk.details.get("change_marker"))
+        if file is not None:
+            # Trusted: the next attempt, if any, starts from the map; scratch keeps no leftovers.
+            await asyncio.to_thread(file.remove)
+        how = ("full" if previous is None else "incremental, digests" if changed is None
+               else "incremental, changed areas")
+        await rec.aevent(
+            f"Replica of {inp.disk.disk_id} up to date: read {result.bytes_read} bytes, wrote "
+            f"{result.bytes_written} bytes in {result.chunks_written} changed chunk(s) ({how} sync)")
+        return ReplicaResult(disk=replica, bytes_read=result.bytes_read, bytes_written=result.bytes_written,
+                             full_sync=previous is None)
 
     @activity.defn(name=names.CREATE_REPLICA_OVERLAY)
     async def create_overlay(self, inp: OverlayInput) -> OverlayResult:

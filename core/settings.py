@@ -67,9 +67,10 @@ class Settings(BaseSettings):
     host_schedule_to_start_timeout: float = 3600.0
     retry_max_interval: float = 30.0
     #: ``POST /migrations`` creates a ``live_migration`` transfer and runs one execution of it with
-    #: ``auto_deploy`` (issue 13; ``api.live_migrations``). Off: the one-shot ``MigrationWorkflow``.
-    #: Destinations that can't hold replica disks (Azure, GCP, OpenStack) keep the one-shot path either way.
-    migrations_on_transfers: bool = False
+    #: ``auto_deploy`` (issue 13; ``api.live_migrations``). On by default; off (for one release, then
+    #: the setting goes): the one-shot ``MigrationWorkflow``. Destinations that can't hold replica
+    #: disks (Azure, GCP, OpenStack) keep the one-shot path either way.
+    migrations_on_transfers: bool = True
     # Keystone (auth_strategy = keystone). The service user validates callers' tokens, is the
     # trustee of migration trusts and reads Barbican secrets through them.
     keystone_auth_url: str | None = None

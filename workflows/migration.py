@@ -6,7 +6,7 @@ redo); the migration ends ERROR if any instance failed, CANCELED if it was cance
 Issue 13 moves ``POST /migrations`` onto transfers (``api.live_migrations``: a ``live_migration``
 transfer, one ``TransferExecutionWorkflow`` with ``auto_deploy``, then its ``DeploymentWorkflow``).
 This class and ``InstanceMigrationWorkflow`` stay registered on the worker so that runs started
-before replay and finish; new starts use them only while ``STERNA_MIGRATIONS_ON_TRANSFERS`` is off,
+before replay and finish; new starts use them only with ``STERNA_MIGRATIONS_ON_TRANSFERS`` false,
 or for destinations that keep no replica disks yet (Azure, GCP, OpenStack).
 """
 

@@ -1,6 +1,7 @@
 """Migrations that run as a ``live_migration`` transfer plus one ``auto_deploy`` execution (issue 13).
 
-The API is restarted with ``STERNA_MIGRATIONS_ON_TRANSFERS`` for this module. Each test holds a
+The API is restarted with ``STERNA_MIGRATIONS_ON_TRANSFERS`` (the default) for this module, so that it
+holds whatever the suite's environment says; the last test turns the setting off. Each test holds a
 migration to what ``tests/api/test_migrations.py`` asserts of the one-shot path, through the same
 ``/migrations`` calls, and then to the transfer and deployment it is made of.
 """
@@ -16,6 +17,7 @@ import pytest
 from client.sdk import SternaClient
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import api_env, endpoints, identical, inventories, running_task, start_slow_migration
+from tests.leftovers import migration_workflows
 from workflows.types import TASK_ORDER
 
 pytestmark = pytest.mark.slow
@@ -79,6 +81,9 @@ def test_migration_is_a_live_migration_transfer_deployed_once(on_transfers: Runn
     for action in (m["id"], deployment["id"]):
         assert not (Path(stack.settings.scratch) / action / "vm-a").exists()
     assert not (dst / REPLICAS).exists()
+    # One engine path: Temporal ran the transfer's workflows under the migration's root, nothing one-shot.
+    assert {w.workflow_type for w in migration_workflows(stack, m["id"])} == {
+        "TransferExecutionWorkflow", "TransferInstanceWorkflow", "DeploymentWorkflow", "DeploymentInstanceWorkflow"}
 
 
 def test_seed_inline_form_runs_four_instances_in_parallel(on_transfers: RunningStack) -> None:
@@ -181,3 +186,20 @@ def test_force_cancel_terminates_and_still_cleans_up(on_transfers: RunningStack)
         # Terminated, the execution never reached its end: the DELETE removes the replica it left.
         api.delete_migration(m["id"])
         assert not (dst / REPLICAS).exists()
+
+
+def test_setting_off_brings_back_the_one_shot_migration(on_transfers: RunningStack) -> None:
+    """``STERNA_MIGRATIONS_ON_TRANSFERS=false`` (kept for one release): no transfer, the one-shot workflow."""
+    stack = on_transfers
+    src, dst = inventories(stack, ["vm-a"], data_mib=4)
+    with api_env(stack, STERNA_MIGRATIONS_ON_TRANSFERS="false"), stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                 skip_os_morphing=True)
+        final = wait_final(api, m["id"])
+        transfers = [t["id"] for t in api.list_transfers()]
+    assert m["transfer_id"] is None and m["id"] not in transfers
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
+    assert {w.workflow_type for w in migration_workflows(stack, m["id"])} == {
+        "MigrationWorkflow", "InstanceMigrationWorkflow"}

@@ -42,7 +42,7 @@ from client.sdk import SternaClient
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
 from tests.leftovers import cancel_requested, leftovers, migration_workflows, pending_in_migration
-from tests.peers.gated import PLATFORM, SNAPSHOT_START
+from tests.peers.gated import PLATFORM, RELEASE, SNAPSHOT_START
 from tests.peers.gated import STEPS as GATED
 from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
@@ -56,8 +56,8 @@ pytestmark = pytest.mark.slow
 MiB = 1024 * 1024
 #: step -> (its activity, the migration's task that shows it): one-shot path, transfer path. On
 #: transfers the disk copy is the replication into the replica disk; "convert" is the flattening of
-#: the deployment's overlay, shown under IMPORT_DISKS (``api.live_migration_views``); the first
-#: cleanup is the execution's release of the snapshot, which the cleanup gate holds.
+#: the deployment's overlay, shown under IMPORT_DISKS (``api.live_migration_views``); "cleanup" is
+#: the deployment's, after its deploy (the execution's release of its snapshot has its own gate).
 STEP: dict[str, tuple[tuple[str, TaskType], tuple[str, TaskType]]] = {
     "snapshot": ((names.SNAPSHOT_INSTANCE, TaskType.SNAPSHOT), (names.SNAPSHOT_INSTANCE, TaskType.SNAPSHOT)),
     "export": ((names.EXPORT_DISK, TaskType.EXPORT), (names.REPLICATE_DISK, TaskType.EXPORT)),
@@ -88,6 +88,8 @@ class Trial:
     key: str = ""
     #: the closed gate that holds this trial in its step (none for export and convert)
     gate: str | None = None
+    #: every gate closed for this trial
+    closed: frozenset[str] = frozenset()
     migration_id: str = ""
     #: the migration runs as a transfer (the API names the transfer it is)
     on_transfers: bool = False
@@ -104,9 +106,15 @@ class Trial:
     def task_type(self) -> str:
         return STEP[self.step][self.on_transfers][1].value
 
+    @property
+    def held_at(self) -> str | None:
+        """The gate the trial waits at: a cancel in the snapshot of a transfer's execution runs its
+        release, not a deployment's cleanup (there is no deployment)."""
+        return RELEASE if self.on_transfers and self.key == CANCELLED_CLEANUP else self.gate
+
     def release(self) -> None:
-        if self.gate:
-            (self.gates / self.gate).unlink(missing_ok=True)
+        for gate in self.closed:
+            (self.gates / gate).unlink(missing_ok=True)
 
     def in_step(self) -> bool:
         """The step's activity is pending in Temporal and the step itself is under way."""
@@ -114,8 +122,8 @@ class Trial:
         if not pending:
             return False
         self.workflow_id = pending[0]
-        if self.gate:
-            return (self.gates / f"{self.gate}.entered").exists()
+        if self.held_at:
+            return (self.gates / f"{self.held_at}.entered").exists()
         t = task(self.api.get_migration(self.migration_id), "vm-a", self.task_type)
         p = t["progress_updates"]
         return t["status"] == "RUNNING" and bool(p) and 0 < p[-1]["current_step"] < (p[-1]["total_steps"] or 0)
@@ -132,10 +140,11 @@ def start(stack: RunningStack, step: str, *, also: tuple[str, ...] = (), key: st
     src, dst = inventories(stack, ["vm-a"], data_mib={"export": 48, "convert": 24}.get(step, 4))
     gates = stack.root / "gates" / src.name
     gates.mkdir(parents=True)
-    for closed in {gate, *also} - {None}:
-        (gates / str(closed)).touch()
+    closed = frozenset(str(g) for g in {gate, *also} - {None})
+    for name in closed:
+        (gates / name).touch()
     api = stack.client()
-    trial = Trial(stack, step, api, src, dst, gates, key or step, gate)
+    trial = Trial(stack, step, api, src, dst, gates, key or step, gate, closed)
     origin = api.create_endpoint(f"src-{src.name}", PLATFORM, {"path": str(src), "gates": str(gates)})
     dest_info: dict[str, Any] = {"path": str(dst), "gates": str(gates)}
     if step == "convert":
@@ -154,8 +163,9 @@ def cancel_reached(trial: Trial, task_type: str) -> bool:
 
 
 def cancelled_into_cleanup(stack: RunningStack) -> Trial:
-    """A migration cancelled in its held snapshot, on its way to the (held) cleanup that the cancel runs."""
-    trial = start(stack, "cleanup", also=("snapshot",), key=CANCELLED_CLEANUP)
+    """A migration cancelled in its held snapshot, on its way to the (held) cleanup that the cancel runs
+    (on transfers, the execution's release)."""
+    trial = start(stack, "cleanup", also=("snapshot", RELEASE), key=CANCELLED_CLEANUP)
     try:
         wait_for((trial.gates / "snapshot.entered").exists, 180, 0.2, "the snapshot held")
         trial.api.cancel_migration(trial.migration_id)

@@ -19,7 +19,6 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from tests.conftest import RunningStack
 from workflows import ids
@@ -32,42 +31,38 @@ async def temporal(stack: RunningStack) -> Client:
     return await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace)
 
 
+async def _listed(client: Client, migration_id: str) -> list[WorkflowExecution]:
+    root = ids.migration(migration_id)
+    query = (f'RootWorkflowId = "{root}" OR WorkflowId STARTS_WITH "{root}/"'
+             f' OR WorkflowId STARTS_WITH "transfer-{migration_id}/"')
+    found = [w async for w in client.list_workflows(query)]
+    # A deployment's forced cleanup is named under the deployment, and has no parent.
+    for deployment in {w.id for w in found if w.workflow_type == "DeploymentWorkflow"}:
+        found += [w async for w in client.list_workflows(f'WorkflowId STARTS_WITH "{deployment}/"')]
+    return found
+
+
 def migration_workflows(stack: RunningStack, migration_id: str) -> list[WorkflowExecution]:
     """Every workflow run of the migration that visibility lists (it lags a little behind starts)."""
 
     async def read() -> list[WorkflowExecution]:
-        client = await temporal(stack)
-        root = ids.migration(migration_id)
-        query = (f'RootWorkflowId = "{root}" OR WorkflowId STARTS_WITH "{root}/"'
-                 f' OR WorkflowId STARTS_WITH "transfer-{migration_id}/"')
-        found = [w async for w in client.list_workflows(query)]
-        # A deployment's forced cleanup is named under the deployment, and has no parent.
-        for deployment in {w.id for w in found if w.workflow_type == "DeploymentWorkflow"}:
-            found += [w async for w in client.list_workflows(f'WorkflowId STARTS_WITH "{deployment}/"')]
-        return found
+        return await _listed(await temporal(stack), migration_id)
 
     return asyncio.run(read())
 
 
 def pending_in_migration(stack: RunningStack, migration_id: str) -> list[tuple[str, str, int]]:
-    """(workflow id, activity type, attempt) of each activity any workflow of the migration waits for."""
-    found = []
-    for w in migration_workflows(stack, migration_id):
-        found += [(w.id, name, attempt) for name, attempt in pending_activities(stack, w.id, w.run_id)]
-    return found
+    """(workflow id, activity type, attempt) of each activity any running workflow of the migration waits for."""
 
-
-def pending_activities(stack: RunningStack, workflow_id: str, run_id: str | None = None) -> list[tuple[str, int]]:
-    """(activity type, attempt) of each activity the workflow is waiting for (``temporal workflow describe``)."""
-
-    async def read() -> list[tuple[str, int]]:
-        try:
-            desc = await (await temporal(stack)).get_workflow_handle(workflow_id, run_id=run_id).describe()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:  # not started yet
-                return []
-            raise
-        return [(a.activity_type.name, a.attempt) for a in desc.raw_description.pending_activities]
+    async def read() -> list[tuple[str, str, int]]:
+        client = await temporal(stack)
+        found = []
+        for w in await _listed(client, migration_id):
+            if w.status not in (None, WorkflowExecutionStatus.RUNNING):
+                continue
+            desc = await client.get_workflow_handle(w.id, run_id=w.run_id).describe()
+            found += [(w.id, a.activity_type.name, a.attempt) for a in desc.raw_description.pending_activities]
+        return found
 
     return asyncio.run(read())
 

@@ -9,7 +9,7 @@ per-instance children and the deployment have the ids every transfer gives them.
 
 The migration's options go where Coriolis puts them: ``shutdown_instances`` on the execution,
 ``skip_os_morphing``, ``user_scripts`` and ``clone_disks`` on the transfer, from which the auto
-deployment takes its defaults. Enabled by ``STERNA_MIGRATIONS_ON_TRANSFERS``.
+deployment takes its defaults. On unless ``STERNA_MIGRATIONS_ON_TRANSFERS`` is false.
 """
 
 from __future__ import annotations

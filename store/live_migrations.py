@@ -1,6 +1,6 @@
 """Record-DB side of migrations that run as transfers (issue 13).
 
-A ``POST /migrations`` (with ``STERNA_MIGRATIONS_ON_TRANSFERS``) writes one ``live_migration``
+A ``POST /migrations`` (unless ``STERNA_MIGRATIONS_ON_TRANSFERS`` is false) writes one ``live_migration``
 transfer row whose id is the migration's id (``from_migrations_api`` set), its one execution
 (``auto_deploy``) and, once that execution completes, the deployment it triggers (``deployer_id``).
 There is no separate migration row: the migration's status and tasks are read from the execution

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
+from tests.leftovers import deployments_of
 from tests.peers.moto import REGION, conn_info, ebs, ec2, guest_volumes, moto_url, subnet
 from tests.providers.aws.awshelpers import read_snapshot
 
@@ -24,9 +25,14 @@ __all__ = ["conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]
 TAG = "sterna:migration-id"
 
 
-def _mine(ec2: Any, migration_id: str) -> dict[str, list[Any]]:
-    """Everything in the account tagged with this migration."""
-    f = [{"Name": f"tag:{TAG}", "Values": [migration_id]}]
+def _mine(ec2: Any, migration_id: str, stack: RunningStack | None = None) -> dict[str, list[Any]]:
+    """Everything in the account tagged with this migration, or (on transfers) with the deployment it made:
+    each action tags what it creates with its own id (``stack`` to find the deployment)."""
+    ids = [migration_id]
+    if stack is not None:
+        with stack.client() as api:
+            ids += deployments_of(stack, api.get_migration(migration_id))
+    f = [{"Name": f"tag:{TAG}", "Values": ids}]
     return {
         "instances": [i for r in ec2.describe_instances(Filters=f)["Reservations"] for i in r["Instances"]
                       if i["State"]["Name"] != "terminated"],
@@ -55,11 +61,14 @@ def test_local_to_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any, 
         final = wait_final(api, m["id"])
         assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
         assert conn_info["secret_access_key"] not in api.http.get(f"/migrations/{m['id']}").text
-    mine = _mine(ec2, m["id"])
+    mine = _mine(ec2, m["id"], stack)
     [instance] = mine["instances"]
     assert instance["InstanceType"] == "t3.small"
     assert instance["SubnetId"] == subnet["SubnetId"]
-    assert {"Key": TAG, "Value": m["id"]} in instance["Tags"]
+    # Tagged with the action that made it: the migration, or on transfers its deployment (of the same
+    # transfer id); _mine found it by one of those.
+    [tag] = [t["Value"] for t in instance["Tags"] if t["Key"] == TAG]
+    assert tag == m["id"] or tag in deployments_of(stack, final), tag
     # moto drops RegisterImage's EnaSupport and mappings; tests/providers/aws asserts the request itself.
     assert len(mine["images"]) == 1
     # The imported EBS snapshot holds exactly the converted disk (raw, as AWS takes it).
@@ -107,12 +116,12 @@ def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, conn_info: dict[s
             network_map={"VM Network": subnet["SubnetId"]},
         )
         wait_for(lambda: task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")["status"] == "RUNNING"
-                 and _mine(ec2, m["id"])["snapshots"], 120, 0.2, "upload under way")
+                 and _mine(ec2, m["id"], stack)["snapshots"], 120, 0.2, "upload under way")
         api.cancel_migration(m["id"])
         final = wait_final(api, m["id"], timeout=120)
     assert final["last_execution_status"] == "CANCELED"
     assert task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
-    assert _mine(ec2, m["id"]) == {"instances": [], "images": [], "snapshots": []}
+    assert _mine(ec2, m["id"], stack) == {"instances": [], "images": [], "snapshots": []}
 
 
 def test_worker_killed_mid_upload_skips_written_blocks(stack: RunningStack, conn_info: dict[str, Any],
@@ -183,7 +192,7 @@ def test_ova_to_aws(stack: RunningStack, conn_info: dict[str, Any], ec2: Any, eb
                                  destination_environment={"flavor_name": "t3.small", "keep_image": True})
         final = wait_final(api, m["id"])
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
-    mine = _mine(ec2, m["id"])
+    mine = _mine(ec2, m["id"], stack)
     [instance] = mine["instances"]
     assert instance["InstanceType"] == "t3.small" and instance["SubnetId"] == subnet["SubnetId"]
     [snap] = [s for s in mine["snapshots"] if {"Key": "sterna:role", "Value": "import-snapshot"} in s.get("Tags", [])]

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+from temporalio.client import WorkflowExecution
 
 from store.models import Base
 from tests.conftest import RunningStack, wait_final
 from tests.helpers import endpoints, inventories
+from tests.leftovers import migration_workflows
 
 pytestmark = pytest.mark.slow
 
@@ -84,23 +87,29 @@ def test_not_in_the_record_db(stack: RunningStack, ran: dict[str, Any]) -> None:
         assert _found(b"".join(f.read_bytes() for f in files), ran["secrets"]) == [], files
 
 
-async def _histories(stack: RunningStack, ids: list[str]) -> dict[str, bytes]:
+async def _histories(stack: RunningStack, ids: list[str], runs: Sequence[WorkflowExecution] = ()) -> dict[str, bytes]:
+    """The histories of the workflows whose id holds one of ``ids``, and of ``runs``."""
     from temporalio.client import Client
 
     client = await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace)
+    found = {(wf.id, wf.run_id) async for wf in client.list_workflows() if any(i in wf.id for i in ids)}
+    found |= {(wf.id, wf.run_id) for wf in runs}
     out = {}
-    async for wf in client.list_workflows():
-        if any(i in wf.id for i in ids):
-            handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
-            # Payloads are JSON bytes inside the protobuf events: a plain value would be there as it is.
-            out[wf.id] = b"".join([e.SerializeToString() async for e in handle.fetch_history_events()])
+    for wid, run_id in found:
+        handle = client.get_workflow_handle(wid, run_id=run_id)
+        # Payloads are JSON bytes inside the protobuf events: a plain value would be there as it is.
+        out[wid] = b"".join([e.SerializeToString() async for e in handle.fetch_history_events()])
     return out
 
 
 def test_not_in_temporal_history(stack: RunningStack, ran: dict[str, Any]) -> None:
-    ids = [ran["migration"], ran["transfer"], ran["execution"], ran["deployment"], *ran["deployment_executions"]]
-    histories = asyncio.run(_histories(stack, ids))
-    # migration + its instance, execution + its instance, deployment + its instance
+    ids = [ran["transfer"], ran["execution"], ran["deployment"], *ran["deployment_executions"]]
+    # The migration's workflows: its own and all it started (instances; on transfers, the execution's
+    # instances, its deployment and the deployment's instances).
+    runs = migration_workflows(stack, ran["migration"])
+    assert len(runs) >= 2, runs
+    histories = asyncio.run(_histories(stack, ids, runs))
+    # migration + its instance (at least), execution + its instance, deployment + its instance
     assert len(histories) >= 6, sorted(histories)
     assert all(ran["plain"].encode() in h for wid, h in histories.items() if "/vm-" in wid), \
         "the instance workflows carry the environments"

@@ -13,8 +13,10 @@ from tests.helpers import endpoints, inventories
 pytestmark = pytest.mark.slow
 
 
-def _snapshot(api: Any) -> tuple[list[str], list[str]]:
-    return ([m["id"] for m in api.list_migrations()], [e["id"] for e in api.list_endpoints()])
+def _snapshot(api: Any) -> tuple[list[str], ...]:
+    # Transfers too: a migration runs as one (STERNA_MIGRATIONS_ON_TRANSFERS), and /transfers lists it.
+    return ([m["id"] for m in api.list_migrations()], [e["id"] for e in api.list_endpoints()],
+            [t["id"] for t in api.list_transfers()], [d["id"] for d in api.list_deployments()])
 
 
 def _assert_error(r: Any, status: int, needle: str) -> None:

@@ -92,11 +92,10 @@ def test_registration_is_idempotent_and_the_catalog_finds_the_api(keystone_stack
 
 @pytest.fixture(params=["one-shot", "on-transfers"])
 def migration_path(request: pytest.FixtureRequest, keystone_stack: KeystoneStack) -> Iterator[KeystoneStack]:
-    """The one-shot migration workflow, or the API restarted to run migrations as transfers (issue 13)."""
-    if request.param == "one-shot":
-        yield keystone_stack
-        return
-    with api_env(keystone_stack, STERNA_MIGRATIONS_ON_TRANSFERS="1"):
+    """The API restarted to run migrations as transfers (issue 13, the default), or with the one-shot
+    migration workflow that ``STERNA_MIGRATIONS_ON_TRANSFERS=false`` keeps for one release."""
+    on = "true" if request.param == "on-transfers" else "false"
+    with api_env(keystone_stack, STERNA_MIGRATIONS_ON_TRANSFERS=on):
         yield keystone_stack
 
 

@@ -1,4 +1,9 @@
-"""Migrations through the REST API against the real embedded stack (SQLite and PostgreSQL)."""
+"""Migrations through the REST API against the real embedded stack (SQLite and PostgreSQL).
+
+They hold on either engine path (``STERNA_MIGRATIONS_ON_TRANSFERS``): a migration leaves nothing
+behind, neither scratch files nor, on transfers, replica disks (``REPLICAS``) or a deployment; what
+a migration on transfers is made of is ``tests/api/test_migrations_on_transfers.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ from tests.helpers import endpoints, identical, inventories, running_task, start
 from workflows.types import TASK_ORDER
 
 pytestmark = pytest.mark.slow
+
+#: where the local provider keeps a transfer's replica disks (``providers.local``)
+REPLICAS = ".sterna-replicas"
 
 
 def test_migration_completes_with_every_task_and_full_progress(stack: RunningStack) -> None:
@@ -35,8 +43,9 @@ def test_migration_completes_with_every_task_and_full_progress(stack: RunningSta
     assert "<vcpu>1</vcpu>" in domain and '<memory unit="MiB">2048</memory>' in domain  # m1.small
     assert 'network="br0"' in domain and 'bus="virtio"' in domain
     assert final["transfer_result"]["vm-a"]["details"]["path"] == str(dst / "vm-a")
-    # The scratch space of the migration is gone.
+    # The scratch space of the migration is gone, and no replica disk stays at the destination.
     assert not (Path(stack.settings.scratch) / m["id"] / "vm-a").exists()
+    assert not (dst / REPLICAS).exists()
 
 
 def test_seed_inline_form_runs_four_instances_in_parallel(stack: RunningStack) -> None:
@@ -69,6 +78,7 @@ def test_seed_inline_form_runs_four_instances_in_parallel(stack: RunningStack) -
     for vm in vms:
         assert identical(src / vm / "disk-0.raw", dst / vm / "disk-0.qcow2")
         assert 'network="private"' in (dst / vm / "domain.xml").read_text()
+    assert not (dst / REPLICAS).exists()
 
 
 def test_cancel_during_export_cleans_up_and_allows_delete(stack: RunningStack) -> None:
@@ -76,7 +86,8 @@ def test_cancel_during_export_cleans_up_and_allows_delete(stack: RunningStack) -
     with stack.client() as api:
         m = start_slow_migration(api, src, dst, limit_mib=4)
         scratch = Path(stack.settings.scratch) / m["id"] / "vm-a"
-        assert (scratch / "export").exists()
+        # The copy keeps files in the migration's scratch space (the export, or the replication's checkpoint).
+        assert any(scratch.iterdir())
         api.cancel_migration(m["id"])
         assert api.get_migration(m["id"])["last_execution_status"] in ("CANCELLING", "CANCELED")
         final = wait_final(api, m["id"], timeout=60)
@@ -86,8 +97,11 @@ def test_cancel_during_export_cleans_up_and_allows_delete(stack: RunningStack) -
         assert task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
         assert not scratch.exists(), "scratch files are removed"
         assert not (dst / "vm-a").exists(), "no target files are left"
+        assert not (dst / REPLICAS).exists(), "no replica disk is left"
+        assert [d for d in api.list_deployments() if d["transfer_id"] == m["id"]] == [], "nothing was deployed"
         api.delete_migration(m["id"])
         assert m["id"] not in [x["id"] for x in api.list_migrations()]
+        assert m["id"] not in [t["id"] for t in api.list_transfers()]
 
 
 def test_delete_of_running_migration_is_refused_and_changes_nothing(stack: RunningStack) -> None:
@@ -127,3 +141,5 @@ def test_force_cancel_terminates_and_still_cleans_up(stack: RunningStack) -> Non
         r = api.http.post(f"/migrations/{m['id']}/actions", json={"cancel": None})
         assert r.status_code == 400 and "nothing to cancel" in r.json()["error"]["message"]
         api.delete_migration(m["id"])
+        # Terminated, a transfer's execution never reached its end: the DELETE removes the replica it left.
+        assert not (dst / REPLICAS).exists()

@@ -1,8 +1,10 @@
 """Migrations that run as a ``live_migration`` transfer plus one ``auto_deploy`` execution (issue 13).
 
-The API is restarted with ``STERNA_MIGRATIONS_ON_TRANSFERS`` for this module. Each test holds a
-migration to what ``tests/api/test_migrations.py`` asserts of the one-shot path, through the same
-``/migrations`` calls, and then to the transfer and deployment it is made of.
+The API is restarted with ``STERNA_MIGRATIONS_ON_TRANSFERS`` for this module (the setting is off by
+default); the last test turns it off again. What a migration does (complete, run instances in
+parallel, cancel, force-cancel, refuse a DELETE while it runs, leave nothing behind) is
+``tests/api/test_migrations.py``, whose tests hold on either path: the ones at the end of this module
+run them on transfers. The rest holds a migration to the transfer and the deployment it is made of.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 import pytest
 
 from client.sdk import SternaClient
-from tests.conftest import RunningStack, task, wait_final, wait_for
-from tests.helpers import api_env, endpoints, identical, inventories, running_task, start_slow_migration
+from tests.api import test_migrations as either_path
+from tests.conftest import RunningStack, task, wait_final
+from tests.helpers import api_env, endpoints, identical, inventories
+from tests.leftovers import migration_workflows
 from workflows.types import TASK_ORDER
 
 pytestmark = pytest.mark.slow
@@ -79,105 +83,40 @@ def test_migration_is_a_live_migration_transfer_deployed_once(on_transfers: Runn
     for action in (m["id"], deployment["id"]):
         assert not (Path(stack.settings.scratch) / action / "vm-a").exists()
     assert not (dst / REPLICAS).exists()
+    # One engine path: Temporal ran the transfer's workflows under the migration's root, nothing one-shot.
+    assert {w.workflow_type for w in migration_workflows(stack, m["id"])} == {
+        "TransferExecutionWorkflow", "TransferInstanceWorkflow", "DeploymentWorkflow", "DeploymentInstanceWorkflow"}
 
 
-def test_seed_inline_form_runs_four_instances_in_parallel(on_transfers: RunningStack) -> None:
-    """Four instances record their export_info on the one transfer row at once; each deploys from it."""
+# What test_migrations.py proves on the default path, on transfers (while the setting is off by default).
+def test_four_instances_run_in_parallel_on_transfers(on_transfers: RunningStack) -> None:
+    either_path.test_seed_inline_form_runs_four_instances_in_parallel(on_transfers)
+
+
+def test_cancel_cleans_up_and_allows_delete_on_transfers(on_transfers: RunningStack) -> None:
+    either_path.test_cancel_during_export_cleans_up_and_allows_delete(on_transfers)
+
+
+def test_delete_of_running_migration_is_refused_on_transfers(on_transfers: RunningStack) -> None:
+    either_path.test_delete_of_running_migration_is_refused_and_changes_nothing(on_transfers)
+
+
+def test_force_cancel_terminates_and_still_cleans_up_on_transfers(on_transfers: RunningStack) -> None:
+    either_path.test_force_cancel_terminates_and_still_cleans_up(on_transfers)
+
+
+def test_setting_off_brings_back_the_one_shot_migration(on_transfers: RunningStack) -> None:
+    """``STERNA_MIGRATIONS_ON_TRANSFERS=false`` (kept for one release): no transfer, the one-shot workflow."""
     stack = on_transfers
-    vms = ["vm-a", "vm-b", "vm-c", "vm-d"]
-    src, dst = inventories(stack, vms, data_mib=24)
-    body = {
-        "origin": {"type": "local", "connection_info": {"path": str(src)}},
-        "destination": {"type": "local", "connection_info": {"path": str(dst)},
-                        "target_environment": {"flavor_name": "m1.small", "network_map": {"VM Network": "private"}}},
-        "instances": vms,
-        "source_environment": {"bandwidth_limit": 8 * 1024 * 1024},
-    }
-    with stack.client() as api:
-        m = api._call("POST", "/migrations", {"migration": body})["migration"]
-        peak = 0
-
-        def all_replicating() -> bool:
-            nonlocal peak
-            cur = api.get_migration(m["id"])
-            running = {t["instance"] for t in cur["tasks"]
-                       if t["task_type"] == "REPLICATE_DISKS" and t["status"] == "RUNNING"}
-            peak = max(peak, len(running))
-            return peak == len(vms) or cur["last_execution_status"] != "RUNNING"
-
-        wait_for(all_replicating, 120, 0.1, "four replications running at once")
-        final = wait_final(api, m["id"])
-    assert peak == 4, f"at most {peak} instances replicated at the same time"
-    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
-    for vm in vms:
-        assert identical(src / vm / "disk-0.raw", dst / vm / "disk-0.qcow2")
-        assert 'network="private"' in (dst / vm / "domain.xml").read_text()
-    assert not (dst / REPLICAS).exists()
-
-
-def test_cancel_during_replication_cleans_up_and_allows_delete(on_transfers: RunningStack) -> None:
-    stack = on_transfers
-    src, dst = inventories(stack, ["vm-a"], data_mib=48)
-    with stack.client() as api:
-        m = start_slow_migration(api, src, dst, limit_mib=4)
-        scratch = Path(stack.settings.scratch) / m["id"] / "vm-a"
-        # A transfer replicates into the destination's replica, its checkpoint kept in scratch.
-        assert (scratch / "replica").exists()
-        assert (dst / REPLICAS / m["id"]).exists()
-        api.cancel_migration(m["id"])
-        assert api.get_migration(m["id"])["last_execution_status"] in ("CANCELLING", "CANCELED")
-        final = wait_final(api, m["id"], timeout=60)
-        assert final["last_execution_status"] == "CANCELED"
-        assert task(final, "vm-a", "REPLICATE_DISKS")["status"] == "CANCELED"
-        assert task(final, "vm-a", "OS_MORPHING")["status"] == "UNSCHEDULED"
-        assert task(final, "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
-        assert not scratch.exists(), "scratch files are removed"
-        assert not (dst / "vm-a").exists(), "no target files are left"
-        assert not (dst / REPLICAS).exists(), "no replica disk is left"
-        _, deployments = _parts(api, m["id"])
-        assert deployments == [], "a cancelled execution deploys nothing"
-        api.delete_migration(m["id"])
-        assert m["id"] not in [x["id"] for x in api.list_migrations()]
-        assert m["id"] not in [t["id"] for t in api.list_transfers()]
-
-
-def test_delete_of_running_migration_is_refused_and_changes_nothing(on_transfers: RunningStack) -> None:
-    stack = on_transfers
-    src, dst = inventories(stack, ["vm-a"], data_mib=16)
-    with stack.client() as api:
+    src, dst = inventories(stack, ["vm-a"], data_mib=4)
+    with api_env(stack, STERNA_MIGRATIONS_ON_TRANSFERS="false"), stack.client() as api:
         origin, dest = endpoints(api, src, dst)
         m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
-                                 source_environment={"bandwidth_limit": 4 * 1024 * 1024})
-        wait_for(lambda: running_task(api.get_migration(m["id"]), "REPLICATE_DISKS"), 60, 0.1)
-        r = api.http.delete(f"/migrations/{m['id']}")
-        assert r.status_code == 400
-        err = r.json()["error"]
-        assert err["code"] == 400 and err["fault"] == "badRequest"
-        assert err["message"].startswith("InvalidState: ") and "only COMPLETED, ERROR or CANCELED" in err["message"]
-        assert m["id"] in [x["id"] for x in api.list_migrations()]
+                                 skip_os_morphing=True)
         final = wait_final(api, m["id"])
-        assert final["last_execution_status"] == "COMPLETED"
-        assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
-
-
-def test_force_cancel_terminates_and_still_cleans_up(on_transfers: RunningStack) -> None:
-    stack = on_transfers
-    src, dst = inventories(stack, ["vm-a"], data_mib=48)
-    with stack.client() as api:
-        m = start_slow_migration(api, src, dst, limit_mib=4)
-        scratch = Path(stack.settings.scratch) / m["id"] / "vm-a"
-        api.cancel_migration(m["id"], force=True)
-        now = api.get_migration(m["id"])
-        assert now["last_execution_status"] == "CANCELED"
-        assert task(now, "vm-a", "REPLICATE_DISKS")["status"] == "FORCE_CANCELED"
-        cleaned = wait_for(
-            lambda: task(cur := api.get_migration(m["id"]), "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"]
-            == "COMPLETED" and cur, 60, 0.2, "forced cleanup")
-        assert cleaned["last_execution_status"] == "CANCELED"
-        assert not scratch.exists()
-        assert not (dst / "vm-a").exists()
-        r = api.http.post(f"/migrations/{m['id']}/actions", json={"cancel": None})
-        assert r.status_code == 400 and "nothing to cancel" in r.json()["error"]["message"]
-        # Terminated, the execution never reached its end: the DELETE removes the replica it left.
-        api.delete_migration(m["id"])
-        assert not (dst / REPLICAS).exists()
+        transfers = [t["id"] for t in api.list_transfers()]
+    assert m["transfer_id"] is None and m["id"] not in transfers
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
+    assert {w.workflow_type for w in migration_workflows(stack, m["id"])} == {
+        "MigrationWorkflow", "InstanceMigrationWorkflow"}

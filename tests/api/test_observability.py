@@ -8,6 +8,7 @@ run an API and a worker of their own from start to SIGTERM, tracing on, and read
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -28,6 +29,7 @@ import pytest
 from devstack.launcher import wait_port
 from tests.conftest import RunningStack, wait_final, wait_for
 from tests.helpers import identical, inventories, own_api_and_worker
+from tests.leftovers import migration_workflows
 from tests.peers import free_port
 
 
@@ -132,8 +134,9 @@ def test_worker_metrics_count_bytes_moved_after_a_migration(stack: RunningStack,
     moved = re.findall(r'^sterna_bytes_moved_total\{provider="local",task_type="REPLICATE_DISKS"\} (\S+)$', ours,
                        re.M)
     assert moved and float(moved[0]) >= 16 * 1024**2, "the 16 MiB of the sample VM's data were exported"
-    assert re.search(r'^sterna_step_duration_seconds_count\{activity="export_disk",outcome="ok",provider="local",'
-                     r'task_type="REPLICATE_DISKS"\} [1-9]', ours, re.M), ours
+    # The disk copy's activity (the one-shot export, or the replication on transfers) timed its attempt.
+    assert re.search(r'^sterna_step_duration_seconds_count\{activity="(export|replicate)_disk",outcome="ok",'
+                     r'provider="local",task_type="REPLICATE_DISKS"\} [1-9]', ours, re.M), ours
 
     def active() -> str:
         now = httpx.get(f"http://{stack.settings.worker_metrics_address}/metrics").text
@@ -166,10 +169,12 @@ def test_logs_are_structured_carry_ids_and_no_secret(stack: RunningStack, migrat
     create = [x for x in api_lines if x.get("request_id") == migrated["request_id"]]
     assert create and create[-1]["route"] == "/v1/{project_id}/migrations" and create[-1]["status"] == 200
     assert all("request_id" in x for x in api_lines if x["logger"] == "sterna.api.access")
+    # Its workflows: its own and all it started (a transfer's execution starts a deployment).
+    workflows = {w.id for w in migration_workflows(stack, migration_id)}
     worker_lines = [x for x in _lines(stack, "worker") if migration_id in json.dumps(x)]
     assert worker_lines, "the worker logged the migration's steps"
     for entry in worker_lines:
-        assert entry.get("workflow_id", "").startswith(f"migration-{migration_id}"), entry
+        assert entry.get("workflow_id") in workflows, (entry, workflows)
         assert entry.get("activity_id") or entry.get("workflow_type"), entry
 
 
@@ -181,18 +186,26 @@ async def test_workflows_and_activities_carry_summaries_for_the_temporal_ui(stac
     from temporalio.converter import default
 
     client = await Client.connect(stack.settings.temporal_address)
-    handle = client.get_workflow_handle(f"migration-{migrated['migration']['id']}/vm-vm-a")
-    summaries = []
-    async for event in handle.fetch_history_events():
-        if event.HasField("activity_task_scheduled_event_attributes") and event.user_metadata.HasField("summary"):
-            summaries.append(default().payload_converter.from_payload(event.user_metadata.summary, str))
+    migration = migrated["migration"]
+    root = f"migration-{migration['id']}"
+    runs = await asyncio.to_thread(migration_workflows, stack, migration["id"])
+    summaries, shown = [], {}
+    for run in runs:
+        handle = client.get_workflow_handle(run.id, run_id=run.run_id)
+        shown[run.id] = await (await handle.describe()).static_summary()
+        async for event in handle.fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes") and event.user_metadata.HasField("summary"):
+                summaries.append(default().payload_converter.from_payload(event.user_metadata.summary, str))
     assert "vm-a: REPLICATE_DISKS disk-0" in summaries, summaries
-    # The workflows too: the migration says what it moves, each VM's child names its VM.
-    parent = await client.get_workflow_handle(f"migration-{migrated['migration']['id']}").describe()
-    assert await parent.static_summary() == "migration of vm-a: local -> local"
-    assert await (await handle.describe()).static_summary() == "vm-a: migration"
-    assert {"vm-a: VALIDATE_MIGRATION_INPUTS", "vm-a: CREATE_SOURCE_SNAPSHOT",
-            "vm-a: CLEANUP_MIGRATION_RESOURCES"} <= set(summaries), summaries
+    # The workflows too: the migration says what it moves, every other workflow of it names its VM
+    # or what it does ("vm-a: migration"; on transfers "vm-a: transfer execution", the deployment, ...).
+    assert shown.pop(root) == "migration of vm-a: local -> local"
+    assert shown and all(text for text in shown.values()), shown
+    # Each step of the migration, as its tasks name them: the first, the snapshot and the last.
+    steps = (["VALIDATE_TRANSFER_SOURCE_INPUTS", "DEPLOY_TRANSFER_SOURCE_RESOURCES", "DELETE_TRANSFER_SOURCE_RESOURCES",
+              "DELETE_TRANSFER_TARGET_DISK_SNAPSHOTS"] if migration["transfer_id"] else
+             ["VALIDATE_MIGRATION_INPUTS", "CREATE_SOURCE_SNAPSHOT", "CLEANUP_MIGRATION_RESOURCES"])
+    assert {f"vm-a: {step}" for step in steps} <= set(summaries), summaries
 
 
 class _Collector(ThreadingHTTPServer):

@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from core.models import DeployedInstance, ImportedDisk, SourceSnapshot
-from providers.base import TransferContext, TransferProgress
+from providers.base import ActionContext, TransferContext, TransferProgress
 from providers.local.provider import LocalProvider
 from tests.peers import provider_plugins
 
 PLATFORM = "gated-local"
 #: the steps a gate can hold, each at a point where it has done its work but not yet returned
 STEPS = ("snapshot", "upload", "deploy", "cleanup")
+#: the gate that holds a transfer execution's release of its snapshot: the cleanup of a step that
+#: deploys nothing (``ActionContext.replica_only``); "cleanup" holds that of a migration or a deployment
+RELEASE = "release"
 #: the gate that holds a snapshot before its copy starts
 SNAPSHOT_START = "snapshot-start"
 POLL = 0.1
@@ -100,5 +103,7 @@ class GatedLocalProvider(LocalProvider):
 
     def cleanup(self, *args: Any, **kwargs: Any) -> list[str]:
         removed = super().cleanup(*args, **kwargs)
-        self._hold("cleanup")  # the source snapshot is gone, the scratch space not yet
+        action = next((a for a in (*args, *kwargs.values()) if isinstance(a, ActionContext)), None)
+        # the source snapshot is gone, the scratch space not yet
+        self._hold(RELEASE if action is not None and action.replica_only else "cleanup")
         return removed

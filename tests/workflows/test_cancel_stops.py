@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -12,10 +11,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
 
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import endpoints, identical, inventories, start_slow_migration
+from tests.leftovers import pending_in_migration
 
 pytestmark = pytest.mark.slow
 
@@ -138,11 +137,10 @@ def test_a_cancel_during_the_snapshot_leaves_no_snapshot_copy(stack: RunningStac
         assert task(api.get_migration(m["id"]), "vm-a", "CLEANUP_MIGRATION_RESOURCES")["status"] == "COMPLETED"
 
 
-async def _export_attempt(stack: RunningStack, workflow_id: str) -> int:
-    client = await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace)
-    desc = await client.get_workflow_handle(workflow_id).describe()
-    return max((a.attempt for a in desc.raw_description.pending_activities
-                if a.activity_type.name == "export_disk"), default=0)
+def _copy_attempt(stack: RunningStack, migration_id: str) -> int:
+    """The attempt of the migration's pending disk copy (the one-shot export, or the replication on transfers)."""
+    return max((attempt for _, name, attempt in pending_in_migration(stack, migration_id)
+                if name in ("export_disk", "replicate_disk")), default=0)
 
 
 def test_a_timed_out_attempt_stops_instead_of_copying_on(stack: RunningStack) -> None:
@@ -152,10 +150,9 @@ def test_a_timed_out_attempt_stops_instead_of_copying_on(stack: RunningStack) ->
     worker = stack.stack.procs["worker"]
     with stack.client() as api:
         m = start_slow_migration(api, src, dst, limit_mib=2)
-        workflow_id = f"migration-{m['id']}/vm-vm-a"
         worker.send_signal(signal.SIGSTOP)
         try:
-            wait_for(lambda: asyncio.run(_export_attempt(stack, workflow_id)) >= 2, 60, 0.5,
+            wait_for(lambda: _copy_attempt(stack, m["id"]) >= 2, 60, 0.5,
                      "Temporal to time the frozen attempt out and schedule the next")
         finally:
             worker.send_signal(signal.SIGCONT)

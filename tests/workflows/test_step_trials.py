@@ -15,6 +15,11 @@ for the instance's workflow and the step shows it (gate reached, or progress pas
 The trials of a phase run concurrently; one worker kill serves several kill trials. Kill trials
 run in two rounds: their held steps and running copies would otherwise need more disk-activity
 slots (``max_disk_activities``) than the worker has.
+
+Either engine path runs the trials (``STERNA_MIGRATIONS_ON_TRANSFERS``): the one-shot
+``MigrationWorkflow``, or a transfer execution and its deployment. A step is the same work on
+both; its activity and the legacy task that shows it are the path's own (``STEP``), and the
+workflows looked at are the migration's, found in Temporal by their root (``tests.leftovers``).
 """
 
 from __future__ import annotations
@@ -36,26 +41,34 @@ from activities import names
 from client.sdk import SternaClient
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
-from tests.leftovers import cancel_requested, leftovers, pending_activities
-from tests.peers.gated import PLATFORM, SNAPSHOT_START
+from tests.leftovers import cancel_requested, leftovers, migration_workflows, pending_in_migration
+from tests.peers.gated import PLATFORM, RELEASE, SNAPSHOT_START
 from tests.peers.gated import STEPS as GATED
-from workflows import ids
+from workflows.cleanup import ForcedCleanupWorkflow
+from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
 from workflows.instance import InstanceMigrationWorkflow
 from workflows.migration import MigrationWorkflow
+from workflows.transfer import TransferExecutionWorkflow, TransferInstanceWorkflow
 from workflows.types import TaskType
 
 pytestmark = pytest.mark.slow
 
 MiB = 1024 * 1024
-#: step -> (its activity, its Coriolis task)
-STEP = {
-    "snapshot": (names.SNAPSHOT_INSTANCE, TaskType.SNAPSHOT),
-    "export": (names.EXPORT_DISK, TaskType.EXPORT),
-    "convert": (names.CONVERT_DISK, TaskType.CONVERT),
-    "upload": (names.UPLOAD_DISK, TaskType.UPLOAD),
-    "deploy": (names.DEPLOY_INSTANCE, TaskType.BOOT),
-    "cleanup": (names.CLEANUP_INSTANCE, TaskType.CLEANUP),
+#: step -> (its activity, the migration's task that shows it): one-shot path, transfer path. On
+#: transfers the disk copy is the replication into the replica disk; "convert" is the flattening of
+#: the deployment's overlay, shown under IMPORT_DISKS (``api.live_migration_views``); "cleanup" is
+#: the deployment's, after its deploy (the execution's release of its snapshot has its own gate).
+STEP: dict[str, tuple[tuple[str, TaskType], tuple[str, TaskType]]] = {
+    "snapshot": ((names.SNAPSHOT_INSTANCE, TaskType.SNAPSHOT), (names.SNAPSHOT_INSTANCE, TaskType.SNAPSHOT)),
+    "export": ((names.EXPORT_DISK, TaskType.EXPORT), (names.REPLICATE_DISK, TaskType.EXPORT)),
+    "convert": ((names.CONVERT_DISK, TaskType.CONVERT), (names.CONVERT_DISK, TaskType.UPLOAD)),
+    "upload": ((names.UPLOAD_DISK, TaskType.UPLOAD), (names.UPLOAD_DISK, TaskType.UPLOAD)),
+    "deploy": ((names.DEPLOY_INSTANCE, TaskType.BOOT), (names.DEPLOY_INSTANCE, TaskType.BOOT)),
+    "cleanup": ((names.CLEANUP_INSTANCE, TaskType.CLEANUP), (names.CLEANUP_INSTANCE, TaskType.CLEANUP)),
 }
+#: every workflow either path runs for a migration, for the replay
+WORKFLOWS = [MigrationWorkflow, InstanceMigrationWorkflow, TransferExecutionWorkflow, TransferInstanceWorkflow,
+             DeploymentWorkflow, DeploymentInstanceWorkflow, ForcedCleanupWorkflow]
 #: the cancel trial of a snapshot held before its copy: the copy is made after the cancel
 EARLY_SNAPSHOT = "snapshot, before its copy"
 #: the kill trial of a cancel's cleanup (issue 11: a kill there made the cancel take 10 minutes)
@@ -75,25 +88,42 @@ class Trial:
     key: str = ""
     #: the closed gate that holds this trial in its step (none for export and convert)
     gate: str | None = None
+    #: every gate closed for this trial
+    closed: frozenset[str] = frozenset()
     migration_id: str = ""
+    #: the migration runs as a transfer (the API names the transfer it is)
+    on_transfers: bool = False
+    #: the workflow in which the step's activity was last seen pending
+    workflow_id: str = ""
     final: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
 
     @property
+    def activity(self) -> str:
+        return STEP[self.step][self.on_transfers][0]
+
+    @property
     def task_type(self) -> str:
-        return STEP[self.step][1].value
+        return STEP[self.step][self.on_transfers][1].value
+
+    @property
+    def held_at(self) -> str | None:
+        """The gate the trial waits at: a cancel in the snapshot of a transfer's execution runs its
+        release, not a deployment's cleanup (there is no deployment)."""
+        return RELEASE if self.on_transfers and self.key == CANCELLED_CLEANUP else self.gate
 
     def release(self) -> None:
-        if self.gate:
-            (self.gates / self.gate).unlink(missing_ok=True)
+        for gate in self.closed:
+            (self.gates / gate).unlink(missing_ok=True)
 
     def in_step(self) -> bool:
         """The step's activity is pending in Temporal and the step itself is under way."""
-        pending = pending_activities(self.stack, ids.instance(self.migration_id, "vm-a"))
-        if STEP[self.step][0] not in {name for name, _ in pending}:
+        pending = [wid for wid, name, _ in pending_in_migration(self.stack, self.migration_id) if name == self.activity]
+        if not pending:
             return False
-        if self.gate:
-            return (self.gates / f"{self.gate}.entered").exists()
+        self.workflow_id = pending[0]
+        if self.held_at:
+            return (self.gates / f"{self.held_at}.entered").exists()
         t = task(self.api.get_migration(self.migration_id), "vm-a", self.task_type)
         p = t["progress_updates"]
         return t["status"] == "RUNNING" and bool(p) and 0 < p[-1]["current_step"] < (p[-1]["total_steps"] or 0)
@@ -110,18 +140,20 @@ def start(stack: RunningStack, step: str, *, also: tuple[str, ...] = (), key: st
     src, dst = inventories(stack, ["vm-a"], data_mib={"export": 48, "convert": 24}.get(step, 4))
     gates = stack.root / "gates" / src.name
     gates.mkdir(parents=True)
-    for closed in {gate, *also} - {None}:
-        (gates / str(closed)).touch()
+    closed = frozenset(str(g) for g in {gate, *also} - {None})
+    for name in closed:
+        (gates / name).touch()
     api = stack.client()
-    trial = Trial(stack, step, api, src, dst, gates, key or step, gate)
+    trial = Trial(stack, step, api, src, dst, gates, key or step, gate, closed)
     origin = api.create_endpoint(f"src-{src.name}", PLATFORM, {"path": str(src), "gates": str(gates)})
     dest_info: dict[str, Any] = {"path": str(dst), "gates": str(gates)}
     if step == "convert":
         dest_info["convert_rate"] = 4 * MiB  # 24 MiB of data: ~6 s of qemu-img
     dest = api.create_endpoint(f"dst-{dst.name}", PLATFORM, dest_info)
     env = {"bandwidth_limit": 4 * MiB} if step == "export" else {}  # 48 MiB: ~12 s of copy
-    trial.migration_id = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
-                                              instances=["vm-a"], source_environment=env)["id"]
+    created = api.create_migration(origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"],
+                                   instances=["vm-a"], source_environment=env)
+    trial.migration_id, trial.on_transfers = created["id"], bool(created["transfer_id"])
     return trial
 
 
@@ -131,8 +163,9 @@ def cancel_reached(trial: Trial, task_type: str) -> bool:
 
 
 def cancelled_into_cleanup(stack: RunningStack) -> Trial:
-    """A migration cancelled in its held snapshot, on its way to the (held) cleanup that the cancel runs."""
-    trial = start(stack, "cleanup", also=("snapshot",), key=CANCELLED_CLEANUP)
+    """A migration cancelled in its held snapshot, on its way to the (held) cleanup that the cancel runs
+    (on transfers, the execution's release)."""
+    trial = start(stack, "cleanup", also=("snapshot", RELEASE), key=CANCELLED_CLEANUP)
     try:
         wait_for((trial.gates / "snapshot.entered").exists, 180, 0.2, "the snapshot held")
         trial.api.cancel_migration(trial.migration_id)
@@ -181,7 +214,7 @@ def cancel_trial(stack: RunningStack, key: str) -> Trial:
         trial.api.cancel_migration(trial.migration_id)
         if step == "cleanup":
             # The cleanup is shielded from the cancel by design; the instance's workflow must have it.
-            wait_for(lambda: cancel_requested(stack, ids.instance(trial.migration_id, "vm-a")), 60, 0.3,
+            wait_for(lambda: cancel_requested(stack, trial.workflow_id), 60, 0.3,
                      "the cancel to reach the instance's workflow")
         elif trial.gate:
             # The held step itself must see the cancel.
@@ -260,16 +293,18 @@ def test_trial_histories_replay(stack: RunningStack, killed: dict[str, Trial], c
     async def replay(trials: list[Trial]) -> int:
         client = await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace,
                                       data_converter=pydantic_data_converter)
-        replayer = Replayer(workflows=[MigrationWorkflow, InstanceMigrationWorkflow],
-                            data_converter=pydantic_data_converter)
-        count = 0
+        replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+        counts = {}
         for t in trials:
-            for wid in (ids.migration(t.migration_id), ids.instance(t.migration_id, "vm-a")):
-                result = await replayer.replay_workflow(await client.get_workflow_handle(wid).fetch_history(),
-                                                        raise_on_replay_failure=False)
-                assert result.replay_failure is None, (t.key, wid, result.replay_failure)
-                count += 1
-        return count
+            runs = await asyncio.to_thread(migration_workflows, stack, t.migration_id)
+            for run in runs:
+                history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+                result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+                assert result.replay_failure is None, (t.key, run.id, result.replay_failure)
+            # the migration's own workflow and its instance's (or the execution's and its instance's)
+            counts[t.key] = len(runs)
+        return counts
 
     trials = [*killed.values(), *cancelled.values()]
-    assert asyncio.run(replay(trials)) == 2 * len(trials)
+    counts = asyncio.run(replay(trials))
+    assert all(n >= 2 for n in counts.values()), counts

@@ -32,3 +32,8 @@ def workflow(kind: str, names: Sequence[str], detail: str = "") -> str:
 def activity(instance: str, task: str) -> str:
     """``<instance>: <TASK>``: what the Temporal UI shows for a step's activity (a disk step adds the disk)."""
     return f"{instance}: {task}"
+
+
+def of_disk(step: str | None, disk_id: str) -> str | None:
+    """A per-disk activity's summary: its step's, then the disk (None when the step has none)."""
+    return f"{step} {disk_id}" if step else None

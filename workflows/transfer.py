@@ -254,7 +254,7 @@ class TransferInstanceWorkflow:
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                 retry_policy=_retry(t, 5),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{said} {disk.disk_id}" if said else None,
+                summary=summary.of_disk(said, disk.disk_id),
             )
             for disk in s.snapshot.disks
         ]

@@ -11,6 +11,7 @@ changes, as a child of the replica snapshot (``activities.replica_deploy``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         record_task,
         ref,
         set_migration_state,
+        summaries,
     )
     from workflows.steps import Steps, short_step_heartbeat
     from workflows.transfer_types import (
@@ -122,6 +124,7 @@ class DeploymentInstanceWorkflow:
     async def run(self, p: InstancePlan) -> dict[str, Any]:
         t, plan = p.timeouts, p.plan
         failover = workflow.patched(DEPLOYMENT_HOST_FAILOVER)
+        say = summaries(p)
         # The second half of a migration's instance (workflows.instance), on the replica's view.
         steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat), disk_attempts=5, cleanup_attempts=20)
         step = first_step(p, DeployTask.OVERLAY)
@@ -137,13 +140,14 @@ class DeploymentInstanceWorkflow:
                                              message=moved(self._host_queue, t, failovers)), t)
                 self._host_queue = None  # until the next overlay: nothing more is scheduled there
 
-            bootable, imported = await failing_over(lambda _n: self._disk_steps(steps, step, p), on_lost,
+            bootable, imported = await failing_over(lambda _n: self._disk_steps(steps, step, p, say), on_lost,
                                                     enabled=failover)
 
             assert self._host_queue is not None
             self._current = DeployTask.FINALIZE
             result = await steps.deploy(DeployInput(step=at(step, p, DeployTask.FINALIZE), disks=imported,
-                                                    bootable=bootable), self._host_queue)
+                                                    bootable=bootable), self._host_queue,
+                                        say(DeployTask.FINALIZE))
             deployed = DeployedInstance.model_validate(result)
             succeeded = True
             return result
@@ -167,18 +171,20 @@ class DeploymentInstanceWorkflow:
                                              message=failure_message(err)), t)
 
             try:
-                await steps.cleanup(cleanup, self._host_queue, on_failure=cleanup_failed if patched else None)
+                await steps.cleanup(cleanup, self._host_queue, on_failure=cleanup_failed if patched else None,
+                                    summary=say(DeployTask.CLEANUP))
             except asyncio.CancelledError:
                 # A cancel during the cleanup of a deployed instance ends CANCELED: the instance goes too.
                 if succeeded and patched:
                     await steps.cleanup(cleanup.model_copy(update={"succeeded": False}), self._host_queue,
-                                        on_failure=cleanup_failed)
+                                        on_failure=cleanup_failed, summary=say(DeployTask.CLEANUP))
                     await record_task(TaskUpdate(
                         task=ref(p, DeployTask.FINALIZE), status=Status.CANCELED,
                         message="Canceled by user request during the cleanup: the deployed instance was removed"), t)
                 raise
 
-    async def _disk_steps(self, steps: Steps, step: StepInput, p: InstancePlan) -> tuple[bool, list[ImportedDisk]]:
+    async def _disk_steps(self, steps: Steps, step: StepInput, p: InstancePlan,
+                          say: Callable[[str], str | None]) -> tuple[bool, list[ImportedDisk]]:
         """The overlay on whichever host takes it, then OS morphing and the import on that host:
         (bootable, the imported disks)."""
         t, plan = p.timeouts, p.plan
@@ -194,7 +200,7 @@ class DeploymentInstanceWorkflow:
                          transfer_id=plan.transfer_id),
             result_type=OverlayResult, task_queue=workflow.info().task_queue + "-data",
             start_to_close_timeout=timedelta(seconds=t.transfer if reads else t.short),
-            retry_policy=_retry(t, 5), heartbeat_timeout=beat,
+            retry_policy=_retry(t, 5), heartbeat_timeout=beat, summary=say(DeployTask.OVERLAY),
         )
         self._host_queue, step.workdir, disks = o.host_queue, o.workdir, o.disks
 
@@ -203,12 +209,15 @@ class DeploymentInstanceWorkflow:
             self._current = DeployTask.OS_MORPHING
             morphed = await steps.morph(
                 MorphInput(step=at(step, p, DeployTask.OS_MORPHING), disks=disks,
-                           user_scripts=plan.user_scripts, origin_type=plan.origin_type), o.host_queue)
+                           user_scripts=plan.user_scripts, origin_type=plan.origin_type), o.host_queue,
+                say(DeployTask.OS_MORPHING))
             disks, bootable = morphed.disks, morphed.bootable
 
         self._current = DeployTask.DEPLOY
         here = at(step, p, DeployTask.DEPLOY)
         # Flattened: the overlay becomes a standalone image, the replica stays where it is.
-        flat = await steps.per_disk(names.CONVERT_DISK, here, disks, o.host_queue, DiskLocator, flatten=True)
-        uploads = await steps.per_disk(names.UPLOAD_DISK, here, flat, o.host_queue, UploadResult)
+        flat = await steps.per_disk(names.CONVERT_DISK, here, disks, o.host_queue, DiskLocator, flatten=True,
+                                    summary=say(DeployTask.DEPLOY))
+        uploads = await steps.per_disk(names.UPLOAD_DISK, here, flat, o.host_queue, UploadResult,
+                                       summary=say(DeployTask.DEPLOY))
         return bootable, [u.disk for u in uploads]

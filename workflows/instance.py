@@ -11,6 +11,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from core import summary
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from workflows.failover import failing_over, host_lost, moved, release_lost_snapshot
     from workflows.failures import failure_message
@@ -49,7 +50,7 @@ CANCEL_DURING_CLEANUP = "cancel-during-cleanup-removes-instance"
 
 def _summary(inp: InstanceInput, task: TaskType) -> str:
     """What the Temporal UI shows for an activity: the instance and the Coriolis step (plus the disk)."""
-    return f"{inp.instance}: {task.value}"
+    return summary.activity(inp.instance, task.value)
 
 
 _retry = retry  # the name transfers and deployments import (workflows.shared)

@@ -7,6 +7,7 @@ cancel request must not lose the outcome.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from core import summary
     from workflows import search
     from workflows.failures import failure_message
     from workflows.instance import _retry
@@ -53,6 +55,13 @@ async def shielded(name: str, arg: Any, t: Timeouts, result_type: type[Any] | No
         name, arg, result_type=result_type, start_to_close_timeout=kw.pop("start_to_close", timedelta(seconds=60)),
         retry_policy=_retry(t, 20), **kw,
     ))
+
+
+def summaries(p: InstancePlan) -> Callable[[str], str | None]:
+    """Each step's activity summary for the Temporal UI, ``<instance>: <TASK>`` as migrations have them;
+    None (no summary) in runs begun before ``TRANSFER_SUMMARIES``. Call it once, at the start of a run."""
+    on = workflow.patched(summary.TRANSFER_SUMMARIES)
+    return lambda task: summary.activity(p.instance, task) if on else None
 
 
 def ref(p: InstancePlan, task: str) -> TaskRef:

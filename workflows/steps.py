@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
+    from core import summary as summaries
     from core.errors import NON_RETRYABLE_TYPES
     from core.models import DiskLocator
     from workflows.shield import shielded
@@ -113,7 +114,7 @@ class Steps:
         return list(await asyncio.gather(*(
             workflow.execute_activity(
                 name, DiskStepInput(step=step, disk=disk, flatten=flatten), result_type=result_type,
-                summary=f"{summary} {disk.disk_id}" if summary else None,
+                summary=summaries.of_disk(summary, disk.disk_id),
                 heartbeat_timeout=timedelta(seconds=self.t.heartbeat),
                 retry_policy=retry(self.t, self.disk_attempts), **self._host(queue),
             )

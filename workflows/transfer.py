@@ -8,6 +8,7 @@ activity (and end quietly when the transfer is busy, like an overlap SKIP).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -17,13 +18,15 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import names
-    from core.summary import CHILD_SUMMARIES
+    from core import summary
+    from core.summary import CHILD_SUMMARIES, TRANSFER_SUMMARIES
     from workflows import ids, search
     from workflows.deployment import DeploymentWorkflow
     from workflows.failover import failing_over, gather_or_cancel, host_lost, moved, release_lost_snapshot
     from workflows.shared import (
         _retry,
         at,
+        failure_message,
         finish,
         first_step,
         gather_instances,
@@ -33,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ref,
         set_migration_state,
         shielded,
+        summaries,
     )
     from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, short_step_heartbeat, snapshot_cancellation
     from workflows.transfer_types import (
@@ -67,6 +71,10 @@ TRANSFER_HOST_FAILOVER = "transfer-host-failover"
 #: started through the API does); before, it ran with the defaults, so a lost host there was waited
 #: for an hour whatever ``STERNA_HOST_SCHEDULE_TO_START_TIMEOUT`` said. Part of the child's start command.
 AUTO_DEPLOYMENT_TIMEOUTS = "auto-deployment-timeouts"
+#: A failed release (the final cleanup) is recorded on its task (ERROR, with its cause) and leaves the
+#: execution's outcome as it was, as a migration's cleanup does (``workflows.instance``). Before, its task
+#: stayed RUNNING and its failure became the execution's.
+RELEASE_AS_MIGRATIONS = "transfer-release-failure-recorded"
 
 
 @workflow.defn
@@ -136,6 +144,9 @@ class TransferExecutionWorkflow:
             DeploymentInput(deployment_id=deployment_id, timeouts=t) if workflow.patched(AUTO_DEPLOYMENT_TIMEOUTS)
             else DeploymentInput(deployment_id=deployment_id),
             id=ids.deployment(deployment_id), task_queue=workflow.info().task_queue,
+            # Part of the start command: runs begun before it start their deployment without one.
+            static_summary=summary.workflow("deployment", plan.instances)
+            if workflow.patched(TRANSFER_SUMMARIES) else None,
             parent_close_policy=ParentClosePolicy.ABANDON,
             # A migration's deployment is found by its MigrationId too, and says the migration's state.
             search_attributes=workflow.info().typed_search_attributes.updated(
@@ -160,6 +171,7 @@ class TransferInstanceWorkflow:
     async def run(self, p: InstancePlan) -> list[ReplicaResult]:
         t = p.timeouts
         failover = workflow.patched(TRANSFER_HOST_FAILOVER)
+        say = summaries(p)
         step = first_step(p, TransferTask.VALIDATE)
         # Replication deploys nothing: an instance of the same name at the destination (an
         # earlier deployment, a test failover) is a deployment's concern, not this execution's.
@@ -172,7 +184,7 @@ class TransferInstanceWorkflow:
             v: ValidateResult = await workflow.execute_activity(
                 names.VALIDATE_INSTANCE, step, result_type=ValidateResult,
                 start_to_close_timeout=timedelta(seconds=t.short), retry_policy=_retry(t, 5),
-                heartbeat_timeout=short_step_heartbeat(t),
+                heartbeat_timeout=short_step_heartbeat(t), summary=say(TransferTask.VALIDATE),
             )
             step.export_info = v.export_info
             steps = Steps(t, heartbeat=timedelta(seconds=t.heartbeat), disk_attempts=5)
@@ -183,10 +195,10 @@ class TransferInstanceWorkflow:
                 await record_task(TaskUpdate(task=ref(p, TransferTask.REPLICATE), status=Status.RUNNING,
                                              message=moved(self._host_queue, t, failovers)), t)
                 await release_lost_snapshot(steps, at(step, p, TransferTask.SNAPSHOT),
-                                            lambda update: record_task(update, t))
+                                            lambda update: record_task(update, t), say(TransferTask.SNAPSHOT))
                 self._host_queue = None  # until the next snapshot: nothing more is scheduled there
 
-            return await failing_over(lambda n: self._replicate(step, p, n, failover), on_lost, enabled=failover)
+            return await failing_over(lambda n: self._replicate(step, p, n, failover, say), on_lost, enabled=failover)
         except BaseException as err:
             lost = failover and host_lost(err)
             await record_failure(p, self._current, err)
@@ -195,16 +207,24 @@ class TransferInstanceWorkflow:
             self._current = TransferTask.RELEASE
             # A lost host's queue has no worker: its release (the source snapshot) runs from any host.
             queue = None if lost else self._host_queue
+            recorded = workflow.patched(RELEASE_AS_MIGRATIONS)
             try:
-                await self._release(step, p, queue)
+                try:
+                    await self._release(step, p, queue, say(TransferTask.RELEASE))
+                except ActivityError as err:
+                    if not (failover and queue is not None and host_lost(err)):
+                        raise
+                    # The host was lost after the replication, before its release: release from any host.
+                    await self._release(step, p, None, say(TransferTask.RELEASE))
             except ActivityError as err:
-                if not (failover and queue is not None and host_lost(err)):
+                if not recorded:
                     raise
-                # The host was lost after the replication, before its release: release from any host.
-                await self._release(step, p, None)
+                # Leftover scratch or a kept snapshot is a leak to report, not the execution's outcome.
+                await record_task(TaskUpdate(task=ref(p, TransferTask.RELEASE), status=Status.ERROR,
+                                             message=failure_message(err)), t)
 
-    async def _replicate(self, step: StepInput, p: InstancePlan, failovers: int,
-                         failover: bool) -> list[ReplicaResult]:
+    async def _replicate(self, step: StepInput, p: InstancePlan, failovers: int, failover: bool,
+                         say: Callable[[str], str | None]) -> list[ReplicaResult]:
         """Snapshot on whichever host takes it, then each disk into its replica on that host.
 
         ``failover``: ``TRANSFER_HOST_FAILOVER`` is on, and a failed disk's siblings are cancelled."""
@@ -217,11 +237,13 @@ class TransferInstanceWorkflow:
             # A snapshot copy can take long: a dead worker's attempt is retried after this, not hours.
             heartbeat_timeout=timedelta(seconds=max(t.heartbeat, 30)),
             cancellation_type=snapshot_cancellation(workflow.patched(SNAPSHOT_CANCEL_WAITS)),
+            summary=say(TransferTask.SNAPSHOT),
         )
         self._host_queue, step.snapshot, step.workdir = s.host_queue, s.snapshot, s.workdir
 
         self._current = TransferTask.REPLICATE
         here = at(step, p, TransferTask.REPLICATE)
+        said = say(TransferTask.REPLICATE)
         # Disks of one VM sync in parallel; a retried attempt re-syncs its disk in full.
         replications = [
             workflow.execute_activity(
@@ -232,6 +254,7 @@ class TransferInstanceWorkflow:
                 schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                 retry_policy=_retry(t, 5),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=summary.of_disk(said, disk.disk_id),
             )
             for disk in s.snapshot.disks
         ]
@@ -239,7 +262,7 @@ class TransferInstanceWorkflow:
             return await gather_or_cancel(replications)
         return list(await asyncio.gather(*replications))
 
-    async def _release(self, step: StepInput, p: InstancePlan, queue: str | None) -> None:
+    async def _release(self, step: StepInput, p: InstancePlan, queue: str | None, said: str | None) -> None:
         """The transfer creates no destination instance: cleanup only releases the snapshot and the
         scratch space (succeeded=True keeps the provider from deleting anything else)."""
         t = p.timeouts
@@ -250,4 +273,4 @@ class TransferInstanceWorkflow:
                        schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                        # A worker killed mid-cleanup is noticed within a heartbeat, not t.short.
                        heartbeat_timeout=timedelta(seconds=t.heartbeat)
-                       if workflow.patched(CLEANUP_HEARTBEAT) else None)
+                       if workflow.patched(CLEANUP_HEARTBEAT) else None, summary=said)

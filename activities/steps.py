@@ -241,10 +241,6 @@ class MigrationActivities:
         async with task_running(self.services, step.task) as rec:
             limit = bandwidth_limit(step.destination_environment, "destination_environment")
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
-            if is_snapshot_delta(inp.disk):
-                # No checkpoint: a retry writes the delta again, whole (see providers.aws.delta).
-                return await upload_delta(self.services, inp, rec, TransferContext(
-                    workdir=Path(step.workdir), progress=reporter.transfer, bandwidth_limit=limit, event=rec.event))
             dest = await self._destination(step)
             # The provider's target is remote or its own: it decides whether the checkpoint still holds.
             file = checkpoint_file(Path(step.workdir) / "upload", _safe(inp.disk.disk_id),
@@ -256,13 +252,17 @@ class MigrationActivities:
                 checkpoint=checkpoint if checkpoint or started else None,
                 bandwidth_limit=limit, event=rec.event, durable=Checkpointer(file),
             )
-            action = await step_context(self.services, step)
-            imported = await dest.import_disk(dest_env(step), step.export_info, inp.disk, ctx, action)
+            if is_snapshot_delta(inp.disk):
+                # A child of the replica snapshot: resumes from the blocks an attempt put (providers.aws.delta).
+                imported = (await upload_delta(self.services, inp, rec, ctx)).disk
+            else:
+                action = await step_context(self.services, step)
+                imported = await dest.import_disk(dest_env(step), step.export_info, inp.disk, ctx, action)
             await asyncio.to_thread(file.remove)
             await asyncio.to_thread(_remove_if_empty, file.path.parent)
             # The destination holds the disk now: the raw export that convert read from can go.
             export = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
-            if str(export) != inp.disk.path:
+            if str(export) != inp.disk.path and not is_snapshot_delta(inp.disk):
                 await asyncio.to_thread(export.unlink, True)
             return UploadResult(disk=imported)
 

@@ -7,8 +7,11 @@ snapshots are immutable) and no AMI names it, so no deployment's cleanup can rea
 
 Blocks go through ``ChildSnapshotTarget`` (512 KiB blocks, SHA-256 per PutSnapshotBlock, zero blocks
 written since the parent's would show through). A retry returns a child that a previous attempt
-completed and checked; an unfinished one is deleted and the delta written again: a deployment's
-delta is OS morphing's changes, small next to the disk.
+completed and checked. It resumes into one still being written, as ``importer`` does: the blocks an
+attempt put are its checkpoint (``ctx.checkpoint``, byte ranges of whole blocks; kept durable through
+``ctx.durable``), a pending snapshot takes more PutSnapshotBlock calls, and CompleteSnapshot is told
+the blocks of every attempt. Without a checkpoint, or with a child completed but not checked, the
+child is deleted and the delta written again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from core.models import DiskLocator, ImportedDisk, InstanceInfo
 from diskio.base import DiskSource, Extent
 from diskio.keepalive import beating, in_thread
 from diskio.limiter import RateLimiter
+from diskio.ranges import merge
 from providers.aws import tags as t
 from providers.aws.ebs import EBS_BLOCK_SIZE, GIB, sha256_b64, volume_size_gib
 from providers.aws.errors import aws_errors
@@ -79,15 +83,22 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
         return ImportedDisk(disk_id=disk.disk_id, details={
             "snapshot_id": existing["SnapshotId"], "volume_size_gib": int(existing["VolumeSize"]),
             "parent_snapshot_id": parent, "reused": True})
-    if existing:
-        await asyncio.to_thread(discard, clients, str(existing["SnapshotId"]))
     indexes = block_indexes(changed, disk.size_bytes)
     if indexes and view is None:
         raise ValueError("changed blocks without a view to read them from")
-    sid = await asyncio.to_thread(_start, clients, env, export_info, disk, parent, gib, action)
-    ctx.event(f"disk {disk.disk_id}: writing {len(indexes)} changed block(s) into snapshot {sid}, a child of "
-              f"replica snapshot {parent}")
+    resuming = bool(existing and ctx.checkpoint is not None
+                    and t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) == t.UPLOAD_IN_PROGRESS)
+    if existing and not resuming:
+        await asyncio.to_thread(discard, clients, str(existing["SnapshotId"]))
+    done = {o // EBS_BLOCK_SIZE + k for o, n in (ctx.checkpoint or []) if resuming
+            for k in range(-(-int(n) // EBS_BLOCK_SIZE))} & set(indexes)
+    sid = str(existing["SnapshotId"]) if existing and resuming else \
+        await asyncio.to_thread(_start, clients, env, export_info, disk, parent, gib, action)
+    todo = [i for i in indexes if i not in done]
+    ctx.event(f"disk {disk.disk_id}: writing {len(todo)} changed block(s) into snapshot {sid}, a child of "
+              f"replica snapshot {parent}" + (f", resuming after {len(done)} block(s) already written" if done else ""))
     target = ChildSnapshotTarget(clients, sid, gib * GIB, has_parent=True, done_state=t.UPLOAD_WRITTEN)
+    target.previously_written = len(done)
     limiter = RateLimiter(ctx.bandwidth_limit) if ctx.bandwidth_limit else None
     sums: dict[int, str] = {}
 
@@ -99,19 +110,34 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
         target.write(index * EBS_BLOCK_SIZE, block)
         sums[index] = sha256_b64(block)
 
+    def ranges() -> list[tuple[int, int]]:
+        return merge([(i * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE) for i in sorted(done | target.written)])
+
     total = len(indexes) * EBS_BLOCK_SIZE
-    await ctx.progress(TransferProgress(0, total))
-    for start in range(0, len(indexes), EBS_LANES):
-        # A batch of blocks in flight at once; between batches the progress call heartbeats and a cancel lands.
-        await asyncio.gather(*(asyncio.to_thread(put, i) for i in indexes[start:start + EBS_LANES]))
-        await ctx.progress(TransferProgress(min(total, (start + EBS_LANES) * EBS_BLOCK_SIZE), total))
+    if ctx.durable is not None:
+        await ctx.durable.begin(target, ranges())
+    await ctx.progress(TransferProgress(len(done) * EBS_BLOCK_SIZE, total, ranges()))
+    for start in range(0, len(todo), EBS_LANES):
+        # A batch of blocks in flight at once; between batches the checkpoint is kept, the progress call
+        # heartbeats it and a cancel lands.
+        await asyncio.gather(*(asyncio.to_thread(put, i) for i in todo[start:start + EBS_LANES]))
+        if ctx.durable is not None:
+            await ctx.durable.offer(ranges())
+        await ctx.progress(TransferProgress((len(done) + len(target.written)) * EBS_BLOCK_SIZE, total, ranges()))
+    if ctx.durable is not None:
+        await ctx.durable.finish()
+    for i in done:  # what an earlier attempt put came from the same overlay: its sums, to check the read-back
+        assert view is not None
+        sums[i] = sha256_b64(view.read(i * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE).ljust(EBS_BLOCK_SIZE, b"\0"))
     await asyncio.to_thread(target.flush)
     # Completing a snapshot can take minutes: heartbeat meanwhile, and let a cancel stop the wait.
-    stop, done = threading.Event(), TransferProgress(total, total)
-    await beating(lambda: ctx.progress(done), in_thread(_finish, clients, target, sums,
+    stop, finished = threading.Event(), TransferProgress(total, total, ranges())
+    await beating(lambda: ctx.progress(finished), in_thread(_finish, clients, target, sums,
                                                         bool(env.get("verify_upload", True)), stop),
                   on_cancel=stop.set)
-    ctx.event(f"disk {disk.disk_id}: snapshot {sid} complete: {len(indexes)} block(s) over replica snapshot "
-              f"{parent}" + (", read back and compared" if env.get("verify_upload", True) and indexes else ""))
+    checked = ", read back and compared" if env.get("verify_upload", True) and indexes else ""
+    ctx.event(f"disk {disk.disk_id}: snapshot {sid} complete ({len(target.written)} blocks written now, {len(done)} "
+              f"from the checkpoint; {len(indexes)} block(s) over replica snapshot {parent}{checked})")
     return ImportedDisk(disk_id=disk.disk_id, details={
-        "snapshot_id": sid, "volume_size_gib": gib, "parent_snapshot_id": parent, "blocks_written": len(indexes)})
+        "snapshot_id": sid, "volume_size_gib": gib, "parent_snapshot_id": parent, "blocks_written": len(target.written),
+        "blocks_from_checkpoint": len(done)})

@@ -2,6 +2,8 @@
 
 moto stands in for AWS here; where it is less strict (checksums, RegisterImage's mappings,
 volume contents) the provider tests in ``tests/providers/aws`` say what real AWS does.
+Snapshot inheritance is AWS's (``ebs_inheritance``): on transfers a deployment's disk is a child
+of the replica snapshot, and it must read back whole after the replica is deleted.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import pytest
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
 from tests.leftovers import deployments_of
-from tests.peers.moto import REGION, conn_info, ebs, ec2, guest_volumes, moto_url, subnet
+from tests.peers.moto import REGION, conn_info, ebs, ebs_inheritance, ec2, guest_volumes, moto_url, subnet
 from tests.providers.aws.awshelpers import read_snapshot
 
-pytestmark = pytest.mark.slow
-__all__ = ["conn_info", "ebs", "ec2", "guest_volumes", "moto_url", "subnet"]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ebs_inheritance")]
+__all__ = ["conn_info", "ebs", "ebs_inheritance", "ec2", "guest_volumes", "moto_url", "subnet"]
 TAG = "sterna:migration-id"
 
 

@@ -7,6 +7,10 @@ add the missing piece to the *server* (never to boto3), and say so:
   stores are not linked, so a snapshot taken with ``CreateSnapshot`` can't be read with
   ``ListSnapshotBlocks``. The fixture lets a test put guest bytes on a volume and makes
   moto's ``CreateSnapshot`` capture them into its EBS-direct store, as AWS does.
+* ``ebs_inheritance``: moto ignores StartSnapshot's ``ParentSnapshotId``, so a child lists only
+  the blocks written into it, and once its parent is deleted nothing reads it as the disk it is.
+  On AWS a child reads as the whole disk (ListSnapshotBlocks lists its ancestors' blocks too) and
+  deleting a parent never loses a block a child needs. The fixture makes the server do that.
 * ``recorder``: moto's own request recorder, to check parameters moto accepts but ignores
   (RegisterImage's block-device mappings).
 """
@@ -30,6 +34,7 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -37,7 +42,9 @@ from urllib.parse import parse_qs
 import boto3
 import pytest
 import requests
+from moto.ebs.models import EBSBackend as EbsDirectBackend
 from moto.ebs.models import EBSSnapshot, ebs_backends
+from moto.ebs.responses import EBSResponse
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.elastic_block_store import EBSBackend as Ec2VolumeBackend
 from moto.server import ThreadedMotoServer
@@ -157,6 +164,38 @@ def guest_volumes(monkeypatch: pytest.MonkeyPatch) -> GuestVolumes:
 
     monkeypatch.setattr(Ec2VolumeBackend, "create_snapshot", create_snapshot)
     return guest
+
+
+@pytest.fixture
+def ebs_inheritance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child snapshot starts with its parent's blocks, as on AWS (see the module docstring).
+
+    How faithful: ListSnapshotBlocks/GetSnapshotBlock on a child return the parent's block wherever
+    the child wrote none, and keep doing so after the parent is deleted (the child holds references
+    to the parent's block objects, as AWS keeps the data a child needs). Not modelled: AWS refusing
+    a parent that is not completed, or one of another volume size; ListChangedBlocks is moto's own.
+    Tests that look at which blocks each snapshot holds (``test_aws_transfer``'s chain test,
+    ``test_replica_deploy``) run without this fixture and compose the chain themselves.
+    """
+    parents = threading.local()
+    start_response, start_backend = EBSResponse.start_snapshot, EbsDirectBackend.start_snapshot
+
+    def response(self: Any) -> Any:
+        parents.current = self._get_param("ParentSnapshotId")
+        try:
+            return start_response(self)
+        finally:
+            parents.current = None
+
+    def backend(self: Any, *args: Any, **kwargs: Any) -> Any:
+        child = start_backend(self, *args, **kwargs)
+        parent = getattr(parents, "current", None)
+        if parent:
+            child.blocks.update(self.snapshots[parent].blocks)
+        return child
+
+    monkeypatch.setattr(EBSResponse, "start_snapshot", response)
+    monkeypatch.setattr(EbsDirectBackend, "start_snapshot", backend)
 
 
 class Recorder:

@@ -18,46 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.identity import ClientSecretCredential
-from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute import models as cm
-from azure.storage.blob import BlobClient
 
 from providers.local.boot import boot_check
 from tests.api.cloud_guest_runs import CloudAccounts, timings
 from tests.api.guest_runs import BOOT_TIMEOUT, GuestRuns
 from tests.conftest import RunningStack
 from tests.guests.inside import assert_morphed_for, look_inside
-from tests.peers.azure.fixtures import AzureCloud
+from tests.peers.azure.fixtures import read_managed_disk
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
 TAG = "sterna-migration-id"
 HYPER_V = {"hv_vmbus", "hv_storvsc", "hv_netvsc"}
-
-
-def _read_os_disk(cloud: AzureCloud, disk_name: str, out: Path) -> int:
-    """Download the managed disk through a read SAS granted by ARM, as a user would; returns bytes read."""
-    c = cloud.conn
-    cred = ClientSecretCredential(c["tenant_id"], c["client_id"], c["client_secret"], authority=cloud.arm.url,
-                                  disable_instance_discovery=True, connection_verify=cloud.arm.cert)
-    compute = ComputeManagementClient(cred, c["subscription_id"], base_url=cloud.arm.url,
-                                      credential_scopes=[f"{cloud.arm.url}/.default"],
-                                      connection_verify=cloud.arm.cert)
-    grant = compute.disks.begin_grant_access(c["resource_group"], disk_name, cm.GrantAccessData(
-        access="Read", duration_in_seconds=3600)).result()
-    read = 0
-    try:
-        blob = BlobClient.from_blob_url(grant.access_sas)
-        with open(out, "wb") as f:
-            f.truncate(blob.get_blob_properties().size)
-            for r in blob.get_page_ranges()[0]:
-                start, length = int(r["start"]), int(r["end"]) + 1 - int(r["start"])
-                f.seek(start)
-                blob.download_blob(offset=start, length=length).readinto(f)
-                read += length
-    finally:
-        compute.disks.begin_revoke_access(c["resource_group"], disk_name).result()
-    return read
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
@@ -76,7 +47,7 @@ def test_debian_guest_to_azure_is_morphed_for_azure_and_still_boots(
 
     # The VM's OS disk, read back by the test: the morphed guest as a fixed VHD.
     vhd = tmp_path / "os-disk.vhd"
-    read = _read_os_disk(cloud, disk["name"], vhd)
+    read = read_managed_disk(cloud, disk["name"], vhd)
     print(f"azure OS disk: {read:,} bytes read back of a {vhd.stat().st_size:,}-byte VHD")
     inside = look_inside(vhd, "vpc")
     assert_morphed_for(inside, HYPER_V, "Azure")

@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.identity import ClientSecretCredential
-from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute import models as cm
-from azure.storage.blob import BlobClient
 
 from tests.api.test_transfers import bytes_written, same_bytes, scatter, sha256
 from tests.conftest import RunningStack, wait_final
 from tests.helpers import api_env, identical, inventories
-from tests.peers.azure.fixtures import AzureCloud
+from tests.peers.azure.fixtures import AzureCloud, read_managed_disk
 from tests.peers.gce import FakeComputeEngine
 from tests.peers.gcp import gcs_download, gcs_objects
 from tests.peers.openstack.fixtures import KeystoneStack, OpenStackCloud
@@ -148,26 +144,7 @@ def test_a_migration_to_the_same_cloud_runs_as_a_transfer_and_leaves_no_replica(
     assert not store_of(stack, m["id"]).exists(), "a migration deploys once: its replica goes"
 
 
-def azure_disk(cloud: AzureCloud, disk_name: str, out: Path) -> None:
-    """A managed disk's bytes, read through a read SAS (revoked after), into ``out``."""
-    c = cloud.conn
-    cred = ClientSecretCredential(c["tenant_id"], c["client_id"], c["client_secret"], authority=cloud.arm.url,
-                                  disable_instance_discovery=True, connection_verify=cloud.arm.cert)
-    compute = ComputeManagementClient(cred, c["subscription_id"], base_url=cloud.arm.url,
-                                      credential_scopes=[f"{cloud.arm.url}/.default"],
-                                      connection_verify=cloud.arm.cert)
-    grant = compute.disks.begin_grant_access(c["resource_group"], disk_name, cm.GrantAccessData(
-        access="Read", duration_in_seconds=600)).result()
-    try:
-        blob = BlobClient.from_blob_url(grant.access_sas)
-        with open(out, "wb") as f:
-            f.truncate(blob.get_blob_properties().size)
-            for r in blob.get_page_ranges()[0]:
-                start, end = int(r["start"]), int(r["end"]) + 1
-                f.seek(start)
-                f.write(blob.download_blob(offset=start, length=end - start).readall())
-    finally:
-        compute.disks.begin_revoke_access(c["resource_group"], disk_name).result()
+
 
 
 # ~20 s.
@@ -191,7 +168,7 @@ def test_azure_transfer_deploys_a_fixed_vhd_from_the_store_and_its_delete_emptie
                     if r.get("tags", {}).get("sterna-migration-id") == d["id"]]
         disk = cloud.arm.get(vm_row["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"])
         assert disk is not None
-        azure_disk(cloud, disk["name"], tmp_path / "back.vhd")
+        read_managed_disk(cloud, disk["name"], tmp_path / "back.vhd")
         cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "vpc", str(source), str(tmp_path / "back.vhd")],
                              capture_output=True, text=True, check=False)
         assert cmp.returncode == 0, cmp.stdout + cmp.stderr

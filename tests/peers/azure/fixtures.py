@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,3 +70,34 @@ def seed_cloud(arm: FakeArm) -> AzureCloud:
         "arm_endpoint": arm.url, "authority_host": arm.url, "ca_bundle": arm.cert,
     }
     return AzureCloud(arm, conn, rg, vnet["id"], subnet["id"], nsg["id"])
+
+
+def read_managed_disk(cloud: AzureCloud, disk_name: str, out: Path) -> int:
+    """Download a managed disk into ``out`` through a read SAS granted by ARM (revoked after), as a user
+    would; returns the bytes read (its allocated pages)."""
+    from azure.identity import ClientSecretCredential
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.compute import models as cm
+    from azure.storage.blob import BlobClient
+
+    c = cloud.conn
+    cred = ClientSecretCredential(c["tenant_id"], c["client_id"], c["client_secret"], authority=cloud.arm.url,
+                                  disable_instance_discovery=True, connection_verify=cloud.arm.cert)
+    compute = ComputeManagementClient(cred, c["subscription_id"], base_url=cloud.arm.url,
+                                      credential_scopes=[f"{cloud.arm.url}/.default"],
+                                      connection_verify=cloud.arm.cert)
+    grant = compute.disks.begin_grant_access(c["resource_group"], disk_name, cm.GrantAccessData(
+        access="Read", duration_in_seconds=3600)).result()
+    read = 0
+    try:
+        blob = BlobClient.from_blob_url(grant.access_sas)
+        with open(out, "wb") as f:
+            f.truncate(blob.get_blob_properties().size)
+            for r in blob.get_page_ranges()[0]:
+                start, length = int(r["start"]), int(r["end"]) + 1 - int(r["start"])
+                f.seek(start)
+                blob.download_blob(offset=start, length=length).readinto(f)
+                read += length
+    finally:
+        compute.disks.begin_revoke_access(c["resource_group"], disk_name).result()
+    return read

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     retry_max_interval: float = 30.0
     #: ``POST /migrations`` creates a ``live_migration`` transfer and runs one execution of it with
     #: ``auto_deploy`` (issue 13; ``api.live_migrations``). Off: the one-shot ``MigrationWorkflow``.
-    migrations_on_transfers: bool = False
+    migrations_on_transfers: bool = True
     # Keystone (auth_strategy = keystone). The service user validates callers' tokens, is the
     # trustee of migration trusts and reads Barbican secrets through them.
     keystone_auth_url: str | None = None

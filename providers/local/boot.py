@@ -165,7 +165,8 @@ def boot_check(
                     at, what = net.evidence.signals[sig]
                     report(sig, max(0.0, at - wall_start), f"host-side: {what}")
                 state = console.state
-                if state.failure is not None:
+                if state.failure is not None and (console.failure_final(now) or proc.poll() is not None
+                                                  or now >= timeout):
                     kind, line = state.failure
                     outcome, reason = "failed", f"{kind}: the console showed {line!r}; a boot never leaves this state"
                     break

@@ -54,6 +54,10 @@ TERMINAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("no bootable device", re.compile(r"No bootable device|Boot failed: not a bootable disk")),
     ("Windows stop error", re.compile(r"INACCESSIBLE_BOOT_DEVICE|STOP: 0x0000007[BbEe]")),
 )
+#: terminal lines that a more telling one follows within moments: initramfs prints "Gave up waiting for
+#: root" and its help text, then "ALERT! /dev/sda2 does not exist", which names the device. On a loaded
+#: host the two arrive in different reads, so the check waits this long for the second.
+FOLLOWED_WITHIN: dict[int, float] = {1: 15.0}
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 
@@ -83,6 +87,7 @@ class ConsoleWatch:
         self.state = ConsoleState()
         self._clock = clock
         self._partial = ""
+        self._failure_rank = len(TERMINAL_PATTERNS)
 
     def feed(self, text: str) -> list[str]:
         """Take more console text; returns the stages newly reached (in boot order)."""
@@ -102,12 +107,19 @@ class ConsoleWatch:
                     self.state.stages[name] = (now, line)
                     new.append(name)
             failures += [(rank, kind, line) for rank, (kind, p) in enumerate(TERMINAL_PATTERNS) if p.search(line)]
-        if failures and self.state.failure is None:
-            # Of the lines read together, the most telling one: initramfs prints "Gave up waiting for
-            # root" just before "ALERT! /dev/sda2 does not exist", which names the device.
-            _, kind, line = min(failures)
-            self.state.failure, self.state.failure_at = (kind, line), now
+        if failures and min(failures)[0] < self._failure_rank:
+            # The most telling line read so far (FOLLOWED_WITHIN); the failure dates from the first.
+            self._failure_rank, kind, line = min(failures)
+            self.state.failure = (kind, line)
+            self.state.failure_at = now if self.state.failure_at is None else self.state.failure_at
         return new
+
+    def failure_final(self, now: float) -> bool:
+        """Whether a terminal failure was seen and no more telling line can still follow it."""
+        at = self.state.failure_at
+        if self.state.failure is None or at is None:
+            return False
+        return now - at >= FOLLOWED_WITHIN.get(self._failure_rank, 0.0)
 
 
 def scan_console(text: str) -> ConsoleState:

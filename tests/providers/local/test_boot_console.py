@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from providers.local.boot import qemu_command
-from providers.local.console import ConsoleWatch, scan_console
+from providers.local.console import FOLLOWED_WITHIN, ConsoleWatch, scan_console
 
 DATA = Path(__file__).parent / "data"
 
@@ -84,6 +84,32 @@ def test_gave_up_waiting_alone_is_terminal() -> None:
     watch.feed("Gave up waiting for root file system device.  Common problems:\n")
     assert watch.state.failure == ("root device missing",
                                    "Gave up waiting for root file system device.  Common problems:")
+
+
+def test_a_gave_up_line_waits_for_the_alert_that_names_the_device_in_a_later_read() -> None:
+    # A loaded host reads the initramfs's two lines apart: the check must not end on the first.
+    now = [40.0]
+    watch = ConsoleWatch(clock=lambda: now[0])
+    watch.feed("Gave up waiting for root file system device.  Common problems:\n - Boot args\n")
+    assert watch.state.failure is not None and not watch.failure_final(now[0])
+    now[0] = 46.0
+    watch.feed("ALERT!  /dev/sda2 does not exist.  Dropping to a shell!\n")
+    assert watch.state.failure == ("root device missing", "ALERT!  /dev/sda2 does not exist.  Dropping to a shell!")
+    assert watch.failure_final(now[0]) and watch.state.failure_at == 40.0
+
+
+def test_a_gave_up_line_alone_ends_the_check_after_its_wait() -> None:
+    watch = ConsoleWatch(clock=lambda: 40.0)
+    watch.feed("Gave up waiting for root file system device.  Common problems:\n")
+    assert not watch.failure_final(41.0) and watch.failure_final(40.0 + FOLLOWED_WITHIN[1])
+    assert watch.state.failure == ("root device missing",
+                                   "Gave up waiting for root file system device.  Common problems:")
+
+
+def test_other_terminal_lines_end_the_check_at_once() -> None:
+    watch = ConsoleWatch(clock=lambda: 7.0)
+    watch.feed("[    2.5] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n")
+    assert watch.failure_final(7.0)
 
 
 @pytest.mark.parametrize(("text", "kind"), [

@@ -15,7 +15,7 @@ from activities.changes import changed_since
 from activities.context import dest_env
 from activities.services import Services
 from activities.task_recorder import heartbeating
-from core.limits import bandwidth_limit
+from core.limits import replication_limit
 from core.models import DiskLocator
 from diskio.base import DiskSource
 from providers.base import ExportProvider, SnapshotReplicaProvider, TransferProgress
@@ -50,7 +50,7 @@ async def replicate_to_snapshots(services: Services, inp: DiskStepInput, rec: An
         await reporter.transfer(TransferProgress(bytes_done=done, bytes_total=total))
 
     try:
-        limit = bandwidth_limit(step.source_environment, "source_environment")
+        limit = replication_limit(step.source_environment, step.destination_environment)
         result = await sync_replica(src, target, previous, chunk_size=chunk, digest_size=DIGEST_SIZE,
                                     on_progress=progress, bandwidth_limit=limit, changed=changed)
     except BaseException:

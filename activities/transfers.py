@@ -23,7 +23,7 @@ from activities.slots import source_slot
 from activities.steps import _previous_heartbeat, _safe, scratch_dir
 from activities.task_recorder import heartbeating, task_running
 from core.errors import Conflict, InvalidInput
-from core.limits import bandwidth_limit
+from core.limits import replication_limit
 from core.models import DiskLocator, InstanceInfo
 from providers.base import (
     BaseProvider,
@@ -257,7 +257,7 @@ class TransferActivities:
 
                 target = await asyncio.to_thread(LocalFileTarget, path, src.size)
                 try:
-                    limit = bandwidth_limit(step.source_environment, "source_environment")
+                    limit = replication_limit(step.source_environment, step.destination_environment)
                     # The source host's transfer limit holds for replications as for exports.
                     async with source_slot(self.services, source, step.snapshot, rec, _previous_heartbeat()):
                         result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,

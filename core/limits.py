@@ -25,3 +25,14 @@ def bandwidth_limit(env: Mapping[str, Any], where: str = "environment") -> int |
         raise InvalidInput(f"{where}.bandwidth_limit must be an integer number of bytes per second, at least "
                            f"{MIN_BANDWIDTH_LIMIT} (1 MiB/s), or null for no limit; got {value!r}")
     return value
+
+
+def replication_limit(source_env: Mapping[str, Any], destination_env: Mapping[str, Any]) -> int | None:
+    """The pace of a replication: the stricter of the two environments' ``bandwidth_limit``.
+
+    A one-shot migration reads at the source's limit and uploads at the destination's; a replication
+    does both in one pass (source to replica disk), so either side's link can be the one to spare.
+    """
+    limits = [x for x in (bandwidth_limit(source_env, "source_environment"),
+                          bandwidth_limit(destination_env, "destination_environment")) if x is not None]
+    return min(limits) if limits else None

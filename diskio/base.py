@@ -111,6 +111,11 @@ class DiskTarget(ABC):
         view[: len(data)] = data
         return len(data)
 
+    def resumed(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
+        """An earlier attempt wrote ``[offset, offset + length)`` into this target, and a resumed copy
+        does not write it again. Targets whose ``flush`` must know every write (an EBS snapshot's
+        CompleteSnapshot takes the count of blocks written over its life) count it here."""
+
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Make written data durable (fsync, complete multipart, ...)."""
 

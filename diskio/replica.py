@@ -31,6 +31,11 @@ class ReplicaSync:
     bytes_read: int = 0
     bytes_written: int = 0
     chunks_written: int = 0
+    #: bytes read from the source again below the resume point, to hash what an earlier attempt wrote
+    #: into a target that cannot be read back yet (``_Sync.replay``)
+    bytes_reread: int = 0
+    #: chunks an earlier attempt wrote below the resume point (not written again)
+    chunks_resumed: int = 0
 
 
 def _allocated(extents: list[Extent], size: int, chunk: int) -> list[bool]:
@@ -82,7 +87,14 @@ class _Sync:
             length = min(self.chunk, self.src.size - offset)
             self.out[i * self.ds:(i + 1) * self.ds] = self.hash(self.dst.read(offset, length))
 
-    def batch(self, start: int, stop: int) -> None:
+    def replay(self, start: int, stop: int) -> None:
+        """Chunks an earlier attempt brought across into a target that can't be read back until it is
+        complete (a pending EBS snapshot): their digests from the source, which that attempt read them
+        from, and the chunks it wrote, told apart by the same comparison; the target counts them
+        (``DiskTarget.resumed``). Nothing is written."""
+        self.batch(start, stop, write=False)
+
+    def batch(self, start: int, stop: int, *, write: bool = True) -> None:
         for i in range(start, stop):
             self._check()
             if self.candidate is not None and not self.candidate[i]:
@@ -93,7 +105,10 @@ class _Sync:
             length = min(self.chunk, self.src.size - offset)
             data = self.src.read(offset, length) if self.allocated[i] else None
             if data is not None:
-                self.result.bytes_read += len(data)
+                if write:
+                    self.result.bytes_read += len(data)
+                else:
+                    self.result.bytes_reread += len(data)
             found = self.hash(data) if data else self.zero_digest(length)
             zero = found == self.zero_digest(length)
             self.out[i * self.ds:(i + 1) * self.ds] = found
@@ -105,6 +120,10 @@ class _Sync:
                     found = self.old_hash(data) if data else self.zero_digest(length, old=True)
                 if self.previous[i * self.ds:(i + 1) * self.ds] == found:
                     continue
+            if not write:
+                self.dst.resumed(offset, length)
+                self.result.chunks_resumed += 1
+                continue
             if zero:
                 self.dst.write_zeroes(offset, length)
             else:
@@ -112,7 +131,6 @@ class _Sync:
                 self.dst.write(offset, data)
             self.result.bytes_written += length
             self.result.chunks_written += 1
-
 
 async def sync_replica(
     src: DiskSource,
@@ -135,7 +153,8 @@ async def sync_replica(
     every allocated chunk is read and compared).
 
     ``resume_from`` (bytes) continues an attempt of the same sync that stopped there: the chunks
-    below it are not read from the source again, only hashed from the replica.
+    below it are not written again, only hashed: from the replica, or, where it can't be read back
+    before it is complete, from the source (``bytes_reread``).
 
     ``durable`` keeps the prefix done in a checkpoint file after every batch, before
     ``on_progress`` reports it; the caller reads it back into ``resume_from`` on a retry.
@@ -148,8 +167,9 @@ async def sync_replica(
     first = min(sync.count, resume_from // chunk_size)
     if durable is not None:
         await durable.begin(dst, [(0, min(src.size, first * chunk_size))])
+    rehash = sync.recompute if dst.readable else sync.replay
     for start in range(0, first, batch_chunks * 4):
-        await _in_thread(sync, sync.recompute, start, min(first, start + batch_chunks * 4))
+        await _in_thread(sync, rehash, start, min(first, start + batch_chunks * 4))
         await on_progress(min(src.size, min(first, start + batch_chunks * 4) * chunk_size), src.size)
     started = time.monotonic()
     for start in range(first, sync.count, batch_chunks):

@@ -394,9 +394,19 @@ class SnapshotReplicaProvider(BaseProvider):
 
     @abstractmethod
     def start_replica_snapshot(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
-                               size_bytes: int, parent: str | None) -> tuple[str, DiskTarget]:
+                               size_bytes: int, parent: str | None,
+                               execution_id: str | None = None) -> tuple[str, DiskTarget]:
         """A new snapshot (a child of ``parent``, or empty) and a target writing into it; the target's
-        ``flush`` completes it. Zero chunks written into a child overwrite the parent's data."""
+        ``flush`` completes it. Zero chunks written into a child overwrite the parent's data.
+        ``execution_id``: the transfer execution writing it, for ``pending_replica_snapshot``."""
+
+    def pending_replica_snapshot(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
+                                 size_bytes: int, parent: str | None,
+                                 execution_id: str) -> tuple[str, DiskTarget] | None:
+        """The snapshot an earlier attempt of ``execution_id`` started over ``parent`` and never
+        completed (a killed worker), and a target writing more into it, whose writes the service keeps:
+        a retry resumes there. None (the default): there is none, and the retry starts a new one."""
+        return None
 
     @abstractmethod
     def discard_replica_snapshot(self, env: Mapping[str, Any], snapshot_id: str) -> None:

@@ -251,6 +251,12 @@ class EbsSnapshotTarget(DiskTarget):
         view[: len(data)] = data
         return len(data)
 
+    def resumed(self, offset: int, length: int) -> None:
+        """Blocks an earlier attempt put into this pending snapshot count in ``flush``'s total."""
+        first, end = offset // EBS_BLOCK_SIZE, -(-(offset + length) // EBS_BLOCK_SIZE)
+        with self._lock:
+            self.previously_written += end - first
+
     @property
     def changed_blocks_count(self) -> int:
         return self.previously_written + len(self.written)

@@ -224,8 +224,14 @@ class AwsProvider(
 
     # -- replica disks (transfers) ------------------------------------------------------------
     def start_replica_snapshot(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
-                               size_bytes: int, parent: str | None) -> tuple[str, DiskTarget]:
-        return replica.start(self._clients(env), transfer_id, instance, disk_id, size_bytes, parent)
+                               size_bytes: int, parent: str | None,
+                               execution_id: str | None = None) -> tuple[str, DiskTarget]:
+        return replica.start(self._clients(env), transfer_id, instance, disk_id, size_bytes, parent, execution_id)
+
+    def pending_replica_snapshot(self, env: Mapping[str, Any], transfer_id: str, instance: str, disk_id: str,
+                                 size_bytes: int, parent: str | None,
+                                 execution_id: str) -> tuple[str, DiskTarget] | None:
+        return replica.pending(self._clients(env), transfer_id, instance, disk_id, size_bytes, parent, execution_id)
 
     def discard_replica_snapshot(self, env: Mapping[str, Any], snapshot_id: str) -> None:
         replica.discard(self._clients(env), snapshot_id)

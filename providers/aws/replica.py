@@ -4,6 +4,9 @@ The first execution writes the source's non-zero blocks into a new snapshot; eac
 a child with ``ParentSnapshotId`` = the last good snapshot and writes only the blocks that differ
 (zeros included, where the parent held data). AWS makes a child snapshot read as the whole disk;
 snapshots are tagged ``sterna:role=replica`` with the transfer id, so that ``delete-disks`` finds them.
+
+A snapshot being written is tagged with its execution too: a retry of that execution after a killed
+worker resumes into it (``pending``) where its checkpoint says, instead of starting a new one.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class ChildSnapshotTarget(EbsSnapshotTarget):
 
 
 def start(clients: AwsClients, transfer_id: str, instance: str, disk_id: str, size_bytes: int,
-          parent: str | None) -> tuple[str, ChildSnapshotTarget]:
+          parent: str | None, execution_id: str | None = None) -> tuple[str, ChildSnapshotTarget]:
     # Children an interrupted execution left unfinished (a killed worker): never part of the chain.
     # This instance's only: another instance of the transfer may be writing its own disk of that id now.
     keys = {t.MIGRATION_TAG: transfer_id, t.ROLE_TAG: ROLE_REPLICA, t.SOURCE_INSTANCE_TAG: instance,
@@ -61,7 +64,8 @@ def start(clients: AwsClients, transfer_id: str, instance: str, disk_id: str, si
     for snap in stale:
         discard(clients, str(snap["SnapshotId"]))
     tags = {"Name": f"sterna replica {instance} {disk_id}", t.MIGRATION_TAG: transfer_id, t.DISK_TAG: disk_id,
-            t.ROLE_TAG: ROLE_REPLICA, t.SOURCE_INSTANCE_TAG: instance, t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS}
+            t.ROLE_TAG: ROLE_REPLICA, t.SOURCE_INSTANCE_TAG: instance, t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS,
+            t.EXECUTION_TAG: execution_id}
     kwargs: dict[str, Any] = {"VolumeSize": volume_size_gib(size_bytes), "Tags": t.tag_list(tags),
                               "Description": f"Sterna replica of disk {disk_id} of {instance}"[:255], "Timeout": 60}
     if parent:
@@ -70,6 +74,28 @@ def start(clients: AwsClients, transfer_id: str, instance: str, disk_id: str, si
     with aws_errors(f"starting a replica snapshot of disk {disk_id}", clients.conn.secrets):
         snapshot_id = str(clients.ebs.start_snapshot(**kwargs)["SnapshotId"])
     return snapshot_id, ChildSnapshotTarget(clients, snapshot_id, size_bytes, has_parent=bool(parent))
+
+
+def pending(clients: AwsClients, transfer_id: str, instance: str, disk_id: str, size_bytes: int,
+            parent: str | None, execution_id: str) -> tuple[str, ChildSnapshotTarget] | None:
+    """The newest snapshot of this disk that ``execution_id`` started over ``parent`` and never
+    completed (its worker was killed), and a target writing more into it; None if there is none.
+    The others of the kind are discarded: no attempt will write them again."""
+    keys = {t.MIGRATION_TAG: transfer_id, t.ROLE_TAG: ROLE_REPLICA, t.SOURCE_INSTANCE_TAG: instance,
+            t.DISK_TAG: disk_id, t.UPLOAD_TAG: t.UPLOAD_IN_PROGRESS, t.EXECUTION_TAG: execution_id}
+    with aws_errors("listing unfinished replica snapshots", clients.conn.secrets):
+        found = clients.ec2.describe_snapshots(OwnerIds=["self"], Filters=t.filters(keys))["Snapshots"]
+    # A pending snapshot that no block reached within StartSnapshot's Timeout is in "error": gone for writes.
+    usable = sorted((s for s in found if t.as_dict(s.get("Tags")).get(t.PARENT_TAG) == parent
+                     and s.get("State") != "error"), key=lambda s: s["StartTime"])
+    chosen = usable[-1] if usable else None
+    for snap in found:
+        if snap is not chosen:
+            discard(clients, str(snap["SnapshotId"]))
+    if chosen is None:
+        return None
+    sid = str(chosen["SnapshotId"])
+    return sid, ChildSnapshotTarget(clients, sid, size_bytes, has_parent=bool(parent))
 
 
 def discard(clients: AwsClients, snapshot_id: str) -> None:

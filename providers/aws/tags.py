@@ -16,6 +16,8 @@ UPLOAD_TAG = "sterna:upload"
 #: into it, which is how a reader of the chain tells whether the service lists inherited blocks
 PARENT_TAG = "sterna:parent-snapshot"
 BLOCKS_TAG = "sterna:blocks-written"
+#: on a replica snapshot being written: the transfer execution writing it, whose retry may resume into it
+EXECUTION_TAG = "sterna:execution-id"
 
 # Values of ROLE_TAG. Destination cleanup only touches the destination roles, so that an
 # AWS-to-AWS migration never deletes the source side's snapshots from the wrong place.

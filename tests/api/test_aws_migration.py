@@ -126,36 +126,58 @@ def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, conn_info: dict[s
     assert _mine(ec2, m["id"], stack) == {"instances": [], "images": [], "snapshots": []}
 
 
-def test_worker_killed_mid_upload_skips_written_blocks(stack: RunningStack, conn_info: dict[str, Any],
-                                                      ec2: Any, subnet: dict[str, Any]) -> None:
+def test_worker_killed_mid_replication_resumes_into_its_snapshot(stack: RunningStack, conn_info: dict[str, Any],
+                                                                 ec2: Any, ebs: Any, subnet: dict[str, Any]) -> None:
+    """A migration to AWS moves the disk's data in REPLICATE_DISKS: EBS direct PutSnapshotBlock calls into
+    the replica snapshot (on transfers; the deployment then writes only its delta). A worker killed
+    halfway: the retry resumes into the same snapshot from its checkpoint, never re-sending what AWS
+    already holds, and the instance's disk equals the source."""
+    from tests.api.test_transfers import data_extents, data_midpoint
+
+    src, _ = inventories(stack, ["vm-a"], data_mib=16)
+    disk = src / "vm-a" / "disk-0.raw"
+    allocated = sum(e["length"] for e in data_extents(disk))
+    halfway = data_midpoint(disk)  # progress is a position on the disk: half the data lies before it
     with stack.client() as api:
-        origin, dest, _src = _endpoints(api, stack, conn_info)
+        origin = api.create_endpoint("inv-kill", "local", {"path": str(src)})["id"]
+        dest = api.create_endpoint("aws-kill", "aws", conn_info)["id"]
         m = api.create_migration(
             origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
-            destination_environment={"bandwidth_limit": 2 * 1024 * 1024},
-            network_map={"VM Network": subnet["SubnetId"]},
+            source_environment={"bandwidth_limit": 2 * 1024 * 1024},  # 16 MiB of data: about 8 s
+            destination_environment={"keep_image": True}, network_map={"VM Network": subnet["SubnetId"]},
         )
 
-        def halfway() -> bool:
-            t = task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")
-            p = t["progress_updates"]
-            return bool(p and p[-1]["total_steps"] and p[-1]["current_step"] > p[-1]["total_steps"] // 3)
+        def position() -> int:
+            p = task(api.get_migration(m["id"]), "vm-a", "REPLICATE_DISKS")["progress_updates"]
+            return int(p[-1]["current_step"]) if p else 0
 
-        wait_for(halfway, 120, 0.2, "a third of the upload")
+        wait_for(lambda: position() >= halfway, 120, 0.1, "half of the disk's data replicated")
         worker = stack.stack.procs["worker"]
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         stack.stack.restart("worker")
         final = wait_final(api, m["id"], timeout=240)
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
-    events = [e["message"] for e in task(final, "vm-a", "IMPORT_DISKS")["events"]]
-    done = next(e for e in events if "complete (" in e)
-    counts = re.search(r"\((\d+) blocks written now, (\d+) from the checkpoint", done)
-    assert counts, events
-    written_now, from_checkpoint = int(counts.group(1)), int(counts.group(2))
-    assert from_checkpoint > 0, f"the resumed upload started over: {done}"
-    assert written_now > 0
-    print(f"resumed upload: {from_checkpoint} blocks from the checkpoint, {written_now} written after restart")
+    events = [e["message"] for e in task(final, "vm-a", "REPLICATE_DISKS")["events"]]
+    resumed = [e for e in events if e.startswith("Resuming the sync")]
+    assert resumed, f"the replication finished before the kill, or started over: {events}"
+    already = int(re.search(r"checkpoint: (\d+) of", resumed[-1]).group(1))  # type: ignore[union-attr]
+    started = re.search(r"Replica snapshot (snap-\w+) of disk-0 started", "\n".join(events))
+    assert started and started.group(1) in resumed[-1], "resumed into the snapshot the killed attempt wrote"
+    done = [e for e in events if e.startswith("Replica of")][-1]
+    wrote = int(re.search(r"wrote (\d+) bytes", done).group(1))  # type: ignore[union-attr]
+    earlier = int(re.search(r"(\d+) chunk\(s\) written by an earlier attempt", done).group(1))  # type: ignore[union-attr]
+    print(f"killed past offset {halfway}; resumed at {already}: {earlier} chunks from the killed attempt, "
+          f"{wrote} of {allocated} bytes written after the restart")
+    assert already >= halfway and earlier > 0
+    assert wrote < allocated, f"the resumed replication sent everything again: {done}"
+    mine = _mine(ec2, m["id"], stack)
+    assert not [s for s in mine["snapshots"] if {"Key": "sterna:role", "Value": "replica"} in s.get("Tags", [])], \
+        "the migration ended: no replica snapshot, finished or not, is left"
+    # The instance's disk: the deployment's child of the (resumed) replica snapshot, read whole.
+    [snap] = [s for s in mine["snapshots"] if {"Key": "sterna:role", "Value": "import-snapshot"} in s.get("Tags", [])]
+    raw = disk.read_bytes()
+    assert read_snapshot(ebs, snap["SnapshotId"], len(raw)) == raw
 
 
 def test_aws_endpoint_errors_are_clear(stack: RunningStack, conn_info: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ responses are checked for the keys the CLI's formatters read (a missing key make
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -40,7 +41,9 @@ def refused(r: Any, status: int) -> str:
 
 def test_transfer_execution_schedule_and_deployment_commands_of_the_1_2_client(stack: RunningStack) -> None:
     src, dst = inventories(stack, ["vm-a"], data_mib=2)
-    with stack.client() as api:
+    # A project of its own: the list commands below page (the 10 oldest COMPLETED transfers), and a shared
+    # project holds every migration the suite ran before, each a completed live_migration transfer.
+    with stack.client(f"wire-{uuid.uuid4().hex[:8]}") as api:
         origin, dest = endpoints(api, src, dst)
         # coriolis transfer create --origin-endpoint src --destination-endpoint dst --instance vm-a
         #   --scenario replica --destination-environment '{"verify_boot": false}'
@@ -69,7 +72,7 @@ def test_transfer_execution_schedule_and_deployment_commands_of_the_1_2_client(s
         # coriolis transfer list --limit 10 --sort created_at:asc --status COMPLETED
         listed = ok(send(api, "GET", "/transfers?limit=10&sort_key=created_at&sort_dir=asc&status=COMPLETED"),
                     "transfers")
-        assert tid in [x["id"] for x in listed]
+        assert [x["id"] for x in listed] == [tid]
         # coriolis transfer show <id> [--show-instances-data]: 1.2.4 reads `info` without include_task_info
         shown = ok(send(api, "GET", f"/transfers/{tid}"), "transfer")
         assert shown["info"]["vm-a"]["volumes_info"][0]["replica_state"]["trusted"] is True
@@ -121,7 +124,7 @@ def test_transfer_execution_schedule_and_deployment_commands_of_the_1_2_client(s
         # coriolis deployment list --limit 5 --sort created_at --status COMPLETED
         listed = ok(send(api, "GET", "/deployments?limit=5&sort_key=created_at&sort_dir=desc&status=COMPLETED"),
                     "deployments")
-        assert d["id"] in [x["id"] for x in listed]
+        assert [x["id"] for x in listed] == [d["id"]]
         # coriolis deployment show <id> [--show-instances-data]: `info` read without include_task_info
         shown = ok(send(api, "GET", f"/deployments/{d['id']}"), "deployment")
         assert "vm-a" in shown["info"] and shown["transfer_result"]["vm-a"]

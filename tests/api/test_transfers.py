@@ -16,7 +16,7 @@ import pytest
 
 from client.sdk import SternaClient
 from tests.conftest import RunningStack, wait_final, wait_for
-from tests.helpers import endpoints, identical, inventories, own_api_and_worker
+from tests.helpers import api_env, endpoints, identical, inventories, own_api_and_worker
 from tests.peers import checked
 
 pytestmark = pytest.mark.slow
@@ -368,8 +368,15 @@ def test_wire_shapes_of_coriolisclient_1_2(stack: RunningStack) -> None:
                              json={"cancel": {"force": False}}).status_code == 400
 
 
-def test_migrations_keep_their_own_path_beside_transfers(stack: RunningStack) -> None:
-    """Transfers and deployments share the actions table with migrations: neither leaks into the other."""
+def test_transfers_never_show_as_migrations_and_a_migration_lists_as_a_live_migration(stack: RunningStack) -> None:
+    """Transfers, deployments and migrations share the actions table; what each listing shows.
+
+    A replica transfer is never a migration: not in ``/migrations``, not at ``/migrations/{id}``. A
+    migration is, by default, a ``live_migration`` transfer of its own id: listed in ``/transfers``, as
+    Coriolis does since it dropped ``/migrations``, and not in the legacy ``/replicas``, whose clients
+    know it as a migration. With ``STERNA_MIGRATIONS_ON_TRANSFERS`` off (kept one release) a migration
+    is one-shot: no transfer at all.
+    """
     src, dst = inventories(stack, ["vm-a"], data_mib=2)
     with stack.client() as api:
         t = new_transfer(api, src, dst)
@@ -378,10 +385,24 @@ def test_migrations_keep_their_own_path_beside_transfers(stack: RunningStack) ->
                                  destination_environment={"instance_name": "vm-a-migrated"})
         assert wait_final(api, m["id"])["last_execution_status"] == "COMPLETED"
         assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a-migrated" / "disk-0.qcow2")
-        assert t["id"] not in {x["id"] for x in api.list_migrations()}
-        assert m["id"] not in {x["id"] for x in api.list_transfers()}
+        for listing in (api.list_migrations(), api.list_migrations(detail=True)):
+            assert t["id"] not in {x["id"] for x in listing} and m["id"] in {x["id"] for x in listing}
         assert api.http.get(f"/migrations/{t['id']}").status_code == 404
-        assert api.http.get(f"/transfers/{m['id']}").status_code == 404
+        transfers = {x["id"]: x for x in api.list_transfers()}
+        assert transfers[t["id"]]["scenario"] == "replica"
+        assert transfers[m["id"]]["scenario"] == "live_migration"
+        replicas = {x["id"] for x in api.http.get("/replicas").json()["replicas"]}
+        assert t["id"] in replicas and m["id"] not in replicas
+
+    with api_env(stack, STERNA_MIGRATIONS_ON_TRANSFERS="0"), stack.client() as api:
+        one_shot = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                        destination_environment={"instance_name": "vm-a-one-shot"})
+        assert wait_final(api, one_shot["id"])["last_execution_status"] == "COMPLETED"
+        assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a-one-shot" / "disk-0.qcow2")
+        assert one_shot["transfer_id"] is None
+        assert one_shot["id"] not in {x["id"] for x in api.list_transfers()}
+        assert api.http.get(f"/transfers/{one_shot['id']}").status_code == 404
+        assert api.http.get(f"/migrations/{t['id']}").status_code == 404
 
 
 def test_cli_transfer_execution_schedule_deployment(stack: RunningStack, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningStack, wait_final
-from tests.peers.azure.fixtures import AzureCloud
+from tests.leftovers import deployments_of
+from tests.peers.azure.fixtures import AzureCloud, tagged
 from tests.peers.moto import conn_info, ec2, guest_volumes, moto_url
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,8 @@ def test_aws_to_azure_disk_identical(stack: RunningStack, conn_info: dict[str, A
                                  network_map={"default": azure_cloud.subnet_id})
         final = wait_final(api, m["id"])
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
-    [vm] = [r for r in azure_cloud.arm.of_type("Microsoft.Compute/virtualMachines")
-            if r["tags"].get("sterna-migration-id") == m["id"]]
+    # Tagged by the action that made it: the migration, or on transfers its deployment.
+    [vm] = tagged(azure_cloud, "Microsoft.Compute/virtualMachines", [m["id"], *deployments_of(stack, final)])
     assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_B2s"
     disk = azure_cloud.arm.get(vm["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"])
     assert disk is not None and azure_cloud.arm.sas_granted() == []

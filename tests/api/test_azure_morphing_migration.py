@@ -24,10 +24,10 @@ from tests.api.cloud_guest_runs import CloudAccounts, timings
 from tests.api.guest_runs import BOOT_TIMEOUT, GuestRuns
 from tests.conftest import RunningStack
 from tests.guests.inside import assert_morphed_for, look_inside
-from tests.peers.azure.fixtures import read_managed_disk
+from tests.leftovers import deployments_of
+from tests.peers.azure.fixtures import read_managed_disk, tagged
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
-TAG = "sterna-migration-id"
 HYPER_V = {"hv_vmbus", "hv_storvsc", "hv_netvsc"}
 
 
@@ -39,8 +39,8 @@ def test_debian_guest_to_azure_is_morphed_for_azure_and_still_boots(
     assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
     print(f"azure run: {timings(final)}")
     cloud = cloud_accounts.azure
-    [vm] = [r for r in cloud.arm.of_type("Microsoft.Compute/virtualMachines")
-            if r.get("tags", {}).get(TAG) == final["id"]]
+    # Tagged by the action that made it: the migration, or on transfers its deployment.
+    [vm] = tagged(cloud, "Microsoft.Compute/virtualMachines", [final["id"], *deployments_of(stack, final)])
     disk_id = vm["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"]
     disk: dict[str, Any] | None = cloud.arm.get(disk_id)
     assert disk is not None and disk["properties"]["diskState"] == "Attached"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ CLIENT_ID = "22222222-2222-4222-8222-222222222222"
 SECRET = "az-s3cr3t-value-never-shown"
 LOCATION = "westeurope"
 GROUP = "sterna-rg"
+#: the tag each Sterna action puts on what it creates in Azure, with its own id (``providers.azure.tags``)
+ACTION_TAG = "sterna-migration-id"
 
 
 @pytest.fixture(scope="session")
@@ -101,3 +103,11 @@ def read_managed_disk(cloud: AzureCloud, disk_name: str, out: Path) -> int:
     finally:
         compute.disks.begin_revoke_access(c["resource_group"], disk_name).result()
     return read
+
+
+def tagged(cloud: AzureCloud, rtype: str, action_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The resources of ``rtype`` that one of ``action_ids`` made: each action tags what it creates with
+    its own id, so a migration on transfers finds its VM, NICs and disks under its deployment's id
+    (``tests.leftovers.deployments_of``), a one-shot migration under its own."""
+    ids = set(action_ids)
+    return [r for r in cloud.arm.of_type(rtype) if r.get("tags", {}).get(ACTION_TAG) in ids]

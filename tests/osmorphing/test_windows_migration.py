@@ -12,7 +12,9 @@ startup script, cloudbase-init for the target), and each version's changes again
 * kvm (local -> local): the destination inventory's disk files, as each ``vm.json`` names them;
 * openstack (local -> the real Glance, Keystone mode): the Glance images, downloaded with the user's own
   session;
-* aws (local -> moto): the EBS snapshots, read with the EBS direct APIs.
+* aws (local -> moto): the EBS snapshots the deployment reports, read with the EBS direct APIs. On
+  transfers each is a child of its replica snapshot holding what the morph changed, and reads whole as
+  on AWS (``ebs_inheritance``).
 
 The instances of one migration are morphed concurrently (one appliance each, up to the worker's
 ``max_disk_activities``). No boot: that needs a real Windows image (README, Windows).
@@ -33,14 +35,15 @@ import pytest
 from tests.conftest import RunningStack, task, wait_final
 from tests.guests.trees import WINDOWS_VERSIONS
 from tests.guests.windows import Readback, read_back
+from tests.leftovers import deployments_of
 from tests.osmorphing import windows_checks as checks
 from tests.osmorphing.conftest import VERSIONS
-from tests.peers.moto import conn_info, ebs, ec2, moto_url, subnet
+from tests.peers.moto import conn_info, ebs, ebs_inheritance, ec2, moto_url, subnet
 from tests.peers.openstack.fixtures import KeystoneStack
 from tests.providers.aws.awshelpers import snapshot_to_file
 
 pytestmark = [pytest.mark.slow]
-__all__ = ["conn_info", "ebs", "ec2", "moto_url", "subnet"]
+__all__ = ["conn_info", "ebs", "ebs_inheritance", "ec2", "moto_url", "subnet"]
 #: a migration of seven Windows guests: seven appliances under TCG, four at a time, on a shared machine
 TIMEOUT = 1800
 #: VMware's guest id for each synthetic version (what a VMware export records)
@@ -208,6 +211,7 @@ def test_every_windows_version_to_openstack_lands_in_glance_converted(
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("ebs_inheritance")
 def test_every_windows_version_to_aws_lands_in_ebs_converted(
         stack: RunningStack, windows_base_images: dict[str, Path], windows_sources: Any, conn_info: dict[str, Any],
         ec2: Any, ebs: Any, subnet: dict[str, Any], tmp_path: Path) -> None:
@@ -222,15 +226,22 @@ def test_every_windows_version_to_aws_lands_in_ebs_converted(
             {"flavor_name": "t3.medium", "keep_image": True, "security_group_ids": [subnet["GroupId"]]},
             windows_dir / "aws", lambda: shutil.copytree(windows_sources.aws_drivers, windows_dir / "aws"))
 
-    # Each guest's imported EBS snapshot, read back through the EBS direct APIs.
-    mine = [{"Name": "tag:sterna:migration-id", "Values": [final["id"]]},
+    # Each guest's imported EBS snapshot, read back through the EBS direct APIs. It is tagged with the action
+    # that wrote it: the migration, or on transfers the deployment it made (the morphed disk is the
+    # deployment's upload, a child of the replica snapshot). One per guest, and the one its instance boots
+    # from, as the migration's transfer_result reports it.
+    actions = [final["id"], *deployments_of(stack, final)]
+    mine = [{"Name": "tag:sterna:migration-id", "Values": actions},
             {"Name": "tag:sterna:role", "Values": ["import-snapshot"]}]
     snapshots = ec2.describe_snapshots(OwnerIds=["self"], Filters=mine)["Snapshots"]
+    instances = [tag["Value"] for snap in snapshots for tag in snap.get("Tags", [])
+                 if tag["Key"] == "sterna:source-instance"]
+    assert sorted(instances) == sorted(VERSIONS), snapshots
     by_instance = {tag["Value"]: snap for snap in snapshots for tag in snap.get("Tags", [])
                    if tag["Key"] == "sterna:source-instance"}
-    assert sorted(by_instance) == sorted(VERSIONS), snapshots
     downloaded = {}
     for version, snap in by_instance.items():
+        assert final["transfer_result"][version]["details"]["snapshot_ids"] == [snap["SnapshotId"]], version
         downloaded[version] = tmp_path / f"{version}-from-ebs.raw"
         assert snapshot_to_file(ebs, snap["SnapshotId"], snap["VolumeSize"] * 1024**3, downloaded[version]) > 0
     disks = read_back(downloaded, tmp_path, "raw")

@@ -2,6 +2,12 @@
 
 The fake reads every image's tarball back from the emulator, so the checks below look at
 the bytes GCE would import (``tests/peers/gce.py`` says how faithful the fake is).
+
+Each action labels what it makes in GCE (``sterna-migration-id``) and names its GCS objects
+(``sterna/<id>/``) with its own id: a one-shot migration with the migration's, a migration on
+transfers with its deployment's (``tests.leftovers.deployments_of``). On transfers the source's data
+moves into Sterna's replica store in REPLICATE_DISKS; the GCS resumable upload, the disk's move into
+the cloud, is IMPORT_DISKS on either path (the deployment flattens its overlay there first).
 """
 
 from __future__ import annotations
@@ -19,15 +25,36 @@ import pytest
 
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import inventories
+from tests.leftovers import deployments_of
 from tests.peers.gce import FakeComputeEngine, new_service_account
 from tests.peers.gcp import gcs_download, gcs_objects
 
 pytestmark = pytest.mark.slow
 GIB = 1024**3
+LABEL = "sterna-migration-id"
 
 
 def _errors(final: dict[str, Any]) -> list[Any]:
     return [t["exception_details"] for t in final["tasks"] if t["exception_details"]]
+
+
+def _actions(stack: RunningStack, migration: dict[str, Any]) -> list[str]:
+    """The ids that label and name what the migration made: its own, or on transfers its deployment's."""
+    return [migration["id"], *deployments_of(stack, migration)]
+
+
+def _upload(migration: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """IMPORT_DISKS's status and the last progress of its GCS upload. On transfers that task first
+    flattens the deployment's overlay ("Converting disk ..."), which sends nothing to GCS."""
+    t = task(migration, "vm-a", "IMPORT_DISKS")
+    ups = [p for p in t["progress_updates"] if (p["message"] or "").startswith("Uploading disk")]
+    return t["status"], (ups[-1] if ups else None)
+
+
+def _no_replicas(stack: RunningStack, migration_id: str) -> None:
+    """A migration leaves no replica disk in Sterna's replica store (on transfers its disks were there)."""
+    assert not (stack.settings.replica_store / migration_id).exists(), \
+        sorted(map(str, (stack.settings.replica_store / migration_id).rglob("*")))
 
 
 def test_local_to_gcp(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: FakeComputeEngine,
@@ -59,16 +86,20 @@ def test_local_to_gcp(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: F
     [inst] = proj.instances["us-central1-a"].values()
     assert inst["machineType"].endswith("/zones/us-central1-a/machineTypes/e2-medium")
     assert inst["networkInterfaces"][0]["subnetwork"].endswith("/regions/us-central1/subnetworks/app")
-    assert inst["labels"]["sterna-migration-id"] == m["id"] and inst["tags"] == {"items": ["web"]}
+    # Labelled by the action that made it: the migration, or on transfers its deployment.
+    made_by = inst["labels"][LABEL]
+    assert made_by in _actions(stack, final) and inst["tags"] == {"items": ["web"]}
     [image] = proj.images.values()
-    assert image["status"] == "READY"
+    assert image["status"] == "READY" and image["labels"][LABEL] == made_by
     assert {f["type"] for f in image["guestOsFeatures"]} >= {"VIRTIO_SCSI_MULTIQUEUE", "GVNIC"}
     assert inst["disks"][0]["boot"] and inst["disks"][0]["source"].endswith(f"/disks/{inst['name']}")
     assert proj.disks["us-central1-a"][inst["name"]]["sourceImage"].endswith(f"/images/{image['name']}")
 
     # The image's source object unpacks (GNU tar, sparse-aware) to disk.raw = the converted disk,
     # zero-extended to the whole GiB GCE requires.
-    [obj] = gcs_objects(gcs_url, bucket, prefix=f"sterna/{m['id']}/")
+    # The bucket (this test's own) holds that one object, named for the action that made the image.
+    [obj] = gcs_objects(gcs_url, bucket)
+    assert obj["name"].startswith(f"sterna/{made_by}/"), obj["name"]
     assert image["rawDisk"]["source"] == f"https://storage.googleapis.com/{bucket}/{obj['name']}"
     tarball = gcs_download(gcs_url, bucket, obj["name"])
     (tmp_path / "disk.tar.gz").write_bytes(tarball)
@@ -89,6 +120,7 @@ def test_local_to_gcp(stack: RunningStack, gcp_conn_info: dict[str, Any], gce: F
     print(f"tarball {len(tarball):,} bytes (stores {stored:,} bytes of a {GIB:,}-byte disk.raw) "
           f"for {allocated:,} allocated bytes of the converted {converted.stat().st_size:,}-byte disk")
     assert stored <= allocated and len(tarball) < allocated + 1024 * 1024
+    _no_replicas(stack, m["id"])
 
 
 def _unpacks_to(tarball: bytes, converted: Path, tmp_path: Path) -> None:
@@ -104,7 +136,11 @@ def test_worker_killed_mid_upload_resumes_the_gcs_session(stack: RunningStack, g
                                                           gce: FakeComputeEngine, gcs_url: str,
                                                           tmp_path: Path) -> None:
     """A SIGKILL runs no handler: the next attempt finds the upload session in scratch, asks GCS how much
-    it holds, and sends only the rest; the image's tarball is still the converted disk."""
+    it holds, and sends only the rest; the image's tarball is still the converted disk.
+
+    The kill lands in the GCS upload itself (its own progress, past a third), where the disk moves into
+    the cloud: on transfers REPLICATE_DISKS only filled the replica store, and IMPORT_DISKS flattened
+    the deployment's overlay before it began the upload."""
     src, _ = inventories(stack, ["vm-a"], data_mib=4)
     with stack.client() as api:
         origin = api.create_endpoint("inv-gcp-kill", "local", {"path": str(src)})
@@ -115,8 +151,8 @@ def test_worker_killed_mid_upload_resumes_the_gcs_session(stack: RunningStack, g
                                                           "keep_image": True})
 
         def a_third_sent() -> bool:
-            p = task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")["progress_updates"]
-            return bool(p and p[-1]["total_steps"] and p[-1]["current_step"] > p[-1]["total_steps"] // 3)
+            _, p = _upload(api.get_migration(m["id"]))
+            return bool(p and p["total_steps"] and p["current_step"] > p["total_steps"] // 3)
 
         wait_for(a_third_sent, 120, 0.2, "a third of the upload")
         worker = stack.stack.procs["worker"]
@@ -131,9 +167,13 @@ def test_worker_killed_mid_upload_resumes_the_gcs_session(stack: RunningStack, g
     assert counts, events
     sent, resumed = (int(g.replace(",", "")) for g in counts.groups())
     assert resumed > 0, f"the upload started over: {done}"
+    assert any(f"resuming after {resumed:,} bytes GCS already holds" in e for e in events), events
     print(f"after the kill: {resumed:,} bytes resumed from the GCS session, {sent:,} sent")
     [image] = gce.projects[gcp_conn_info["project_id"]].images.values()
-    bucket, name = re.fullmatch(r"https://storage.googleapis.com/([^/]+)/(.+)", image["rawDisk"]["source"]).groups()
+    assert image["labels"][LABEL] in _actions(stack, final)
+    source = re.fullmatch(r"https://storage.googleapis.com/([^/]+)/(.+)", image["rawDisk"]["source"])
+    assert source, image["rawDisk"]
+    bucket, name = source.groups()
     _unpacks_to(gcs_download(gcs_url, bucket, name), src / "vm-a" / "disk-0.raw", tmp_path)
 
 
@@ -191,10 +231,12 @@ def test_gcp_errors_are_clear(stack: RunningStack, gcp_conn_info: dict[str, Any]
     details = " ".join(_errors(final))
     assert "Quota 'CPUS' exceeded" in details and "QUOTA_EXCEEDED" in details, details
     assert key["private_key"].splitlines()[1] not in details and key["private_key_id"] not in details
-    # Nothing is left behind by the failed migration: no instance, image or object.
+    # Nothing is left behind by the failed migration: no instance, image or object (the bucket is this
+    # test's own, and the migrations before this one failed before any upload), nor a replica disk.
     proj = gce.projects[gcp_conn_info["project_id"]]
     assert not proj.instances.get("us-central1-a") and not proj.images
-    assert not gcs_objects(gce.storage_url, gcp_conn_info["bucket"], prefix=f"sterna/{m['id']}/")
+    assert not gcs_objects(gce.storage_url, gcp_conn_info["bucket"])
+    _no_replicas(stack, m["id"])
 
 
 def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, gcp_conn_info: dict[str, Any],
@@ -208,9 +250,8 @@ def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, gcp_conn_info: di
                                  destination_environment={"bandwidth_limit": 1024 * 1024})
 
         def uploading() -> bool:
-            t = task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")
-            p = t["progress_updates"]
-            return t["status"] == "RUNNING" and bool(p and p[-1]["current_step"])
+            status, p = _upload(api.get_migration(m["id"]))
+            return status == "RUNNING" and bool(p and p["current_step"])
 
         wait_for(uploading, 120, 0.2, "upload under way")
         api.cancel_migration(m["id"])
@@ -220,3 +261,4 @@ def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, gcp_conn_info: di
     proj = gce.projects[gcp_conn_info["project_id"]]
     assert not proj.instances.get("us-central1-a") and not proj.images and not proj.disks.get("us-central1-a")
     assert not gcs_objects(gce.storage_url, gcp_conn_info["bucket"])
+    _no_replicas(stack, m["id"])

@@ -26,6 +26,7 @@ from tests.api.cloud_guest_runs import CloudAccounts, timings
 from tests.api.guest_runs import BOOT_TIMEOUT, GuestRuns
 from tests.conftest import RunningStack
 from tests.guests.inside import assert_morphed_for, look_inside
+from tests.leftovers import deployments_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
 GCE_DRIVERS = {"gve", "virtio_scsi"}
@@ -50,9 +51,10 @@ def test_debian_guest_to_gcp_is_morphed_for_gce_and_still_boots(
     print(f"gcp run: {timings(final)}")
     gcp = cloud_accounts.gcp
     proj = gcp.gce.projects[gcp.conn["project_id"]]
-    [inst] = [i for i in proj.instances["us-central1-a"].values()
-              if i["labels"]["sterna-migration-id"] == final["id"]]
-    [image] = [i for i in proj.images.values() if i["labels"]["sterna-migration-id"] == final["id"]]
+    # Labelled by the action that made them: the migration, or on transfers its deployment.
+    actions = {final["id"], *deployments_of(stack, final)}
+    [inst] = [i for i in proj.instances["us-central1-a"].values() if i["labels"]["sterna-migration-id"] in actions]
+    [image] = [i for i in proj.images.values() if i["labels"]["sterna-migration-id"] in actions]
     assert proj.disks["us-central1-a"][inst["name"]]["sourceImage"].endswith(f"/images/{image['name']}")
 
     # The object GCE imported the image from, read back by the test and unpacked (sparse-aware).

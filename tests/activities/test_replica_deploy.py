@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -166,10 +166,9 @@ async def test_the_upload_heartbeats_while_it_compares_the_overlay_with_the_repl
     import diskio.overlay
 
     (_root, replica), expected = chain
-    svc = services(provider)
+    svc, rec = services(provider), cast(Any, _Recorder())
     disk = DiskLocator(disk_id="disk-0", size_bytes=SIZE, format="ebs-snapshot", path=replica)
-    view = await snapshot_overlay(svc, OverlayInput(step=step(tmp_path), disks=[disk]), _Recorder(), tmp_path,
-                                  disk, "disk-0")
+    view = await snapshot_overlay(svc, OverlayInput(step=step(tmp_path), disks=[disk]), rec, tmp_path, disk, "disk-0")
     assert view.path is not None
     morphed = morph(view.path, expected, tmp_path)
     compare, span = diskio.overlay.changed_blocks, list[float]()
@@ -188,7 +187,7 @@ async def test_the_upload_heartbeats_while_it_compares_the_overlay_with_the_repl
     async def progress(p: TransferProgress) -> None:
         reports.append((time.monotonic(), p))
 
-    up = await upload_delta(svc, DiskStepInput(step=step(tmp_path), disk=view), _Recorder(),
+    up = await upload_delta(svc, DiskStepInput(step=step(tmp_path), disk=view), rec,
                             TransferContext(workdir=tmp_path, progress=progress))
     during = [p for at, p in reports if span[0] < at < span[1]]
     assert during, "no heartbeat while the overlay was compared with the replica"

@@ -141,7 +141,9 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
     await beating(lambda: ctx.progress(finished), in_thread(_finish, clients, target, sums,
                                                         bool(env.get("verify_upload", True)), stop),
                   on_cancel=stop.set)
-    checked = ", read back and compared" if env.get("verify_upload", True) and indexes else ""
+    # ``_finish`` raises on any block that reads back otherwise: said as ``import_disk`` says it
+    checked = ", read back and compared with the overlay: identical" if env.get("verify_upload", True) and indexes \
+        else ""
     ctx.event(f"disk {disk.disk_id}: snapshot {sid} complete ({len(target.written)} blocks written now, {len(done)} "
               f"from the checkpoint; {len(indexes)} block(s) over replica snapshot {parent}{checked})")
     return ImportedDisk(disk_id=disk.disk_id, details={

@@ -26,7 +26,8 @@ from activities.services import Services
 from activities.task_recorder import TaskRecorder
 from core.limits import bandwidth_limit
 from core.models import DiskLocator
-from providers.base import SnapshotReplicaProvider, TransferContext
+from diskio.keepalive import beating, in_thread
+from providers.base import SnapshotReplicaProvider, TransferContext, TransferProgress
 from workflows.transfer_types import OverlayInput
 from workflows.types import DiskStepInput, StepInput, UploadResult
 
@@ -102,13 +103,18 @@ async def upload_delta(services: Services, inp: DiskStepInput, rec: TaskRecorder
     dest = await _destination(services, step)
     view: DiskSource | None = None
     changed: list[Extent] = []
+    # The comparison reads every block the morph touched, twice (an initramfs rebuild touches hundreds
+    # of MiB), before the upload reports any progress: heartbeat meanwhile, as ``import_disk`` does
+    # while it counts blocks, with what an earlier attempt put (so that a retry still resumes from it).
+    resumed = TransferProgress(0, 0, list(ctx.checkpoint or []))
     try:
         if disk.path is not None:
-            base = open_local_source(str(disk.details["base"]))
+            base = await asyncio.to_thread(open_local_source, str(disk.details["base"]))
             try:
                 view = await asyncio.to_thread(open_local_source, disk.path, disk.format)
-                touched = await asyncio.to_thread(own_extents, disk.path)
-                changed = await asyncio.to_thread(changed_blocks, view, base, touched, dest.REPLICA_CHUNK)
+                touched = await beating(lambda: ctx.progress(resumed), in_thread(own_extents, disk.path))
+                changed = await beating(lambda: ctx.progress(resumed),
+                                        in_thread(changed_blocks, view, base, touched, dest.REPLICA_CHUNK))
             finally:
                 await asyncio.to_thread(base.close)
             await rec.aevent(f"{disk.disk_id}: the overlay holds {sum(e.length for e in touched)} bytes, "

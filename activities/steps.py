@@ -28,6 +28,7 @@ from core.children import kill_children_using
 from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
 from core.models import DeployedInstance, DiskLocator, SourceSnapshot
+from core.tasks import OS_MORPHING_SKIPPED
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
 from workflows.types import (
     CleanupInput,
@@ -190,7 +191,7 @@ class MigrationActivities:
     async def os_morphing(self, inp: MorphInput) -> MorphResult:
         async with task_running(self.services, inp.step.task) as rec:
             if inp.skip:
-                await rec.aevent("OS morphing skipped: skip_os_morphing is set")
+                await rec.aevent(OS_MORPHING_SKIPPED)
                 return MorphResult(disks=inp.disks, bootable=False)
             dest = await self._destination(inp.step)
             from activities.morphing import morph_disks

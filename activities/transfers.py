@@ -25,6 +25,7 @@ from activities.task_recorder import heartbeating, task_running
 from core.errors import Conflict, InvalidInput
 from core.limits import replication_limit
 from core.models import DiskLocator, InstanceInfo
+from core.tasks import OS_MORPHING_SKIPPED
 from providers.base import (
     BaseProvider,
     ChangeTrackingSource,
@@ -322,4 +323,8 @@ class TransferActivities:
                 ], check=True, capture_output=True)
                 out.append(disk.model_copy(update={"format": "qcow2", "path": str(overlay)}))
                 await rec.aevent(f"Copy-on-write overlay {overlay} on replica {disk.path}")
+            if step.skip_os_morphing:
+                # The step after this one would be OS morphing: a deployment without it has no
+                # OS_MORPHING task (as in Coriolis), so its users read why here.
+                await rec.aevent(OS_MORPHING_SKIPPED)
             return OverlayResult(disks=out, host_queue=self.services.settings.host_task_queue, workdir=str(workdir))

@@ -9,7 +9,8 @@ deployment) is shown SCHEDULED or UNSCHEDULED under a stable id.
   VALIDATE_MIGRATION_INPUTS      execution  VALIDATE_TRANSFER_SOURCE_INPUTS
   CREATE_SOURCE_SNAPSHOT         execution  DEPLOY_TRANSFER_SOURCE_RESOURCES
   REPLICATE_DISKS                execution  REPLICATE_DISKS
-  OS_MORPHING                    deployment OS_MORPHING (absent with skip_os_morphing)
+  OS_MORPHING                    deployment OS_MORPHING (absent with skip_os_morphing: then the
+                                 event that says so, from CREATE_TRANSFER_DISK_SNAPSHOTS)
   CONVERT_DISKS                  deployment CREATE_TRANSFER_DISK_SNAPSHOTS (the view of the replica)
   IMPORT_DISKS                   deployment DEPLOY_INSTANCE_RESOURCES (flatten and import)
   DEPLOY_INSTANCE_RESOURCES      deployment FINALIZE_INSTANCE_DEPLOYMENT (create, boot check)
@@ -24,7 +25,7 @@ from typing import Any
 
 from api.views import _base, execution_fields, migration_view, task
 from core.statuses import FINAL_STATUSES, Status
-from core.tasks import DeployTask, TransferTask
+from core.tasks import OS_MORPHING_SKIPPED, DeployTask, TransferTask
 from store.live_migrations import LiveMigration
 from store.models import Execution, Migration, Task
 from workflows.types import TASK_ORDER, TaskType
@@ -75,12 +76,17 @@ def _one(parts: LiveMigration, instance: str, legacy: TaskType) -> dict[str, Any
     dep_execution = parts.deployment.executions[0] if parts.deployment and parts.deployment.executions else None
     found = _find(dep_execution if from_deployment else parts.execution, instance, name)
     release = _find(parts.execution, instance, TransferTask.RELEASE) if legacy is TaskType.CLEANUP else None
+    skipped = parts.deployment is not None and parts.deployment.skip_os_morphing
     if found is None:
-        if legacy is TaskType.OS_MORPHING and parts.deployment is not None and parts.deployment.skip_os_morphing:
-            # skip_os_morphing: the deployment has no such task; it is done when the disks are ready.
+        if legacy is TaskType.OS_MORPHING and skipped:
+            # skip_os_morphing: the deployment has no such task; it is done when the disks are ready,
+            # and its overlay step said why it was skipped (shown here, where the one-shot path says it).
             overlay = _find(dep_execution, instance, DeployTask.OVERLAY)
             done = overlay is not None and overlay.status == Status.COMPLETED
-            return _placeholder(parts, instance, legacy, Status.COMPLETED if done else _waiting(parts))
+            view = _placeholder(parts, instance, legacy, Status.COMPLETED if done else _waiting(parts))
+            said = [e for e in task(overlay)["events"] if e["message"] == OS_MORPHING_SKIPPED] if overlay else []
+            view["events"] = [{**e, "index": 0} for e in said[:1]]  # one, even if the step was retried
+            return view
         if release is None:
             return _placeholder(parts, instance, legacy, _waiting(parts))
         # No deployment: the execution's release is the whole cleanup so far.
@@ -91,6 +97,8 @@ def _one(parts: LiveMigration, instance: str, legacy: TaskType) -> dict[str, Any
         return view
     view = task(found)
     view["task_type"] = legacy.value
+    if legacy is TaskType.CONVERT and skipped:
+        view["events"] = [e for e in view["events"] if e["message"] != OS_MORPHING_SKIPPED]  # on OS_MORPHING
     if release is not None:
         events = [*task(release)["events"], *view["events"]]
         view["events"] = [{**e, "index": i} for i, e in enumerate(events)]

@@ -33,5 +33,10 @@ def deploy_tasks(skip_os_morphing: bool) -> list[str]:
     return [t.value for t in DeployTask if not (skip_os_morphing and t is DeployTask.OS_MORPHING)]
 
 
+#: the event that says a migration's OS morphing did not run: on its OS_MORPHING task (one-shot), or on
+#: its deployment's CREATE_TRANSFER_DISK_SNAPSHOTS (a deployment has no OS_MORPHING task then, as in
+#: Coriolis), which the legacy migration view shows on OS_MORPHING (``api.live_migration_views``)
+OS_MORPHING_SKIPPED = "OS morphing skipped: skip_os_morphing is set"
+
 #: tasks that run on success and on failure (Coriolis ``on_error``)
 ON_ERROR_TASKS = frozenset({TransferTask.RELEASE.value, DeployTask.CLEANUP.value})

@@ -7,12 +7,16 @@ With no usable map, every non-zero chunk is written into a fresh sparse file. Wh
 which areas changed since the replica's last sync (CBT, a dirty bitmap, EBS changed blocks), only the
 chunks they touch are read; the others keep their digest. Work runs in batches on a
 thread, and ``on_progress`` is awaited between batches: that is where the activity heartbeats
-and where a cancel lands.
+and where a cancel lands. A batch can take longer than a heartbeat timeout (64 EBS blocks are 64
+round trips, on a loaded host), so while one runs the last progress is awaited again every
+``keepalive`` seconds; nothing blocking runs on the event loop, which heartbeats every activity
+of the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from diskio import digest
 from diskio.base import DiskSource, DiskTarget, Extent
 from diskio.checkpoint import Checkpointer
+from diskio.keepalive import HEARTBEAT_EVERY
 from diskio.limiter import Stopped
 
 
@@ -145,6 +150,7 @@ async def sync_replica(
     resume_from: int = 0,
     changed: list[Extent] | None = None,
     durable: Checkpointer | None = None,
+    keepalive: float = HEARTBEAT_EVERY,
 ) -> ReplicaSync:
     """``previous`` None (or a map that ``diskio.digest.decode_map`` refuses) means a full sync into a
     fresh, empty ``dst``.
@@ -158,49 +164,70 @@ async def sync_replica(
 
     ``durable`` keeps the prefix done in a checkpoint file after every batch, before
     ``on_progress`` reports it; the caller reads it back into ``resume_from`` on a retry.
+
+    ``keepalive``: seconds between two reports of the same progress while a batch (or the final
+    flush) runs.
     """
-    sync = _Sync(src, dst, previous, chunk_size, digest_size, changed)
+    # In a thread: ``src.extents()`` may run ``qemu-img map``, which would hold up the event loop.
+    sync = await asyncio.to_thread(_Sync, src, dst, previous, chunk_size, digest_size, changed)
+    first = min(sync.count, resume_from // chunk_size)
+    # the prefix known to be across: what a report made while a batch runs claims
+    done = min(src.size, first * chunk_size)
+
+    async def still(work: Callable[[], None]) -> None:
+        """``work`` in a thread, ``done`` reported again meanwhile (a heartbeat of what is already done)."""
+        await _in_thread(sync, work, lambda: on_progress(done, src.size), keepalive)
+
     if bandwidth_limit:
         # Batches of about a quarter second of the cap: progress (the heartbeat that carries a
         # cancel) keeps coming, and the pause after a batch is short.
         batch_chunks = max(1, min(batch_chunks, bandwidth_limit // 4 // chunk_size))
-    first = min(sync.count, resume_from // chunk_size)
     if durable is not None:
         await durable.begin(dst, [(0, min(src.size, first * chunk_size))])
     rehash = sync.recompute if dst.readable else sync.replay
     for start in range(0, first, batch_chunks * 4):
-        await _in_thread(sync, rehash, start, min(first, start + batch_chunks * 4))
-        await on_progress(min(src.size, min(first, start + batch_chunks * 4) * chunk_size), src.size)
+        end = min(first, start + batch_chunks * 4)
+        await still(functools.partial(rehash, start, end))
+        await on_progress(min(src.size, end * chunk_size), src.size)
     started = time.monotonic()
     for start in range(first, sync.count, batch_chunks):
         stop = min(sync.count, start + batch_chunks)
-        await _in_thread(sync, sync.batch, start, stop)
+        await still(functools.partial(sync.batch, start, stop))
         if durable is not None:
             await durable.offer([(0, min(src.size, stop * chunk_size))])
-        await on_progress(min(src.size, stop * chunk_size), src.size)
+        done = min(src.size, stop * chunk_size)
+        await on_progress(done, src.size)
         if bandwidth_limit:
             # Pace on bytes read from the source, the cost a source endpoint feels.
             ahead = sync.result.bytes_read / bandwidth_limit - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
-    await asyncio.to_thread(dst.flush)
+    # Completing a snapshot (EBS) is a round trip or two, on a host that may be slow to make them.
+    await still(dst.flush)
     if durable is not None:
         await durable.finish()
     sync.result.digests = digest.encode_map(bytes(sync.out), digest_size)
     return sync.result
 
 
-async def _in_thread(sync: _Sync, work: Callable[[int, int], None], start: int, stop: int) -> None:
-    """Run one batch in a thread; on a cancel, stop it at its next chunk and wait for it.
+async def _in_thread(sync: _Sync, work: Callable[[], None], report: Callable[[], Awaitable[None]],
+                     every: float) -> None:
+    """Run ``work`` (a batch) in a thread, awaiting ``report()`` every ``every`` seconds until it ends.
 
-    Returning while the thread still writes would let the caller close the replica under it.
+    On a cancel (or a report that fails), the thread is stopped at its next chunk and waited for:
+    returning while it still writes would let the caller close the replica under it.
     """
-    running = asyncio.ensure_future(asyncio.to_thread(work, start, stop))
+    running = asyncio.ensure_future(asyncio.to_thread(work))
     try:
-        await asyncio.shield(running)
-    except asyncio.CancelledError:
+        while not running.done():
+            # ``wait``, not ``wait_for``: a timeout must not cancel the batch
+            await asyncio.wait({running}, timeout=every)
+            if not running.done():
+                await report()
+    except BaseException:
         sync.stop.set()
         await asyncio.wait({running})
         if not running.cancelled():
             running.exception()  # retrieved (``Stopped``, most likely): the cancel is what propagates
         raise
+    running.result()

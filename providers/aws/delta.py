@@ -126,16 +126,24 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
         await ctx.progress(TransferProgress((len(done) + len(target.written)) * EBS_BLOCK_SIZE, total, ranges()))
     if ctx.durable is not None:
         await ctx.durable.finish()
-    for i in done:  # what an earlier attempt put came from the same overlay: its sums, to check the read-back
-        assert view is not None
-        sums[i] = sha256_b64(view.read(i * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE).ljust(EBS_BLOCK_SIZE, b"\0"))
-    await asyncio.to_thread(target.flush)
-    # Completing a snapshot can take minutes: heartbeat meanwhile, and let a cancel stop the wait.
+
+    def seal() -> None:
+        for i in done:  # what an earlier attempt put came from the same overlay: its sums, to check the read-back
+            assert view is not None
+            sums[i] = sha256_b64(view.read(i * EBS_BLOCK_SIZE, EBS_BLOCK_SIZE).ljust(EBS_BLOCK_SIZE, b"\0"))
+        target.flush()
+
     stop, finished = threading.Event(), TransferProgress(total, total, ranges())
+    # Reads and a round trip that move no new bytes: off the event loop (which heartbeats every activity
+    # of the worker), and heartbeating, as a loaded host can take longer than a heartbeat timeout over them.
+    await beating(lambda: ctx.progress(finished), in_thread(seal))
+    # Completing a snapshot can take minutes: heartbeat meanwhile, and let a cancel stop the wait.
     await beating(lambda: ctx.progress(finished), in_thread(_finish, clients, target, sums,
                                                         bool(env.get("verify_upload", True)), stop),
                   on_cancel=stop.set)
-    checked = ", read back and compared" if env.get("verify_upload", True) and indexes else ""
+    # ``_finish`` raises on any block that reads back otherwise: said as ``import_disk`` says it
+    checked = ", read back and compared with the overlay: identical" if env.get("verify_upload", True) and indexes \
+        else ""
     ctx.event(f"disk {disk.disk_id}: snapshot {sid} complete ({len(target.written)} blocks written now, {len(done)} "
               f"from the checkpoint; {len(indexes)} block(s) over replica snapshot {parent}{checked})")
     return ImportedDisk(disk_id=disk.disk_id, details={

@@ -10,19 +10,21 @@ composed from the chain here, as AWS composes it.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from activities.replica_deploy import snapshot_overlay, upload_delta
 from core.models import DiskLocator
 from diskio.base import DiskSource
+from diskio.keepalive import HEARTBEAT_EVERY
 from providers.aws import tags as t
 from providers.aws.chain import open_chain
 from providers.aws.provider import AwsProvider
-from providers.base import ActionContext
+from providers.base import ActionContext, TransferContext, TransferProgress
 from tests.peers.moto import conn_info, ebs, ec2, fast_polling, moto_url, provider
 from tests.providers.aws.awshelpers import Ctx, export_info, pattern
 from workflows.transfer_types import OverlayInput
@@ -154,6 +156,44 @@ async def test_the_morph_s_changed_blocks_become_a_child_of_the_replica_snapshot
     again = await upload_delta(svc, DiskStepInput(step=step(tmp_path), disk=view), rec, Ctx(tmp_path).ctx)
     assert again.disk.details["snapshot_id"] == child and again.disk.details["reused"] is True
 
+
+
+async def test_the_upload_heartbeats_while_it_compares_the_overlay_with_the_replica(
+    provider: AwsProvider, ebs: Any, chain: tuple[list[str], bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A migration to AWS on transfers ended in a heartbeat timeout under TCG load: this comparison (every
+    # block the morph touched, read twice) ran before the upload's first progress, and reported nothing.
+    import diskio.overlay
+
+    (_root, replica), expected = chain
+    svc, rec = services(provider), cast(Any, _Recorder())
+    disk = DiskLocator(disk_id="disk-0", size_bytes=SIZE, format="ebs-snapshot", path=replica)
+    view = await snapshot_overlay(svc, OverlayInput(step=step(tmp_path), disks=[disk]), rec, tmp_path, disk, "disk-0")
+    assert view.path is not None
+    morphed = morph(view.path, expected, tmp_path)
+    compare, span = diskio.overlay.changed_blocks, list[float]()
+
+    def slow_compare(*args: Any) -> Any:
+        span.append(time.monotonic())
+        time.sleep(HEARTBEAT_EVERY + 0.5)  # a loaded host: longer than a heartbeat period
+        try:
+            return compare(*args)
+        finally:
+            span.append(time.monotonic())
+
+    monkeypatch.setattr(diskio.overlay, "changed_blocks", slow_compare)
+    reports: list[tuple[float, TransferProgress]] = []
+
+    async def progress(p: TransferProgress) -> None:
+        reports.append((time.monotonic(), p))
+
+    up = await upload_delta(svc, DiskStepInput(step=step(tmp_path), disk=view), rec,
+                            TransferContext(workdir=tmp_path, progress=progress))
+    during = [p for at, p in reports if span[0] < at < span[1]]
+    assert during, "no heartbeat while the overlay was compared with the replica"
+    assert all(p.bytes_done == 0 and p.checkpoint == [] for p in during), "nothing is claimed done yet"
+    assert sorted(own_blocks(ebs, up.disk.details["snapshot_id"])) == [1, 3, 14]
+    assert read_all(open_chain(provider._clients(), up.disk.details["snapshot_id"], SIZE)) == morphed
 
 async def test_without_os_morphing_the_child_has_no_blocks_and_nothing_is_read(
     provider: AwsProvider, ebs: Any, ec2: Any, chain: tuple[list[str], bytes], tmp_path: Path

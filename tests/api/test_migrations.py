@@ -48,6 +48,24 @@ def test_migration_completes_with_every_task_and_full_progress(stack: RunningSta
     assert not (dst / REPLICAS).exists()
 
 
+
+def test_skipped_os_morphing_says_so_on_its_task(stack: RunningStack) -> None:
+    """What a user reads on OS_MORPHING when it did not run. On transfers the deployment has no such task
+    (as in Coriolis): its overlay step records the event, and the migration view shows it here."""
+    src, dst = inventories(stack, ["vm-a"], data_mib=2)
+    with stack.client() as api:
+        origin, dest = endpoints(api, src, dst)
+        m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
+                                 skip_os_morphing=True)
+        final = wait_final(api, m["id"])
+    assert final["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in final["tasks"]]
+    morph = task(final, "vm-a", "OS_MORPHING")
+    assert morph["status"] == "COMPLETED"
+    assert [e["message"] for e in morph["events"]] == ["OS morphing skipped: skip_os_morphing is set"]
+    said = [t["task_type"] for t in final["tasks"] for e in t["events"] if "skip_os_morphing" in e["message"]]
+    assert said == ["OS_MORPHING"], "said once, on OS_MORPHING"
+    assert identical(src / "vm-a" / "disk-0.raw", dst / "vm-a" / "disk-0.qcow2")
+
 def test_seed_inline_form_runs_four_instances_in_parallel(stack: RunningStack) -> None:
     vms = ["vm-a", "vm-b", "vm-c", "vm-d"]
     src, dst = inventories(stack, vms, data_mib=24)

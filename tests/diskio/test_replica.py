@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import random
 import threading
+import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,70 @@ def test_a_cancelled_sync_stops_its_thread_before_it_returns(tmp_path: Path) -> 
         source.close()
         target.close()
     assert at_return == source.reads == 2, (at_return, source.reads)
+
+
+class SlowTarget(LocalFileTarget):
+    """Every write takes a while, as a PutSnapshotBlock round trip does on a loaded host."""
+
+    def write(self, offset: int, data: bytes) -> None:
+        time.sleep(0.1)
+        super().write(offset, data)
+
+
+def test_a_slow_batch_keeps_reporting_progress_while_it_runs(tmp_path: Path) -> None:
+    # A REPLICATE_DISKS to AWS (512 KiB chunks, 64 per batch, one round trip each) ended in a heartbeat
+    # timeout under load: its progress, the activity's heartbeat, came only between batches.
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)  # 20 chunks of data in two batches: 2 s of writes
+    source, target = RawFileSource(src), SlowTarget(dst, SIZE)
+    calls: list[tuple[float, int]] = []
+
+    async def report(done: int, _total: int) -> None:
+        calls.append((time.monotonic(), done))
+
+    try:
+        began = time.monotonic()
+        asyncio.run(sync_replica(source, target, None, chunk_size=CHUNK, digest_size=16, on_progress=report,
+                                 keepalive=0.1))
+        ended = time.monotonic()
+    finally:
+        source.close()
+        target.close()
+    times = [began, *(t for t, _ in calls), ended]
+    gaps = [b - a for a, b in pairwise(times)]
+    assert ended - began > 1.9 and max(gaps) < 0.5, gaps
+    done = [d for _, d in calls]
+    assert done == sorted(done) and done[-1] == SIZE, "a report while a batch runs claims only what is across"
+    assert dst.read_bytes() == src.read_bytes()
+
+
+class SlowExtents(RawFileSource):
+    """A source whose extent listing blocks, as ``qemu-img map`` of a large VMDK does."""
+
+    def extents(self) -> list[Extent]:
+        time.sleep(0.5)
+        return super().extents()
+
+
+def test_the_event_loop_stays_free_while_the_source_lists_its_extents(tmp_path: Path) -> None:
+    # The loop heartbeats every activity of the worker: a blocking call on it stalls them all.
+    src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
+    _disk(src)
+    source, target = SlowExtents(src), LocalFileTarget(dst, SIZE)
+
+    async def run() -> list[float]:
+        ticks: list[float] = []
+        sync = asyncio.ensure_future(sync_replica(source, target, None, chunk_size=CHUNK, digest_size=16,
+                                                  on_progress=_noop))
+        while not sync.done():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.02)
+        await sync
+        return ticks
+
+    try:
+        ticks = asyncio.run(run())
+    finally:
+        source.close()
+        target.close()
+    assert max(b - a for a, b in pairwise(ticks)) < 0.3

@@ -9,6 +9,11 @@ Nitro instance sees its EBS volume.
 What moto can't show, and real AWS would: the instance actually booting from that AMI, ENA as its
 NIC (QEMU has no ENA device; the boot here uses virtio-net), and the Ec2 metadata service answering
 cloud-init. Slow: libguestfs regenerates the initramfs under TCG, and the boot check is a TCG boot.
+
+On transfers the deployment's disk is a child of the replica snapshot, holding the morph's changes
+(``providers.aws.delta``): it reads whole as on AWS (``ebs_inheritance``, in force from this test's
+start, minutes before the deployment starts that child), and it and the instance are tagged with the
+deployment's id, the action that made them.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from osmorphing.system import import_system
 from providers.local.boot import boot_check
 from tests.api.guest_runs import GuestRuns
 from tests.conftest import RunningStack, task
+from tests.leftovers import deployments_of
+from tests.peers.moto import ebs_inheritance
 from tests.providers.aws.awshelpers import snapshot_to_file
 
-pytestmark = [pytest.mark.slow, pytest.mark.tcg]
+pytestmark = [pytest.mark.slow, pytest.mark.tcg, pytest.mark.usefixtures("ebs_inheritance")]
+__all__ = ["ebs_inheritance"]
 TAG = "sterna:migration-id"
 
 
@@ -37,6 +45,9 @@ def _look_inside(disk: Path) -> dict[str, str]:
     guestfs = import_system("guestfs", "python3-guestfs")
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
     g = guestfs.GuestFS(python_return_dict=True)
+    # TCG, as the product's appliance (osmorphing.libguestfs_guest): run alone, nothing else in the session
+    # (tests/osmorphing/conftest.py) says so, and KVM is not usable on every host.
+    g.set_backend_settings(["force_tcg"])
     try:
         g.add_drive_opts(str(disk), format="raw", readonly=False)
         g.launch()
@@ -68,12 +79,15 @@ def test_debian_guest_to_aws_is_morphed_for_aws(stack: RunningStack, guest_runs:
     [verified] = [e for e in upload if "read back and compared" in e]
     assert "identical" in verified, upload
 
-    f = [{"Name": f"tag:{TAG}", "Values": [m["id"]]}]
+    # Each action tags what it makes with its own id: the migration, or on transfers its deployment.
+    made_by = [m["id"], *deployments_of(stack, final)]
+    f = [{"Name": f"tag:{TAG}", "Values": made_by}]
     [instance] = [i for r in ec2.describe_instances(Filters=f)["Reservations"] for i in r["Instances"]]
     assert instance["State"]["Name"] == "running"
     assert instance["InstanceType"] == "t3.medium"
     assert instance["SubnetId"] == subnet["SubnetId"]
-    assert {"Key": TAG, "Value": m["id"]} in instance["Tags"]
+    [tag] = [t["Value"] for t in instance["Tags"] if t["Key"] == TAG]
+    assert tag in made_by, tag
     [snap] = [s for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"]
               if {"Key": "sterna:role", "Value": "import-snapshot"} in s.get("Tags", [])]
 

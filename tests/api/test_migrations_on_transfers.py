@@ -1,10 +1,12 @@
 """Migrations that run as a ``live_migration`` transfer plus one ``auto_deploy`` execution (issue 13).
 
-The API is restarted with ``STERNA_MIGRATIONS_ON_TRANSFERS`` for this module (the setting is off by
-default); the last test turns it off again. What a migration does (complete, run instances in
-parallel, cancel, force-cancel, refuse a DELETE while it runs, leave nothing behind) is
-``tests/api/test_migrations.py``, whose tests hold on either path: the ones at the end of this module
-run them on transfers. The rest holds a migration to the transfer and the deployment it is made of.
+The API is restarted with ``STERNA_MIGRATIONS_ON_TRANSFERS`` on for this module (the default, spelled
+out so that the module says what it tests whatever the default). What a migration does (complete, run
+instances in parallel, cancel, force-cancel, refuse a DELETE while it runs, leave nothing behind) is
+``tests/api/test_migrations.py``, whose tests hold on either path; the ones at the end of this module
+run them on the one-shot path, which ``STERNA_MIGRATIONS_ON_TRANSFERS=false`` keeps for one release
+(and which runs started before an upgrade finish on). The rest holds a migration to the transfer and
+the deployment it is made of.
 """
 
 from __future__ import annotations
@@ -88,21 +90,27 @@ def test_migration_is_a_live_migration_transfer_deployed_once(on_transfers: Runn
         "TransferExecutionWorkflow", "TransferInstanceWorkflow", "DeploymentWorkflow", "DeploymentInstanceWorkflow"}
 
 
-# What test_migrations.py proves on the default path, on transfers (while the setting is off by default).
-def test_four_instances_run_in_parallel_on_transfers(on_transfers: RunningStack) -> None:
-    either_path.test_seed_inline_form_runs_four_instances_in_parallel(on_transfers)
+@pytest.fixture
+def one_shot(on_transfers: RunningStack) -> Iterator[RunningStack]:
+    with api_env(on_transfers, STERNA_MIGRATIONS_ON_TRANSFERS="false"):
+        yield on_transfers
 
 
-def test_cancel_cleans_up_and_allows_delete_on_transfers(on_transfers: RunningStack) -> None:
-    either_path.test_cancel_during_export_cleans_up_and_allows_delete(on_transfers)
+# What test_migrations.py proves on the default path (transfers), on the one-shot path kept for one release.
+def test_four_instances_run_in_parallel_one_shot(one_shot: RunningStack) -> None:
+    either_path.test_seed_inline_form_runs_four_instances_in_parallel(one_shot)
 
 
-def test_delete_of_running_migration_is_refused_on_transfers(on_transfers: RunningStack) -> None:
-    either_path.test_delete_of_running_migration_is_refused_and_changes_nothing(on_transfers)
+def test_cancel_cleans_up_and_allows_delete_one_shot(one_shot: RunningStack) -> None:
+    either_path.test_cancel_during_export_cleans_up_and_allows_delete(one_shot)
 
 
-def test_force_cancel_terminates_and_still_cleans_up_on_transfers(on_transfers: RunningStack) -> None:
-    either_path.test_force_cancel_terminates_and_still_cleans_up(on_transfers)
+def test_delete_of_running_migration_is_refused_one_shot(one_shot: RunningStack) -> None:
+    either_path.test_delete_of_running_migration_is_refused_and_changes_nothing(one_shot)
+
+
+def test_force_cancel_terminates_and_still_cleans_up_one_shot(one_shot: RunningStack) -> None:
+    either_path.test_force_cancel_terminates_and_still_cleans_up(one_shot)
 
 
 def test_setting_off_brings_back_the_one_shot_migration(on_transfers: RunningStack) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import BootFailed, BootInconclusive
-from providers.local.console import ConsoleWatch
+from providers.local.console import HOST_TOO_SLOW, ConsoleWatch
 from providers.local.netwatch import PcapWatch
 
 #: QEMU user networking: the first address its DHCP server leases
@@ -210,6 +210,9 @@ def boot_verdict(result: BootResult) -> list[str]:
     A terminal console state raises ``BootFailed`` quoting the line (the same disk fails the same way
     again); no verdict raises ``BootInconclusive`` (the activity allows one more attempt).
     """
+    if result.outcome == "failed" and result.failure is not None and result.failure[0] == HOST_TOO_SLOW:
+        raise BootInconclusive(f"The boot check could not judge the guest: {HOST_TOO_SLOW}: the console showed "
+                               f"{result.failure[1]!r} after {result.elapsed:.0f}s (serial log {result.serial_log})")
     if result.outcome == "failed" and result.failure is not None:
         kind, line = result.failure
         seen = [s for s in result.stages if s != "userspace"]

@@ -11,6 +11,7 @@ import pytest
 from activities.failures import to_application_error
 from core.errors import BootFailed, BootInconclusive
 from providers.local.boot import BootResult, boot_verdict, no_network_reason
+from providers.local.console import HOST_TOO_SLOW, scan_console
 from providers.local.netwatch import PcapWatch
 
 MAC = "52:54:00:12:34:56"
@@ -27,6 +28,20 @@ def test_terminal_state_is_a_non_retryable_error_quoting_the_line() -> None:
     assert "ended on the console line" in info.value.message
     err = to_application_error(info.value)
     assert (err.type, err.non_retryable) == ("BootFailed", True)
+
+
+def test_a_timer_check_panic_is_the_hosts_doing_and_retryable() -> None:
+    # Seen on a TCG guest at load 14: the emulated CPU missed the ticks the kernel counts at start.
+    line = ("[    0.016000] ---[ end Kernel panic - not syncing: IO-APIC + timer doesn't work!  Boot with "
+            "apic=debug and send a report.  Then try booting with the 'noapic' option. ]---")
+    state = scan_console(line + "\n")
+    assert state.failure == (HOST_TOO_SLOW, line.strip())
+    result = BootResult(outcome="failed", reason="", failure=state.failure, stages={"kernel": (1.0, "Linux")},
+                        serial_log=Path("/x/serial.log"), elapsed=55.0)
+    with pytest.raises(BootInconclusive) as info:
+        boot_verdict(result)
+    assert "IO-APIC + timer" in info.value.message
+    assert to_application_error(info.value).non_retryable is False
 
 
 def test_no_verdict_is_retryable_and_names_the_last_stage() -> None:

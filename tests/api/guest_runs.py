@@ -53,7 +53,7 @@ from devstack.sample import create_vmware_vm
 from tests.api.cloud_guest_runs import CLOUD_RUNS, CloudAccounts, cloud_init_source, start_cloud_runs
 from tests.conftest import RunningStack, wait_final
 from tests.guests.debian import exports
-from tests.peers.moto import REGION, _client
+from tests.peers.moto import REGION, _client, inherit_parent_blocks
 from tests.peers.vcsim import vcsim
 from tests.peers.vcsim.arrange import admin_session, find_vm, snapshot_count, stage_disk
 
@@ -188,6 +188,11 @@ def guest_runs(stack: RunningStack, moto_url: str,
         if run in wanted:
             ids[run] = api.create_migration(**fields)["id"]
 
+    # The AWS run's deployment starts its child snapshot minutes from now, before its test (and that
+    # test's own ``ebs_inheritance``) may start on a fresh machine: the child must read whole from then on.
+    inheritance = pytest.MonkeyPatch()
+    if "aws" in wanted:
+        inherit_parent_blocks(inheritance)
     try:
         aws = _aws_account(moto_url)
         with stack.client() as api:
@@ -264,5 +269,6 @@ def guest_runs(stack: RunningStack, moto_url: str,
             deployments.result(TIMEOUT)
         chain.shutdown()
     finally:
+        inheritance.undo()
         Disconnect(si)
         server.stop()

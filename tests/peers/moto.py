@@ -168,6 +168,11 @@ def guest_volumes(monkeypatch: pytest.MonkeyPatch) -> GuestVolumes:
 
 @pytest.fixture
 def ebs_inheritance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child snapshot starts with its parent's blocks, as on AWS (``inherit_parent_blocks``)."""
+    inherit_parent_blocks(monkeypatch)
+
+
+def inherit_parent_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A child snapshot starts with its parent's blocks, as on AWS (see the module docstring).
 
     How faithful: ListSnapshotBlocks/GetSnapshotBlock on a child return the parent's block wherever

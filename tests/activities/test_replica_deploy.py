@@ -10,7 +10,7 @@ composed from the chain here, as AWS composes it.
 from __future__ import annotations
 
 import subprocess
-import time
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -171,25 +171,28 @@ async def test_the_upload_heartbeats_while_it_compares_the_overlay_with_the_repl
     view = await snapshot_overlay(svc, OverlayInput(step=step(tmp_path), disks=[disk]), rec, tmp_path, disk, "disk-0")
     assert view.path is not None
     morphed = morph(view.path, expected, tmp_path)
-    compare, span = diskio.overlay.changed_blocks, list[float]()
+    compare, comparing, reported = diskio.overlay.changed_blocks, threading.Event(), threading.Event()
+    during: list[TransferProgress] = []
 
     def slow_compare(*args: Any) -> Any:
-        span.append(time.monotonic())
-        time.sleep(HEARTBEAT_EVERY + 0.5)  # a loaded host: longer than a heartbeat period
+        # A loaded host: the comparison outlasts a heartbeat period; it ends once one came meanwhile.
+        comparing.set()
         try:
+            if not reported.wait(3 * HEARTBEAT_EVERY):
+                raise AssertionError("no heartbeat while the overlay was compared with the replica")
             return compare(*args)
         finally:
-            span.append(time.monotonic())
+            comparing.clear()
 
     monkeypatch.setattr(diskio.overlay, "changed_blocks", slow_compare)
-    reports: list[tuple[float, TransferProgress]] = []
 
     async def progress(p: TransferProgress) -> None:
-        reports.append((time.monotonic(), p))
+        if comparing.is_set():
+            during.append(p)
+            reported.set()
 
     up = await upload_delta(svc, DiskStepInput(step=step(tmp_path), disk=view), rec,
                             TransferContext(workdir=tmp_path, progress=progress))
-    during = [p for at, p in reports if span[0] < at < span[1]]
     assert during, "no heartbeat while the overlay was compared with the replica"
     assert all(p.bytes_done == 0 and p.checkpoint == [] for p in during), "nothing is claimed done yet"
     assert sorted(own_blocks(ebs, up.disk.details["snapshot_id"])) == [1, 3, 14]

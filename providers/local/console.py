@@ -44,12 +44,14 @@ STAGES: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = (
 )
 STAGE_NAMES = tuple(name for name, _ in STAGES)
 
+#: initramfs's first word on a missing root; the line that names the device follows (``FOLLOWED_WITHIN``)
+GAVE_UP = re.compile(r"Gave up waiting for root (file system )?device")
 #: the one terminal state that says nothing of the disk (see its pattern)
 HOST_TOO_SLOW = "host too slow for the guest's timer check"
 #: states a boot never leaves by itself: seeing one ends the check at once
 TERMINAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("root device missing", re.compile(r"ALERT!\s+\S.*")),
-    ("root device missing", re.compile(r"Gave up waiting for root (file system )?device")),
+    ("root device missing", GAVE_UP),
     # The kernel's timer check failing is the host's doing, not the disk's: an emulated CPU starved
     # of time (TCG on a loaded host) misses the ticks it counts. ``boot_verdict`` allows another try.
     (HOST_TOO_SLOW, re.compile(r"IO-APIC \+ timer doesn't work")),
@@ -62,7 +64,7 @@ TERMINAL_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 #: terminal lines that a more telling one follows within moments: initramfs prints "Gave up waiting for
 #: root" and its help text, then "ALERT! /dev/sda2 does not exist", which names the device. On a loaded
 #: host the two arrive in different reads, so the check waits this long for the second.
-FOLLOWED_WITHIN: dict[int, float] = {1: 15.0}  # the index of "Gave up waiting"
+FOLLOWED_WITHIN: dict[int, float] = {TERMINAL_PATTERNS.index(("root device missing", GAVE_UP)): 15.0}
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 

@@ -29,6 +29,7 @@ from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
 from core.models import DeployedInstance, DiskLocator, SourceSnapshot
 from core.tasks import OS_MORPHING_SKIPPED
+from diskio.keepalive import in_thread
 from providers.base import BootVerifier, ExportProvider, ImportProvider, TransferContext
 from workflows.types import (
     CleanupInput,
@@ -63,6 +64,11 @@ def _previous_heartbeat() -> Heartbeat | None:
     return Heartbeat.model_validate(details[0])
 
 
+
+
+#: the event of a cancel that arrives while the destination is making the instance
+DEPLOY_CANCEL_WAITS = ("Cancellation requested while the instance is being deployed: waiting for that call to "
+                       "return, so that the cleanup finds and removes what it made")
 
 
 class MigrationActivities:
@@ -226,8 +232,11 @@ class MigrationActivities:
                 return converted
             partial = out.with_name(out.name + ".partial")
             reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
-            await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,
-                                options=list(dest.TARGET_DISK_OPTIONS) or None, on_progress=reporter.percent)
+            # qemu-img reports whole percents: 1 % of a large disk (or any disk on a busy host) can take
+            # longer than the heartbeat timeout, so the heartbeat keeps time of its own.
+            async with heartbeating():
+                await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,
+                                    options=list(dest.TARGET_DISK_OPTIONS) or None, on_progress=reporter.percent)
             partial.replace(out)
             await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}")
             return converted
@@ -275,7 +284,10 @@ class MigrationActivities:
         async with task_running(self.services, step.task) as rec, heartbeating(details=lambda: dict(now)):
             dest = await self._destination(step)
             env, action = dest_env(step), await step_context(self.services, step)
-            deployed = await asyncio.to_thread(dest.deploy_instance, env, step.export_info, inp.disks, action)
+            # A cancel waits for a deployment under way (``in_thread``): the cleanup that follows then finds
+            # the instance by its tags, instead of running before the instance exists and missing it.
+            deployed = await in_thread(dest.deploy_instance, env, step.export_info, inp.disks, action,
+                                       on_cancel=lambda: rec.event(DEPLOY_CANCEL_WAITS))
             await rec.aevent(f"Instance {deployed.name or deployed.id} deployed: "
                              + ", ".join(f"{k}={v}" for k, v in deployed.details.items() if k != "disks"))
             # By default the boot is checked when OS morphing found a bootable OS; the destination

@@ -35,6 +35,11 @@ STEPS = ("snapshot", "upload", "deploy", "cleanup")
 RELEASE = "release"
 #: the gate that holds a snapshot before its copy starts
 SNAPSHOT_START = "snapshot-start"
+#: the gate that holds a deployment before it makes anything at the destination
+DEPLOY_START = "deploy-start"
+#: the file beside the gates where deploy calls and cleanups (not a transfer's release) note when they ran
+JOURNAL = "journal"
+DEPLOY_RETURNED, CLEANUP_STARTED = "deploy returned", "cleanup started"
 POLL = 0.1
 
 
@@ -96,14 +101,27 @@ class GatedLocalProvider(LocalProvider):
             await asyncio.sleep(POLL)
         return imported
 
+    def _note(self, what: str) -> None:
+        """Append to ``<gates>/journal``: the order in which deploy calls and cleanups ran."""
+        if self.gates is not None:
+            with open(self.gates / JOURNAL, "a") as journal:
+                journal.write(f"{what}\n")
+
     def deploy_instance(self, *args: Any, **kwargs: Any) -> DeployedInstance:
-        deployed = super().deploy_instance(*args, **kwargs)
-        self._hold("deploy")  # domain.xml and vm.json are written
-        return deployed
+        try:
+            self._hold(DEPLOY_START)
+            deployed = super().deploy_instance(*args, **kwargs)
+            self._hold("deploy")  # domain.xml and vm.json are written
+            return deployed
+        finally:
+            self._note(DEPLOY_RETURNED)
 
     def cleanup(self, *args: Any, **kwargs: Any) -> list[str]:
-        removed = super().cleanup(*args, **kwargs)
         action = next((a for a in (*args, *kwargs.values()) if isinstance(a, ActionContext)), None)
+        release = action is not None and action.replica_only
+        if not release:
+            self._note(CLEANUP_STARTED)
+        removed = super().cleanup(*args, **kwargs)
         # the source snapshot is gone, the scratch space not yet
-        self._hold(RELEASE if action is not None and action.replica_only else "cleanup")
+        self._hold(RELEASE if release else "cleanup")
         return removed

@@ -38,11 +38,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from activities import names
+from activities.steps import DEPLOY_CANCEL_WAITS
 from client.sdk import SternaClient
 from tests.conftest import RunningStack, task, wait_final, wait_for
 from tests.helpers import identical, inventories
 from tests.leftovers import cancel_requested, leftovers, migration_workflows, pending_in_migration
-from tests.peers.gated import PLATFORM, RELEASE, SNAPSHOT_START
+from tests.peers.gated import CLEANUP_STARTED, DEPLOY_RETURNED, DEPLOY_START, JOURNAL, PLATFORM, RELEASE, SNAPSHOT_START
 from tests.peers.gated import STEPS as GATED
 from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
@@ -71,6 +72,11 @@ WORKFLOWS = [MigrationWorkflow, InstanceMigrationWorkflow, TransferExecutionWork
              DeploymentWorkflow, DeploymentInstanceWorkflow, ForcedCleanupWorkflow]
 #: the cancel trial of a snapshot held before its copy: the copy is made after the cancel
 EARLY_SNAPSHOT = "snapshot, before its copy"
+#: the cancel trial of a deploy held before it makes the instance: the instance is made after the cancel,
+#: and the cleanup must still find it (the activity waits for the call under way)
+EARLY_DEPLOY = "deploy, before the instance is made"
+#: the cancel trials held at a gate before their step's work, by key: (step, gate)
+EARLY = {EARLY_SNAPSHOT: ("snapshot", SNAPSHOT_START), EARLY_DEPLOY: ("deploy", DEPLOY_START)}
 #: the kill trial of a cancel's cleanup (issue 11: a kill there made the cancel take 10 minutes)
 CANCELLED_CLEANUP = "cleanup of a cancel"
 #: kill rounds: at most four steps on the host's queue at once (export, convert, upload, deploy, cleanup run there)
@@ -207,7 +213,7 @@ def kill_round(stack: RunningStack, steps: tuple[str, ...]) -> list[Trial]:
 
 
 def cancel_trial(stack: RunningStack, key: str) -> Trial:
-    step, gate = ("snapshot", SNAPSHOT_START) if key == EARLY_SNAPSHOT else (key, None)
+    step, gate = EARLY.get(key, (key, None))
     trial = start(stack, step, key=key, gate=gate)
     try:
         wait_for(trial.in_step, 180, 0.2, f"{step} under way")
@@ -219,6 +225,10 @@ def cancel_trial(stack: RunningStack, key: str) -> Trial:
         elif trial.gate:
             # The held step itself must see the cancel.
             wait_for(lambda: cancel_reached(trial, trial.task_type), 60, 0.3, f"the cancel to reach the held {step}")
+        if key == EARLY_DEPLOY:
+            # The instance is made when the gate opens: open it once nothing else can come first. The deploy
+            # says it waits for its call, or (the leak this trial is for) the cleanup has run without waiting.
+            wait_for(lambda: _deploy_waits_or_cleaned(trial), 60, 0.3, "the deploy to wait, or the cleanup to end")
         trial.release()
         trial.final = wait_final(trial.api, trial.migration_id, timeout=120)
     except BaseException as err:
@@ -226,6 +236,12 @@ def cancel_trial(stack: RunningStack, key: str) -> Trial:
     finally:
         trial.release()
     return trial
+
+
+def _deploy_waits_or_cleaned(trial: Trial) -> bool:
+    m = trial.api.get_migration(trial.migration_id)
+    waits = any(e["message"] == DEPLOY_CANCEL_WAITS for e in task(m, "vm-a", trial.task_type)["events"])
+    return waits or task(m, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
 
 
 def _close(trials: list[Trial]) -> None:
@@ -242,7 +258,7 @@ def killed(stack: RunningStack) -> Iterator[dict[str, Trial]]:
 
 @pytest.fixture(scope="module")
 def cancelled(stack: RunningStack) -> Iterator[dict[str, Trial]]:
-    keys = [*STEP, EARLY_SNAPSHOT]
+    keys = [*STEP, *EARLY]
     with ThreadPoolExecutor(len(keys)) as pool:
         trials = list(pool.map(lambda key: cancel_trial(stack, key), keys))
     yield {t.key: t for t in trials}
@@ -262,7 +278,7 @@ def test_worker_killed_during_step_completes_identical(killed: dict[str, Trial],
     assert leftovers(t.stack, t.final, t.src, t.dst, kept=frozenset({"vm-a"})) == []
 
 
-@pytest.mark.parametrize("key", [*STEP, EARLY_SNAPSHOT])
+@pytest.mark.parametrize("key", [*STEP, *EARLY])
 def test_cancel_during_step_leaves_nothing(cancelled: dict[str, Trial], key: str) -> None:
     t = cancelled[key]
     step = t.step
@@ -274,6 +290,10 @@ def test_cancel_during_step_leaves_nothing(cancelled: dict[str, Trial], key: str
         assert "Cancellation requested: stopped" in " ".join(t.events())
     assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
     assert leftovers(t.stack, t.final, t.src, t.dst) == []
+    if key == EARLY_DEPLOY:
+        # A cloud makes the instance whatever the cleanup did meanwhile: the cleanup must come after the call
+        # under way returned, or it looks for the instance before it exists (a running instance leaked).
+        assert (t.gates / JOURNAL).read_text().split("\n")[:2] == [DEPLOY_RETURNED, CLEANUP_STARTED]
     assert (t.src / "vm-a" / "disk-0.raw").exists(), "the source is untouched"
 
 

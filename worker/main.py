@@ -57,7 +57,21 @@ def _log_windows_sources(settings: Settings) -> None:
             log.info("Windows guests for %s: not on this host: %s", target, "; ".join(missing))
 
 
+def blocking_executor(settings: Settings) -> ThreadPoolExecutor:
+    """The event loop's default executor, which ``asyncio.to_thread`` uses for every blocking call.
+
+    asyncio's own default has ``cpu_count + 4`` threads: 6 on a 2-core host. A disk activity holds one
+    for minutes (a morph, a snapshot copy, a boot check), and up to ``max_disk_activities`` run on each
+    of the two disk queues, each with a provider call beside it. The short calls that every activity
+    makes first (its task's status and events in the record DB) then queued behind them for longer than
+    a heartbeat timeout: activities failed on "Heartbeat timeout" before they had begun.
+    """
+    return ThreadPoolExecutor(max_workers=max(32, 4 * settings.max_disk_activities + 16),
+                              thread_name_prefix="sterna-blocking")
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    asyncio.get_running_loop().set_default_executor(blocking_executor(settings))
     # What a previous worker on this scratch left running (qemu-nbd holding a deleted export...) goes first.
     killed = sweep(settings.scratch)
     if killed:

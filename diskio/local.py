@@ -43,8 +43,8 @@ def file_extents(fd: int, size: int) -> list[Extent]:
 
 
 def _pread_into(fd: int, offset: int, view: memoryview) -> int:
-    done = 0
-    while done < len(view):
+    done = os.preadv(fd, [view], offset) if len(view) else 0
+    while done < len(view):  # short: the file's end, or a read cut by a signal
         n = os.preadv(fd, [view[done:]], offset + done)
         if n == 0:
             break
@@ -128,8 +128,8 @@ class LocalFileTarget(DiskTarget):
         self.write_view(offset, memoryview(data))
 
     def write_view(self, offset: int, view: memoryview) -> None:
-        done = 0
-        while done < len(view):
+        done = os.pwritev(self._fd, [view], offset)
+        while done < len(view):  # short: a write cut by a signal
             done += os.pwritev(self._fd, [view[done:]], offset + done)
 
     def write_zeroes(self, offset: int, length: int) -> None:

@@ -4,7 +4,7 @@ Everything here is blocking and runs outside the event loop. A chunk is moved in
 the endpoints' preferred I/O size: each step is read, hashed, checked for zeros, written
 and read back while it is still in the CPU cache, so each byte crosses the memory bus as
 few times as possible. The calls used release the GIL or run at memcmp speed:
-``preadv``/``pwritev`` into preallocated buffers, BLAKE3 (``diskio.digest``: SIMD, and
+``preadv``/``pwritev`` into preallocated buffers, XXH3-128 (``diskio.digest``: SIMD, and
 it releases the GIL) and ``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the
 first non-zero byte, so data costs almost nothing to check).
 """
@@ -30,7 +30,7 @@ class Outcome:
     """What happened to one chunk."""
 
     chunk: Chunk
-    sha: bytes | None  # BLAKE3 of the chunk; None: a resumed chunk whose target cannot be read back
+    sha: bytes | None  # the chunk's digest (diskio.digest); None: a resumed chunk whose target cannot be read back
     zero: bool = False
     resumed: bool = False
     bytes_read: int = 0

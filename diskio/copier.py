@@ -132,7 +132,7 @@ async def copy_disk(
     on_progress: ProgressCallback | None = None,
     bandwidth_limit: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    lanes: int = DEFAULT_LANES,
+    lanes: int | None = None,
     verify: bool = True,
     final_check: bool = False,
     chunk_log: str | Path | None = None,
@@ -153,6 +153,9 @@ async def copy_disk(
     share), ``on_progress`` is awaited again every ``TICK`` seconds with the same progress: the
     caller heartbeats, and a cancel (which arrives only with a heartbeat response) gets in.
 
+    ``lanes`` None takes the endpoints' preference when both state one (``pick_lanes``: 2 between
+    local files), else ``DEFAULT_LANES``.
+
     ``verify`` reads every written step back and compares it with the bytes that were
     hashed. ``final_check`` also re-reads the whole target after ``flush`` and recomputes the
     per-disk digest from it (``CopyResult.target_digest``); chunks whose hash differs are
@@ -164,6 +167,8 @@ async def copy_disk(
     """
     if target.size < source.size:
         raise TransferError(f"target holds {target.size} bytes, the source {source.size}")
+    if lanes is None:
+        lanes = pick_lanes(source, target)
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
     block = target_block(target.alignment, target.granularity)
@@ -215,6 +220,13 @@ async def copy_disk(
     result.verified = mover.verify
     result.digest = run.digest.hexdigest(len(chunks)) if run.digest_complete else None
     return result
+
+
+def pick_lanes(source: DiskSource, target: DiskTarget) -> int:
+    """The endpoints' lanes when both state a preference (the smaller), else ``DEFAULT_LANES``."""
+    if source.lanes > 0 and target.lanes > 0:
+        return min(source.lanes, target.lanes)
+    return DEFAULT_LANES
 
 
 async def _flush(

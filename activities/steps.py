@@ -455,14 +455,14 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _pacing(limit: int | None) -> tuple[int, int]:
+def _pacing(limit: int | None) -> tuple[int, int | None]:
     """Under a bandwidth cap, chunks small enough that one completes (and heartbeats) every ~0.25 s.
 
     Cancellation reaches an activity only through heartbeats, and a heartbeat is sent when a
     chunk completes: a 4 MiB/s cap on 8 MiB chunks would go silent past the heartbeat timeout.
     """
-    from diskio.copier import DEFAULT_CHUNK_SIZE, DEFAULT_LANES
+    from diskio.copier import DEFAULT_CHUNK_SIZE
 
     if not limit:
-        return DEFAULT_CHUNK_SIZE, DEFAULT_LANES
+        return DEFAULT_CHUNK_SIZE, None  # the copier picks the lanes for the endpoints (copier.pick_lanes)
     return max(64 * 1024, min(DEFAULT_CHUNK_SIZE, limit // 4) // 65536 * 65536), 2

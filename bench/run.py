@@ -330,7 +330,7 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         "qemu-qcow2": "qemu-img convert -O qcow2",
         "engine-qcow2": "engine raw→qcow2 (copier → qemu-nbd, verify on)",
         "engine-convert": "engine raw→qcow2 (convert_image, no verify)",
-        "engine-checked": "engine raw→qcow2 (convert_verified: qemu-img + BLAKE3 check)",
+        "engine-checked": "engine raw→qcow2 (convert_verified: qemu-img + XXH3-128 check)",
         "nbdcopy-qcow2": "nbdcopy → qemu-nbd qcow2 (libnbd, no verify)",
         "curl-ranges": "curl, allocated ranges over HTTP → /dev/null",
         "curl-whole": "curl, whole 4 GiB file over HTTP → /dev/null",

@@ -7,7 +7,7 @@
 - ``diskio.copier``: ``copy_disk`` -> ``CopyResult``; ``diskio.progress.TransferProgress``.
 - ``diskio.checkpoint``: ``CheckpointFile`` and ``Checkpointer``, the resume point kept in a file beside
   the work as chunks complete (synced claims, and written ones that hold on the same boot).
-- ``diskio.digest``: the engine's digest (BLAKE3), tagged with its algorithm; replica map codec.
+- ``diskio.digest``: the engine's digest (XXH3-128), tagged with its algorithm; replica map codec.
 - ``diskio.verify``: ``compare_digests``, the per-disk digest recomputed on both sides.
 - ``diskio.convert``: ``convert_image``, ``qemu-img convert`` with progress.
 - ``diskio.checked_convert``: ``convert_verified``, ``qemu-img convert`` checked chunk by chunk

@@ -28,6 +28,10 @@ class DiskSource(ABC):
     #: and the target's preference (0: whole chunks). Local files want small steps that stay
     #: in the CPU cache while they are hashed and written; remote endpoints want large ones.
     io_size: int = 0
+    #: chunks in flight this endpoint does best with (0: no preference). The copier takes it
+    #: only when both endpoints state one (the smaller): a remote endpoint hides its round
+    #: trips behind the copier's default, more lanes.
+    lanes: int = 0
 
     @property
     @abstractmethod
@@ -70,6 +74,8 @@ class DiskTarget(ABC):
     zero_initialized: bool = False
     #: preferred write size (0: whole chunks); see ``DiskSource.io_size``
     io_size: int = 0
+    #: chunks in flight this target does best with (0: no preference); see ``DiskSource.lanes``
+    lanes: int = 0
     #: a completed write outlives the process that made it (the kernel's page cache holds it, or a
     #: remote API acknowledged it): a same-boot checkpoint may claim it before ``sync``. False where
     #: a helper that dies with the worker buffers writes (qemu-nbd's caches): only ``sync`` keeps them

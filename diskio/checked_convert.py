@@ -6,7 +6,7 @@ before a single byte is read back; the NBD hop itself (every byte through a sock
 second process) is the cost, and libnbd's Python bindings cannot do better than nbdcopy. So
 ``qemu-img convert`` moves the bytes, and the engine keeps its guarantee around it:
 
-1. while qemu-img converts, the source's chunks are hashed (BLAKE3) on the other core;
+1. while qemu-img converts, the source's chunks are hashed (the engine's digest) on the other core;
 2. the new image is read back and every chunk hashed again: in place, at the host offsets
    ``qemu-img map`` gives (``diskio.imagemap``), or through a read-only ``qemu-nbd``;
 3. chunks whose digests differ are copied again by ``copy_disk`` (which verifies each write by
@@ -41,7 +41,7 @@ HASH_LANES = 2
 
 
 class _Hasher:
-    """Per-chunk BLAKE3 digests of one side, each thread reading into its own buffer."""
+    """Per-chunk digests of one side, each thread reading into its own buffer."""
 
     def __init__(self, readinto: Callable[[int, memoryview], int]) -> None:
         self._readinto = readinto
@@ -62,7 +62,7 @@ class _Hasher:
 
 
 async def chunk_digests(side: DiskSource | DiskTarget, chunks: list[Chunk], lanes: int = HASH_LANES) -> list[bytes]:
-    """BLAKE3 of each chunk as ``side`` (a source, or a readable target) reads it, ``lanes`` at a time."""
+    """The digest of each chunk as ``side`` (a source, or a readable target) reads it, ``lanes`` at a time."""
     loop = asyncio.get_running_loop()
     hasher = _Hasher(side.readinto)
     with concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="diskio-hash") as pool:

@@ -2,7 +2,7 @@
 
 It reads only allocated extents, skips all-zero chunks, copies ``lanes`` chunks at a time
 in worker threads with bounded memory (two buffers of one I/O step per lane, see
-``diskio.lane``), records each chunk's BLAKE3 digest (``diskio.digest``), reads written
+``diskio.lane``), records each chunk's digest (``diskio.digest``), reads written
 chunks back and compares them when the target is readable, reports
 a compact checkpoint after each chunk (and, given a ``diskio.checkpoint.Checkpointer``, keeps it
 in a file that survives the worker), and resumes from such a checkpoint.
@@ -90,8 +90,8 @@ class _Run:
         self.bytes_done = sum(c.length for c in chunks if c.index in self.resumed)
         self.digest = DiskDigest()
         self.digest_complete = True
-        # 32 bytes a chunk, for the final check: 8 MiB per TiB of allocated data at most
-        self.shas = bytearray(32 * len(chunks)) if keep_shas else None
+        # one digest a chunk, for the final check: 2 MiB per TiB of allocated data at most
+        self.shas = bytearray(digest.SIZE * len(chunks)) if keep_shas else None
 
     def _mark(self, c: Chunk) -> None:
         end = self._chunks[c.index + 1].offset if c.index + 1 < len(self._chunks) else self._size
@@ -116,7 +116,7 @@ class _Run:
         else:
             self.digest.add(c, out.sha)
             if self.shas is not None:
-                self.shas[32 * c.index : 32 * c.index + 32] = out.sha
+                self.shas[digest.SIZE * c.index : digest.SIZE * (c.index + 1)] = out.sha
             if log is not None:
                 log.write(f"{c.offset} {c.length} {digest.tag(out.sha.hex())}{' zero' if out.zero else ''}\n")
 
@@ -132,7 +132,7 @@ async def copy_disk(
     on_progress: ProgressCallback | None = None,
     bandwidth_limit: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    lanes: int = DEFAULT_LANES,
+    lanes: int | None = None,
     verify: bool = True,
     final_check: bool = False,
     chunk_log: str | Path | None = None,
@@ -148,10 +148,13 @@ async def copy_disk(
     ``asyncio.CancelledError``), nothing more is started, the lanes stop at their next I/O
     step (or bandwidth wait), and the error propagates. ``bandwidth_limit`` caps source reads in bytes per
     second for this transfer. ``chunk_log`` receives one line per chunk:
-    ``offset length blake3:<hex> [zero]`` (the algorithm is named on every line). While no
+    ``offset length xxh3-128:<hex> [zero]`` (the algorithm is named on every line). While no
     chunk completes but the lanes are alive (moving bytes, or waiting for their bandwidth
     share), ``on_progress`` is awaited again every ``TICK`` seconds with the same progress: the
     caller heartbeats, and a cancel (which arrives only with a heartbeat response) gets in.
+
+    ``lanes`` None takes the endpoints' preference when both state one (``pick_lanes``: 2 between
+    local files), else ``DEFAULT_LANES``.
 
     ``verify`` reads every written step back and compares it with the bytes that were
     hashed. ``final_check`` also re-reads the whole target after ``flush`` and recomputes the
@@ -164,6 +167,8 @@ async def copy_disk(
     """
     if target.size < source.size:
         raise TransferError(f"target holds {target.size} bytes, the source {source.size}")
+    if lanes is None:
+        lanes = pick_lanes(source, target)
     if lanes < 1:
         raise ValueError("lanes must be at least 1")
     block = target_block(target.alignment, target.granularity)
@@ -215,6 +220,13 @@ async def copy_disk(
     result.verified = mover.verify
     result.digest = run.digest.hexdigest(len(chunks)) if run.digest_complete else None
     return result
+
+
+def pick_lanes(source: DiskSource, target: DiskTarget) -> int:
+    """The endpoints' lanes when both state a preference (the smaller), else ``DEFAULT_LANES``."""
+    if source.lanes > 0 and target.lanes > 0:
+        return min(source.lanes, target.lanes)
+    return DEFAULT_LANES
 
 
 async def _flush(
@@ -299,7 +311,7 @@ async def _final_check(
         return out
 
     def differs(chunk: Chunk, sha: bytes) -> bool:
-        return bytes(shas[32 * chunk.index : 32 * chunk.index + 32]) != sha
+        return bytes(shas[digest.SIZE * chunk.index : digest.SIZE * (chunk.index + 1)]) != sha
 
     found = await target_shas(chunks)
     bad = [c for c, sha in zip(chunks, found, strict=True) if differs(c, sha)]

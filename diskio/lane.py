@@ -4,7 +4,7 @@ Everything here is blocking and runs outside the event loop. A chunk is moved in
 the endpoints' preferred I/O size: each step is read, hashed, checked for zeros, written
 and read back while it is still in the CPU cache, so each byte crosses the memory bus as
 few times as possible. The calls used release the GIL or run at memcmp speed:
-``preadv``/``pwritev`` into preallocated buffers, BLAKE3 (``diskio.digest``: SIMD, and
+``preadv``/``pwritev`` into preallocated buffers, XXH3-128 (``diskio.digest``: SIMD, and
 it releases the GIL) and ``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the
 first non-zero byte, so data costs almost nothing to check).
 """
@@ -30,7 +30,7 @@ class Outcome:
     """What happened to one chunk."""
 
     chunk: Chunk
-    sha: bytes | None  # BLAKE3 of the chunk; None: a resumed chunk whose target cannot be read back
+    sha: bytes | None  # the chunk's digest (diskio.digest); None: a resumed chunk whose target cannot be read back
     zero: bool = False
     resumed: bool = False
     bytes_read: int = 0
@@ -183,19 +183,28 @@ class ChunkMover:
                     self._waiting -= 1
         out = Outcome(chunk, b"")
         sha = digest.new()
-        data, step, target = bufs.data, self.step, self.target
+        data, step, target, source = bufs.data, self.step, self.target, self.source
+        stopped, verify = self.stop.is_set, self.verify
+        full_zeros = self._zero_view[:step]
+        # A whole step that needs neither a zero-run split nor a cut at max_write is one pwrite:
+        # the common case takes no detour through ``_runs``/``_write`` (Python calls cost CPU per step).
         split_zero_runs = self.zero_run < step
+        one_write = not split_zero_runs and step <= self.max_write
         zeros = 0  # zero bytes not yet fed to the hash: an all-zero chunk is never hashed
         for pos in range(0, chunk.length, step):
-            self._check()
+            # A thread cannot be cancelled: a lane checks between steps, so a cancelled copy lets go
+            # of its source and target within one I/O step instead of finishing its chunk.
+            if stopped():
+                raise Stopped("the transfer was stopped")
+            self._steps += 1
             n = min(step, chunk.length - pos)
             offset = chunk.offset + pos
             view = bufs.view if n == step else bufs.view[:n]
-            got = self.source.readinto(offset, view)
+            got = source.readinto(offset, view)
             if got != n:
                 raise TransferError(f"short read from the source: {got} of {n} bytes at {offset}")
             out.bytes_read += n
-            if data.startswith(self._zero_view[:n]):
+            if data.startswith(full_zeros if n == step else full_zeros[:n]):
                 zeros += n
                 out.bytes_zero += n
                 if repair or not target.zero_initialized:
@@ -205,16 +214,21 @@ class ChunkMover:
                 self._feed_zeros(sha, zeros)
                 zeros = 0
             sha.update(view)
-            runs = self._runs(data, n) if split_zero_runs else [(0, n, False)]
-            written = self._write(offset, view, runs, rewrite=repair)
-            out.bytes_written += written
-            out.bytes_zero += n - written
-            if self.verify:
+            if one_write:
+                runs = None
+                target.write_view(offset, view)
+                out.bytes_written += n
+            else:
+                runs = self._runs(data, n) if split_zero_runs else [(0, n, False)]
+                written = self._write(offset, view, runs, rewrite=repair)
+                out.bytes_written += written
+                out.bytes_zero += n - written
+            if verify:
                 out.bytes_verified += n
                 if not self._matches(offset, bufs, n):
                     # One repair: write the step again, zero runs included, and compare again.
                     out.repairs += 1
-                    self._write(offset, view, runs, rewrite=True)
+                    self._write(offset, view, runs or [(0, n, False)], rewrite=True)
                     out.bytes_verified += n
                     if not self._matches(offset, bufs, n):
                         raise IntegrityError(
@@ -261,7 +275,7 @@ class ChunkMover:
     def _matches(self, offset: int, bufs: _Buffers, n: int) -> bool:
         # Comparing the bytes read back with the bytes that were hashed is the same check as
         # comparing their digests, at memcmp cost instead of a second hash pass.
-        check_view = bufs.check_view[:n]
+        check_view = bufs.check_view if n == len(bufs.check) else bufs.check_view[:n]
         if self.target.readinto(offset, check_view) != n:
             return False
         return bufs.data.startswith(check_view)

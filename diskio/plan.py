@@ -59,9 +59,9 @@ def cut_chunks(ranges: Iterable[Range], chunk_size: int) -> list[Chunk]:
 
 
 class DiskDigest:
-    """BLAKE3 over ``(offset, length, blake3(chunk bytes))`` of every chunk, in disk order.
+    """The engine's digest over ``(offset, length, digest(chunk bytes))`` of every chunk, in disk order.
 
-    ``hexdigest`` names the algorithm (``"blake3:<hex>"``, see ``diskio.digest``), so a digest
+    ``hexdigest`` names the algorithm (``"xxh3-128:<hex>"``, see ``diskio.digest``), so a digest
     from another algorithm (a SHA-256-era log) never compares equal by accident.
 
     Holes outside the allocated extents are not hashed: they read as zeros on both sides.

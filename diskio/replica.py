@@ -1,8 +1,9 @@
 """Bring a replica disk up to date by chunk digests: read the source, write only what differs.
 
-The replica's previous digest map (one fixed-size digest per chunk, BLAKE3, its algorithm named
-in the map's header: ``diskio.digest.encode_map``) says what it holds. A map from before the header
-(bare BLAKE2b) is still compared in its own algorithm, once; a map that cannot be read is ignored.
+The replica's previous digest map (one fixed-size digest per chunk, XXH3-128, its algorithm named
+in the map's header: ``diskio.digest.encode_map``) says what it holds. A map in an earlier algorithm
+(tagged BLAKE3, or bare BLAKE2b from before the header) is still compared in its own algorithm, once; a
+map that cannot be read is ignored.
 With no usable map, every non-zero chunk is written into a fresh sparse file. When the source can say
 which areas changed since the replica's last sync (CBT, a dirty bitmap, EBS changed blocks), only the
 chunks they touch are read; the others keep their digest. Work runs in batches on a

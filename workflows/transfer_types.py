@@ -21,7 +21,7 @@ from workflows.types import Status, StepInput, Timeouts
 
 #: bytes per digest of a replica disk's chunk map: the granularity of incremental writes
 REPLICA_CHUNK = 64 * 1024
-#: bytes of each chunk digest in a replica map (BLAKE3, see diskio.digest)
+#: bytes of each chunk digest in a replica map (XXH3-128, see diskio.digest)
 DIGEST_SIZE = 16
 #: formats of replica disks kept as a destination's snapshot (``path`` is its id), not as a local file:
 #: a deployment reads them down before OS morphing, and writes its changes back as a child snapshot

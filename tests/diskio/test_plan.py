@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from diskio.base import Extent
+from diskio.copier import DEFAULT_LANES, pick_lanes
 from diskio.lane import io_step
 from diskio.local import LocalFileTarget, RawFileSource
 from diskio.plan import Chunk, DiskDigest, align_extents, cut_chunks, target_block
@@ -50,10 +51,21 @@ def test_step_is_the_larger_preference(tmp_path: Path) -> None:
     path = tmp_path / "a.raw"
     path.write_bytes(b"")
     src, dst = RawFileSource(path), LocalFileTarget(tmp_path / "b.raw", 0)
-    assert io_step(src, dst, 8 * MiB, 512) == 128 * KiB  # local to local: cache-sized
+    assert io_step(src, dst, 8 * MiB, 512) == 256 * KiB  # local to local: cache-sized
     dst.io_size = 0  # a remote target: whole chunks
     assert io_step(src, dst, 8 * MiB, 512) == 8 * MiB
     dst.io_size = 3 * MiB + 1
     assert io_step(src, dst, 8 * MiB, 512 * KiB) == 3 * MiB  # rounded down to whole blocks
+    src.close()
+    dst.close()
+
+
+def test_lanes_are_the_endpoints_only_when_both_state_them(tmp_path: Path) -> None:
+    path = tmp_path / "a.raw"
+    path.write_bytes(b"")
+    src, dst = RawFileSource(path), LocalFileTarget(tmp_path / "b.raw", 0)
+    assert pick_lanes(src, dst) == 2  # local to local: one lane a core of the bench machine
+    dst.lanes = 0  # a remote target: lanes hide its round trips
+    assert pick_lanes(src, dst) == DEFAULT_LANES == 4
     src.close()
     dst.close()

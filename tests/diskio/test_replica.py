@@ -6,8 +6,10 @@ import asyncio
 import hashlib
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import blake3
 import pytest
 
 from diskio import digest
@@ -68,33 +70,51 @@ def test_resume_hashes_the_done_part_from_the_replica(tmp_path: Path) -> None:
     assert resumed.bytes_read < full.bytes_read
 
 
-def _legacy_map(path: Path) -> bytes:
+def _blake2b_map(path: Path) -> bytes:
     """The map a SHA-256-era engine stored: bare BLAKE2b-16 per chunk, no header."""
     data = path.read_bytes()
     return b"".join(hashlib.blake2b(data[i:i + CHUNK], digest_size=16).digest() for i in range(0, SIZE, CHUNK))
 
 
-def test_a_legacy_map_is_still_understood_and_replaced_by_a_tagged_one(tmp_path: Path) -> None:
+def _blake3_map(path: Path) -> bytes:
+    """The map the BLAKE3-era engine stored (2026-11 to 2026-12): its header, then BLAKE3-16 per chunk.
+
+    Built here byte by byte, not with ``digest.encode_map``, so that a change there cannot hide."""
+    data = path.read_bytes()
+    digests = b"".join(blake3.blake3(data[i:i + CHUNK]).digest(length=16) for i in range(0, SIZE, CHUNK))
+    return b"SDM1" + bytes([6]) + b"blake3" + bytes([16]) + digests
+
+
+OLD_MAPS = pytest.mark.parametrize("old_map", [_blake2b_map, _blake3_map], ids=["bare-blake2b", "tagged-blake3"])
+
+
+@OLD_MAPS
+def test_a_legacy_map_is_still_understood_and_replaced_by_a_tagged_one(
+    tmp_path: Path, old_map: Callable[[Path], bytes]
+) -> None:
     src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
     _disk(src)
     _sync(src, dst, None)
-    legacy = _legacy_map(dst)
+    legacy = old_map(dst)
     with src.open("r+b") as f:
         f.seek(5 * CHUNK + 7)
         f.write(b"changed")
     again = _sync(src, dst, legacy)
     assert again.chunks_written == 1 and dst.read_bytes() == src.read_bytes()
     decoded = digest.decode_map(again.digests, SIZE // CHUNK, 16)
-    assert decoded is not None and decoded[0] == "blake3"
+    assert decoded is not None and decoded[0] == digest.ALGORITHM == "xxh3-128"
     assert _sync(src, dst, again.digests).bytes_written == 0
 
 
-def test_a_legacy_map_is_compared_in_full_even_when_the_source_names_its_changes(tmp_path: Path) -> None:
+@OLD_MAPS
+def test_a_legacy_map_is_compared_in_full_even_when_the_source_names_its_changes(
+    tmp_path: Path, old_map: Callable[[Path], bytes]
+) -> None:
     """Unchanged chunks keep their old digest only if it is in today's algorithm: a legacy map is re-read."""
     src, dst = tmp_path / "src.raw", tmp_path / "replica.raw"
     _disk(src)
     _sync(src, dst, None)
-    again = _sync(src, dst, _legacy_map(dst), changed=[Extent(5 * CHUNK, CHUNK)])
+    again = _sync(src, dst, old_map(dst), changed=[Extent(5 * CHUNK, CHUNK)])
     assert again.bytes_read == 20 * CHUNK and again.bytes_written == 0
     assert again.digests == _sync(src, tmp_path / "fresh.raw", None).digests
 

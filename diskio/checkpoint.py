@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -84,6 +85,15 @@ class CheckpointFile:
 
     def save(self, synced: list[Range], written: list[Range], *, durable: bool) -> None:
         """Replace the file; ``durable`` fsyncs it and its folder (the ``synced`` claim's renewal)."""
+        self.install(self.stage(synced, written, durable=durable))
+        if durable:
+            self.sync_folder()
+
+    def stage(self, synced: list[Range], written: list[Range], *, durable: bool) -> Path:
+        """Write the claims beside the file (fsynced if ``durable``); ``install`` puts them in place.
+
+        Split from the rename so that the slow part, the fsync, needs no lock against other writers.
+        """
         data = {"key": self.key, "boot": boot_id(), "synced": synced, "written": written}
         # One temporary name per kind of writer: the fsyncing thread and the per-chunk writer never
         # share one, and each rename installs a whole file.
@@ -95,13 +105,18 @@ class CheckpointFile:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, self.path)
-        if durable:
-            folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+        return tmp
+
+    def install(self, staged: Path) -> None:
+        os.replace(staged, self.path)
+
+    def sync_folder(self) -> None:
+        """Makes the last rename durable."""
+        folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def remove(self) -> None:
         """Done (or the work is gone): no leftovers in scratch."""
@@ -118,7 +133,9 @@ class Checkpointer:
     ``offer`` (done ranges, as chunks complete) replaces the same-boot ``written`` claim where the
     target's writes outlive the process, and at most every ``sync_every`` seconds starts a
     background renewal of the ``synced`` claim: it takes the ranges offered *before* it syncs the
-    target, so it never claims a byte that was not on stable storage. ``finish`` waits for it and
+    target, so it never claims a byte that was not on stable storage. Offers go on while it syncs;
+    its file, once installed, is followed at once by the latest offer's, so the file never goes
+    back behind what an offer (and the progress reported after it) already claimed. ``finish`` waits for it and
     makes the last offer durable: a kill between the copy's end and the step's end redoes nothing.
     """
 
@@ -137,6 +154,9 @@ class Checkpointer:
         self._renewal: asyncio.Future[None] | None = None
         #: when the last renewal started
         self._last = 0.0
+        #: held to install a file and to read the claims it holds: a renewal's file, staged while
+        #: offers went on, must never be the last one installed (a kill would find an older claim)
+        self._lock = threading.Lock()
         #: renewals and per-chunk writes done (for tests and the bench)
         self.renewals = 0
         self.writes = 0
@@ -151,10 +171,11 @@ class Checkpointer:
         target = self._target
         if target is None:
             raise RuntimeError("Checkpointer.offer before begin")
-        self._offered = ranges
-        if target.writes_survive_exit:
-            self.file.save(self._synced, ranges, durable=False)
-            self.writes += 1
+        with self._lock:  # never held across an fsync: at most a renewal's rename and small write
+            self._offered = ranges
+            if target.writes_survive_exit:
+                self.file.save(self._synced, ranges, durable=False)
+                self.writes += 1
         due = time.monotonic() - self._last >= self.sync_every
         if due and (self._renewal is None or self._renewal.done()):
             if self._renewal is not None:
@@ -173,8 +194,18 @@ class Checkpointer:
             await asyncio.to_thread(self._renew, self._offered, written)
 
     def _renew(self, claim: list[Range], written: list[Range]) -> None:
-        assert self._target is not None
-        self._target.sync()
-        self.file.save(claim, written, durable=True)
-        self._synced = claim
+        target = self._target
+        assert target is not None
+        target.sync()
+        staged = self.file.stage(claim, written, durable=True)
+        with self._lock:
+            self.file.install(staged)
+            self._synced = claim
+            latest = self._offered
+            if target.writes_survive_exit and latest != written:
+                # Offers made during the sync saved newer same-boot claims, which the rename just
+                # replaced with ``written``: put the newest back before anyone can read the file.
+                self.file.save(claim, latest, durable=False)
+                self.writes += 1
+        self.file.sync_folder()
         self.renewals += 1

@@ -124,13 +124,13 @@ class CheckingFile(CheckpointFile):
         self.target, self.data = target, data
         self.fast_saves = 0
 
-    def save(self, synced: list[Range], written: list[Range], *, durable: bool) -> None:
+    def stage(self, synced: list[Range], written: list[Range], *, durable: bool) -> Path:
         claimed_data = subtract(self.data, subtract(self.data, synced))  # the data bytes it claims
         missing = subtract(claimed_data, self.target.synced)
         assert not missing, f"claims {missing} as synced before they were synced"
         if not durable:
             self.fast_saves += 1
-        super().save(synced, written, durable=durable)
+        return super().stage(synced, written, durable=durable)
 
 
 @pytest.mark.parametrize("survives", [True, False])
@@ -154,6 +154,50 @@ async def test_synced_claims_never_name_bytes_written_after_the_last_sync(
     assert (file.fast_saves > 0) is survives
     saved = file.load()
     assert saved is not None and total(subtract(data, saved.ranges)) == 0
+
+
+class HeldSync(LocalFileTarget):
+    """A target whose ``sync`` waits while ``held`` is clear: a slow fdatasync on a loaded host."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, size)
+        self.held = threading.Event()
+        self.held.set()
+        self.syncing = threading.Event()
+
+    def sync(self) -> None:
+        self.syncing.set()
+        self.held.wait(30)
+        super().sync()
+
+
+async def test_a_renewal_that_synced_while_offers_went_on_never_takes_their_claims_back(tmp_path: Path) -> None:
+    """The CI failure of 2026-12-05: a renewal took its claim, synced for longer than a batch, then
+    installed its file over the next batch's, whose progress had already been reported."""
+    target = HeldSync(tmp_path / "dst.raw", 8 * MiB)
+    file = CheckpointFile(tmp_path / "dst.raw.checkpoint", "work")
+    durable = Checkpointer(file, sync_every=0.0)
+    try:
+        await durable.begin(target, [])
+        target.held.clear()
+        target.syncing.clear()
+        await durable.offer([(0, MiB)])  # starts a renewal of (0, 1 MiB), which waits in its sync
+        assert await asyncio.to_thread(target.syncing.wait, 10)
+        await durable.offer([(0, 2 * MiB)])  # the next batch, while that renewal syncs
+        saved = file.load()
+        assert saved is not None and saved.ranges == [(0, 2 * MiB)]
+        target.held.set()
+        for _ in range(1000):  # the renewal's end, before any finish() could paper over it
+            if durable.renewals == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert durable.renewals == 2
+        saved = file.load()
+        assert saved is not None and saved.ranges == [(0, 2 * MiB)], saved
+        assert json.loads(file.path.read_text())["synced"] == [[0, MiB]]  # what the renewal synced, no more
+    finally:
+        target.held.set()
+        target.close()
 
 
 def test_written_claims_hold_only_on_the_boot_that_wrote_them(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from pyVim.connect import Disconnect
 
 from devstack.sample import create_vmware_vm
 from tests.api.cloud_guest_runs import CLOUD_RUNS, CloudAccounts, cloud_init_source, start_cloud_runs
-from tests.conftest import RunningStack, wait_final
+from tests.conftest import SLOW_POLL, RunningStack, wait_final
 from tests.guests.debian import exports
 from tests.peers.moto import REGION, _client, inherit_parent_blocks
 from tests.peers.vcsim import vcsim
@@ -134,18 +134,20 @@ def _sha256(path: Path) -> str:
 def _deploy_twice(stack: RunningStack, transfer_id: str, dst: Path) -> DeployedTwice:
     """Execute the transfer, deploy it with OS morphing, tear that down, deploy it again without."""
     with stack.client() as api:
-        execution = api.wait_execution(transfer_id, api.execute_transfer(transfer_id)["id"], TIMEOUT)
+        execution = api.wait_execution(transfer_id, api.execute_transfer(transfer_id)["id"], TIMEOUT, SLOW_POLL)
         if execution["status"] != "COMPLETED":
             return DeployedTwice(api.get_transfer(transfer_id), execution, {}, {}, [])
         replica = dst / ".sterna-replicas" / transfer_id / "debian-vm" / "disk-0.raw"
         digests = [_sha256(replica)]
-        first = api.wait_deployment(api.create_deployment(transfer_id, skip_os_morphing=False)["id"], TIMEOUT)
+        morphed = api.create_deployment(transfer_id, skip_os_morphing=False)["id"]
+        first = api.wait_deployment(morphed, TIMEOUT, SLOW_POLL)
         digests.append(_sha256(replica))
         # A test failover torn down; then the real one, from the same replica.
         shutil.rmtree(dst / "debian-vm", ignore_errors=True)
         # As the unmorphed migration's check (kvm_plain): no long wait for a DHCP that never comes.
         api.update_transfer(transfer_id, destination_environment=BOOT_CHECKED)
-        second = api.wait_deployment(api.create_deployment(transfer_id, skip_os_morphing=True)["id"], TIMEOUT)
+        plain = api.create_deployment(transfer_id, skip_os_morphing=True)["id"]
+        second = api.wait_deployment(plain, TIMEOUT, SLOW_POLL)
         digests.append(_sha256(replica))
         return DeployedTwice(api.get_transfer(transfer_id), execution, first, second, digests)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from providers.local.console import HOST_TOO_SLOW
 from tests.api.guest_runs import GuestRuns
 from tests.conftest import RunningStack, task
 from tests.guests.debian import OLD_NIC
@@ -72,10 +73,13 @@ def test_morphed_guest_boots_with_dhcp_and_unmorphed_does_not(stack: RunningStac
     assert alert in deploy["exception_details"], deploy["exception_details"]
     assert "the check ended on the console line" in deploy["exception_details"]
     dev_events = _events(failed, "DEPLOY_INSTANCE_RESOURCES")
-    # exactly one attempt, failed on that line, not retried
-    assert [e for e in dev_events if e.startswith("Attempt ")] == [
-        next(e for e in dev_events if e.startswith("Attempt 1 failed: "))], dev_events
-    assert any(alert in e for e in dev_events if e.startswith("Attempt 1 failed: ")), dev_events
+    # The attempt that failed on that line was the last one: not retried. An attempt before it may only be
+    # one whose console showed the host-starved timer panic, which the check cannot judge and retries
+    # (``BootInconclusive``; CI of 2026-12-06 saw one under load).
+    attempts = [e for e in dev_events if e.startswith("Attempt ")]
+    failures = [e for e in attempts if " failed: " in e]
+    assert failures and attempts[-1] == failures[-1] and alert in failures[-1], dev_events
+    assert all(HOST_TOO_SLOW in e and alert not in e for e in failures[:-1]), dev_events
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)

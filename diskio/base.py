@@ -59,7 +59,7 @@ class DiskSource(ABC):
     def begin_range(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """The ``readinto`` calls that follow on this thread read ``[offset, offset + length)`` in order.
 
-        The copier calls it before each chunk it moves in several steps. A source whose requests
+        The copier calls it before the steps of each chunk it moves. A source whose requests
         cost a round trip (HTTP) fetches the whole span with one request and serves the steps from
         its body; it must still answer any other ``readinto`` correctly (another offset, a span cut
         short by a stop or an error), and never reuse a connection whose body is half read. Files

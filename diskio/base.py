@@ -26,7 +26,8 @@ class DiskSource(ABC):
 
     #: preferred I/O size: the copier moves a chunk in steps of the larger of the source's
     #: and the target's preference (0: whole chunks). Local files want small steps that stay
-    #: in the CPU cache while they are hashed and written; remote endpoints want large ones.
+    #: in the CPU cache while they are hashed and written; remote endpoints want large ones, unless
+    #: they read a chunk's steps from one request (``begin_range``).
     io_size: int = 0
     #: chunks in flight this endpoint does best with (0: no preference). The copier takes it
     #: only when both endpoints state one (the smaller): a remote endpoint hides its round
@@ -54,6 +55,16 @@ class DiskSource(ABC):
         data = self.read(offset, len(view))
         view[: len(data)] = data
         return len(data)
+
+    def begin_range(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
+        """The ``readinto`` calls that follow on this thread read ``[offset, offset + length)`` in order.
+
+        The copier calls it before the steps of each chunk it moves. A source whose requests
+        cost a round trip (HTTP) fetches the whole span with one request and serves the steps from
+        its body; it must still answer any other ``readinto`` correctly (another offset, a span cut
+        short by a stop or an error), and never reuse a connection whose body is half read. Files
+        and block devices have nothing to gain: the default does nothing.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release handles."""

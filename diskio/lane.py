@@ -191,6 +191,8 @@ class ChunkMover:
         split_zero_runs = self.zero_run < step
         one_write = not split_zero_runs and step <= self.max_write
         zeros = 0  # zero bytes not yet fed to the hash: an all-zero chunk is never hashed
+        # After the bandwidth wait: a remote source opens one request for the chunk's steps.
+        source.begin_range(chunk.offset, chunk.length)
         for pos in range(0, chunk.length, step):
             # A thread cannot be cancelled: a lane checks between steps, so a cancelled copy lets go
             # of its source and target within one I/O step instead of finishing its chunk.

@@ -14,9 +14,14 @@ from core.errors import AuthenticationFailed, ConnectionFailed, ProviderTransien
 from diskio.base import Extent
 from diskio.copier import copy_disk
 from diskio.http import HttpRangeSource
-from diskio.local import LocalFileTarget, RawFileSource
+from diskio.lane import ChunkMover
+from diskio.limiter import Stopped
+from diskio.local import LOCAL_IO_SIZE, LocalFileTarget, RawFileSource
+from diskio.plan import Chunk
 
 MiB = 1024 * 1024
+KiB = 1024
+AUTH = {"Authorization": "Bearer secret"}
 DiskFactory = Callable[..., Path]
 SameBytes = Callable[[Path, Path], bool]
 
@@ -33,11 +38,22 @@ class DiskServer(ThreadingHTTPServer):
         self.token = "secret"
         self.rotate = False  # a new token after each range: one that expires during a long read
         self.ranges_served = 0
+        self.ranges: list[tuple[int, int]] = []  # every range asked for, in order
+        self.bytes_served = 0
+        self.connections = 0
+        self.cut_next = 0  # send this many bodies only up to ``cut_at`` bytes, then close the connection
+        self.cut_at = 0
         self.lock = threading.Lock()
 
 
 class RangeHandler(BaseHTTPRequestHandler):
     server: DiskServer
+    protocol_version = "HTTP/1.1"  # kept-alive connections, as nginx or a blob store gives
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.connections += 1
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -75,13 +91,25 @@ class RangeHandler(BaseHTTPRequestHandler):
             body = f.read(end - start + 1)
         with self.server.lock:
             self.server.ranges_served += 1
+            self.server.ranges.append((start, end))
             if self.server.rotate:
                 self.server.token = f"secret-{self.server.ranges_served}"
+            cut = self.server.cut_next > 0
+            self.server.cut_next -= cut
         self.send_response(206)
         self.send_header("Content-Range", f"bytes {start}-{end}/{self.server.path.stat().st_size}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if cut:
+            body = body[: self.server.cut_at]
+            self.close_connection = True  # a connection lost mid-body: part of it, then EOF
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client dropped a body it no longer wanted
+            return
+        with self.server.lock:
+            self.server.bytes_served += len(body)
 
 
 @pytest.fixture
@@ -195,3 +223,114 @@ def test_transient_answers_are_retried_with_backoff_then_reported(
     with pytest.raises(ConnectionFailed):
         gone.read(0, 4096)
     gone.close()
+
+
+class StepsTarget(LocalFileTarget):
+    """A local file that records the size of every write: the steps a chunk was moved in."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, size)
+        self.writes: list[int] = []
+
+    def write_view(self, offset: int, view: memoryview) -> None:
+        self.writes.append(len(view))
+        super().write_view(offset, view)
+
+
+async def test_each_chunk_is_one_request_whose_body_is_moved_in_cache_sized_steps(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(runs=[(MiB, 10 * MiB), (40 * MiB, 3 * MiB)])
+    server = serve(src)
+    extents = RawFileSource(src).extents()
+    source = HttpRangeSource(url_of(server), size=64 * MiB, extents=extents, headers=AUTH)
+    target = StepsTarget(tmp_path / "dst.raw", source.size)
+    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=2)
+    source.close()
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    # Each step is hashed, written and read back while it is in the CPU cache (the local target's step) ...
+    assert max(target.writes) == LOCAL_IO_SIZE
+    assert len(target.writes) == 13 * MiB // LOCAL_IO_SIZE
+    # ... and yet a chunk of many steps costs one request (a round trip on a real network), and each
+    # allocated byte crosses the network once.
+    assert result.chunks_copied == 4
+    assert server.ranges_served == result.chunks_copied
+    assert server.bytes_served == result.bytes_read == 13 * MiB
+
+
+async def test_a_body_cut_mid_way_is_asked_again_from_the_step_it_broke_in(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
+    server = serve(src)
+    server.cut_next, server.cut_at = 1, 600 * KiB  # the first body stops in its third 256 KiB step
+    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH, backoff=0)
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=1)
+    source.close()
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    assert result.bytes_read == 8 * MiB
+    # The retry asks for the rest of the chunk from the step that failed, on a new connection.
+    assert server.ranges == [(0, 4 * MiB - 1), (512 * KiB, 4 * MiB - 1), (4 * MiB, 8 * MiB - 1)]
+    assert server.connections == 2
+
+
+def test_a_stopped_chunk_leaves_no_half_read_connection_for_the_next(
+    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
+    data = src.read_bytes()
+    server = serve(src)
+    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH)
+    stop = threading.Event()
+
+    class StopOnFirstWrite(LocalFileTarget):
+        armed = True
+
+        def write_view(self, offset: int, view: memoryview) -> None:
+            super().write_view(offset, view)
+            if self.armed:
+                stop.set()  # a cancel arrives while the chunk is one step in
+
+    target = StopOnFirstWrite(tmp_path / "dst.raw", source.size)
+    mover = ChunkMover(source, target, chunk_size=4 * MiB, block=512, verify=True, limiter=None, stop=stop)
+    with pytest.raises(Stopped):
+        mover.copy(Chunk(0, 0, 4 * MiB))
+    # The same thread (lane) goes on with another chunk: its bytes come from a new request on a
+    # new connection, never from the rest of the abandoned body.
+    stop.clear()
+    target.armed = False
+    out = mover.copy(Chunk(1, 4 * MiB, 4 * MiB))
+    assert out.bytes_written == out.bytes_verified == 4 * MiB
+    assert target.read(4 * MiB, 4 * MiB) == data[4 * MiB :]
+    # A read outside any announced span, and one of the abandoned chunk again: the right bytes.
+    assert source.read(MiB + 5, 4096) == data[MiB + 5 : MiB + 5 + 4096]
+    source.begin_range(0, 4 * MiB)
+    assert source.read(0, 256 * KiB) == data[: 256 * KiB]
+    source.close()
+    target.close()
+    assert server.ranges == [(0, 4 * MiB - 1), (4 * MiB, 8 * MiB - 1), (MiB + 5, MiB + 5 + 4095), (0, 4 * MiB - 1)]
+    assert server.connections == 2
+
+
+def test_reads_off_the_open_body_ask_for_the_rest_of_the_span(
+    disk: DiskFactory, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(size=4 * MiB, runs=[(0, 4 * MiB)])
+    data = src.read_bytes()
+    server = serve(src)
+    source = HttpRangeSource(url_of(server), size=4 * MiB, headers=AUTH)
+    source.begin_range(0, 2 * MiB)
+    step = 256 * KiB
+    assert source.read(0, step) == data[:step]
+    # A step skipped (the body is elsewhere): the rest of the span from here, on a new connection
+    assert source.read(2 * step, step) == data[2 * step : 3 * step]
+    for pos in range(3 * step, 2 * MiB, step):  # then read on in that body
+        assert source.read(pos, step) == data[pos : pos + step]
+    # The span read to its end: its connection is kept for the next request
+    assert source.read(3 * MiB, step) == data[3 * MiB : 3 * MiB + step]
+    source.close()
+    assert server.ranges == [(0, 2 * MiB - 1), (2 * step, 2 * MiB - 1), (3 * MiB, 3 * MiB + step - 1)]
+    assert server.connections == 2

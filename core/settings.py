@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     #: reaches an activity only in a heartbeat's response: the SDK's own 0.8 x heartbeat timeout
     #: (24 s) let a cancelled copy run on that long.
     heartbeat_throttle: float = 1.0
+    #: seconds the worker's event loop may go without turning before it logs where it is stuck
+    #: (``worker.loop_watch``): every heartbeat of the process waits on that loop
+    loop_stall_warning: float = 1.0
     transfer_timeout: float = 24 * 3600.0
     host_schedule_to_start_timeout: float = 3600.0
     retry_max_interval: float = 30.0

@@ -34,6 +34,7 @@ from core import tracing
 from core.children import mark_children, sweep
 from core.settings import Settings, get_settings
 from core.temporal import connect
+from worker.loop_watch import LoopWatch
 from worker.observe import Observability, runtime, serve_metrics
 from workflows.cleanup import ForcedCleanupWorkflow
 from workflows.deployment import DeploymentInstanceWorkflow, DeploymentWorkflow
@@ -72,6 +73,8 @@ def blocking_executor(settings: Settings) -> ThreadPoolExecutor:
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     asyncio.get_running_loop().set_default_executor(blocking_executor(settings))
+    watch = LoopWatch(settings.loop_stall_warning)
+    watch.start()
     # What a previous worker on this scratch left running (qemu-nbd holding a deleted export...) goes first.
     killed = sweep(settings.scratch)
     if killed:
@@ -127,6 +130,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await asyncio.gather(*runs, return_exceptions=True)
     executor.shutdown(wait=False)
     await asyncio.to_thread(tracing.shutdown)
+    await watch.stop()
 
 
 def main() -> None:

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from temporalio import activity
-
 from activities.task_recorder import TaskRecorder
 from core.errors import InvalidInput
 from core.models import InstanceInfo
@@ -21,8 +19,6 @@ from core.settings import Settings
 from providers.base import ImportProvider
 from workflows.types import MorphInput, MorphResult
 
-#: seconds between heartbeats while a cancelled morph waits for libguestfs to let go of the disk
-SETTLE_BEAT = 5.0
 if TYPE_CHECKING:
     from osmorphing.winsources import WindowsSources
 
@@ -85,7 +81,8 @@ async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, r
     target_platform = dest.TARGET_PLATFORM
     src_platform = source_platform(origin_type, info)
     await rec.aevent(f"Adapting {boot.disk_id} for '{target_platform}' (source platform: {src_platform or 'unknown'})")
-    current = {"substep": "starting the appliance and inspecting the guest"}
+    current = {"phase": "os_morphing", "substep": "starting the appliance and inspecting the guest"}
+    rec.details = current  # what the heartbeats carry: ``temporal workflow describe`` shows the sub-step
 
     def substep(message: str) -> None:
         """Each morph event is also the step's current sub-step: a Coriolis progress update (what
@@ -104,16 +101,10 @@ async def morph_disks(inp: MorphInput, dest: ImportProvider, origin_type: str, r
         options=options, on_event=substep, windows_sources=windows_sources(rec.services.settings),
         windows_target=windows_target(dest),
     ))
-    beats = 0
     try:
-        while True:
-            try:
-                report = await asyncio.wait_for(asyncio.shield(work), timeout=5)
-                break
-            except TimeoutError:
-                beats += 1
-                activity.heartbeat({"phase": "os_morphing", "seconds": beats * 5, "substep": current["substep"]})
+        report = await asyncio.shield(work)
     except asyncio.CancelledError:
+        rec.details = {"phase": "os_morphing", "cancelling": True}
         await asyncio.shield(_settle(work))
         raise
     except InspectionError as exc:
@@ -134,15 +125,11 @@ def _short(message: str, limit: int = 100) -> str:
 
 
 async def _settle(work: asyncio.Future[Any]) -> None:
-    """Wait for the libguestfs thread after a cancel, heartbeating meanwhile.
+    """Wait for the libguestfs thread after a cancel (``task_running`` heartbeats meanwhile).
 
-    A silent wait would let the heartbeat timeout fail the activity (the task would end ERROR
-    under a CANCELED execution) while libguestfs still holds the disk. The cancel is what the
-    caller reports; the thread's own outcome no longer matters.
+    Returning before it would let the cleanup touch a disk libguestfs still holds; a silent wait
+    would let the heartbeat timeout fail the activity (the task would end ERROR under a CANCELED
+    execution). The cancel is what the caller reports; the thread's own outcome no longer matters.
     """
-    while not work.done():
-        activity.heartbeat({"phase": "os_morphing", "cancelling": True})
-        with contextlib.suppress(Exception, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(work), timeout=SETTLE_BEAT)
     with contextlib.suppress(Exception):
         await work

@@ -20,7 +20,6 @@ from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
 from activities.services import Services
 from activities.steps import _safe
-from activities.task_recorder import heartbeating
 from core.limits import replication_limit
 from core.models import DiskLocator
 from diskio.base import DiskSource, DiskTarget
@@ -38,24 +37,23 @@ async def replicate_to_snapshots(services: Services, inp: DiskStepInput, rec: An
     task = step.task
     assert step.snapshot is not None and task.execution_id is not None
     env, chunk = dest_env(step), dest.REPLICA_CHUNK
-    # Blocking calls before the first progress heartbeat: beat meanwhile (no checkpoint to keep here).
-    async with heartbeating():
-        known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
-        good = (known is not None and known.trusted and known.digests is not None and known.path is not None
-                and known.chunk_size == chunk and known.size_bytes == src.size)
-        parent = known.path if good and known is not None else None
-        previous = known.digests if good and known is not None else None
-        changed = await changed_since(rec, source, step.snapshot, inp.disk,
-                                      known.change_marker if good and known is not None else None)
-        resumed = await asyncio.to_thread(_resumable, inp, dest, env, src.size, parent)
-        file: CheckpointFile | None
-        if resumed is not None:
-            (snapshot_id, target), file, resume = resumed
-        else:
-            snapshot_id, target = await asyncio.to_thread(
-                dest.start_replica_snapshot, env, task.migration_id, task.instance, inp.disk.disk_id, src.size,
-                parent, task.execution_id)
-            file, resume = _checkpoint(inp, snapshot_id, src.size), 0
+    # ``task_running`` heartbeats meanwhile, from before these blocking calls.
+    known = await asyncio.to_thread(store.replica, task.migration_id, task.instance, inp.disk.disk_id)
+    good = (known is not None and known.trusted and known.digests is not None and known.path is not None
+            and known.chunk_size == chunk and known.size_bytes == src.size)
+    parent = known.path if good and known is not None else None
+    previous = known.digests if good and known is not None else None
+    changed = await changed_since(rec, source, step.snapshot, inp.disk,
+                                  known.change_marker if good and known is not None else None)
+    resumed = await asyncio.to_thread(_resumable, inp, dest, env, src.size, parent)
+    file: CheckpointFile | None
+    if resumed is not None:
+        (snapshot_id, target), file, resume = resumed
+    else:
+        snapshot_id, target = await asyncio.to_thread(
+            dest.start_replica_snapshot, env, task.migration_id, task.instance, inp.disk.disk_id, src.size,
+            parent, task.execution_id)
+        file, resume = _checkpoint(inp, snapshot_id, src.size), 0
     if resume:
         await rec.aevent(f"Resuming the sync of {inp.disk.disk_id} into replica snapshot {snapshot_id} from its "
                          f"checkpoint: {resume} of {src.size} bytes already across")

@@ -23,7 +23,7 @@ from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env, shutdown_requested, source_env, step_context
 from activities.services import Services
 from activities.slots import source_slot
-from activities.task_recorder import TaskRecorder, heartbeating, task_running
+from activities.task_recorder import TaskRecorder, task_running
 from core.children import kill_children_using
 from core.errors import BootFailed, BootInconclusive
 from core.limits import bandwidth_limit
@@ -83,7 +83,7 @@ class MigrationActivities:
 
     @activity.defn(name=names.VALIDATE_INSTANCE)
     async def validate(self, inp: StepInput) -> ValidateResult:
-        async with task_running(self.services, inp.task) as rec, heartbeating():
+        async with task_running(self.services, inp.task) as rec:
             source = await self._source(inp)
             export_info = await asyncio.to_thread(source.validate_source, source_env(inp), inp.task.instance)
             await rec.aevent(
@@ -108,7 +108,7 @@ class MigrationActivities:
     @activity.defn(name=names.SNAPSHOT_INSTANCE)
     async def snapshot(self, inp: StepInput) -> SnapshotResult:
         """Runs on the shared data queue; the host that picks it up owns the rest of the disk work."""
-        async with task_running(self.services, inp.task) as rec, heartbeating():
+        async with task_running(self.services, inp.task) as rec:
             source = await self._source(inp)
             workdir = scratch_dir(self.services.settings.scratch, inp.task)
             host_queue = self.services.settings.host_task_queue
@@ -233,10 +233,9 @@ class MigrationActivities:
             partial = out.with_name(out.name + ".partial")
             reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
             # qemu-img reports whole percents: 1 % of a large disk (or any disk on a busy host) can take
-            # longer than the heartbeat timeout, so the heartbeat keeps time of its own.
-            async with heartbeating():
-                await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,
-                                    options=list(dest.TARGET_DISK_OPTIONS) or None, on_progress=reporter.percent)
+            # longer than the heartbeat timeout; ``task_running`` heartbeats meanwhile.
+            await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,
+                                options=list(dest.TARGET_DISK_OPTIONS) or None, on_progress=reporter.percent)
             partial.replace(out)
             await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}")
             return converted
@@ -281,7 +280,8 @@ class MigrationActivities:
         step = inp.step
         assert step.export_info is not None
         now: dict[str, Any] = {}
-        async with task_running(self.services, step.task) as rec, heartbeating(details=lambda: dict(now)):
+        async with task_running(self.services, step.task) as rec:
+            rec.details = now  # the boot check's stage, as it goes
             dest = await self._destination(step)
             env, action = dest_env(step), await step_context(self.services, step)
             # A cancel waits for a deployment under way (``in_thread``): the cleanup that follows then finds
@@ -315,7 +315,7 @@ class MigrationActivities:
     @activity.defn(name=names.RELEASE_SNAPSHOT)
     async def release_snapshot(self, inp: StepInput) -> None:
         """Delete the source snapshot a lost host made; its scratch went with that host."""
-        async with task_running(self.services, inp.task) as rec, heartbeating():
+        async with task_running(self.services, inp.task) as rec:
             if inp.snapshot is not None:
                 source = await self._source(inp)
                 await asyncio.to_thread(source.delete_snapshot, inp.snapshot)
@@ -325,7 +325,7 @@ class MigrationActivities:
     async def cleanup(self, inp: CleanupInput) -> None:
         """Always runs (success, error, cancel); every part tolerates partial state."""
         step = inp.step
-        async with task_running(self.services, step.task) as rec, heartbeating():
+        async with task_running(self.services, step.task) as rec:
             try:
                 if step.snapshot is not None:
                     source = await self._source(step)

@@ -26,6 +26,9 @@ class TaskRecorder:
         self.services = services
         self.task = task
         self.task_id = task_id
+        #: what this task's heartbeats carry (a copy's checkpoint, a boot check's stage, a morph's
+        #: sub-step); ``task_running`` sends the latest every second, whatever the activity awaits
+        self.details: Any = None
 
     def event(self, message: str, level: str = "INFO") -> None:
         """Thread-safe, synchronous: providers call it from worker threads."""
@@ -55,16 +58,22 @@ class ProgressReporter:
 
     async def transfer(self, p: TransferProgress) -> None:
         self._count(p.bytes_done)
-        activity.heartbeat(Heartbeat(bytes_done=p.bytes_done, bytes_total=p.bytes_total, checkpoint=p.checkpoint,
-                                     boot=boot_id()))
+        self._beat(Heartbeat(bytes_done=p.bytes_done, bytes_total=p.bytes_total, checkpoint=p.checkpoint,
+                             boot=boot_id()))
         await self._record(p.bytes_done, p.bytes_total)
         # Yield to the loop so a cancel delivered with the heartbeat response lands here.
         await asyncio.sleep(0)
 
     async def percent(self, value: float) -> None:
-        activity.heartbeat(Heartbeat(bytes_done=int(value * 100), bytes_total=10000))
+        self._beat(Heartbeat(bytes_done=int(value * 100), bytes_total=10000))
         await self._record(int(value * 100), 10000)
         await asyncio.sleep(0)
+
+    def _beat(self, beat: Heartbeat) -> None:
+        # Sent now, so a cancel answers this chunk; kept, so the background beats carry it too (a
+        # detail-less heartbeat would replace the checkpoint that the next attempt resumes from).
+        self.recorder.details = beat
+        activity.heartbeat(beat)
 
     def _count(self, done: int) -> None:
         if done > self._counted:
@@ -84,23 +93,25 @@ class ProgressReporter:
 
 
 @asynccontextmanager
-async def heartbeating(every: float | None = None,
-                      details: Callable[[], dict[str, Any] | None] | None = None) -> AsyncIterator[None]:
-    """Heartbeat in the background while blocking provider calls (snapshot, deploy, cleanup) run in threads.
+async def heartbeating(details: Callable[[], Any] | None = None) -> AsyncIterator[None]:
+    """Heartbeat in the background, for as long as the block runs (``task_running`` wraps every task in it).
 
-    These calls report no progress of their own; the heartbeat lets Temporal notice a dead worker
-    within one heartbeat timeout instead of the step's whole start-to-close timeout.
+    Blocking calls in threads report nothing of their own; the heartbeat lets Temporal notice a dead
+    worker within one heartbeat timeout instead of the step's whole start-to-close timeout, and
+    never mistake a live but slow await for one.
     """
     timeout = activity.info().heartbeat_timeout
     # Every second at most: a heartbeat call is local (the worker sends one per throttle interval), and
     # the sent one is what a cancel answers, so a snapshot copy stops within seconds of it.
-    period = every or min(timeout.total_seconds() / 4 if timeout else 5.0, 1.0)
+    period = min(timeout.total_seconds() / 4 if timeout else 5.0, 1.0)
 
     async def beat() -> None:
         while True:
             # ``details``: what the blocking call is doing now (a boot check's stage), shown by
             # ``temporal workflow describe``
             current = details() if details is not None else None
+            if isinstance(current, dict):
+                current = dict(current)  # encoded later, while its owner may change it
             if current:
                 activity.heartbeat(current)
             else:
@@ -134,28 +145,37 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
     Failures are recorded as events only: whether an attempt failure is final is the
     workflow's decision (retry policy), so it records ERROR/CANCELED itself.
     """
-    store = services.store
-    task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type,
-                                      task.execution_id)
-    await asyncio.to_thread(
-        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.RUNNING,
-        host=services.settings.worker_host_id, process_id=os.getpid(), execution_id=task.execution_id,
-    )
-    recorder = TaskRecorder(services, task, task_id)
-    attempt = activity.info().attempt
-    if attempt > 1:
-        await recorder.aevent(f"Attempt {attempt} on host {services.settings.worker_host_id}")
-    try:
-        yield recorder
-    except asyncio.CancelledError:
-        await asyncio.shield(recorder.aevent(_why_stopped(), "WARNING"))
-        raise
-    except Exception as exc:
-        err = to_application_error(exc)
-        await recorder.aevent(f"Attempt {attempt} failed: {err.message}", "WARNING" if not err.non_retryable
-                              else "ERROR")
-        raise err from exc
-    await asyncio.to_thread(
-        store.set_task_status, task.migration_id, task.instance, task.task_type, Status.COMPLETED,
-        execution_id=task.execution_id,
-    )
+    recorder: TaskRecorder | None = None
+    # Until this attempt has details of its own, it carries on the previous attempt's (a copy's
+    # checkpoint): a detail-less beat would erase them before the next attempt could resume from them.
+    carried = next(iter(activity.info().heartbeat_details), None)
+    # The whole attempt heartbeats, from its first await: any of them (a record DB write queued
+    # behind a lock, a provider's API call, an fsync on a busy disk) can outlast the heartbeat
+    # timeout, and Temporal would take the live attempt for a dead worker's.
+    async with heartbeating(details=lambda: recorder.details if recorder is not None else carried):
+        store = services.store
+        task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type,
+                                          task.execution_id)
+        await asyncio.to_thread(
+            store.set_task_status, task.migration_id, task.instance, task.task_type, Status.RUNNING,
+            host=services.settings.worker_host_id, process_id=os.getpid(), execution_id=task.execution_id,
+        )
+        recorder = TaskRecorder(services, task, task_id)
+        recorder.details = carried
+        attempt = activity.info().attempt
+        if attempt > 1:
+            await recorder.aevent(f"Attempt {attempt} on host {services.settings.worker_host_id}")
+        try:
+            yield recorder
+        except asyncio.CancelledError:
+            await asyncio.shield(recorder.aevent(_why_stopped(), "WARNING"))
+            raise
+        except Exception as exc:
+            err = to_application_error(exc)
+            await recorder.aevent(f"Attempt {attempt} failed: {err.message}", "WARNING" if not err.non_retryable
+                                  else "ERROR")
+            raise err from exc
+        await asyncio.to_thread(
+            store.set_task_status, task.migration_id, task.instance, task.task_type, Status.COMPLETED,
+            execution_id=task.execution_id,
+        )

@@ -21,7 +21,7 @@ from activities.context import dest_env
 from activities.services import Services
 from activities.slots import source_slot
 from activities.steps import _previous_heartbeat, _safe, scratch_dir
-from activities.task_recorder import heartbeating, task_running
+from activities.task_recorder import task_running
 from core.errors import Conflict, InvalidInput
 from core.limits import replication_limit
 from core.models import DiskLocator, InstanceInfo
@@ -290,7 +290,7 @@ class TransferActivities:
         kept as a snapshot is read down first (``activities.replica_deploy``).
         """
         step = inp.step
-        async with task_running(self.services, step.task) as rec, heartbeating():
+        async with task_running(self.services, step.task) as rec:
             workdir = scratch_dir(self.services.settings.scratch, step.task)
             (workdir / "overlay").mkdir(parents=True, exist_ok=True)
             # Recorded so that a force-cancel (which skips the workflow's cleanup) can still clean up.

@@ -73,8 +73,6 @@ def blocking_executor(settings: Settings) -> ThreadPoolExecutor:
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     asyncio.get_running_loop().set_default_executor(blocking_executor(settings))
-    watch = LoopWatch(settings.loop_stall_warning)
-    watch.start()
     # What a previous worker on this scratch left running (qemu-nbd holding a deleted export...) goes first.
     killed = sweep(settings.scratch)
     if killed:
@@ -116,6 +114,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,
                interceptors=interceptors, **beats),
     ]
+    # Started once the workers are built: building them (their build id hashes every loaded module,
+    # the sandbox imports each workflow) holds the loop for seconds, before any activity runs.
+    watch = LoopWatch(settings.loop_stall_warning)
+    watch.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.models import DeployedInstance, ImportedDisk, SourceSnapshot
-from providers.base import ActionContext, TransferContext, TransferProgress
+from providers.base import ActionContext
 from providers.local.provider import LocalProvider
 from tests.peers import provider_plugins
 
@@ -92,13 +92,8 @@ class GatedLocalProvider(LocalProvider):
 
     async def import_disk(self, *args: Any, **kwargs: Any) -> ImportedDisk:
         imported = await super().import_disk(*args, **kwargs)
-        # The disk is in the destination; the activity has not returned. Upload heartbeats only
-        # through its progress, so the wait reports some.
-        ctx = next(a for a in (*args, *kwargs.values()) if isinstance(a, TransferContext))
-        gate = self._gate("upload")
-        while gate is not None and gate.exists():
-            await ctx.progress(TransferProgress(bytes_done=0, bytes_total=0, checkpoint=[]))
-            await asyncio.sleep(POLL)
+        # The disk is in the destination; the activity has not returned (its task heartbeats meanwhile).
+        await asyncio.to_thread(self._hold, "upload")
         return imported
 
     def _note(self, what: str) -> None:

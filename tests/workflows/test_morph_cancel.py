@@ -3,7 +3,8 @@
 Without the heartbeats the wait outlived the heartbeat timeout: the OS_MORPHING task of a
 cancelled deployment (or migration) ended ERROR "activity Heartbeat timeout" instead of CANCELED.
 libguestfs is replaced by a function that blocks until released: the subject is the activity's
-cancel path, not the morph.
+cancel path, not the morph. The morph runs inside ``heartbeating`` with its recorder's details,
+as ``task_running`` runs every task.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from temporalio.testing import ActivityEnvironment
 
 import osmorphing
 from activities import morphing
+from activities.task_recorder import heartbeating
 from core.models import DiskLocator
 from core.settings import Settings
 from providers.local.provider import LocalProvider
@@ -32,6 +34,7 @@ class _Recorder:
         self.events: list[str] = []
         self.progress: list[str] = []
         self.task_id = "task-1"
+        self.details: Any = None
         # the morph's sub-steps are progress updates of its task; its settings say where Windows drivers are
         self.services = SimpleNamespace(
             store=SimpleNamespace(start_progress=lambda task_id, message, total: self.progress.append(message)),
@@ -57,7 +60,6 @@ def test_a_cancelled_morph_heartbeats_until_libguestfs_lets_go(monkeypatch: pyte
             finished.set()
 
     monkeypatch.setattr(osmorphing, "morph_image", blocking_morph)
-    monkeypatch.setattr(morphing, "SETTLE_BEAT", 0.05)
     disk = tmp_path / "disk-0.qcow2"
     disk.write_bytes(b"")
     inp = MorphInput(
@@ -70,7 +72,13 @@ def test_a_cancelled_morph_heartbeats_until_libguestfs_lets_go(monkeypatch: pyte
     env.on_heartbeat = lambda *details: beats.append(details)
 
     async def run() -> BaseException | None:
-        work = asyncio.ensure_future(env.run(morphing.morph_disks, inp, LocalProvider, "", _Recorder(tmp_path)))
+        rec = _Recorder(tmp_path)
+
+        async def morph() -> Any:
+            async with heartbeating(details=lambda: rec.details):
+                return await morphing.morph_disks(inp, LocalProvider, "", rec)
+
+        work = asyncio.ensure_future(env.run(morph))
         assert await asyncio.to_thread(started.wait, 30)
         env.cancel()
 

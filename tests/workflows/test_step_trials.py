@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -305,6 +306,25 @@ def test_worker_killed_during_a_cancels_cleanup_ends_canceled_with_nothing_left(
     assert any(e.startswith("Attempt ") and " on host " in e for e in t.events()), t.events()
     assert task(t.final, "vm-a", TaskType.CLEANUP.value)["status"] == "COMPLETED"
     assert leftovers(t.stack, t.final, t.src, t.dst) == []
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_a_step_that_reports_nothing_for_three_heartbeat_timeouts_is_not_taken_for_a_dead_worker(
+        stack: RunningStack) -> None:
+    """CI failed on "activity Heartbeat timeout" of live attempts under load: a step heartbeat only
+    when it reported progress, and any other await (a record DB write behind a lock, a provider call,
+    an fsync) could outlast the timeout. The upload is held, reporting nothing, for three timeouts."""
+    trial = start(stack, "upload")
+    try:
+        wait_for(trial.in_step, 180, 0.2, "the upload held")
+        time.sleep(3 * stack.settings.heartbeat_timeout)
+    finally:
+        trial.release()
+    trial.final = wait_final(trial.api, trial.migration_id, timeout=120)
+    trial.api.close()
+    assert trial.final["last_execution_status"] == "COMPLETED", [(x["task_type"], x["exception_details"])
+                                                                  for x in trial.final["tasks"]]
+    assert [e for e in trial.events() if e.startswith("Attempt ")] == [], trial.events()
 
 
 def test_trial_histories_replay(stack: RunningStack, killed: dict[str, Trial], cancelled: dict[str, Trial]) -> None:

@@ -56,8 +56,17 @@ class LoopWatch:
 
     def _watch(self) -> None:
         stalled_since: float | None = None
+        asleep = time.monotonic()
         while not self._stopped.wait(self.period):
-            late = time.monotonic() - self._tick - self.period
+            now = time.monotonic()
+            overslept, asleep = now - asleep - self.period, now
+            late = now - self._tick - self.period
+            if overslept > self.threshold:
+                # This thread stood still too: the whole process was stopped (SIGSTOP, a paused VM) or
+                # got no CPU. Not the loop's doing, and its stack would only show it waiting.
+                log.warning("worker process did not run for %.1f s (stopped, or starved of CPU)", overslept)
+                self._tick = now
+                continue
             if late > self.threshold and stalled_since is None:
                 stalled_since = self._tick
                 STALLS.inc()

@@ -1,7 +1,7 @@
 """The per-source-host transfer limit, seen from an export: wait for a slot, hold it, give it back.
 
-While it waits, the export heartbeats (so a cancel reaches it and Temporal does not take it for
-dead) with the details of its previous attempt, which keep its checkpoint for the next retry.
+While it waits, the export's task heartbeats (``task_running``: a cancel reaches it, Temporal does
+not take it for dead) with the details of its previous attempt, which keep its checkpoint.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 from temporalio import activity
 
@@ -25,7 +24,7 @@ POLL = 1.0
 
 @asynccontextmanager
 async def source_slot(services: Services, source: ExportProvider, snapshot: SourceSnapshot,
-                      rec: TaskRecorder, details: Any = None) -> AsyncIterator[None]:
+                      rec: TaskRecorder) -> AsyncIterator[None]:
     limit = services.settings.max_transfers_per_source_host
     host = await asyncio.to_thread(source.source_host, snapshot) if limit > 0 else None
     if host is None:
@@ -41,7 +40,6 @@ async def source_slot(services: Services, source: ExportProvider, snapshot: Sour
         if not waited:
             waited = True
             await rec.aevent(f"Waiting for one of the {limit} transfer slots of source host {host}")
-        activity.heartbeat(details) if details is not None else activity.heartbeat()
         await asyncio.sleep(POLL)
     if waited:
         await rec.aevent(f"Got transfer slot {slot + 1} of {limit} of source host {host}")

@@ -145,7 +145,7 @@ class MigrationActivities:
             durable = checkpoint_file(out.parent, out.name, f"export {step.snapshot.snapshot_id} {inp.disk.disk_id}")
             # A checkpoint is only worth something if the partial file it describes survived.
             checkpoint = await asyncio.to_thread(resume_ranges, durable, _previous_heartbeat(), out)
-            async with source_slot(self.services, source, step.snapshot, rec, _previous_heartbeat()):
+            async with source_slot(self.services, source, step.snapshot, rec):
                 result, size, resumed = await self._copy(inp, rec, source, out, checkpoint or None, durable)
             # Done: the next step never resumes this copy, and scratch keeps no leftovers.
             await asyncio.to_thread(durable.remove)

@@ -260,7 +260,7 @@ class TransferActivities:
                 try:
                     limit = replication_limit(step.source_environment, step.destination_environment)
                     # The source host's transfer limit holds for replications as for exports.
-                    async with source_slot(self.services, source, step.snapshot, rec, _previous_heartbeat()):
+                    async with source_slot(self.services, source, step.snapshot, rec):
                         result = await sync_replica(src, target, previous, chunk_size=REPLICA_CHUNK,
                                                     digest_size=DIGEST_SIZE, on_progress=progress,
                                                     bandwidth_limit=limit, resume_from=resume, changed=changed,

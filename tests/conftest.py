@@ -108,8 +108,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
             "STERNA_TEMPORAL_UI_PORT": str(free_port()),
             "STERNA_WORKER_HOST_ID": f"test-{request.param}",
-            # Short heartbeat timeouts so a killed worker's activity is retried within seconds.
-            "STERNA_HEARTBEAT_TIMEOUT": "4",
+            # Short heartbeat timeouts so a killed worker's activity is retried within seconds. Not
+            # shorter: under the suite's TCG load a worker process can get no CPU for 2-4 s.
+            "STERNA_HEARTBEAT_TIMEOUT": "8",
             "STERNA_RETRY_MAX_INTERVAL": "2",
             "STERNA_SECRET_KEY": "8wQjO5X0Qm3h2dT0FZ5y0Y6xHkGv1tq3N4j9w8m0a0E=",
             "STERNA_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",

@@ -309,15 +309,15 @@ def test_worker_killed_during_a_cancels_cleanup_ends_canceled_with_nothing_left(
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_a_step_that_reports_nothing_for_three_heartbeat_timeouts_is_not_taken_for_a_dead_worker(
+def test_a_step_that_reports_nothing_for_two_heartbeat_timeouts_is_not_taken_for_a_dead_worker(
         stack: RunningStack) -> None:
     """CI failed on "activity Heartbeat timeout" of live attempts under load: a step heartbeat only
     when it reported progress, and any other await (a record DB write behind a lock, a provider call,
-    an fsync) could outlast the timeout. The upload is held, reporting nothing, for three timeouts."""
+    an fsync) could outlast the timeout. The upload is held, reporting nothing, for two timeouts."""
     trial = start(stack, "upload")
     try:
         wait_for(trial.in_step, 180, 0.2, "the upload held")
-        time.sleep(3 * stack.settings.heartbeat_timeout)
+        time.sleep(2 * stack.settings.heartbeat_timeout)
     finally:
         trial.release()
     trial.final = wait_final(trial.api, trial.migration_id, timeout=120)

@@ -98,7 +98,7 @@ def keystone_stack(openstack: OpenStackCloud, tmp_path_factory: pytest.TempPathF
         "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "STERNA_TEMPORAL_UI_PORT": str(free_port()),
         "STERNA_WORKER_HOST_ID": "test-keystone",
-        "STERNA_HEARTBEAT_TIMEOUT": "4",
+        "STERNA_HEARTBEAT_TIMEOUT": "8",  # as tests/conftest.py's stacks
         "STERNA_RETRY_MAX_INTERVAL": "2",
         "STERNA_SECRET_KEY": "8wQjO5X0Qm3h2dT0FZ5y0Y6xHkGv1tq3N4j9w8m0a0E=",
         "STERNA_AUTH_STRATEGY": "keystone",

@@ -56,15 +56,17 @@ class LoopWatch:
 
     def _watch(self) -> None:
         stalled_since: float | None = None
-        asleep = time.monotonic()
+        asleep, cpu = time.monotonic(), time.process_time()
         while not self._stopped.wait(self.period):
-            now = time.monotonic()
-            overslept, asleep = now - asleep - self.period, now
+            now, used = time.monotonic(), time.process_time()
+            (overslept, asleep), (spent, cpu) = (now - asleep - self.period, now), (used - cpu, used)
             late = now - self._tick - self.period
             if overslept > self.threshold:
-                # This thread stood still too: the whole process was stopped (SIGSTOP, a paused VM) or
-                # got no CPU. Not the loop's doing, and its stack would only show it waiting.
-                log.warning("worker process did not run for %.1f s (stopped, or starved of CPU)", overslept)
+                # This thread stood still too: the whole process was stopped (SIGSTOP, a paused VM), got
+                # no CPU, or one of its threads held the GIL in a C call: the CPU the process used
+                # meanwhile tells which. Not the loop's doing, and its stack would only show it waiting.
+                log.warning("worker process did not run Python for %.1f s (stopped, starved of CPU, or the GIL "
+                            "held); it used %.1f CPU-s meanwhile", overslept, spent)
                 self._tick = now
                 continue
             if late > self.threshold and stalled_since is None:

@@ -30,7 +30,8 @@ async def _run(block: float, caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_a_blocked_loop_is_logged_with_the_blocking_call_and_its_end(caplog: pytest.LogCaptureFixture) -> None:
-    messages = asyncio.run(_run(2.0, caplog))
+    # (a loaded host may add "did not run Python" records: not the subject here)
+    messages = [m for m in asyncio.run(_run(2.0, caplog)) if "event loop" in m]
     assert len(messages) == 2, messages
     assert "event loop blocked" in messages[0] and "_hold_the_loop" in messages[0]
     assert "turned again after" in messages[1]
@@ -60,5 +61,5 @@ def test_a_stopped_process_is_told_apart_from_a_blocked_loop(caplog: pytest.LogC
         return [r.getMessage() for r in caplog.records if r.name == "sterna.worker.loop"]
 
     messages = asyncio.run(run())
-    assert any("did not run for" in m for m in messages), messages
+    assert any("did not run Python for" in m for m in messages), messages
     assert not any("event loop blocked" in m for m in messages), messages

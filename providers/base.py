@@ -26,6 +26,7 @@ Rules every provider follows:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import threading
 from abc import ABC, abstractmethod
@@ -85,6 +86,11 @@ class TransferContext:
     bandwidth_limit: int | None = None
     event: Callable[[str], None] = field(default=lambda _msg: None)
     durable: Checkpointer | None = None
+
+    async def aevent(self, message: str) -> None:
+        """``event`` from async code: it writes to the record DB, which must not hold up the event loop
+        (the activity's heartbeats, and a cancel, go through that loop)."""
+        await asyncio.to_thread(self.event, message)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
     existing = await asyncio.to_thread(find_import_snapshot, clients, action.action_id, export_info.name,
                                        disk.disk_id)
     if existing and t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
-        ctx.event(f"disk {disk.disk_id}: child snapshot {existing['SnapshotId']} of {parent} was already written")
+        await ctx.aevent(
+            f"disk {disk.disk_id}: child snapshot {existing['SnapshotId']} of {parent} was already written")
         return ImportedDisk(disk_id=disk.disk_id, details={
             "snapshot_id": existing["SnapshotId"], "volume_size_gib": int(existing["VolumeSize"]),
             "parent_snapshot_id": parent, "reused": True})
@@ -95,8 +96,9 @@ async def import_delta(clients: AwsClients, env: Mapping[str, Any], export_info:
     sid = str(existing["SnapshotId"]) if existing and resuming else \
         await asyncio.to_thread(_start, clients, env, export_info, disk, parent, gib, action)
     todo = [i for i in indexes if i not in done]
-    ctx.event(f"disk {disk.disk_id}: writing {len(todo)} changed block(s) into snapshot {sid}, a child of "
-              f"replica snapshot {parent}" + (f", resuming after {len(done)} block(s) already written" if done else ""))
+    await ctx.aevent(f"disk {disk.disk_id}: writing {len(todo)} changed block(s) into snapshot {sid}, a child of "
+                     f"replica snapshot {parent}"
+                     + (f", resuming after {len(done)} block(s) already written" if done else ""))
     target = ChildSnapshotTarget(clients, sid, gib * GIB, has_parent=True, done_state=t.UPLOAD_WRITTEN)
     target.previously_written = len(done)
     limiter = RateLimiter(ctx.bandwidth_limit) if ctx.bandwidth_limit else None

@@ -103,7 +103,7 @@ async def import_disk(
     existing = await asyncio.to_thread(find_import_snapshot, clients, migration, export_info.name, disk.disk_id)
     state = t.as_dict(existing.get("Tags")).get(t.UPLOAD_TAG) if existing else None
     if existing and state == t.UPLOAD_COMPLETE:
-        ctx.event(f"disk {disk.disk_id}: snapshot {existing['SnapshotId']} was already uploaded")
+        await ctx.aevent(f"disk {disk.disk_id}: snapshot {existing['SnapshotId']} was already uploaded")
         return _imported(disk, existing["SnapshotId"], int(existing["VolumeSize"]), reused=True)
 
     checkpoint = [(int(r[0]), int(r[1])) for r in ctx.checkpoint or []] if existing else []
@@ -130,7 +130,7 @@ async def import_disk(
         target = EbsSnapshotTarget(
             clients.ebs, snapshot_id, gib * GIB, previously_written=previously, secrets=secrets
         )
-        ctx.event(
+        await ctx.aevent(
             f"disk {disk.disk_id}: uploading to EBS snapshot {snapshot_id}"
             + (f", resuming after {previously} blocks already written" if checkpoint else "")
         )
@@ -165,12 +165,12 @@ async def import_disk(
                 # A completed snapshot takes no more writes: drop it, so that the retry starts a new one.
                 await asyncio.to_thread(_delete_snapshot, clients, snapshot_id)
                 raise
-            ctx.event(verified)
+            await ctx.aevent(verified)
     finally:
         source.close()
     await asyncio.to_thread(_tag_upload, clients, snapshot_id, t.UPLOAD_COMPLETE)
     from_checkpoint = previously if checkpoint else 0
-    ctx.event(
+    await ctx.aevent(
         f"disk {disk.disk_id}: snapshot {snapshot_id} complete ({len(target.written)} blocks written now, "
         f"{from_checkpoint} from the checkpoint, {target.zero_skipped} zero blocks skipped; "
         f"{result.bytes_read:,} bytes read, {result.chunks_resumed} of {result.chunks_total} chunks resumed)"

@@ -112,7 +112,7 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
     existing = await asyncio.to_thread(_get_disk, clients, name)
     state = t.text(getattr(existing, "disk_state", "")) if existing else ""
     if existing is not None and (existing.tags or {}).get(t.UPLOAD_TAG) == t.UPLOAD_COMPLETE:
-        ctx.event(f"disk {disk.disk_id}: managed disk {name} was already uploaded")
+        await ctx.aevent(f"disk {disk.disk_id}: managed disk {name} was already uploaded")
         return _imported(disk, existing, name, reused=True)
     kept = _sas_file(ctx, name)
     sas = None
@@ -126,8 +126,8 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
         if state == "ActiveUpload":
             await asyncio.to_thread(revoke, clients, name)
         await asyncio.to_thread(delete_disk, clients, name)
-        ctx.event(f"disk {disk.disk_id}: managed disk {name} was left {state} by an earlier attempt: "
-                  "deleted, uploading again")
+        await ctx.aevent(f"disk {disk.disk_id}: managed disk {name} was left {state} by an earlier attempt: "
+                         "deleted, uploading again")
         existing = None
     # A disk still ReadyToUpload has had no byte written: the upload starts from the beginning.
     if existing is None:
@@ -144,8 +144,9 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
         # same source never had data there).
         target.zero_initialized = not resuming
         allocated = sum(e.length for e in await asyncio.to_thread(source.extents))
-        ctx.event(f"disk {disk.disk_id}: uploading to managed disk {name} ({size:,} bytes, {allocated:,} allocated)"
-                  + (", resuming from the checkpoint of an attempt that ended holding its SAS" if resuming else ""))
+        await ctx.aevent(
+            f"disk {disk.disk_id}: uploading to managed disk {name} ({size:,} bytes, {allocated:,} allocated)"
+            + (", resuming from the checkpoint of an attempt that ended holding its SAS" if resuming else ""))
         result = await copy_disk(
             source, target, on_progress=ctx.progress, bandwidth_limit=ctx.bandwidth_limit,
             chunk_size=MAX_PUT_PAGE, lanes=LANES, verify=bool(env.get("verify_upload", True)),
@@ -157,7 +158,7 @@ async def import_disk(clients: AzureClients, env: Mapping[str, Any], export_info
         await asyncio.shield(asyncio.to_thread(_revoke_quietly, clients, name, ctx, kept))
     await asyncio.to_thread(_mark_complete, clients, name, size, tags)
     await ctx.progress(TransferProgress(allocated, allocated, [(0, size)]))
-    ctx.event(
+    await ctx.aevent(
         f"disk {disk.disk_id}: managed disk {name} uploaded: {target.bytes_sent:,} bytes sent in "
         f"{target.pages_put} Put Page calls, {allocated:,} bytes allocated in the VHD of {size:,} bytes "
         f"({result.chunks_total} chunks, {result.chunks_resumed} resumed from the checkpoint)"

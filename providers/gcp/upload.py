@@ -149,7 +149,7 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
     with gcp_errors(f"looking for gs://{bucket_name}/{name}", conn.secrets):
         existing = await asyncio.to_thread(bucket.get_blob, name)
     if existing is not None:
-        ctx.event(f"disk {disk.disk_id}: gs://{bucket_name}/{name} was already uploaded")
+        await ctx.aevent(f"disk {disk.disk_id}: gs://{bucket_name}/{name} was already uploaded")
         return _imported(disk, bucket_name, name, int((existing.metadata or {}).get("sterna-disk-bytes", 0)),
                          int(existing.size or 0), reused=True)
 
@@ -171,9 +171,10 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
             state_file.parent.mkdir(parents=True, exist_ok=True)
             state_file.write_text(json.dumps({"object": name, "session": url}))
             start = 0
-        ctx.event(f"disk {disk.disk_id}: streaming disk.raw ({realsize // GIB} GiB, {stream.source_total:,} bytes "
-                  f"allocated) as a sparse tarball to gs://{bucket_name}/{name}"
-                  + (f", resuming after {start:,} bytes GCS already holds" if start else ""))
+        await ctx.aevent(
+            f"disk {disk.disk_id}: streaming disk.raw ({realsize // GIB} GiB, {stream.source_total:,} bytes "
+            f"allocated) as a sparse tarball to gs://{bucket_name}/{name}"
+            + (f", resuming after {start:,} bytes GCS already holds" if start else ""))
         limiter = RateLimiter(ctx.bandwidth_limit) if ctx.bandwidth_limit else None
         upload = _Upload(session, url, stream, start, limiter, chunk_size(ctx.bandwidth_limit))
         await _run_beating(ctx, upload, conn, stream)
@@ -190,9 +191,9 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
                              f"the stream had {expected}")
     state_file.unlink(missing_ok=True)
     size = int(obj.get("size") or stream.output_bytes)
-    ctx.event(f"disk {disk.disk_id}: gs://{bucket_name}/{name} complete: tarball {size:,} bytes for "
-              f"{stream.source_total:,} allocated bytes of a {realsize:,}-byte disk.raw "
-              f"({upload.sent:,} bytes sent now, {start:,} resumed; CRC32C {expected} matches)")
+    await ctx.aevent(f"disk {disk.disk_id}: gs://{bucket_name}/{name} complete: tarball {size:,} bytes for "
+                     f"{stream.source_total:,} allocated bytes of a {realsize:,}-byte disk.raw "
+                     f"({upload.sent:,} bytes sent now, {start:,} resumed; CRC32C {expected} matches)")
     return _imported(disk, bucket_name, name, realsize, size, allocated=stream.source_total, resumed_bytes=start)
 
 

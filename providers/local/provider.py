@@ -232,11 +232,11 @@ class LocalProvider(
             os.replace(src_path, final)
             size = final.stat().st_size
             await ctx.progress(TransferProgress(bytes_done=size, bytes_total=size, checkpoint=[(0, size)]))
-            ctx.event(f"Moved {disk.disk_id} into {final}")
+            await ctx.aevent(f"Moved {disk.disk_id} into {final}")
         elif not src_path.exists() and final.exists():
             # An earlier attempt moved it, and was killed before it could return; its heartbeat may
             # carry a checkpoint, but there is nothing left to copy from.
-            ctx.event(f"{disk.disk_id} was already moved into {final} by an earlier attempt")
+            await ctx.aevent(f"{disk.disk_id} was already moved into {final} by an earlier attempt")
         elif not final.exists() or ctx.checkpoint is not None:
             # An existing file and no checkpoint at all: an attempt that died after finishing it (the copier
             # writes its checkpoint file before its first write; an empty list means a copy was begun).
@@ -249,7 +249,7 @@ class LocalProvider(
             finally:
                 source.close()
                 target.close()
-            ctx.event(f"Copied {disk.disk_id} into {final}")
+            await ctx.aevent(f"Copied {disk.disk_id} into {final}")
         return ImportedDisk(disk_id=disk.disk_id, details={"path": str(final), "format": self.TARGET_DISK_FORMAT})
 
     def _flavor(self, env: Mapping[str, Any], info: InstanceInfo) -> tuple[int, int]:

@@ -48,8 +48,8 @@ async def import_disk(cloud: Cloud, export_info: InstanceInfo, disk: DiskLocator
                                   bandwidth_limit=ctx.bandwidth_limit)
     final = await wait_active(cloud, image["id"], ctx, TransferProgress(size, size, [(0, size)]))
     glance.verify(final, digests, size)
-    ctx.event(f"Uploaded {disk.disk_id} to Glance image {image['id']}: {size} bytes, md5 {digests['md5']} "
-              "(matches Glance's checksum)")
+    await ctx.aevent(f"Uploaded {disk.disk_id} to Glance image {image['id']}: {size} bytes, md5 {digests['md5']} "
+                     "(matches Glance's checksum)")
     return ImportedDisk(disk_id=disk.disk_id, details={
         "image_id": image["id"], "image_name": name, "format": disk_format, "size": size,
         "checksum": digests["md5"], "virtual_size": disk.size_bytes})

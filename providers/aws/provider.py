@@ -7,6 +7,7 @@ bytes with the EBS direct APIs. Failures surface as ``core.errors`` through
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -246,8 +247,9 @@ class AwsProvider(
                                    view: DiskSource | None, changed: list[Extent], ctx: TransferContext,
                                    action: ActionContext = NO_ACTION) -> ImportedDisk:
         parent = str(disk.details["replica_snapshot"])
-        return await delta.import_delta(self._clients(env), env, export_info, disk, parent, view, changed, ctx,
-                                        action)
+        # Off the event loop: making boto3 clients loads their service models (seconds on a busy host).
+        clients = await asyncio.to_thread(self._clients, env)
+        return await delta.import_delta(clients, env, export_info, disk, parent, view, changed, ctx, action)
 
     def release_tracking(self, env: Mapping[str, Any], instance: str, transfer_id: str) -> list[str]:
         return source.release_tracking(self._clients(env), transfer_id) if transfer_id else []
@@ -275,7 +277,8 @@ class AwsProvider(
         ctx: TransferContext,
         action: ActionContext = NO_ACTION,
     ) -> ImportedDisk:
-        return await importer.import_disk(self._clients(env), env, export_info, disk, ctx, action)
+        clients = await asyncio.to_thread(self._clients, env)  # off the loop, as above
+        return await importer.import_disk(clients, env, export_info, disk, ctx, action)
 
     def deploy_instance(
         self, env: Mapping[str, Any], export_info: InstanceInfo, disks: list[ImportedDisk],

@@ -8,6 +8,7 @@ nothing here logs or raises the client secret or a SAS token.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -157,7 +158,9 @@ class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksPr
 
     async def import_disk(self, env: Mapping[str, Any], export_info: InstanceInfo, disk: DiskLocator,
                           ctx: TransferContext, action: ActionContext = NO_ACTION) -> ImportedDisk:
-        return await importer.import_disk(self.clients(), env, export_info, disk, ctx, action)
+        # Off the event loop: the first call imports the Azure SDK and builds its clients (seconds).
+        clients = await asyncio.to_thread(self.clients)
+        return await importer.import_disk(clients, env, export_info, disk, ctx, action)
 
     def deploy_instance(self, env: Mapping[str, Any], export_info: InstanceInfo,
                         disks: list[ImportedDisk], action: ActionContext = NO_ACTION) -> DeployedInstance:

@@ -144,7 +144,8 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
     bucket_name = bucket_of(conn, env)
     migration = action.action_id
     name = object_name(migration, disk.disk_id)
-    storage = conn.storage()
+    # Off the event loop: the first call imports google-cloud-storage (seconds on a busy host).
+    storage = await asyncio.to_thread(conn.storage)
     bucket = storage.bucket(bucket_name)
     with gcp_errors(f"looking for gs://{bucket_name}/{name}", conn.secrets):
         existing = await asyncio.to_thread(bucket.get_blob, name)
@@ -158,7 +159,7 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
         realsize = -(-max(source.size, disk.size_bytes) // GIB) * GIB
         stream = SparseTarStream(source, realsize=realsize)
         state_file = Path(ctx.workdir) / "gcs-upload" / f"{safe(disk.disk_id)}.json"
-        session = conn.authorized_session()
+        session = await asyncio.to_thread(conn.authorized_session)  # may fetch a token
         saved, start = await asyncio.to_thread(_resume_point, session, state_file, name)
         url = saved or ""
         if saved is None:

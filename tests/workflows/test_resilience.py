@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 #: says what this attempt read from the source: "…: read N bytes …".
 RESUMED = re.compile(r"^Resuming .* from its checkpoint: (\d+) of (\d+) bytes")
 READ = re.compile(r": read (\d+) bytes")
+MiB = 1024 * 1024
 
 
 def _copy_events(migration: dict[str, Any]) -> tuple[list[int], int]:
@@ -45,9 +46,12 @@ def test_worker_killed_mid_export_resumes_from_checkpoint(stack: RunningStack) -
         origin, dest = endpoints(api, src, dst)
         m = api.create_migration(origin_endpoint_id=origin, destination_endpoint_id=dest, instances=["vm-a"],
                                  source_environment={"bandwidth_limit": 8 * 1024 * 1024})
-        # Wait until a good part, but not all, of the disk is across.
-        done, total = wait_for(lambda: (p := export_progress(api.get_migration(m["id"])))[0] > p[1] // 3 and p,
-                               60, 0.1, "a third of the export")
+        # Wait until the sync is well into the data, and kill it there. Its progress is its position in
+        # the disk, and zero areas pass at once: the 48 MiB of data lie in the first quarter of the
+        # 256 MiB disk (8-58 MiB), so a third of the disk was only ever seen in the instant before the
+        # end, or not at all. 24 MiB in is some 2 s of the 8 MiB/s copy, with 4 s of data still ahead.
+        done, total = wait_for(lambda: (p := export_progress(api.get_migration(m["id"])))[0] >= 24 * MiB and p,
+                               60, 0.1, "the sync 24 MiB into the disk")
         assert done < total
         worker = stack.stack.procs["worker"]
         worker.send_signal(signal.SIGKILL)

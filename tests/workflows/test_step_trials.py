@@ -317,6 +317,7 @@ def test_a_step_that_reports_nothing_for_two_heartbeat_timeouts_is_not_taken_for
     trial = start(stack, "upload")
     try:
         wait_for(trial.in_step, 180, 0.2, "the upload held")
+        # Time itself is the subject: two heartbeat timeouts pass with no progress reported.
         time.sleep(2 * stack.settings.heartbeat_timeout)
     finally:
         trial.release()

@@ -15,13 +15,19 @@ import pytest
 
 from client.sdk import SternaClient
 from core.settings import Settings
+from devstack.appliance import tcg_appliance_env
 from devstack.guest import cache_root
 from devstack.launcher import Stack
-from tests.peers import free_port, postgres_database
+from tests.peers import cache_lock, free_port, postgres_database
 from tests.peers.gated import plugin_path
 
 # libguestfs builds its appliance (supermin) on first use, then reuses it while the host's packages are
 # unchanged. Keeping it beside the guest images makes "a fresh machine" one folder: ~/.cache/sterna.
+# Under TCG the appliance boots the host kernel unpacked (devstack/appliance.py: about 3 CPU-s less per
+# launch, some fifty launches a run); a developer's own LIBGUESTFS_CACHEDIR or SUPERMIN_KERNEL wins.
+if not {"LIBGUESTFS_CACHEDIR", "SUPERMIN_KERNEL"} & os.environ.keys():
+    with cache_lock(cache_root().parent / "appliance-kernel.lock"):
+        os.environ.update(tcg_appliance_env(cache_root().parent))
 os.environ.setdefault("LIBGUESTFS_CACHEDIR", str(cache_root().parent / "libguestfs"))
 Path(os.environ["LIBGUESTFS_CACHEDIR"]).mkdir(parents=True, exist_ok=True)
 

@@ -19,6 +19,7 @@ deb.debian.org and libguestfs (GRUB is installed from inside the appliance). It 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import IO
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -168,7 +170,7 @@ def build_debian_guest(*, log: bool = True, cloud_init: bool = False, cache: Pat
         return existing
     final_dir = cache_root(cache) / recipe_hash(cloud_init)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="build-", dir=final_dir.parent))
+    work, owner = _start_build(final_dir.parent)
     try:
         root = work / "root"
         _run(
@@ -186,8 +188,52 @@ def build_debian_guest(*, log: bool = True, cloud_init: bool = False, cache: Pat
         os.replace(disk, final_dir / "disk.raw")
         os.replace(work / "recipe.json", final_dir / "recipe.json")
     finally:
+        _unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
+        owner.close()
     return final_dir / "disk.raw"
+
+
+def _unmount_under(folder: Path) -> None:
+    """Lazily unmount what debootstrap mounted inside ``folder`` (``/proc``, ``/sys``...), deepest first,
+    so that deleting the folder never descends into the host's own ``/proc`` or ``/dev``."""
+    prefix = f"{folder.resolve()}/"
+    with open("/proc/self/mounts") as mounts:
+        points = [m.split()[1].replace("\\040", " ") for m in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def _start_build(folder: Path) -> tuple[Path, IO[str]]:
+    """A new work folder in ``folder``, and its ``.owner`` file, locked until the build ends.
+
+    Abandoned folders are removed first. Both happen under ``folder/.builds.lock``, so no build's
+    folder is ever seen between its creation and its lock.
+    """
+    with (folder / ".builds.lock").open("a") as builds:
+        fcntl.flock(builds, fcntl.LOCK_EX)
+        _remove_abandoned_builds(folder)
+        work = Path(tempfile.mkdtemp(prefix="build-", dir=folder))
+        owner = (work / ".owner").open("w")
+        fcntl.flock(owner, fcntl.LOCK_EX)
+    return work, owner
+
+
+def _remove_abandoned_builds(folder: Path) -> None:
+    """Delete the work folders of builds whose process died (a killed test run leaves debootstrap's
+    ``/proc`` mounted in one). A live build holds the lock on its ``.owner`` file, so it is left alone."""
+    for work in folder.glob("build-*"):
+        try:
+            owner = (work / ".owner").open("a")
+        except OSError:
+            continue
+        with owner:
+            try:
+                fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a build under way
+            _unmount_under(work)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def export_stream_optimized_vmdk(raw: Path, dest: Path) -> Path:
@@ -223,8 +269,7 @@ def _customise_tree(root: Path) -> None:
             target.unlink()
         target.symlink_to(dest)
     # No root password: the probe unit and the serial getty are all the test needs.
-    for mnt in ("proc", "sys", "dev/pts", "dev"):
-        subprocess.run(["umount", "-l", str(root / mnt)], capture_output=True, check=False)
+    _unmount_under(root)
     apt_cache = root / "var/cache/apt/archives"
     for deb in apt_cache.glob("*.deb"):
         deb.unlink()

@@ -22,11 +22,11 @@ import struct
 import zlib
 from pathlib import Path
 
-#: compressed payloads a bzImage may carry: (magic, decompress)
+#: compressed payloads a bzImage may carry: (magic, codec)
 _CODECS = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b\x08", "gzip"))
 #: XEN_ELFNOTE_PHYS32_ENTRY: the PVH entry point QEMU's direct boot of an ELF kernel needs
 _PVH_NOTE = 18
-PT_NOTE = 4
+_PT_NOTE = 4
 
 
 def host_kernel(boot: Path = Path("/boot"), modules: Path = Path("/lib/modules")) -> tuple[Path, str] | None:
@@ -65,8 +65,10 @@ def has_pvh_entry(elf: bytes) -> bool:
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     for i in range(phnum):
         p_type, _flags, p_offset, _vaddr, _paddr, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        if p_type != _PT_NOTE:
+            continue
         pos, end = p_offset, p_offset + p_filesz
-        while p_type == PT_NOTE and pos + 12 <= end:
+        while pos + 12 <= end:
             namesz, descsz, n_type = struct.unpack_from("<III", elf, pos)
             name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
             if name == b"Xen" and n_type == _PVH_NOTE:
@@ -102,4 +104,3 @@ def tcg_appliance_env(cache: Path) -> dict[str, str]:
         partial.rename(vmlinux)
     return {"SUPERMIN_KERNEL": str(vmlinux), "SUPERMIN_KERNEL_VERSION": version,
             "SUPERMIN_MODULES": f"/lib/modules/{version}", "LIBGUESTFS_CACHEDIR": str(folder / "libguestfs")}
-

@@ -31,8 +31,12 @@ from core.errors import BootFailed, BootInconclusive
 from providers.local.console import HOST_TOO_SLOW, ConsoleWatch
 from providers.local.netwatch import PcapWatch
 
-#: QEMU user networking: the first address its DHCP server leases
+#: the guest's TCP port the host's probe is forwarded to (any port: its kernel answers either way)
 GUEST_PORT = 22
+#: QEMU's stderr when the probe's host port was taken between ``_free_port`` and QEMU's own bind
+PORT_TAKEN = "Could not set up host forwarding rule"
+#: how many times a boot is started again on a new port after that race (each costs QEMU's start only)
+PORT_RACES = 3
 #: ``on_progress(stage, seconds_since_power_on, what)``
 ProgressFn = Callable[[str, float, str], None]
 
@@ -135,15 +139,22 @@ def boot_check(
     serial_log, pcap = workdir / "serial.log", workdir / "nic.pcap"
     serial_log.write_bytes(b"")
     pcap.unlink(missing_ok=True)
-    port = _free_port()
-    argv = qemu_command(disk_path, fmt, serial_log, firmware=firmware, disk_bus=disk_bus, mac=mac, pcap=pcap,
-                        probe_port=port)
-    (workdir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+    port, port_races = 0, 0
+
+    def launch() -> subprocess.Popen[bytes]:
+        nonlocal port
+        # The probe port is only free when picked: anything on the host may bind it before QEMU does.
+        port = _free_port()
+        argv = qemu_command(disk_path, fmt, serial_log, firmware=firmware, disk_bus=disk_bus, mac=mac, pcap=pcap,
+                            probe_port=port)
+        (workdir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+        with open(workdir / "qemu.stderr", "wb") as qemu_err:
+            return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=qemu_err, start_new_session=True)
+
+    proc = launch()
     started, wall_start = time.monotonic(), time.time()
     console = ConsoleWatch(clock=lambda: time.monotonic() - started)
     net = PcapWatch(pcap, mac)
-    qemu_err = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=qemu_err, start_new_session=True)
     outcome, reason = "timeout", f"no verdict within the {timeout:.0f}s timeout"
     offset, last_probe = 0, 0.0
 
@@ -184,8 +195,13 @@ def boot_check(
                     last_probe = now
                     _probe(port)
                 if proc.poll() is not None:
-                    outcome = "qemu-exited"
                     err = (workdir / "qemu.stderr").read_text(errors="replace").strip()
+                    # QEMU sets up its netdevs before the guest runs: nothing of the guest was seen yet.
+                    if PORT_TAKEN in err and port_races < PORT_RACES:
+                        port_races += 1
+                        proc = launch()
+                        continue
+                    outcome = "qemu-exited"
                     reason = f"QEMU exited with status {proc.returncode} before a verdict" + (
                         f": {err[-500:]}" if proc.returncode else " (the guest powered off or rebooted)")
                     break
@@ -194,7 +210,6 @@ def boot_check(
                 time.sleep(0.5)
     finally:
         _stop(proc)
-        qemu_err.close()
     net.poll()
     return BootResult(
         outcome=outcome, reason=reason, stages=dict(console.state.stages),

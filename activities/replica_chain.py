@@ -19,7 +19,7 @@ from activities.changes import changed_since
 from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
 from activities.services import Services
-from activities.steps import _safe
+from activities.steps import safe_name
 from core.limits import replication_limit
 from core.models import DiskLocator
 from diskio.base import DiskSource, DiskTarget
@@ -103,7 +103,7 @@ def _checkpoint(inp: DiskStepInput, snapshot_id: str, size: int) -> CheckpointFi
         return None
     key = f"replica-snapshot {step.task.execution_id} {inp.disk.disk_id} {snapshot_id} {size}" + (
         f" snapshot {inp.failovers + 1}" if inp.failovers else "")
-    return checkpoint_file(Path(step.workdir) / "replica", _safe(inp.disk.disk_id), key)
+    return checkpoint_file(Path(step.workdir) / "replica", safe_name(inp.disk.disk_id), key)
 
 
 def _resumable(inp: DiskStepInput, dest: SnapshotReplicaProvider, env: Any, size: int, parent: str | None

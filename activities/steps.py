@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _previous_heartbeat() -> Heartbeat | None:
+def previous_heartbeat() -> Heartbeat | None:
     """The last heartbeat of the previous attempt of this activity, if any.
 
     Heartbeat details come back as plain dicts (no type hints on that path), hence the validate.
@@ -141,10 +141,10 @@ class MigrationActivities:
         assert step.snapshot is not None and step.workdir is not None
         async with task_running(self.services, step.task) as rec:
             source = await self._source(step)
-            out = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
+            out = Path(step.workdir) / "export" / f"{safe_name(inp.disk.disk_id)}.raw"
             durable = checkpoint_file(out.parent, out.name, f"export {step.snapshot.snapshot_id} {inp.disk.disk_id}")
             # A checkpoint is only worth something if the partial file it describes survived.
-            checkpoint = await asyncio.to_thread(resume_ranges, durable, _previous_heartbeat(), out)
+            checkpoint = await asyncio.to_thread(resume_ranges, durable, previous_heartbeat(), out)
             async with source_slot(self.services, source, step.snapshot, rec):
                 result, size, resumed = await self._copy(inp, rec, source, out, checkpoint or None, durable)
             # Done: the next step never resumes this copy, and scratch keeps no leftovers.
@@ -222,7 +222,7 @@ class MigrationActivities:
             if fmt == inp.disk.format and not inp.flatten:
                 await rec.aevent(f"{inp.disk.disk_id} is already {fmt}: nothing to convert")
                 return inp.disk
-            out = Path(step.workdir) / "convert" / f"{_safe(inp.disk.disk_id)}.{fmt}"
+            out = Path(step.workdir) / "convert" / f"{safe_name(inp.disk.disk_id)}.{fmt}"
             out.parent.mkdir(parents=True, exist_ok=True)
             converted = inp.disk.model_copy(update={"format": fmt, "path": str(out)})
             # The input stays until upload has taken the output over (a retry after a kill here reconverts);
@@ -252,10 +252,10 @@ class MigrationActivities:
             reporter = await rec.progress(f"Uploading disk {inp.disk.disk_id}", None)
             dest = await self._destination(step)
             # The provider's target is remote or its own: it decides whether the checkpoint still holds.
-            file = checkpoint_file(Path(step.workdir) / "upload", _safe(inp.disk.disk_id),
+            file = checkpoint_file(Path(step.workdir) / "upload", safe_name(inp.disk.disk_id),
                                    f"upload {step.task.migration_id} {inp.disk.disk_id} {inp.disk.path}")
             started = file.path.exists()  # an earlier attempt began this copy, even if it claims nothing yet
-            checkpoint = await asyncio.to_thread(resume_ranges, file, _previous_heartbeat())
+            checkpoint = await asyncio.to_thread(resume_ranges, file, previous_heartbeat())
             ctx = TransferContext(
                 workdir=Path(step.workdir), progress=reporter.transfer,
                 checkpoint=checkpoint if checkpoint or started else None,
@@ -270,7 +270,7 @@ class MigrationActivities:
             await asyncio.to_thread(file.remove)
             await asyncio.to_thread(_remove_if_empty, file.path.parent)
             # The destination holds the disk now: the raw export that convert read from can go.
-            export = Path(step.workdir) / "export" / f"{_safe(inp.disk.disk_id)}.raw"
+            export = Path(step.workdir) / "export" / f"{safe_name(inp.disk.disk_id)}.raw"
             if str(export) != inp.disk.path and not is_snapshot_delta(inp.disk):
                 await asyncio.to_thread(export.unlink, True)
             return UploadResult(disk=imported)
@@ -396,7 +396,7 @@ def _remove_if_empty(folder: Path) -> None:
 def scratch_dir(root: Path, task: TaskRef) -> Path:
     """An instance's scratch folder on this host: from its ids alone, so it is known before the snapshot
     starts and a cancel at any moment finds what the steps left there."""
-    return root / task.migration_id / _safe(task.instance)
+    return root / task.migration_id / safe_name(task.instance)
 
 
 #: seconds a cancelled snapshot waits for its provider call once its children are killed; a call that
@@ -451,7 +451,8 @@ async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any,
         raise
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` (a disk or instance id from a provider) as one path component of a worker's scratch."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 

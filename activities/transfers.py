@@ -20,7 +20,7 @@ from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env
 from activities.services import Services
 from activities.slots import source_slot
-from activities.steps import _previous_heartbeat, _safe, scratch_dir
+from activities.steps import previous_heartbeat, safe_name, scratch_dir
 from activities.task_recorder import task_running
 from core.errors import Conflict, InvalidInput
 from core.limits import replication_limit
@@ -90,7 +90,7 @@ def _sync_plan(known: ReplicaDisk | None, path: Path, size: int, execution_id: s
     usable = known.digests is not None and (known.trusted or (own_retry and not moved))
     resume = 0
     if own_retry:
-        beat = _previous_heartbeat()
+        beat = previous_heartbeat()
         if beat is not None and not beat.checkpoint and beat.bytes_done:
             # an attempt from before the sync's heartbeat named its prefix as a range
             beat = beat.model_copy(update={"checkpoint": [(0, beat.bytes_done)]})
@@ -232,7 +232,7 @@ class TransferActivities:
                 # the new snapshot must not resume from the lost one's checkpoint.
                 key = f"replica {task.execution_id} {inp.disk.disk_id} {path} {src.size}" + (
                     f" snapshot {inp.failovers + 1}" if inp.failovers else "")
-                file = checkpoint_file(Path(step.workdir) / "replica", _safe(inp.disk.disk_id), key) \
+                file = checkpoint_file(Path(step.workdir) / "replica", safe_name(inp.disk.disk_id), key) \
                     if step.workdir else None
                 previous, resume = _sync_plan(known, path, src.size, task.execution_id, file, inp.failovers > 0)
                 # From here until trust_replica, the replica is not trusted: a failure or a cancel
@@ -302,7 +302,7 @@ class TransferActivities:
                 if disk.format in SNAPSHOT_FORMATS:
                     from activities.replica_deploy import snapshot_overlay
 
-                    out.append(await snapshot_overlay(self.services, inp, rec, workdir, disk, _safe(disk.disk_id)))
+                    out.append(await snapshot_overlay(self.services, inp, rec, workdir, disk, safe_name(disk.disk_id)))
                     continue
                 if disk.path is None or not Path(disk.path).exists():
                     raise InvalidInput(f"Replica disk {disk.disk_id} is missing: execute the transfer anew")
@@ -316,7 +316,7 @@ class TransferActivities:
                     await rec.aevent(f"clone_disks is false: deploying on replica {disk.path} itself; the "
                                      "transfer must be executed anew before its next deployment")
                     continue
-                overlay = workdir / "overlay" / f"{_safe(disk.disk_id)}.qcow2"
+                overlay = workdir / "overlay" / f"{safe_name(disk.disk_id)}.qcow2"
                 overlay.unlink(missing_ok=True)
                 await asyncio.to_thread(subprocess.run, [
                     "qemu-img", "create", "-q", "-f", "qcow2", "-b", disk.path, "-F", disk.format, str(overlay),

@@ -169,8 +169,7 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
             with gcp_errors(f"starting the upload of gs://{bucket_name}/{name}", conn.secrets):
                 url = str(await asyncio.to_thread(blob.create_resumable_upload_session,
                                                   content_type="application/gzip"))
-            state_file.parent.mkdir(parents=True, exist_ok=True)
-            state_file.write_text(json.dumps({"object": name, "session": url}))
+            await asyncio.to_thread(_save_session, state_file, name, url)
             start = 0
         await ctx.aevent(
             f"disk {disk.disk_id}: streaming disk.raw ({realsize // GIB} GiB, {stream.source_total:,} bytes "
@@ -202,6 +201,12 @@ def _imported(disk: DiskLocator, bucket: str, name: str, realsize: int, size: in
     return ImportedDisk(disk_id=disk.disk_id, details={
         "bucket": bucket, "object": name, "source": public_url(bucket, name),
         "disk_size_gb": realsize // GIB, "tarball_bytes": size, **extra})
+
+
+def _save_session(state_file: Path, name: str, url: str) -> None:
+    """Keep the session's URL beside the work, so a later attempt resumes it (``_resume_point``)."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"object": name, "session": url}))
 
 
 def _resume_point(session: Any, state_file: Path, name: str) -> tuple[str | None, int]:

@@ -20,6 +20,8 @@ DEPLOY_INSTANCE: Final = "deploy_instance"
 CLEANUP_INSTANCE: Final = "cleanup_instance"
 #: the source snapshot of a host that died for good, before the VM starts again elsewhere
 RELEASE_SNAPSHOT: Final = "release_snapshot"
+#: answered on a host's probe queue by its worker while it lives (``workflows.hosts``)
+HOST_ALIVE: Final = "host_alive"
 
 # activities.outcomes.RecordActivities: outcomes only the workflow knows
 RECORD_TASK: Final = "record_task"

@@ -1,10 +1,12 @@
 """``sterna worker``: workflows, light activities and this host's disk activities.
 
-A worker polls three task queues:
+A worker polls four task queues:
 
 * ``<q>``           workflows and light activities (validate, boot, record)
 * ``<q>-data``      the first disk activity of an instance, on whichever host is free
 * ``<q>-host-<id>`` everything after it that touches that host's scratch copy
+* ``<q>-host-<id>-probe`` ``HOST_ALIVE`` only, with slots of its own: a step that waited too long on
+  the host's queue asks it whether it is busy or gone (``workflows.hosts``)
 
 ``<id>`` is ``STERNA_WORKER_HOST_ID`` (default: the hostname) and must be stable across
 restarts: a worker that comes back after a crash picks up its host's pending retries.
@@ -25,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.endpoint import EndpointActivities
 from activities.environments import SecretEnvironments
+from activities.liveness import host_alive
 from activities.outcomes import RecordActivities
 from activities.services import Services
 from activities.steps import MigrationActivities
@@ -42,8 +45,11 @@ from workflows.endpoint import EndpointCallWorkflow
 from workflows.instance import InstanceMigrationWorkflow
 from workflows.migration import MigrationWorkflow
 from workflows.transfer import TransferExecutionWorkflow, TransferInstanceWorkflow
+from workflows.types import probe_queue
 
 log = logging.getLogger("sterna.worker")
+#: concurrent probes a host answers: each returns at once, so a few serve any number of waiting steps
+PROBE_SLOTS = 4
 
 
 def _log_windows_sources(settings: Settings) -> None:
@@ -113,6 +119,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         Worker(client, task_queue=settings.host_task_queue, activities=disk,
                max_concurrent_activities=settings.max_disk_activities, activity_executor=executor,
                interceptors=interceptors, **beats),
+        # Slots of its own: it answers while every disk slot is held (busy is not lost, workflows.hosts).
+        Worker(client, task_queue=probe_queue(settings.host_task_queue), activities=[host_alive],
+               max_concurrent_activities=PROBE_SLOTS, interceptors=interceptors),
     ]
     # Started once the workers are built: building them (their build id hashes every loaded module,
     # the sandbox imports each workflow) holds the loop for seconds, before any activity runs.
@@ -122,8 +131,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker polling %s, %s, %s at %s", settings.task_queue, settings.data_task_queue,
-             settings.host_task_queue, settings.temporal_address)
+    log.info("worker polling %s, %s, %s (and its probe queue) at %s", settings.task_queue,
+             settings.data_task_queue, settings.host_task_queue, settings.temporal_address)
     runs = [asyncio.create_task(w.run()) for w in workers]
     await stop.wait()
     log.info("worker shutting down")

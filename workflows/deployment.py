@@ -23,7 +23,8 @@ with workflow.unsafe.imports_passed_through():
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
     from core.summary import CHILD_SUMMARIES
     from workflows import ids
-    from workflows.failover import failing_over, host_lost, moved
+    from workflows.failover import failing_over, moved
+    from workflows.hosts import host_lost
     from workflows.shared import (
         _retry,
         at,

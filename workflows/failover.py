@@ -1,8 +1,9 @@
 """Host failover (issue 18): an instance whose pinned host is gone starts its pinned steps again elsewhere.
 
 The steps that read or write an instance's scratch files are pinned to the queue of the host that
-holds them, with a SCHEDULE_TO_START timeout of ``host_schedule_to_start``. When it fires, no worker
-of that host polled in time: the host is lost, and so are its scratch files. Migrations
+holds them, with a SCHEDULE_TO_START timeout of ``host_schedule_to_start``. When it fires and the host
+does not answer its probe either (``workflows.hosts``: a host that answers is busy, and the step waits
+on it again), the host is lost, and so are its scratch files. Migrations
 (``workflows.instance``), transfer executions (``workflows.transfer``) and deployments
 (``workflows.deployment``) then run those steps again from their first one (a new source snapshot,
 or a new overlay of the replica disks), which the shared data queue gives to whichever host takes
@@ -17,10 +18,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.failures import failure_message
+    from workflows.hosts import host_lost
     from workflows.steps import Steps
     from workflows.types import Status, StepInput, TaskUpdate, Timeouts
 
@@ -29,14 +31,6 @@ HOST_FAILOVERS = 2
 
 T = TypeVar("T")
 Record = Callable[[TaskUpdate], Awaitable[None]]
-
-
-def host_lost(err: BaseException) -> bool:
-    """No worker polled the pinned host's queue within ``host_schedule_to_start``: the host is gone."""
-    if not isinstance(err, ActivityError):
-        return False
-    cause = err.cause
-    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 
 def moved(queue: str | None, t: Timeouts, failovers: int) -> str:

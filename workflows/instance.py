@@ -13,8 +13,9 @@ with workflow.unsafe.imports_passed_through():
     from activities import names
     from core import summary
     from core.models import DeployedInstance, DiskLocator, ImportedDisk
-    from workflows.failover import failing_over, host_lost, moved, release_lost_snapshot
+    from workflows.failover import failing_over, moved, release_lost_snapshot
     from workflows.failures import failure_message
+    from workflows.hosts import host_lost
     from workflows.shield import shielded
     from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, retry
     from workflows.types import (

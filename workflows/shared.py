@@ -7,7 +7,7 @@ cancel request must not lose the outcome.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from core import summary
     from workflows import search
     from workflows.failures import failure_message
+    from workflows.hosts import on_host
     from workflows.instance import _retry
     from workflows.instance import record_failure as _record_failure
     from workflows.shield import shielded as _shield
@@ -49,12 +50,18 @@ def set_migration_state(status: Status | None) -> None:
                                        else search.MIGRATION_STATE.value_unset()])
 
 
-async def shielded(name: str, arg: Any, t: Timeouts, result_type: type[Any] | None = None, **kw: Any) -> Any:
-    """An activity that a workflow cancel must not abandon (``workflows.shield``), by name."""
-    return await _shield(workflow.execute_activity(
-        name, arg, result_type=result_type, start_to_close_timeout=kw.pop("start_to_close", timedelta(seconds=60)),
-        retry_policy=_retry(t, 20), **kw,
-    ))
+async def shielded(name: str, arg: Any, t: Timeouts, result_type: type[Any] | None = None, *,
+                   host: str | None = None, **kw: Any) -> Any:
+    """An activity that a workflow cancel must not abandon (``workflows.shield``), by name.
+
+    ``host``: the host queue it is pinned to, whose timeouts are judged by ``workflows.hosts.on_host``."""
+    start_to_close = kw.pop("start_to_close", timedelta(seconds=60))
+
+    def start() -> Awaitable[Any]:
+        return workflow.execute_activity(name, arg, result_type=result_type, start_to_close_timeout=start_to_close,
+                                         retry_policy=_retry(t, 20), **kw)
+
+    return await _shield(on_host(start, host, t) if host else start())
 
 
 def summaries(p: InstancePlan) -> Callable[[str], str | None]:

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from temporalio import workflow
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from core import summary as summaries
     from core.errors import NON_RETRYABLE_TYPES
     from core.models import DiskLocator
+    from workflows.hosts import on_host
     from workflows.shield import shielded
     from workflows.types import (
         CleanupInput,
@@ -111,28 +113,28 @@ class Steps:
         """Disks of one VM move in parallel; each is its own activity with its own checkpoint.
 
         ``summary``, for the Temporal UI, gets each disk's id appended."""
-        return list(await asyncio.gather(*(
-            workflow.execute_activity(
+        def start(disk: DiskLocator) -> Awaitable[Any]:
+            return workflow.execute_activity(
                 name, DiskStepInput(step=step, disk=disk, flatten=flatten), result_type=result_type,
                 summary=summaries.of_disk(summary, disk.disk_id),
                 heartbeat_timeout=timedelta(seconds=self.t.heartbeat),
                 retry_policy=retry(self.t, self.disk_attempts), **self._host(queue),
             )
-            for disk in disks
-        )))
+
+        return list(await asyncio.gather(*(on_host(partial(start, disk), queue, self.t) for disk in disks)))
 
     async def morph(self, inp: MorphInput, queue: str, summary: str | None = None) -> MorphResult:
-        result: MorphResult = await workflow.execute_activity(
+        result: MorphResult = await on_host(lambda: workflow.execute_activity(
             names.OS_MORPHING, inp, result_type=MorphResult, retry_policy=retry(self.t, 3), summary=summary,
             heartbeat_timeout=timedelta(seconds=max(self.t.heartbeat, 30)), **self._host(queue),
-        )
+        ), queue, self.t)
         return result
 
     async def deploy(self, inp: DeployInput, queue: str, summary: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await workflow.execute_activity(
+        result: dict[str, Any] = await on_host(lambda: workflow.execute_activity(
             names.DEPLOY_INSTANCE, inp, result_type=dict, retry_policy=retry(self.t, 3), summary=summary,
             heartbeat_timeout=self.heartbeat, **self._host(queue),
-        )
+        ), queue, self.t)
         return result
 
     async def release_snapshot(self, step: StepInput, summary: str | None = None) -> None:
@@ -147,9 +149,13 @@ class Steps:
                       on_failure: Callable[[ActivityError], Awaitable[None]] | None = None,
                       summary: str | None = None) -> None:
         """Shielded: a second cancel request must not abandon the scratch or target files."""
-        await shielded(workflow.execute_activity(
-            names.CLEANUP_INSTANCE, inp, task_queue=queue or workflow.info().task_queue + "-data", summary=summary,
-            start_to_close_timeout=timedelta(seconds=self.t.short), heartbeat_timeout=self.heartbeat,
-            schedule_to_start_timeout=timedelta(seconds=self.t.host_schedule_to_start),
-            retry_policy=retry(self.t, self.cleanup_attempts),
-        ), on_failure=on_failure)
+        def start() -> Awaitable[None]:
+            return workflow.execute_activity(
+                names.CLEANUP_INSTANCE, inp, task_queue=queue or workflow.info().task_queue + "-data",
+                summary=summary, start_to_close_timeout=timedelta(seconds=self.t.short),
+                heartbeat_timeout=self.heartbeat,
+                schedule_to_start_timeout=timedelta(seconds=self.t.host_schedule_to_start),
+                retry_policy=retry(self.t, self.cleanup_attempts),
+            )
+
+        await shielded(on_host(start, queue, self.t) if queue else start(), on_failure=on_failure)

@@ -8,8 +8,9 @@ activity (and end quietly when the transfer is busy, like an overlap SKIP).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair
@@ -19,10 +20,12 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities import names
     from core import summary
+    from core.models import DiskLocator
     from core.summary import CHILD_SUMMARIES, TRANSFER_SUMMARIES
     from workflows import ids, search
     from workflows.deployment import DeploymentWorkflow
-    from workflows.failover import failing_over, gather_or_cancel, host_lost, moved, release_lost_snapshot
+    from workflows.failover import failing_over, gather_or_cancel, moved, release_lost_snapshot
+    from workflows.hosts import host_lost, on_host
     from workflows.shared import (
         _retry,
         at,
@@ -245,8 +248,8 @@ class TransferInstanceWorkflow:
         here = at(step, p, TransferTask.REPLICATE)
         said = say(TransferTask.REPLICATE)
         # Disks of one VM sync in parallel; a retried attempt re-syncs its disk in full.
-        replications = [
-            workflow.execute_activity(
+        def replicate(disk: DiskLocator) -> Awaitable[ReplicaResult]:
+            return workflow.execute_activity(
                 names.REPLICATE_DISK, DiskStepInput(step=here, disk=disk, failovers=failovers),
                 result_type=ReplicaResult,
                 task_queue=s.host_queue, start_to_close_timeout=timedelta(seconds=t.transfer),
@@ -256,8 +259,8 @@ class TransferInstanceWorkflow:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=summary.of_disk(said, disk.disk_id),
             )
-            for disk in s.snapshot.disks
-        ]
+
+        replications = [on_host(partial(replicate, disk), s.host_queue, t) for disk in s.snapshot.disks]
         if failover:
             return await gather_or_cancel(replications)
         return list(await asyncio.gather(*replications))
@@ -268,7 +271,7 @@ class TransferInstanceWorkflow:
         t = p.timeouts
         await shielded(names.CLEANUP_INSTANCE,
                        CleanupInput(step=at(step, p, TransferTask.RELEASE), succeeded=True),
-                       t, task_queue=queue or workflow.info().task_queue + "-data",
+                       t, task_queue=queue or workflow.info().task_queue + "-data", host=queue,
                        start_to_close=timedelta(seconds=t.short),
                        schedule_to_start_timeout=timedelta(seconds=t.host_schedule_to_start),
                        # A worker killed mid-cleanup is noticed within a heartbeat, not t.short.

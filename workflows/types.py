@@ -157,6 +157,17 @@ class SnapshotResult(BaseModel):
     workdir: str
 
 
+def probe_queue(host_queue: str) -> str:
+    """The queue on which the worker of ``host_queue``'s host answers ``HOST_ALIVE`` (``workflows.hosts``)."""
+    return f"{host_queue}-probe"
+
+
+class HostProbe(BaseModel):
+    """Input of ``HOST_ALIVE``: is a worker of this host's queue alive, whatever its disk slots do?"""
+
+    queue: str
+
+
 class DiskStepInput(BaseModel):
     step: StepInput
     disk: DiskLocator

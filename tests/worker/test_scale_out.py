@@ -12,6 +12,7 @@ replication, which fails over the same way).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -23,7 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 
+from activities import names
 from core.settings import Settings
 from devstack.launcher import temporal_command, wait_port
 from devstack.sample import create_vm
@@ -40,8 +43,10 @@ SOURCE_SLOTS = 2
 
 
 class Topology:
-    def __init__(self, root: Path, db_url: str, on_transfers: bool = False) -> None:
+    def __init__(self, root: Path, db_url: str, on_transfers: bool = False, hosts: list[str] = HOSTS,
+                 **env: str) -> None:
         self.root = root
+        self.hosts = hosts
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.temporal = f"127.0.0.1:{free_port()}"
         # Nothing of another fixture's stack (the session's ``stack`` exports its settings) leaks in.
@@ -60,6 +65,7 @@ class Topology:
             "STERNA_MAX_TRANSFERS_PER_SOURCE_HOST": str(SOURCE_SLOTS),
             "STERNA_API_HOST": "127.0.0.1",
             "STERNA_MIGRATIONS_ON_TRANSFERS": "1" if on_transfers else "0",
+            **env,
         }
         self.api_urls: list[str] = []
 
@@ -82,7 +88,7 @@ class Topology:
                              STERNA_DB_UPGRADE_ON_START="true" if i == 0 else "false")
             wait_port("127.0.0.1", port_, 90, api, f"api-{i}")
             self.api_urls.append(f"http://127.0.0.1:{port_}")
-        for host_id in HOSTS:
+        for host_id in self.hosts:
             self.spawn(f"worker-{host_id}", [*sterna, "worker"], STERNA_WORKER_HOST_ID=host_id,
                        STERNA_SCRATCH_DIR=str(self.root / f"scratch-{host_id}"),
                        STERNA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
@@ -175,3 +181,58 @@ def test_vms_spread_over_workers_and_a_dead_workers_vm_completes_elsewhere(topol
         waits += waited
         assert got == waited or any("on another host" in m for m in events), (vm, events)
     assert waits, "no export had to wait for the source's transfer slots"
+
+
+async def _answered_probes(address: str) -> list[str]:
+    """The workflows whose history holds a completed ``HOST_ALIVE``: steps that waited past the host timeout."""
+    client = await Client.connect(address)
+    found = []
+    async for run in client.list_workflows():
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        probes = {e.event_id for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
+                  and e.activity_task_scheduled_event_attributes.activity_type.name == names.HOST_ALIVE}
+        found += [run.id for e in history.events if e.HasField("activity_task_completed_event_attributes")
+                  and e.activity_task_completed_event_attributes.scheduled_event_id in probes]
+    return found
+
+
+def test_a_busy_hosts_steps_wait_for_it_and_start_again_nowhere(tmp_path: Path) -> None:
+    """One host with one disk slot: the VMs' pinned steps wait on its queue past
+    ``STERNA_HOST_SCHEDULE_TO_START_TIMEOUT``. The host answers its probe (``workflows.hosts``), so they wait
+    again, and every VM completes there from its first snapshot: a busy host is not a lost one."""
+    vms = [f"vm-{i}" for i in range(4)]
+    with ExitStack() as cleanup:
+        topology = Topology(tmp_path, cleanup.enter_context(postgres_database()), on_transfers=True,
+                            hosts=["alpha"], STERNA_MAX_DISK_ACTIVITIES="1")
+        cleanup.callback(topology.stop)
+        topology.start()
+        src, dst = tmp_path / "inventories" / "src", tmp_path / "inventories" / "dst"
+        dst.mkdir(parents=True)
+        for i, vm in enumerate(vms):
+            create_vm(src, vm, size=64 * 1024**2, data_mib=8, seed=i + 1)
+        with httpx.Client(base_url=f"{topology.api_urls[0]}/v1/ops", timeout=30) as api:
+            ids = [api.post("/endpoints", json={"endpoint": {"name": n, "type": "local",
+                                                            "connection_info": {"path": str(p)}}}
+                            ).json()["endpoint"]["id"] for n, p in (("src", src), ("dst", dst))]
+            created = api.post("/migrations", json={"migration": {
+                "origin_endpoint_id": ids[0], "destination_endpoint_id": ids[1], "instances": vms,
+                "skip_os_morphing": True,
+                # 1 MiB/s: each VM's copy holds the host's one slot ~8 s, so the third VM's waits past 10 s.
+                "source_environment": {"bandwidth_limit": 1024 * 1024}}})
+            assert created.status_code == 200, created.text
+            migration_id = created.json()["migration"]["id"]
+            final = wait_for(lambda: (m := api.get(f"/migrations/{migration_id}").json()["migration"])
+                             ["last_execution_status"] in FINAL and m, 240, 0.5, "the migration to finish")
+        probed = asyncio.run(_answered_probes(topology.temporal))
+
+    assert final["last_execution_status"] == "COMPLETED", [
+        (t["instance"], t["task_type"], t["status"], t["exception_details"]) for t in final["tasks"]]
+    moved = [(t["instance"], e["message"]) for t in final["tasks"] for e in t["events"]
+             if "on another host" in e["message"]]
+    assert not moved, moved
+    assert probed, "no step waited past the host timeout: the host was never busy, so this proves nothing"
+    snapshots = [e["message"] for t in final["tasks"] if t["task_type"] == "CREATE_SOURCE_SNAPSHOT"
+                 for e in t["events"] if "created on host" in e["message"]]
+    assert len(snapshots) == len(vms), snapshots  # one snapshot per VM: none started again
+    for vm in vms:
+        assert identical(src / vm / "disk-0.raw", dst / vm / "disk-0.qcow2"), vm

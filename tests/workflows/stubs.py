@@ -2,7 +2,7 @@
 
 Each stub records what it was called with (its decoded input, queue and attempt) and answers
 what a real step would, from its input; a test replaces the stubs whose branch it is about.
-The workers poll the three queues a real worker polls (``worker.main``), so the workflows'
+The workers poll the four queues a real worker polls (``worker.main``), so the workflows'
 pinning to the snapshot's host is exercised as it is in production.
 """
 
@@ -26,7 +26,15 @@ from activities import names
 from core.errors import SternaError
 from core.models import DeployedInstance, DiskLocator, ImportedDisk, InstanceInfo, SourceSnapshot
 from workflows.transfer_types import ActionPlan, OverlayResult, ReplicaResult
-from workflows.types import DiskStepResult, MorphResult, SnapshotResult, Timeouts, UploadResult, ValidateResult
+from workflows.types import (
+    DiskStepResult,
+    MorphResult,
+    SnapshotResult,
+    Timeouts,
+    UploadResult,
+    ValidateResult,
+    probe_queue,
+)
 
 #: Fast retries and heartbeats: a test waits seconds, not the production minutes.
 FAST = Timeouts(heartbeat=2, transfer=120, short=60, host_schedule_to_start=60, retry_max_interval=1)
@@ -224,10 +232,11 @@ async def cancel_processed(handle: WorkflowHandle[Any, Any]) -> list[EventType.V
 
 @asynccontextmanager
 async def workers(client: Client, stubs: Stubs, workflows: Sequence[type]) -> AsyncIterator[str]:
-    """Workers for a fresh task queue ``<q>``, ``<q>-data`` and ``<q>-host``; yields ``<q>``."""
+    """Workers for a fresh task queue ``<q>``, ``<q>-data``, ``<q>-host`` and its probe queue; yields ``<q>``."""
     queue = f"wf-branches-{uuid.uuid4()}"
     async with AsyncExitStack() as stack:
-        for q, wf in ((queue, list(workflows)), (queue + "-data", []), (queue + "-host", [])):
+        for q, wf in ((queue, list(workflows)), (queue + "-data", []), (queue + "-host", []),
+                      (probe_queue(queue + "-host"), [])):
             await stack.enter_async_context(Worker(client, task_queue=q, workflows=wf,
                                                    activities=stubs.activities()))
         yield queue

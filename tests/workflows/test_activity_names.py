@@ -9,6 +9,7 @@ from temporalio import activity
 
 from activities import names
 from activities.endpoint import EndpointActivities
+from activities.liveness import host_alive
 from activities.outcomes import RecordActivities
 from activities.steps import MigrationActivities
 from activities.transfers import TransferActivities
@@ -16,6 +17,8 @@ from activities.trusts import TrustActivities
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = (MigrationActivities, RecordActivities, TrustActivities, EndpointActivities, TransferActivities)
+#: activities that need no services: plain functions
+FUNCTIONS = (host_alive,)
 DECLARED = {v for k, v in vars(names).items() if k.isupper()}
 
 
@@ -30,8 +33,9 @@ def definitions(cls: type) -> dict[str, str]:
 
 
 def test_every_name_is_an_activity() -> None:
-    assert len(DECLARED) == 20
+    assert len(DECLARED) == 21
     registered = [name for cls in CLASSES for name in definitions(cls).values()]
+    registered += [str(activity._Definition.must_from_callable(f).name) for f in FUNCTIONS]
     assert sorted(registered) == sorted(DECLARED)  # each once: no two activities share a name
 
 
@@ -42,6 +46,8 @@ def test_the_worker_registers_every_activity() -> None:
     for cls in CLASSES:
         missing = set(definitions(cls)) - used
         assert not missing, f"{cls.__name__}: {missing}"
+    named = {n.id for n in ast.walk(ast.parse((ROOT / "worker" / "main.py").read_text())) if isinstance(n, ast.Name)}
+    assert {f.__name__ for f in FUNCTIONS} <= named
 
 
 def test_workflows_spell_no_activity_name() -> None:

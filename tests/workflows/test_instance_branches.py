@@ -25,6 +25,7 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities import names
 from core.errors import InvalidInput, ProviderTransient
@@ -51,6 +52,7 @@ from workflows.types import (
     TaskRef,
     TaskType,
     TaskUpdate,
+    probe_queue,
 )
 
 #: A workflow that would wait or retry forever fails its test instead of hanging it.
@@ -204,6 +206,37 @@ async def test_a_lost_host_starts_the_disk_steps_again_elsewhere(temporal: Workf
     [moved] = _updates(stubs, names.RECORD_TASK)
     assert (moved.task, moved.status) == (_ref(inp, TaskType.EXPORT), Status.RUNNING)
     assert f"on another host (1 of {HOST_FAILOVERS})" in (moved.message or ""), moved
+
+
+async def test_a_busy_host_is_waited_for_not_taken_for_a_lost_one(temporal: WorkflowEnvironment) -> None:
+    """The host's queue goes unpolled past ``host_schedule_to_start`` (its disk slots held), but its probe
+    queue answers: the step waits on the same host again, and the VM never moves (``workflows.hosts``)."""
+    inp = _input(host_schedule_to_start=1)
+    stubs = Stubs()
+    take = stubs.answer(names.SNAPSHOT_INSTANCE)
+
+    async def on_busy_host(arg: dict[str, Any]) -> Any:
+        r = await take(arg)
+        return r.model_copy(update={"host_queue": r.host_queue + "-busy"})
+
+    stubs.behaviours[names.SNAPSHOT_INSTANCE] = on_busy_host
+    async with workers(temporal.client, stubs, [InstanceMigrationWorkflow]) as queue:
+        busy = queue + "-host-busy"
+        async with Worker(temporal.client, task_queue=probe_queue(busy), activities=stubs.activities()):
+            handle = await _start(temporal, queue, inp)
+            for _ in range(300):  # the first step timed out on the busy queue and asked the host
+                if stubs.of(names.HOST_ALIVE):
+                    break
+                await asyncio.sleep(0.1)
+            # A slot frees: the host's worker polls its queue again.
+            async with Worker(temporal.client, task_queue=busy, activities=stubs.activities()):
+                result = await handle.result()
+
+    assert result["id"] == "i-1", result
+    assert stubs.of(names.HOST_ALIVE) and {c.queue for c in stubs.of(names.HOST_ALIVE)} == {probe_queue(busy)}
+    assert len(stubs.of(names.SNAPSHOT_INSTANCE)) == 1 and not stubs.of(names.RELEASE_SNAPSHOT)
+    assert {c.queue for c in stubs.calls if c.name in DISK_STEPS} == {busy}
+    assert not _updates(stubs, names.RECORD_TASK), "no event says the VM moved"
 
 
 async def test_a_vm_whose_hosts_keep_getting_lost_ends_error(temporal: WorkflowEnvironment) -> None:

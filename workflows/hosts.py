@@ -54,9 +54,18 @@ async def host_answers(queue: str, t: Timeouts) -> bool:
     return True
 
 
-async def on_host(run: Callable[[], Awaitable[T]], queue: str, t: Timeouts) -> T:
+def busy(queue: str, t: Timeouts, waits: int) -> str:
+    """The event on the task whose step waits for a busy host."""
+    return (f"{queue} took no step within {t.host_schedule_to_start:.0f} s but its worker answers: the host is "
+            f"busy (its disk slots are held), so the step waits on it again ({waits} x "
+            f"{t.host_schedule_to_start:.0f} s so far)")
+
+
+async def on_host(run: Callable[[], Awaitable[T]], queue: str, t: Timeouts,
+                  note: Callable[[str], Awaitable[None]] | None = None) -> T:
     """``run()`` (a step pinned to ``queue``) until it is taken: after each timeout on the queue, again
-    while the host answers its probe. A host that does not answer raises the timeout (a lost host)."""
+    while the host answers its probe, telling ``note`` (the step's task events) why it still waits. A host
+    that does not answer raises the timeout (a lost host)."""
     waits = 0
     while True:
         try:
@@ -65,5 +74,5 @@ async def on_host(run: Callable[[], Awaitable[T]], queue: str, t: Timeouts) -> T
             if not (host_lost(err) and workflow.patched(HOST_BUSY_PROBE) and await host_answers(queue, t)):
                 raise
             waits += 1
-            workflow.logger.info("%s is busy (its worker answers, its disk slots are held): waiting on it again "
-                                 "(%d x %.0f s so far)", queue, waits, t.host_schedule_to_start)
+            if note is not None:
+                await note(busy(queue, t, waits))

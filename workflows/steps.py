@@ -37,7 +37,9 @@ with workflow.unsafe.imports_passed_through():
         MorphInput,
         MorphResult,
         SnapshotResult,
+        Status,
         StepInput,
+        TaskUpdate,
         Timeouts,
         ValidateResult,
     )
@@ -91,6 +93,15 @@ class Steps:
                     schedule_to_start_timeout=timedelta(seconds=self.t.host_schedule_to_start),
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
 
+    def _note(self, step: StepInput) -> Callable[[str], Awaitable[None]]:
+        """An event on ``step``'s task (why a pinned step still waits, ``workflows.hosts``)."""
+        async def note(message: str) -> None:
+            await workflow.execute_activity(
+                names.RECORD_TASK, TaskUpdate(task=step.task, status=Status.RUNNING, message=message),
+                start_to_close_timeout=timedelta(seconds=60), retry_policy=retry(self.t, 20))
+
+        return note
+
     async def validate(self, step: StepInput, summary: str | None = None) -> ValidateResult:
         result: ValidateResult = await workflow.execute_activity(
             names.VALIDATE_INSTANCE, step, result_type=ValidateResult, summary=summary,
@@ -121,20 +132,21 @@ class Steps:
                 retry_policy=retry(self.t, self.disk_attempts), **self._host(queue),
             )
 
-        return list(await asyncio.gather(*(on_host(partial(start, disk), queue, self.t) for disk in disks)))
+        note = self._note(step)
+        return list(await asyncio.gather(*(on_host(partial(start, disk), queue, self.t, note) for disk in disks)))
 
     async def morph(self, inp: MorphInput, queue: str, summary: str | None = None) -> MorphResult:
         result: MorphResult = await on_host(lambda: workflow.execute_activity(
             names.OS_MORPHING, inp, result_type=MorphResult, retry_policy=retry(self.t, 3), summary=summary,
             heartbeat_timeout=timedelta(seconds=max(self.t.heartbeat, 30)), **self._host(queue),
-        ), queue, self.t)
+        ), queue, self.t, self._note(inp.step))
         return result
 
     async def deploy(self, inp: DeployInput, queue: str, summary: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await on_host(lambda: workflow.execute_activity(
             names.DEPLOY_INSTANCE, inp, result_type=dict, retry_policy=retry(self.t, 3), summary=summary,
             heartbeat_timeout=self.heartbeat, **self._host(queue),
-        ), queue, self.t)
+        ), queue, self.t, self._note(inp.step))
         return result
 
     async def release_snapshot(self, step: StepInput, summary: str | None = None) -> None:
@@ -158,4 +170,5 @@ class Steps:
                 retry_policy=retry(self.t, self.cleanup_attempts),
             )
 
-        await shielded(on_host(start, queue, self.t) if queue else start(), on_failure=on_failure)
+        await shielded(on_host(start, queue, self.t, self._note(inp.step)) if queue else start(),
+                       on_failure=on_failure)

@@ -260,7 +260,10 @@ class TransferInstanceWorkflow:
                 summary=summary.of_disk(said, disk.disk_id),
             )
 
-        replications = [on_host(partial(replicate, disk), s.host_queue, t) for disk in s.snapshot.disks]
+        async def note(message: str) -> None:
+            await record_task(TaskUpdate(task=here.task, status=Status.RUNNING, message=message), t)
+
+        replications = [on_host(partial(replicate, disk), s.host_queue, t, note) for disk in s.snapshot.disks]
         if failover:
             return await gather_or_cancel(replications)
         return list(await asyncio.gather(*replications))

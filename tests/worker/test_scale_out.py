@@ -231,6 +231,9 @@ def test_a_busy_hosts_steps_wait_for_it_and_start_again_nowhere(tmp_path: Path) 
              if "on another host" in e["message"]]
     assert not moved, moved
     assert probed, "no step waited past the host timeout: the host was never busy, so this proves nothing"
+    waited = [(t["instance"], t["task_type"]) for t in final["tasks"] for e in t["events"]
+              if e["message"].startswith("sterna-host-alpha took no step within 10 s but its worker answers")]
+    assert waited, "the task of a step that waited for the busy host says why"
     snapshots = [e["message"] for t in final["tasks"] if t["task_type"] == "CREATE_SOURCE_SNAPSHOT"
                  for e in t["events"] if "created on host" in e["message"]]
     assert len(snapshots) == len(vms), snapshots  # one snapshot per VM: none started again

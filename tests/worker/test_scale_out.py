@@ -116,27 +116,37 @@ def topology(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topolog
         yield topo
 
 
+def _inventories(root: Path, vms: list[str], data_mib: int) -> tuple[Path, Path]:
+    """A source inventory of ``vms`` (64 MiB disks, ``data_mib`` of data each) and an empty destination."""
+    src, dst = root / "inventories" / "src", root / "inventories" / "dst"
+    dst.mkdir(parents=True)
+    for i, vm in enumerate(vms):
+        create_vm(src, vm, size=64 * 1024**2, data_mib=data_mib, seed=i + 1)
+    return src, dst
+
+
+def _migrate(api: httpx.Client, src: Path, dst: Path, vms: list[str]) -> str:
+    """A local -> local migration of ``vms``, unmorphed, each copy capped at 1 MiB/s; its id."""
+    ids = [api.post("/endpoints", json={"endpoint": {"name": n, "type": "local", "connection_info": {"path": str(p)}}}
+                    ).json()["endpoint"]["id"] for n, p in (("src", src), ("dst", dst))]
+    created = api.post("/migrations", json={"migration": {
+        "origin_endpoint_id": ids[0], "destination_endpoint_id": ids[1], "instances": vms, "skip_os_morphing": True,
+        "source_environment": {"bandwidth_limit": 1024 * 1024}}})
+    assert created.status_code == 200, created.text
+    migration_id: str = created.json()["migration"]["id"]
+    return migration_id
+
+
 def _exports(migration: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["instance"]: t for t in migration["tasks"] if t["task_type"] == "REPLICATE_DISKS"}
 
 
 def test_vms_spread_over_workers_and_a_dead_workers_vm_completes_elsewhere(topology: Topology) -> None:
-    src, dst = topology.root / "inventories" / "src", topology.root / "inventories" / "dst"
-    dst.mkdir(parents=True)
-    for i, vm in enumerate(VMS):
-        create_vm(src, vm, size=64 * 1024**2, data_mib=6, seed=i + 1)
+    src, dst = _inventories(topology.root, VMS, data_mib=6)
     first, second = (httpx.Client(base_url=f"{url}/v1/ops", timeout=30) for url in topology.api_urls)
     with first, second:
-        ids = [first.post("/endpoints", json={"endpoint": {"name": n, "type": "local",
-                                                          "connection_info": {"path": str(p)}}}
-                          ).json()["endpoint"]["id"] for n, p in (("src", src), ("dst", dst))]
-        created = first.post("/migrations", json={"migration": {
-            "origin_endpoint_id": ids[0], "destination_endpoint_id": ids[1], "instances": VMS,
-            "skip_os_morphing": True,
-            # 1 MiB/s per transfer: each export lasts ~6 s, time enough to kill its worker in the middle.
-            "source_environment": {"bandwidth_limit": 1024 * 1024}}})
-        assert created.status_code == 200, created.text
-        migration_id = created.json()["migration"]["id"]
+        # 1 MiB/s per transfer: each export lasts ~6 s, time enough to kill its worker in the middle.
+        migration_id = _migrate(first, src, dst, VMS)
 
         def show() -> dict[str, Any]:
             # Read through the other API process: both serve the same records.
@@ -206,21 +216,10 @@ def test_a_busy_hosts_steps_wait_for_it_and_start_again_nowhere(tmp_path: Path) 
                             hosts=["alpha"], STERNA_MAX_DISK_ACTIVITIES="1")
         cleanup.callback(topology.stop)
         topology.start()
-        src, dst = tmp_path / "inventories" / "src", tmp_path / "inventories" / "dst"
-        dst.mkdir(parents=True)
-        for i, vm in enumerate(vms):
-            create_vm(src, vm, size=64 * 1024**2, data_mib=8, seed=i + 1)
+        src, dst = _inventories(tmp_path, vms, data_mib=8)
         with httpx.Client(base_url=f"{topology.api_urls[0]}/v1/ops", timeout=30) as api:
-            ids = [api.post("/endpoints", json={"endpoint": {"name": n, "type": "local",
-                                                            "connection_info": {"path": str(p)}}}
-                            ).json()["endpoint"]["id"] for n, p in (("src", src), ("dst", dst))]
-            created = api.post("/migrations", json={"migration": {
-                "origin_endpoint_id": ids[0], "destination_endpoint_id": ids[1], "instances": vms,
-                "skip_os_morphing": True,
-                # 1 MiB/s: each VM's copy holds the host's one slot ~8 s, so the third VM's waits past 10 s.
-                "source_environment": {"bandwidth_limit": 1024 * 1024}}})
-            assert created.status_code == 200, created.text
-            migration_id = created.json()["migration"]["id"]
+            # 1 MiB/s: each VM's copy holds the host's one slot ~8 s, so the third VM's waits past 10 s.
+            migration_id = _migrate(api, src, dst, vms)
             final = wait_for(lambda: (m := api.get(f"/migrations/{migration_id}").json()["migration"])
                              ["last_execution_status"] in FINAL and m, 240, 0.5, "the migration to finish")
         probed = asyncio.run(_answered_probes(topology.temporal))

@@ -16,8 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failover import failing_over, moved, release_lost_snapshot
     from workflows.failures import failure_message
     from workflows.hosts import host_lost
-    from workflows.shield import shielded
-    from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, retry
+    from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, record, retry
     from workflows.types import (
         CleanupInput,
         DeployInput,
@@ -57,11 +56,7 @@ def _summary(inp: InstanceInput, task: TaskType) -> str:
 _retry = retry  # the name transfers and deployments import (workflows.shared)
 
 
-async def _record(name: str, arg: Any, t: Timeouts) -> None:
-    """A record activity that a workflow cancel must not abandon (``workflows.shield``)."""
-    await shielded(workflow.execute_activity(
-        name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 20),
-    ))
+_record = record
 
 
 async def record_failure(task: TaskRef, err: BaseException, t: Timeouts) -> None:

@@ -73,6 +73,13 @@ def retry(t: Timeouts, attempts: int = 0) -> RetryPolicy:
     )
 
 
+async def record(name: str, arg: Any, t: Timeouts) -> None:
+    """A record activity that a workflow cancel must not abandon (``workflows.shield``)."""
+    await shielded(workflow.execute_activity(
+        name, arg, start_to_close_timeout=timedelta(seconds=60), retry_policy=retry(t, 20),
+    ))
+
+
 @dataclass
 class Steps:
     """How one instance's steps are scheduled; ``heartbeat`` None only for pre-hardening histories."""
@@ -96,9 +103,7 @@ class Steps:
     def _note(self, step: StepInput) -> Callable[[str], Awaitable[None]]:
         """An event on ``step``'s task (why a pinned step still waits, ``workflows.hosts``)."""
         async def note(message: str) -> None:
-            await workflow.execute_activity(
-                names.RECORD_TASK, TaskUpdate(task=step.task, status=Status.RUNNING, message=message),
-                start_to_close_timeout=timedelta(seconds=60), retry_policy=retry(self.t, 20))
+            await record(names.RECORD_TASK, TaskUpdate(task=step.task, status=Status.RUNNING, message=message), self.t)
 
         return note
 

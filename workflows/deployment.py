@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         failure_message,
         finish,
         first_step,
+        gather_deciding,
         gather_instances,
         of_migration,
         record_failure,
@@ -67,6 +68,10 @@ CLEANUP_AS_MIGRATIONS = "deployment-cleanup-as-migrations"
 #: Before, the deployment ended ERROR after ``host_schedule_to_start``, and its cleanup waited as long
 #: again on the lost host's queue.
 DEPLOYMENT_HOST_FAILOVER = "deployment-host-failover"
+#: A cancel is forwarded to each instance's workflow, and the deployment ends as its instances did
+#: (``workflows.shared.gather_deciding``). Before, a cancel that came as the last instance completed ended the
+#: deployment CANCELED with that instance deployed and kept: its cleanup had already run as for a success.
+INSTANCES_DECIDE_CANCEL = "deployment-instances-decide-cancel"
 
 
 @workflow.defn
@@ -87,15 +92,19 @@ class DeploymentWorkflow:
         )
         # A summary is part of the child's start command: runs begun before it replay without one.
         summaries = workflow.patched(CHILD_SUMMARIES)
+        def child(instance: str) -> dict[str, Any]:
+            return dict(arg=InstancePlan(plan=plan, instance=instance, timeouts=t),
+                        id=ids.execution_instance(plan.execution_id, instance), task_queue=workflow.info().task_queue,
+                        static_summary=f"{instance}: deployment" if summaries else None)
+
         try:
-            self._status = await gather_instances([
-                workflow.execute_child_workflow(
-                    DeploymentInstanceWorkflow.run, InstancePlan(plan=plan, instance=instance, timeouts=t),
-                    id=ids.execution_instance(plan.execution_id, instance), task_queue=workflow.info().task_queue,
-                    static_summary=f"{instance}: deployment" if summaries else None,
-                )
-                for instance in plan.instances
-            ])
+            if workflow.patched(INSTANCES_DECIDE_CANCEL):
+                self._status = await gather_deciding([
+                    workflow.start_child_workflow(DeploymentInstanceWorkflow.run, **child(i)) for i in plan.instances])
+            else:
+                self._status = await gather_instances([
+                    workflow.execute_child_workflow(DeploymentInstanceWorkflow.run, **child(i))
+                    for i in plan.instances])
         except asyncio.CancelledError:
             self._status = Status.CANCELED
             raise

@@ -97,7 +97,36 @@ async def record_failure(p: InstancePlan, current: str | None, err: BaseExceptio
 
 async def gather_instances(children: list[Any]) -> Status:
     """Await per-instance children; an instance's failure does not stop its siblings."""
-    results = await asyncio.gather(*children, return_exceptions=True)
+    return _outcome(await asyncio.gather(*children, return_exceptions=True))
+
+
+async def gather_deciding(starts: list[Awaitable[workflow.ChildWorkflowHandle[Any, Any]]]) -> Status:
+    """``gather_instances`` where each instance decides what a cancel of this workflow means for it.
+
+    ``starts``: each instance's ``workflow.start_child_workflow``. Once they have started, a cancel of this
+    workflow is forwarded to every child still running, and the outcome is what the children ended as. One
+    that had already finished keeps its result: a cancel that arrives as the last instance completes ends
+    COMPLETED, not CANCELED with the instance deployed. (``asyncio.gather`` ends cancelled whatever its
+    children returned, and a child's result that arrives with the cancel, in one activation, is lost to a
+    cancelled await: so the children are shielded from this workflow's cancel and get a request of their own.)
+    """
+    children = await asyncio.gather(*starts)
+    together = asyncio.gather(*children, return_exceptions=True)
+    try:
+        results = await asyncio.shield(together)
+    except asyncio.CancelledError:
+        running = [child.id for child in children if not child.done()]
+        # A child that ends meanwhile refuses its request: that refusal is its answer, not an error.
+        await asyncio.gather(*(workflow.get_external_workflow_handle(c).cancel() for c in running),
+                             return_exceptions=True)
+        results = await together
+        if not any(is_cancelled_exception(r) for r in results if isinstance(r, BaseException)):
+            workflow.logger.info("a cancel came after every instance had ended: their outcome stands")
+    return _outcome(results)
+
+
+def _outcome(results: list[Any]) -> Status:
+    """COMPLETED, or why not: cancelled if any instance was, else the instances' failures."""
     failed = [r for r in results if isinstance(r, BaseException)]
     if any(is_cancelled_exception(r) for r in failed):
         raise asyncio.CancelledError()

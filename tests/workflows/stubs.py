@@ -219,15 +219,18 @@ async def cancel_during(handle: WorkflowHandle[Any, Any],
 
 async def cancel_processed(handle: WorkflowHandle[Any, Any]) -> list[EventType.ValueType]:
     """The history once a workflow task has run after the cancel request (the workflow has seen it)."""
+    return await stepped_past(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+
+
+async def stepped_past(handle: WorkflowHandle[Any, Any], event: EventType.ValueType) -> list[EventType.ValueType]:
+    """The history once a workflow task has run after the first ``event`` (the workflow has seen it)."""
     events: list[EventType.ValueType] = []
     for _ in range(300):
         events = [e.event_type async for e in handle.fetch_history_events()]
-        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events:
-            after = events[events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED):]
-            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
-                return events
+        if event in events and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[events.index(event):]:
+            return events
         await asyncio.sleep(0.1)
-    raise AssertionError(f"the workflow never took the cancel request: {events}")
+    raise AssertionError(f"the workflow never took {EventType.Name(event)}: {events}")
 
 
 @asynccontextmanager

@@ -7,17 +7,21 @@ on a dev server, every activity is a stub under its real name (``stubs``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, TimeoutType
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities import names
 from core.errors import InvalidInput, NotFound
+from tests.workflows.deciding import Deciding, Gathering, Instance
 from tests.workflows.stubs import (
     FAST,
     Blocking,
@@ -26,6 +30,7 @@ from tests.workflows.stubs import (
     cancel_processed,
     fails,
     hosts_lost,
+    stepped_past,
     workers,
 )
 from workflows import ids
@@ -244,6 +249,47 @@ async def test_a_cancel_during_a_deployed_instances_cleanup_removes_it_and_ends_
     finished = FinishExecution.model_validate(stubs.args(names.FINISH_TRANSFER_EXECUTION)[0])
     assert finished.status == Status.CANCELED
 
+
+
+@pytest.mark.parametrize(("parent", "ends"), [(Deciding, WorkflowExecutionStatus.COMPLETED),
+                                              (Gathering, WorkflowExecutionStatus.CANCELED)])
+async def test_a_cancel_that_comes_as_the_instances_end_leaves_their_outcome(
+        temporal: WorkflowEnvironment, parent: Any, ends: WorkflowExecutionStatus) -> None:
+    """The race of a deployment cancelled as its last instance completes: the child's completion and the
+    cancel reach the parent in one activation. ``gather_deciding`` ends as the instance did; ``Gathering``
+    (deployments before ``INSTANCES_DECIDE_CANCEL``) ends CANCELED with the instance's work done and kept."""
+    client, parents, children = temporal.client, f"parents-{uuid.uuid4()}", f"children-{uuid.uuid4()}"
+    async with Worker(client, task_queue=children, workflows=[Instance]):
+        async with Worker(client, task_queue=parents, workflows=[parent]):
+            handle = await client.start_workflow(parent.run, children, id=f"p-{uuid.uuid4()}", task_queue=parents,
+                                                 execution_timeout=RUN_TIMEOUT)
+            await stepped_past(handle, EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
+        # The parents' worker is gone: the instance ends, then the parent is cancelled, and it sees both at once.
+        child = client.get_workflow_handle(handle.id + "-instance")
+        await child.signal(Instance.finish)
+        assert await child.result() == "done"
+        await handle.cancel()
+        async with Worker(client, task_queue=parents, workflows=[parent]):
+            with contextlib.suppress(WorkflowFailureError):
+                await asyncio.wait_for(handle.result(), 30)
+        assert (await handle.describe()).status == ends
+        assert (await child.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_cancel_is_forwarded_to_the_running_instances_and_ends_as_they_do(
+        temporal: WorkflowEnvironment) -> None:
+    client, parents, children = temporal.client, f"parents-{uuid.uuid4()}", f"children-{uuid.uuid4()}"
+    async with Worker(client, task_queue=children, workflows=[Instance]), \
+            Worker(client, task_queue=parents, workflows=[Deciding]):
+        handle = await client.start_workflow(Deciding.run, children, id=f"p-{uuid.uuid4()}", task_queue=parents,
+                                             execution_timeout=RUN_TIMEOUT)
+        await stepped_past(handle, EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 30)
+        assert isinstance(failed.value.cause, CancelledError), failed.value
+        child = client.get_workflow_handle(handle.id + "-instance")
+        assert (await child.describe()).status == WorkflowExecutionStatus.CANCELED
 
 
 async def test_a_lost_host_replicates_again_from_a_new_snapshot_elsewhere(temporal: WorkflowEnvironment) -> None:

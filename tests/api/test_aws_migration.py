@@ -117,8 +117,16 @@ def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, conn_info: dict[s
             destination_environment={"bandwidth_limit": 1024 * 1024},
             network_map={"VM Network": subnet["SubnetId"]},
         )
-        wait_for(lambda: task(api.get_migration(m["id"]), "vm-a", "IMPORT_DISKS")["status"] == "RUNNING"
-                 and _mine(ec2, m["id"], stack)["snapshots"], 120, 0.2, "upload under way")
+
+        def uploading() -> bool:
+            # On transfers the bytes go to AWS in REPLICATE_DISKS (PutSnapshotBlock into the replica snapshot);
+            # the deployment's import then writes none of its own, and passes in a moment.
+            replicating = task(api.get_migration(m["id"]), "vm-a", "REPLICATE_DISKS")
+            position = (replicating["progress_updates"] or [{}])[-1].get("current_step")
+            return (replicating["status"] == "RUNNING" and bool(position)
+                    and bool(_mine(ec2, m["id"], stack)["snapshots"]))
+
+        wait_for(uploading, 120, 0.2, "upload under way")
         api.cancel_migration(m["id"])
         final = wait_final(api, m["id"], timeout=120)
     assert final["last_execution_status"] == "CANCELED"

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         Status,
         StepInput,
         TaskUpdate,
+        Timeouts,
         UploadResult,
     )
 
@@ -72,6 +73,10 @@ DEPLOYMENT_HOST_FAILOVER = "deployment-host-failover"
 #: (``workflows.shared.gather_deciding``). Before, a cancel that came as the last instance completed ended the
 #: deployment CANCELED with that instance deployed and kept: its cleanup had already run as for a success.
 INSTANCES_DECIDE_CANCEL = "deployment-instances-decide-cancel"
+#: A cancel while the deployment reads its plan (``BEGIN_DEPLOYMENT``) waits for it, then records every task
+#: and the execution CANCELED. Before, the run ended there and the deployment stayed as the API had left
+#: it (SCHEDULED, or CANCELLING) for good.
+CANCEL_AT_BEGIN_RECORDED = "deployment-cancel-at-begin-recorded"
 
 
 @workflow.defn
@@ -86,10 +91,18 @@ class DeploymentWorkflow:
     @workflow.run
     async def run(self, inp: DeploymentInput) -> str:
         t = inp.timeouts
-        plan: ActionPlan = await workflow.execute_activity(
+        begin = asyncio.ensure_future(workflow.execute_activity(
             names.BEGIN_DEPLOYMENT, inp, result_type=ActionPlan,
             start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 10),
-        )
+        ))
+        if not workflow.patched(CANCEL_AT_BEGIN_RECORDED):
+            plan: ActionPlan = await begin
+        else:
+            try:
+                plan = await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                await self._cancelled_before_start(await begin, t)
+                raise
         # A summary is part of the child's start command: runs begun before it replay without one.
         summaries = workflow.patched(CHILD_SUMMARIES)
         def child(instance: str) -> dict[str, Any]:
@@ -117,6 +130,19 @@ class DeploymentWorkflow:
                 set_migration_state(self._status)
             await finish(plan.action_id, plan.execution_id, self._status, t)
         return self._status.value
+
+    async def _cancelled_before_start(self, plan: ActionPlan, t: Timeouts) -> None:
+        """A cancel before any instance started (an auto deployment's migration cancelled as it began):
+        nothing was made, and every record says so."""
+        self._status = Status.CANCELED
+        for instance in plan.instances:
+            p = InstancePlan(plan=plan, instance=instance, timeouts=t)
+            await record_failure(p, DeployTask.OVERLAY, asyncio.CancelledError())
+            await record_task(TaskUpdate(task=ref(p, DeployTask.CLEANUP), status=Status.UNSCHEDULED,
+                                         message="Canceled before it started: there is nothing to clean up"), t)
+        if of_migration():
+            set_migration_state(self._status)
+        await finish(plan.action_id, plan.execution_id, self._status, t)
 
 
 @workflow.defn

@@ -8,13 +8,14 @@ activity (and end quietly when the transfer is busy, like an overlap SKIP).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, FailureError, is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -78,6 +79,10 @@ AUTO_DEPLOYMENT_TIMEOUTS = "auto-deployment-timeouts"
 #: execution's outcome as it was, as a migration's cleanup does (``workflows.instance``). Before, its task
 #: stayed RUNNING and its failure became the execution's.
 RELEASE_AS_MIGRATIONS = "transfer-release-failure-recorded"
+#: A cancel that comes after every instance has completed (while the execution records its end, or starts
+#: its auto deployment) still starts the deployment, and is sent on to it. Before, the deployment never
+#: started and a migration stayed RUNNING for good: its execution COMPLETED, and no deployment to follow.
+LATE_CANCEL_TO_DEPLOYMENT = "transfer-late-cancel-to-deployment"
 
 
 @workflow.defn
@@ -106,6 +111,8 @@ class TransferExecutionWorkflow:
         # A summary is part of the child's start command: runs begun before it replay without one.
         summaries = workflow.patched(CHILD_SUMMARIES)
         migration = of_migration()
+        #: a cancel that came once every instance had completed: it goes to the deployment they make
+        late_cancel = False
         try:
             self._status = await gather_instances([
                 workflow.execute_child_workflow(
@@ -124,18 +131,40 @@ class TransferExecutionWorkflow:
         finally:
             if migration and not (self._status == Status.COMPLETED and plan.auto_deploy):
                 set_migration_state(self._status)  # no deployment follows: the migration ends here
-            await finish(plan.action_id, execution_id, self._status, t)
+            try:
+                await finish(plan.action_id, execution_id, self._status, t)
+            except asyncio.CancelledError:
+                if not (self._status == Status.COMPLETED and plan.auto_deploy
+                        and workflow.patched(LATE_CANCEL_TO_DEPLOYMENT)):
+                    raise
+                late_cancel = True
         if plan.auto_deploy:
             try:
-                await self._deploy(plan, t, migration)
+                if late_cancel or workflow.patched(LATE_CANCEL_TO_DEPLOYMENT):
+                    await self._deploy_then_cancel(plan, t, migration, late_cancel)
+                else:
+                    await self._deploy(plan, t, migration)
             except BaseException as err:
                 if migration:  # its deployment never started
                     set_migration_state(Status.CANCELED if is_cancelled_exception(err) else Status.ERROR)
                 raise
         return self._status.value
 
-    async def _deploy(self, plan: ActionPlan, t: Timeouts, migration: bool = False) -> None:
-        deployment_id = await workflow.execute_activity(
+    async def _deploy_then_cancel(self, plan: ActionPlan, t: Timeouts, migration: bool, cancel: bool) -> None:
+        """``_deploy``, which a cancel does not interrupt: one that came after the instances completed
+        (``cancel``) or during the start is the deployment's to honour, so it is sent on to it."""
+        start = asyncio.ensure_future(self._deploy(plan, t, migration))
+        try:
+            deployment_id = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            deployment_id, cancel = await start, True
+        if cancel:
+            workflow.logger.info("cancel came after the replication: deployment %s is cancelled", deployment_id)
+            with contextlib.suppress(FailureError):  # it has ended already: nothing left to cancel
+                await workflow.get_external_workflow_handle(ids.deployment(deployment_id)).cancel()
+
+    async def _deploy(self, plan: ActionPlan, t: Timeouts, migration: bool = False) -> str:
+        deployment_id: str = await workflow.execute_activity(
             names.CREATE_AUTO_DEPLOYMENT,
             AutoDeployment(transfer_id=plan.transfer_id, execution_id=plan.execution_id,
                            deployment_id=str(workflow.uuid4()), deployment_execution_id=str(workflow.uuid4())),
@@ -157,6 +186,7 @@ class TransferExecutionWorkflow:
         )
         if migration:
             set_migration_state(None)
+        return deployment_id
 
 
 @workflow.defn

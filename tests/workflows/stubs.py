@@ -103,7 +103,11 @@ def _answers(disks: list[DiskLocator]) -> dict[str, Behaviour]:
                           instances=["vm-a"], replicas={"vm-a": disks})
 
     async def begin_execution(arg: dict[str, Any]) -> ActionPlan:
-        return _plan(arg["transfer_id"], arg["execution_id"], arg["transfer_id"])
+        plan = _plan(arg["transfer_id"], arg["execution_id"], arg["transfer_id"])
+        return plan.model_copy(update={"auto_deploy": arg["auto_deploy"]})
+
+    async def create_auto_deployment(arg: dict[str, Any]) -> str:
+        return str(arg["deployment_id"])
 
     async def begin_deployment(arg: dict[str, Any]) -> ActionPlan:
         return _plan(arg["deployment_id"], arg["deployment_id"] + "-execution")
@@ -113,6 +117,7 @@ def _answers(disks: list[DiskLocator]) -> dict[str, Behaviour]:
         names.VALIDATE_INSTANCE: validate, names.SNAPSHOT_INSTANCE: snapshot, names.EXPORT_DISK: export,
         names.OS_MORPHING: morph, names.CONVERT_DISK: convert, names.UPLOAD_DISK: upload,
         names.DEPLOY_INSTANCE: deploy, names.REPLICATE_DISK: replicate, names.CREATE_REPLICA_OVERLAY: overlay,
+        names.CREATE_AUTO_DEPLOYMENT: create_auto_deployment,
     }
 
 

@@ -251,6 +251,58 @@ async def test_a_cancel_during_a_deployed_instances_cleanup_removes_it_and_ends_
 
 
 
+async def test_a_cancel_as_an_execution_ends_goes_to_its_auto_deployment_which_records_it(
+        temporal: WorkflowEnvironment) -> None:
+    """The replication has completed and the execution records its end when the cancel comes (a migration
+    cancelled at that moment): the deployment still starts, gets the cancel while it reads its plan,
+    makes nothing and records every task and itself CANCELED. Before, no deployment started and the
+    migration stayed RUNNING for good."""
+    recording, reading = Blocking(), Blocking()
+
+    async def finish(arg: dict[str, Any]) -> None:
+        if len(stubs.of(names.FINISH_TRANSFER_EXECUTION)) == 1:  # the execution's: the deployment's is not held
+            await recording(arg)
+
+    async def begin(arg: dict[str, Any]) -> Any:
+        await reading(arg)
+        return await stubs.answer(names.BEGIN_DEPLOYMENT)(arg)
+
+    stubs = Stubs(behaviours={names.FINISH_TRANSFER_EXECUTION: finish, names.BEGIN_DEPLOYMENT: begin})
+    client, transfer, execution = temporal.client, f"t-{uuid.uuid4()}", f"x-{uuid.uuid4()}"
+    async with workers(client, stubs, WORKFLOWS) as queue:
+        handle = await client.start_workflow(
+            TransferExecutionWorkflow.run,
+            TransferExecutionInput(transfer_id=transfer, execution_id=execution, auto_deploy=True, timeouts=FAST),
+            id=ids.execution(transfer, execution), task_queue=queue, execution_timeout=RUN_TIMEOUT)
+        await asyncio.wait_for(recording.started.wait(), 30)
+        await handle.cancel()
+        await cancel_processed(handle)
+        recording.release.set()
+        assert await handle.result() == Status.COMPLETED.value  # its replication did complete
+        await asyncio.wait_for(reading.started.wait(), 30)
+        [auto] = stubs.args(names.CREATE_AUTO_DEPLOYMENT)
+        deployment = client.get_workflow_handle(ids.deployment(auto["deployment_id"]))
+        await cancel_processed(deployment)
+        reading.release.set()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await deployment.result()
+
+    assert isinstance(failed.value.cause, CancelledError), failed.value
+    assert not reading.cancelled.is_set(), "the plan's read was waited for, not abandoned"
+    assert names.CREATE_REPLICA_OVERLAY not in stubs.names(), "a cancelled deployment made something"
+    ref = TaskRef(migration_id=auto["deployment_id"], instance="vm-a", task_type="",
+                  execution_id=auto["deployment_id"] + "-execution")
+    assert _updates(stubs, names.RECORD_TASK) == [
+        TaskUpdate(task=_at(ref, DeployTask.OVERLAY), status=Status.CANCELED, message="Canceled by user request"),
+        TaskUpdate(task=_at(ref, DeployTask.CLEANUP), status=Status.UNSCHEDULED,
+                   message="Canceled before it started: there is nothing to clean up")]
+    assert _updates(stubs, names.RECORD_UNFINISHED_TASKS) == [
+        TaskUpdate(task=_at(ref, DeployTask.OVERLAY), status=Status.CANCELED)]
+    finished = [FinishExecution.model_validate(a) for a in stubs.args(names.FINISH_TRANSFER_EXECUTION)]
+    assert [(f.execution_id, f.status) for f in finished] == [(execution, Status.COMPLETED),
+                                                              (ref.execution_id, Status.CANCELED)]
+
+
 @pytest.mark.parametrize(("parent", "ends"), [(Deciding, WorkflowExecutionStatus.COMPLETED),
                                               (Gathering, WorkflowExecutionStatus.CANCELED)])
 async def test_a_cancel_that_comes_as_the_instances_end_leaves_their_outcome(

@@ -1,5 +1,6 @@
-"""Removal of what a migration created: by the names it recorded and by its label and object prefix,
-so that a cancel before anything was recorded still leaves nothing."""
+"""Removal of what one instance of an action created: by the names it recorded and by its labels and object
+folder, so that a cancel before anything was recorded still leaves nothing. A sibling instance of the same
+migration (or deployment) is never touched: its upload or its deploy may be under way."""
 
 from __future__ import annotations
 
@@ -9,29 +10,34 @@ from typing import Any
 from core.errors import NotFound, SternaError
 from core.models import DeployedInstance, ImportedDisk
 from providers.gcp.connection import GcpConnection, gcp_errors
-from providers.gcp.deploy import MIGRATION_LABEL, zone_of
-from providers.gcp.upload import bucket_of
+from providers.gcp.deploy import INSTANCE_LABEL, MIGRATION_LABEL, zone_of
+from providers.gcp.upload import bucket_of, object_folder
 
 
 def cleanup(conn: GcpConnection, env: Mapping[str, Any], disks: list[ImportedDisk],
-            deployed: DeployedInstance | None, succeeded: bool, migration: str) -> list[str]:
+            deployed: DeployedInstance | None, succeeded: bool, migration: str, key: str) -> list[str]:
+    """``key``: the instance's (``upload.instance_key``); only what carries it, or was recorded, goes."""
     done: list[str] = []
     if not succeeded:
-        done += _delete_instances(conn, env, migration, deployed)
+        done += _delete_instances(conn, env, migration, key, deployed)
     if not succeeded or not env.get("keep_image"):
-        done += _delete_images(conn, migration)
+        done += _delete_images(conn, migration, key, deployed)
     if not env.get("keep_tarball"):
-        done += _delete_objects(conn, env, migration, disks)
+        done += _delete_objects(conn, env, migration, key, disks)
     return done
 
 
-def _delete_instances(conn: GcpConnection, env: Mapping[str, Any], migration: str,
+def _ours(labels: Mapping[str, str], migration: str, key: str) -> bool:
+    return bool(migration) and labels.get(MIGRATION_LABEL) == migration and labels.get(INSTANCE_LABEL) == key
+
+
+def _delete_instances(conn: GcpConnection, env: Mapping[str, Any], migration: str, key: str,
                       deployed: DeployedInstance | None) -> list[str]:
     zone = str((deployed.details.get("zone") if deployed else None) or zone_of(conn, env))
     client = conn.compute("InstancesClient")
     with gcp_errors(f"listing instances in {zone}", conn.secrets):
         found = [i.name for i in client.list(project=conn.project, zone=zone)
-                 if migration and i.labels.get(MIGRATION_LABEL) == migration]
+                 if _ours(i.labels, migration, key) or (deployed is not None and i.name == deployed.name)]
     done = []
     for name in found:
         try:
@@ -44,16 +50,17 @@ def _delete_instances(conn: GcpConnection, env: Mapping[str, Any], migration: st
     return done
 
 
-def _delete_images(conn: GcpConnection, migration: str) -> list[str]:
+def _delete_images(conn: GcpConnection, migration: str, key: str, deployed: DeployedInstance | None) -> list[str]:
     if not migration:
         return []
     client = conn.compute("ImagesClient")
-    with gcp_errors("listing this migration's images", conn.secrets):
-        images = [i.name for i in client.list(request={"project": conn.project,
+    with gcp_errors("listing this instance's images", conn.secrets):
+        images = {i.name for i in client.list(request={"project": conn.project,
                                                       "filter": f"labels.{MIGRATION_LABEL} = {migration}"})
-                  if i.labels.get(MIGRATION_LABEL) == migration]
+                  if _ours(i.labels, migration, key)}
+    images |= set((deployed.details.get("images") or []) if deployed else [])
     done = []
-    for name in images:
+    for name in sorted(images):
         try:
             with gcp_errors(f"deleting image {name}", conn.secrets):
                 op = client.delete_unary(project=conn.project, image=name)
@@ -64,7 +71,7 @@ def _delete_images(conn: GcpConnection, migration: str) -> list[str]:
     return done
 
 
-def _delete_objects(conn: GcpConnection, env: Mapping[str, Any], migration: str,
+def _delete_objects(conn: GcpConnection, env: Mapping[str, Any], migration: str, key: str,
                     disks: list[ImportedDisk]) -> list[str]:
     try:
         bucket = bucket_of(conn, env)
@@ -72,9 +79,10 @@ def _delete_objects(conn: GcpConnection, env: Mapping[str, Any], migration: str,
         return []
     names = {str(d.details["object"]) for d in disks if d.details.get("object")}
     storage = conn.storage()
-    with gcp_errors(f"listing gs://{bucket}/sterna/{migration}/", conn.secrets):
+    folder = object_folder(migration, key)
+    with gcp_errors(f"listing gs://{bucket}/{folder}", conn.secrets):
         if migration:
-            names |= {b.name for b in storage.list_blobs(bucket, prefix=f"sterna/{migration}/")}
+            names |= {b.name for b in storage.list_blobs(bucket, prefix=folder)}
     done = []
     for name in sorted(names):
         try:

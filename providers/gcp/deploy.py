@@ -16,9 +16,11 @@ from core.models import DeployedInstance, ImportedDisk, InstanceInfo
 from core.polling import poll_until
 from providers.base import ActionContext
 from providers.gcp.connection import GcpConnection, gcp_errors
-from providers.gcp.upload import safe
+from providers.gcp.upload import instance_key, safe
 
 MIGRATION_LABEL = "sterna-migration-id"
+#: the action's instance that made an image or an instance (``upload.instance_key``): its cleanup's scope
+INSTANCE_LABEL = "sterna-instance"
 ROLE_LABEL = "sterna-role"
 
 
@@ -84,8 +86,9 @@ def plan_nics(conn: GcpConnection, env: Mapping[str, Any], network_map: Mapping[
     return out
 
 
-def image_name(migration: str, disk_id: str) -> str:
-    digest = hashlib.sha256(f"{migration}/{disk_id}".encode()).hexdigest()[:10]
+def image_name(migration: str, key: str, disk_id: str) -> str:
+    """One image per disk of each instance (``key``): two VMs' ``disk-0`` are two images."""
+    digest = hashlib.sha256(f"{migration}/{key}/{disk_id}".encode()).hexdigest()[:10]
     return f"sterna-{digest}-{safe(disk_id)[:40]}".rstrip("-")
 
 
@@ -103,15 +106,15 @@ def guest_os_features(info: InstanceInfo) -> list[str]:
     return features
 
 
-def create_image(conn: GcpConnection, info: InstanceInfo, disk: ImportedDisk, migration: str) -> str:
+def create_image(conn: GcpConnection, info: InstanceInfo, disk: ImportedDisk, migration: str, key: str) -> str:
     from google.cloud import compute_v1
 
-    name = image_name(migration, disk.disk_id)
+    name = image_name(migration, key, disk.disk_id)
     client = conn.compute("ImagesClient")
     image = compute_v1.Image(
         name=name, raw_disk=compute_v1.RawDisk(source=disk.details["source"]),
         guest_os_features=[compute_v1.GuestOsFeature(type_=f) for f in guest_os_features(info)],
-        labels={MIGRATION_LABEL: migration, ROLE_LABEL: "image"},
+        labels={MIGRATION_LABEL: migration, INSTANCE_LABEL: key, ROLE_LABEL: "image"},
         description=f"Sterna import of disk {disk.disk_id} of {info.name}"[:2048],
     )
 
@@ -127,7 +130,8 @@ def create_image(conn: GcpConnection, info: InstanceInfo, disk: ImportedDisk, mi
                     existing = client.get(project=conn.project, image=name)
             except NotFound:
                 return None  # its failed insert just removed it: insert again
-            if existing.labels.get(MIGRATION_LABEL) != migration or existing.status not in ("READY", "PENDING"):
+            if (existing.labels.get(MIGRATION_LABEL), existing.labels.get(INSTANCE_LABEL)) != (migration, key) \
+                    or existing.status not in ("READY", "PENDING"):
                 raise exists
             return name if existing.status == "READY" else None
 
@@ -150,8 +154,8 @@ def deploy_instance(conn: GcpConnection, env: Mapping[str, Any], info: InstanceI
     check_zone(conn, zone)
     machine_type = choose_machine_type(conn, env, info, zone)
     nics = plan_nics(conn, env, action.network_map, info, zone)
-    migration = action.action_id or "adhoc"
-    images = [create_image(conn, info, d, migration) for d in disks]
+    migration, key = action.action_id or "adhoc", instance_key(action, info.name)
+    images = [create_image(conn, info, d, migration, key) for d in disks]
     name = instance_name(action, info)
     disk_type = str(env.get("disk_type") or "pd-balanced")
     attached = [compute_v1.AttachedDisk(
@@ -163,7 +167,7 @@ def deploy_instance(conn: GcpConnection, env: Mapping[str, Any], info: InstanceI
     instance = compute_v1.Instance(
         name=name, machine_type=f"zones/{zone}/machineTypes/{machine_type}", disks=attached,
         network_interfaces=[compute_v1.NetworkInterface(**nic) for nic in nics],
-        labels={MIGRATION_LABEL: migration, ROLE_LABEL: "instance"},
+        labels={MIGRATION_LABEL: migration, INSTANCE_LABEL: key, ROLE_LABEL: "instance"},
         tags=compute_v1.Tags(items=[str(t) for t in env.get("network_tags") or []]),
         metadata=compute_v1.Metadata(items=[compute_v1.Items(key="serial-port-enable", value="TRUE")]),
     )
@@ -174,7 +178,8 @@ def deploy_instance(conn: GcpConnection, env: Mapping[str, Any], info: InstanceI
         conn.wait(op, f"creating instance {name} in {zone}")
     except InvalidInput:
         existing = find_instance(conn, zone, name)
-        if existing is None or existing.labels.get(MIGRATION_LABEL) != migration:
+        if existing is None or existing.labels.get(MIGRATION_LABEL) != migration \
+                or existing.labels.get(INSTANCE_LABEL) not in (key, None):  # None: made before the label
             raise
     with gcp_errors(f"reading instance {name}", conn.secrets):
         created = client.get(project=conn.project, zone=zone, instance=name)

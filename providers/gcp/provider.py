@@ -169,7 +169,8 @@ class GcpProvider(EndpointProvider, ImportProvider, ExportProvider, NetworksProv
 
     def cleanup(self, env: Mapping[str, Any], instance: str, disks: list[ImportedDisk],
                 deployed: DeployedInstance | None, succeeded: bool, action: ActionContext = NO_ACTION) -> list[str]:
-        return cleanup_mod.cleanup(self.conn, env, disks, deployed, succeeded, action.action_id or "")
+        key = upload.instance_key(action, instance)  # as its upload and its deploy named what they made
+        return cleanup_mod.cleanup(self.conn, env, disks, deployed, succeeded, action.action_id or "", key)
 
     # -- source -----------------------------------------------------------------------------
 

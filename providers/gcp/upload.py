@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import re
 import threading
@@ -58,8 +59,21 @@ def safe(name: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-") or "disk"
 
 
-def object_name(migration: str | None, disk_id: str) -> str:
-    return f"sterna/{migration or 'adhoc'}/{safe(disk_id)}.tar.gz"
+def instance_key(action: ActionContext, name: str) -> str:
+    """The action's instance as a GCP name part (an object folder, a label value, part of an image name):
+    unique within the action, as disk ids are not (every VM's first disk is ``disk-0``, or key 2000 on
+    vSphere). ``name``, the source's name, stands in outside an action."""
+    instance = action.instance or name
+    return f"{safe(instance)[:40]}-{hashlib.sha256(instance.encode()).hexdigest()[:8]}"
+
+
+def object_folder(migration: str | None, key: str) -> str:
+    """Where an instance's tarballs go; its cleanup removes this folder and nothing of its siblings'."""
+    return f"sterna/{migration or 'adhoc'}/{key}/"
+
+
+def object_name(migration: str | None, key: str, disk_id: str) -> str:
+    return f"{object_folder(migration, key)}{safe(disk_id)}.tar.gz"
 
 
 def bucket_of(conn: GcpConnection, env: Mapping[str, Any]) -> str:
@@ -143,7 +157,7 @@ async def import_disk(conn: GcpConnection, env: Mapping[str, Any], export_info: 
         raise InvalidInput(f"disk {disk.disk_id} has no local raw image to upload ({disk.format}, {disk.path!r})")
     bucket_name = bucket_of(conn, env)
     migration = action.action_id
-    name = object_name(migration, disk.disk_id)
+    name = object_name(migration, instance_key(action, export_info.name), disk.disk_id)
     # Off the event loop: the first call imports google-cloud-storage (seconds on a busy host).
     storage = await asyncio.to_thread(conn.storage)
     bucket = storage.bucket(bucket_name)

@@ -262,3 +262,39 @@ def test_cancel_mid_upload_leaves_nothing(stack: RunningStack, gcp_conn_info: di
     assert not proj.instances.get("us-central1-a") and not proj.images and not proj.disks.get("us-central1-a")
     assert not gcs_objects(gce.storage_url, gcp_conn_info["bucket"])
     _no_replicas(stack, m["id"])
+
+
+def _unpacked(gcs_url: str, bucket: str, source: str, into: Path) -> Path:
+    """The disk.raw of the tarball the image at ``source`` (its rawDisk URL) was made from."""
+    name = source.split(f"/{bucket}/", 1)[1]
+    into.mkdir()
+    (into / "disk.tar.gz").write_bytes(gcs_download(gcs_url, bucket, name))
+    subprocess.run(["tar", "-xSzf", str(into / "disk.tar.gz"), "-C", str(into)], check=True)
+    return into / "disk.raw"
+
+
+def test_two_vms_with_the_same_disk_ids_each_get_their_own_disk(
+        stack: RunningStack, gcp_conn_info: dict[str, Any], gce: FakeComputeEngine, gcs_url: str,
+        tmp_path: Path) -> None:
+    """One migration, two VMs whose disks are both ``disk-0`` (as every VM's first disk is on vSphere,
+    key 2000): each instance boots from an image of its own VM's disk, and both objects stay."""
+    src, _ = inventories(stack, ["vm-a", "vm-b"], data_mib=8)
+    with stack.client() as api:
+        origin = api.create_endpoint("inv-gcp-two", "local", {"path": str(src)})
+        dest = api.create_endpoint("gcp-two", "gcp", gcp_conn_info)
+        m = api.create_migration(
+            origin_endpoint_id=origin["id"], destination_endpoint_id=dest["id"], instances=["vm-a", "vm-b"],
+            destination_environment={"machine_type": "e2-medium", "keep_image": True, "keep_tarball": True},
+            network_map={"VM Network": "app"})
+        final = wait_final(api, m["id"])
+    assert final["last_execution_status"] == "COMPLETED", _errors(final)
+    proj = gce.projects[gcp_conn_info["project_id"]]
+    images = {i["name"]: i for i in proj.images.values()}
+    for vm in ("vm-a", "vm-b"):
+        [inst] = [i for i in proj.instances["us-central1-a"].values() if i["name"].startswith(vm)]
+        image = images[proj.disks["us-central1-a"][inst["name"]]["sourceImage"].rsplit("/", 1)[1]]
+        raw = _unpacked(gcs_url, gcp_conn_info["bucket"], image["rawDisk"]["source"], tmp_path / vm)
+        out = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(src / vm / "disk-0.raw"),
+                              str(raw)], capture_output=True, text=True, check=False)
+        assert out.returncode == 0, f"{vm}'s instance does not boot from {vm}'s disk: {out.stdout}"
+    assert len(images) == 2 and len(gcs_objects(gcs_url, gcp_conn_info["bucket"])) == 2

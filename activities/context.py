@@ -45,6 +45,7 @@ def action_context(step: StepInput, project_id: str | None = None) -> ActionCont
     return ActionContext(
         action_id=step.task.migration_id, instance=step.task.instance, execution_id=step.task.execution_id,
         instance_name=str(name) if name else None, project_id=project_id,
+        source_name=step.export_info.name if step.export_info is not None else None,
         network_map=dict(step.network_map or dst.get("network_map") or {}),
         storage_mappings=dict(step.storage_mappings or dst.get("storage_mappings") or {}),
         change_tracking=step.change_tracking or (str(src[CHANGE_TRACKING]) if src.get(CHANGE_TRACKING) else None),

@@ -111,6 +111,10 @@ class ActionContext:
     execution_id: str | None = None
     #: the name the destination instance gets (the source's name unless the user chose one)
     instance_name: str | None = None
+    #: the source instance's name, as its export info gives it: destinations tag what they make for the
+    #: instance with it, and its cleanup finds by it what is the instance's own, never a sibling's of the
+    #: same action (None before the source was read: nothing can have been made for the instance yet)
+    source_name: str | None = None
     project_id: str | None = None
     #: Coriolis ``network_map`` and ``storage_mappings`` of the action
     network_map: Mapping[str, Any] = field(default_factory=dict)

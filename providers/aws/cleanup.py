@@ -1,8 +1,10 @@
-"""Remove what the destination side created, found by ids and by migration-id tags.
+"""Remove what the destination side created for one instance, found by ids and by its tags.
 
 On success only the scaffolding goes (the AMI and the uploaded snapshots; the instance
 and its volumes stay). On failure or cancel everything goes: instance, volumes, AMI,
-snapshots. Tags make this work after a crash, when the ids never reached the workflow.
+snapshots. Tags make this work after a crash, when the ids never reached the workflow: the
+migration's id and the source instance's name, so that a sibling instance of the same migration,
+which may be uploading or deploying right now, is never touched.
 Every step tolerates resources that are already gone, so cleanup can run twice.
 """
 
@@ -19,10 +21,11 @@ from providers.aws.session import AwsClients
 
 
 class _Cleaner:
-    def __init__(self, clients: AwsClients, migration: str | None) -> None:
+    def __init__(self, clients: AwsClients, migration: str | None, source: str | None) -> None:
         self.clients = clients
         self.ec2 = clients.ec2
         self.migration = migration
+        self.source = source
         self.secrets = clients.conn.secrets
         self.lines: list[str] = []
 
@@ -38,9 +41,10 @@ class _Cleaner:
             return None
 
     def tagged_ids(self, kind: str, role: str) -> list[str]:
-        if not self.migration:
+        if not (self.migration and self.source):
             return []
-        kw: dict[str, Any] = {"Filters": t.filters({t.MIGRATION_TAG: self.migration, t.ROLE_TAG: role})}
+        kw: dict[str, Any] = {"Filters": t.filters({t.MIGRATION_TAG: self.migration, t.ROLE_TAG: role,
+                                                     t.SOURCE_INSTANCE_TAG: self.source})}
         if kind == "instance":
             kw["Filters"].append(
                 {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
@@ -147,9 +151,11 @@ def cleanup(
     deployed: DeployedInstance | None,
     succeeded: bool,
     migration: str | None,
+    source: str | None,
 ) -> list[str]:
-    """See the module docstring; returns task-event lines."""
-    c = _Cleaner(clients, migration)
+    """See the module docstring; returns task-event lines. ``source``: the source instance's name, which
+    its resources are tagged with (``ActionContext.source_name``)."""
+    c = _Cleaner(clients, migration, source)
     details = deployed.details if deployed else {}
     if not succeeded:
         instances = set(c.tagged_ids("instance", t.ROLE_INSTANCE))

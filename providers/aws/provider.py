@@ -302,4 +302,5 @@ class AwsProvider(
         succeeded: bool,
         action: ActionContext = NO_ACTION,
     ) -> list[str]:
-        return cleanup_mod.cleanup(self._clients(env), env, disks, deployed, succeeded, action.action_id)
+        return cleanup_mod.cleanup(self._clients(env), env, disks, deployed, succeeded, action.action_id,
+                                   action.source_name)

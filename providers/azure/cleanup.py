@@ -1,7 +1,9 @@
-"""Remove what the destination side created, found by migration-id tags (and the ids it knows).
+"""Remove what the destination side created for one instance, found by its tags: the migration's id and
+the source instance's name, so that a sibling instance of the same migration (whose upload or deploy may be
+under way) is never touched.
 
 On success nothing Sterna made is temporary (the disks, NICs and VM are the result), but any
-SAS still granted on this migration's disks is revoked. On failure or cancel everything goes,
+SAS still granted on this instance's disks is revoked. On failure or cancel everything goes,
 in dependency order: the VM (which detaches its disks and NICs), the NICs, then the disks, each
 after its SAS is revoked. "Already gone" counts as done, so cleanup can run twice.
 """
@@ -43,18 +45,21 @@ class _Cleaner:
         return result
 
 
-def _mine(items: Any, migration: str | None, role: str) -> list[Any]:
-    return [i for i in items or [] if migration and (i.tags or {}).get(t.MIGRATION_TAG) == migration
-            and (i.tags or {}).get(t.ROLE_TAG) == role]
+def _mine(items: Any, migration: str | None, source: str | None, role: str) -> list[Any]:
+    wanted = {t.MIGRATION_TAG: migration, t.SOURCE_INSTANCE_TAG: source, t.ROLE_TAG: role}
+    return [i for i in items or [] if migration and source
+            and all((i.tags or {}).get(k) == v for k, v in wanted.items())]
 
 
 def cleanup(clients: AzureClients, env: Mapping[str, Any], disks: list[ImportedDisk],
-            deployed: DeployedInstance | None, succeeded: bool, migration: str | None) -> list[str]:
+            deployed: DeployedInstance | None, succeeded: bool, migration: str | None,
+            source: str | None) -> list[str]:
+    """``source``: the source instance's name (``ActionContext.source_name``)."""
     c = _Cleaner(clients)
     rg = clients.rg
     compute, network = clients.compute, clients.network
     found_disks = _mine(c.call("listing managed disks", lambda: list(compute.disks.list_by_resource_group(rg))),
-                        migration, t.ROLE_DISK)
+                        migration, source, t.ROLE_DISK)
     for disk in found_disks:
         if t.text(disk.disk_state) in _SAS_STATES:
             c.call(f"revoking the SAS of {disk.name}", compute.disks.begin_revoke_access, rg, disk.name,
@@ -62,12 +67,12 @@ def cleanup(clients: AzureClients, env: Mapping[str, Any], disks: list[ImportedD
     if succeeded:
         return c.lines
     vms = _mine(c.call("listing virtual machines", lambda: list(compute.virtual_machines.list(rg))),
-                migration, t.ROLE_VM)
+                migration, source, t.ROLE_VM)
     for vm in vms:
         c.call(f"deleting virtual machine {vm.name}", compute.virtual_machines.begin_delete, rg, vm.name,
                done=f"deleted virtual machine {vm.name}")
     nics = _mine(c.call("listing network interfaces", lambda: list(network.network_interfaces.list(rg))),
-                 migration, t.ROLE_NIC)
+                 migration, source, t.ROLE_NIC)
     for nic in nics:
         c.call(f"deleting network interface {nic.name}", network.network_interfaces.begin_delete, rg, nic.name,
                done=f"deleted network interface {nic.name}")

@@ -168,4 +168,5 @@ class AzureProvider(EndpointProvider, ExportProvider, ImportProvider, NetworksPr
 
     def cleanup(self, env: Mapping[str, Any], instance: str, disks: list[ImportedDisk],
                 deployed: DeployedInstance | None, succeeded: bool, action: ActionContext = NO_ACTION) -> list[str]:
-        return cleanup_mod.cleanup(self.clients(), env, disks, deployed, succeeded, action.action_id)
+        return cleanup_mod.cleanup(self.clients(), env, disks, deployed, succeeded, action.action_id,
+                                   action.source_name)

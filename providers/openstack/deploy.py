@@ -132,7 +132,8 @@ def deploy_instance(cloud: Cloud, env: Mapping[str, Any], export_info: InstanceI
     else:
         body: dict[str, Any] = {
             "name": name, "flavorRef": flavor["id"], "networks": networks or "none",
-            "metadata": {t.MIGRATION_KEY: migration_id, "migrated_from": export_info.id},
+            "metadata": {t.MIGRATION_KEY: migration_id, t.SOURCE_KEY: export_info.name[:255],
+                         "migrated_from": export_info.id},
         }
         if groups:
             body["security_groups"] = groups

@@ -38,7 +38,7 @@ async def import_disk(cloud: Cloud, export_info: InstanceInfo, disk: DiskLocator
     image = await asyncio.to_thread(cloud.request, "image", "POST", "/v2/images", json={
         "name": name, "disk_format": disk_format, "container_format": "bare",
         "visibility": "private", "tags": [t.IMAGE_TAG], t.MIGRATION_KEY: migration_id,
-        t.DISK_KEY: disk.disk_id, "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
+        t.DISK_KEY: disk.disk_id, t.SOURCE_KEY: export_info.name, "hw_disk_bus": "virtio", "hw_vif_model": "virtio",
         # Nova reads os_type: a Windows guest gets its RTC in local time and Hyper-V enlightenments
         "os_type": "windows" if export_info.os_type == "windows" else "linux",
         **({"hw_firmware_type": "uefi"} if export_info.firmware_type == "EFI" else {}),

@@ -9,6 +9,9 @@ from providers.base import ActionContext
 
 #: image property and server metadata key holding the migration id
 MIGRATION_KEY = "sterna_migration_id"
+#: image property and server metadata key naming the source instance (its export info's name): one
+#: instance's cleanup removes what carries its own name, never a sibling's of the same action
+SOURCE_KEY = "sterna_source_instance"
 #: image property naming the source disk an uploaded image holds
 DISK_KEY = "sterna_disk_id"
 #: Glance tag on every image Sterna uploads

@@ -51,13 +51,15 @@ def export_info(disks: list[DiskLocator], firmware: str = "BIOS") -> InstanceInf
 class Ctx:
     """A TransferContext whose progress callback records calls and can fail after N blocks."""
 
-    def __init__(self, workdir: Path, checkpoint: Any = None, fail_after: int | None = None, exc: Any = None):
+    def __init__(self, workdir: Path, checkpoint: Any = None, fail_after: int | None = None, exc: Any = None,
+                 bandwidth_limit: int | None = None):
         self.updates: list[TransferProgress] = []
         self.events: list[str] = []
         self.fail_after = fail_after
         self.exc = exc
         self.ctx = TransferContext(
-            workdir=workdir, progress=self.progress, checkpoint=checkpoint, event=self.events.append
+            workdir=workdir, progress=self.progress, checkpoint=checkpoint, event=self.events.append,
+            bandwidth_limit=bandwidth_limit,
         )
 
     async def progress(self, p: TransferProgress) -> None:

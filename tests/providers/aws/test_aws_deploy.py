@@ -60,7 +60,7 @@ def env() -> dict[str, Any]:
 @pytest.fixture
 def action(subnet: dict[str, Any]) -> ActionContext:
     return ActionContext(
-        action_id="mig-deploy",
+        action_id="mig-deploy", source_name="web01",
         network_map={"lan": {"subnet_id": subnet["SubnetId"], "security_group_ids": [subnet["GroupId"]]}},
         storage_mappings={
             "default": "gp3",
@@ -149,7 +149,12 @@ async def test_failed_migration_cleanup_finds_everything_by_tags(
     deployed = provider.deploy_instance(env, info, imported, action)
     volume_id = deployed.details["volumes"]["disk-1"]
 
-    # After a crash the cleanup activity knows only the migration id.
+    # A sibling instance of the same migration that fails takes nothing of web01's with it.
+    sibling = replace(action, source_name="web02")
+    assert AwsProvider(conn_info).cleanup(env, "web02", [], None, succeeded=False, action=sibling) == []
+    assert [i["InstanceId"] for i in live_instances(ec2, "mig-deploy")] == [deployed.id]
+
+    # After a crash the cleanup activity knows only the migration id and the source instance's name.
     lines = AwsProvider(conn_info).cleanup(env, "web01", [], None, succeeded=False, action=action)
 
     assert f"terminated instance {deployed.id}" in lines

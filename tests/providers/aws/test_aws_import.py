@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ async def test_resumed_upload_skips_blocks_already_written(
     env: dict[str, Any] = {}
     action = ActionContext(action_id="mig-resume")
     info = export_info([disk])
-    first = Ctx(tmp_path, fail_after=1, exc=RuntimeError("worker lost"))
+    # Paced (4 s for the 2 MiB of data), so that the first progress report comes before the last block
+    # however busy the machine: unpaced, a loaded one had uploaded every block by then.
+    first = Ctx(tmp_path, fail_after=1, exc=RuntimeError("worker lost"), bandwidth_limit=512 * 1024)
     with pytest.raises(RuntimeError, match="worker lost"):
         await provider.import_disk(env, info, disk, first.ctx, action)
     checkpoint = first.updates[-1].checkpoint
@@ -130,7 +133,7 @@ async def test_cancel_mid_upload_leaves_nothing_behind(
     provider: AwsProvider, conn_info: dict[str, Any], ec2: Any, disk: DiskLocator, tmp_path: Path
 ) -> None:
     env: dict[str, Any] = {}
-    action = ActionContext(action_id="mig-cancel")
+    action = ActionContext(action_id="mig-cancel", source_name="web01")
     ctx = Ctx(tmp_path, fail_after=2, exc=asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         await provider.import_disk(env, export_info([disk]), disk, ctx.ctx, action)
@@ -280,3 +283,8 @@ async def test_instances_of_one_migration_with_the_same_disk_id_get_snapshots_of
     # ... and a retry of either still finds its own.
     again = await provider.import_disk({}, second, other, Ctx(tmp_path).ctx, action)
     assert again.details["snapshot_id"] == b.details["snapshot_id"] and again.details["reused"] is True
+    # web02 fails: its cleanup (by tags, as after a crash) removes its snapshot, not web01's, still needed.
+    provider.cleanup({}, "web02", [], None, succeeded=False, action=replace(action, source_name="web02"))
+    mine = [{"Name": "tag:sterna:migration-id", "Values": ["mig-two-instances"]}]
+    left = provider._clients({}).ec2.describe_snapshots(OwnerIds=["self"], Filters=mine)["Snapshots"]
+    assert [x["SnapshotId"] for x in left] == [a.details["snapshot_id"]]

@@ -55,7 +55,8 @@ def test_cancel_mid_upload_revokes_the_sas_and_cleanup_removes_the_disk(cloud: A
     _raw, vhd = _vhd(tmp_path)
     provider = AzureProvider(cloud.conn)
     env: dict[str, Any] = {}
-    action = ActionContext(action_id="mig-cancel", network_map={"default": cloud.subnet_id})
+    action = ActionContext(action_id="mig-cancel", network_map={"default": cloud.subnet_id},
+                           source_name=_info(cloud).name)
     disk = DiskLocator(disk_id="disk-0", size_bytes=vhd.stat().st_size, format="vpc", path=str(vhd))
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(provider.import_disk(env, _info(cloud), disk, _ctx(tmp_path, stop_after=1), action))
@@ -67,18 +68,23 @@ def test_cancel_mid_upload_revokes_the_sas_and_cleanup_removes_the_disk(cloud: A
 
 
 def test_cleanup_revokes_a_sas_left_granted_even_on_success(cloud: AzureCloud) -> None:
-    """A worker killed between grant and revoke leaves a SAS; cleanup finds the disk by its tag."""
+    """A worker killed between grant and revoke leaves a SAS; cleanup finds the disk by its tags. A sibling
+    instance's disk of the same migration, whose upload may be under way, keeps its SAS."""
     provider = AzureProvider(cloud.conn)
     clients = provider.clients()
-    body = {"location": cloud.conn["location"], "tags": {"sterna-migration-id": "mig-left", "sterna-role": "disk"},
-            "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": 32 * MIB + 512}}}
-    clients.compute.disks.begin_create_or_update(clients.rg, "left-disk", body).result()
-    clients.compute.disks.begin_grant_access(clients.rg, "left-disk", {"access": "Write",
-                                                                        "durationInSeconds": 600}).result()
-    assert cloud.arm.sas_granted() != []
-    lines = provider.cleanup({}, "vm", [], None, succeeded=True, action=ActionContext(action_id="mig-left"))
-    assert cloud.arm.sas_granted() == [] and "revoked the SAS of managed disk left-disk" in lines
-    assert len(cloud.arm.of_type("Microsoft.Compute/disks")) == 1, "a succeeded migration keeps its disks"
+    for disk, source in (("left-disk", "vm"), ("sibling-disk", "vm-2")):
+        body = {"location": cloud.conn["location"],
+                "tags": {"sterna-migration-id": "mig-left", "sterna-role": "disk", "sterna-source-instance": source},
+                "properties": {"creationData": {"createOption": "Upload", "uploadSizeBytes": 32 * MIB + 512}}}
+        clients.compute.disks.begin_create_or_update(clients.rg, disk, body).result()
+        clients.compute.disks.begin_grant_access(clients.rg, disk, {"access": "Write",
+                                                                    "durationInSeconds": 600}).result()
+    assert len(cloud.arm.sas_granted()) == 2
+    lines = provider.cleanup({}, "vm", [], None, succeeded=True,
+                             action=ActionContext(action_id="mig-left", source_name="vm"))
+    assert "revoked the SAS of managed disk left-disk" in lines
+    assert [sas.split("/")[-1] for sas in cloud.arm.sas_granted()] == ["sibling-disk"], cloud.arm.sas_granted()
+    assert len(cloud.arm.of_type("Microsoft.Compute/disks")) == 2, "a succeeded migration keeps its disks"
 
 
 def test_put_page_calls_are_at_most_4_mib_and_skip_zero_ranges(cloud: AzureCloud) -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,13 @@ def test_upload_is_checksummed_and_the_server_gets_the_mapped_flavor_networks_an
     assert any("login:" in line for line in evidence)
     assert any(local_md5 in line for line in p.cloud.request(
         "compute", "POST", f"/servers/{deployed.id}/action", json={"os-getConsoleOutput": {}})["output"].splitlines())
-    removed = p.cleanup(env, "vm-up", [imported], deployed, succeeded=False, action=action)
+    # A sibling instance of the same migration fails (as after a crash: no ids, only its marks): nothing of
+    # vm-up's goes with it.
+    sibling = replace(action, source_name="vm-other")
+    assert p.cleanup(env, "vm-other", [], None, succeeded=False, action=sibling) == []
+    assert deployed.id in openstack.nova.servers
+    # vm-up's own, found by its marks alone.
+    removed = p.cleanup(env, "vm-up", [], None, succeeded=False, action=replace(action, source_name="vm-up"))
     assert any("server" in r for r in removed) and any("image" in r for r in removed)
     assert deployed.id not in openstack.nova.servers
 

@@ -27,8 +27,9 @@ def test_the_engine_values_leave_the_environments_for_the_context() -> None:
     step = _step(export_info=INFO)
     assert source_env(step) == {"a": 1} and dest_env(step) == {"flavor_name": "small"}
     action = action_context(step, "p")
+    # source_name: the export info's, which a destination's marks and its cleanup's searches carry.
     assert action == ActionContext(action_id="m1", instance="vm-a", execution_id="x1", instance_name="web01",
-                                   project_id="p", network_map={"VM Network": "br0"},
+                                   source_name=INFO.name, project_id="p", network_map={"VM Network": "br0"},
                                    storage_mappings={"default": "gp3"})
     assert shutdown_requested(step)
     # The engine's values never enter the user's environments.

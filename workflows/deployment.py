@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         set_migration_state,
         summaries,
     )
+    from workflows.shield import settled
     from workflows.steps import Steps, short_step_heartbeat
     from workflows.transfer_types import (
         SNAPSHOT_FORMATS,
@@ -91,18 +92,17 @@ class DeploymentWorkflow:
     @workflow.run
     async def run(self, inp: DeploymentInput) -> str:
         t = inp.timeouts
-        begin = asyncio.ensure_future(workflow.execute_activity(
+        begin = workflow.execute_activity(
             names.BEGIN_DEPLOYMENT, inp, result_type=ActionPlan,
             start_to_close_timeout=timedelta(seconds=60), retry_policy=_retry(t, 10),
-        ))
+        )
         if not workflow.patched(CANCEL_AT_BEGIN_RECORDED):
             plan: ActionPlan = await begin
         else:
-            try:
-                plan = await asyncio.shield(begin)
-            except asyncio.CancelledError:
-                await self._cancelled_before_start(await begin, t)
-                raise
+            plan, cancelled = await settled(begin)
+            if cancelled:
+                await self._cancelled_before_start(plan, t)
+                raise asyncio.CancelledError()
         # A summary is part of the child's start command: runs begun before it replay without one.
         summaries = workflow.patched(CHILD_SUMMARIES)
         def child(instance: str) -> dict[str, Any]:

@@ -33,3 +33,13 @@ async def shielded(work: Awaitable[T],
             raise
         await on_failure(err)
         return None
+
+
+async def settled(work: Awaitable[T]) -> tuple[T, bool]:
+    """``work``'s result, run to its end even if the workflow is cancelled meanwhile, and whether it was: the
+    caller decides where that cancel goes (``shielded`` re-raises it instead, and keeps no result)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task), False
+    except asyncio.CancelledError:
+        return await task, True

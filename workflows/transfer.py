@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         shielded,
         summaries,
     )
+    from workflows.shield import settled
     from workflows.steps import SNAPSHOT_CANCEL_WAITS, Steps, short_step_heartbeat, snapshot_cancellation
     from workflows.transfer_types import (
         ActionPlan,
@@ -153,12 +154,8 @@ class TransferExecutionWorkflow:
     async def _deploy_then_cancel(self, plan: ActionPlan, t: Timeouts, migration: bool, cancel: bool) -> None:
         """``_deploy``, which a cancel does not interrupt: one that came after the instances completed
         (``cancel``) or during the start is the deployment's to honour, so it is sent on to it."""
-        start = asyncio.ensure_future(self._deploy(plan, t, migration))
-        try:
-            deployment_id = await asyncio.shield(start)
-        except asyncio.CancelledError:
-            deployment_id, cancel = await start, True
-        if cancel:
+        deployment_id, cancelled = await settled(self._deploy(plan, t, migration))
+        if cancel or cancelled:
             workflow.logger.info("cancel came after the replication: deployment %s is cancelled", deployment_id)
             with contextlib.suppress(FailureError):  # it has ended already: nothing left to cancel
                 await workflow.get_external_workflow_handle(ids.deployment(deployment_id)).cancel()

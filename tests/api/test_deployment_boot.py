@@ -4,8 +4,9 @@ The marker-less Debian guest (a VMware-style export, NIC config pinned to ``ens1
 local -> local by a transfer, then deployed twice (``tests/api/guest_runs.py``, chain ``deployments``):
 first with OS morphing and the boot check, then, that instance torn down, without morphing. The second
 boot is the sharpest check that the first deployment's morph never reached the replica: the unmorphed
-guest still names ``ens192`` and never asks for an address on the virtio NIC, exactly as the unmorphed
-migration in ``test_morphing_migration.py`` does, while a morph leaked into the replica would give it one.
+guest still names ``ens192`` and never asks for an address on the virtio NIC, while a morph leaked into
+the replica would give it one. ``test_morphing_migration.py`` inspects the same two boots for what they
+show of OS morphing and of the boot check.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
-"""The real proof through the service: a VMware-style Debian guest migrates local -> local with OS
-morphing and is proven booted with DHCP from host-side signals; the same disk without morphing boots
+"""The real proof through the service: a VMware-style Debian guest moves local -> local, is deployed with
+OS morphing and is proven booted with DHCP from host-side signals; the same disk without morphing boots
 without network, and says why; a VMware-made variant booting its root as /dev/sda2 fails in the
 initramfs, and the check ends on that line, once. The same disk morphed but for its network
 (``skip_os_morphing_network``) boots without network too, and both the morph and the check say why.
 
 The guest (tests/guests/debian.py: debootstrap, GPT, GRUB, open-vm-tools, ifupdown pinned to ``ens192``
 and a VMware MAC) is exported as the streamOptimized VMDK vSphere produces, with its marker service
-removed (``foreign_variants``): nothing on its console is ours, and it stays up after boot. The three
-migrations run at once, beside the suite's other guest migrations (``tests/api/guest_runs.py``); each
-boot check is a QEMU TCG boot with a virtio disk and a virtio NIC on user-mode networking that the check
-captures.
+removed (``foreign_variants``): nothing on its console is ours, and it stays up after boot. Its morphed
+and unmorphed boots are the two deployments of the ``deployments`` chain, which
+``test_deployment_boot.py`` inspects too; the failing variant and the network-skipped morph are
+migrations. All run at once, beside the suite's other guest migrations (``tests/api/guest_runs.py``);
+each boot check is a QEMU TCG boot with a virtio disk and a virtio NIC on user-mode networking that the
+check captures.
 Slow: the guest build (~4 min the first time, then cached), one appliance for the variants, libguestfs
-under TCG, three TCG boots (one ends in the initramfs).
+under TCG, TCG boots (one ends in the initramfs).
 """
 
 from __future__ import annotations
@@ -21,22 +23,28 @@ from typing import Any
 import pytest
 
 from providers.local.console import HOST_TOO_SLOW
-from tests.api.guest_runs import GuestRuns
+from tests.api.guest_runs import TIMEOUT, GuestRuns
 from tests.conftest import RunningStack, task
 from tests.guests.debian import OLD_NIC
 
 pytestmark = [pytest.mark.slow, pytest.mark.tcg]
 
 
-def _events(migration: dict[str, Any], task_type: str) -> list[str]:
-    return [e["message"] for e in task(migration, "debian-vm", task_type)["events"]]
+def _events(action: dict[str, Any], task_type: str) -> list[str]:
+    """A migration's or a deployment's events of one task of the guest."""
+    return [e["message"] for e in task(action, "debian-vm", task_type)["events"]]
+
+
+#: where the boot check reports: a deployment's last task (a migration shows it as DEPLOY_INSTANCE_RESOURCES)
+BOOT_TASK = "FINALIZE_INSTANCE_DEPLOYMENT"
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_morphed_guest_boots_with_dhcp_and_unmorphed_does_not(stack: RunningStack, guest_runs: GuestRuns) -> None:
-    """The three migrations run with the suite's other guest migrations (``tests/api/guest_runs.py``)."""
-    done = guest_runs.wait("kvm_morphed")
-    skipped = guest_runs.wait("kvm_plain")
+    """The ``deployments`` chain's two deployments and the ``kvm_by_device`` migration (``guest_runs``)."""
+    chain = guest_runs.deployments.result(TIMEOUT)
+    assert chain.execution["status"] == "COMPLETED", chain.execution
+    done, skipped = chain.first, chain.second
     failed = guest_runs.wait("kvm_by_device")
 
     assert done["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in done["tasks"]]
@@ -45,7 +53,7 @@ def test_morphed_guest_boots_with_dhcp_and_unmorphed_does_not(stack: RunningStac
     for needle in ("purge open-vm-tools", "/etc/network/interfaces", f"10-{OLD_NIC}.link", "/etc/default/grub",
                    "/etc/initramfs-tools/modules", "update-initramfs -u -k all", "update-grub"):
         assert any(needle in e for e in morph_events), (needle, morph_events)
-    boot = _events(done, "DEPLOY_INSTANCE_RESOURCES")
+    boot = _events(done, BOOT_TASK)
     # Ended because the evidence was complete (not at poweroff: this guest stays up; not at a timeout).
     assert "Boot check: ended: evidence complete: userspace on the console, address leased and answering the " \
            "host's probe" in boot, boot
@@ -56,17 +64,19 @@ def test_morphed_guest_boots_with_dhcp_and_unmorphed_does_not(stack: RunningStac
     assert any(e.startswith("Boot check: Booted: userspace at ") and "IPv4 10.0.2.15 leased by DHCP" in e
                for e in boot), boot
     assert not any("STERNA-GUEST" in e for e in boot), boot
-    assert task(done, "debian-vm", "DEPLOY_INSTANCE_RESOURCES")["status"] == "COMPLETED"
+    assert task(done, "debian-vm", BOOT_TASK)["status"] == "COMPLETED"
 
     assert skipped["last_execution_status"] == "COMPLETED", [t["exception_details"] for t in skipped["tasks"]]
-    assert _events(skipped, "OS_MORPHING") == ["OS morphing skipped: skip_os_morphing is set"]
-    plain_boot = _events(skipped, "DEPLOY_INSTANCE_RESOURCES")
+    assert not [t for t in skipped["tasks"] if t["task_type"] == "OS_MORPHING"], skipped["tasks"]
+    plain_boot = _events(skipped, BOOT_TASK)
     assert any(e.startswith("Boot check: userspace at ") for e in plain_boot), plain_boot
     # Its NIC config still names ens192: the guest never asks for an address on the virtio NIC.
     assert any(e.startswith("Boot check: Booted without network: userspace at ")
                and "the guest never asked for an address on its NIC" in e for e in plain_boot), plain_boot
 
     assert failed["last_execution_status"] == "ERROR"
+    # A migration with skip_os_morphing still shows the step, and why it did nothing.
+    assert _events(failed, "OS_MORPHING") == ["OS morphing skipped: skip_os_morphing is set"]
     deploy = task(failed, "debian-vm", "DEPLOY_INSTANCE_RESOURCES")
     assert deploy["status"] == "ERROR"
     alert = "ALERT!  /dev/sda2 does not exist.  Dropping to a shell!"

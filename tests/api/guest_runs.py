@@ -40,7 +40,6 @@ under a migration that runs across several tests.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ from typing import Any
 
 import pytest
 import requests
+import xxhash
 from pyVim.connect import Disconnect
 
 from devstack.sample import create_vmware_vm
@@ -122,12 +122,13 @@ class DeployedTwice:
     #: the morphed deployment, then the unmorphed one
     first: dict[str, Any]
     second: dict[str, Any]
-    #: SHA-256 of the replica disk before the first deployment, after it, and after the second
+    #: digests of the replica disk before the first deployment, after it, and after the second
     replica_digests: list[str]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _digest(path: Path) -> str:
+    # XXH3-128, not SHA-256: the same proof of "unchanged", and 0.02 CPU-s per GiB against 0.6 (3 GiB, three times).
+    h = xxhash.xxh3_128()
     with path.open("rb") as f:
         while block := f.read(4 * 1024**2):
             h.update(block)
@@ -141,17 +142,17 @@ def _deploy_twice(stack: RunningStack, transfer_id: str, dst: Path) -> DeployedT
         if execution["status"] != "COMPLETED":
             return DeployedTwice(api.get_transfer(transfer_id), execution, {}, {}, [])
         replica = dst / ".sterna-replicas" / transfer_id / "debian-vm" / "disk-0.raw"
-        digests = [_sha256(replica)]
+        digests = [_digest(replica)]
         morphed = api.create_deployment(transfer_id, skip_os_morphing=False)["id"]
         first = api.wait_deployment(morphed, TIMEOUT, SLOW_POLL)
-        digests.append(_sha256(replica))
+        digests.append(_digest(replica))
         # A test failover torn down; then the real one, from the same replica.
         shutil.rmtree(dst / "debian-vm", ignore_errors=True)
         # An unmorphed guest never asks for an address: no long wait for a DHCP that never comes.
         api.update_transfer(transfer_id, destination_environment=BOOT_CHECKED)
         plain = api.create_deployment(transfer_id, skip_os_morphing=True)["id"]
         second = api.wait_deployment(plain, TIMEOUT, SLOW_POLL)
-        digests.append(_sha256(replica))
+        digests.append(_digest(replica))
         return DeployedTwice(api.get_transfer(transfer_id), execution, first, second, digests)
 
 

@@ -44,6 +44,7 @@ test: sysdeps $(STAMP) peers
 ## test-fast: the development loop: lint and every test but the TCG guest builds, morphs and boots
 test-fast: sysdeps $(STAMP) peers
 	$(MAKE) --no-print-directory lint
+	$(PY) -m compileall -q -j0 $(PACKAGES)
 	$(VENV)/bin/pytest $(XDIST) --durations=10 -m "not tcg" $(PYTEST_ARGS)
 
 ## up: Temporal dev server + worker + API in the foreground (data in ~/.sterna unless STERNA_DATA_DIR)

@@ -12,6 +12,7 @@ import functools
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +22,7 @@ from temporalio import activity
 from activities import names
 from activities.checkpoints import checkpoint_file, resume_ranges
 from activities.context import dest_env, shutdown_requested, source_env, step_context
+from activities.running import stop_others
 from activities.services import Services
 from activities.slots import source_slot
 from activities.task_recorder import TaskRecorder, task_running
@@ -326,6 +328,10 @@ class MigrationActivities:
         """Always runs (success, error, cancel); every part tolerates partial state."""
         step = inp.step
         async with task_running(self.services, step.task) as rec:
+            # After a force-cancel, the terminated workflow's steps may still run here: they stop
+            # before anything they use or write goes.
+            if stopped := await stop_others(step.task.migration_id, step.task.instance, STOP_WAIT * 3):
+                await rec.aevent(f"Stopped {stopped} step(s) of this instance still running on this host")
             try:
                 if step.snapshot is not None:
                     source = await self._source(step)
@@ -343,8 +349,7 @@ class MigrationActivities:
                 # the workflow has no workdir: the one its ids give is where that step writes.
                 workdir = Path(step.workdir) if step.workdir else scratch_dir(self.services.settings.scratch,
                                                                              step.task)
-                if workdir.exists():
-                    await asyncio.to_thread(shutil.rmtree, workdir, True)
+                if await asyncio.to_thread(remove_tree, workdir):
                     await rec.aevent(f"Scratch space {workdir} removed")
                 await asyncio.to_thread(_remove_if_empty, workdir.parent)
 
@@ -385,6 +390,21 @@ def _discard(source: ExportProvider, snapshot: SourceSnapshot | None, workdir: P
             source.delete_snapshot(snapshot)
     shutil.rmtree(workdir, ignore_errors=True)
     _remove_if_empty(workdir.parent)
+
+
+def remove_tree(folder: Path) -> bool:
+    """Remove ``folder`` (False: it was not there), renamed first so that the removal is whole.
+
+    A thread a cancelled step left running (a checkpoint write) finds no path to write to once the
+    rename is done; without it, a file made during the walk keeps the folder, and what it holds.
+    """
+    doomed = folder.with_name(f".{folder.name}.removing-{uuid.uuid4().hex[:8]}")
+    try:
+        folder.rename(doomed)
+    except FileNotFoundError:
+        return False
+    shutil.rmtree(doomed, ignore_errors=True)
+    return True
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -13,6 +13,7 @@ from temporalio import activity
 
 from activities.failures import to_application_error
 from activities.metrics import BYTES_MOVED, labels
+from activities.running import STOPPED_FOR_CLEANUP, registered
 from activities.services import Services
 from diskio.checkpoint import boot_id
 from providers.base import TransferProgress
@@ -127,9 +128,12 @@ async def heartbeating(details: Callable[[], Any] | None = None) -> AsyncIterato
             await beater
 
 
-def _why_stopped() -> str:
+def _why_stopped(exc: asyncio.CancelledError) -> str:
     """The event of a cancelled attempt. Temporal cancels an attempt it gave up on (heartbeat timeout,
-    terminated workflow) too, at its next heartbeat: say which, for whoever reads the task's events."""
+    terminated workflow) too, at its next heartbeat, and a cleanup stops the steps it finds running
+    (``activities.running``): say which, for whoever reads the task's events."""
+    if exc.args and exc.args[0] == STOPPED_FOR_CLEANUP:
+        return STOPPED_FOR_CLEANUP
     details = activity.cancellation_details()
     if details is not None and details.not_found:
         return "Temporal no longer runs this attempt (it timed out, or its workflow was terminated): stopped"
@@ -152,7 +156,8 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
     # The whole attempt heartbeats, from its first await: any of them (a record DB write queued
     # behind a lock, a provider's API call, an fsync on a busy disk) can outlast the heartbeat
     # timeout, and Temporal would take the live attempt for a dead worker's.
-    async with heartbeating(details=lambda: recorder.details if recorder is not None else carried):
+    async with heartbeating(details=lambda: recorder.details if recorder is not None else carried), \
+            registered(task.migration_id, task.instance):
         store = services.store
         task_id = await asyncio.to_thread(store.task_id, task.migration_id, task.instance, task.task_type,
                                           task.execution_id)
@@ -167,8 +172,8 @@ async def task_running(services: Services, task: TaskRef) -> AsyncIterator[TaskR
             await recorder.aevent(f"Attempt {attempt} on host {services.settings.worker_host_id}")
         try:
             yield recorder
-        except asyncio.CancelledError:
-            await asyncio.shield(recorder.aevent(_why_stopped(), "WARNING"))
+        except asyncio.CancelledError as exc:
+            await asyncio.shield(recorder.aevent(_why_stopped(exc), "WARNING"))
             raise
         except Exception as exc:
             err = to_application_error(exc)

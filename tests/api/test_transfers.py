@@ -454,6 +454,10 @@ def test_force_cancel_terminates_and_still_releases(stack: RunningStack) -> None
         assert task_of(now, "REPLICATE_DISKS")["status"] == "FORCE_CANCELED"
         wait_for(lambda: task_of(api.get_execution(t["id"], e["id"]), "DELETE_TRANSFER_SOURCE_RESOURCES")["status"]
                  == "COMPLETED", 60, 0.3, "the forced cleanup")
+        # Terminate leaves the copy running until a heartbeat tells it (up to 24 s later): the cleanup
+        # stops it first, and only then removes what it writes in scratch.
+        replicate = task_of(api.get_execution(t["id"], e["id"]), "REPLICATE_DISKS")
+        assert any(ev["message"].endswith(": stopped") for ev in replicate["events"]), replicate["events"]
         assert not (Path(stack.settings.scratch) / t["id"] / "vm-a").exists()
         api.update_transfer(t["id"], source_environment={"bandwidth_limit": None})
         again = api.wait_execution(t["id"], api.execute_transfer(t["id"])["id"], 300)

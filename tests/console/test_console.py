@@ -46,8 +46,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    from playwright.sync_api import expect
+
     context = browser.new_context(viewport={"width": 1366, "height": 900})  # a laptop screen
+    # Actions and assertions wait alike: a page that asks the API (an endpoint's instances, listed by
+    # a worker) can take more than expect's default 5 s while the TCG runs load both cores.
     context.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)
     page = context.new_page()
     errors: list[str] = []
     paths: set[str] = set()

@@ -25,10 +25,8 @@ _running: dict[tuple[str, str], set[asyncio.Task[object]]] = {}
 async def registered(migration_id: str, instance: str) -> AsyncIterator[None]:
     """Known as running for the instance while the block runs (the current asyncio task)."""
     task = asyncio.current_task()
+    assert task is not None  # an activity always runs in its own task
     key = (migration_id, instance)
-    if task is None:  # not in a task: nothing could cancel it anyway
-        yield
-        return
     _running.setdefault(key, set()).add(task)
     try:
         yield

@@ -388,7 +388,7 @@ def _discard(source: ExportProvider, snapshot: SourceSnapshot | None, workdir: P
     if snapshot is not None:
         with contextlib.suppress(Exception):  # best effort: the step ends cancelled either way
             source.delete_snapshot(snapshot)
-    shutil.rmtree(workdir, ignore_errors=True)
+    remove_tree(workdir)
     _remove_if_empty(workdir.parent)
 
 
@@ -452,7 +452,7 @@ async def _stoppable(workdir: Path, call: Callable[..., T], *args: Any,
         def discard(made: T | None) -> None:
             if undo is not None:
                 undo(made)
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_tree(workdir)
             _remove_if_empty(workdir.parent)
 
         if running.done():

@@ -8,7 +8,11 @@ runs it keeps heartbeating and sees cancellation.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+
+from core.errors import TransferError
 
 
 @dataclass(frozen=True, order=True)
@@ -56,6 +60,27 @@ class DiskSource(ABC):
         view[: len(data)] = data
         return len(data)
 
+    def pages(self, offset: int, length: int) -> AbstractContextManager[memoryview] | None:
+        """A view of ``[offset, offset + length)`` on the source's own memory, or None (the default).
+
+        A local file lends its page-cache pages (``diskio.mapped``): the copier then hashes, writes
+        and compares them where they lie, with no copy into a buffer first.
+        """
+        return None
+
+    def feed(self, offset: int, length: int, sink: Callable[[memoryview], object], buf: bytearray) -> None:
+        """Pass the bytes of ``[offset, offset + length)`` to ``sink`` in order, at most ``len(buf)`` at a time.
+
+        For hashing a range without keeping it. By default each piece is read into ``buf``; a
+        local file passes views of its pages instead, skipping the copy (``diskio.mapped``).
+        """
+        view = memoryview(buf)
+        for pos in range(0, length, len(buf)):
+            n = min(len(buf), length - pos)
+            if self.readinto(offset + pos, view[:n]) != n:
+                raise TransferError(f"short read at {offset + pos}")
+            sink(view[:n])
+
     def begin_range(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """The ``readinto`` calls that follow on this thread read ``[offset, offset + length)`` in order.
 
@@ -91,6 +116,9 @@ class DiskTarget(ABC):
     #: remote API acknowledged it): a same-boot checkpoint may claim it before ``sync``. False where
     #: a helper that dies with the worker buffers writes (qemu-nbd's caches): only ``sync`` keeps them
     writes_survive_exit: bool = False
+    #: concurrent writes queue in the target anyway (a local file's inode lock): the copier lets one
+    #: lane write at a time while the others hash and compare, instead of spinning on that lock
+    serial_writes: bool = False
 
     @property
     @abstractmethod
@@ -127,6 +155,15 @@ class DiskTarget(ABC):
         data = self.read(offset, len(view))
         view[: len(data)] = data
         return len(data)
+
+    def matches(self, offset: int, data: memoryview, scratch: bytearray) -> bool:
+        """Whether the bytes at ``offset`` read back equal ``data`` (only when ``readable``).
+
+        ``scratch`` holds at least ``len(data)`` bytes for the read. A target whose bytes can be
+        compared where they lie (a local file's pages) overrides this to skip the copy.
+        """
+        n = len(data)
+        return self.readinto(offset, memoryview(scratch)[:n]) == n and scratch.startswith(data)
 
     def resumed(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """An earlier attempt wrote ``[offset, offset + length)`` into this target, and a resumed copy

@@ -41,21 +41,24 @@ HASH_LANES = 2
 
 
 class _Hasher:
-    """Per-chunk digests of one side, each thread reading into its own buffer."""
+    """Per-chunk digests of one side, each thread with its own buffer (for sides that cannot lend their pages)."""
 
-    def __init__(self, readinto: Callable[[int, memoryview], int]) -> None:
-        self._readinto = readinto
+    def __init__(self, side: DiskSource | DiskTarget) -> None:
+        self._side = side
         self._local = threading.local()
 
     def __call__(self, chunk: Chunk) -> bytes:
         buf: bytearray | None = getattr(self._local, "buf", None)
         if buf is None:
             buf = self._local.buf = bytearray(HASH_STEP)
-        view = memoryview(buf)
         hasher = digest.new()
+        if isinstance(self._side, DiskSource):
+            self._side.feed(chunk.offset, chunk.length, hasher.update, buf)
+            return hasher.digest()
+        view = memoryview(buf)
         for pos in range(0, chunk.length, HASH_STEP):
             n = min(HASH_STEP, chunk.length - pos)
-            if self._readinto(chunk.offset + pos, view[:n]) != n:
+            if self._side.readinto(chunk.offset + pos, view[:n]) != n:
                 raise TransferError(f"short read at {chunk.offset + pos}")
             hasher.update(view[:n])
         return hasher.digest()
@@ -64,7 +67,7 @@ class _Hasher:
 async def chunk_digests(side: DiskSource | DiskTarget, chunks: list[Chunk], lanes: int = HASH_LANES) -> list[bytes]:
     """The digest of each chunk as ``side`` (a source, or a readable target) reads it, ``lanes`` at a time."""
     loop = asyncio.get_running_loop()
-    hasher = _Hasher(side.readinto)
+    hasher = _Hasher(side)
     with concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="diskio-hash") as pool:
         futures = [loop.run_in_executor(pool, hasher, c) for c in chunks]
         try:

@@ -3,7 +3,9 @@
 Everything here is blocking and runs outside the event loop. A chunk is moved in steps of
 the endpoints' preferred I/O size: each step is read, hashed, checked for zeros, written
 and read back while it is still in the CPU cache, so each byte crosses the memory bus as
-few times as possible. The calls used release the GIL or run at memcmp speed:
+few times as possible. A local source lends its page-cache pages instead (``DiskSource.pages``), and
+a local target compares against its own pages (``DiskTarget.matches``): neither side's bytes are
+copied into a buffer. The calls used release the GIL or run at memcmp speed:
 ``preadv``/``pwritev`` into preallocated buffers, XXH3-128 (``diskio.digest``: SIMD, and
 it releases the GIL) and ``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the
 first non-zero byte, so data costs almost nothing to check).
@@ -11,6 +13,7 @@ first non-zero byte, so data costs almost nothing to check).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -45,9 +48,8 @@ class _Buffers:
 
     def __init__(self, size: int) -> None:
         self.data = bytearray(size)
-        self.check = bytearray(size)
+        self.check = bytearray(size)  # read-back space, for targets that compare by reading (``DiskTarget.matches``)
         self.view = memoryview(self.data)
-        self.check_view = memoryview(self.check)
 
 
 def io_step(source: DiskSource, target: DiskTarget, chunk_size: int, block: int) -> int:
@@ -93,6 +95,8 @@ class ChunkMover:
         self._zero_view = memoryview(self._zeros)
         self._zero_sha: dict[int, bytes] = {}
         self._lock = threading.Lock()
+        #: held by the lane writing a lent chunk into a target that serializes writes (``_copy_lent``)
+        self._write_turn = threading.Lock()
         self._pool: queue.SimpleQueue[_Buffers] = queue.SimpleQueue()
 
     # -- helpers -------------------------------------------------------------------------
@@ -186,11 +190,11 @@ class ChunkMover:
         data, step, target, source = bufs.data, self.step, self.target, self.source
         stopped, verify = self.stop.is_set, self.verify
         full_zeros = self._zero_view[:step]
-        # A whole step that needs neither a zero-run split nor a cut at max_write is one pwrite:
-        # the common case takes no detour through ``_runs``/``_write`` (Python calls cost CPU per step).
-        split_zero_runs = self.zero_run < step
-        one_write = not split_zero_runs and step <= self.max_write
         zeros = 0  # zero bytes not yet fed to the hash: an all-zero chunk is never hashed
+        lent = source.pages(chunk.offset, chunk.length)
+        if lent is not None:
+            with lent as pages:
+                return self._copy_lent(chunk, pages, bufs, repair, out)
         # After the bandwidth wait: a remote source opens one request for the chunk's steps.
         source.begin_range(chunk.offset, chunk.length)
         for pos in range(0, chunk.length, step):
@@ -216,27 +220,9 @@ class ChunkMover:
                 self._feed_zeros(sha, zeros)
                 zeros = 0
             sha.update(view)
-            if one_write:
-                runs = None
-                target.write_view(offset, view)
-                out.bytes_written += n
-            else:
-                runs = self._runs(data, n) if split_zero_runs else [(0, n, False)]
-                written = self._write(offset, view, runs, rewrite=repair)
-                out.bytes_written += written
-                out.bytes_zero += n - written
+            runs = self._put(offset, view, out, repair)
             if verify:
-                out.bytes_verified += n
-                if not self._matches(offset, bufs, n):
-                    # One repair: write the step again, zero runs included, and compare again.
-                    out.repairs += 1
-                    self._write(offset, view, runs or [(0, n, False)], rewrite=True)
-                    out.bytes_verified += n
-                    if not self._matches(offset, bufs, n):
-                        raise IntegrityError(
-                            f"chunk at {chunk.offset} (+{chunk.length}): the {n} bytes at {offset} read back "
-                            "different from the source bytes that were hashed, twice"
-                        )
+                self._verify(chunk, offset, view, runs, bufs, out)
         out.zero = zeros == chunk.length
         if out.zero:
             out.sha = self._sha_of_zeros(chunk.length)
@@ -246,13 +232,94 @@ class ChunkMover:
             out.sha = sha.digest()
         return out
 
-    def _runs(self, data: bytearray, n: int) -> list[tuple[int, int, bool]]:
-        """Split ``data[:n]`` into maximal (start, end, is_zero) runs of ``zero_run`` blocks."""
+    def _copy_lent(self, chunk: Chunk, pages: memoryview, bufs: _Buffers, repair: bool, out: Outcome) -> Outcome:
+        """A chunk of the source's own pages: written first, then hashed and compared.
+
+        Two passes, so that where the target serializes writes (``DiskTarget.serial_writes``: a local
+        file's inode lock) one lane writes while the others hash and compare the chunks they wrote,
+        instead of spinning on that lock. The source's pages are the bytes written, hashed and compared,
+        so the order does not change what is checked.
+        """
+        target, step, length = self.target, self.step, chunk.length
+        zero_steps: list[bool] = []
+        with self._write_turn if target.serial_writes else contextlib.nullcontext():
+            for pos in range(0, length, step):
+                self._check()
+                n = min(step, length - pos)
+                with pages[pos : pos + n] as view:
+                    zero = self._zeros.startswith(view)
+                    zero_steps.append(zero)
+                    out.bytes_read += n
+                    if zero:
+                        out.bytes_zero += n
+                        if repair or not target.zero_initialized:
+                            target.write_zeroes(chunk.offset + pos, n)
+                    else:
+                        self._put(chunk.offset + pos, view, out, repair)
+        sha, zeros = digest.new(), 0
+        for pos, zero in zip(range(0, length, step), zero_steps, strict=True):
+            n = min(step, length - pos)
+            if zero:
+                zeros += n
+                continue
+            self._check()
+            if zeros:
+                self._feed_zeros(sha, zeros)
+                zeros = 0
+            with pages[pos : pos + n] as view:
+                sha.update(view)
+                if self.verify:
+                    runs = self._runs(view) if self.zero_run < n else None
+                    self._verify(chunk, chunk.offset + pos, view, runs, bufs, out)
+        out.zero = zeros == length
+        if out.zero:
+            out.sha = self._sha_of_zeros(length)
+        else:
+            if zeros:
+                self._feed_zeros(sha, zeros)
+            out.sha = sha.digest()
+        return out
+
+    def _put(self, offset: int, view: memoryview, out: Outcome, repair: bool) -> list[tuple[int, int, bool]] | None:
+        """Write a step that is not all zeros; its zero runs (None: written whole)."""
+        n = len(view)
+        if self.zero_run >= n and n <= self.max_write:
+            # the common case takes no detour through ``_runs``/``_write`` (Python calls cost CPU per step)
+            self.target.write_view(offset, view)
+            out.bytes_written += n
+            return None
+        runs = self._runs(view) if self.zero_run < n else [(0, n, False)]
+        written = self._write(offset, view, runs, rewrite=repair)
+        out.bytes_written += written
+        out.bytes_zero += n - written
+        return runs
+
+    def _verify(
+        self, chunk: Chunk, offset: int, view: memoryview, runs: list[tuple[int, int, bool]] | None,
+        bufs: _Buffers, out: Outcome,
+    ) -> None:
+        """Compare a written step with the target; write it again once if it differs."""
+        n = len(view)
+        out.bytes_verified += n
+        if self.target.matches(offset, view, bufs.check):
+            return
+        # One repair: write the step again, zero runs included, and compare again.
+        out.repairs += 1
+        self._write(offset, view, runs or [(0, n, False)], rewrite=True)
+        out.bytes_verified += n
+        if not self.target.matches(offset, view, bufs.check):
+            raise IntegrityError(
+                f"chunk at {chunk.offset} (+{chunk.length}): the {n} bytes at {offset} read "
+                "back different from the source bytes that were hashed, twice"
+            )
+
+    def _runs(self, view: memoryview) -> list[tuple[int, int, bool]]:
+        """Split ``view`` into maximal (start, end, is_zero) runs of ``zero_run`` blocks."""
         runs: list[tuple[int, int, bool]] = []
-        step = self.zero_run
+        step, n = self.zero_run, len(view)
         for start in range(0, n, step):
             end = min(n, start + step)
-            zero = self._is_zero(data, start, end)
+            zero = self._zeros.startswith(view[start:end])
             if runs and runs[-1][2] == zero:
                 runs[-1] = (runs[-1][0], end, zero)
             else:
@@ -274,10 +341,3 @@ class ChunkMover:
             written += end - start
         return written
 
-    def _matches(self, offset: int, bufs: _Buffers, n: int) -> bool:
-        # Comparing the bytes read back with the bytes that were hashed is the same check as
-        # comparing their digests, at memcmp cost instead of a second hash pass.
-        check_view = bufs.check_view if n == len(bufs.check) else bufs.check_view[:n]
-        if self.target.readinto(offset, check_view) != n:
-            return False
-        return bufs.data.startswith(check_view)

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from diskio.base import DiskSource
 from diskio.checked_convert import chunk_digests, convert_verified, verify_and_repair
 from diskio.convert import convert_image
 from diskio.copier import copy_disk
@@ -71,3 +72,29 @@ async def test_a_compressed_image_is_not_read_in_place_but_still_verified(
     assert open_mapped(dst, "qcow2") is None
     assert result.verified and result.repairs == 0 and result.bytes_verified == 2 * MiB
     assert identical(src, dst)
+
+
+def collect(side: DiskSource, offset: int, length: int, piece: int) -> list[bytes]:
+    pieces: list[bytes] = []
+    side.feed(offset, length, lambda view: pieces.append(bytes(view)), bytearray(piece))
+    return pieces
+
+
+async def test_an_image_read_in_place_lends_the_same_bytes_as_it_reads(
+    disk: Callable[..., Path], tmp_path: Path
+) -> None:
+    # feed (views of mapped pages, no copy) and readinto (pread) must agree, holes and odd offsets included
+    src = disk(size=16 * MiB, runs=[(MiB, 3 * MiB), (9 * MiB, MiB)], small_writes=6, seed=7)
+    dst = tmp_path / "out.qcow2"
+    await convert_image(src, "raw", dst, "qcow2")
+    image, raw = open_mapped(dst, "qcow2"), RawFileSource(src)
+    assert image is not None
+    try:
+        for side in (image, raw):
+            for offset, length in ((0, 16 * MiB), (MiB - 4096 + 3, 8 * MiB + 11), (9 * MiB + 1, 5)):
+                pieces = collect(side, offset, length, 64 * 1024)
+                assert all(len(p) <= 64 * 1024 for p in pieces)
+                assert b"".join(pieces) == raw.read(offset, length)
+    finally:
+        image.close()
+        raw.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,34 @@ def test_target_smaller_than_existing_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(8192))
     with pytest.raises(ValueError, match="more than"):
         LocalFileTarget(path, 4096)
+
+
+def test_target_compares_its_writes_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "t.raw"
+    dst = LocalFileTarget(path, 32 * MiB)
+    data = bytearray(os.urandom(3 * MiB))
+    dst.write_view(MiB, memoryview(data))
+    dst.write_view(9 * MiB, memoryview(data))  # past the first compare window (8 MiB from 1 MiB)
+    scratch = bytearray(b"\xff" * (3 * MiB))
+    assert dst.matches(MiB, memoryview(data), scratch)
+    assert dst.matches(9 * MiB + 5, memoryview(data)[5:], scratch)
+    # the file changed behind the target's back (another descriptor): the pages themselves are compared
+    with open(path, "r+b") as other:
+        other.seek(MiB + 2 * MiB + 7)
+        other.write(bytes([data[2 * MiB + 7] ^ 1]))
+    assert not dst.matches(MiB, memoryview(data), scratch)
+    assert dst.matches(MiB, memoryview(data)[: 2 * MiB], scratch)
+    assert scratch == b"\xff" * (3 * MiB)  # nothing was read back into the buffer
+    dst.close()
+
+
+def test_target_reads_back_what_lies_past_its_written_end(tmp_path: Path) -> None:
+    # Mapped pages past a file's end raise SIGBUS (the process would die): the target reads those back.
+    dst = LocalFileTarget(tmp_path / "t.raw", 32 * MiB)
+    dst.write(0, b"x" * MiB)
+    scratch = bytearray(b"\xff" * MiB)
+    zeros = memoryview(bytearray(MiB))
+    assert dst.matches(4 * MiB, zeros, scratch)
+    assert scratch == bytes(MiB)  # read back: zeros past the physical end, inside the disk
+    assert not dst.matches(MiB - 10, zeros[:20], scratch)
+    dst.close()

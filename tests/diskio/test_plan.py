@@ -51,7 +51,7 @@ def test_step_is_the_larger_preference(tmp_path: Path) -> None:
     path = tmp_path / "a.raw"
     path.write_bytes(b"")
     src, dst = RawFileSource(path), LocalFileTarget(tmp_path / "b.raw", 0)
-    assert io_step(src, dst, 8 * MiB, 512) == 256 * KiB  # local to local: cache-sized
+    assert io_step(src, dst, 8 * MiB, 512) == MiB  # local to local: the source lends its pages, 1 MiB steps
     dst.io_size = 0  # a remote target: whole chunks
     assert io_step(src, dst, 8 * MiB, 512) == 8 * MiB
     dst.io_size = 3 * MiB + 1

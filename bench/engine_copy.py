@@ -45,6 +45,7 @@ async def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="bandwidth cap, bytes/s")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--final-check", action="store_true")
+    ap.add_argument("--lanes", type=int, default=None, help="chunks in flight (default: the copier's choice)")
     ap.add_argument("--http", default=None, help="read SRC's bytes from this URL, with SRC's allocation map")
     args = ap.parse_args()
     before = proc_io()
@@ -72,6 +73,7 @@ async def main() -> None:
                 source,
                 target,
                 bandwidth_limit=args.limit,
+                lanes=args.lanes,
                 verify=not args.no_verify,
                 final_check=args.final_check,
             )

@@ -52,6 +52,18 @@ class _Buffers:
         self.view = memoryview(self.data)
 
 
+def _step_runs(length: int, step: int, zero: list[bool]) -> list[tuple[int, int, bool]]:
+    """The chunk's steps merged into maximal (start, end, all zero) runs."""
+    runs: list[tuple[int, int, bool]] = []
+    for i, is_zero in enumerate(zero):
+        start, end = i * step, min(length, (i + 1) * step)
+        if runs and runs[-1][2] == is_zero:
+            runs[-1] = (runs[-1][0], end, is_zero)
+        else:
+            runs.append((start, end, is_zero))
+    return runs
+
+
 def io_step(source: DiskSource, target: DiskTarget, chunk_size: int, block: int) -> int:
     """The step a chunk is moved in, in whole blocks.
 
@@ -256,21 +268,25 @@ class ChunkMover:
                             target.write_zeroes(chunk.offset + pos, n)
                     else:
                         self._put(chunk.offset + pos, view, out, repair)
+        # Hashed and compared a run of written steps at a time: one call each per run, not per step.
         sha, zeros = digest.new(), 0
-        for pos, zero in zip(range(0, length, step), zero_steps, strict=True):
-            n = min(step, length - pos)
+        for start, end, zero in _step_runs(length, step, zero_steps):
             if zero:
-                zeros += n
+                zeros += end - start
                 continue
             self._check()
             if zeros:
                 self._feed_zeros(sha, zeros)
                 zeros = 0
-            with pages[pos : pos + n] as view:
-                sha.update(view)
+            with pages[start:end] as run:
+                sha.update(run)
                 if self.verify:
-                    runs = self._runs(view) if self.zero_run < n else None
-                    self._verify(chunk, chunk.offset + pos, view, runs, bufs, out)
+                    out.bytes_verified += end - start
+                    if not target.matches(chunk.offset + start, run, bufs.check):
+                        for pos in range(start, end, step):  # find and repair the steps that differ
+                            with pages[pos : min(end, pos + step)] as view:
+                                runs = self._runs(view) if self.zero_run < len(view) else None
+                                self._verify(chunk, chunk.offset + pos, view, runs, bufs, out)
         out.zero = zeros == length
         if out.zero:
             out.sha = self._sha_of_zeros(length)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import TransferError
 from diskio.base import DiskSource, DiskTarget, Extent
-from diskio.mapped import PAGE, Window, feed_file, pages
+from diskio.mapped import PAGE, Pages, Window
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -88,6 +88,7 @@ class RawFileSource(DiskSource):
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         self._size = os.lseek(self._fd, 0, os.SEEK_END)
+        self._unmappable = False
 
     @property
     def size(self) -> int:
@@ -105,13 +106,26 @@ class RawFileSource(DiskSource):
         return _pread_into(self._fd, offset, view)
 
     def pages(self, offset: int, length: int) -> AbstractContextManager[memoryview] | None:
-        return pages(self._fd, offset, length) if length > 0 and offset + length <= self._size else None
+        if self._unmappable or length <= 0 or offset + length > self._size:
+            return None
+        try:
+            return Pages(self._fd, offset, length)
+        except (OSError, ValueError):  # a file system without mmap: read into buffers instead
+            self._unmappable = True
+            return None
 
     def feed(self, offset: int, length: int, sink: Callable[[memoryview], object], buf: bytearray) -> None:
         end = min(offset + length, self._size)
         if end - offset < length:
             raise TransferError(f"{self.path}: short read at {end}, the end of the file")
-        feed_file(self._fd, offset, length, sink, len(buf))
+        lent = self.pages(offset, length)
+        if lent is None:
+            super().feed(offset, length, sink, buf)
+            return
+        with lent as view:
+            for pos in range(0, length, len(buf)):
+                with view[pos : pos + len(buf)] as part:
+                    sink(part)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -158,6 +172,7 @@ class LocalFileTarget(DiskTarget):
         # How far the file surely reaches: a mapped page past its end would raise SIGBUS. Lanes race
         # to raise it, and a lost update only lowers it (a comparison then reads back instead).
         self._end = size if current else 0
+        self._unmappable = False
         self._local = threading.local()
         self._windows: set[Window] = set()
         self._windows_lock = threading.Lock()
@@ -200,13 +215,17 @@ class LocalFileTarget(DiskTarget):
     def matches(self, offset: int, data: memoryview, scratch: bytearray) -> bool:
         """Compare ``data`` with the file's pages where they lie (``diskio.mapped``), not a copy of them."""
         n = len(data)
-        if data.readonly or offset + n > self._end:
+        if self._unmappable or data.readonly or offset + n > self._end:
             return super().matches(offset, data, scratch)
         window: Window | None = getattr(self._local, "window", None)
         if window is None or not window.holds(offset, n):
             start = offset // PAGE * PAGE
             length = max(COMPARE_WINDOW, -(-(offset + n - start) // PAGE) * PAGE)
-            fresh = Window(self._fd, start, length)
+            try:
+                fresh = Window(self._fd, start, length)
+            except OSError:  # a file system without mmap: read back instead
+                self._unmappable = True
+                return super().matches(offset, data, scratch)
             with self._windows_lock:
                 if window is not None:
                     self._windows.discard(window)

@@ -22,7 +22,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -65,34 +65,39 @@ class Window:
             self._addr = None
 
 
-@contextlib.contextmanager
-def pages(fd: int, offset: int, length: int) -> Iterator[memoryview]:
-    """A view of ``length`` bytes of a file from ``offset``, on its page-cache pages (no copy).
+class Pages:
+    """A view of ``length`` bytes of a file from ``offset``, on its page-cache pages (no copy), for a ``with``.
 
     For a file that keeps its size while it is read (a source, an image another tool finished):
     Python's ``mmap`` refuses a range past the end, and nothing shrinks the file under the mapping.
-    The mapping is private and writable only so that ``address`` works on the view (ctypes wants a
-    writable buffer): nothing writes to it, and a write would change a private copy, never the file.
-    It is unmapped on exit, or when the last slice of the view someone still holds goes away.
+    The file is mapped at once, so that a file that cannot be mapped (``OSError``) is known before
+    any byte moves. The mapping is private and writable only so that ``address`` works on the view
+    (ctypes wants a writable buffer): nothing writes to it, and a write would change a private copy,
+    never the file. It is unmapped on exit, or when the last slice of the view someone holds goes.
     """
-    start = offset // PAGE * PAGE
-    mapping = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_COPY, offset=start)
-    whole = memoryview(mapping)
-    try:
-        yield whole[offset - start :]
-    finally:
-        whole.release()
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        start = offset // PAGE * PAGE
+        self._mapping = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_COPY, offset=start)
+        self._whole = memoryview(self._mapping)
+        self._skip = offset - start
+
+    def __enter__(self) -> memoryview:
+        return self._whole[self._skip :]
+
+    def __exit__(self, *exc: object) -> None:
+        self._whole.release()
         # A slice that outlives the block (an error left it in a frame) keeps the mapping: the GC unmaps it.
         with contextlib.suppress(BufferError):
-            mapping.close()
+            self._mapping.close()
 
 
 def feed_file(fd: int, offset: int, length: int, sink: Callable[[memoryview], object], piece: int) -> None:
     """Pass ``length`` bytes of a file from ``offset`` to ``sink``, ``piece`` bytes at a time, as views
-    of its pages (``pages``): hashing them reads each byte once, where ``pread`` + hash reads it twice."""
+    of its pages (``Pages``): hashing them reads each byte once, where ``pread`` + hash reads it twice."""
     if length <= 0:
         return
-    with pages(fd, offset, length) as view:
+    with Pages(fd, offset, length) as view:
         for pos in range(0, length, piece):
             with view[pos : pos + piece] as part:
                 sink(part)

@@ -167,6 +167,31 @@ async def test_chunk_corrupted_on_write_is_caught_and_copied_again(
     assert same_bytes(src, tmp_path / "dst.raw")
 
 
+class CountingReads(RawFileSource):
+    """A raw file source that counts the reads made into the copier's buffers."""
+
+    reads = 0
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        self.reads += 1
+        return super().readinto(offset, view)
+
+
+async def test_a_local_source_lends_its_pages_and_damage_is_still_caught(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
+) -> None:
+    # the copier hashes, writes and compares the source file's own pages: nothing is read into a buffer
+    src = disk(runs=[(0, 5 * MiB), (7 * MiB, 3 * 4096)], small_writes=4)
+    source = CountingReads(src)
+    target = CorruptingTarget(tmp_path / "dst.raw", source.size, bad_offset=3 * MiB, times=1)
+    result = await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES)
+    target.close()
+    source.close()
+    assert source.reads == 0
+    assert result.verified and result.repairs == 1
+    assert same_bytes(src, tmp_path / "dst.raw")
+
+
 async def test_chunk_that_stays_corrupt_is_reported_not_passed(disk: DiskFactory, tmp_path: Path) -> None:
     src = disk(runs=[(0, 8 * MiB)])
     source = RawFileSource(src)

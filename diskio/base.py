@@ -159,11 +159,17 @@ class DiskTarget(ABC):
     def matches(self, offset: int, data: memoryview, scratch: bytearray) -> bool:
         """Whether the bytes at ``offset`` read back equal ``data`` (only when ``readable``).
 
-        ``scratch`` holds at least ``len(data)`` bytes for the read. A target whose bytes can be
-        compared where they lie (a local file's pages) overrides this to skip the copy.
+        By default the bytes are read back into ``scratch``, ``len(scratch)`` at a time, and compared.
+        A target whose bytes can be compared where they lie (a local file's pages) overrides this to
+        skip the copy.
         """
-        n = len(data)
-        return self.readinto(offset, memoryview(scratch)[:n]) == n and scratch.startswith(data)
+        piece, space = len(scratch), memoryview(scratch)
+        for pos in range(0, len(data), piece):
+            part = data[pos : pos + piece]
+            n = len(part)
+            if self.readinto(offset + pos, space[:n]) != n or not scratch.startswith(part):
+                return False
+        return True
 
     def resumed(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """An earlier attempt wrote ``[offset, offset + length)`` into this target, and a resumed copy

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diskio.base import Extent
+from diskio.base import DiskTarget, Extent
 from diskio.local import LocalFileTarget, RawFileSource
 
 MiB = 1024 * 1024
@@ -86,4 +86,16 @@ def test_target_reads_back_what_lies_past_its_written_end(tmp_path: Path) -> Non
     assert dst.matches(4 * MiB, zeros, scratch)
     assert scratch == bytes(MiB)  # read back: zeros past the physical end, inside the disk
     assert not dst.matches(MiB - 10, zeros[:20], scratch)
+    dst.close()
+
+
+def test_a_target_that_reads_back_compares_more_than_its_scratch_holds(tmp_path: Path) -> None:
+    dst = LocalFileTarget(tmp_path / "t.raw", 8 * MiB)
+    data = bytearray(os.urandom(3 * MiB + 5))
+    dst.write_view(0, memoryview(data))
+    scratch = bytearray(MiB)
+    # DiskTarget's own comparison (the one every target that cannot lend its pages uses)
+    assert DiskTarget.matches(dst, 0, memoryview(data), scratch)
+    data[3 * MiB + 2] ^= 1  # in the last, short piece
+    assert not DiskTarget.matches(dst, 0, memoryview(data), scratch)
     dst.close()

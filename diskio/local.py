@@ -215,6 +215,8 @@ class LocalFileTarget(DiskTarget):
     def matches(self, offset: int, data: memoryview, scratch: bytearray) -> bool:
         """Compare ``data`` with the file's pages where they lie (``diskio.mapped``), not a copy of them."""
         n = len(data)
+        if n == 0:
+            return True
         if self._unmappable or data.readonly or offset + n > self._end:
             return super().matches(offset, data, scratch)
         window: Window | None = getattr(self._local, "window", None)

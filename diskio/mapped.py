@@ -79,6 +79,10 @@ class Pages:
     def __init__(self, fd: int, offset: int, length: int) -> None:
         start = offset // PAGE * PAGE
         self._mapping = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_COPY, offset=start)
+        # A source not in the page cache would be read one page fault at a time; asking for the chunk
+        # up front starts its readahead. Cold, the bench's 1 GiB took 0.91-1.02 s with it and 1.21 without
+        # (pread: 0.95); warm, it costs 0.02-0.05 CPU-s per GiB (Zen 3 EPYC, 2026-12-07, 2-3 runs each).
+        self._mapping.madvise(mmap.MADV_WILLNEED)
         self._whole = memoryview(self._mapping)
         self._skip = offset - start
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import TransferError
 from diskio.base import DiskSource, DiskTarget, Extent
-from diskio.mapped import PAGE, Pages, Window
+from diskio.mapped import PAGE, Pages, Window, feed_view
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -123,9 +123,7 @@ class RawFileSource(DiskSource):
             super().feed(offset, length, sink, buf)
             return
         with lent as view:
-            for pos in range(0, length, len(buf)):
-                with view[pos : pos + len(buf)] as part:
-                    sink(part)
+            feed_view(view, sink, len(buf))
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -96,12 +96,17 @@ class Pages:
             self._mapping.close()
 
 
+def feed_view(view: memoryview, sink: Callable[[memoryview], object], piece: int) -> None:
+    """Pass ``view`` to ``sink`` ``piece`` bytes at a time, each slice released before the next."""
+    for pos in range(0, len(view), piece):
+        with view[pos : pos + piece] as part:
+            sink(part)
+
+
 def feed_file(fd: int, offset: int, length: int, sink: Callable[[memoryview], object], piece: int) -> None:
     """Pass ``length`` bytes of a file from ``offset`` to ``sink``, ``piece`` bytes at a time, as views
     of its pages (``Pages``): hashing them reads each byte once, where ``pread`` + hash reads it twice."""
     if length <= 0:
         return
     with Pages(fd, offset, length) as view:
-        for pos in range(0, length, piece):
-            with view[pos : pos + piece] as part:
-                sink(part)
+        feed_view(view, sink, piece)

@@ -10,14 +10,13 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from core.errors import TransferError
 from diskio.base import DiskSource, DiskTarget, Extent
-from diskio.mapped import PAGE, Pages, Window, feed_view
+from diskio.mapped import InPlace, Pages, feed_view
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -47,6 +46,12 @@ def file_extents(fd: int, size: int) -> list[Extent]:
     return extents
 
 
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Make a file's range read as zeros by freeing its blocks (no data bytes move); False where the
+    file system cannot, and the caller writes zeros instead."""
+    return int(_libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)) == 0
+
+
 def _pread_into(fd: int, offset: int, view: memoryview) -> int:
     done = os.preadv(fd, [view], offset) if len(view) else 0
     while done < len(view):  # short: the file's end, or a read cut by a signal
@@ -68,9 +73,6 @@ LENT_IO_SIZE = 1024 * 1024
 #: serialize on its inode lock, and each lane beyond the cores adds GIL handoffs (context switches
 #: 17k -> 6k per GiB): 2 lanes cost 0.88 CPU-s against 4 lanes' 1.05 (same code, same run)
 LOCAL_LANES = 2
-#: bytes a lane maps at once to compare its writes (``LocalFileTarget.matches``): 32 steps per
-#: ``mmap``/``munmap`` pair, and 8 MiB of page-cache pages in the process's RSS per lane at most
-COMPARE_WINDOW = 8 * 1024 * 1024
 
 
 class RawFileSource(DiskSource):
@@ -167,13 +169,8 @@ class LocalFileTarget(DiskTarget):
         self.zero_initialized = current == 0
         if 0 < current < size:
             os.ftruncate(self._fd, size)
-        # How far the file surely reaches: a mapped page past its end would raise SIGBUS. Lanes race
-        # to raise it, and a lost update only lowers it (a comparison then reads back instead).
-        self._end = size if current else 0
-        self._unmappable = False
-        self._local = threading.local()
-        self._windows: set[Window] = set()
-        self._windows_lock = threading.Lock()
+        # compared in place below how far the file surely reaches: a mapped page past its end raises SIGBUS
+        self._pages = InPlace(self._fd, size if current else 0)
 
     @property
     def size(self) -> int:
@@ -186,12 +183,10 @@ class LocalFileTarget(DiskTarget):
         done = os.pwritev(self._fd, [view], offset)
         while done < len(view):  # short: a write cut by a signal
             done += os.pwritev(self._fd, [view[done:]], offset + done)
-        self._end = max(self._end, offset + done)
+        self._pages.end = max(self._pages.end, offset + done)
 
     def write_zeroes(self, offset: int, length: int) -> None:
-        # A punched hole reads as zeros and frees the blocks: no data bytes move.
-        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-        if _libc.fallocate(self._fd, mode, offset, length) != 0:
+        if not punch_hole(self._fd, offset, length):
             super().write_zeroes(offset, length)
 
     @property
@@ -212,27 +207,10 @@ class LocalFileTarget(DiskTarget):
 
     def matches(self, offset: int, data: memoryview, scratch: bytearray) -> bool:
         """Compare ``data`` with the file's pages where they lie (``diskio.mapped``), not a copy of them."""
-        n = len(data)
-        if n == 0:
+        if not data:
             return True
-        if self._unmappable or data.readonly or offset + n > self._end:
-            return super().matches(offset, data, scratch)
-        window: Window | None = getattr(self._local, "window", None)
-        if window is None or not window.holds(offset, n):
-            start = offset // PAGE * PAGE
-            length = max(COMPARE_WINDOW, -(-(offset + n - start) // PAGE) * PAGE)
-            try:
-                fresh = Window(self._fd, start, length)
-            except OSError:  # a file system without mmap: read back instead
-                self._unmappable = True
-                return super().matches(offset, data, scratch)
-            with self._windows_lock:
-                if window is not None:
-                    self._windows.discard(window)
-                    window.close()
-                self._windows.add(fresh)
-            window = self._local.window = fresh
-        return window.equals(offset, data)
+        same = self._pages.equals(offset, data)
+        return super().matches(offset, data, scratch) if same is None else same
 
     def extents(self) -> list[Extent]:
         """Data extents written so far (for tests and diagnostics)."""
@@ -241,7 +219,7 @@ class LocalFileTarget(DiskTarget):
     def _grow(self) -> None:
         if os.fstat(self._fd).st_size < self._size:
             os.ftruncate(self._fd, self._size)
-        self._end = self._size
+        self._pages.end = self._size
 
     def flush(self) -> None:
         self._grow()
@@ -253,11 +231,7 @@ class LocalFileTarget(DiskTarget):
         os.fdatasync(self._fd)
 
     def close(self) -> None:
-        with self._windows_lock:
-            for window in self._windows:
-                window.close()
-            self._windows.clear()
-        self._local = threading.local()
+        self._pages.close()
         if self._fd >= 0:
             self._grow()
             os.close(self._fd)

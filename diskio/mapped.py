@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import threading
 from collections.abc import Callable
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -63,6 +64,58 @@ class Window:
         if self._addr is not None:
             _libc.munmap(self._addr, self.length)
             self._addr = None
+
+
+#: bytes a lane maps at once to compare its writes (``InPlace``): 32 steps of 256 KiB per
+#: ``mmap``/``munmap`` pair, and 8 MiB of page-cache pages in the process's RSS per lane at most
+COMPARE_WINDOW = 8 * 1024 * 1024
+
+
+class InPlace:
+    """Compares bytes with a target file's own pages, through one ``Window`` per thread.
+
+    ``end`` is how far the file surely reaches: its writer raises it as it writes. Lanes race to raise
+    it, and a lost update only lowers it, so a comparison then reads back instead of touching a page
+    past the end (SIGBUS).
+    """
+
+    def __init__(self, fd: int, end: int) -> None:
+        self._fd = fd
+        self.end = end
+        self._unmappable = False
+        self._local = threading.local()
+        self._windows: set[Window] = set()
+        self._lock = threading.Lock()
+
+    def equals(self, offset: int, data: memoryview) -> bool | None:
+        """Whether the file's bytes at ``offset`` equal ``data``; None where they cannot be mapped
+        (past ``end``, a read-only ``data``, a file system without mmap): the caller reads back."""
+        n = len(data)
+        if self._unmappable or data.readonly or offset + n > self.end:
+            return None
+        window: Window | None = getattr(self._local, "window", None)
+        if window is None or not window.holds(offset, n):
+            start = offset // PAGE * PAGE
+            length = max(COMPARE_WINDOW, -(-(offset + n - start) // PAGE) * PAGE)
+            try:
+                fresh = Window(self._fd, start, length)
+            except OSError:
+                self._unmappable = True
+                return None
+            with self._lock:
+                if window is not None:
+                    self._windows.discard(window)
+                    window.close()
+                self._windows.add(fresh)
+            window = self._local.window = fresh
+        return window.equals(offset, data)
+
+    def close(self) -> None:
+        with self._lock:
+            for window in self._windows:
+                window.close()
+            self._windows.clear()
+        self._local = threading.local()
 
 
 class Pages:

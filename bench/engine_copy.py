@@ -20,6 +20,7 @@ from diskio.convert import convert_image
 from diskio.copier import copy_disk
 from diskio.http import HttpRangeSource
 from diskio.local import LocalFileTarget, open_local_source
+from diskio.qcow2 import Qcow2FileTarget
 from diskio.qemu import QemuNbdTarget
 
 
@@ -41,7 +42,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("src")
     ap.add_argument("dst")
-    ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "convert-qcow2", "checked-qcow2"])
+    ap.add_argument("--to", default="raw", choices=["raw", "qcow2", "nbd-qcow2", "convert-qcow2", "checked-qcow2"])
     ap.add_argument("--limit", type=int, default=None, help="bandwidth cap, bytes/s")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--final-check", action="store_true")
@@ -63,11 +64,13 @@ async def main() -> None:
             local, extents = source, source.extents()
             source = HttpRangeSource(args.http, size=local.size, extents=extents)
             local.close()
-        target: DiskTarget = (
-            LocalFileTarget(args.dst, source.size)
-            if args.to == "raw"
-            else QemuNbdTarget(args.dst, source.size)
-        )
+        target: DiskTarget
+        if args.to == "raw":
+            target = LocalFileTarget(args.dst, source.size)
+        elif args.to == "qcow2":
+            target = Qcow2FileTarget(args.dst, source.size)
+        else:
+            target = QemuNbdTarget(args.dst, source.size)
         try:
             result = await copy_disk(
                 source,

@@ -209,7 +209,7 @@ class MigrationActivities:
     @activity.defn(name=names.CONVERT_DISK)
     async def convert_disk(self, inp: DiskStepInput) -> DiskLocator:
         from activities.replica_deploy import is_snapshot_delta
-        from diskio.convert import convert_image
+        from diskio.convert import convert_image, write_qcow2
 
         step = inp.step
         if is_snapshot_delta(inp.disk):
@@ -236,10 +236,16 @@ class MigrationActivities:
             reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
             # qemu-img reports whole percents: 1 % of a large disk (or any disk on a busy host) can take
             # longer than the heartbeat timeout; ``task_running`` heartbeats meanwhile.
-            await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,
-                                options=list(dest.TARGET_DISK_OPTIONS) or None, on_progress=reporter.percent)
+            how = ""
+            if inp.disk.format == "raw" and fmt == "qcow2" and not dest.TARGET_DISK_OPTIONS:
+                # the engine writes the image itself, each chunk verified as it is written (diskio.qcow2)
+                result = await write_qcow2(inp.disk.path, str(partial), on_progress=reporter.percent)
+                how = f", every chunk read back and verified (digest {result.digest})"
+            else:
+                await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,
+                                    options=list(dest.TARGET_DISK_OPTIONS) or None, on_progress=reporter.percent)
             partial.replace(out)
-            await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}")
+            await rec.aevent(f"Converted {inp.disk.disk_id} from {inp.disk.format} to {fmt}{how}")
             return converted
 
     @activity.defn(name=names.UPLOAD_DISK)

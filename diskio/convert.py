@@ -1,4 +1,4 @@
-"""Format conversion with ``qemu-img convert``, progress mapped to a callback.
+"""Format conversion with ``qemu-img convert``, progress mapped to a callback; raw → qcow2 by the copier.
 
 ``-f`` is always passed: a probe can take a fixed VHD for raw, and the converted disk
 then carries the VHD footer as guest data.
@@ -11,9 +11,14 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.children import die_with_parent
 from core.errors import InvalidInput, TransferError
+from diskio.progress import TransferProgress
+
+if TYPE_CHECKING:
+    from diskio.copier import CopyResult
 
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
@@ -89,6 +94,33 @@ async def convert_image(
         raise TransferError(f"qemu-img convert {src_fmt}->{dst_fmt} failed ({rc}): {err[-2000:]}")
     if on_progress is not None and last < 100.0:
         await on_progress(100.0)
+
+
+async def write_qcow2(
+    src_path: str | Path, dst_path: str | Path, *, on_progress: Callable[[float], Awaitable[None]] | None = None
+) -> CopyResult:
+    """A raw disk into a new qcow2 image written by the copier (``diskio.qcow2``), every chunk hashed and
+    compared with the image's bytes as it is written; ``on_progress`` gets percent 0..100.
+
+    Where ``qemu-img convert`` verifies nothing, and a check after it reads the whole image again.
+    """
+    from diskio.copier import copy_disk
+    from diskio.local import RawFileSource
+    from diskio.qcow2 import Qcow2FileTarget
+
+    async def percent(p: TransferProgress) -> None:
+        if on_progress is not None:
+            await on_progress(100.0 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0)
+
+    source = await asyncio.to_thread(RawFileSource, src_path)
+    try:
+        target = await asyncio.to_thread(Qcow2FileTarget, dst_path, source.size)
+        try:
+            return await copy_disk(source, target, on_progress=percent)
+        finally:
+            await asyncio.to_thread(target.close)
+    finally:
+        await asyncio.to_thread(source.close)
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -236,10 +236,12 @@ class MigrationActivities:
             reporter = await rec.progress(f"Converting disk {inp.disk.disk_id} to {fmt}", 10000)
             # qemu-img reports whole percents: 1 % of a large disk (or any disk on a busy host) can take
             # longer than the heartbeat timeout; ``task_running`` heartbeats meanwhile.
-            how = ""
-            if inp.disk.format == "raw" and fmt == "qcow2" and not dest.TARGET_DISK_OPTIONS:
+            how, result = "", None
+            if fmt == "qcow2" and not dest.TARGET_DISK_OPTIONS:
                 # the engine writes the image itself, each chunk verified as it is written (diskio.qcow2)
-                result = await write_qcow2(inp.disk.path, str(partial), on_progress=reporter.percent)
+                result = await write_qcow2(inp.disk.path, inp.disk.format, str(partial),
+                                           on_progress=reporter.percent)
+            if result is not None:
                 how = f", every chunk read back and verified (digest {result.digest})"
             else:
                 await convert_image(inp.disk.path, inp.disk.format, str(partial), fmt,

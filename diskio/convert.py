@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from core.errors import InvalidInput, TransferError
 from diskio.progress import TransferProgress
 
 if TYPE_CHECKING:
+    from diskio.base import DiskSource
     from diskio.copier import CopyResult
 
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
@@ -97,14 +99,19 @@ async def convert_image(
 
 
 async def write_qcow2(
-    src_path: str | Path, dst_path: str | Path, *, on_progress: Callable[[float], Awaitable[None]] | None = None
-) -> CopyResult:
-    """A raw disk into a new qcow2 image written by the copier (``diskio.qcow2``), every chunk hashed and
+    src_path: str | Path, src_fmt: str, dst_path: str | Path, *,
+    on_progress: Callable[[float], Awaitable[None]] | None = None,
+) -> CopyResult | None:
+    """A disk into a new qcow2 image written by the copier (``diskio.qcow2``), every chunk hashed and
     compared with the image's bytes as it is written; ``on_progress`` gets percent 0..100.
 
-    Where ``qemu-img convert`` verifies nothing, and a check after it reads the whole image again.
+    Where ``qemu-img convert`` verifies nothing, and a check after it reads the whole image again. The
+    source is a raw file, or an image read in place (``diskio.imagemap``: a morphed disk's qcow2 overlay
+    on its raw export, say). None, with nothing written, for one that cannot be read in place
+    (compressed, encrypted, another format in its chain): ``convert_image`` takes those.
     """
     from diskio.copier import copy_disk
+    from diskio.imagemap import open_mapped
     from diskio.local import RawFileSource
     from diskio.qcow2 import Qcow2FileTarget
 
@@ -112,7 +119,10 @@ async def write_qcow2(
         if on_progress is not None:
             await on_progress(100.0 * p.bytes_done / p.bytes_total if p.bytes_total else 100.0)
 
-    source = await asyncio.to_thread(RawFileSource, src_path)
+    source: DiskSource | None = await asyncio.to_thread(
+        RawFileSource if src_fmt == "raw" else functools.partial(open_mapped, fmt=src_fmt), src_path)
+    if source is None:
+        return None
     try:
         target = await asyncio.to_thread(Qcow2FileTarget, dst_path, source.size)
         try:

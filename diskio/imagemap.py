@@ -3,11 +3,13 @@
 Reading a fresh qcow2 back through ``qemu-nbd`` costs about 2 CPU-s per GiB on the bench machine
 (every byte through a second process and a socket), more than writing it with ``qemu-img
 convert``. For an uncompressed, unencrypted image without a backing file, ``qemu-img map``
-gives the host offset of every data extent, and those bytes are exactly what a guest reads
-there; everything else reads as zeros. So verification reads them in place, at page-cache speed:
-``readinto`` with ``pread``, and ``feed`` (hashing) as views of the file's mapped pages, no copy at
-all. ``open_mapped`` returns ``None`` when an image does not qualify (compressed clusters,
-encryption, a backing chain): callers then read through ``qemu-nbd``.
+gives the host offset of every data extent, and the depth of the file in the backing chain that
+holds it; those bytes are exactly what a guest reads there, and everything else reads as zeros. So
+such an image is read in place, at page-cache speed: ``readinto`` with ``pread``, and ``pages``
+(copying) and ``feed`` (hashing) as views of the files' mapped pages, no copy at all. A morphed
+disk (a qcow2 overlay on its raw export) qualifies: each layer is raw or qcow2. ``open_mapped``
+returns ``None`` when an image does not (compressed clusters, encryption, another format in the
+chain): callers then read through ``qemu-nbd``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from diskio.base import DiskSource, Extent
-from diskio.mapped import feed_file
-from diskio.qemu import qemu_img_info
+from diskio.mapped import Pages, feed_file
 
 #: formats whose host offsets hold guest bytes as they are (no per-cluster transform)
 MAPPABLE_FORMATS = frozenset({"raw", "qcow2"})
@@ -33,6 +35,7 @@ class _Entry:
     start: int
     length: int
     host: int | None  # None: reads as zeros
+    layer: int = 0  # the file of the backing chain that holds it (0: the image itself)
 
 
 class MappedImageReader(DiskSource):
@@ -40,12 +43,19 @@ class MappedImageReader(DiskSource):
 
     io_size = 1024 * 1024
 
-    def __init__(self, path: Path, size: int, entries: list[_Entry]) -> None:
+    def __init__(self, path: Path, size: int, entries: list[_Entry], chain: list[Path] | None = None) -> None:
         self.path = path
         self._size = size
         self._entries = entries
         self._starts = [e.start for e in entries]
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._fds: list[int] = []
+        try:
+            for file in chain or [path]:
+                self._fds.append(os.open(file, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            self.close()
+            raise
+        self._unmappable = False
 
     @property
     def size(self) -> int:
@@ -79,7 +89,7 @@ class MappedImageReader(DiskSource):
             else:
                 got = 0
                 while got < take:
-                    r = os.preadv(self._fd, [part[got:]], e.host + at - e.start + got)
+                    r = os.preadv(self._fds[e.layer], [part[got:]], e.host + at - e.start + got)
                     if r == 0:
                         raise OSError(f"{self.path}: short read at host offset {e.host + at - e.start + got}")
                     got += r
@@ -105,22 +115,40 @@ class MappedImageReader(DiskSource):
                 for pos in range(0, take, piece):
                     sink(zeros[: min(piece, take - pos)])
             else:
-                feed_file(self._fd, e.host + at - e.start, take, sink, piece)
+                feed_file(self._fds[e.layer], e.host + at - e.start, take, sink, piece)
             at += take
             i += 1
 
+    def pages(self, offset: int, length: int) -> AbstractContextManager[memoryview] | None:
+        """The files' own pages where one data extent holds the whole range (most chunks of a disk);
+        None across extents or zeros: the copier then reads into its buffers."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if self._unmappable or i < 0 or length <= 0:
+            return None
+        e = self._entries[i]
+        if e.host is None or offset + length > e.start + e.length:
+            return None
+        try:
+            return Pages(self._fds[e.layer], e.host + offset - e.start, length)
+        except (OSError, ValueError):  # a file system without mmap: read into buffers instead
+            self._unmappable = True
+            return None
+
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        while self._fds:
+            os.close(self._fds.pop())
 
 
 def open_mapped(path: str | Path, fmt: str) -> MappedImageReader | None:
     """A ``MappedImageReader`` for ``path``, or ``None`` when its bytes cannot be read in place."""
     if fmt not in MAPPABLE_FORMATS:
         return None
-    info = qemu_img_info(path, fmt)
-    if info.get("backing-filename") or info.get("encrypted"):
+    path = Path(path).resolve()  # so that qemu-img names the backing files by absolute paths
+    chain = json.loads(subprocess.run(
+        ["qemu-img", "info", "--backing-chain", "--output=json", "-f", fmt, str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout)
+    if any(layer.get("format") not in MAPPABLE_FORMATS or layer.get("encrypted") for layer in chain):
         return None
     out = subprocess.run(
         ["qemu-img", "map", "--output=json", "-f", fmt, str(path)], check=True, capture_output=True, text=True
@@ -128,13 +156,11 @@ def open_mapped(path: str | Path, fmt: str) -> MappedImageReader | None:
     entries: list[_Entry] = []
     for item in json.loads(out):
         start, length = int(item["start"]), int(item["length"])
-        if item.get("depth", 0) != 0:
-            return None
         if item.get("data") and not item.get("zero"):
             if "offset" not in item:  # compressed or otherwise transformed: not readable in place
                 return None
-            entries.append(_Entry(start, length, int(item["offset"])))
-        else:
+            entries.append(_Entry(start, length, int(item["offset"]), int(item.get("depth", 0))))
+        else:  # zeros, a hole in every layer, or past the end of a shorter backing file
             entries.append(_Entry(start, length, None))
-    size = int(info["virtual-size"])  # type: ignore[call-overload]
-    return MappedImageReader(Path(path), size, entries)
+    size = int(chain[0]["virtual-size"])
+    return MappedImageReader(path, size, entries, [Path(layer["filename"]) for layer in chain])

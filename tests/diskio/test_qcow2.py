@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import TransferError
+from diskio.convert import write_qcow2
 from diskio.copier import copy_disk
 from diskio.local import RawFileSource
 from diskio.qcow2 import CLUSTER, Qcow2FileTarget
@@ -25,16 +26,17 @@ def qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
 
 
-def assert_image_of(src: Path, image: Path) -> list[dict[str, object]]:
-    """The image is a sound qcow2 holding ``src``'s bytes; its ``qemu-img map``."""
+def assert_image_of(src: Path, image: Path, fmt: str = "raw") -> list[dict[str, object]]:
+    """The image is a sound qcow2 holding the bytes a guest reads from ``src``; its ``qemu-img map``."""
     check = qemu_img("check", "--output=json", "-f", "qcow2", str(image))
     assert check.returncode == 0, check.stdout + check.stderr
     report = json.loads(check.stdout)
     assert report.get("corruptions", 0) == 0 and report.get("leaks", 0) == 0, report
-    same = qemu_img("compare", "-f", "raw", "-F", "qcow2", str(src), str(image))
+    same = qemu_img("compare", "-f", fmt, "-F", "qcow2", str(src), str(image))
     assert same.returncode == 0, same.stdout + same.stderr
     info = json.loads(qemu_img("info", "--output=json", "-f", "qcow2", str(image)).stdout)
-    assert info["virtual-size"] == src.stat().st_size
+    assert info["virtual-size"] == json.loads(qemu_img("info", "--output=json", "-f", fmt, str(src)).stdout)[
+        "virtual-size"]
     mapped: list[dict[str, object]] = json.loads(qemu_img("map", "--output=json", "-f", "qcow2", str(image)).stdout)
     return mapped
 
@@ -133,3 +135,43 @@ async def test_reads_before_the_flush_see_the_written_bytes_and_zeros_elsewhere(
             target.write(2 * MiB, b"\1" * 512)
     finally:
         target.close()
+
+
+def morphed(base: Path, overlay: Path) -> Path:
+    """A qcow2 overlay on a raw export, as OS morphing leaves it: data from both layers, and the
+    overlay's zeroed and discarded clusters hiding the base's data."""
+    assert qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)).returncode == 0
+    writes = ["write -P 0x5a 1M 256k", "write -z 4M 1M", "write -P 0x33 40M 3M", "discard 62M 1M",
+              "write -P 0x7e 95M 4k"]
+    io = subprocess.run(["qemu-io", "-f", "qcow2", *[a for w in writes for a in ("-c", w)], str(overlay)],
+                        capture_output=True, text=True, check=False)
+    assert io.returncode == 0, io.stderr
+    return overlay
+
+
+async def test_a_morphed_disk_is_flattened_into_a_qcow2_read_in_place(disk: DiskFactory, tmp_path: Path) -> None:
+    base = disk(size=96 * MiB, runs=[(0, 20 * MiB), (60 * MiB, 8 * MiB)], small_writes=10, seed=3)
+    overlay = morphed(base, tmp_path / "overlay.qcow2")
+    progress: list[float] = []
+
+    async def seen(percent: float) -> None:
+        progress.append(percent)
+
+    image = tmp_path / "flat.qcow2"
+    result = await write_qcow2(overlay, "qcow2", image, on_progress=seen)
+    assert result is not None and result.verified and result.repairs == 0
+    assert_image_of(overlay, image, "qcow2")
+    assert progress and progress[-1] == 100.0 and progress == sorted(progress)
+    info = json.loads(qemu_img("info", "--output=json", "-f", "qcow2", str(image)).stdout)
+    assert "backing-filename" not in info, "flattened: the new image stands alone"
+
+
+async def test_a_source_that_cannot_be_read_in_place_is_left_to_qemu_img(disk: DiskFactory, tmp_path: Path) -> None:
+    src = disk(size=8 * MiB)
+    with src.open("r+b") as f:  # compressible data: random data would be stored uncompressed
+        f.write(b"sterna " * (MiB // 7))
+    packed = tmp_path / "packed.qcow2"
+    assert qemu_img("convert", "-c", "-f", "raw", "-O", "qcow2", str(src), str(packed)).returncode == 0
+    image = tmp_path / "never.qcow2"
+    assert await write_qcow2(packed, "qcow2", image) is None
+    assert not image.exists()

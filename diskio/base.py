@@ -171,6 +171,19 @@ class DiskTarget(ABC):
                 return False
         return True
 
+    def feed(self, offset: int, length: int, sink: Callable[[memoryview], object], buf: bytearray) -> None:
+        """Pass the bytes of ``[offset, offset + length)`` as read back to ``sink`` in order, at most
+        ``len(buf)`` at a time (only when ``readable``): to hash what the target holds.
+
+        By default each piece is read back into ``buf``; a local file passes views of its pages instead.
+        """
+        view = memoryview(buf)
+        for pos in range(0, length, len(buf)):
+            n = min(len(buf), length - pos)
+            if self.readinto(offset + pos, view[:n]) != n:
+                raise TransferError(f"short read back at {offset + pos}")
+            sink(view[:n])
+
     def resumed(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """An earlier attempt wrote ``[offset, offset + length)`` into this target, and a resumed copy
         does not write it again. Targets whose ``flush`` must know every write (an EBS snapshot's

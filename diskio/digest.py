@@ -42,6 +42,8 @@ class Hasher(Protocol):
 
     def digest(self) -> bytes: ...
 
+    def copy(self) -> Hasher: ...
+
 
 def new() -> Hasher:
     """A fresh hasher of the engine's algorithm (``SIZE``-byte digests)."""

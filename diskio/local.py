@@ -212,6 +212,11 @@ class LocalFileTarget(DiskTarget):
         same = self._pages.equals(offset, data)
         return super().matches(offset, data, scratch) if same is None else same
 
+    def feed(self, offset: int, length: int, sink: Callable[[memoryview], object], buf: bytearray) -> None:
+        """Views of the file's pages where they lie (``diskio.mapped``), not copies of them."""
+        if not self._pages.feed(offset, length, sink, len(buf)):
+            super().feed(offset, length, sink, buf)
+
     def extents(self) -> list[Extent]:
         """Data extents written so far (for tests and diagnostics)."""
         return file_extents(self._fd, self._size)

@@ -60,6 +60,11 @@ class Window:
         same: int = _libc.memcmp(self._addr + offset - self.offset, address(view), len(view))
         return same == 0
 
+    def view(self, offset: int, length: int) -> memoryview:
+        """The file's bytes at ``offset`` (inside the window), where they lie. Read-only memory behind a
+        writable-looking view (ctypes'): only to be read, and released before the window closes."""
+        return memoryview((ctypes.c_ubyte * length).from_address(self._addr + offset - self.offset)).cast("B")
+
     def close(self) -> None:
         if self._addr is not None:
             _libc.munmap(self._addr, self.length)
@@ -72,7 +77,7 @@ COMPARE_WINDOW = 8 * 1024 * 1024
 
 
 class InPlace:
-    """Compares bytes with a target file's own pages, through one ``Window`` per thread.
+    """Compares and hashes a target file's own pages where they lie, through one ``Window`` per thread.
 
     ``end`` is how far the file surely reaches: its writer raises it as it writes. Lanes race to raise
     it, and a lost update only lowers it, so a comparison then reads back instead of touching a page
@@ -90,8 +95,22 @@ class InPlace:
     def equals(self, offset: int, data: memoryview) -> bool | None:
         """Whether the file's bytes at ``offset`` equal ``data``; None where they cannot be mapped
         (past ``end``, a read-only ``data``, a file system without mmap): the caller reads back."""
-        n = len(data)
-        if self._unmappable or data.readonly or offset + n > self.end:
+        window = None if data.readonly else self._window(offset, len(data))
+        return None if window is None else window.equals(offset, data)
+
+    def feed(self, offset: int, length: int, sink: Callable[[memoryview], object], piece: int) -> bool:
+        """Pass the file's bytes at ``offset`` to ``sink`` where they lie, ``piece`` bytes at a time; False,
+        with nothing passed, where they cannot be mapped (as for ``equals``): the caller reads back."""
+        window = self._window(offset, length)
+        if window is None:
+            return False
+        with window.view(offset, length) as view:
+            feed_view(view, sink, piece)
+        return True
+
+    def _window(self, offset: int, n: int) -> Window | None:
+        """This thread's window, moved to hold ``[offset, offset + n)``; None where that cannot be mapped."""
+        if self._unmappable or offset + n > self.end:
             return None
         window: Window | None = getattr(self._local, "window", None)
         if window is None or not window.holds(offset, n):
@@ -108,7 +127,7 @@ class InPlace:
                     window.close()
                 self._windows.add(fresh)
             window = self._local.window = fresh
-        return window.equals(offset, data)
+        return window
 
     def close(self) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ import struct
 import sys
 import threading
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import TransferError
@@ -177,6 +178,19 @@ class Qcow2FileTarget(DiskTarget):
                 elif not same:
                     return False
         return True
+
+    def feed(self, offset: int, length: int, sink: Callable[[memoryview], object], buf: bytearray) -> None:
+        """The image's clusters where they lie, zeros where none is allocated."""
+        for _guest, host, n in self._pieces(offset, length, allocate=False):
+            if host and self._pages.feed(host, n, sink, len(buf)):
+                continue
+            view = memoryview(buf)
+            for pos in range(0, n, len(buf)):
+                k = min(len(buf), n - pos)
+                got = os.preadv(self._fd, [view[:k]], host + pos) if host else 0
+                if got < k:  # unallocated, or past the end of a file whose last cluster is not full yet
+                    view[got:k] = bytes(k - got)
+                sink(view[:k])
 
     def sync(self) -> None:
         os.fdatasync(self._fd)

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+import xxhash
 
+from diskio import digest
 from diskio.base import DiskTarget, Extent
 from diskio.local import LocalFileTarget, RawFileSource
 
@@ -74,6 +76,30 @@ def test_target_compares_its_writes_in_place(tmp_path: Path) -> None:
     assert not dst.matches(MiB, memoryview(data), scratch)
     assert dst.matches(MiB, memoryview(data)[: 2 * MiB], scratch)
     assert scratch == b"\xff" * (3 * MiB)  # nothing was read back into the buffer
+    dst.close()
+
+
+def test_target_hashes_its_pages_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "t.raw"
+    dst = LocalFileTarget(path, 32 * MiB)
+    data = bytes(os.urandom(3 * MiB))
+    dst.write(7 * MiB, data)  # across the first hash window (8 MiB from 7 MiB)
+    buf = bytearray(b"\xff" * MiB)
+
+    def held(offset: int, length: int) -> str:
+        h = digest.new()
+        dst.feed(offset, length, h.update, buf)
+        return h.digest().hex()
+
+    assert held(7 * MiB, 3 * MiB) == xxhash.xxh3_128(data).hexdigest()
+    assert held(7 * MiB + 5, MiB) == xxhash.xxh3_128(data[5 : MiB + 5]).hexdigest()
+    with open(path, "r+b") as other:  # changed through another descriptor: the pages themselves are hashed
+        other.seek(9 * MiB + 3)
+        other.write(bytes([data[2 * MiB + 3] ^ 1]))
+    assert held(7 * MiB, 3 * MiB) != xxhash.xxh3_128(data).hexdigest()
+    assert buf == b"\xff" * MiB  # nothing was read back into the buffer
+    # past the written end: read back (a mapped page there would raise SIGBUS), zeros inside the disk
+    assert held(12 * MiB, 2 * MiB) == xxhash.xxh3_128(bytes(2 * MiB)).hexdigest()
     dst.close()
 
 

@@ -25,6 +25,19 @@ class Extent:
         return self.offset + self.length
 
 
+def feed_by_reading(
+    readinto: Callable[[int, memoryview], int], offset: int, length: int, sink: Callable[[memoryview], object],
+    buf: bytearray,
+) -> None:
+    """``feed`` for a side that cannot lend its bytes: each piece read into ``buf``, then passed on."""
+    view = memoryview(buf)
+    for pos in range(0, length, len(buf)):
+        n = min(len(buf), length - pos)
+        if readinto(offset + pos, view[:n]) != n:
+            raise TransferError(f"short read at {offset + pos}")
+        sink(view[:n])
+
+
 class DiskSource(ABC):
     """Guest-visible bytes of one disk."""
 
@@ -74,12 +87,7 @@ class DiskSource(ABC):
         For hashing a range without keeping it. By default each piece is read into ``buf``; a
         local file passes views of its pages instead, skipping the copy (``diskio.mapped``).
         """
-        view = memoryview(buf)
-        for pos in range(0, length, len(buf)):
-            n = min(len(buf), length - pos)
-            if self.readinto(offset + pos, view[:n]) != n:
-                raise TransferError(f"short read at {offset + pos}")
-            sink(view[:n])
+        feed_by_reading(self.readinto, offset, length, sink, buf)
 
     def begin_range(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """The ``readinto`` calls that follow on this thread read ``[offset, offset + length)`` in order.
@@ -177,12 +185,7 @@ class DiskTarget(ABC):
 
         By default each piece is read back into ``buf``; a local file passes views of its pages instead.
         """
-        view = memoryview(buf)
-        for pos in range(0, length, len(buf)):
-            n = min(len(buf), length - pos)
-            if self.readinto(offset + pos, view[:n]) != n:
-                raise TransferError(f"short read back at {offset + pos}")
-            sink(view[:n])
+        feed_by_reading(self.readinto, offset, length, sink, buf)
 
     def resumed(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """An earlier attempt wrote ``[offset, offset + length)`` into this target, and a resumed copy

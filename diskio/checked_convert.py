@@ -23,7 +23,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from core.errors import IntegrityError, TransferError
+from core.errors import IntegrityError
 from diskio import digest
 from diskio.base import DiskSource, DiskTarget
 from diskio.convert import convert_image
@@ -41,7 +41,7 @@ HASH_LANES = 2
 
 
 class _Hasher:
-    """Per-chunk digests of one side, each thread with its own buffer (for sides that cannot lend their pages)."""
+    """Per-chunk digests of one side (its ``feed``), each thread with its own buffer for sides that read into one."""
 
     def __init__(self, side: DiskSource | DiskTarget) -> None:
         self._side = side
@@ -52,15 +52,7 @@ class _Hasher:
         if buf is None:
             buf = self._local.buf = bytearray(HASH_STEP)
         hasher = digest.new()
-        if isinstance(self._side, DiskSource):
-            self._side.feed(chunk.offset, chunk.length, hasher.update, buf)
-            return hasher.digest()
-        view = memoryview(buf)
-        for pos in range(0, chunk.length, HASH_STEP):
-            n = min(HASH_STEP, chunk.length - pos)
-            if self._side.readinto(chunk.offset + pos, view[:n]) != n:
-                raise TransferError(f"short read at {chunk.offset + pos}")
-            hasher.update(view[:n])
+        self._side.feed(chunk.offset, chunk.length, hasher.update, buf)
         return hasher.digest()
 
 

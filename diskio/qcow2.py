@@ -107,20 +107,58 @@ class Qcow2FileTarget(DiskTarget):
         end = offset + length
         with self._lock:
             while offset < end:
-                cluster = offset >> CLUSTER_BITS
-                within = offset & (CLUSTER - 1)
-                n = min(CLUSTER - within, end - offset)
-                host = self._host(cluster)
-                if not host and allocate:
-                    host = self._allocate(cluster)
-                at = host + within if host else 0
-                if out and _follows(out[-1], at):
+                # one L2 table's span at a time: most spans are new or already mapped in one run
+                index = offset >> CLUSTER_BITS
+                stop = min(end, ((index // L2_ENTRIES + 1) * L2_ENTRIES) << CLUSTER_BITS)
+                host = self._run(offset, stop, allocate)
+                if host is None:
+                    self._cluster_pieces(offset, stop, allocate, out)
+                elif out and _follows(out[-1], host):
                     guest, prev, done = out[-1]
-                    out[-1] = (guest, prev, done + n)
+                    out[-1] = (guest, prev, done + stop - offset)
                 else:
-                    out.append((offset, at, n))
-                offset += n
+                    out.append((offset, host, stop - offset))
+                offset = stop
         return out
+
+    def _run(self, offset: int, stop: int, allocate: bool) -> int | None:
+        """The host offset of ``offset`` when ``[offset, stop)`` (inside one L2 table's span) maps to one
+        contiguous host run, allocating it whole when none of it is allocated yet; else None."""
+        first, last = offset >> CLUSTER_BITS, (stop - 1) >> CLUSTER_BITS
+        n, within = last - first + 1, offset & (CLUSTER - 1)
+        table = self._l2.get(first // L2_ENTRIES)
+        at = first % L2_ENTRIES
+        if table is None or table[at : at + n].count(0) == n:
+            if not allocate:
+                return 0  # all unallocated: reads as zeros
+            host = self._allocate(first)
+            table = self._l2[first // L2_ENTRIES]
+            if n > 1:  # the next clusters follow it, straight after it in the file
+                after = host + CLUSTER | COPIED
+                table[at + 1 : at + n] = array("Q", range(after, after + (n - 1) * CLUSTER, CLUSTER))
+                self._next += (n - 1) * CLUSTER
+            return host + within
+        start = table[at]
+        if start and table[at : at + n] == array("Q", range(start, start + n * CLUSTER, CLUSTER)):
+            return (start & ~COPIED) + within
+        return None
+
+    def _cluster_pieces(self, offset: int, end: int, allocate: bool, out: list[tuple[int, int, int]]) -> None:
+        """``_pieces`` a cluster at a time, for a span mapped in several runs."""
+        while offset < end:
+            cluster = offset >> CLUSTER_BITS
+            within = offset & (CLUSTER - 1)
+            n = min(CLUSTER - within, end - offset)
+            host = self._host(cluster)
+            if not host and allocate:
+                host = self._allocate(cluster)
+            at = host + within if host else 0
+            if out and _follows(out[-1], at):
+                guest, prev, done = out[-1]
+                out[-1] = (guest, prev, done + n)
+            else:
+                out.append((offset, at, n))
+            offset += n
 
     def write(self, offset: int, data: bytes) -> None:
         self.write_view(offset, memoryview(data))

@@ -2,8 +2,8 @@
 
 It reads only allocated extents, skips all-zero chunks, copies ``lanes`` chunks at a time
 in worker threads with bounded memory (two buffers of one I/O step per lane, see
-``diskio.lane``), records each chunk's digest (``diskio.digest``), reads written
-chunks back and compares them when the target is readable, reports
+``diskio.lane``), records each chunk's digest (``diskio.digest``), checks written
+chunks against the source's bytes when the target is readable, reports
 a compact checkpoint after each chunk (and, given a ``diskio.checkpoint.Checkpointer``, keeps it
 in a file that survives the worker), and resumes from such a checkpoint.
 """

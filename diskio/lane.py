@@ -3,9 +3,11 @@
 Everything here is blocking and runs outside the event loop. A chunk is moved in steps of
 the endpoints' preferred I/O size: each step is read, hashed, checked for zeros, written
 and read back while it is still in the CPU cache, so each byte crosses the memory bus as
-few times as possible. A local source lends its page-cache pages instead (``DiskSource.pages``), and
-a local target compares against its own pages (``DiskTarget.matches``): neither side's bytes are
-copied into a buffer. The calls used release the GIL or run at memcmp speed:
+few times as possible. A local source lends its page-cache pages instead (``DiskSource.pages``): a lent
+chunk is written, then hashed, and the target's own pages are hashed where they lie (``DiskTarget.feed``)
+and the digests compared; only a run whose digests differ is compared byte by byte
+(``DiskTarget.matches``). Neither side's bytes are copied into a buffer. The calls used release the GIL
+or run at memcmp speed:
 ``preadv``/``pwritev`` into preallocated buffers, XXH3-128 (``diskio.digest``: SIMD, and
 it releases the GIL) and ``bytearray.startswith`` against a zero buffer (a ``memcmp`` that stops at the
 first non-zero byte, so data costs almost nothing to check).

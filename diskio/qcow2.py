@@ -258,7 +258,9 @@ class Qcow2FileTarget(DiskTarget):
             self._put(table_at, entries)
             os.ftruncate(self._fd, total * CLUSTER)
             header = _HEADER.pack(
-                _MAGIC, 3, 0, 0, CLUSTER_BITS, self._size, 0, self._l1_size, l1_offset, table_at, table_clusters,
+                # qemu reads whole 512-byte sectors and rounds a size down: rounded up, as qemu-img convert does
+                _MAGIC, 3, 0, 0, CLUSTER_BITS, -(-self._size // 512) * 512, 0, self._l1_size, l1_offset, table_at,
+                table_clusters,
                 0, 0, 0, 0, 0, REFCOUNT_ORDER, _HEADER_LENGTH,
             )
             # the header extensions' end marker follows: eight zero bytes, as a new file already holds

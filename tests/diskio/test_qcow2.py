@@ -69,6 +69,16 @@ async def test_a_sparse_disk_becomes_a_sound_qcow2_with_only_its_data_allocated(
     assert result.bytes_written >= data
 
 
+async def test_a_size_that_is_not_whole_sectors_is_rounded_up_as_qemu_img_does(tmp_path: Path) -> None:
+    src = tmp_path / "odd.raw"
+    src.write_bytes(os.urandom(1_000_001))
+    image, theirs = tmp_path / "odd.qcow2", tmp_path / "theirs.qcow2"
+    assert await write_qcow2(src, "raw", image) is not None
+    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", str(src), str(theirs)).returncode == 0
+    same = qemu_img("compare", "-s", "-f", "qcow2", "-F", "qcow2", str(theirs), str(image))
+    assert same.returncode == 0, same.stdout + same.stderr  # -s: the sizes must match too
+
+
 async def test_an_all_zero_disk_allocates_no_cluster(disk: DiskFactory, tmp_path: Path) -> None:
     src = disk(size=40 * MiB, runs=[(MiB, 4 * MiB)])
     with open(src, "r+b") as f:  # allocated on the file system, but zeros: the copier skips it

@@ -146,10 +146,10 @@ class CorruptingTarget(LocalFileTarget):
     def __init__(self, path: Path, size: int, bad_offset: int, times: int) -> None:
         super().__init__(path, size)
         self.bad_offset, self.times = bad_offset, times
-        self.readbacks = 0
+        self.readbacks: list[int] = []
 
     def readinto(self, offset: int, view: memoryview) -> int:
-        self.readbacks += 1
+        self.readbacks.append(offset)
         return super().readinto(offset, view)
 
     def write_view(self, offset: int, view: memoryview) -> None:
@@ -186,14 +186,15 @@ async def test_a_local_source_lends_its_pages_and_damage_is_still_caught(
     disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes
 ) -> None:
     # the copier hashes and writes the source file's own pages and hashes the target's where they lie:
-    # nothing is read into a buffer, on either side
+    # nothing is read into a buffer, on either side, but the damaged step, compared byte by byte
     src = disk(runs=[(0, 5 * MiB), (7 * MiB, 3 * 4096)], small_writes=4)
     source = CountingReads(src)
     target = CorruptingTarget(tmp_path / "dst.raw", source.size, bad_offset=3 * MiB, times=1)
     result = await copy_disk(source, target, chunk_size=CHUNK, lanes=LANES)
     target.close()
     source.close()
-    assert source.reads == 0 and target.readbacks == 0
+    assert source.reads == 0
+    assert target.readbacks and all(3 * MiB <= at < 4 * MiB for at in target.readbacks), target.readbacks
     assert result.verified and result.repairs == 1
     assert same_bytes(src, tmp_path / "dst.raw")
 

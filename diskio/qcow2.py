@@ -30,7 +30,7 @@ from pathlib import Path
 
 from core.errors import TransferError
 from diskio.base import DiskTarget
-from diskio.local import LENT_IO_SIZE, LOCAL_LANES, punch_hole
+from diskio.local import LENT_IO_SIZE, LOCAL_LANES, BlockWriter, punch_hole
 from diskio.mapped import InPlace
 
 CLUSTER_BITS = 16
@@ -74,6 +74,7 @@ class Qcow2FileTarget(DiskTarget):
         self._lock = threading.Lock()
         self._sealed = False
         self._pages = InPlace(self._fd, 0)
+        self._writer = BlockWriter(self._fd)
 
     @property
     def size(self) -> int:
@@ -165,10 +166,7 @@ class Qcow2FileTarget(DiskTarget):
 
     def write_view(self, offset: int, view: memoryview) -> None:
         for guest, host, n in self._pieces(offset, len(view), allocate=True):
-            part = view[guest - offset : guest - offset + n]
-            done = os.pwritev(self._fd, [part], host)
-            while done < n:  # short: a write cut by a signal
-                done += os.pwritev(self._fd, [part[done:]], host + done)
+            self._writer.write(host, view[guest - offset : guest - offset + n])
             self._pages.end = max(self._pages.end, host + n)
 
     def write_zeroes(self, offset: int, length: int) -> None:

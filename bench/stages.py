@@ -1,29 +1,38 @@
 """CPU seconds per GiB of each stage of the engine's data paths, one stage at a time (``python -m bench.stages``).
 
 Each stage runs alone in this process over the 1 GiB of data of ``bench/out/disk4g.raw`` (built
-by ``make bench``), warm in the page cache, and reports its wall and CPU (user+sys) time. The
-sum of a path's stages, set against the baselines' CPU in ``make bench``, names what saturates.
+by ``make bench``), warm in the page cache, and reports its wall and CPU (user+sys) time, and the
+whole machine's CPU meanwhile (``/proc/stat``: the HTTP stages' nginx and its share of the loopback
+TCP work, which moves between sender and receiver). The sum of a path's stages, set against the
+baselines' CPU in ``make bench``, names what saturates, and where a bar lies below the sum of the
+stages no design meets it on this machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import resource
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import blake3
 import xxhash
 
+from bench import nginx
 from bench.image import GiB, MiB, allocated
 from bench.run import WORK
 from diskio.checked_convert import chunk_digests
+from diskio.http import HttpRangeSource
 from diskio.imagemap import open_mapped
+from diskio.lane import ChunkMover
 from diskio.local import LocalFileTarget, RawFileSource
 from diskio.mapped import Pages
-from diskio.plan import align_extents, cut_chunks
+from diskio.plan import Chunk, align_extents, cut_chunks
 from diskio.qemu import QemuNbdSource
 
 STEP = 128 * 1024
@@ -35,6 +44,39 @@ def _cpu() -> float:
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     return total
+
+
+def _machine_cpu() -> float:
+    """CPU seconds every process of the machine has used (user, system, interrupts), from ``/proc/stat``."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:8]]  # noqa: SIM115
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def _receive(url: str, chunks: list[Chunk], connections: int) -> None:
+    """Each chunk as one ranged GET, received into a 256 KiB buffer and dropped: what a curl of the
+    ranges does, on ``connections`` kept-alive connections at once."""
+    todo, lock = list(reversed(chunks)), threading.Lock()
+    host, port = url.split("/")[2].split(":")
+    path = "/" + url.split("/", 3)[3]
+
+    def connection() -> None:
+        conn, view = http.client.HTTPConnection(host, int(port)), memoryview(bytearray(256 * 1024))
+        while True:
+            with lock:
+                if not todo:
+                    break
+                c = todo.pop()
+            conn.request("GET", path, headers={"Range": f"bytes={c.offset}-{c.offset + c.length - 1}"})
+            body = conn.getresponse()
+            while body.readinto(view):
+                pass
+        conn.close()
+
+    threads = [threading.Thread(target=connection) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def main() -> None:
@@ -123,8 +165,32 @@ def main() -> None:
         asyncio.run(chunk_digests(reader, chunks))
         reader.close()
 
+    def http_lane(url: str) -> None:
+        """The engine's own lane code (``ChunkMover``) on one thread, without the copier around it."""
+        http_source = HttpRangeSource(url, size=source.size, extents=extents)
+        target = LocalFileTarget(out, source.size)
+        mover = ChunkMover(http_source, target, chunk_size=8 * MiB, block=512, verify=True, limiter=None)
+        for c in chunks:
+            mover.copy(c)
+        http_source.close()
+        target.close()
+
     qcow2.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(src), str(qcow2)], check=True)
+    def _run_stages(todo: list[tuple[str, Callable[[], None]]], out: Path) -> list[str]:
+        lines: list[str] = []
+        for name, fn in todo:
+            if name.startswith(("pread source + pwrite", "copy_file_range", "HTTP: the engine's")):
+                out.unlink(missing_ok=True)
+                os.sync()
+            c, m, t = _cpu(), _machine_cpu(), time.perf_counter()
+            fn()
+            wall, cpu, machine = time.perf_counter() - t, _cpu() - c, _machine_cpu() - m
+            per_gib = [f"{x * GiB / alloc:.2f}" for x in (wall, cpu, machine)]
+            lines.append(f"| {name} | {' | '.join(per_gib)} |")
+            print(lines[-1], flush=True)
+        return lines
+
     stages: list[tuple[str, Callable[[], None]]] = [
         ("pread source, 128 KiB (user copy)", read),
         ("BLAKE3, 128 KiB updates (in cache; the digest before 2026-12)", hash_only),
@@ -139,21 +205,24 @@ def main() -> None:
         ("qcow2 read back in place (qemu-img map) + XXH3-128", image_read_mapped),
         ("qcow2 read back through qemu-nbd + XXH3-128", image_read_nbd),
     ]
-    lines = ["| stage (alone, warm cache) | wall s/GiB | CPU s/GiB |", "|---|---:|---:|"]
-    for name, fn in stages:
-        if name.startswith(("pread source + pwrite", "copy_file_range")):
-            out.unlink(missing_ok=True)
-            os.sync()
-        c, t = _cpu(), time.perf_counter()
-        fn()
-        wall, cpu = time.perf_counter() - t, _cpu() - c
-        lines.append(f"| {name} | {wall * GiB / alloc:.2f} | {cpu * GiB / alloc:.2f} |")
-        print(lines[-1], flush=True)
+    lines = _run_stages(stages, out)
+    with nginx.serve(WORK) as base:
+        url = base + src.name
+        _receive(url, chunks, 1)  # nginx's workers up, its connections warm
+        http_stages: list[tuple[str, Callable[[], None]]] = [
+            ("HTTP (nginx, loopback): the 8 MiB ranges received, 1 connection, nothing written",
+             lambda: _receive(url, chunks, 1)),
+            ("HTTP: the ranges received, 4 connections at once, nothing written", lambda: _receive(url, chunks, 4)),
+            ("HTTP: the engine's lane (receive, XXH3-128, pwrite, compare in place) on one thread",
+             lambda: http_lane(url)),
+        ]
+        lines += _run_stages(http_stages, out)
     os.close(fd)
     source.close()
     out.unlink(missing_ok=True)
     qcow2.unlink(missing_ok=True)
-    text = "\n".join(lines) + "\n"
+    head = ["| stage (alone, warm cache) | wall s/GiB | CPU s/GiB | machine CPU s/GiB |", "|---|---:|---:|---:|"]
+    text = "\n".join(head + lines) + "\n"
     (WORK / "stages.md").write_text(text)
     print(text)
 

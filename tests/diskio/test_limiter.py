@@ -56,6 +56,20 @@ def test_idle_time_does_not_accumulate_beyond_the_burst() -> None:
     assert abs(waits[-1] - 0.4) < 1e-9
 
 
+def test_time_lost_to_a_stall_is_made_up_so_the_average_holds() -> None:
+    # The default burst: a stall of a few hundred ms (the host, the disk) must not lower the average.
+    fake = FakeClock()
+    start = fake.now
+    limiter = RateLimiter(1000, clock=fake.clock, sleep=fake.sleep)
+    assert limiter.acquire(100) == 0.0
+    fake.now += 0.4  # the first 100 bytes took 0.4 s instead of their 0.1
+    waits = [limiter.acquire(100) for _ in range(9)]
+    # The three slots the stall swallowed go at once; the rest keep to the timeline, so the
+    # tenth 100 bytes start 0.9 s after the first, as without the stall.
+    assert waits[:3] == [0.0] * 3
+    assert abs(fake.now + waits[-1] - (start + 0.9)) < 1e-9
+
+
 def test_a_stopped_wait_ends_at_once_with_stopped() -> None:
     # Issue 11, reproducer 9: a lane of a tiny limit slept out its booked time inside the worker.
     limiter = RateLimiter(1, burst=0.0)

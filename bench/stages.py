@@ -68,6 +68,8 @@ def _receive(url: str, chunks: list[Chunk], connections: int) -> None:
                 c = todo.pop()
             conn.request("GET", path, headers={"Range": f"bytes={c.offset}-{c.offset + c.length - 1}"})
             body = conn.getresponse()
+            if body.status != 206:
+                raise SystemExit(f"{url}: range {c.offset}+{c.length} answered HTTP {body.status}")
             while body.readinto(view):
                 pass
         conn.close()
@@ -77,6 +79,22 @@ def _receive(url: str, chunks: list[Chunk], connections: int) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def _run_stages(todo: list[tuple[str, Callable[[], None]]], out: Path, alloc: int) -> list[str]:
+    """One table row per stage, per GiB of ``alloc`` bytes; ``out`` removed and synced before a stage that writes it."""
+    lines: list[str] = []
+    for name, fn in todo:
+        if name.startswith(("pread source + pwrite", "copy_file_range", "HTTP: the engine's")):
+            out.unlink(missing_ok=True)
+            os.sync()
+        c, m, t = _cpu(), _machine_cpu(), time.perf_counter()
+        fn()
+        wall, cpu, machine = time.perf_counter() - t, _cpu() - c, _machine_cpu() - m
+        per_gib = [f"{x * GiB / alloc:.2f}" for x in (wall, cpu, machine)]
+        lines.append(f"| {name} | {' | '.join(per_gib)} |")
+        print(lines[-1], flush=True)
+    return lines
 
 
 def main() -> None:
@@ -177,19 +195,6 @@ def main() -> None:
 
     qcow2.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(src), str(qcow2)], check=True)
-    def _run_stages(todo: list[tuple[str, Callable[[], None]]], out: Path) -> list[str]:
-        lines: list[str] = []
-        for name, fn in todo:
-            if name.startswith(("pread source + pwrite", "copy_file_range", "HTTP: the engine's")):
-                out.unlink(missing_ok=True)
-                os.sync()
-            c, m, t = _cpu(), _machine_cpu(), time.perf_counter()
-            fn()
-            wall, cpu, machine = time.perf_counter() - t, _cpu() - c, _machine_cpu() - m
-            per_gib = [f"{x * GiB / alloc:.2f}" for x in (wall, cpu, machine)]
-            lines.append(f"| {name} | {' | '.join(per_gib)} |")
-            print(lines[-1], flush=True)
-        return lines
 
     stages: list[tuple[str, Callable[[], None]]] = [
         ("pread source, 128 KiB (user copy)", read),
@@ -205,7 +210,7 @@ def main() -> None:
         ("qcow2 read back in place (qemu-img map) + XXH3-128", image_read_mapped),
         ("qcow2 read back through qemu-nbd + XXH3-128", image_read_nbd),
     ]
-    lines = _run_stages(stages, out)
+    lines = _run_stages(stages, out, alloc)
     with nginx.serve(WORK) as base:
         url = base + src.name
         _receive(url, chunks, 1)  # nginx's workers up, its connections warm
@@ -216,7 +221,7 @@ def main() -> None:
             ("HTTP: the engine's lane (receive, XXH3-128, pwrite, compare in place) on one thread",
              lambda: http_lane(url)),
         ]
-        lines += _run_stages(http_stages, out)
+        lines += _run_stages(http_stages, out, alloc)
     os.close(fd)
     source.close()
     out.unlink(missing_ok=True)

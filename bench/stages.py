@@ -17,6 +17,7 @@ import resource
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def _cpu() -> float:
 
 def _machine_cpu() -> float:
     """CPU seconds every process of the machine has used (user, system, interrupts), from ``/proc/stat``."""
-    fields = [int(x) for x in open("/proc/stat").readline().split()[1:8]]  # noqa: SIM115
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:8]]
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
@@ -56,17 +58,16 @@ def _receive(url: str, chunks: list[Chunk], connections: int) -> None:
     """Each chunk as one ranged GET, received into a 256 KiB buffer and dropped: what a curl of the
     ranges does, on ``connections`` kept-alive connections at once."""
     todo, lock = list(reversed(chunks)), threading.Lock()
-    host, port = url.split("/")[2].split(":")
-    path = "/" + url.split("/", 3)[3]
+    parts = urllib.parse.urlsplit(url)
 
     def connection() -> None:
-        conn, view = http.client.HTTPConnection(host, int(port)), memoryview(bytearray(256 * 1024))
+        conn, view = http.client.HTTPConnection(parts.netloc), memoryview(bytearray(256 * 1024))
         while True:
             with lock:
                 if not todo:
                     break
                 c = todo.pop()
-            conn.request("GET", path, headers={"Range": f"bytes={c.offset}-{c.offset + c.length - 1}"})
+            conn.request("GET", parts.path, headers={"Range": f"bytes={c.offset}-{c.offset + c.length - 1}"})
             body = conn.getresponse()
             if body.status != 206:
                 raise SystemExit(f"{url}: range {c.offset}+{c.length} answered HTTP {body.status}")

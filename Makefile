@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[test]'
 	touch $@
 
+# The native lane (diskio.native): the install above compiles it (hatch_build.py); this compiles it again
+# when its source changes in a venv already made. It fails, where an install warns, when it cannot.
+LANE := diskio/_lane.so
+$(LANE): diskio/_lane.c hatch_build.py | $(STAMP)
+	$(PY) hatch_build.py
+
 sysdeps:
 	@./deploy/install-sysdeps.sh
 
@@ -32,27 +38,27 @@ peers: sysdeps $(STAMP)
 
 ## demo: start the embedded stack and migrate the Debian guest, morphed and boot-checked (ARGS=--exit to stop after
 ##       verifying; ARGS=--quick for a small disk without an OS: no guest build, no morph, no boot check)
-demo: sysdeps $(STAMP)
+demo: sysdeps $(STAMP) $(LANE)
 	STERNA_DATA_DIR=$(CURDIR)/.demo $(VENV)/bin/sterna demo $(ARGS)
 
 ## test: install every test peer, lint, type-check and run the whole suite
-test: sysdeps $(STAMP) peers
+test: sysdeps $(STAMP) peers $(LANE)
 	$(MAKE) --no-print-directory lint
 	$(PY) -m compileall -q -j0 $(PACKAGES)
 	$(VENV)/bin/pytest $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 ## test-fast: the development loop: lint and every test but the TCG guest builds, morphs and boots
-test-fast: sysdeps $(STAMP) peers
+test-fast: sysdeps $(STAMP) peers $(LANE)
 	$(MAKE) --no-print-directory lint
 	$(PY) -m compileall -q -j0 $(PACKAGES)
 	$(VENV)/bin/pytest $(XDIST) --durations=10 -m "not tcg" $(PYTEST_ARGS)
 
 ## up: Temporal dev server + worker + API in the foreground (data in ~/.sterna unless STERNA_DATA_DIR)
-up: sysdeps $(STAMP)
+up: sysdeps $(STAMP) $(LANE)
 	$(VENV)/bin/sterna up
 
 ## bench: the disk engine against cp --sparse, qemu-img convert and nbdcopy (ratios, median of 5)
-bench: sysdeps $(STAMP)
+bench: sysdeps $(STAMP) $(LANE)
 	$(PY) -m bench.run
 
 ## lint: ruff, mypy, and the import contracts of pyproject.toml (layers, sandbox, no cycles)
@@ -68,4 +74,4 @@ docs: $(STAMP)
 	@echo "docs: docs/_build/html/index.html"
 
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache docs/_build docs/_generated
+	rm -rf $(VENV) $(LANE) .demo .mypy_cache .ruff_cache .pytest_cache docs/_build docs/_generated

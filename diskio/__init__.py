@@ -18,6 +18,8 @@
   ``qemu-img map``).
 - ``diskio.qemu``/``diskio.nbd``: images in any qemu format through ``qemu-nbd``.
 - ``diskio.http``: ``HttpRangeSource``, a disk read with HTTP Range requests (datastore, lease, Glance, GCS).
+- ``diskio.native``: the native lane, C (``_lane.c``, built at install by ``hatch_build.py``) that receives a
+  plain-HTTP chunk, hashes, writes and reads it back without the GIL; the Python steps where it cannot.
 - ``diskio.stream``: ``HttpStreamTarget``, a disk sent as one request body, in order (Glance's upload).
 - ``diskio.keepalive``: ``beating``, progress reported while a transfer waits on work that moves no bytes.
 """

@@ -99,8 +99,30 @@ class DiskSource(ABC):
         and block devices have nothing to gain: the default does nothing.
         """
 
+    def raw_body(self, offset: int, length: int, head: memoryview) -> RawBody | None:
+        """``[offset, offset + length)`` to be received straight from a socket, or None (the default).
+
+        For the native lane (``diskio.native``), after ``begin_range``: a source read over plain HTTP opens
+        the span's request, copies into ``head`` the body bytes its parser read already, and lends the
+        connection's socket. The copier reports how far it read with ``RawBody.done``.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release handles."""
+
+
+@dataclass
+class RawBody:
+    """A span's body lent by its source (``DiskSource.raw_body``), its first ``have`` bytes in the head."""
+
+    fd: int
+    have: int
+    #: seconds without a byte before the read gives up (None: wait)
+    timeout: float | None
+    #: how far the body was read: the whole of it keeps the connection; less drops it, and ``readinto``
+    #: asks for the rest with a new request
+    done: Callable[[int], None]
 
 
 class DiskTarget(ABC):
@@ -186,6 +208,18 @@ class DiskTarget(ABC):
         By default each piece is read back into ``buf``; a local file passes views of its pages instead.
         """
         feed_by_reading(self.readinto, offset, length, sink, buf)
+
+    def raw_file(self) -> int | None:
+        """A descriptor whose ``pwrite`` and ``pread`` are this target's writes and reads, or None (the default).
+
+        For the native lane (``diskio.native``): a raw file's. The lane reports how far it wrote there
+        with ``reached``.
+        """
+        return None
+
+    def reached(self, end: int) -> None:  # noqa: B027 - optional hook
+        """The native lane wrote through ``raw_file`` up to ``end`` (read back, or written when not
+        verifying): the file is at least that long."""
 
     def resumed(self, offset: int, length: int) -> None:  # noqa: B027 - optional hook
         """An earlier attempt wrote ``[offset, offset + length)`` into this target, and a resumed copy

@@ -26,7 +26,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from core.errors import AuthenticationFailed, ConnectionFailed, ProviderTransient, TransferError
-from diskio.base import DiskSource, Extent
+from diskio.base import DiskSource, Extent, RawBody
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -172,6 +172,34 @@ class HttpRangeSource(DiskSource):
             self._drop()  # a span abandoned mid-body (an error, a stop): its connection is never reused
         end = min(offset + length, self._size)
         self._local.span = (offset, end) if end > offset else None
+
+    def raw_body(self, offset: int, length: int, head: memoryview) -> RawBody | None:
+        """The span ``begin_range`` announced, from ``offset``, on this thread's connection when it is plain
+        HTTP (a TLS socket's bytes are not the body's). ``http.client`` parses the status and headers;
+        what its reader holds of the body already goes into ``head``."""
+        span: tuple[int, int] | None = getattr(self._local, "span", None)
+        if span is None or not span[0] <= offset < span[1] or not self.url.startswith("http:"):
+            return None
+        if getattr(self._local, "body", None) is not None:
+            self._drop()
+        end = span[1]
+        body = self._retried(lambda: self._open(offset, end))
+        conn = self._local.conn
+        if isinstance(conn.sock, ssl.SSLSocket) or body.chunked:  # a redirect to HTTPS; a body not sent as is
+            return None  # readinto reads on in this body
+        # peek returns what the reader holds, or does one read of the socket when it holds nothing
+        have = min(len(body.fp.peek()), len(head), end - offset)
+        got = body.readinto(head[:have]) if have else 0
+        return RawBody(conn.sock.fileno(), got, self._timeout, lambda at: self._raw_done(body, at))
+
+    def _raw_done(self, body: http.client.HTTPResponse, at: int) -> None:
+        if at == self._local.end:  # read whole by the lane: http.client never saw those bytes
+            self._local.body = self._local.span = None
+            body.close()  # the connection is kept, ready for the next request
+            if body.will_close:
+                self._drop()
+        else:
+            self._drop()
 
     def readinto(self, offset: int, view: memoryview) -> int:
         """Read into ``view`` from the open body when it is at ``offset``, else with a new request: for

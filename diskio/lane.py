@@ -16,13 +16,15 @@ first non-zero byte, so data costs almost nothing to check).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import queue
 import threading
 from dataclasses import dataclass
 
 from core.errors import IntegrityError, TransferError
-from diskio import digest
-from diskio.base import DiskSource, DiskTarget
+from diskio import digest, native
+from diskio.base import DiskSource, DiskTarget, RawBody
 from diskio.limiter import RateLimiter, Stopped
 from diskio.plan import Chunk
 
@@ -52,6 +54,8 @@ class _Buffers:
         self.data = bytearray(size)
         self.check = bytearray(size)  # read-back space, for targets that compare by reading (``DiskTarget.matches``)
         self.view = memoryview(self.data)
+        #: the native lane's running digest (``diskio.native``), made on first use
+        self.state: native.State | None = None
 
 
 def _step_runs(length: int, step: int, zero: list[bool]) -> list[tuple[int, int, bool]]:
@@ -97,6 +101,8 @@ class ChunkMover:
         self.stop = stop or threading.Event()
         #: liveness, not a count: changes with every I/O step (see ``alive``)
         self._steps = 0
+        #: the steps the native lane begins (``diskio.native``): counted in C, without the GIL
+        self._native_steps = ctypes.c_int64(0)
         self._seen_steps = 0
         self._waiting = 0
         self.target = target
@@ -123,7 +129,8 @@ class ChunkMover:
 
     def alive(self) -> bool:
         """Whether a lane moved a step since the last call, or waits for its bandwidth share now."""
-        moved, self._seen_steps = self._steps != self._seen_steps, self._steps
+        steps = self._steps + self._native_steps.value
+        moved, self._seen_steps = steps != self._seen_steps, steps
         return moved or self._waiting > 0
 
     def _take(self) -> _Buffers:
@@ -198,7 +205,16 @@ class ChunkMover:
                 return self._copy_lent(chunk, pages, bufs, repair, out)
         # After the bandwidth wait: a remote source opens one request for the chunk's steps.
         source.begin_range(chunk.offset, chunk.length)
-        for pos in range(0, chunk.length, step):
+        start = 0
+        fd = target.raw_file() if native.LANE is not None and target.zero_initialized and not repair else None
+        body = source.raw_body(chunk.offset, chunk.length, bufs.view) if fd is not None else None
+        if fd is not None and body is not None:
+            start, sha = self._copy_native(chunk, body, fd, bufs, out)
+            if start == chunk.length:
+                out.zero = out.bytes_zero == chunk.length
+                out.sha = sha.digest()
+                return out
+        for pos in range(start, chunk.length, step):
             # A thread cannot be cancelled: a lane checks between steps, so a cancelled copy lets go
             # of its source and target within one I/O step instead of finishing its chunk.
             if stopped():
@@ -224,14 +240,57 @@ class ChunkMover:
             runs = self._put(offset, view, out, repair)
             if verify:
                 self._verify(chunk, offset, view, runs, bufs, out)
-        out.zero = zeros == chunk.length
-        if out.zero:
+        out.zero = chunk.length in (zeros, out.bytes_zero)  # the latter: steps the native lane moved first
+        if zeros == chunk.length:
             out.sha = self._sha_of_zeros(chunk.length)
         else:
             if zeros:
                 self._feed_zeros(sha, zeros)
             out.sha = sha.digest()
         return out
+
+    def _copy_native(
+        self, chunk: Chunk, body: RawBody, fd: int, bufs: _Buffers, out: Outcome
+    ) -> tuple[int, native.State]:
+        """The chunk's body received, hashed, written and compared by the native lane, a slice per call.
+
+        Returns how far it got (the chunk's length, or the step where it handed back: a lost connection,
+        a stall, a step that read back different) and the digest of the bytes before that, which the
+        Python steps go on with. A step that read back different is written and compared again here,
+        as ``_verify`` does for any step.
+        """
+        assert native.LANE is not None
+        state = bufs.state = bufs.state or native.LANE.state()
+        state.reset()
+        end, at, have = chunk.end, chunk.offset, body.have
+        try:
+            while at < end:
+                if self.stop.is_set():
+                    raise Stopped("the transfer was stopped")
+                moved = state.move(body.fd, fd, at, min(end, at + native.SLICE), bufs.data, have, bufs.check,
+                                   self.step, verify=self.verify, timeout=body.timeout, steps=self._native_steps)
+                have = 0
+                out.bytes_read += moved.pos - at
+                out.bytes_written += moved.written
+                out.bytes_zero += moved.zero
+                out.bytes_verified += moved.verified
+                if moved.reach:
+                    self.target.reached(moved.reach)
+                at = moved.pos
+                if moved.status == native.MISMATCH:  # the step at ``at`` is in the buffer, hashed and written
+                    n = min(self.step, end - at)
+                    out.bytes_read += n
+                    self._verify(chunk, at, bufs.view[:n], None, bufs, out)
+                    at += n
+                elif moved.status == native.WRITE:
+                    raise OSError(moved.err, f"writing the target at {at}: {os.strerror(moved.err)}")
+                elif moved.status == native.READ:
+                    raise OSError(moved.err, f"reading the target back at {at}: {os.strerror(moved.err)}")
+                elif moved.status != native.DONE:
+                    break  # the connection failed or stalled: the Python steps ask for the rest
+        finally:
+            body.done(at)
+        return at - chunk.offset, state
 
     def _copy_lent(self, chunk: Chunk, pages: memoryview, bufs: _Buffers, repair: bool, out: Outcome) -> Outcome:
         """A chunk of the source's own pages: written first, then hashed and compared.

@@ -209,6 +209,12 @@ class LocalFileTarget(DiskTarget):
         self._writer.write(offset, view)
         self._pages.end = max(self._pages.end, offset + len(view))
 
+    def raw_file(self) -> int | None:
+        return self._fd
+
+    def reached(self, end: int) -> None:
+        self._pages.end = max(self._pages.end, end)
+
     def write_zeroes(self, offset: int, length: int) -> None:
         if not punch_hole(self._fd, offset, length):
             super().write_zeroes(offset, length)

@@ -1,7 +1,12 @@
-"""HTTP range source against a real HTTP server on a loopback port."""
+"""HTTP range source against a real HTTP server on a loopback port.
+
+The copies run twice where both data paths can move them (the ``lane`` fixture): through the native lane
+(``diskio.native``, plain HTTP into a raw file) and through the Python steps (what HTTPS takes).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -10,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import AuthenticationFailed, ConnectionFailed, ProviderTransient
+from core.errors import AuthenticationFailed, ConnectionFailed, IntegrityError, ProviderTransient
+from diskio import native
 from diskio.base import Extent
 from diskio.copier import copy_disk
 from diskio.http import HttpRangeSource
@@ -128,12 +134,27 @@ def serve() -> Iterator[Callable[[Path], DiskServer]]:
         server.server_close()
 
 
+@pytest.fixture(params=["native", "python"])
+def lane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which data path moves the copy: the native lane, built by the install (it fails here when it is
+    not), or the Python steps, as for HTTPS."""
+    if request.param == "native":
+        assert native.LANE is not None, "diskio/_lane.so is not built: `make` builds it (hatch_build.py)"
+    else:
+        monkeypatch.setattr(native, "LANE", None)
+    return str(request.param)
+
+
+def python_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "LANE", None)
+
+
 def url_of(server: DiskServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/disk.raw?sig=do-not-log"
 
 
 async def test_http_source_with_a_block_map_copies_only_mapped_ranges(
-    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str
 ) -> None:
     src = disk(runs=[(MiB, 3 * MiB), (40 * MiB, 2 * MiB)])
     server = serve(src)
@@ -153,7 +174,7 @@ async def test_http_source_with_a_block_map_copies_only_mapped_ranges(
 
 
 async def test_http_source_without_a_map_reads_all_and_skips_zero_chunks(
-    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str
 ) -> None:
     src = disk(size=16 * MiB, runs=[(0, MiB)])
     server = serve(src)
@@ -177,7 +198,7 @@ def test_bad_credentials_fail_fast_without_leaking_the_url_query(
 
 
 async def test_auth_is_asked_before_each_range_so_a_renewed_token_is_used(
-    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str
 ) -> None:
     src = disk(size=4 * MiB, runs=[(0, 4 * MiB)])
     server = serve(src)
@@ -238,8 +259,10 @@ class StepsTarget(LocalFileTarget):
 
 
 async def test_each_chunk_is_one_request_whose_body_is_moved_in_cache_sized_steps(
-    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    python_steps(monkeypatch)  # the steps of the Python path; the native lane's are below
     src = disk(runs=[(MiB, 10 * MiB), (40 * MiB, 3 * MiB)])
     server = serve(src)
     extents = RawFileSource(src).extents()
@@ -260,7 +283,7 @@ async def test_each_chunk_is_one_request_whose_body_is_moved_in_cache_sized_step
 
 
 async def test_a_body_cut_mid_way_is_asked_again_from_the_step_it_broke_in(
-    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str
 ) -> None:
     src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
     server = serve(src)
@@ -278,8 +301,9 @@ async def test_a_body_cut_mid_way_is_asked_again_from_the_step_it_broke_in(
 
 
 def test_a_stopped_chunk_leaves_no_half_read_connection_for_the_next(
-    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer]
+    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    python_steps(monkeypatch)  # a step's write is where the cancel comes; the native lane's case is below
     src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
     data = src.read_bytes()
     server = serve(src)
@@ -333,4 +357,141 @@ def test_reads_off_the_open_body_ask_for_the_rest_of_the_span(
     assert source.read(3 * MiB, step) == data[3 * MiB : 3 * MiB + step]
     source.close()
     assert server.ranges == [(0, 2 * MiB - 1), (2 * step, 2 * MiB - 1), (3 * MiB, 3 * MiB + step - 1)]
+    assert server.connections == 2
+
+
+class NativeSteps(StepsTarget):
+    """A local file that records how far the native lane says it wrote, besides the Python steps' writes."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, size)
+        self.reach: list[int] = []
+
+    def reached(self, end: int) -> None:
+        self.reach.append(end)
+        super().reached(end)
+
+
+async def test_the_native_lane_moves_each_chunk_from_one_request_with_the_python_steps_digest(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert native.LANE is not None, "diskio/_lane.so is not built: `make` builds it (hatch_build.py)"
+    src = disk(runs=[(MiB, 10 * MiB), (40 * MiB, 3 * MiB)], small_writes=6)
+    server = serve(src)
+    extents = RawFileSource(src).extents()
+    source = HttpRangeSource(url_of(server), size=64 * MiB, extents=extents, headers=AUTH)
+    target = NativeSteps(tmp_path / "dst.raw", source.size)
+    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=2)
+    source.close()
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    # every byte went through the C loop: no step was written from Python, and it vouched for the writes
+    assert target.writes == [] and target.reach
+    assert result.bytes_written == result.bytes_verified == sum(e.length for e in extents) - result.bytes_skipped_zero
+    assert server.ranges_served == result.chunks_copied
+    assert server.bytes_served == result.bytes_read
+    # the chunk and disk digests are the Python steps' own: a checkpoint or replica map made by one path
+    # is understood by the other
+    python_steps(monkeypatch)
+    again = HttpRangeSource(url_of(server), size=64 * MiB, extents=extents, headers=AUTH)
+    other = StepsTarget(tmp_path / "python.raw", again.size)
+    by_python = await copy_disk(again, other, chunk_size=4 * MiB, lanes=2)
+    again.close()
+    other.close()
+    assert other.writes and by_python.digest == result.digest
+    assert (by_python.bytes_written, by_python.bytes_skipped_zero) == (result.bytes_written, result.bytes_skipped_zero)
+
+
+class MisdirectingTarget(LocalFileTarget):
+    """A new file whose native-lane writes land at its end, not where they were aimed: Linux's ``pwrite``
+    on a descriptor opened ``O_APPEND`` appends whatever the offset (pwrite(2), BUGS), a misdirected write.
+    The file is first made as long as the disk, so the stray bytes land past the disk's end."""
+
+    def __init__(self, path: Path, size: int, chunks: int, python_too: bool = False) -> None:
+        super().__init__(path, size)
+        os.truncate(path, size)
+        self.astray = os.open(path, os.O_RDWR | os.O_APPEND)
+        self.chunks, self.python_too = chunks, python_too
+
+    def raw_file(self) -> int | None:
+        if self.chunks > 0:
+            self.chunks -= 1
+            return self.astray
+        return super().raw_file()
+
+    def write_view(self, offset: int, view: memoryview) -> None:
+        if self.python_too:
+            os.pwrite(self.astray, view, offset)
+        else:
+            super().write_view(offset, view)
+
+    def close(self) -> None:
+        super().close()
+        os.close(self.astray)
+
+
+async def test_a_write_the_native_lane_finds_elsewhere_is_written_again(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(size=16 * MiB, runs=[(2 * MiB, 4 * MiB)])
+    server = serve(src)
+    source = HttpRangeSource(url_of(server), size=16 * MiB, extents=[Extent(2 * MiB, 4 * MiB)], headers=AUTH)
+    dst = tmp_path / "dst.raw"
+    target = MisdirectingTarget(dst, source.size, chunks=1)
+    result = await copy_disk(source, target, chunk_size=MiB, lanes=1)
+    source.close()
+    target.close()
+    # each step of the first chunk read back as zeros where it was aimed, and was written there again
+    assert result.repairs == MiB // LOCAL_IO_SIZE
+    assert dst.stat().st_size == 17 * MiB  # the stray copies, past the disk's end
+    os.truncate(dst, 16 * MiB)
+    assert same_bytes(src, dst)
+
+
+async def test_a_step_that_stays_wrong_after_the_native_lane_is_reported_not_passed(
+    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer]
+) -> None:
+    src = disk(size=16 * MiB, runs=[(2 * MiB, 4 * MiB)])
+    server = serve(src)
+    source = HttpRangeSource(url_of(server), size=16 * MiB, extents=[Extent(2 * MiB, 4 * MiB)], headers=AUTH)
+    target = MisdirectingTarget(tmp_path / "dst.raw", source.size, chunks=1, python_too=True)
+    with pytest.raises(IntegrityError, match=str(2 * MiB)):
+        await copy_disk(source, target, chunk_size=MiB, lanes=1)
+    source.close()
+    target.close()
+
+
+def test_a_chunk_stopped_in_the_native_lane_leaves_no_half_read_connection(
+    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer]
+) -> None:
+    assert native.LANE is not None, "diskio/_lane.so is not built: `make` builds it (hatch_build.py)"
+    src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
+    data = src.read_bytes()
+    server = serve(src)
+    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH)
+    stop = threading.Event()
+
+    class StopAfterFirstSlice(LocalFileTarget):
+        armed = True
+
+        def reached(self, end: int) -> None:
+            super().reached(end)
+            if self.armed:
+                stop.set()  # a cancel arrives while the lane has moved one slice of the chunk
+
+    target = StopAfterFirstSlice(tmp_path / "dst.raw", source.size)
+    mover = ChunkMover(source, target, chunk_size=4 * MiB, block=512, verify=True, limiter=None, stop=stop)
+    with pytest.raises(Stopped):
+        mover.copy(Chunk(0, 0, 4 * MiB))
+    assert target.read(0, native.SLICE) == data[: native.SLICE]
+    stop.clear()
+    target.armed = False
+    out = mover.copy(Chunk(1, 4 * MiB, 4 * MiB))
+    assert out.bytes_written == out.bytes_verified == 4 * MiB
+    assert target.read(4 * MiB, 4 * MiB) == data[4 * MiB :]
+    source.close()
+    target.close()
+    # the next chunk came from a new request on a new connection, never from the abandoned body's rest
+    assert server.ranges == [(0, 4 * MiB - 1), (4 * MiB, 8 * MiB - 1)]
     assert server.connections == 2

@@ -187,9 +187,13 @@ class HttpRangeSource(DiskSource):
         conn = self._local.conn
         if isinstance(conn.sock, ssl.SSLSocket) or body.chunked:  # a redirect to HTTPS; a body not sent as is
             return None  # readinto reads on in this body
-        # peek returns what the reader holds, or does one read of the socket when it holds nothing
-        have = min(len(body.fp.peek()), len(head), end - offset)
-        got = body.readinto(head[:have]) if have else 0
+        try:
+            # peek returns what the reader holds, or does one read of the socket when it holds nothing
+            have = min(len(body.fp.peek()), len(head), end - offset)
+            got = body.readinto(head[:have]) if have else 0
+        except (OSError, http.client.HTTPException):
+            self._drop()  # readinto asks again, with its retries
+            return None
         return RawBody(conn.sock.fileno(), got, self._timeout, lambda at: self._raw_done(body, at))
 
     def _raw_done(self, body: http.client.HTTPResponse, at: int) -> None:

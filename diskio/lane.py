@@ -254,10 +254,9 @@ class ChunkMover:
     ) -> tuple[int, native.State]:
         """The chunk's body received, hashed, written and compared by the native lane, a slice per call.
 
-        Returns how far it got (the chunk's length, or the step where it handed back: a lost connection,
-        a stall, a step that read back different) and the digest of the bytes before that, which the
-        Python steps go on with. A step that read back different is written and compared again here,
-        as ``_verify`` does for any step.
+        Returns how far it got (the chunk's length, or the step where a lost or stalled connection stopped
+        it) and the digest of the bytes before that, which the Python steps go on with from a new request.
+        A step that read back different is written and compared again here by ``_verify``, as any step is.
         """
         assert native.LANE is not None
         state = bufs.state = bufs.state or native.LANE.state()

@@ -49,6 +49,8 @@ class DiskServer(ThreadingHTTPServer):
         self.connections = 0
         self.cut_next = 0  # send this many bodies only up to ``cut_at`` bytes, then close the connection
         self.cut_at = 0
+        self.stall_next = 0  # send this many bodies only up to ``cut_at`` bytes, then send nothing more
+        self.stalled = threading.Event()  # set at the end of the test: a stalled body's handler returns
         self.lock = threading.Lock()
 
 
@@ -102,10 +104,18 @@ class RangeHandler(BaseHTTPRequestHandler):
                 self.server.token = f"secret-{self.server.ranges_served}"
             cut = self.server.cut_next > 0
             self.server.cut_next -= cut
+            stall = self.server.stall_next > 0
+            self.server.stall_next -= stall
         self.send_response(206)
         self.send_header("Content-Range", f"bytes {start}-{end}/{self.server.path.stat().st_size}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if stall:  # a peer that stops sending mid-body and keeps the connection open
+            self.wfile.write(body[: self.server.cut_at])
+            self.wfile.flush()
+            self.server.stalled.wait(30)
+            self.close_connection = True
+            return
         if cut:
             body = body[: self.server.cut_at]
             self.close_connection = True  # a connection lost mid-body: part of it, then EOF
@@ -130,6 +140,7 @@ def serve() -> Iterator[Callable[[Path], DiskServer]]:
 
     yield start
     for server in servers:
+        server.stalled.set()
         server.shutdown()
         server.server_close()
 
@@ -296,6 +307,24 @@ async def test_a_body_cut_mid_way_is_asked_again_from_the_step_it_broke_in(
     assert same_bytes(src, tmp_path / "dst.raw")
     assert result.bytes_read == 8 * MiB
     # The retry asks for the rest of the chunk from the step that failed, on a new connection.
+    assert server.ranges == [(0, 4 * MiB - 1), (512 * KiB, 4 * MiB - 1), (4 * MiB, 8 * MiB - 1)]
+    assert server.connections == 2
+
+
+async def test_a_body_that_stalls_is_asked_again_after_the_timeout(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str
+) -> None:
+    src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
+    server = serve(src)
+    server.stall_next, server.cut_at = 1, 600 * KiB  # the first body stops in its third step, the connection open
+    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH, backoff=0, timeout=0.3)
+    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
+    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=1)
+    source.close()
+    target.close()
+    assert same_bytes(src, tmp_path / "dst.raw")
+    assert result.bytes_read == 8 * MiB
+    # no byte for the timeout: the rest of the chunk from the step that stalled, on a new connection
     assert server.ranges == [(0, 4 * MiB - 1), (512 * KiB, 4 * MiB - 1), (4 * MiB, 8 * MiB - 1)]
     assert server.connections == 2
 

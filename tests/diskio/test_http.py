@@ -18,7 +18,7 @@ import pytest
 from core.errors import AuthenticationFailed, ConnectionFailed, IntegrityError, ProviderTransient
 from diskio import native
 from diskio.base import Extent
-from diskio.copier import copy_disk
+from diskio.copier import CopyResult, copy_disk
 from diskio.http import HttpRangeSource
 from diskio.lane import ChunkMover
 from diskio.limiter import Stopped
@@ -269,6 +269,15 @@ class StepsTarget(LocalFileTarget):
         super().write_view(offset, view)
 
 
+async def copy_mapped(server: DiskServer, extents: list[Extent], target: LocalFileTarget) -> CopyResult:
+    """The 64 MiB disk ``server`` serves, its ``extents`` copied into ``target`` in 4 MiB chunks on two lanes."""
+    source = HttpRangeSource(url_of(server), size=64 * MiB, extents=extents, headers=AUTH)
+    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=2)
+    source.close()
+    target.close()
+    return result
+
+
 async def test_each_chunk_is_one_request_whose_body_is_moved_in_cache_sized_steps(
     disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer],
     monkeypatch: pytest.MonkeyPatch,
@@ -276,12 +285,8 @@ async def test_each_chunk_is_one_request_whose_body_is_moved_in_cache_sized_step
     python_steps(monkeypatch)  # the steps of the Python path; the native lane's are below
     src = disk(runs=[(MiB, 10 * MiB), (40 * MiB, 3 * MiB)])
     server = serve(src)
-    extents = RawFileSource(src).extents()
-    source = HttpRangeSource(url_of(server), size=64 * MiB, extents=extents, headers=AUTH)
-    target = StepsTarget(tmp_path / "dst.raw", source.size)
-    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=2)
-    source.close()
-    target.close()
+    target = StepsTarget(tmp_path / "dst.raw", 64 * MiB)
+    result = await copy_mapped(server, RawFileSource(src).extents(), target)
     assert same_bytes(src, tmp_path / "dst.raw")
     # Each step is hashed, written and read back while it is in the CPU cache (the local target's step) ...
     assert max(target.writes) == LOCAL_IO_SIZE
@@ -293,13 +298,22 @@ async def test_each_chunk_is_one_request_whose_body_is_moved_in_cache_sized_step
     assert server.bytes_served == result.bytes_read == 13 * MiB
 
 
-async def test_a_body_cut_mid_way_is_asked_again_from_the_step_it_broke_in(
-    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+async def test_a_body_cut_or_stalled_mid_way_is_asked_again_from_the_step_it_broke_in(
+    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str,
+    fault: str,
 ) -> None:
     src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
     server = serve(src)
-    server.cut_next, server.cut_at = 1, 600 * KiB  # the first body stops in its third 256 KiB step
-    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH, backoff=0)
+    # The first body stops in its third 256 KiB step: its connection closed (cut), or left open with nothing
+    # more sent (stall), which the read's timeout ends.
+    server.cut_at = 600 * KiB
+    if fault == "cut":
+        server.cut_next = 1
+    else:
+        server.stall_next = 1
+    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH, backoff=0,
+                             timeout=0.3 if fault == "stall" else 60.0)
     target = LocalFileTarget(tmp_path / "dst.raw", source.size)
     result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=1)
     source.close()
@@ -311,28 +325,9 @@ async def test_a_body_cut_mid_way_is_asked_again_from_the_step_it_broke_in(
     assert server.connections == 2
 
 
-async def test_a_body_that_stalls_is_asked_again_after_the_timeout(
-    disk: DiskFactory, tmp_path: Path, same_bytes: SameBytes, serve: Callable[[Path], DiskServer], lane: str
-) -> None:
-    src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
-    server = serve(src)
-    server.stall_next, server.cut_at = 1, 600 * KiB  # the first body stops in its third step, the connection open
-    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH, backoff=0, timeout=0.3)
-    target = LocalFileTarget(tmp_path / "dst.raw", source.size)
-    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=1)
-    source.close()
-    target.close()
-    assert same_bytes(src, tmp_path / "dst.raw")
-    assert result.bytes_read == 8 * MiB
-    # no byte for the timeout: the rest of the chunk from the step that stalled, on a new connection
-    assert server.ranges == [(0, 4 * MiB - 1), (512 * KiB, 4 * MiB - 1), (4 * MiB, 8 * MiB - 1)]
-    assert server.connections == 2
-
-
 def test_a_stopped_chunk_leaves_no_half_read_connection_for_the_next(
-    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer], monkeypatch: pytest.MonkeyPatch
+    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer], lane: str
 ) -> None:
-    python_steps(monkeypatch)  # a step's write is where the cancel comes; the native lane's case is below
     src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
     data = src.read_bytes()
     server = serve(src)
@@ -340,17 +335,26 @@ def test_a_stopped_chunk_leaves_no_half_read_connection_for_the_next(
     stop = threading.Event()
 
     class StopOnFirstWrite(LocalFileTarget):
+        """A cancel arrives while the chunk is one step in (the Python steps) or one slice (the native lane)."""
+
         armed = True
 
         def write_view(self, offset: int, view: memoryview) -> None:
             super().write_view(offset, view)
             if self.armed:
-                stop.set()  # a cancel arrives while the chunk is one step in
+                stop.set()
+
+        def reached(self, end: int) -> None:
+            super().reached(end)
+            if self.armed:
+                stop.set()
 
     target = StopOnFirstWrite(tmp_path / "dst.raw", source.size)
     mover = ChunkMover(source, target, chunk_size=4 * MiB, block=512, verify=True, limiter=None, stop=stop)
     with pytest.raises(Stopped):
         mover.copy(Chunk(0, 0, 4 * MiB))
+    moved = native.SLICE if lane == "native" else LOCAL_IO_SIZE  # stopped after the first step or slice
+    assert target.read(0, moved) == data[:moved]
     # The same thread (lane) goes on with another chunk: its bytes come from a new request on a
     # new connection, never from the rest of the abandoned body.
     stop.clear()
@@ -409,11 +413,8 @@ async def test_the_native_lane_moves_each_chunk_from_one_request_with_the_python
     src = disk(runs=[(MiB, 10 * MiB), (40 * MiB, 3 * MiB)], small_writes=6)
     server = serve(src)
     extents = RawFileSource(src).extents()
-    source = HttpRangeSource(url_of(server), size=64 * MiB, extents=extents, headers=AUTH)
-    target = NativeSteps(tmp_path / "dst.raw", source.size)
-    result = await copy_disk(source, target, chunk_size=4 * MiB, lanes=2)
-    source.close()
-    target.close()
+    target = NativeSteps(tmp_path / "dst.raw", 64 * MiB)
+    result = await copy_mapped(server, extents, target)
     assert same_bytes(src, tmp_path / "dst.raw")
     # every byte went through the C loop: no step was written from Python, and it vouched for the writes
     assert target.writes == [] and target.reach
@@ -423,11 +424,8 @@ async def test_the_native_lane_moves_each_chunk_from_one_request_with_the_python
     # the chunk and disk digests are the Python steps' own: a checkpoint or replica map made by one path
     # is understood by the other
     python_steps(monkeypatch)
-    again = HttpRangeSource(url_of(server), size=64 * MiB, extents=extents, headers=AUTH)
-    other = StepsTarget(tmp_path / "python.raw", again.size)
-    by_python = await copy_disk(again, other, chunk_size=4 * MiB, lanes=2)
-    again.close()
-    other.close()
+    other = StepsTarget(tmp_path / "python.raw", 64 * MiB)
+    by_python = await copy_mapped(server, extents, other)
     assert other.writes and by_python.digest == result.digest
     assert (by_python.bytes_written, by_python.bytes_skipped_zero) == (result.bytes_written, result.bytes_skipped_zero)
 
@@ -489,38 +487,3 @@ async def test_a_step_that_stays_wrong_after_the_native_lane_is_reported_not_pas
         await copy_disk(source, target, chunk_size=MiB, lanes=1)
     source.close()
     target.close()
-
-
-def test_a_chunk_stopped_in_the_native_lane_leaves_no_half_read_connection(
-    disk: DiskFactory, tmp_path: Path, serve: Callable[[Path], DiskServer]
-) -> None:
-    assert native.LANE is not None, "diskio/_lane.so is not built: `make` builds it (hatch_build.py)"
-    src = disk(size=8 * MiB, runs=[(0, 8 * MiB)])
-    data = src.read_bytes()
-    server = serve(src)
-    source = HttpRangeSource(url_of(server), size=8 * MiB, headers=AUTH)
-    stop = threading.Event()
-
-    class StopAfterFirstSlice(LocalFileTarget):
-        armed = True
-
-        def reached(self, end: int) -> None:
-            super().reached(end)
-            if self.armed:
-                stop.set()  # a cancel arrives while the lane has moved one slice of the chunk
-
-    target = StopAfterFirstSlice(tmp_path / "dst.raw", source.size)
-    mover = ChunkMover(source, target, chunk_size=4 * MiB, block=512, verify=True, limiter=None, stop=stop)
-    with pytest.raises(Stopped):
-        mover.copy(Chunk(0, 0, 4 * MiB))
-    assert target.read(0, native.SLICE) == data[: native.SLICE]
-    stop.clear()
-    target.armed = False
-    out = mover.copy(Chunk(1, 4 * MiB, 4 * MiB))
-    assert out.bytes_written == out.bytes_verified == 4 * MiB
-    assert target.read(4 * MiB, 4 * MiB) == data[4 * MiB :]
-    source.close()
-    target.close()
-    # the next chunk came from a new request on a new connection, never from the abandoned body's rest
-    assert server.ranges == [(0, 4 * MiB - 1), (4 * MiB, 8 * MiB - 1)]
-    assert server.connections == 2

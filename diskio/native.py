@@ -11,6 +11,7 @@ and checks, at more CPU.
 from __future__ import annotations
 
 import ctypes
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def _load() -> Lane | None:
     path = Path(__file__).with_name("_lane.so")
     try:
         return Lane(path)
-    except OSError:  # not built (see hatch_build.py), or built against a libxxhash this host lacks
+    except OSError as exc:  # not built (see hatch_build.py), or built against a libxxhash this host lacks
+        logging.getLogger(__name__).warning("the native lane is not loaded (%s): HTTP bytes move in Python", exc)
         return None
 
 

@@ -103,7 +103,8 @@ static int all_zero(const unsigned char *buf, size_t n) {
 
 /* Move the file's bytes [start, end) in steps of `step`: received into buf (its first `have` bytes are
  * there already), hashed into state, written at their offset unless all zero, and read back into check
- * and compared when `verify`; `*steps` counts every step begun, shared by the lanes. `res` counts what was moved and says where and why the call stopped. */
+ * and compared when `verify`; `*steps` counts every step begun, shared by the lanes. `res` counts what
+ * was moved and says where and why the call stopped. */
 void sterna_lane_move(int sock, int fd, int64_t start, int64_t end, unsigned char *buf, int64_t have,
                       unsigned char *check, int64_t step, int verify, int timeout_ms, XXH3_state_t *state,
                       int64_t *steps, struct lane_result *res) {

@@ -180,9 +180,7 @@ class HttpRangeSource(DiskSource):
         span: tuple[int, int] | None = getattr(self._local, "span", None)
         if span is None or not span[0] <= offset < span[1] or not self.url.startswith("http:"):
             return None
-        if getattr(self._local, "body", None) is not None:
-            self._drop()
-        end = span[1]
+        end = span[1]  # no body is open: begin_range dropped any
         body = self._retried(lambda: self._open(offset, end))
         conn = self._local.conn
         if isinstance(conn.sock, ssl.SSLSocket) or body.chunked:  # a redirect to HTTPS; a body not sent as is

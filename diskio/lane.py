@@ -209,11 +209,7 @@ class ChunkMover:
         fd = target.raw_file() if native.LANE is not None and target.zero_initialized and not repair else None
         body = source.raw_body(chunk.offset, chunk.length, bufs.view) if fd is not None else None
         if fd is not None and body is not None:
-            start, sha = self._copy_native(chunk, body, fd, bufs, out)
-            if start == chunk.length:
-                out.zero = out.bytes_zero == chunk.length
-                out.sha = sha.digest()
-                return out
+            start, sha = self._copy_native(chunk, body, fd, bufs, out)  # the steps below go on from ``start``
         for pos in range(start, chunk.length, step):
             # A thread cannot be cancelled: a lane checks between steps, so a cancelled copy lets go
             # of its source and target within one I/O step instead of finishing its chunk.

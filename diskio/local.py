@@ -207,7 +207,7 @@ class LocalFileTarget(DiskTarget):
 
     def write_view(self, offset: int, view: memoryview) -> None:
         self._writer.write(offset, view)
-        self._pages.end = max(self._pages.end, offset + len(view))
+        self.reached(offset + len(view))
 
     def raw_file(self) -> int | None:
         return self._fd

@@ -46,7 +46,7 @@ class Measure:
 def run(cmd: list[str], dst: Path, prepare: Callable[[], None] | None = None) -> Measure:
     """Run ``cmd`` after removing ``dst`` and syncing: its time, and its peak RSS from ``/usr/bin/time``.
 
-    For the engine, the time is the copy as measured inside its process.
+    For the engine and the write floor, the time is the copy as measured inside their process.
     """
     if dst.exists():
         dst.unlink()
@@ -61,7 +61,7 @@ def run(cmd: list[str], dst: Path, prepare: Callable[[], None] | None = None) ->
     rss_kib, user, system = proc.stderr.decode().strip().splitlines()[-1].split()
     cpu = float(user) + float(system)
     report: dict[str, object] = {}
-    if cmd[:3] == [PY, "-m", "bench.engine_copy"]:
+    if cmd[:3] in ([PY, "-m", "bench.engine_copy"], [PY, "-m", "bench.write_floor"]):
         report = json.loads(proc.stdout.decode().splitlines()[-1])
         seconds = float(report["seconds"])  # type: ignore[arg-type]
         cpu = float(report["cpu"])  # type: ignore[arg-type]
@@ -145,7 +145,7 @@ def measure(info: dict[str, str], tally: Callable[[], None]) -> None:
         for k in (
             "cp", "qemu-raw", "nbdcopy", "engine-raw", "qemu-qcow2", "engine-qcow2", "engine-nbd-qcow2",
             "engine-convert", "engine-checked", "nbdcopy-qcow2", "curl-ranges", "curl-whole", "engine-http",
-            "floor-http",
+            "floor-http", "floor-raw",
         )
     }
     with nginx.serve(WORK) as base:
@@ -171,6 +171,8 @@ def rounds(src: Path, out: dict[str, Path], size: int, url: str) -> dict[str, li
         "qemu-raw": (["qemu-img", "convert", "-f", "raw", "-O", "raw", str(src), str(out["qemu-raw"])], None),
         "nbdcopy": (["nbdcopy", str(src), str(out["nbdcopy"])], nbd_prepare),
         "engine-raw": (engine(src, out["engine-raw"]), None),
+        # the allocated bytes written from the source's pages, nothing else (bench/write_floor.py)
+        "floor-raw": ([PY, "-m", "bench.write_floor", str(src), str(out["floor-raw"])], None),
         "qemu-qcow2": (
             ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(src), str(out["qemu-qcow2"])],
             None,
@@ -213,7 +215,7 @@ def rounds(src: Path, out: dict[str, Path], size: int, url: str) -> dict[str, li
             for name, fmt in (
                 ("engine-raw", "raw"), ("engine-qcow2", "qcow2"), ("engine-nbd-qcow2", "qcow2"),
                 ("engine-convert", "qcow2"),
-                ("engine-checked", "qcow2"), ("engine-http", "raw"), ("floor-http", "raw"),
+                ("engine-checked", "qcow2"), ("engine-http", "raw"), ("floor-http", "raw"), ("floor-raw", "raw"),
             ):
                 if not identical(src, out[name], fmt):
                     raise SystemExit(f"{name} output differs from the source")
@@ -292,6 +294,12 @@ def summarize(
             "engine-raw / cp --sparse=always": median_ratio(results["engine-raw"], results["cp"]),
             "engine-raw / qemu-img convert -O raw": median_ratio(results["engine-raw"], results["qemu-raw"]),
             "engine-raw / nbdcopy": median_ratio(results["engine-raw"], results["nbdcopy"]),
+            "engine-raw / write floor (bench/write_floor.py: pwrite from the source's pages, nothing else)": (
+                median_ratio(results["engine-raw"], results["floor-raw"])
+            ),
+            "write floor / qemu-img convert -O raw (the writes alone)": median_ratio(
+                results["floor-raw"], results["qemu-raw"]
+            ),
             "engine-qcow2 (the copier writes the qcow2, verify on) / qemu-img convert -O qcow2": median_ratio(
                 results["engine-qcow2"], results["qemu-qcow2"]
             ),
@@ -365,6 +373,7 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         "qemu-raw": "qemu-img convert -O raw",
         "nbdcopy": "nbdcopy",
         "engine-raw": "engine raw→raw (verify on)",
+        "floor-raw": "write floor: pwrite of the allocated bytes from the source's pages, nothing else",
         "qemu-qcow2": "qemu-img convert -O qcow2",
         "engine-qcow2": "engine raw→qcow2 (copier → diskio.qcow2, verify on)",
         "engine-nbd-qcow2": "engine raw→qcow2 (copier → qemu-nbd, verify on)",

@@ -15,7 +15,9 @@ nginx's zero pages for the whole file's holes made the whole-file curl 4.4 s ins
 ``bench.run`` discards a first round for that.
 
 The knobs are this kernel's (``/sys/module/page_reporting/parameters``): where they are absent or
-read-only, nothing is changed and the report says so. They are restored when the run ends.
+read-only, nothing is changed and the report says so. They are restored when the run ends; a run
+killed before that leaves the hold in place (harmless: freed memory goes back to the host 5 minutes
+late), and the values to write back are the ones its report would have printed: 0 and 1024 here.
 """
 
 from __future__ import annotations

@@ -383,7 +383,8 @@ def render(r: dict[str, object], info: dict[str, str]) -> str:
         "curl-ranges": "curl, allocated ranges over HTTP → /dev/null",
         "curl-whole": "curl, whole 4 GiB file over HTTP → /dev/null",
         "engine-http": "engine HTTP ranges→raw (nginx, allocation map, verify on)",
-        "floor-http": f"floor: bare C, ranges → raw file, read back and compared ({floor.CONNECTIONS} connection(s))",
+        "floor-http": "floor: bare C, ranges → raw file, read back and compared "
+        f"({floor.CONNECTIONS} connection{'s' if floor.CONNECTIONS > 1 else ''})",
     }
     for key, label in labels.items():
         lines.append(f"| {label} | {med[key]:.3f} | {cpu[key]:.2f} | {rss[key]:.0f} |")
